@@ -1,0 +1,87 @@
+package frame
+
+import (
+	"bytes"
+	"testing"
+)
+
+// FuzzDecode feeds arbitrary bytes to the frame reader and every payload
+// decoder. Nothing may panic, and whatever decodes must respect the limits.
+func FuzzDecode(f *testing.F) {
+	for _, sizes := range [][3]int{{0, 0, 0}, {3, 10, 20}, {5, 70000, 3}} {
+		for _, fr := range encode(f, sample(ChecksumCRC32, sizes)) {
+			f.Add(fr)
+		}
+	}
+	f.Add(AppendPing(nil, TypePingReq, 1))
+	f.Add(AppendError(nil, 1, ErrorMsg{Code: ErrCodeBusy, Message: []byte("busy")}))
+	b, _ := AppendInit(nil, TypeInitReq, 1, Init{Version: 2, Headers: map[string]string{"host_port": "a:1"}})
+	f.Add(b)
+	b, _ = AppendCancel(nil, 1, Cancel{Why: []byte("x")})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := NewReader(bytes.NewReader(data))
+		var (
+			asm  Assembler
+			frag Fragment
+			req  CallReq
+			res  CallRes
+		)
+		for range 64 {
+			fr, err := r.ReadFrame()
+			if err != nil {
+				return
+			}
+			if int(fr.Size) != len(fr.Payload)+HeaderSize {
+				t.Fatalf("size %d but payload %d", fr.Size, len(fr.Payload))
+			}
+			var derr error
+			switch fr.Type {
+			case TypeInitReq, TypeInitRes:
+				_, derr = ParseInit(fr.Payload)
+			case TypeCallReq:
+				if derr = DecodeCallReq(fr.Payload, &req, &frag); derr == nil {
+					if err := req.Headers.Validate(); err != nil {
+						t.Fatalf("decoded headers fail validation: %v", err)
+					}
+					asm.Reset()
+				}
+			case TypeCallRes:
+				if derr = DecodeCallRes(fr.Payload, &res, &frag); derr == nil {
+					asm.Reset()
+				}
+			case TypeCallReqContinue, TypeCallResContinue:
+				derr = DecodeContinue(fr.Payload, &frag)
+			case TypeCancel:
+				_, derr = DecodeCancel(fr.Payload)
+			case TypeClaim:
+				_, _, derr = DecodeClaim(fr.Payload)
+			case TypeError:
+				_, derr = DecodeError(fr.Payload)
+			default:
+				continue
+			}
+			if derr != nil {
+				if !IsProtocolError(derr) {
+					t.Fatalf("decode error is not a protocol error: %v", derr)
+				}
+				continue
+			}
+			switch fr.Type {
+			case TypeCallReq, TypeCallRes, TypeCallReqContinue, TypeCallResContinue:
+				err := asm.Add(&frag, func(arg int, chunk []byte, end bool) error {
+					if arg < 0 || arg > 2 {
+						t.Fatalf("arg index %d", arg)
+					}
+					return nil
+				})
+				if err != nil && !IsProtocolError(err) {
+					t.Fatalf("assembler error is not a protocol error: %v", err)
+				}
+				if err != nil || asm.Done() {
+					asm.Reset()
+				}
+			}
+		}
+	})
+}
