@@ -290,3 +290,6 @@ func (a *Assembler) Add(f *Fragment, fn func(arg int, chunk []byte, end bool) er
 	a.done = !f.More()
 	return nil
 }
+
+// Started reports whether a frame has been added since the last Reset.
+func (a *Assembler) Started() bool { return a.started }

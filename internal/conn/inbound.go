@@ -1,0 +1,211 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// inCall is a call the peer sent that this side has not answered yet.
+type inCall struct {
+	id         uint32
+	req        Request
+	ctx        context.Context
+	cancel     context.CancelFunc
+	cancelled  atomic.Bool // the peer sent a cancel
+	asm        frame.Assembler
+	method     []byte
+	pw         *io.PipeWriter // arg3, once the handler runs before it is whole
+	dispatched bool
+	discard    bool // the rest of the message is dropped (refused or abandoned)
+}
+
+// errHandlerDone ends a streamed request body whose handler already returned.
+var errHandlerDone = errors.New("handler returned before reading the whole body")
+
+func (c *Conn) onCallReq(f *frame.Frame, st *readState) error {
+	if err := frame.DecodeCallReq(f.Payload, &st.req, &st.frag); err != nil {
+		return err
+	}
+	if _, dup := st.assembling[f.ID]; dup {
+		return &frame.ProtocolError{Rule: fmt.Sprintf("call req %d reuses the id of a call still arriving", f.ID)}
+	}
+	call := &inCall{id: f.ID}
+	call.req = Request{
+		Service:  string(st.req.Service),
+		Headers:  append(frame.Headers(nil), st.req.Headers...),
+		Tracing:  st.req.Tracing,
+		Checksum: st.req.Checksum,
+		TTL:      time.Duration(st.req.TTL) * time.Millisecond,
+	}
+	if refusal := c.admit(call, st.req.TTL); refusal != nil {
+		c.sendError(f.ID, refusal.Code, call.req.Tracing, refusal.Message)
+		call.discard = true
+	}
+	return c.addReqFrame(call, &st.frag, st)
+}
+
+// admit registers a new inbound call, or says why it is refused.
+func (c *Conn) admit(call *inCall, ttl uint32) *Error {
+	if ttl == 0 {
+		return Errorf(frame.ErrCodeTimeout, "call arrived with no time left (ttl 0)")
+	}
+	if c.opts.Handler == nil {
+		return Errorf(frame.ErrCodeBadRequest, "this peer serves no calls (service %q)", call.req.Service)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
+		return Errorf(frame.ErrCodeDeclined, "connection is closing")
+	}
+	if _, dup := c.in[call.id]; dup {
+		return Errorf(frame.ErrCodeBadRequest, "call id %d is already in use", call.id)
+	}
+	c.in[call.id] = call
+	call.ctx, call.cancel = context.WithTimeout(context.Background(), call.req.TTL)
+	return nil
+}
+
+func (c *Conn) onCallReqContinue(f *frame.Frame, st *readState) error {
+	if err := frame.DecodeContinue(f.Payload, &st.frag); err != nil {
+		return err
+	}
+	call := st.assembling[f.ID]
+	if call == nil {
+		return nil // the rest of a call we already answered or never saw
+	}
+	return c.addReqFrame(call, &st.frag, st)
+}
+
+func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) error {
+	limit := c.opts.MaxMessageSize
+	var tooBig bool
+	err := call.asm.Add(frag, func(arg int, chunk []byte, end bool) error {
+		if call.discard {
+			return nil
+		}
+		switch arg {
+		case 0:
+			call.method = append(call.method, chunk...)
+		case 1:
+			call.req.Arg2 = append(call.req.Arg2, chunk...)
+			tooBig = len(call.req.Arg2) > limit
+		case 2:
+			if call.pw != nil {
+				if _, err := call.pw.Write(chunk); err != nil {
+					call.discard = true
+				}
+				return nil
+			}
+			call.req.Arg3 = append(call.req.Arg3, chunk...)
+		}
+		// Once arg2 is whole, a message still arriving goes to the handler
+		// with its arg3 streamed, so a large body is never held whole.
+		if arg == 1 && end && frag.More() && !call.dispatched {
+			pr, pw := io.Pipe()
+			call.pw, call.req.Body = pw, pr
+			c.runHandler(call)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if tooBig && !call.discard {
+		c.abandon(call, Errorf(frame.ErrCodeBadRequest, "request arg2 exceeds %d bytes", limit))
+	}
+	if !call.asm.Done() {
+		st.assembling[call.id] = call
+		return nil
+	}
+	delete(st.assembling, call.id)
+	if call.pw != nil {
+		call.pw.Close()
+	}
+	if !call.discard && !call.dispatched {
+		c.runHandler(call)
+	}
+	return nil
+}
+
+// abandon answers a call that cannot be served and drops the rest of it.
+func (c *Conn) abandon(call *inCall, e *Error) {
+	call.discard = true
+	if call.pw != nil {
+		call.pw.CloseWithError(e)
+		return // the handler is running and will answer
+	}
+	c.sendError(call.id, e.Code, call.req.Tracing, e.Message)
+	c.release(call)
+}
+
+func (c *Conn) runHandler(call *inCall) {
+	call.dispatched = true
+	call.req.Method = string(call.method)
+	go c.serve(call)
+}
+
+// serve runs the handler and sends its answer.
+func (c *Conn) serve(call *inCall) {
+	defer c.release(call)
+	res, err := c.opts.Handler(call.ctx, &call.req)
+	if pr, ok := call.req.Body.(*io.PipeReader); ok {
+		pr.CloseWithError(errHandlerDone)
+	}
+	t := call.req.Tracing
+	switch {
+	case call.cancelled.Load():
+		c.sendError(call.id, frame.ErrCodeCancelled, t, "call cancelled by caller")
+	case errors.Is(call.ctx.Err(), context.DeadlineExceeded):
+		c.sendError(call.id, frame.ErrCodeTimeout, t, fmt.Sprintf("call outlived its TTL of %v", call.req.TTL))
+	case call.ctx.Err() != nil:
+		// The connection closed under the call: nobody to answer.
+	case err != nil:
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
+		}
+		c.sendError(call.id, e.Code, t, e.Message)
+	case res == nil:
+		c.sendError(call.id, frame.ErrCodeUnexpected, t, "handler returned no response")
+	default:
+		if err := c.respond(call, res); err != nil {
+			var e *Error
+			if errors.As(err, &e) && e.Code != frame.ErrCodeNetwork {
+				c.sendError(call.id, e.Code, t, e.Message)
+			}
+		}
+	}
+}
+
+func (c *Conn) respond(call *inCall, res *Response) error {
+	mw := c.writers.Get().(*frame.MessageWriter)
+	defer c.writers.Put(mw)
+	tr := res.Tracing
+	if tr == (frame.Tracing{}) {
+		tr = call.req.Tracing
+	}
+	m := frame.CallRes{Code: res.Code, Tracing: tr, Headers: res.Headers, Checksum: res.Checksum}
+	if err := mw.BeginCallRes(call.id, &m); err != nil {
+		return Errorf(frame.ErrCodeUnexpected, "bad response: %v", err)
+	}
+	return c.writeArgs(mw, nil, res.Arg2, res.Arg3, res.Body)
+}
+
+// release forgets an answered call.
+func (c *Conn) release(call *inCall) {
+	if call.cancel != nil {
+		call.cancel()
+	}
+	c.mu.Lock()
+	if c.in[call.id] == call {
+		delete(c.in, call.id)
+	}
+	c.checkIdleLocked()
+	c.mu.Unlock()
+}

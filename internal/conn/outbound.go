@@ -1,0 +1,249 @@
+package conn
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// outCall is a call this side sent and is waiting on.
+type outCall struct {
+	id     uint32
+	stream bool
+	limit  int
+	done   chan struct{}
+	state  atomic.Int32 // callPending, callStreaming, callFinished
+	res    Response
+	err    error
+	asm    frame.Assembler
+	pw     *io.PipeWriter // arg3 of a streamed response
+}
+
+const (
+	callPending int32 = iota
+	callStreaming
+	callFinished
+)
+
+// finish completes the call with err (nil: the whole response arrived).
+func (o *outCall) finish(err error) {
+	if o.state.CompareAndSwap(callPending, callFinished) {
+		o.err = err
+		close(o.done)
+		return
+	}
+	if o.state.CompareAndSwap(callStreaming, callFinished) {
+		if err != nil {
+			o.pw.CloseWithError(err)
+		} else {
+			o.pw.Close()
+		}
+	}
+}
+
+// Call sends req and waits for its answer. The context's deadline becomes the
+// call's TTL; when it passes the call fails with ErrCodeTimeout and the peer
+// is sent a cancel. A response with an application error is returned with a
+// nil error: check Response.Code.
+func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.DefaultTimeout)
+		defer cancel()
+		deadline, _ = ctx.Deadline()
+	}
+	ttl := time.Until(deadline)
+	if ttl <= 0 {
+		return nil, &Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}
+	}
+
+	call := &outCall{
+		id:     c.newID(),
+		stream: req.StreamResponse,
+		limit:  c.opts.MaxMessageSize,
+		done:   make(chan struct{}),
+	}
+	c.mu.Lock()
+	if c.draining {
+		c.mu.Unlock()
+		return nil, ErrClosing
+	}
+	select {
+	case <-c.closed:
+		c.mu.Unlock()
+		return nil, c.networkError(c.closeErr)
+	default:
+	}
+	c.out[call.id] = call
+	c.mu.Unlock()
+
+	if err := c.send(call.id, req, ttlMillis(ttl)); err != nil {
+		c.forget(call.id)
+		return nil, err
+	}
+
+	select {
+	case <-call.done:
+		if call.err != nil {
+			return nil, call.err
+		}
+		if call.stream {
+			context.AfterFunc(ctx, func() {
+				if c.forget(call.id) {
+					call.finish(ctxError(ctx))
+				}
+			})
+		}
+		return &call.res, nil
+	case <-ctx.Done():
+		if c.forget(call.id) {
+			c.sendCancel(call.id, req.Tracing, ctx)
+		}
+		return nil, ctxError(ctx)
+	}
+}
+
+// ttlMillis rounds up so a call with time left never carries a ttl of 0.
+func ttlMillis(d time.Duration) uint32 {
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return uint32(min(ms, 1<<32-1))
+}
+
+// send writes the request's frames.
+func (c *Conn) send(id uint32, req *Request, ttl uint32) error {
+	mw := c.writers.Get().(*frame.MessageWriter)
+	defer c.writers.Put(mw)
+	m := frame.CallReq{
+		TTL:      ttl,
+		Tracing:  req.Tracing,
+		Service:  []byte(req.Service),
+		Headers:  req.Headers,
+		Checksum: req.Checksum,
+	}
+	if err := mw.BeginCallReq(id, &m); err != nil {
+		return Errorf(frame.ErrCodeBadRequest, "%v", err)
+	}
+	return c.writeArgs(mw, []byte(req.Method), req.Arg2, req.Arg3, req.Body)
+}
+
+// writeArgs writes the three args of a begun message and closes it.
+func (c *Conn) writeArgs(mw *frame.MessageWriter, arg1, arg2, arg3 []byte, body io.Reader) error {
+	mw.Write(arg1)
+	mw.EndArg()
+	mw.Write(arg2)
+	mw.EndArg()
+	if body != nil {
+		if _, err := io.Copy(mw, body); err != nil {
+			return Errorf(frame.ErrCodeUnexpected, "reading body: %v", err)
+		}
+	} else {
+		mw.Write(arg3)
+	}
+	if err := mw.Close(); err != nil {
+		if frame.IsProtocolError(err) {
+			return Errorf(frame.ErrCodeBadRequest, "%v", err)
+		}
+		return c.networkError(err)
+	}
+	return nil
+}
+
+// forget drops a call this side no longer waits for; it reports whether the
+// call was still outstanding.
+func (c *Conn) forget(id uint32) bool {
+	c.mu.Lock()
+	_, ok := c.out[id]
+	delete(c.out, id)
+	c.checkIdleLocked()
+	c.mu.Unlock()
+	return ok
+}
+
+func (c *Conn) sendCancel(id uint32, t frame.Tracing, ctx context.Context) {
+	var buf [64]byte
+	why := "deadline exceeded"
+	if ctx.Err() == context.Canceled {
+		why = "cancelled by caller"
+	}
+	b, _ := frame.AppendCancel(buf[:0], id, frame.Cancel{Tracing: t, Why: []byte(why)})
+	c.w.write(b)
+}
+
+func (c *Conn) onCallRes(f *frame.Frame, st *readState) error {
+	if err := frame.DecodeCallRes(f.Payload, &st.res, &st.frag); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	call := c.out[f.ID]
+	c.mu.Unlock()
+	if call == nil {
+		return nil // late or duplicate answer to a call we gave up on
+	}
+	if call.asm.Started() {
+		return &frame.ProtocolError{Rule: "second call res for one call"}
+	}
+	call.res = Response{
+		Code:     st.res.Code,
+		Headers:  append(frame.Headers(nil), st.res.Headers...),
+		Tracing:  st.res.Tracing,
+		Checksum: st.res.Checksum,
+	}
+	return c.addResFrame(f.ID, call, &st.frag)
+}
+
+func (c *Conn) onCallResContinue(f *frame.Frame, st *readState) error {
+	if err := frame.DecodeContinue(f.Payload, &st.frag); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	call := c.out[f.ID]
+	c.mu.Unlock()
+	if call == nil {
+		return nil
+	}
+	if !call.asm.Started() {
+		return &frame.ProtocolError{Rule: "call res continue before call res"}
+	}
+	return c.addResFrame(f.ID, call, &st.frag)
+}
+
+func (c *Conn) addResFrame(id uint32, call *outCall, frag *frame.Fragment) error {
+	var failed error
+	err := call.asm.Add(frag, func(arg int, chunk []byte, end bool) error {
+		switch {
+		case arg == 1:
+			call.res.Arg2 = append(call.res.Arg2, chunk...)
+		case arg == 2 && call.stream:
+			if _, err := call.pw.Write(chunk); err != nil {
+				failed = err // the caller closed the body: drop the rest
+			}
+			return nil
+		case arg == 2:
+			call.res.Arg3 = append(call.res.Arg3, chunk...)
+		}
+		if len(call.res.Arg2)+len(call.res.Arg3) > call.limit {
+			failed = Errorf(frame.ErrCodeBadRequest, "response exceeds %d bytes", call.limit)
+		}
+		if arg == 1 && end && call.stream && failed == nil {
+			pr, pw := io.Pipe()
+			call.pw, call.res.Body = pw, pr
+			if call.state.CompareAndSwap(callPending, callStreaming) {
+				close(call.done)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if failed != nil || call.asm.Done() {
+		if c.forget(id) {
+			call.finish(failed)
+		}
+	}
+	return nil
+}
