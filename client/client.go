@@ -1,0 +1,153 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// Options configure a Client or a Server. The zero value works.
+type Options struct {
+	// ServiceName is this program's own service name, sent as the caller
+	// name ("cn") on every call; default: the process name.
+	ServiceName string
+	// ProcessName is sent in the handshake; default: binary name and pid.
+	ProcessName string
+	// Timeout applies to calls whose context has no deadline; default 10s.
+	Timeout time.Duration
+	// Checksum is the type used for calls this side sends; default CRC-32C.
+	// Set frame.ChecksumNone explicitly with NoChecksum.
+	Checksum   frame.ChecksumType
+	NoChecksum bool
+	// MaxBodySize bounds a body received into memory; default 64 MiB.
+	MaxBodySize int
+	// Logger receives connection events; default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.Timeout == 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.Checksum == frame.ChecksumNone && !o.NoChecksum {
+		o.Checksum = frame.ChecksumCRC32C
+	}
+	if o.MaxBodySize == 0 {
+		o.MaxBodySize = 64 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+func (o Options) connOptions(hostPort string, h conn.Handler) conn.Options {
+	return conn.Options{
+		HostPort:       hostPort,
+		ProcessName:    o.ProcessName,
+		Handler:        h,
+		Logger:         o.Logger,
+		MaxMessageSize: o.MaxBodySize,
+		DefaultTimeout: o.Timeout,
+	}
+}
+
+// Client calls services over one TChannel connection.
+type Client struct {
+	c      *conn.Conn
+	opts   Options
+	caller string
+}
+
+// Dial connects to a TChannel peer (a meshd, or a service directly).
+func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
+	opts = opts.withDefaults()
+	c, err := conn.Dial(ctx, addr, opts.connOptions("", nil))
+	if err != nil {
+		return nil, err
+	}
+	caller := opts.ServiceName
+	if caller == "" {
+		caller = opts.ProcessName
+	}
+	if caller == "" {
+		caller = "mesh-client"
+	}
+	return &Client{c: c, opts: opts, caller: caller}, nil
+}
+
+// Response is a successful answer to a raw call.
+type Response struct {
+	Headers []byte // arg2
+	Body    []byte // arg3
+}
+
+// CallOption adjusts one call.
+type CallOption func(*conn.Request)
+
+// WithShardKey routes the call by key ("sk"): the same key reaches the same
+// instance while it is healthy.
+func WithShardKey(key string) CallOption { return WithTransportHeader(frame.HeaderShardKey, key) }
+
+// WithRoutingKey sets the routing key ("rk"), routed on instead of the service.
+func WithRoutingKey(key string) CallOption { return WithTransportHeader(frame.HeaderRoutingKey, key) }
+
+// WithRetryFlags sets the "re" header: "c" (retry on connection errors, the
+// default), "t" (also on timeouts), "n" (never).
+func WithRetryFlags(flags string) CallOption {
+	return WithTransportHeader(frame.HeaderRetryFlags, flags)
+}
+
+// WithTransportHeader adds any transport header to the call.
+func WithTransportHeader(key, value string) CallOption {
+	return func(r *conn.Request) { r.Headers = frame.AppendHeader(r.Headers, key, value) }
+}
+
+// WithTracing sets the call's tracing field.
+func WithTracing(t frame.Tracing) CallOption { return func(r *conn.Request) { r.Tracing = t } }
+
+// WithChecksum overrides the checksum type for this call.
+func WithChecksum(t frame.ChecksumType) CallOption { return func(r *conn.Request) { r.Checksum = t } }
+
+// Call makes a raw call: headers and body are sent as they are.
+func (c *Client) Call(ctx context.Context, service, method string, headers, body []byte, opts ...CallOption) (*Response, error) {
+	res, err := c.call(ctx, "raw", service, method, headers, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	if res.Code != frame.ResOK {
+		return nil, &ApplicationError{Headers: res.Arg2, Body: res.Arg3}
+	}
+	return &Response{Headers: res.Arg2, Body: res.Arg3}, nil
+}
+
+func (c *Client) call(ctx context.Context, scheme, service, method string, arg2, arg3 []byte, opts []CallOption) (*conn.Response, error) {
+	req := conn.Request{
+		Service:  service,
+		Method:   method,
+		Arg2:     arg2,
+		Arg3:     arg3,
+		Checksum: c.opts.Checksum,
+	}
+	req.Headers = frame.AppendHeader(make(frame.Headers, 0, 64), frame.HeaderArgScheme, scheme)
+	req.Headers = frame.AppendHeader(req.Headers, frame.HeaderCallerName, c.caller)
+	for _, o := range opts {
+		o(&req)
+	}
+	if req.Tracing == (frame.Tracing{}) {
+		req.Tracing = newTracing()
+	}
+	return c.c.Call(ctx, &req)
+}
+
+// Ping checks the connection with a ping round trip.
+func (c *Client) Ping(ctx context.Context) error { return c.c.Ping(ctx) }
+
+// Close closes the connection at once; calls in flight fail.
+func (c *Client) Close() error { return c.c.Close() }
+
+// Shutdown stops new calls, waits for those in flight, then closes.
+func (c *Client) Shutdown(ctx context.Context) error { return c.c.Shutdown(ctx) }

@@ -1,0 +1,70 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// CallJSON makes a call in the JSON arg scheme: in is marshalled as the body,
+// the answer unmarshalled into out (which may be nil), and the answer's
+// headers returned. A handler's error answer is an *ApplicationError.
+func (c *Client) CallJSON(ctx context.Context, service, method string, headers map[string]string, in, out any, opts ...CallOption) (map[string]string, error) {
+	arg2, err := encodeJSONHeaders(headers)
+	if err != nil {
+		return nil, err
+	}
+	arg3, err := json.Marshal(in)
+	if err != nil {
+		return nil, Errorf(frame.ErrCodeBadRequest, "encoding request body: %v", err)
+	}
+	res, err := c.call(ctx, "json", service, method, arg2, arg3, opts)
+	if err != nil {
+		return nil, err
+	}
+	resHeaders, err := decodeJSONHeaders(res.Arg2)
+	if err != nil {
+		return nil, err
+	}
+	if res.Code != frame.ResOK {
+		ae := &ApplicationError{Headers: res.Arg2, Body: res.Arg3}
+		var body struct{ Message string }
+		if json.Unmarshal(res.Arg3, &body) == nil {
+			ae.Message = body.Message
+		}
+		return resHeaders, ae
+	}
+	if out != nil && len(bytes.TrimSpace(res.Arg3)) > 0 {
+		if err := json.Unmarshal(res.Arg3, out); err != nil {
+			return resHeaders, Errorf(frame.ErrCodeUnexpected, "decoding response body: %v", err)
+		}
+	}
+	return resHeaders, nil
+}
+
+func encodeJSONHeaders(h map[string]string) ([]byte, error) {
+	if h == nil {
+		return []byte("{}"), nil
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, Errorf(frame.ErrCodeBadRequest, "encoding headers: %v", err)
+	}
+	return b, nil
+}
+
+// decodeJSONHeaders accepts the three forms peers send for "no headers":
+// nothing, null and {}.
+func decodeJSONHeaders(b []byte) (map[string]string, error) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || string(b) == "null" {
+		return map[string]string{}, nil
+	}
+	var h map[string]string
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, Errorf(frame.ErrCodeBadRequest, "JSON headers must be an object of strings: %v", err)
+	}
+	return h, nil
+}

@@ -1,0 +1,225 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// Call is an incoming call as a Handler sees it.
+type Call struct {
+	Service string
+	Method  string
+	Caller  string // the "cn" transport header
+	Scheme  string // the "as" transport header
+	Headers []byte // arg2, in the scheme's format
+	// Body is arg3 read whole (up to Options.MaxBodySize).
+	Body []byte
+	// Transport holds every transport header of the call.
+	Transport frame.Headers
+	Tracing   frame.Tracing
+}
+
+// Handler serves calls for one method. Returning an *Error answers with that
+// wire code; returning an *ApplicationError answers with an application
+// error; any other error is sent as an unexpected error.
+type Handler interface {
+	Serve(ctx context.Context, call *Call) (*Response, error)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc func(ctx context.Context, call *Call) (*Response, error)
+
+// Serve calls f.
+func (f HandlerFunc) Serve(ctx context.Context, call *Call) (*Response, error) { return f(ctx, call) }
+
+// JSON adapts a typed function to a JSON-scheme Handler. An error it returns
+// that is not an *Error becomes an application error whose body is
+// {"type":"error","message":...}, as tchannel-go's json package answers.
+func JSON[In, Out any](fn func(ctx context.Context, headers map[string]string, in In) (Out, error)) Handler {
+	return HandlerFunc(func(ctx context.Context, call *Call) (*Response, error) {
+		headers, err := decodeJSONHeaders(call.Headers)
+		if err != nil {
+			return nil, err
+		}
+		var in In
+		if len(call.Body) > 0 {
+			if err := json.Unmarshal(call.Body, &in); err != nil {
+				return nil, Errorf(frame.ErrCodeBadRequest, "decoding JSON body: %v", err)
+			}
+		}
+		out, err := fn(ctx, headers, in)
+		if err != nil {
+			var werr *Error
+			if errors.As(err, &werr) {
+				return nil, werr
+			}
+			body, _ := json.Marshal(map[string]string{"type": "error", "message": err.Error()})
+			return nil, &ApplicationError{Headers: []byte("{}"), Body: body, Message: err.Error()}
+		}
+		body, err := json.Marshal(out)
+		if err != nil {
+			return nil, Errorf(frame.ErrCodeUnexpected, "encoding JSON answer: %v", err)
+		}
+		return &Response{Headers: []byte("{}"), Body: body}, nil
+	})
+}
+
+// Server serves registered handlers to every connection it accepts.
+type Server struct {
+	opts Options
+
+	mu       sync.RWMutex
+	handlers map[string]map[string]Handler
+	conns    map[*conn.Conn]struct{}
+	lis      []net.Listener
+	closing  bool
+}
+
+// NewServer returns a Server with no handlers.
+func NewServer(opts Options) *Server {
+	return &Server{
+		opts:     opts.withDefaults(),
+		handlers: make(map[string]map[string]Handler),
+		conns:    make(map[*conn.Conn]struct{}),
+	}
+}
+
+// Register serves method of service with h, replacing any earlier handler.
+func (s *Server) Register(service, method string, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handlers[service] == nil {
+		s.handlers[service] = make(map[string]Handler)
+	}
+	s.handlers[service][method] = h
+}
+
+// Services lists the services that have handlers.
+func (s *Server) Services() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]string, 0, len(s.handlers))
+	for name := range s.handlers {
+		out = append(out, name)
+	}
+	return out
+}
+
+// Serve accepts connections on l until l is closed or Shutdown is called.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return net.ErrClosed
+	}
+	s.lis = append(s.lis, l)
+	s.mu.Unlock()
+	hostPort := l.Addr().String()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.RLock()
+			closing := s.closing
+			s.mu.RUnlock()
+			if closing {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		go s.accept(nc, hostPort)
+	}
+}
+
+func (s *Server) accept(nc net.Conn, hostPort string) {
+	opts := s.opts.connOptions(hostPort, s.handle)
+	opts.OnClose = func(c *conn.Conn, _ error) {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}
+	c, err := conn.Server(nc, opts)
+	if err != nil {
+		s.opts.Logger.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		c.Close()
+	}
+}
+
+// Handle serves one call on a connection; it is the conn.Handler of every
+// connection the server accepts, and can serve a connection dialled elsewhere.
+func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response, error) {
+	s.mu.RLock()
+	h := s.handlers[req.Service][req.Method]
+	s.mu.RUnlock()
+	if h == nil {
+		return nil, Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", req.Service, req.Method)
+	}
+	body, err := req.ReadBody(s.opts.MaxBodySize)
+	if err != nil {
+		return nil, err
+	}
+	call := &Call{
+		Service:   req.Service,
+		Method:    req.Method,
+		Headers:   req.Arg2,
+		Body:      body,
+		Transport: req.Headers,
+		Tracing:   req.Tracing,
+	}
+	if v, ok := req.Headers.Get(frame.HeaderCallerName); ok {
+		call.Caller = string(v)
+	}
+	scheme, _ := req.Headers.Get(frame.HeaderArgScheme)
+	call.Scheme = string(scheme)
+	res, err := h.Serve(ctx, call)
+	resHeaders := frame.AppendHeader(nil, frame.HeaderArgScheme, call.Scheme)
+	var ae *ApplicationError
+	if errors.As(err, &ae) {
+		return &conn.Response{Code: frame.ResAppError, Headers: resHeaders, Arg2: ae.Headers, Arg3: ae.Body, Checksum: req.Checksum}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		res = &Response{}
+	}
+	return &conn.Response{Headers: resHeaders, Arg2: res.Headers, Arg3: res.Body, Checksum: req.Checksum}, nil
+}
+
+// Shutdown stops accepting, lets every connection finish its calls in
+// flight (declining new ones), and returns when all are closed or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for _, l := range s.lis {
+		l.Close()
+	}
+	conns := make([]*conn.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(conns))
+	for i, c := range conns {
+		wg.Go(func() { errs[i] = c.Shutdown(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
