@@ -158,7 +158,11 @@ func newConn(nc net.Conn, opts Options) *Conn {
 }
 
 func (c *Conn) start() {
-	go c.w.loop(func(err error) { c.fail(fmt.Errorf("write: %w", err)) })
+	go func() {
+		if err := c.w.loop(); err != nil {
+			c.fail(fmt.Errorf("write: %w", err))
+		}
+	}()
 	go c.readLoop()
 }
 
@@ -365,6 +369,7 @@ func (c *Conn) close(err error) {
 		out := c.out
 		c.out = make(map[uint32]*outCall)
 		in := c.in
+		c.in = make(map[uint32]*inCall)
 		c.mu.Unlock()
 		for _, call := range out {
 			call.finish(c.networkError(err))
@@ -406,6 +411,11 @@ func (c *Conn) readLoop() {
 			err = c.dispatch(f, &st)
 		}
 		if err != nil {
+			for _, call := range st.assembling {
+				if call.pw != nil {
+					call.pw.CloseWithError(&Error{Code: frame.ErrCodeNetwork, Message: "connection closed mid-request"})
+				}
+			}
 			if frame.IsProtocolError(err) {
 				c.log.Warn("protocol error from peer, closing connection", "err", err)
 				c.sendError(frame.ConnErrorID, frame.ErrCodeProtocol, frame.Tracing{}, err.Error())

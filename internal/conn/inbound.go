@@ -25,6 +25,13 @@ type inCall struct {
 	discard    bool // the rest of the message is dropped (refused or abandoned)
 }
 
+// Bounds on what a peer can make this side hold for requests it has not
+// finished sending: arg2 is buffered until whole, arg3 is streamed.
+const (
+	maxPartialCalls = 1024
+	maxArg2Size     = 1 << 20
+)
+
 // errHandlerDone ends a streamed request body whose handler already returned.
 var errHandlerDone = errors.New("handler returned before reading the whole body")
 
@@ -34,6 +41,9 @@ func (c *Conn) onCallReq(f *frame.Frame, st *readState) error {
 	}
 	if _, dup := st.assembling[f.ID]; dup {
 		return &frame.ProtocolError{Rule: fmt.Sprintf("call req %d reuses the id of a call still arriving", f.ID)}
+	}
+	if len(st.assembling) >= maxPartialCalls {
+		return &frame.ProtocolError{Rule: fmt.Sprintf("more than %d calls half sent at once", maxPartialCalls)}
 	}
 	call := &inCall{id: f.ID}
 	call.req = Request{
@@ -83,7 +93,7 @@ func (c *Conn) onCallReqContinue(f *frame.Frame, st *readState) error {
 }
 
 func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) error {
-	limit := c.opts.MaxMessageSize
+	limit := min(c.opts.MaxMessageSize, maxArg2Size)
 	var tooBig bool
 	err := call.asm.Add(frag, func(arg int, chunk []byte, end bool) error {
 		if call.discard {

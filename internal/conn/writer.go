@@ -62,9 +62,9 @@ func (w *writer) write(f []byte) error {
 	return nil
 }
 
-// loop writes batches until stop is called or a write fails; onErr hears the
-// failure.
-func (w *writer) loop(onErr func(error)) {
+// loop writes batches until stop is called (nil) or a write fails (the
+// error). done is closed before it returns, so the caller may then stop.
+func (w *writer) loop() error {
 	defer close(w.done)
 	spare := make([]byte, 0, 64<<10)
 	for {
@@ -72,13 +72,11 @@ func (w *writer) loop(onErr func(error)) {
 		case <-w.wake:
 		case <-w.quit:
 			w.flush(spare) // what was queued before stop still goes out
-			return
+			return nil
 		}
 		var err error
-		spare, err = w.flush(spare)
-		if err != nil {
-			onErr(err)
-			return
+		if spare, err = w.flush(spare); err != nil {
+			return err
 		}
 	}
 }
