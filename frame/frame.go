@@ -119,6 +119,9 @@ type Reader struct {
 // NewReader returns a Reader of r. Wrap r in a bufio.Reader to batch reads.
 func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 
+// Reset makes the Reader read from r, dropping nothing but its position.
+func (r *Reader) Reset(rd io.Reader) { r.r = rd }
+
 // ReadFrame reads the next frame. It returns io.EOF only when the stream ends
 // cleanly between frames, and io.ErrUnexpectedEOF when it ends inside one.
 // The returned frame is valid until the next call.

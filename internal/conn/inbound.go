@@ -30,7 +30,24 @@ type inCall struct {
 const (
 	maxPartialCalls = 1024
 	maxArg2Size     = 1 << 20
+	streamThreshold = 256 << 10
 )
+
+// streamedBody is arg3 of a request served before it fully arrived: the bytes
+// buffered so far, then the rest as the read loop receives it.
+type streamedBody struct {
+	head []byte
+	pr   *io.PipeReader
+}
+
+func (b *streamedBody) Read(p []byte) (int, error) {
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	return b.pr.Read(p)
+}
 
 // errHandlerDone ends a streamed request body whose handler already returned.
 var errHandlerDone = errors.New("handler returned before reading the whole body")
@@ -114,11 +131,14 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 			}
 			call.req.Arg3 = append(call.req.Arg3, chunk...)
 		}
-		// Once arg2 is whole, a message still arriving goes to the handler
-		// with its arg3 streamed, so a large body is never held whole.
-		if arg == 1 && end && frag.More() && !call.dispatched {
+		// A message still arriving whose arg3 passed streamThreshold goes to
+		// the handler with the rest of arg3 streamed, so a large body is never
+		// held whole; smaller ones skip the pipe's hand-offs.
+		if arg == 2 && frag.More() && !call.dispatched && len(call.req.Arg3) >= streamThreshold {
 			pr, pw := io.Pipe()
-			call.pw, call.req.Body = pw, pr
+			call.pw = pw
+			call.req.Body = &streamedBody{head: call.req.Arg3, pr: pr}
+			call.req.Arg3 = nil
 			c.runHandler(call)
 		}
 		return nil
@@ -164,8 +184,8 @@ func (c *Conn) runHandler(call *inCall) {
 func (c *Conn) serve(call *inCall) {
 	defer c.release(call)
 	res, err := c.opts.Handler(call.ctx, &call.req)
-	if pr, ok := call.req.Body.(*io.PipeReader); ok {
-		pr.CloseWithError(errHandlerDone)
+	if b, ok := call.req.Body.(*streamedBody); ok {
+		b.pr.CloseWithError(errHandlerDone)
 	}
 	t := call.req.Tracing
 	switch {

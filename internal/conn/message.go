@@ -20,7 +20,8 @@ type Request struct {
 
 	// Body streams arg3. On a sent request, if set, arg3 is read from it
 	// instead of Arg3. On a received request it is set, and Arg3 is nil, when
-	// arg3 spans several frames: read it before or while answering.
+	// arg3 passed 256 KiB while still arriving: read it before or while
+	// answering (ReadBody reads it whole).
 	Body io.Reader
 
 	// StreamResponse makes Call return as soon as the response's arg2 has

@@ -1,0 +1,20 @@
+# mesh: common tasks. `make test` is what CI runs (see .ci/run).
+export GOTOOLCHAIN := local
+
+.PHONY: test bench build fuzz
+
+build:
+	go build ./...
+
+# Every suite: static checks, unit + interop tests under -race, fuzz smoke runs.
+test:
+	./scripts/test.sh
+
+# Direct-call benchmarks, mesh vs tchannel-go in one run, as a ratio table.
+bench:
+	./scripts/bench.sh
+
+# Long fuzz runs of the frame decoder and a live connection (FUZZTIME=10m).
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./frame
+	go test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/conn

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every test suite of mesh and prints each suite's pass/fail counts.
+# This is what `make test` (the README's test command) and CI run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+export GOTOOLCHAIN=local
+FUZZTIME=${FUZZTIME:-20s}
+logs=$(mktemp -d)
+status=0
+
+# count SUITE LOG: prints "SUITE: N passed, N failed" from a go test -v log.
+count() {
+  local pass fail
+  pass=$(grep -cE -- '^\s*--- PASS' "$2")
+  fail=$(grep -cE -- '^\s*--- FAIL|^FAIL\s|^panic:' "$2")
+  printf '%s: %d passed, %d failed\n' "$1" "$pass" "$fail"
+  [ "$fail" -eq 0 ]
+}
+
+suite() { # suite NAME COMMAND...
+  local name=$1; shift
+  echo "== $name: $*"
+  if ! "$@" >"$logs/$name.log" 2>&1; then
+    status=1
+    grep -E -- '--- FAIL|^FAIL|panic:|\.go:[0-9]+:' "$logs/$name.log" | head -40
+  fi
+  count "$name" "$logs/$name.log" || status=1
+}
+
+# Static checks count as one test each.
+static() {
+  local out
+  out=$(gofmt -l $(git ls-files '*.go'))
+  if [ -n "$out" ]; then echo "--- FAIL: gofmt: $out"; else echo "--- PASS: gofmt"; fi
+  if go vet ./... 2>&1; then echo "--- PASS: go vet"; else echo "--- FAIL: go vet"; fi
+}
+
+suite static static
+suite unit go test -race -count=1 -v ./...
+suite fuzz-frame go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -v ./frame
+suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./internal/conn
+
+if [ $status -eq 0 ]; then echo "all suites passed"; else echo "some suites failed (logs in $logs)"; fi
+exit $status
