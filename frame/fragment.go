@@ -244,25 +244,25 @@ func (a *Assembler) Reset() { *a = Assembler{} }
 // Done reports whether the last frame of the message has been added.
 func (a *Assembler) Done() bool { return a.done }
 
-// Add checks one frame's fragment and then calls fn for each of its chunks
-// with the chunk's arg index (0, 1 or 2) and whether that arg is complete
-// after it. Nothing is passed to fn from a frame that fails a check.
-func (a *Assembler) Add(f *Fragment, fn func(arg int, chunk []byte, end bool) error) error {
+// Add checks one frame's fragment against the message so far: checksum,
+// checksum type, the number of args. On success chunk i of f belongs to arg
+// first+i (0, 1 or 2), and f.Ends(i) says whether that arg is then complete.
+func (a *Assembler) Add(f *Fragment) (first int, err error) {
 	if a.done {
-		return errf("frame after the last fragment of a message")
+		return 0, errf("frame after the last fragment of a message")
 	}
 	if !a.started {
 		a.csum = f.Checksum
 		a.started = true
 	} else if f.Checksum != a.csum {
-		return errf("checksum type changed from %s to %s within a message", a.csum, f.Checksum)
+		return 0, errf("checksum type changed from %s to %s within a message", a.csum, f.Checksum)
 	}
 	last := a.arg + max(f.NumChunks-1, 0)
 	if last > 2 {
-		return errf("message carries more than 3 args")
+		return 0, errf("message carries more than 3 args")
 	}
 	if !f.More() && last != 2 {
-		return errf("message ends with %d of 3 args", last+1)
+		return 0, errf("message ends with %d of 3 args", last+1)
 	}
 	if a.csum != ChecksumNone {
 		sum, first := a.sum, !a.hashed
@@ -271,25 +271,22 @@ func (a *Assembler) Add(f *Fragment, fn func(arg int, chunk []byte, end bool) er
 			first = false
 		}
 		if sum != f.Sum {
-			return errf("%s checksum mismatch: frame says %08x, args give %08x", a.csum, f.Sum, sum)
+			return 0, errf("%s checksum mismatch: frame says %08x, args give %08x", a.csum, f.Sum, sum)
 		}
 		a.sum = sum
 	}
 	if f.NumChunks > 0 {
 		a.hashed = true
 	}
-	for i, c := range f.Chunks[:f.NumChunks] {
-		if i > 0 {
-			a.arg++
-		}
-		end := i < f.NumChunks-1 || !f.More()
-		if err := fn(a.arg, c, end); err != nil {
-			return err
-		}
-	}
+	first = a.arg
+	a.arg = last
 	a.done = !f.More()
-	return nil
+	return first, nil
 }
+
+// Ends reports whether chunk i completes its arg: another chunk follows it in
+// the frame, or the frame is the message's last.
+func (f *Fragment) Ends(i int) bool { return i < f.NumChunks-1 || !f.More() }
 
 // Started reports whether a frame has been added since the last Reset.
 func (a *Assembler) Started() bool { return a.started }

@@ -62,12 +62,12 @@ func decode(stream []byte) (*message, error) {
 		default:
 			return nil, fmt.Errorf("frame %d has type %s", n, f.Type)
 		}
-		err = asm.Add(&frag, func(arg int, chunk []byte, end bool) error {
-			m.args[arg] = append(m.args[arg], chunk...)
-			return nil
-		})
+		first, err := asm.Add(&frag)
 		if err != nil {
 			return nil, err
+		}
+		for i, chunk := range frag.Chunks[:frag.NumChunks] {
+			m.args[first+i] = append(m.args[first+i], chunk...)
 		}
 		if asm.Done() {
 			return &m, nil
@@ -247,7 +247,7 @@ func TestDecodeErrors(t *testing.T) {
 			err := DecodeCallReq(tc.frame[HeaderSize:], &m, &f)
 			if err == nil {
 				var a Assembler
-				err = a.Add(&f, func(int, []byte, bool) error { return nil })
+				_, err = a.Add(&f)
 			}
 			if !IsProtocolError(err) {
 				t.Fatalf("got %v, want a protocol error", err)
@@ -269,16 +269,15 @@ func TestAssemblerRejectsBadSequences(t *testing.T) {
 		m CallReq
 		f Fragment
 	)
-	nop := func(int, []byte, bool) error { return nil }
 	DecodeCallReq(two[0][HeaderSize:], &m, &f)
-	if err := a.Add(&f, nop); err != nil {
+	if _, err := a.Add(&f); err != nil {
 		t.Fatal(err)
 	}
 	// The continue frame with another checksum type.
 	bad := bytes.Clone(two[1])
 	bad[HeaderSize+1] = byte(ChecksumCRC32)
 	DecodeContinue(bad[HeaderSize:], &f)
-	if err := a.Add(&f, nop); !IsProtocolError(err) {
+	if _, err := a.Add(&f); !IsProtocolError(err) {
 		t.Fatalf("changed checksum type: %v", err)
 	}
 	// A last frame with too few args.
@@ -286,7 +285,7 @@ func TestAssemblerRejectsBadSequences(t *testing.T) {
 	short := encode(t, sample(ChecksumNone, [3]int{3, 4, 5}))[0]
 	short = short[:len(short)-5-2] // drop arg3's chunk
 	DecodeCallReq(short[HeaderSize:], &m, &f)
-	if err := a.Add(&f, nop); !IsProtocolError(err) {
+	if _, err := a.Add(&f); !IsProtocolError(err) {
 		t.Fatalf("two args: %v", err)
 	}
 }

@@ -70,12 +70,10 @@ func FuzzDecode(f *testing.F) {
 			}
 			switch fr.Type {
 			case TypeCallReq, TypeCallRes, TypeCallReqContinue, TypeCallResContinue:
-				err := asm.Add(&frag, func(arg int, chunk []byte, end bool) error {
-					if arg < 0 || arg > 2 {
-						t.Fatalf("arg index %d", arg)
-					}
-					return nil
-				})
+				first, err := asm.Add(&frag)
+				if err == nil && (first < 0 || first+frag.NumChunks-1 > 2) {
+					t.Fatalf("chunks %d..%d are past arg3", first, first+frag.NumChunks-1)
+				}
 				if err != nil && !IsProtocolError(err) {
 					t.Fatalf("assembler error is not a protocol error: %v", err)
 				}

@@ -112,11 +112,15 @@ func (c *Conn) onCallReqContinue(f *frame.Frame, st *readState) error {
 func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) error {
 	limit := min(c.opts.MaxMessageSize, maxArg2Size)
 	var tooBig bool
-	err := call.asm.Add(frag, func(arg int, chunk []byte, end bool) error {
+	first, err := call.asm.Add(frag)
+	if err != nil {
+		return err
+	}
+	for i, chunk := range frag.Chunks[:frag.NumChunks] {
 		if call.discard {
-			return nil
+			break
 		}
-		switch arg {
+		switch first + i {
 		case 0:
 			call.method = append(call.method, chunk...)
 		case 1:
@@ -127,24 +131,20 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 				if _, err := call.pw.Write(chunk); err != nil {
 					call.discard = true
 				}
-				return nil
+				continue
 			}
 			call.req.Arg3 = append(call.req.Arg3, chunk...)
+			// A message still arriving whose arg3 passed streamThreshold goes
+			// to the handler with the rest of arg3 streamed, so a large body
+			// is never held whole; smaller ones skip the pipe's hand-offs.
+			if frag.More() && !call.dispatched && len(call.req.Arg3) >= streamThreshold {
+				pr, pw := io.Pipe()
+				call.pw = pw
+				call.req.Body = &streamedBody{head: call.req.Arg3, pr: pr}
+				call.req.Arg3 = nil
+				c.runHandler(call)
+			}
 		}
-		// A message still arriving whose arg3 passed streamThreshold goes to
-		// the handler with the rest of arg3 streamed, so a large body is never
-		// held whole; smaller ones skip the pipe's hand-offs.
-		if arg == 2 && frag.More() && !call.dispatched && len(call.req.Arg3) >= streamThreshold {
-			pr, pw := io.Pipe()
-			call.pw = pw
-			call.req.Body = &streamedBody{head: call.req.Arg3, pr: pr}
-			call.req.Arg3 = nil
-			c.runHandler(call)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	if tooBig && !call.discard {
 		c.abandon(call, Errorf(frame.ErrCodeBadRequest, "request arg2 exceeds %d bytes", limit))

@@ -212,33 +212,32 @@ func (c *Conn) onCallResContinue(f *frame.Frame, st *readState) error {
 }
 
 func (c *Conn) addResFrame(id uint32, call *outCall, frag *frame.Fragment) error {
+	first, err := call.asm.Add(frag)
+	if err != nil {
+		return err
+	}
 	var failed error
-	err := call.asm.Add(frag, func(arg int, chunk []byte, end bool) error {
-		switch {
+	for i, chunk := range frag.Chunks[:frag.NumChunks] {
+		switch arg := first + i; {
 		case arg == 1:
 			call.res.Arg2 = append(call.res.Arg2, chunk...)
+			if frag.Ends(i) && call.stream {
+				pr, pw := io.Pipe()
+				call.pw, call.res.Body = pw, pr
+				if call.state.CompareAndSwap(callPending, callStreaming) {
+					close(call.done)
+				}
+			}
 		case arg == 2 && call.stream:
 			if _, err := call.pw.Write(chunk); err != nil {
 				failed = err // the caller closed the body: drop the rest
 			}
-			return nil
 		case arg == 2:
 			call.res.Arg3 = append(call.res.Arg3, chunk...)
 		}
 		if len(call.res.Arg2)+len(call.res.Arg3) > call.limit {
 			failed = Errorf(frame.ErrCodeBadRequest, "response exceeds %d bytes", call.limit)
 		}
-		if arg == 1 && end && call.stream && failed == nil {
-			pr, pw := io.Pipe()
-			call.pw, call.res.Body = pw, pr
-			if call.state.CompareAndSwap(callPending, callStreaming) {
-				close(call.done)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return err
 	}
 	if failed != nil || call.asm.Done() {
 		if c.forget(id) {
