@@ -74,19 +74,26 @@ func JSON[In, Out any](fn func(ctx context.Context, headers map[string]string, i
 type Server struct {
 	opts Options
 
-	mu       sync.RWMutex
-	handlers map[string]map[string]Handler
-	conns    map[*conn.Conn]struct{}
-	lis      []net.Listener
-	closing  bool
+	mu         sync.RWMutex
+	handlers   map[string]map[string]Handler
+	conns      map[*conn.Conn]struct{}
+	advertised map[*conn.Conn]struct{} // connections to meshds this server advertised on
+	lis        []net.Listener
+	closing    bool
+	done       chan struct{} // closed by Shutdown
 }
+
+// ErrServerClosed is returned by Serve and Advertise after Shutdown.
+var ErrServerClosed = errors.New("mesh server closed")
 
 // NewServer returns a Server with no handlers.
 func NewServer(opts Options) *Server {
 	return &Server{
 		opts:     opts.withDefaults(),
-		handlers: make(map[string]map[string]Handler),
-		conns:    make(map[*conn.Conn]struct{}),
+		handlers:   make(map[string]map[string]Handler),
+		conns:      make(map[*conn.Conn]struct{}),
+		advertised: make(map[*conn.Conn]struct{}),
+		done:       make(chan struct{}),
 	}
 }
 
@@ -142,23 +149,33 @@ func (s *Server) Serve(l net.Listener) error {
 
 func (s *Server) accept(nc net.Conn, hostPort string) {
 	opts := s.opts.connOptions(hostPort, s.handle)
-	opts.OnClose = func(c *conn.Conn, _ error) {
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}
+	opts.OnClose = s.untrack
 	c, err := conn.Server(nc, opts)
 	if err != nil {
 		s.opts.Logger.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
 		return
 	}
-	s.mu.Lock()
-	s.conns[c] = struct{}{}
-	closing := s.closing
-	s.mu.Unlock()
-	if closing {
+	if !s.track(c) {
 		c.Close()
 	}
+}
+
+// track adds a connection for Shutdown to drain; false once closing.
+func (s *Server) track(c *conn.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrack(c *conn.Conn, _ error) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	delete(s.advertised, c)
+	s.mu.Unlock()
 }
 
 // Handle serves one call on a connection; it is the conn.Handler of every
@@ -206,7 +223,22 @@ func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 // flight (declining new ones), and returns when all are closed or ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.done)
+	}
 	s.closing = true
+	ads := make([]*conn.Conn, 0, len(s.advertised))
+	for c := range s.advertised {
+		ads = append(ads, c)
+	}
+	s.mu.Unlock()
+	// Withdraw from meshds first, so they stop routing new calls here.
+	for _, c := range ads {
+		if err := s.adCall(ctx, c, "unad"); err != nil {
+			s.opts.Logger.Debug("unadvertise failed", "err", err)
+		}
+	}
+	s.mu.Lock()
 	for _, l := range s.lis {
 		l.Close()
 	}

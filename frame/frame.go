@@ -103,10 +103,11 @@ func PutHeader(b []byte, h Header) {
 	clear(b[8:16])
 }
 
-// Frame is one decoded frame. Payload aliases the Reader's buffer.
+// Frame is one decoded frame. Payload and Raw alias the Reader's buffer.
 type Frame struct {
 	Header
 	Payload []byte
+	Raw     []byte // the whole frame, header included, as read
 }
 
 // Reader reads frames from an io.Reader into one reused buffer.
@@ -140,12 +141,9 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 		}
 		return nil, err
 	}
-	r.f = Frame{Header: h, Payload: r.buf[HeaderSize:n]}
+	r.f = Frame{Header: h, Payload: r.buf[HeaderSize:n], Raw: r.buf[:n]}
 	return &r.f, nil
 }
-
-// Raw returns the bytes of the frame last read (header and payload).
-func (r *Reader) Raw() []byte { return r.buf[:r.f.Size] }
 
 // ProtocolError says which rule of the wire format a frame broke. A peer that
 // sends one is answered with a fatal error frame and disconnected.

@@ -44,6 +44,27 @@ type Options struct {
 	// OnClose, if set, runs once when the connection is closed, with the
 	// reason (nil for a local Close or Shutdown).
 	OnClose func(c *Conn, err error)
+	// InitHeaders are sent in the handshake besides the standard ones.
+	InitHeaders map[string]string
+	// Relayer, if set, is offered every call the peer sends, and receives
+	// the frames of the calls it takes and of the calls it sent (see Relayer).
+	Relayer Relayer
+}
+
+// Relayer forwards calls frame by frame instead of serving them: meshd's
+// routing fast path. Its methods run on the connection's read loop, so they
+// must not block for long; the frame they get is valid only until they return
+// (they may rewrite it in place).
+type Relayer interface {
+	// OfferCall gets the first frame of each call the peer sends on from, with
+	// its decoded fields. Returning false lets the connection serve the call.
+	OfferCall(from *Conn, f *frame.Frame, req *frame.CallReq) bool
+	// Frame gets every call frame on from that the connection does not own:
+	// continue frames and cancels of calls the relayer took, and answers to
+	// calls it sent on from with ids from NewID.
+	Frame(from *Conn, f *frame.Frame)
+	// Closed says that c closed, so calls relayed through it must end.
+	Closed(c *Conn, err error)
 }
 
 func (o *Options) fill() {
@@ -101,7 +122,16 @@ type Conn struct {
 	closed    chan struct{}
 	closeErr  error
 
-	writers sync.Pool // *frame.MessageWriter bound to this connection
+	writers sync.Pool       // *frame.MessageWriter bound to this connection
+	base    context.Context // parent of handler contexts; carries the Conn
+}
+
+type connKey struct{}
+
+// FromContext returns the connection a Handler's call arrived on.
+func FromContext(ctx context.Context) *Conn {
+	c, _ := ctx.Value(connKey{}).(*Conn)
+	return c
 }
 
 // Dial connects to a TChannel peer at addr and completes the handshake.
@@ -151,6 +181,7 @@ func newConn(nc net.Conn, opts Options) *Conn {
 		closed: make(chan struct{}),
 		idle:   make(chan struct{}),
 	}
+	c.base = context.WithValue(context.Background(), connKey{}, c)
 	c.log = opts.Logger.With("peer", nc.RemoteAddr().String())
 	c.w = newWriter(nc, 1<<20, opts.WriteTimeout)
 	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.write} }
@@ -187,13 +218,17 @@ func (c *Conn) Err() error {
 }
 
 func (c *Conn) initHeaders() map[string]string {
-	return map[string]string{
+	h := map[string]string{
 		frame.InitHostPort:        c.opts.HostPort,
 		frame.InitProcessName:     c.opts.ProcessName,
 		frame.InitLanguage:        "go",
 		frame.InitLanguageVersion: runtime.Version(),
 		frame.InitTChannelVersion: "mesh",
 	}
+	for k, v := range c.opts.InitHeaders {
+		h[k] = v
+	}
+	return h
 }
 
 func (c *Conn) handshakeClient() error {
@@ -269,6 +304,13 @@ func (c *Conn) refuse(id uint32, why string) error {
 	c.nc.Close()
 	return &Error{Code: frame.ErrCodeProtocol, Message: "handshake: " + why}
 }
+
+// NewID reserves a message id for a call a Relayer sends on c.
+func (c *Conn) NewID() uint32 { return c.newID() }
+
+// Write queues whole frames for sending, copying them; a Relayer uses it to
+// forward frames. It blocks while the peer is not keeping up.
+func (c *Conn) Write(frames []byte) error { return c.w.write(frames) }
 
 // newID returns the next message id, skipping the reserved 0xFFFFFFFF.
 func (c *Conn) newID() uint32 {
@@ -377,6 +419,9 @@ func (c *Conn) close(err error) {
 		for _, call := range in {
 			call.cancel()
 		}
+		if c.opts.Relayer != nil {
+			c.opts.Relayer.Closed(c, err)
+		}
 		if c.opts.OnClose != nil {
 			c.opts.OnClose(c, err)
 		}
@@ -467,6 +512,8 @@ func (c *Conn) dispatch(f *frame.Frame, st *readState) error {
 		if call != nil {
 			call.cancelled.Store(true)
 			call.cancel()
+		} else if c.opts.Relayer != nil {
+			c.opts.Relayer.Frame(c, f)
 		}
 		return nil
 	case frame.TypeClaim:
@@ -507,6 +554,8 @@ func (c *Conn) onError(f *frame.Frame) error {
 	c.mu.Unlock()
 	if call != nil {
 		call.finish(&Error{Code: m.Code, Message: string(m.Message)})
+	} else if c.opts.Relayer != nil {
+		c.opts.Relayer.Frame(c, f)
 	}
 	return nil
 }

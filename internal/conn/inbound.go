@@ -59,6 +59,9 @@ func (c *Conn) onCallReq(f *frame.Frame, st *readState) error {
 	if _, dup := st.assembling[f.ID]; dup {
 		return &frame.ProtocolError{Rule: fmt.Sprintf("call req %d reuses the id of a call still arriving", f.ID)}
 	}
+	if c.opts.Relayer != nil && c.opts.Relayer.OfferCall(c, f, &st.req) {
+		return nil
+	}
 	if len(st.assembling) >= maxPartialCalls {
 		return &frame.ProtocolError{Rule: fmt.Sprintf("more than %d calls half sent at once", maxPartialCalls)}
 	}
@@ -94,7 +97,7 @@ func (c *Conn) admit(call *inCall, ttl uint32) *Error {
 		return Errorf(frame.ErrCodeBadRequest, "call id %d is already in use", call.id)
 	}
 	c.in[call.id] = call
-	call.ctx, call.cancel = context.WithTimeout(context.Background(), call.req.TTL)
+	call.ctx, call.cancel = context.WithTimeout(c.base, call.req.TTL)
 	return nil
 }
 
@@ -104,7 +107,10 @@ func (c *Conn) onCallReqContinue(f *frame.Frame, st *readState) error {
 	}
 	call := st.assembling[f.ID]
 	if call == nil {
-		return nil // the rest of a call we already answered or never saw
+		if c.opts.Relayer != nil {
+			c.opts.Relayer.Frame(c, f)
+		}
+		return nil // else the rest of a call we already answered or never saw
 	}
 	return c.addReqFrame(call, &st.frag, st)
 }

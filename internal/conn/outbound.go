@@ -181,7 +181,10 @@ func (c *Conn) onCallRes(f *frame.Frame, st *readState) error {
 	call := c.out[f.ID]
 	c.mu.Unlock()
 	if call == nil {
-		return nil // late or duplicate answer to a call we gave up on
+		if c.opts.Relayer != nil {
+			c.opts.Relayer.Frame(c, f)
+		}
+		return nil // else a late or duplicate answer to a call we gave up on
 	}
 	if call.asm.Started() {
 		return &frame.ProtocolError{Rule: "second call res for one call"}
@@ -203,7 +206,10 @@ func (c *Conn) onCallResContinue(f *frame.Frame, st *readState) error {
 	call := c.out[f.ID]
 	c.mu.Unlock()
 	if call == nil {
-		return nil
+		if c.opts.Relayer != nil {
+			c.opts.Relayer.Frame(c, f)
+		}
+		return nil // else a late or duplicate answer to a call we gave up on
 	}
 	if !call.asm.Started() {
 		return &frame.ProtocolError{Rule: "call res continue before call res"}

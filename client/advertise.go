@@ -1,0 +1,132 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// Re-advertise period, as Hyperbahn clients use (jittered), and the bounds of
+// the reconnect backoff.
+const (
+	readvertiseEvery = 50 * time.Second
+	backoffMin       = 100 * time.Millisecond
+	backoffMax       = 10 * time.Second
+)
+
+// Advertise connects to the meshd at addr, serves this server's handlers over
+// that connection, and advertises every registered service there (the
+// Hyperbahn "ad" call, so meshd routes calls for them to this process). It
+// returns once the first advertise succeeded; from then on the server keeps
+// the registration alive, re-advertising periodically and reconnecting with
+// backoff (then advertising again) until Shutdown. The process needs no
+// listener of its own.
+func (s *Server) Advertise(ctx context.Context, addr string) error {
+	c, err := s.advertiseOnce(ctx, addr)
+	if err != nil {
+		return err
+	}
+	go s.keepAdvertised(addr, c)
+	return nil
+}
+
+func (s *Server) advertiseOnce(ctx context.Context, addr string) (*conn.Conn, error) {
+	opts := s.opts.connOptions("", s.handle)
+	opts.OnClose = s.untrack
+	c, err := conn.Dial(ctx, addr, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !s.track(c) {
+		c.Close()
+		return nil, ErrServerClosed
+	}
+	if err := s.adCall(ctx, c, "ad"); err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.mu.Lock()
+	s.advertised[c] = struct{}{}
+	s.mu.Unlock()
+	return c, nil
+}
+
+// adCall sends an advertise ("ad") or unadvertise ("unad") for every
+// registered service.
+func (s *Server) adCall(ctx context.Context, c *conn.Conn, method string) error {
+	type svc struct {
+		ServiceName string `json:"serviceName"`
+		Cost        int    `json:"cost"`
+	}
+	var body struct {
+		Services []svc `json:"services"`
+	}
+	for _, name := range s.Services() {
+		body.Services = append(body.Services, svc{ServiceName: name})
+	}
+	arg3, _ := json.Marshal(body)
+	caller := s.opts.ServiceName
+	if caller == "" && len(body.Services) > 0 {
+		caller = body.Services[0].ServiceName
+	}
+	h := frame.AppendHeader(nil, frame.HeaderArgScheme, "json")
+	h = frame.AppendHeader(h, frame.HeaderCallerName, caller)
+	h = frame.AppendHeader(h, frame.HeaderRetryFlags, "c")
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := c.Call(ctx, &conn.Request{Service: "hyperbahn", Method: method, Headers: h, Arg2: []byte("{}"), Arg3: arg3, Checksum: s.opts.Checksum})
+	if err != nil {
+		return err
+	}
+	if res.Code != frame.ResOK {
+		return &ApplicationError{Headers: res.Arg2, Body: res.Arg3, Message: "advertise refused: " + string(res.Arg3)}
+	}
+	return nil
+}
+
+func (s *Server) keepAdvertised(addr string, c *conn.Conn) {
+	backoff := backoffMin
+	for {
+		timer := time.NewTimer(jitter(readvertiseEvery))
+		select {
+		case <-s.done:
+			timer.Stop()
+			return
+		case <-timer.C:
+			if err := s.adCall(context.Background(), c, "ad"); err != nil {
+				s.opts.Logger.Warn("re-advertise failed", "meshd", addr, "err", err)
+			}
+			continue
+		case <-c.Done():
+			timer.Stop()
+		}
+		// The connection to meshd is gone: reconnect and advertise again.
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-time.After(jitter(backoff)):
+			}
+			next, err := s.advertiseOnce(context.Background(), addr)
+			if err == nil {
+				s.opts.Logger.Info("re-advertised after reconnect", "meshd", addr)
+				c, backoff = next, backoffMin
+				break
+			}
+			if err == ErrServerClosed {
+				return
+			}
+			s.opts.Logger.Debug("reconnect to meshd failed", "meshd", addr, "err", err)
+			backoff = min(2*backoff, backoffMax)
+		}
+	}
+}
+
+// jitter spreads d by ±20% so many processes do not act in lockstep.
+func jitter(d time.Duration) time.Duration {
+	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}

@@ -1,0 +1,65 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Instance is one running copy of a service, reachable through a meshd.
+type Instance struct {
+	Service string            `json:"service"`
+	ID      string            `json:"id"`   // unique across the mesh
+	Addr    string            `json:"addr"` // host:port of the meshd that delivers to it
+	Tags    []string          `json:"tags,omitempty"`
+	Meta    map[string]string `json:"meta,omitempty"`
+}
+
+// Registry stores and looks up instances.
+type Registry interface {
+	// Register announces an instance served by this meshd. It stays
+	// registered until Deregister or until this meshd stops renewing it.
+	Register(ctx context.Context, inst Instance) error
+	// Deregister withdraws an instance at once.
+	Deregister(ctx context.Context, inst Instance) error
+	// Instances returns the healthy instances of service. After the first
+	// lookup of a service it answers from a cache kept current in the
+	// background, so it is cheap enough for every call.
+	Instances(ctx context.Context, service string) ([]Instance, error)
+	// Services lists the names of the services with healthy instances.
+	Services(ctx context.Context) ([]string, error)
+	// Status describes the backend for operators (name, health, staleness).
+	Status() Status
+	// Close stops background work and withdraws what this meshd registered.
+	Close() error
+}
+
+// Status is what a registry says about itself on meshd's /status.
+type Status struct {
+	Backend string `json:"backend"`
+	Healthy bool   `json:"healthy"`
+	Stale   bool   `json:"stale"` // answering from a cache the backend could not refresh
+	Detail  string `json:"detail,omitempty"`
+}
+
+// ErrNoInstances is (wrapped in) the error of a lookup that found none.
+var ErrNoInstances = errors.New("no healthy instances")
+
+func noInstances(service string) error {
+	return fmt.Errorf("service %q: %w", service, ErrNoInstances)
+}
+
+// Validate checks the fields every backend needs.
+func (i Instance) Validate() error {
+	switch {
+	case i.Service == "":
+		return errors.New("instance has no service name")
+	case len(i.Service) > 255:
+		return fmt.Errorf("service name of %d bytes exceeds 255", len(i.Service))
+	case i.ID == "":
+		return fmt.Errorf("instance of %q has no id", i.Service)
+	case i.Addr == "":
+		return fmt.Errorf("instance %q has no address", i.ID)
+	}
+	return nil
+}

@@ -1,0 +1,12 @@
+// Package discovery knows where service instances are. A Registry takes the
+// instances a meshd serves (Register, Deregister) and answers which healthy
+// instances exist for a service anywhere in the mesh (Instances), from a
+// cache that lookups on the call path read without touching the network.
+//
+// Two backends: Consul (the distributed source of truth: TTL health checks,
+// blocking-query watches, a stale cache while Consul is down) and Local, an
+// embedded registry for a single host with no Consul, optionally seeded with
+// static remote instances.
+//
+// It knows nothing of frames or connections; router/ asks it, and picks.
+package discovery

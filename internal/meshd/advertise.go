@@ -1,0 +1,173 @@
+package meshd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// The Hyperbahn advertise protocol, as tchannel-go's hyperbahn client speaks it.
+const (
+	hyperbahnService = "hyperbahn"
+	methodAdvertise  = "ad"
+	methodUnadvert   = "unad"
+)
+
+type adRequest struct {
+	Services []struct {
+		ServiceName string `json:"serviceName"`
+		Cost        int    `json:"cost"`
+	} `json:"services"`
+}
+
+type adResponse struct {
+	ConnectionCount int `json:"connectionCount"`
+}
+
+// apps tracks which instances each local app connection advertised.
+type apps struct {
+	mu    sync.Mutex
+	byCon map[*conn.Conn]*app
+	seq   int
+}
+
+type app struct {
+	n         int                            // serial of the connection, for instance ids
+	instances map[string]discovery.Instance // by service
+}
+
+func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn.Request) (*conn.Response, error) {
+	body, err := req.ReadBody(1 << 20)
+	if err != nil {
+		return nil, err
+	}
+	var ad adRequest
+	if err := json.Unmarshal(body, &ad); err != nil {
+		return nil, conn.Errorf(frame.ErrCodeBadRequest, "advertise body is not JSON of the form {\"services\":[{\"serviceName\":...}]}: %v", err)
+	}
+	var names []string
+	for _, s := range ad.Services {
+		if s.ServiceName == "" || len(s.ServiceName) > 255 {
+			return nil, conn.Errorf(frame.ErrCodeBadRequest, "advertise names an invalid service %q", s.ServiceName)
+		}
+		names = append(names, s.ServiceName)
+	}
+	switch req.Method {
+	case methodAdvertise:
+		err = d.advertise(ctx, from, names)
+	case methodUnadvert:
+		err = d.unadvertise(ctx, from, names)
+	default:
+		return nil, conn.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", hyperbahnService, req.Method)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, _ := json.Marshal(adResponse{ConnectionCount: 1})
+	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: out, Checksum: req.Checksum}, nil
+}
+
+// advertise registers the app on from as an instance of each service.
+// Advertising again (apps re-advertise every ~50s) renews nothing but is
+// harmless: the instance ids are stable per connection.
+func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []string) error {
+	d.apps.mu.Lock()
+	a := d.apps.byCon[from]
+	if a == nil {
+		d.apps.seq++
+		a = &app{n: d.apps.seq, instances: make(map[string]discovery.Instance)}
+		d.apps.byCon[from] = a
+	}
+	var added []discovery.Instance
+	for _, s := range services {
+		if _, ok := a.instances[s]; ok {
+			continue
+		}
+		inst := discovery.Instance{
+			Service: s,
+			ID:      fmt.Sprintf("%s@%s#%d", s, d.cfg.Advertise, a.n),
+			Addr:    d.cfg.Advertise,
+			Meta: map[string]string{
+				"process":   from.Peer().ProcessName,
+				"host_port": from.Peer().HostPort,
+				"node":      d.cfg.NodeName,
+			},
+		}
+		a.instances[s] = inst
+		added = append(added, inst)
+	}
+	d.apps.mu.Unlock()
+	for _, inst := range added {
+		d.router.AddLocal(inst, from)
+		if err := d.registry.Register(ctx, inst); err != nil {
+			d.log.Warn("registering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
+			return conn.Errorf(frame.ErrCodeUnexpected, "registering %s: %v", inst.Service, err)
+		}
+		d.log.Info("instance advertised", "service", inst.Service, "instance", inst.ID, "process", from.Peer().ProcessName)
+	}
+	return nil
+}
+
+// unadvertise withdraws the given services of the app on from; with no
+// services named, all of them.
+func (d *Daemon) unadvertise(ctx context.Context, from *conn.Conn, services []string) error {
+	d.apps.mu.Lock()
+	a := d.apps.byCon[from]
+	var gone []discovery.Instance
+	if a != nil {
+		for s, inst := range a.instances {
+			if len(services) == 0 || slices.Contains(services, s) {
+				gone = append(gone, inst)
+				delete(a.instances, s)
+			}
+		}
+	}
+	d.apps.mu.Unlock()
+	for _, inst := range gone {
+		d.router.RemoveLocal(inst)
+		if err := d.registry.Deregister(ctx, inst); err != nil {
+			d.log.Warn("deregistering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
+		}
+		d.log.Info("instance withdrawn", "service", inst.Service, "instance", inst.ID)
+	}
+	return nil
+}
+
+// appGone withdraws everything a closed connection advertised.
+func (d *Daemon) appGone(c *conn.Conn) {
+	d.unadvertise(context.Background(), c, nil)
+	d.apps.mu.Lock()
+	delete(d.apps.byCon, c)
+	d.apps.mu.Unlock()
+}
+
+// localInstances lists what local apps advertised.
+func (d *Daemon) localInstances() []discovery.Instance {
+	d.apps.mu.Lock()
+	defer d.apps.mu.Unlock()
+	var out []discovery.Instance
+	for _, a := range d.apps.byCon {
+		for _, inst := range a.instances {
+			out = append(out, inst)
+		}
+	}
+	slices.SortFunc(out, func(a, b discovery.Instance) int {
+		if a.Service != b.Service {
+			if a.Service < b.Service {
+				return -1
+			}
+			return 1
+		}
+		if a.ID < b.ID {
+			return -1
+		}
+		return 1
+	})
+	return out
+}

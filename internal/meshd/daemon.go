@@ -1,0 +1,330 @@
+package meshd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/router"
+)
+
+// Config is everything meshd needs to run. cmd/meshd fills it from flags,
+// environment and a config file.
+type Config struct {
+	Listen    string // TChannel listener for apps and other meshds
+	Advertise string // routable address registered for local instances; default: Listen
+	Admin     string // admin HTTP listener; empty disables it
+	NodeName  string // this host's name in the registry; default: hostname
+	// Registry is where instances are registered and looked up.
+	Registry discovery.Registry
+	// DrainTimeout bounds how long a stop waits for calls in flight.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Daemon is a running meshd.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	registry discovery.Registry
+	router   *router.Router
+	lis      net.Listener
+	admin    *http.Server
+	apps     apps
+	started  time.Time
+
+	mu    sync.Mutex
+	conns map[*conn.Conn]struct{}
+	ready bool
+}
+
+// Start opens the listeners and begins serving; Shutdown stops it.
+func Start(cfg Config) (*Daemon, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = discovery.NewLocal()
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.NodeName == "" {
+		cfg.NodeName, _ = os.Hostname()
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = lis.Addr().String()
+	}
+	if host, _, _ := net.SplitHostPort(cfg.Advertise); host == "0.0.0.0" || host == "::" || host == "" {
+		lis.Close()
+		return nil, fmt.Errorf("listening on %s: set an advertise address other hosts can reach", cfg.Advertise)
+	}
+	d := &Daemon{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		registry: cfg.Registry,
+		lis:      lis,
+		conns:    make(map[*conn.Conn]struct{}),
+		started:  time.Now(),
+	}
+	d.apps.byCon = make(map[*conn.Conn]*app)
+	d.router = router.New(router.Config{
+		Self:     cfg.Advertise,
+		Registry: cfg.Registry,
+		Own:      []string{hyperbahnService, meshdService},
+		Dial:     d.dialPeer,
+		Logger:   cfg.Logger,
+	})
+	if cfg.Admin != "" {
+		al, err := net.Listen("tcp", cfg.Admin)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("admin listen %s: %w", cfg.Admin, err)
+		}
+		d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go d.admin.Serve(al)
+		d.cfg.Admin = al.Addr().String()
+	}
+	go d.accept()
+	d.mu.Lock()
+	d.ready = true
+	d.mu.Unlock()
+	d.log.Info("meshd started", "listen", lis.Addr().String(), "advertise", cfg.Advertise,
+		"admin", d.cfg.Admin, "registry", cfg.Registry.Status().Backend)
+	return d, nil
+}
+
+// Addr is the TChannel listener's address.
+func (d *Daemon) Addr() string { return d.lis.Addr().String() }
+
+// AdminAddr is the admin HTTP listener's address ("" if disabled).
+func (d *Daemon) AdminAddr() string { return d.cfg.Admin }
+
+func (d *Daemon) connOptions() conn.Options {
+	return conn.Options{
+		HostPort:    d.cfg.Advertise,
+		ProcessName: "meshd " + d.cfg.NodeName,
+		Handler:     d.handle,
+		Relayer:     d.router,
+		Logger:      d.log,
+		OnClose:     d.connClosed,
+	}
+}
+
+// peerOptions are those of connections this meshd dials to other meshds;
+// the role header tells the far end that calls on it are on their last hop.
+func (d *Daemon) peerOptions() conn.Options {
+	o := d.connOptions()
+	o.InitHeaders = map[string]string{router.InitRole: router.MeshdRole}
+	return o
+}
+
+func (d *Daemon) accept() {
+	for {
+		nc, err := d.lis.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.log.Warn("accept failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go func() {
+			c, err := conn.Server(nc, d.connOptions())
+			if err != nil {
+				d.log.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
+				return
+			}
+			d.track(c)
+		}()
+	}
+}
+
+// dialPeer connects to another meshd for the router.
+func (d *Daemon) dialPeer(ctx context.Context, addr string) (*conn.Conn, error) {
+	c, err := conn.Dial(ctx, addr, d.peerOptions())
+	if err != nil {
+		return nil, err
+	}
+	d.track(c)
+	return c, nil
+}
+
+func (d *Daemon) track(c *conn.Conn) {
+	d.mu.Lock()
+	d.conns[c] = struct{}{}
+	d.mu.Unlock()
+	if isClosed(c) { // closed before it was tracked
+		d.connClosed(c, c.Err())
+	}
+}
+
+func isClosed(c *conn.Conn) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+func (d *Daemon) connClosed(c *conn.Conn, err error) {
+	d.mu.Lock()
+	delete(d.conns, c)
+	d.mu.Unlock()
+	d.appGone(c)
+}
+
+// handle serves the calls addressed to meshd itself.
+func (d *Daemon) handle(ctx context.Context, req *conn.Request) (*conn.Response, error) {
+	from := conn.FromContext(ctx)
+	switch req.Service {
+	case hyperbahnService:
+		return d.handleHyperbahn(ctx, from, req)
+	case meshdService:
+		return d.handleMeshd(ctx, req)
+	}
+	return nil, conn.Errorf(frame.ErrCodeBadRequest, "meshd does not serve %q", req.Service)
+}
+
+// Shutdown drains: it declines new calls, withdraws local instances from the
+// registry, waits (up to DrainTimeout or ctx) for calls in flight, then
+// closes every connection.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.ready = false
+	d.mu.Unlock()
+	d.lis.Close()
+	d.router.Drain()
+	for _, inst := range d.localInstances() {
+		if err := d.registry.Deregister(ctx, inst); err != nil {
+			d.log.Warn("deregister on drain failed", "instance", inst.ID, "err", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.DrainTimeout)
+	defer cancel()
+	for d.router.InFlight() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	left := d.router.InFlight()
+	d.mu.Lock()
+	conns := make([]*conn.Conn, 0, len(d.conns))
+	for c := range d.conns {
+		conns = append(conns, c)
+	}
+	d.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() { c.Shutdown(ctx) })
+	}
+	wg.Wait()
+	if d.admin != nil {
+		d.admin.Shutdown(ctx)
+	}
+	d.registry.Close()
+	d.log.Info("meshd stopped", "calls_abandoned", left)
+	if left > 0 {
+		return fmt.Errorf("%d calls were still in flight after %v", left, d.cfg.DrainTimeout)
+	}
+	return nil
+}
+
+// meshd's own service, for meshctl.
+const meshdService = "meshd"
+
+// Status is what /status and `meshctl status` show.
+type Status struct {
+	Node      string               `json:"node"`
+	Listen    string               `json:"listen"`
+	Advertise string               `json:"advertise"`
+	Uptime    string               `json:"uptime"`
+	Ready     bool                 `json:"ready"`
+	Registry  discovery.Status     `json:"registry"`
+	Local     []discovery.Instance `json:"local_instances"`
+	Remote    map[string][]string  `json:"services"` // service → instance ids, as routing sees them
+	Peers     []string             `json:"peers"`
+	Conns     int                  `json:"connections"`
+	InFlight  int                  `json:"calls_in_flight"`
+	Relayed   int64                `json:"calls_relayed"`
+	Refused   int64                `json:"calls_refused"`
+	TimedOut  int64                `json:"calls_timed_out"`
+}
+
+// Status reports the daemon's state.
+func (d *Daemon) Status(ctx context.Context) Status {
+	d.mu.Lock()
+	ready, nconns := d.ready, len(d.conns)
+	d.mu.Unlock()
+	st := Status{
+		Node:      d.cfg.NodeName,
+		Listen:    d.Addr(),
+		Advertise: d.cfg.Advertise,
+		Uptime:    time.Since(d.started).Round(time.Second).String(),
+		Ready:     ready,
+		Registry:  d.registry.Status(),
+		Local:     d.localInstances(),
+		Remote:    map[string][]string{},
+		Peers:     d.router.Peers(),
+		Conns:     nconns,
+		InFlight:  d.router.InFlight(),
+		Relayed:   d.router.Stats().Relayed.Load(),
+		Refused:   d.router.Stats().Refused.Load(),
+		TimedOut:  d.router.Stats().TimedOut.Load(),
+	}
+	services, _ := d.registry.Services(ctx)
+	for _, s := range services {
+		insts, _ := d.registry.Instances(ctx, s)
+		for _, i := range insts {
+			st.Remote[s] = append(st.Remote[s], i.ID)
+		}
+	}
+	return st
+}
+
+func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Response, error) {
+	var out any
+	switch req.Method {
+	case "status":
+		out = d.Status(ctx)
+	case "services":
+		s, err := d.registry.Services(ctx)
+		if err != nil {
+			return nil, conn.Errorf(frame.ErrCodeUnexpected, "listing services: %v", err)
+		}
+		out = s
+	case "instances":
+		var q struct {
+			Service string `json:"service"`
+		}
+		if err := json.Unmarshal(req.Arg3, &q); err != nil || q.Service == "" {
+			return nil, conn.Errorf(frame.ErrCodeBadRequest, `instances wants {"service": NAME}`)
+		}
+		insts, err := d.registry.Instances(ctx, q.Service)
+		if err != nil && !errors.Is(err, discovery.ErrNoInstances) {
+			return nil, conn.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
+		}
+		out = insts
+	default:
+		return nil, conn.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", meshdService, req.Method)
+	}
+	body, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: body}, nil
+}

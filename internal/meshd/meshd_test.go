@@ -1,0 +1,170 @@
+package meshd_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uber/tchannel-go"
+	"github.com/uber/tchannel-go/hyperbahn"
+	"github.com/uber/tchannel-go/raw"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/meshd"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// startMeshd runs a meshd on addr (host:0) sharing reg with the others, which
+// stands in for Consul in these in-process tests.
+func startMeshd(t *testing.T, addr string, reg discovery.Registry) *meshd.Daemon {
+	t.Helper()
+	d, err := meshd.Start(meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: quiet, DrainTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Shutdown(context.Background()) })
+	return d
+}
+
+func echoServer(t *testing.T, meshdAddr, service string) *client.Server {
+	t.Helper()
+	s := client.NewServer(client.Options{ServiceName: service, Logger: quiet})
+	s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Headers: call.Headers, Body: append([]byte(service+":"), call.Body...)}, nil
+	}))
+	if err := s.Advertise(context.Background(), meshdAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s
+}
+
+func callEcho(c *client.Client, service string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.Call(ctx, service, "echo", nil, body)
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
+}
+
+func TestCallAcrossTwoMeshds(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	b := startMeshd(t, "127.0.0.2:0", reg)
+	echoServer(t, b.Addr(), "orders")
+
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "test", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, size := range []int{0, 1 << 10, 10 << 20} {
+		body := bytes.Repeat([]byte("z"), size)
+		got, err := callEcho(c, "orders", body)
+		if err != nil {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+		if !bytes.Equal(got, append([]byte("orders:"), body...)) {
+			t.Fatalf("%d bytes: got %d bytes back", size, len(got))
+		}
+	}
+	st := a.Status(context.Background())
+	if st.Relayed < 3 || len(st.Peers) != 1 || st.Peers[0] != b.Addr() {
+		t.Fatalf("meshd A status: relayed %d, peers %v", st.Relayed, st.Peers)
+	}
+	if n := len(b.Status(context.Background()).Local); n != 1 {
+		t.Fatalf("meshd B has %d local instances, want 1", n)
+	}
+
+	// An unknown service is refused at once, naming the service.
+	_, err = callEcho(c, "nosuch", nil)
+	var e *client.Error
+	if !errors.As(err, &e) || e.Code != frame.ErrCodeDeclined || !strings.Contains(e.Message, `"nosuch"`) {
+		t.Fatalf("unknown service: %v", err)
+	}
+}
+
+func TestAppDisconnectWithdrawsInstance(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	s := echoServer(t, a.Addr(), "ephemeral")
+	if insts, _ := reg.Instances(context.Background(), "ephemeral"); len(insts) != 1 {
+		t.Fatalf("registered %d instances", len(insts))
+	}
+	s.Shutdown(context.Background())
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		if _, err := reg.Instances(context.Background(), "ephemeral"); errors.Is(err, discovery.ErrNoInstances) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("instance still registered 2s after its app left")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type tgoEcho struct{}
+
+func (tgoEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error) {
+	return &raw.Res{Arg2: args.Arg2, Arg3: append([]byte("tgo:"), args.Arg3...)}, nil
+}
+func (tgoEcho) OnError(context.Context, error) {}
+
+// A tchannel-go program registers through its hyperbahn client and is called
+// from another host by mesh's SDK and by a tchannel-go client.
+func TestTChannelGoAdvertisesThroughHyperbahnClient(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	c3 := startMeshd(t, "127.0.0.3:0", reg)
+
+	ch, err := tchannel.NewChannel("tgo-svc", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ch.Register(raw.Wrap(tgoEcho{}), "echo")
+	if err := ch.ListenAndServe("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	hc, err := hyperbahn.NewClient(ch, hyperbahn.Configuration{InitialNodes: []string{a.Addr()}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	if err := hc.Advertise(); err != nil {
+		t.Fatalf("hyperbahn advertise: %v", err)
+	}
+
+	c, err := client.Dial(context.Background(), c3.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got, err := callEcho(c, "tgo-svc", []byte("hi"))
+	if err != nil || string(got) != "tgo:hi" {
+		t.Fatalf("mesh SDK via meshd C: %q %v", got, err)
+	}
+
+	caller, err := tchannel.NewChannel("tgo-caller", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, arg3, _, err := raw.Call(ctx, caller, c3.Addr(), "tgo-svc", "echo", nil, []byte("yo"))
+	if err != nil || string(arg3) != "tgo:yo" {
+		t.Fatalf("tchannel-go client via meshd C: %q %v", arg3, err)
+	}
+}

@@ -1,0 +1,415 @@
+package router
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// HeaderInstance is the transport header that names the instance a call is
+// for, set by the first meshd and read by the instance's own meshd.
+const HeaderInstance = "mesh-instance"
+
+// Config configures a Router.
+type Config struct {
+	// Self is this meshd's routable address, as registered with its
+	// instances: an instance at Self is delivered over its own connection.
+	Self string
+	// Registry answers where the instances of a service are.
+	Registry discovery.Registry
+	// Own lists the services the meshd serves itself (e.g. "hyperbahn"):
+	// calls for them are not relayed.
+	Own []string
+	// Dial opens a connection to another meshd; its connections must use
+	// this Router as their Relayer.
+	Dial func(ctx context.Context, addr string) (*conn.Conn, error)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Router is the conn.Relayer of every meshd connection.
+type Router struct {
+	cfg   Config
+	log   *slog.Logger
+	own   map[string]bool
+	peers *peers
+
+	localMu   sync.RWMutex
+	local     map[string]*conn.Conn // instance id → the app's connection
+	byService map[string][]string   // service → ids of its local instances
+
+	mu   sync.Mutex
+	in   map[callKey]*relayed // by the caller's connection and id
+	out  map[callKey]*relayed // by the callee's connection and our id
+	rr   sync.Map             // service → *atomic.Uint64
+	bufs sync.Pool
+
+	draining atomic.Bool
+	stats    Stats
+}
+
+// Stats counts what the router did.
+type Stats struct {
+	Relayed  atomic.Int64 // calls forwarded
+	Refused  atomic.Int64 // calls answered with an error by the router
+	TimedOut atomic.Int64 // calls whose TTL ran out inside the relay
+}
+
+type callKey struct {
+	c  *conn.Conn
+	id uint32
+}
+
+// relayed is one call in flight through this meshd.
+type relayed struct {
+	src, dst     *conn.Conn
+	srcID, dstID uint32
+	reqDone      bool // the request's last frame went out
+	timer        *time.Timer
+}
+
+// New returns a Router.
+func New(cfg Config) *Router {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Router{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		own:   make(map[string]bool),
+		local:     make(map[string]*conn.Conn),
+		byService: make(map[string][]string),
+		in:    make(map[callKey]*relayed),
+		out:   make(map[callKey]*relayed),
+	}
+	for _, s := range cfg.Own {
+		r.own[s] = true
+	}
+	r.peers = newPeers(cfg.Dial)
+	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	return r
+}
+
+// AddLocal makes a local instance deliverable over c, the app's connection.
+func (r *Router) AddLocal(inst discovery.Instance, c *conn.Conn) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	if _, ok := r.local[inst.ID]; !ok {
+		r.byService[inst.Service] = append(slices.Clone(r.byService[inst.Service]), inst.ID)
+	}
+	r.local[inst.ID] = c
+}
+
+// RemoveLocal forgets a local instance.
+func (r *Router) RemoveLocal(inst discovery.Instance) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	delete(r.local, inst.ID)
+	ids := slices.DeleteFunc(slices.Clone(r.byService[inst.Service]), func(id string) bool { return id == inst.ID })
+	if len(ids) == 0 {
+		delete(r.byService, inst.Service)
+	} else {
+		r.byService[inst.Service] = ids
+	}
+}
+
+// MeshdRole is the init header value that marks a connection between two
+// meshds ("mesh_role": "meshd"). A call arriving on such a connection is on
+// its last hop: it is delivered to a local instance, never forwarded again.
+const (
+	InitRole  = "mesh_role"
+	MeshdRole = "meshd"
+)
+
+// Drain makes the router decline new calls (callers retry elsewhere) while
+// those in flight finish.
+func (r *Router) Drain() { r.draining.Store(true) }
+
+// InFlight is the number of calls being relayed.
+func (r *Router) InFlight() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.out)
+}
+
+// Stats returns the router's counters.
+func (r *Router) Stats() *Stats { return &r.stats }
+
+// Peers lists the meshds this router has connections to.
+func (r *Router) Peers() []string { return r.peers.list() }
+
+// OfferCall routes the first frame of a call (conn.Relayer).
+func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) bool {
+	if r.own[string(req.Service)] {
+		return false
+	}
+	if r.draining.Load() {
+		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
+		return true
+	}
+	dst, addHeader, code, why := r.route(from, req)
+	if dst == nil {
+		r.refuse(from, f.ID, req.Tracing, code, why)
+		return true
+	}
+	r.forward(from, dst, f, req, addHeader)
+	return true
+}
+
+// route picks the connection a call goes out on. addHeader is the instance
+// id to add as a routing header ("" when the call is on its last hop).
+func (r *Router) route(from *conn.Conn, req *frame.CallReq) (dst *conn.Conn, addHeader string, code frame.ErrCode, why string) {
+	service := string(req.Service)
+	if from.Peer().Headers[InitRole] == MeshdRole {
+		return r.deliver(service, req)
+	}
+	insts, err := r.cfg.Registry.Instances(context.Background(), service)
+	if err != nil || len(insts) == 0 {
+		return nil, "", frame.ErrCodeDeclined, fmt.Sprintf("no healthy instances of service %q", service)
+	}
+	// Round robin, skipping instances that cannot be reached right now.
+	n := r.counter(service).Add(1)
+	var lastErr error
+	for i := range insts {
+		inst := insts[(n+uint64(i))%uint64(len(insts))]
+		if inst.Addr == r.cfg.Self {
+			if c := r.localConn(inst.ID); c != nil {
+				return c, "", 0, ""
+			}
+			continue
+		}
+		c, err := r.peers.get(inst.Addr)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		return c, inst.ID, 0, ""
+	}
+	why = fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), service)
+	if lastErr != nil {
+		why += ": " + lastErr.Error()
+	}
+	return nil, "", frame.ErrCodeDeclined, why
+}
+
+// deliver picks the local instance for a call another meshd sent here: the
+// one its routing header names, or (when the header could not be added, or
+// that instance just left) any local instance of the service.
+func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, string, frame.ErrCode, string) {
+	if id, ok := req.Headers.Get(HeaderInstance); ok {
+		if c := r.localConn(string(id)); c != nil {
+			return c, "", 0, ""
+		}
+	}
+	r.localMu.RLock()
+	ids := r.byService[service]
+	r.localMu.RUnlock()
+	if len(ids) > 0 {
+		id := ids[r.counter(service).Add(1)%uint64(len(ids))]
+		if c := r.localConn(id); c != nil {
+			return c, "", 0, ""
+		}
+	}
+	return nil, "", frame.ErrCodeDeclined, fmt.Sprintf("service %q has no instance on this host any more", service)
+}
+
+func (r *Router) counter(service string) *atomic.Uint64 {
+	if v, ok := r.rr.Load(service); ok {
+		return v.(*atomic.Uint64)
+	}
+	v, _ := r.rr.LoadOrStore(service, new(atomic.Uint64))
+	return v.(*atomic.Uint64)
+}
+
+func (r *Router) localConn(id string) *conn.Conn {
+	r.localMu.RLock()
+	c := r.local[id]
+	r.localMu.RUnlock()
+	return c
+}
+
+// forward sends the first frame of a call on dst and remembers the call.
+func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string) {
+	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID()}
+	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
+
+	bp := r.bufs.Get().(*[]byte)
+	defer r.bufs.Put(bp)
+	out := *bp
+	if addHeader == "" {
+		out = append(out[:0], f.Raw...)
+	} else {
+		var ok bool
+		if out, ok = withHeader(out[:0], f, req, HeaderInstance, addHeader); !ok {
+			// No room in a full first frame: the next meshd picks among its
+			// local instances of the service instead.
+			out = append(out[:0], f.Raw...)
+		}
+	}
+	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
+	*bp = out
+
+	ttl := time.Duration(req.TTL) * time.Millisecond
+	r.mu.Lock()
+	if !rc.reqDone {
+		r.in[callKey{src, rc.srcID}] = rc
+	}
+	r.out[callKey{dst, rc.dstID}] = rc
+	r.mu.Unlock()
+	tracing := req.Tracing // req is reused by the read loop: copy what the timer needs
+	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tracing) })
+
+	if err := dst.Write(out); err != nil {
+		r.finish(rc)
+		r.refuse(src, rc.srcID, req.Tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
+		return
+	}
+	r.stats.Relayed.Add(1)
+}
+
+// withHeader appends a copy of call req frame f with key=value added to its
+// transport headers. It reports false if the result would not fit a frame.
+func withHeader(dst []byte, f *frame.Frame, req *frame.CallReq, key, value string) ([]byte, bool) {
+	p := f.Payload
+	hdrOff := 1 + 4 + frame.TracingSize + 1 + len(req.Service)
+	hdrLen := len(req.Headers)
+	if hdrLen == 0 || req.Headers.Len() >= frame.MaxHeaders {
+		return dst, false
+	}
+	size := len(f.Raw) + 2 + len(key) + len(value)
+	if size > frame.MaxFrameSize {
+		return dst, false
+	}
+	dst = append(dst, f.Raw[:frame.HeaderSize]...)
+	dst[0], dst[1] = byte(size>>8), byte(size)
+	dst = append(dst, p[:hdrOff]...)
+	dst = append(dst, p[hdrOff]+1) // one more header
+	dst = append(dst, p[hdrOff+1:hdrOff+hdrLen]...)
+	dst = append(dst, byte(len(key)))
+	dst = append(dst, key...)
+	dst = append(dst, byte(len(value)))
+	dst = append(dst, value...)
+	return append(dst, p[hdrOff+hdrLen:]...), true
+}
+
+// Frame forwards the later frames of relayed calls (conn.Relayer).
+func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
+	switch f.Type {
+	case frame.TypeCallReqContinue:
+		r.mu.Lock()
+		rc := r.in[callKey{from, f.ID}]
+		last := len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
+		if rc != nil && last {
+			delete(r.in, callKey{from, f.ID})
+			rc.reqDone = true
+		}
+		r.mu.Unlock()
+		if rc != nil {
+			binary.BigEndian.PutUint32(f.Raw[4:8], rc.dstID)
+			rc.dst.Write(f.Raw)
+		}
+	case frame.TypeCancel:
+		r.mu.Lock()
+		rc := r.in[callKey{from, f.ID}]
+		r.mu.Unlock()
+		if rc == nil {
+			// A cancel may come after the whole request went out.
+			rc = r.findBySource(from, f.ID)
+		}
+		if rc != nil {
+			binary.BigEndian.PutUint32(f.Raw[4:8], rc.dstID)
+			rc.dst.Write(f.Raw)
+			r.finish(rc)
+		}
+	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
+		r.mu.Lock()
+		rc := r.out[callKey{from, f.ID}]
+		r.mu.Unlock()
+		if rc == nil {
+			return // the call timed out or was cancelled here
+		}
+		binary.BigEndian.PutUint32(f.Raw[4:8], rc.srcID)
+		rc.src.Write(f.Raw)
+		if f.Type == frame.TypeError || f.Payload[0]&frame.FlagMoreFragments == 0 {
+			r.finish(rc)
+		}
+	}
+}
+
+func (r *Router) findBySource(src *conn.Conn, id uint32) *relayed {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rc := range r.out {
+		if rc.src == src && rc.srcID == id {
+			return rc
+		}
+	}
+	return nil
+}
+
+// finish forgets a call; it reports whether the call was still known.
+func (r *Router) finish(rc *relayed) bool {
+	r.mu.Lock()
+	_, ok := r.out[callKey{rc.dst, rc.dstID}]
+	delete(r.out, callKey{rc.dst, rc.dstID})
+	delete(r.in, callKey{rc.src, rc.srcID})
+	r.mu.Unlock()
+	if ok && rc.timer != nil {
+		rc.timer.Stop()
+	}
+	return ok
+}
+
+// expire ends a call whose TTL ran out in the relay: the caller hears a
+// timeout, the callee a cancel.
+func (r *Router) expire(rc *relayed, t frame.Tracing) {
+	if !r.finish(rc) {
+		return
+	}
+	r.stats.TimedOut.Add(1)
+	r.sendError(rc.src, rc.srcID, t, frame.ErrCodeTimeout, "call timed out in the mesh")
+	if b, err := frame.AppendCancel(nil, rc.dstID, frame.Cancel{Tracing: t, Why: []byte("ttl expired")}); err == nil {
+		rc.dst.Write(b)
+	}
+}
+
+// Closed fails the calls relayed through a closed connection (conn.Relayer).
+func (r *Router) Closed(c *conn.Conn, err error) {
+	r.peers.forget(c)
+	r.mu.Lock()
+	var broken []*relayed
+	for _, rc := range r.out {
+		if rc.src == c || rc.dst == c {
+			broken = append(broken, rc)
+		}
+	}
+	r.mu.Unlock()
+	for _, rc := range broken {
+		if !r.finish(rc) {
+			continue
+		}
+		if rc.dst == c {
+			r.sendError(rc.src, rc.srcID, frame.Tracing{}, frame.ErrCodeNetwork, "connection to the callee was lost")
+		} else if b, err := frame.AppendCancel(nil, rc.dstID, frame.Cancel{Why: []byte("caller went away")}); err == nil {
+			rc.dst.Write(b)
+		}
+	}
+}
+
+func (r *Router) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
+	r.stats.Refused.Add(1)
+	r.sendError(c, id, t, code, msg)
+}
+
+func (r *Router) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
+	c.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
+}
