@@ -89,7 +89,7 @@ var ErrServerClosed = errors.New("mesh server closed")
 // NewServer returns a Server with no handlers.
 func NewServer(opts Options) *Server {
 	return &Server{
-		opts:     opts.withDefaults(),
+		opts:       opts.withDefaults(),
 		handlers:   make(map[string]map[string]Handler),
 		conns:      make(map[*conn.Conn]struct{}),
 		advertised: make(map[*conn.Conn]struct{}),

@@ -83,13 +83,13 @@ func New(cfg Config) *Router {
 		cfg.Logger = slog.Default()
 	}
 	r := &Router{
-		cfg:   cfg,
-		log:   cfg.Logger,
-		own:   make(map[string]bool),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		own:       make(map[string]bool),
 		local:     make(map[string]*conn.Conn),
 		byService: make(map[string][]string),
-		in:    make(map[callKey]*relayed),
-		out:   make(map[callKey]*relayed),
+		in:        make(map[callKey]*relayed),
+		out:       make(map[callKey]*relayed),
 	}
 	for _, s := range cfg.Own {
 		r.own[s] = true

@@ -38,7 +38,7 @@ type apps struct {
 }
 
 type app struct {
-	n         int                            // serial of the connection, for instance ids
+	n         int                           // serial of the connection, for instance ids
 	instances map[string]discovery.Instance // by service
 }
 
