@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: test bench build fuzz
+.PHONY: test bench build fuzz consul
 
 build:
 	go build ./...
@@ -18,3 +18,7 @@ bench:
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./frame
 	go test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/conn
+
+# A real Consul agent built from the Go module proxy, in .cache/bin.
+consul:
+	./scripts/tool.sh consul
