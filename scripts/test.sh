@@ -41,5 +41,16 @@ suite unit go test -race -count=1 -v ./...
 suite fuzz-frame go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -v ./frame
 suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./internal/conn
 
+# Integration suites run real programs: a Consul agent built from the module
+# proxy (cached in .cache/bin after the first build), meshds, tchannel-go peers.
+echo "== building consul (cached after the first run)"
+if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1; then
+  suite integration go test -tags integration -count=1 -v ./discovery/ ./integration/...
+else
+  cat "$logs/consul-build.log" | tail -20
+  echo "integration: 0 passed, 1 failed"
+  status=1
+fi
+
 if [ $status -eq 0 ]; then echo "all suites passed"; else echo "some suites failed (logs in $logs)"; fi
 exit $status

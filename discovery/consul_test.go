@@ -1,0 +1,128 @@
+//go:build integration
+
+package discovery_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/testconsul"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func count(reg discovery.Registry, service string) int {
+	got, err := reg.Instances(context.Background(), service)
+	if err != nil {
+		return 0
+	}
+	return len(got)
+}
+
+func TestConsulRegisterWatchDeregister(t *testing.T) {
+	agent := testconsul.Start(t)
+	ctx := context.Background()
+	reg, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	other, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	if n := count(other, "orders"); n != 0 {
+		t.Fatalf("%d instances before registering", n)
+	}
+	inst := discovery.Instance{Service: "orders", ID: "orders-1", Addr: "127.0.0.2:21300", Meta: map[string]string{"node": "b"}}
+	if err := reg.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	// The other meshd's watch sees it through its blocking query.
+	d := waitUntil(t, time.Second, "registration seen", func() bool { return count(other, "orders") == 1 })
+	t.Logf("registration reached the watcher in %v", d)
+	got, _ := other.Instances(ctx, "orders")
+	if got[0].Addr != inst.Addr || got[0].ID != inst.ID || got[0].Meta["node"] != "b" {
+		t.Fatalf("watcher sees %+v", got[0])
+	}
+	// The TTL check stays passing while renewed.
+	time.Sleep(3 * time.Second)
+	if count(other, "orders") != 1 {
+		t.Fatal("instance fell out of the healthy set while its check was renewed")
+	}
+	if err := reg.Deregister(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	d = waitUntil(t, time.Second, "deregistration seen", func() bool { return count(other, "orders") == 0 })
+	t.Logf("deregistration reached the watcher in %v", d)
+}
+
+// A meshd that dies stops renewing: its instances leave the healthy set
+// within the TTL.
+func TestConsulTTLExpiresDeadMeshd(t *testing.T) {
+	agent := testconsul.Start(t)
+	ctx := context.Background()
+	dying, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	dying.Register(ctx, discovery.Instance{Service: "kv", ID: "kv-1", Addr: "127.0.0.3:21300"})
+	waitUntil(t, time.Second, "registration seen", func() bool { return count(watcher, "kv") == 1 })
+	dying.Abandon() // as if killed: no deregistration, no renewal
+	d := waitUntil(t, 4*time.Second, "expiry", func() bool { return count(watcher, "kv") == 0 })
+	t.Logf("dead meshd's instance left the healthy set after %v (TTL 2s)", d)
+}
+
+// With Consul down, lookups keep answering from the last known instances;
+// when a fresh agent comes back, registrations are restored.
+func TestConsulDownServesStale(t *testing.T) {
+	agent := testconsul.Start(t)
+	ctx := context.Background()
+	reg, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: time.Second, WaitTime: time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	reg.Register(ctx, discovery.Instance{Service: "s", ID: "s-1", Addr: "127.0.0.1:21300"})
+	waitUntil(t, time.Second, "registration seen", func() bool { return count(reg, "s") == 1 })
+	agent.Kill()
+	time.Sleep(2 * time.Second)
+	if count(reg, "s") != 1 {
+		t.Fatal("lookup failed while Consul was down; want the stale instances")
+	}
+	if st := reg.Status(); st.Healthy || !st.Stale {
+		t.Fatalf("status while down = %+v", st)
+	}
+	agent.Restart()
+	waitUntil(t, 10*time.Second, "re-registration after restart", func() bool {
+		got, err := reg.Instances(ctx, "s")
+		return err == nil && len(got) == 1 && reg.Status().Healthy && !reg.Status().Stale
+	})
+	if _, err := reg.Instances(ctx, "nosuch"); !errors.Is(err, discovery.ErrNoInstances) {
+		t.Fatalf("unknown service: %v", err)
+	}
+}
