@@ -1,10 +1,18 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: test bench build fuzz consul
+.PHONY: run run-consul test bench build fuzz consul
+
+# Quick start: a meshd with the example services on this host, and calls to them.
+run:
+	./scripts/quickstart.sh
+
+# The same with a real Consul agent as the registry.
+run-consul:
+	CONSUL=1 ./scripts/quickstart.sh
 
 build:
-	go build ./...
+	go build -o bin/ ./cmd/... ./examples/...
 
 # Every suite: static checks, unit + interop tests under -race, fuzz smoke runs.
 test:

@@ -6,6 +6,7 @@ require (
 	github.com/dgryski/go-farm v0.0.0-20240924180020-3414d57e47da
 	github.com/hashicorp/consul/api v1.33.0
 	github.com/uber/tchannel-go v1.34.4
+	gopkg.in/yaml.v3 v3.0.1
 )
 
 require (

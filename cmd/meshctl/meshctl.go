@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/frame"
+)
+
+// Exit codes: 0 ok, 1 the call failed (application or wire error), 2 usage
+// or bad input, 3 meshd unreachable.
+const (
+	exitOK = iota
+	exitCallFailed
+	exitUsage
+	exitUnreachable
+)
+
+const usage = `meshctl: talk to a mesh.
+
+Usage:
+  meshctl call SERVICE METHOD [BODY|@FILE|-] [flags]   call a method (body from the argument, a file, or stdin)
+  meshctl services [flags]                             list services with healthy instances
+  meshctl instances SERVICE [flags]                    list a service's instances
+  meshctl status [flags]                               show the meshd's status
+
+Flags (anywhere on the line):
+  --via HOST:PORT     the meshd to talk to (default $MESH_VIA or 127.0.0.1:21300)
+  --timeout DURATION  deadline of the call (default 5s)
+  --json | --raw      arg scheme of a call (default: json if the body is JSON, else raw)
+  -H KEY=VALUE        an application header (repeatable)
+  --shard-key KEY     route by shard key (affinity)
+`
+
+type headerFlags map[string]string
+
+func (h headerFlags) String() string { return fmt.Sprint(map[string]string(h)) }
+func (h headerFlags) Set(v string) error {
+	k, val, ok := strings.Cut(v, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("header %q: want KEY=VALUE", v)
+	}
+	h[k] = val
+	return nil
+}
+
+type opts struct {
+	via      string
+	timeout  time.Duration
+	json     bool
+	raw      bool
+	headers  headerFlags
+	shardKey string
+}
+
+// parse reads flags wherever they stand among the arguments.
+func parse(args []string, stderr io.Writer) (opts, []string, error) {
+	o := opts{headers: headerFlags{}}
+	via := os.Getenv("MESH_VIA")
+	if via == "" {
+		via = "127.0.0.1:21300"
+	}
+	fs := flag.NewFlagSet("meshctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.via, "via", via, "")
+	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "")
+	fs.BoolVar(&o.json, "json", false, "")
+	fs.BoolVar(&o.raw, "raw", false, "")
+	fs.Var(o.headers, "H", "")
+	fs.StringVar(&o.shardKey, "shard-key", "", "")
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return o, nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if o.json && o.raw {
+		return o, nil, errors.New("--json and --raw exclude each other")
+	}
+	return o, pos, nil
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	o, pos, err := parse(args, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: %v\n\n%s", err, usage)
+		return exitUsage
+	}
+	cmd, rest := pos[0], pos[1:]
+	want := map[string][2]int{"call": {2, 3}, "services": {0, 0}, "instances": {1, 1}, "status": {0, 0}}
+	n, ok := want[cmd]
+	if !ok {
+		fmt.Fprintf(stderr, "meshctl: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	if len(rest) < n[0] || len(rest) > n[1] {
+		fmt.Fprintf(stderr, "meshctl %s: wrong number of arguments\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	c, err := client.Dial(ctx, o.via, client.Options{ServiceName: "meshctl", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: cannot reach meshd at %s: %v\n", o.via, err)
+		return exitUnreachable
+	}
+	defer c.Close()
+	switch cmd {
+	case "call":
+		return call(ctx, c, o, rest, stdin, stdout, stderr)
+	case "services":
+		return meshdQuery(ctx, c, "services", nil, stdout, stderr)
+	case "instances":
+		return meshdQuery(ctx, c, "instances", map[string]string{"service": rest[0]}, stdout, stderr)
+	default:
+		return meshdQuery(ctx, c, "status", nil, stdout, stderr)
+	}
+}
+
+func readBody(arg string, stdin io.Reader) ([]byte, error) {
+	switch {
+	case arg == "-":
+		return io.ReadAll(stdin)
+	case strings.HasPrefix(arg, "@"):
+		return os.ReadFile(arg[1:])
+	}
+	return []byte(arg), nil
+}
+
+func call(ctx context.Context, c *client.Client, o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	service, method := args[0], args[1]
+	var body []byte
+	if len(args) == 3 {
+		var err error
+		if body, err = readBody(args[2], stdin); err != nil {
+			fmt.Fprintf(stderr, "meshctl: reading body: %v\n", err)
+			return exitUsage
+		}
+	}
+	useJSON := o.json || !o.raw && json.Valid(body) && len(bytes.TrimSpace(body)) > 0
+	var copts []client.CallOption
+	if o.shardKey != "" {
+		copts = append(copts, client.WithShardKey(o.shardKey))
+	}
+	if useJSON {
+		if len(bytes.TrimSpace(body)) == 0 {
+			body = []byte("null")
+		}
+		if !json.Valid(body) {
+			fmt.Fprintln(stderr, "meshctl: --json body is not valid JSON")
+			return exitUsage
+		}
+		var out json.RawMessage
+		hdrs, err := c.CallJSON(ctx, service, method, o.headers, json.RawMessage(body), &out, copts...)
+		if err != nil {
+			return fail(err, stdout, stderr)
+		}
+		printHeaders(hdrs, stderr)
+		printJSON(out, stdout)
+		return exitOK
+	}
+	var arg2 []byte
+	if len(o.headers) > 0 {
+		fmt.Fprintln(stderr, "meshctl: -H headers need the JSON scheme (raw headers are opaque bytes)")
+		return exitUsage
+	}
+	res, err := c.Call(ctx, service, method, arg2, body, copts...)
+	if err != nil {
+		return fail(err, stdout, stderr)
+	}
+	stdout.Write(res.Body)
+	if len(res.Body) > 0 && res.Body[len(res.Body)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	return exitOK
+}
+
+func printHeaders(h map[string]string, w io.Writer) {
+	for k, v := range h {
+		fmt.Fprintf(w, "< %s: %s\n", k, v)
+	}
+}
+
+func printJSON(b []byte, w io.Writer) {
+	var buf bytes.Buffer
+	if json.Indent(&buf, b, "", "  ") != nil {
+		w.Write(b)
+		fmt.Fprintln(w)
+		return
+	}
+	buf.WriteByte('\n')
+	w.Write(buf.Bytes())
+}
+
+// fail prints a call's error with its code and picks the exit status.
+func fail(err error, stdout, stderr io.Writer) int {
+	var ae *client.ApplicationError
+	if errors.As(err, &ae) {
+		fmt.Fprintf(stderr, "error: application error: %s\n", firstNonEmpty(ae.Message, string(ae.Body)))
+		return exitCallFailed
+	}
+	var e *client.Error
+	if errors.As(err, &e) {
+		fmt.Fprintf(stderr, "error: %s (code 0x%02x): %s\n", e.Code, byte(e.Code), e.Message)
+		if e.Code == frame.ErrCodeNetwork {
+			return exitUnreachable
+		}
+		return exitCallFailed
+	}
+	fmt.Fprintf(stderr, "error: %v\n", err)
+	return exitCallFailed
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func meshdQuery(ctx context.Context, c *client.Client, method string, in any, stdout, stderr io.Writer) int {
+	var out json.RawMessage
+	if _, err := c.CallJSON(ctx, "meshd", method, nil, in, &out); err != nil {
+		return fail(err, stdout, stderr)
+	}
+	printJSON(out, stdout)
+	return exitOK
+}

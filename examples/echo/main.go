@@ -1,0 +1,87 @@
+// Command echo is an example raw service: method "echo" answers with the
+// body it got, "fail" answers with an application error, "sleep" waits for
+// the duration in its body. It advertises to a meshd.
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+)
+
+func main() {
+	meshd := flag.String("meshd", envOr("MESH_VIA", "127.0.0.1:21300"), "meshd `address` to advertise to")
+	name := flag.String("service", "echo", "service `name` to advertise")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", *name)
+
+	host, _ := os.Hostname()
+	s := client.NewServer(client.Options{ServiceName: *name, Logger: log})
+	s.Register(*name, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Headers: call.Headers, Body: call.Body}, nil
+	}))
+	s.Register(*name, "whoami", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte(host + " pid " + itoa(os.Getpid()))}, nil
+	}))
+	s.Register(*name, "fail", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return nil, &client.ApplicationError{Body: []byte("failed on purpose")}
+	}))
+	s.Register(*name, "sleep", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		d, err := time.ParseDuration(string(call.Body))
+		if err != nil {
+			return nil, &client.ApplicationError{Body: []byte("body must be a duration like 100ms")}
+		}
+		select {
+		case <-time.After(d):
+			return &client.Response{Body: []byte("slept " + d.String())}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}))
+	run(s, *meshd, log)
+}
+
+func run(s *client.Server, meshd string, log *slog.Logger) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	for {
+		err := s.Advertise(ctx, meshd)
+		if err == nil {
+			break
+		}
+		log.Warn("advertise failed, retrying", "meshd", meshd, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	log.Info("advertised", "meshd", meshd)
+	<-ctx.Done()
+	s.Shutdown(context.Background())
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		if n /= 10; n == 0 {
+			return string(b[i:])
+		}
+	}
+}

@@ -1,0 +1,230 @@
+package meshd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshrpc/mesh/discovery"
+)
+
+// Options is meshd's configuration as users write it: flags, MESHD_*
+// environment variables, or a YAML file, in that order of precedence.
+type Options struct {
+	Listen       string        `yaml:"listen"`
+	Advertise    string        `yaml:"advertise"`
+	Admin        string        `yaml:"admin"`
+	Node         string        `yaml:"node"`
+	Consul       string        `yaml:"consul"`
+	ConsulToken  string        `yaml:"consul_token"`
+	ConsulDC     string        `yaml:"consul_datacenter"`
+	ConsulTTL    time.Duration `yaml:"consul_ttl"`
+	PeersFile    string        `yaml:"peers_file"`
+	LogFormat    string        `yaml:"log_format"`
+	LogLevel     string        `yaml:"log_level"`
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// Defaults are the options of a meshd given nothing.
+func Defaults() Options {
+	return Options{
+		Listen:       "127.0.0.1:21300",
+		Admin:        "127.0.0.1:21301",
+		ConsulTTL:    10 * time.Second,
+		LogFormat:    "text",
+		LogLevel:     "info",
+		DrainTimeout: 10 * time.Second,
+	}
+}
+
+// option describes one setting for the flag set, the environment and --help.
+type option struct {
+	name, env, help string
+	str             *string
+	dur             *time.Duration
+}
+
+func (o *Options) table() []option {
+	return []option{
+		{"listen", "MESHD_LISTEN", "TChannel `address` for local apps and other meshds", &o.Listen, nil},
+		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the listen address)", &o.Advertise, nil},
+		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /status, /debug/pprof); \"off\" disables it", &o.Admin, nil},
+		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil},
+		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil},
+		{"consul-token", "CONSUL_HTTP_TOKEN", "Consul ACL `token`", &o.ConsulToken, nil},
+		{"consul-datacenter", "MESHD_CONSUL_DATACENTER", "Consul `datacenter` (default: the agent's)", &o.ConsulDC, nil},
+		{"consul-ttl", "MESHD_CONSUL_TTL", "TTL of instance health checks: a dead meshd's instances leave the healthy set within it", nil, &o.ConsulTTL},
+		{"peers-file", "MESHD_PEERS_FILE", "JSON `file` of static remote instances for the embedded registry", &o.PeersFile, nil},
+		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil},
+		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil},
+		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout},
+	}
+}
+
+// ParseOptions reads the options from a YAML file (--config or
+// MESHD_CONFIG), then the environment, then args. It returns flag.ErrHelp
+// after printing usage to out for -h/--help.
+func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Options, error) {
+	o := Defaults()
+	fs := flag.NewFlagSet("meshd", flag.ContinueOnError)
+	fs.SetOutput(out)
+	configPath := fs.String("config", getenv("MESHD_CONFIG"), "YAML config `file` (keys: the flag names with _ for -); env MESHD_CONFIG")
+	table := o.table()
+	for _, opt := range table {
+		help := opt.help + "; env " + opt.env
+		if opt.str != nil {
+			fs.StringVar(opt.str, opt.name, *opt.str, help)
+		} else {
+			fs.DurationVar(opt.dur, opt.name, *opt.dur, help)
+		}
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "meshd: the mesh daemon. Local apps advertise to it; it routes their calls to any host.\n\nUsage: meshd [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Lower layers first, then re-apply the flags given on the command line.
+	final := Defaults()
+	if *configPath != "" {
+		b, err := os.ReadFile(*configPath)
+		if err != nil {
+			return o, fmt.Errorf("config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&final); err != nil && !errors.Is(err, io.EOF) {
+			return o, fmt.Errorf("config file %s: %w", *configPath, err)
+		}
+	}
+	ftable := final.table()
+	for i, opt := range ftable {
+		if v := getenv(opt.env); v != "" && !set[opt.name] {
+			if opt.str != nil {
+				*opt.str = v
+			} else {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					return o, fmt.Errorf("%s=%q: %w", opt.env, v, err)
+				}
+				*opt.dur = d
+			}
+		}
+		if set[opt.name] {
+			if opt.str != nil {
+				*opt.str = *table[i].str
+			} else {
+				*opt.dur = *table[i].dur
+			}
+		}
+	}
+	return final, final.validate()
+}
+
+func (o Options) validate() error {
+	if o.Listen == "" {
+		return errors.New("--listen is empty")
+	}
+	for _, a := range []struct{ name, v string }{{"listen", o.Listen}, {"advertise", o.Advertise}, {"admin", o.Admin}} {
+		if a.v == "" || a.v == "off" && a.name == "admin" {
+			continue // optional
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			return fmt.Errorf("--%s %q: %w", a.name, a.v, err)
+		}
+	}
+	if o.LogFormat != "text" && o.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", o.LogFormat)
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	if o.ConsulTTL < time.Second {
+		return fmt.Errorf("--consul-ttl %v: at least 1s", o.ConsulTTL)
+	}
+	return nil
+}
+
+// Logger builds the logger the options ask for.
+func (o Options) Logger(w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(o.LogLevel))
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if o.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+// Run starts meshd with the options and serves until ctx ends, then drains.
+func Run(ctx context.Context, o Options, log *slog.Logger) error {
+	reg, err := openRegistry(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	admin := o.Admin
+	if admin == "off" {
+		admin = ""
+	}
+	d, err := Start(Config{
+		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, NodeName: o.Node,
+		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log,
+	})
+	if err != nil {
+		reg.Close()
+		return err
+	}
+	<-ctx.Done()
+	log.Info("draining")
+	return d.Shutdown(context.Background())
+}
+
+// openRegistry picks Consul when configured or found, else the embedded one.
+func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.Registry, error) {
+	addr, explicit := o.Consul, o.Consul != ""
+	if addr == "" {
+		addr = os.Getenv("CONSUL_HTTP_ADDR")
+		explicit = addr != ""
+	}
+	if addr == "" {
+		addr = "127.0.0.1:8500"
+	}
+	if addr != "off" {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		reg, err := discovery.NewConsul(cctx, discovery.ConsulConfig{
+			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, Logger: log,
+		})
+		if err == nil {
+			return reg, nil
+		}
+		if explicit {
+			log.Warn("consul unreachable at start; using the embedded registry (this host only)", "consul", addr, "err", err)
+		} else {
+			log.Info("no consul agent found; using the embedded registry (this host only)", "tried", addr)
+		}
+	}
+	local := discovery.NewLocal()
+	if o.PeersFile != "" {
+		if err := local.LoadStatic(o.PeersFile); err != nil {
+			return nil, err
+		}
+	}
+	return local, nil
+}
