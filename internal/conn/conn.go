@@ -183,17 +183,15 @@ func newConn(nc net.Conn, opts Options) *Conn {
 	}
 	c.base = context.WithValue(context.Background(), connKey{}, c)
 	c.log = opts.Logger.With("peer", nc.RemoteAddr().String())
-	c.w = newWriter(nc, 1<<20, opts.WriteTimeout)
-	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.write} }
+	c.w = newWriter(nc, 1<<20, opts.WriteTimeout, func(err error) { c.fail(fmt.Errorf("write: %w", err)) })
+	// Messages are written by the goroutines making or answering calls, so
+	// they may write to the socket themselves.
+	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.writeInline} }
 	return c
 }
 
 func (c *Conn) start() {
-	go func() {
-		if err := c.w.loop(); err != nil {
-			c.fail(fmt.Errorf("write: %w", err))
-		}
-	}()
+	go c.w.loop()
 	go c.readLoop()
 }
 
@@ -448,7 +446,7 @@ func ctxError(ctx context.Context) error {
 
 // readLoop decodes frames and routes them until the connection ends.
 func (c *Conn) readLoop() {
-	r := frame.NewReader(bufio.NewReaderSize(c.nc, 64<<10))
+	r := frame.NewReader(&directReader{br: bufio.NewReaderSize(c.nc, 64<<10), r: c.nc})
 	st := readState{assembling: make(map[uint32]*inCall)}
 	for {
 		f, err := r.ReadFrame()
@@ -480,6 +478,24 @@ func (c *Conn) readLoop() {
 			return
 		}
 	}
+}
+
+// directReader is a bufio.Reader that lets large reads skip its buffer:
+// small frames arrive many to a system call, a large frame's payload goes
+// straight from the socket to the frame buffer instead of being copied twice.
+type directReader struct {
+	br *bufio.Reader
+	r  io.Reader
+}
+
+func (d *directReader) Read(p []byte) (int, error) {
+	if n := d.br.Buffered(); len(p) >= 16<<10 && n < len(p) {
+		if n > 0 {
+			return d.br.Read(p[:n])
+		}
+		return d.r.Read(p)
+	}
+	return d.br.Read(p)
 }
 
 // readState is what only the read loop touches.

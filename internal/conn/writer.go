@@ -6,31 +6,41 @@ import (
 	"time"
 )
 
-// writer batches frames from many goroutines into few system calls: callers
-// append whole frames to a pending buffer under a short lock, and one loop
-// swaps that buffer out and writes it while the next batch fills. A caller
+// writer batches frames from many goroutines into few system calls. Callers
+// append whole frames to a pending buffer under a short lock. If nobody is
+// writing to the socket, a caller that may block (a goroutine making a call
+// or answering one) writes the batch itself, and keeps going while others
+// append meanwhile: no hand-off to another goroutine on the common path.
+// Callers that must not block on the socket (the read loop, which relays
+// frames and answers pings) leave the batch to the write loop instead, so two
+// peers whose read loops both write can never wait on each other. A caller
 // blocks only while the pending buffer is over its limit, which is how a slow
 // peer pushes back on a sender.
 type writer struct {
 	nc      net.Conn
 	timeout time.Duration
 	limit   int
+	onFail  func(error) // runs once, on its own goroutine, when a write fails
 
-	mu      sync.Mutex
-	drained sync.Cond // the loop took the pending buffer, or the writer failed
-	pending []byte
-	err     error
-	wake    chan struct{}
-	quit    chan struct{}
-	done    chan struct{}
+	mu       sync.Mutex
+	drained  sync.Cond // pending was taken for writing, or the writer failed
+	pending  []byte
+	spare    []byte
+	flushing bool // a goroutine is writing to the socket
+	err      error
+	wake     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
 }
 
-func newWriter(nc net.Conn, limit int, timeout time.Duration) *writer {
+func newWriter(nc net.Conn, limit int, timeout time.Duration, onFail func(error)) *writer {
 	w := &writer{
 		nc:      nc,
 		timeout: timeout,
 		limit:   limit,
+		onFail:  onFail,
 		pending: make([]byte, 0, 64<<10),
+		spare:   make([]byte, 0, 64<<10),
 		wake:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -39,8 +49,15 @@ func newWriter(nc net.Conn, limit int, timeout time.Duration) *writer {
 	return w
 }
 
-// write queues one or more whole frames. It copies f before returning.
-func (w *writer) write(f []byte) error {
+// write queues whole frames, copying them, and returns without touching the
+// socket (the write loop sends them).
+func (w *writer) write(f []byte) error { return w.queue(f, false) }
+
+// writeInline queues whole frames and, if no one is writing to the socket,
+// writes them on the caller's goroutine.
+func (w *writer) writeInline(f []byte) error { return w.queue(f, true) }
+
+func (w *writer) queue(f []byte, inline bool) error {
 	w.mu.Lock()
 	for w.err == nil && len(w.pending) > w.limit {
 		w.drained.Wait()
@@ -50,57 +67,72 @@ func (w *writer) write(f []byte) error {
 		w.mu.Unlock()
 		return err
 	}
-	first := len(w.pending) == 0
 	w.pending = append(w.pending, f...)
-	w.mu.Unlock()
-	if first {
+	if w.flushing {
+		w.mu.Unlock() // the goroutine writing takes these bytes too
+		return nil
+	}
+	if !inline {
+		w.mu.Unlock()
 		select {
 		case w.wake <- struct{}{}:
 		default:
 		}
+		return nil
 	}
-	return nil
+	err := w.flushLocked()
+	w.mu.Unlock()
+	return err
 }
 
-// loop writes batches until stop is called (nil) or a write fails (the
-// error). done is closed before it returns, so the caller may then stop.
-func (w *writer) loop() error {
+// flushLocked writes until nothing is pending. It holds mu except during
+// the system call.
+func (w *writer) flushLocked() error {
+	w.flushing = true
+	for len(w.pending) > 0 && w.err == nil {
+		batch := w.pending
+		w.pending = w.spare[:0]
+		w.drained.Broadcast()
+		w.mu.Unlock()
+		if w.timeout > 0 {
+			w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+		}
+		_, err := w.nc.Write(batch)
+		w.mu.Lock()
+		if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
+			batch = make([]byte, 0, 64<<10)
+		}
+		w.spare = batch[:0]
+		if err != nil && w.err == nil {
+			w.err = err
+			w.drained.Broadcast()
+			go w.onFail(err)
+		}
+	}
+	w.flushing = false
+	return w.err
+}
+
+// loop sends what non-inline callers queued, until stop.
+func (w *writer) loop() {
 	defer close(w.done)
-	spare := make([]byte, 0, 64<<10)
 	for {
 		select {
 		case <-w.wake:
 		case <-w.quit:
-			w.flush(spare) // what was queued before stop still goes out
-			return nil
+			w.mu.Lock()
+			if !w.flushing {
+				w.flushLocked() // what was queued before stop still goes out
+			}
+			w.mu.Unlock()
+			return
 		}
-		var err error
-		if spare, err = w.flush(spare); err != nil {
-			return err
+		w.mu.Lock()
+		if !w.flushing {
+			w.flushLocked()
 		}
+		w.mu.Unlock()
 	}
-}
-
-func (w *writer) flush(spare []byte) ([]byte, error) {
-	w.mu.Lock()
-	batch := w.pending
-	w.pending = spare[:0]
-	w.drained.Broadcast()
-	w.mu.Unlock()
-	if len(batch) == 0 {
-		return batch, nil
-	}
-	if w.timeout > 0 {
-		w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
-	}
-	if _, err := w.nc.Write(batch); err != nil {
-		w.fail(err)
-		return batch, err
-	}
-	if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
-		batch = make([]byte, 0, 64<<10)
-	}
-	return batch, nil
 }
 
 // fail makes every current and later write return err.
