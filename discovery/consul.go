@@ -51,12 +51,15 @@ type Consul struct {
 	done     sync.WaitGroup
 }
 
-// watch keeps one service's healthy instances current with blocking queries.
+// watch caches one service's healthy instances. One blocking query per
+// meshd (on the state of every health check) finds which services changed,
+// and only those are fetched again: a meshd watching a thousand services
+// holds one long poll against its agent, not a thousand (Consul allows 200
+// connections per client by default).
 type watch struct {
-	ready   chan struct{} // closed after the first answer (or failure)
+	ready   chan struct{} // closed after the first fetch, good or bad
 	current atomic.Pointer[[]Instance]
 	stale   atomic.Bool
-	index   uint64
 }
 
 // NewConsul connects to the Consul agent and checks that it answers.
@@ -98,8 +101,9 @@ func NewConsul(ctx context.Context, cfg ConsulConfig) (*Consul, error) {
 	if _, err := client.Agent().Self(); err != nil {
 		return nil, fmt.Errorf("consul agent at %s does not answer: %w", ac.Address, err)
 	}
-	c.done.Add(1)
+	c.done.Add(2)
 	go c.renew()
+	go c.detect()
 	return c, nil
 }
 
@@ -209,16 +213,18 @@ func (c *Consul) note(err error) {
 
 // Instances returns the passing instances of service. The first lookup of a
 // service waits (up to 2s) for Consul's answer; after that lookups read a
-// cache that a blocking query keeps current, and that is kept, stale, while
-// Consul is unreachable.
+// cache kept current in the background, and kept, stale, while Consul is
+// unreachable.
 func (c *Consul) Instances(ctx context.Context, service string) ([]Instance, error) {
 	c.mu.Lock()
 	w := c.watches[service]
 	if w == nil {
 		w = &watch{ready: make(chan struct{})}
 		c.watches[service] = w
-		c.done.Add(1)
-		go c.follow(service, w)
+		go func() {
+			c.fetch(service, w)
+			close(w.ready)
+		}()
 	}
 	c.mu.Unlock()
 	select {
@@ -242,23 +248,49 @@ func (c *Consul) Instances(ctx context.Context, service string) ([]Instance, err
 	return *cur, nil
 }
 
-// follow runs blocking queries for one service until Close.
-func (c *Consul) follow(service string, w *watch) {
+// fetch reads the passing instances of one service into its watch.
+func (c *Consul) fetch(service string, w *watch) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	entries, _, err := c.client.Health().Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	c.note(err)
+	if err != nil {
+		if !w.stale.Swap(true) {
+			c.log.Warn("lookup of service failed; keeping its last known instances", "service", service, "err", err)
+		}
+		return
+	}
+	list := make([]Instance, 0, len(entries))
+	for _, e := range entries {
+		list = append(list, Instance{
+			Service: e.Service.Service,
+			ID:      e.Service.ID,
+			Addr:    net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)),
+			Tags:    e.Service.Tags,
+			Meta:    e.Service.Meta,
+		})
+	}
+	slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	w.current.Store(&list)
+	w.stale.Store(false)
+}
+
+// detect follows every health check in the datacenter with one blocking
+// query and fetches again the watched services whose checks changed. After
+// an outage it fetches every watched service.
+func (c *Consul) detect() {
 	defer c.done.Done()
-	backoff := 100 * time.Millisecond
-	first := true
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-c.stop; cancel() }()
+	var (
+		index   uint64
+		prev    map[string]string // check id → service, instance and status
+		backoff = 100 * time.Millisecond
+		lost    = false // the last query failed: refresh everything when back
+	)
 	for {
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-c.stop:
-			case <-ctx.Done():
-			}
-			cancel()
-		}()
-		q := (&api.QueryOptions{WaitIndex: w.index, WaitTime: c.cfg.WaitTime}).WithContext(ctx)
-		entries, meta, err := c.client.Health().Service(service, "", true, q)
-		cancel()
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx)
+		checks, meta, err := c.client.Health().State(api.HealthAny, q)
 		select {
 		case <-c.stop:
 			return
@@ -266,40 +298,78 @@ func (c *Consul) follow(service string, w *watch) {
 		}
 		c.note(err)
 		if err != nil {
-			if !w.stale.Swap(true) {
-				c.log.Warn("watch of service failed; keeping its last known instances", "service", service, "err", err)
+			if !lost {
+				c.markStale()
 			}
-			if first {
-				first = false
-				close(w.ready)
-			}
+			lost = true
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		w.stale.Store(false)
-		if meta.LastIndex < w.index {
-			w.index = 0 // the index went backwards (agent restart): start over
+		if meta.LastIndex < index {
+			index = 0 // the index went backwards (a restarted agent): start over
 		} else {
-			w.index = meta.LastIndex
+			index = meta.LastIndex
 		}
-		list := make([]Instance, 0, len(entries))
-		for _, e := range entries {
-			list = append(list, Instance{
-				Service: e.Service.Service,
-				ID:      e.Service.ID,
-				Addr:    net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)),
-				Tags:    e.Service.Tags,
-				Meta:    e.Service.Meta,
-			})
+		cur := make(map[string]string, len(checks))
+		changed := map[string]bool{}
+		for _, ch := range checks {
+			if ch.ServiceName == "" {
+				continue // node checks
+			}
+			key := ch.Node + "/" + ch.CheckID
+			v := ch.ServiceName + "\x00" + ch.ServiceID + "\x00" + ch.Status
+			cur[key] = v
+			if prev[key] != v {
+				changed[ch.ServiceName] = true
+			}
 		}
-		slices.SortFunc(list, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
-		w.current.Store(&list)
-		if first {
-			first = false
-			close(w.ready)
+		for key, v := range prev {
+			if _, ok := cur[key]; !ok {
+				changed[v[:strings.IndexByte(v, 0)]] = true
+			}
 		}
+		prev = cur
+		c.refresh(changed, lost)
+		lost = false
+	}
+}
+
+// refresh fetches the watched services in changed (all of them if all).
+func (c *Consul) refresh(changed map[string]bool, all bool) {
+	c.mu.Lock()
+	var todo []string
+	for s := range c.watches {
+		if all || changed[s] {
+			todo = append(todo, s)
+		}
+	}
+	c.mu.Unlock()
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(8, len(todo)) {
+		wg.Go(func() {
+			for s := range work {
+				c.mu.Lock()
+				w := c.watches[s]
+				c.mu.Unlock()
+				c.fetch(s, w)
+			}
+		})
+	}
+	for _, s := range todo {
+		work <- s
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (c *Consul) markStale() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.watches {
+		w.stale.Store(true)
 	}
 }
 

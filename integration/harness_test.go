@@ -1,0 +1,189 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+)
+
+var (
+	binDir string // meshd, meshctl and the examples, built once
+	quiet  = slog.New(slog.NewTextHandler(io.Discard, nil))
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mesh-integration-bin")
+	if err != nil {
+		panic(err)
+	}
+	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/meshd", "../cmd/meshctl", "../examples/echo", "../examples/kv")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a program the test started.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+}
+
+func start(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath}
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- log of %s %v:\n%s", name, args, lastLines(b, 30))
+		}
+	})
+	return p
+}
+
+func lastLines(b []byte, n int) []byte {
+	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return bytes.Join(lines, []byte("\n"))
+}
+
+func (p *proc) kill() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("%s exited with %v after SIGTERM", p.name, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("%s did not exit within 15s of SIGTERM", p.name)
+	}
+}
+
+// freePort returns a port free on ip right now.
+func freePort(t *testing.T, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// host is one meshd, standing for one machine.
+type host struct {
+	ip     string
+	addr   string // TChannel
+	admin  string // HTTP
+	meshd  *proc
+	consul string
+}
+
+func startHost(t *testing.T, ip, consulAddr string, extra ...string) *host {
+	t.Helper()
+	h := &host{ip: ip, consul: consulAddr}
+	h.addr = net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
+	h.admin = net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
+	h.launch(t, extra...)
+	return h
+}
+
+func (h *host) launch(t *testing.T, extra ...string) {
+	t.Helper()
+	args := append([]string{"--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "host-" + h.ip, "--log-level", "debug"}, extra...)
+	h.meshd = start(t, "meshd", args...)
+	waitFor(t, 10*time.Second, "meshd "+h.addr+" healthy", func() bool {
+		resp, err := http.Get("http://" + h.admin + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	begin := time.Now()
+	for !cond() {
+		if time.Since(begin) > limit {
+			t.Fatalf("%s: not within %v", what, limit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(begin)
+}
+
+// meshctl runs the CLI and returns its stdout, stderr and exit code.
+func meshctl(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "meshctl"), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func dial(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, addr, client.Options{ServiceName: "integration", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
