@@ -240,4 +240,3 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 		t.Fatal("call after recovery failed")
 	}
 }
-
