@@ -1,0 +1,120 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/testconsul"
+)
+
+// 1,000 services × 3 instances in Consul, every one routed by three meshds:
+// how long until a change in Consul reaches each meshd's routing table.
+func TestChangePropagationAt1000Services(t *testing.T) {
+	const services, perService, changes = 1000, 3, 60
+	agent := testconsul.Start(t)
+	capi := consulAPI(t, agent.HTTPAddr)
+	hosts := []*host{
+		startHost(t, "127.0.0.1", agent.HTTPAddr),
+		startHost(t, "127.0.0.2", agent.HTTPAddr),
+		startHost(t, "127.0.0.3", agent.HTTPAddr),
+	}
+	name := func(i int) string { return fmt.Sprintf("svc-%04d", i) }
+	// Instances of other hosts' meshds, written to the catalog as an agent's
+	// sync would, each with a passing check.
+	register := func(svc, id string, port int) error {
+		_, err := capi.Catalog().Register(&api.CatalogRegistration{
+			Node: "remote-node", Address: "10.9.0.1",
+			Service: &api.AgentService{ID: id, Service: svc, Address: "10.9.0.1", Port: port},
+			Check:   &api.AgentCheck{Node: "remote-node", CheckID: "check:" + id, Name: "app", Status: api.HealthPassing, ServiceID: id},
+		}, nil)
+		return err
+	}
+	begin := time.Now()
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				for n := range perService {
+					if err := register(name(i), fmt.Sprintf("%s-%d", name(i), n), 30000+n); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	for i := range services {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	t.Logf("registered %d instances in %v", services*perService, time.Since(begin).Round(time.Millisecond))
+
+	// Each meshd resolves every service once, so its routing follows all 1,000.
+	sdks := make([]*client.Client, len(hosts))
+	for i, h := range hosts {
+		sdks[i] = dial(t, h.addr)
+	}
+	instances := func(sdk *client.Client, svc string) []discovery.Instance {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var out []discovery.Instance
+		if _, err := sdk.CallJSON(ctx, "meshd", "instances", nil, map[string]string{"service": svc}, &out); err != nil {
+			t.Fatalf("instances %s: %v", svc, err)
+		}
+		return out
+	}
+	begin = time.Now()
+	for _, sdk := range sdks {
+		for i := range services {
+			if got := len(instances(sdk, name(i))); got != perService {
+				t.Fatalf("%s: meshd sees %d instances, want %d", name(i), got, perService)
+			}
+		}
+	}
+	t.Logf("three meshds resolved all services in %v", time.Since(begin).Round(time.Millisecond))
+
+	// Each change adds a 4th instance to a random service; measure when each
+	// meshd's routing shows it.
+	var lat []time.Duration
+	for c := range changes {
+		svc := name(rand.IntN(services))
+		id := fmt.Sprintf("%s-x%d", svc, c)
+		start := time.Now()
+		if err := register(svc, id, 40000+c); err != nil {
+			t.Fatal(err)
+		}
+		for _, sdk := range sdks {
+			for {
+				if slices.ContainsFunc(instances(sdk, svc), func(i discovery.Instance) bool { return i.ID == id }) {
+					lat = append(lat, time.Since(start))
+					break
+				}
+				if time.Since(start) > 10*time.Second {
+					t.Fatalf("change to %s not seen in 10s", svc)
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+		capi.Catalog().Deregister(&api.CatalogDeregistration{Node: "remote-node", ServiceID: id}, nil)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) time.Duration { return lat[int(q*float64(len(lat)-1))].Round(time.Millisecond) }
+	t.Logf("change → routing, %d observations over 3 meshds: p50 %v, p90 %v, p99 %v, max %v",
+		len(lat), p(0.5), p(0.9), p(0.99), lat[len(lat)-1].Round(time.Millisecond))
+	if p(0.99) > time.Second {
+		t.Fatalf("p99 propagation %v exceeds 1s", p(0.99))
+	}
+}
