@@ -5,17 +5,14 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/uber/tchannel-go"
 	"github.com/uber/tchannel-go/raw"
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/benchload"
 )
 
 // BenchmarkDirectCall measures a raw call from a client to a server over
@@ -31,18 +28,16 @@ func BenchmarkDirectCall(b *testing.B) {
 		name := fmt.Sprintf("c=%d/body=%dKiB", tc.conc, tc.body>>10)
 		b.Run("mesh/"+name, func(b *testing.B) {
 			call := meshCaller(b)
-			runConcurrent(b, tc.conc, tc.body, call)
+			benchload.Run(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
 		})
 		b.Run("tchannel-go/"+name, func(b *testing.B) {
 			call := tchannelCaller(b)
-			runConcurrent(b, tc.conc, tc.body, call)
+			benchload.Run(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
 		})
 	}
 }
 
-type caller func(ctx context.Context, body []byte) ([]byte, error)
-
-func meshCaller(b *testing.B) caller {
+func meshCaller(b *testing.B) benchload.Call {
 	s := client.NewServer(client.Options{Checksum: frame.ChecksumCRC32})
 	s.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: call.Body}, nil
@@ -76,7 +71,7 @@ func (tchannelEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error
 }
 func (tchannelEcho) OnError(context.Context, error) {}
 
-func tchannelCaller(b *testing.B) caller {
+func tchannelCaller(b *testing.B) benchload.Call {
 	srv, err := tchannel.NewChannel("bench", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -98,55 +93,4 @@ func tchannelCaller(b *testing.B) caller {
 		_, arg3, _, err := raw.Call(ctx, cli, addr, "bench", "echo", nil, body)
 		return arg3, err
 	}
-}
-
-// runConcurrent makes b.N calls from conc goroutines and reports calls/s and
-// the process CPU time per call.
-func runConcurrent(b *testing.B, conc, size int, call caller) {
-	body := bytes.Repeat([]byte("x"), size)
-	// Warm up the connection and pools outside the measurement.
-	for range 100 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if _, err := call(ctx, body); err != nil {
-			b.Fatal(err)
-		}
-		cancel()
-	}
-	var (
-		next   atomic.Int64
-		failed atomic.Int64
-		wg     sync.WaitGroup
-	)
-	n := int64(b.N)
-	b.ReportAllocs()
-	b.SetBytes(int64(size))
-	cpu0 := cpuTime()
-	b.ResetTimer()
-	start := time.Now()
-	for range conc {
-		wg.Go(func() {
-			for next.Add(1) <= n {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				res, err := call(ctx, body)
-				cancel()
-				if err != nil || len(res) != size {
-					failed.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d calls failed", f, n)
-	}
-	b.ReportMetric(float64(n)/elapsed.Seconds(), "calls/s")
-	b.ReportMetric(float64(cpuTime()-cpu0)/float64(n), "cpu-ns/op")
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

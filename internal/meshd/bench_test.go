@@ -1,0 +1,134 @@
+package meshd_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"testing"
+
+	"github.com/uber/tchannel-go"
+	"github.com/uber/tchannel-go/raw"
+	"github.com/uber/tchannel-go/relay/relaytest"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/benchload"
+	"github.com/meshrpc/mesh/internal/meshd"
+)
+
+// BenchmarkHop measures what a meshd in the path costs: the SDK calling a
+// server directly, through one meshd (the server advertised to it), and
+// through two (caller → meshd A → meshd B → server); and, as the reference in
+// the same run, tchannel-go direct and through tchannel-go's own relay (a
+// RelayHost forwarding to one peer). 1 KiB bodies.
+func BenchmarkHop(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	for _, conc := range []int{1, 64} {
+		for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
+			b.Run(fmt.Sprintf("%s/c=%d", path, conc), func(b *testing.B) {
+				benchload.Run(b, conc, body, hopCaller(b, path))
+			})
+		}
+	}
+}
+
+func hopCaller(b *testing.B, path string) benchload.Call {
+	switch path {
+	case "mesh-direct", "mesh-1hop", "mesh-2hop":
+		return meshPath(b, path)
+	}
+	return tchannelPath(b, path == "tchannel-relay")
+}
+
+func meshPath(b *testing.B, path string) benchload.Call {
+	srv := client.NewServer(client.Options{Logger: quiet})
+	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: call.Body}, nil
+	}))
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	var target string
+	switch path {
+	case "mesh-direct":
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go srv.Serve(l)
+		target = l.Addr().String()
+	default:
+		reg := discovery.NewLocal()
+		a := startMeshdB(b, "127.0.0.1:0", reg)
+		home := a
+		if path == "mesh-2hop" {
+			home = startMeshdB(b, "127.0.0.2:0", reg)
+		}
+		if err := srv.Advertise(context.Background(), home.Addr()); err != nil {
+			b.Fatal(err)
+		}
+		target = a.Addr()
+	}
+	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return func(ctx context.Context, body []byte) ([]byte, error) {
+		res, err := c.Call(ctx, "bench", "echo", nil, body)
+		if err != nil {
+			return nil, err
+		}
+		return res.Body, nil
+	}
+}
+
+func startMeshdB(b *testing.B, addr string, reg discovery.Registry) *meshd.Daemon {
+	d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Shutdown(context.Background()) })
+	return d
+}
+
+type benchEcho struct{}
+
+func (benchEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error) {
+	return &raw.Res{Arg3: args.Arg3}, nil
+}
+func (benchEcho) OnError(context.Context, error) {}
+
+func tchannelPath(b *testing.B, viaRelay bool) benchload.Call {
+	srv, err := tchannel.NewChannel("bench", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Register(raw.Wrap(benchEcho{}), "echo")
+	if err := srv.ListenAndServe("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	target := srv.PeerInfo().HostPort
+	if viaRelay {
+		host := relaytest.NewStubRelayHost()
+		relay, err := tchannel.NewChannel("relay", &tchannel.ChannelOptions{RelayHost: host, Logger: tchannel.NullLogger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := relay.ListenAndServe("127.0.0.1:0"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(relay.Close)
+		host.Add("bench", target)
+		target = relay.PeerInfo().HostPort
+	}
+	cli, err := tchannel.NewChannel("bench-client", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cli.Close)
+	return func(ctx context.Context, body []byte) ([]byte, error) {
+		_, arg3, _, err := raw.Call(ctx, cli, target, "bench", "echo", nil, body)
+		return arg3, err
+	}
+}
