@@ -1,33 +1,48 @@
 #!/usr/bin/env bash
-# Runs the direct-call benchmarks (mesh and tchannel-go in the same run) and
-# prints a table of mesh/tchannel-go ratios. Pass BENCHTIME=5s for steadier
-# figures; COUNT=3 to repeat.
+# Runs mesh's call benchmarks, with tchannel-go measured in the same run as the
+# reference, and prints two tables of figures and ratios:
+#   direct calls (client/BenchmarkDirectCall) and meshd hops (internal/meshd/BenchmarkHop).
+# BENCHTIME=5s for steadier figures; COUNT=3 to average repeated runs.
+# On a 2-core machine client and server share the cores: compare ratios from
+# one run, not absolute numbers across machines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 out=$(mktemp)
-go test -run '^$' -bench 'BenchmarkDirectCall' -benchmem -benchtime "${BENCHTIME:-3s}" -count "${COUNT:-1}" ./client | tee "$out"
+go test -run '^$' -bench 'BenchmarkDirectCall|BenchmarkHop' -benchmem -benchtime "${BENCHTIME:-3s}" \
+  -count "${COUNT:-1}" ./client ./internal/meshd | tee "$out"
 echo
 awk '
-/^BenchmarkDirectCall\// {
-  split($1, p, "/"); impl = p[2]; cas = p[3] "/" p[4]; sub(/-[0-9]+$/, "", cas)
-  for (i = 2; i <= NF; i++) {
-    if ($(i+1) == "calls/s") cps[impl, cas] += $i
-    if ($(i+1) == "cpu-ns/op") cpu[impl, cas] += $i
-    if ($(i+1) == "allocs/op") al[impl, cas] += $i
-  }
-  n[impl, cas]++
-  if (!(cas in seen)) { seen[cas] = 1; order[++k] = cas }
+function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+/^Benchmark(DirectCall|Hop)\// {
+  name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/")
+  if (p[1] == "BenchmarkDirectCall") { key = p[2] SUBSEP p[3] "/" p[4] } else { key = p[2] SUBSEP p[3] }
+  n[key]++; cps[key] += metric("calls/s"); cpu[key] += metric("cpu-ns/op")
+  p50[key] += metric("p50-µs"); p99[key] += metric("p99-µs"); al[key] += metric("allocs/op")
 }
+function avg(a, k) { return a[k] / n[k] }
 END {
-  printf "| case | mesh calls/s | tchannel-go calls/s | throughput ratio | mesh CPU µs/call | tchannel-go CPU µs/call | CPU ratio | allocs/op mesh / tchannel-go |\n"
-  printf "|---|---|---|---|---|---|---|---|\n"
-  for (j = 1; j <= k; j++) {
-    c = order[j]; m = n["mesh", c]; t = n["tchannel-go", c]
-    if (!m || !t) continue
-    printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx | %.0f / %.0f |\n", c,
-      cps["mesh", c]/m, cps["tchannel-go", c]/t, (cps["mesh", c]/m)/(cps["tchannel-go", c]/t),
-      cpu["mesh", c]/m/1000, cpu["tchannel-go", c]/t/1000, (cpu["mesh", c]/m)/(cpu["tchannel-go", c]/t),
-      al["mesh", c]/m, al["tchannel-go", c]/t
+  split("c=1/body=1KiB c=64/body=1KiB c=512/body=1KiB c=64/body=100KiB", cases, " ")
+  print "Direct calls, mesh vs tchannel-go (ratio = mesh / tchannel-go):"
+  print "| case | mesh calls/s | tchannel-go calls/s | throughput ratio | mesh CPU µs/call | tchannel-go CPU µs/call | CPU ratio | allocs/op |"
+  print "|---|---|---|---|---|---|---|---|"
+  for (i = 1; i <= 4; i++) {
+    m = "mesh" SUBSEP cases[i]; t = "tchannel-go" SUBSEP cases[i]
+    if (!n[m] || !n[t]) continue
+    printf "| %s | %.0f | %.0f | %.2fx | %.1f | %.1f | %.2fx | %.0f / %.0f |\n", cases[i], avg(cps, m), avg(cps, t),
+      avg(cps, m) / avg(cps, t), avg(cpu, m) / 1000, avg(cpu, t) / 1000, avg(cpu, m) / avg(cpu, t), avg(al, m), avg(al, t)
+  }
+  print ""
+  print "Hops, 1 KiB (kept = throughput / the same stack direct; added = p50 minus direct p50):"
+  print "| path | c | calls/s | kept | p50 µs | p99 µs | added p50 µs |"
+  print "|---|---|---|---|---|---|---|"
+  split("mesh-direct mesh-1hop mesh-2hop tchannel-direct tchannel-relay", paths, " ")
+  for (c = 1; c <= 64; c += 63) {
+    for (i = 1; i <= 5; i++) {
+      k = paths[i] SUBSEP "c=" c; if (!n[k]) continue
+      base = (paths[i] ~ /^mesh/ ? "mesh-direct" : "tchannel-direct") SUBSEP "c=" c
+      printf "| %s | %d | %.0f | %.0f%% | %.0f | %.0f | %+.0f |\n", paths[i], c, avg(cps, k),
+        100 * avg(cps, k) / avg(cps, base), avg(p50, k), avg(p99, k), avg(p50, k) - avg(p50, base)
+    }
   }
 }' "$out"

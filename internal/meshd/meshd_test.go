@@ -168,3 +168,86 @@ func TestTChannelGoAdvertisesThroughHyperbahnClient(t *testing.T) {
 		t.Fatalf("tchannel-go client via meshd C: %q %v", arg3, err)
 	}
 }
+
+// The SDK reconnects to a restarted meshd and advertises again.
+func TestSDKReadvertisesAfterMeshdRestart(t *testing.T) {
+	reg := discovery.NewLocal()
+	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: reg, Logger: quiet, DrainTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := d.Addr()
+	echoServer(t, addr, "phoenix")
+	d.Shutdown(context.Background())
+
+	d2, err := meshd.Start(meshd.Config{Listen: addr, Registry: discovery.NewLocal(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Shutdown(context.Background())
+	c, err := client.Dial(context.Background(), addr, client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := callEcho(c, "phoenix", []byte("back"))
+		if err == nil && string(got) == "phoenix:back" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service not callable 5s after meshd restarted: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Shutdown lets calls in flight finish while it withdraws the instances.
+func TestShutdownDrainsInFlightCalls(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	s := client.NewServer(client.Options{Logger: quiet})
+	release := make(chan struct{})
+	s.Register("slow", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		<-release
+		return &client.Response{Body: []byte("done")}, nil
+	}))
+	if err := s.Advertise(context.Background(), a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	result := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		res, err := c.Call(ctx, "slow", "wait", nil, nil)
+		if err == nil && string(res.Body) != "done" {
+			err = errors.New("wrong answer")
+		}
+		result <- err
+	}()
+	for a.Status(context.Background()).InFlight == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Shutdown(context.Background()) }()
+	for {
+		if _, err := reg.Instances(context.Background(), "slow"); errors.Is(err, discovery.ErrNoInstances) {
+			break // withdrawn while the call still runs
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	if err := <-result; err != nil {
+		t.Fatalf("in-flight call during drain: %v", err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+}
