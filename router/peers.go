@@ -43,7 +43,7 @@ func (p *peers) get(addr string) (*conn.Conn, error) {
 	if pr != nil {
 		select {
 		case <-pr.ready:
-			if pr.c != nil && !isClosed(pr.c) {
+			if pr.c != nil && !pr.c.Closed() {
 				p.mu.Unlock()
 				return pr.c, nil
 			}
@@ -90,15 +90,6 @@ func (p *peers) connect(addr string, pr *peer) {
 	close(pr.ready)
 }
 
-func isClosed(c *conn.Conn) bool {
-	select {
-	case <-c.Done():
-		return true
-	default:
-		return false
-	}
-}
-
 // forget drops a closed connection so the next call dials again.
 func (p *peers) forget(c *conn.Conn) {
 	p.mu.Lock()
@@ -115,7 +106,7 @@ func (p *peers) list() []string {
 	defer p.mu.Unlock()
 	var out []string
 	for addr, pr := range p.conns {
-		if pr.c != nil && !isClosed(pr.c) {
+		if pr.c != nil && !pr.c.Closed() {
 			out = append(out, addr)
 		}
 	}

@@ -5,21 +5,16 @@ package main
 
 import (
 	"context"
-	"flag"
-	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/examples/internal/run"
 )
 
 func main() {
-	meshd := flag.String("meshd", envOr("MESH_VIA", "127.0.0.1:21300"), "meshd `address` to advertise to")
-	name := flag.String("service", "echo", "service `name` to advertise")
-	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", *name)
+	f := run.ParseFlags("echo")
+	name, log := &f.Service, run.Logger(f.Service)
 
 	host, _ := os.Hostname()
 	s := client.NewServer(client.Options{ServiceName: *name, Logger: log})
@@ -44,34 +39,7 @@ func main() {
 			return nil, ctx.Err()
 		}
 	}))
-	run(s, *meshd, log)
-}
-
-func run(s *client.Server, meshd string, log *slog.Logger) {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	for {
-		err := s.Advertise(ctx, meshd)
-		if err == nil {
-			break
-		}
-		log.Warn("advertise failed, retrying", "meshd", meshd, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	log.Info("advertised", "meshd", meshd)
-	<-ctx.Done()
-	s.Shutdown(context.Background())
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
+	run.Serve(s, f.Meshd, log)
 }
 
 func itoa(n int) string {

@@ -6,16 +6,11 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
-	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/examples/internal/run"
 )
 
 type entry struct {
@@ -29,10 +24,8 @@ type store struct {
 }
 
 func main() {
-	meshd := flag.String("meshd", envOr("MESH_VIA", "127.0.0.1:21300"), "meshd `address` to advertise to")
-	name := flag.String("service", "kv", "service `name` to advertise")
-	flag.Parse()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("service", *name)
+	f := run.ParseFlags("kv")
+	name, log := &f.Service, run.Logger(f.Service)
 
 	st := &store{m: map[string]string{}}
 	s := client.NewServer(client.Options{ServiceName: *name, Logger: log})
@@ -65,28 +58,5 @@ func main() {
 		return keys, nil
 	}))
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	for {
-		err := s.Advertise(ctx, *meshd)
-		if err == nil {
-			break
-		}
-		log.Warn("advertise failed, retrying", "meshd", *meshd, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	log.Info("advertised", "meshd", *meshd)
-	<-ctx.Done()
-	s.Shutdown(context.Background())
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
+	run.Serve(s, f.Meshd, log)
 }

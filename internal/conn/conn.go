@@ -205,6 +205,16 @@ func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 // Done is closed when the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
 
+// Closed reports whether the connection is closed.
+func (c *Conn) Closed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
 // Err is why the connection closed: nil while open or after a local close.
 func (c *Conn) Err() error {
 	select {

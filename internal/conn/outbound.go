@@ -173,18 +173,26 @@ func (c *Conn) sendCancel(id uint32, t frame.Tracing, ctx context.Context) {
 	c.w.write(b)
 }
 
+// answered finds the call an answer frame belongs to. Frames of calls it does
+// not know go to the Relayer, if any; else they are late or duplicate answers
+// to calls given up on, and dropped.
+func (c *Conn) answered(f *frame.Frame) *outCall {
+	c.mu.Lock()
+	call := c.out[f.ID]
+	c.mu.Unlock()
+	if call == nil && c.opts.Relayer != nil {
+		c.opts.Relayer.Frame(c, f)
+	}
+	return call
+}
+
 func (c *Conn) onCallRes(f *frame.Frame, st *readState) error {
 	if err := frame.DecodeCallRes(f.Payload, &st.res, &st.frag); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	call := c.out[f.ID]
-	c.mu.Unlock()
+	call := c.answered(f)
 	if call == nil {
-		if c.opts.Relayer != nil {
-			c.opts.Relayer.Frame(c, f)
-		}
-		return nil // else a late or duplicate answer to a call we gave up on
+		return nil
 	}
 	if call.asm.Started() {
 		return &frame.ProtocolError{Rule: "second call res for one call"}
@@ -202,14 +210,9 @@ func (c *Conn) onCallResContinue(f *frame.Frame, st *readState) error {
 	if err := frame.DecodeContinue(f.Payload, &st.frag); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	call := c.out[f.ID]
-	c.mu.Unlock()
+	call := c.answered(f)
 	if call == nil {
-		if c.opts.Relayer != nil {
-			c.opts.Relayer.Frame(c, f)
-		}
-		return nil // else a late or duplicate answer to a call we gave up on
+		return nil
 	}
 	if !call.asm.Started() {
 		return &frame.ProtocolError{Rule: "call res continue before call res"}

@@ -169,17 +169,8 @@ func (d *Daemon) track(c *conn.Conn) {
 	d.mu.Lock()
 	d.conns[c] = struct{}{}
 	d.mu.Unlock()
-	if isClosed(c) { // closed before it was tracked
+	if c.Closed() { // closed before it was tracked
 		d.connClosed(c, c.Err())
-	}
-}
-
-func isClosed(c *conn.Conn) bool {
-	select {
-	case <-c.Done():
-		return true
-	default:
-		return false
 	}
 }
 
