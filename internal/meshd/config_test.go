@@ -1,0 +1,65 @@
+package meshd
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOptionsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "meshd.yaml")
+	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\n"), 0o644)
+	env := map[string]string{"MESHD_CONFIG": file, "MESHD_NODE": "from-env", "MESHD_LOG_LEVEL": "debug"}
+	o, err := ParseOptions([]string{"--log-level", "warn"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Defaults()
+	want.Listen, want.Admin, want.ConsulTTL, want.LogFormat = "127.0.0.9:1", "off", 7*time.Second, "json" // file
+	want.Node = "from-env"                                                                                // env over file
+	want.LogLevel = "warn"                                                                                // flag over env
+	if o != want {
+		t.Fatalf("got  %+v\nwant %+v", o, want)
+	}
+}
+
+func TestParseOptionsErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("listen: 1.2.3.4:5\nno_such_key: 1\n"), 0o644)
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--listen", "nonsense"}, nil, "--listen"},
+		{[]string{"--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--consul-ttl", "100ms"}, nil, "--consul-ttl"},
+		{nil, map[string]string{"MESHD_DRAIN_TIMEOUT": "soon"}, "MESHD_DRAIN_TIMEOUT"},
+		{[]string{"--config", bad}, nil, "no_such_key"},
+		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, nil, "config file"},
+		{[]string{"stray"}, nil, "unexpected arguments"},
+	}
+	for _, tc := range cases {
+		_, err := ParseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: error %v, want one mentioning %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+	var help bytes.Buffer
+	if _, err := ParseOptions([]string{"--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, opt := range (&Options{}).table() {
+		if !strings.Contains(help.String(), "-"+opt.name) || !strings.Contains(help.String(), opt.env) {
+			t.Errorf("--help does not explain %s (%s)", opt.name, opt.env)
+		}
+	}
+}
