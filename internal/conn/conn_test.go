@@ -377,3 +377,57 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A peer that stops reading cannot hold a caller forever: the write times
+// out, the connection closes, and the call fails with a network error.
+func TestPeerThatStopsReading(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		// Answer the handshake, then never read again.
+		frame.NewReader(nc).ReadFrame()
+		b, _ := frame.AppendInit(nil, frame.TypeInitRes, 1, frame.Init{Version: 2, Headers: map[string]string{"host_port": "x:1", "process_name": "stuck"}})
+		nc.Write(b)
+		time.Sleep(30 * time.Second)
+	}()
+	c, err := Dial(context.Background(), l.Addr().String(), Options{WriteTimeout: 300 * time.Millisecond, Logger: discardLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = c.Call(context.Background(), &Request{Service: "s", Method: "m", Body: io.LimitReader(zeros{}, 64<<20)})
+	if code := CodeOf(err); code != frame.ErrCodeNetwork {
+		t.Fatalf("got %v, want a network error", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("took %v to give up", d)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection still open")
+	}
+}
+
+// A peer that connects and says nothing is dropped after the handshake timeout.
+func TestSilentPeerHandshakeTimeout(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	start := time.Now()
+	_, err := Server(b, Options{HandshakeTimeout: 200 * time.Millisecond, Logger: discardLogger})
+	if err == nil {
+		t.Fatal("handshake with a silent peer succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("gave up after %v", d)
+	}
+}

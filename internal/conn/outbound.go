@@ -137,8 +137,12 @@ func (c *Conn) writeArgs(mw *frame.MessageWriter, arg1, arg2, arg3 []byte, body 
 	mw.Write(arg2)
 	mw.EndArg()
 	if body != nil {
-		if _, err := io.Copy(mw, body); err != nil {
-			return Errorf(frame.ErrCodeUnexpected, "reading body: %v", err)
+		src := &sourceReader{r: body}
+		if _, err := io.Copy(mw, src); err != nil {
+			if src.err != nil {
+				return Errorf(frame.ErrCodeUnexpected, "reading body: %v", err)
+			}
+			return c.networkError(err)
 		}
 	} else {
 		mw.Write(arg3)
@@ -254,4 +258,19 @@ func (c *Conn) addResFrame(id uint32, call *outCall, frag *frame.Fragment) error
 		}
 	}
 	return nil
+}
+
+// sourceReader remembers its reader's error, to tell a failing body from a
+// failing connection when copying one to the other.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
 }

@@ -26,7 +26,8 @@ type writer struct {
 	drained  sync.Cond // pending was taken for writing, or the writer failed
 	pending  []byte
 	spare    []byte
-	flushing bool // a goroutine is writing to the socket
+	flushing bool      // a goroutine is writing to the socket
+	deadline time.Time // the socket's write deadline, set by the flusher
 	err      error
 	wake     chan struct{}
 	quit     chan struct{}
@@ -95,7 +96,13 @@ func (w *writer) flushLocked() error {
 		w.drained.Broadcast()
 		w.mu.Unlock()
 		if w.timeout > 0 {
-			w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+			// Moving the deadline costs a timer update, so it moves only once
+			// half of it is used: every write gets between half and all of
+			// the timeout to finish.
+			if now := time.Now(); now.After(w.deadline.Add(-w.timeout / 2)) {
+				w.deadline = now.Add(w.timeout)
+				w.nc.SetWriteDeadline(w.deadline)
+			}
 		}
 		_, err := w.nc.Write(batch)
 		w.mu.Lock()
