@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/testconsul"
 )
 
 var (
@@ -105,17 +106,6 @@ func (p *proc) stop(t *testing.T) {
 	}
 }
 
-// freePort returns a port free on ip right now.
-func freePort(t *testing.T, ip string) int {
-	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // host is one meshd, standing for one machine.
 type host struct {
 	ip     string
@@ -128,8 +118,9 @@ type host struct {
 func startHost(t *testing.T, ip, consulAddr string, extra ...string) *host {
 	t.Helper()
 	h := &host{ip: ip, consul: consulAddr}
-	h.addr = net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
-	h.admin = net.JoinHostPort(ip, strconv.Itoa(freePort(t, ip)))
+	ports := testconsul.FreePorts(t, ip, 2)
+	h.addr = net.JoinHostPort(ip, strconv.Itoa(ports[0]))
+	h.admin = net.JoinHostPort(ip, strconv.Itoa(ports[1]))
 	h.launch(t, extra...)
 	return h
 }

@@ -9,23 +9,26 @@ FUZZTIME=${FUZZTIME:-20s}
 logs=$(mktemp -d)
 status=0
 
-# count SUITE LOG: prints "SUITE: N passed, N failed" from a go test -v log.
+# count SUITE LOG RC: prints "SUITE: N passed, N failed" from a go test -v log;
+# a run that failed without a failing test (a build error) counts as one failure.
 count() {
   local pass fail
   pass=$(grep -cE -- '^\s*--- PASS' "$2")
-  fail=$(grep -cE -- '^\s*--- FAIL|^FAIL\s|^panic:' "$2")
+  fail=$(grep -cE -- '^\s*--- FAIL|^panic:' "$2")
+  if [ "$3" -ne 0 ] && [ "$fail" -eq 0 ]; then fail=1; fi
   printf '%s: %d passed, %d failed\n' "$1" "$pass" "$fail"
   [ "$fail" -eq 0 ]
 }
 
 suite() { # suite NAME COMMAND...
-  local name=$1; shift
+  local name=$1 rc=0; shift
   echo "== $name: $*"
-  if ! "$@" >"$logs/$name.log" 2>&1; then
+  "$@" >"$logs/$name.log" 2>&1 || rc=$?
+  if [ $rc -ne 0 ]; then
     status=1
     grep -E -- '--- FAIL|^FAIL|panic:|\.go:[0-9]+:' "$logs/$name.log" | head -40
   fi
-  count "$name" "$logs/$name.log" || status=1
+  count "$name" "$logs/$name.log" $rc || status=1
 }
 
 # Static checks count as one test each.
@@ -33,7 +36,7 @@ static() {
   local out
   out=$(gofmt -l $(git ls-files '*.go'))
   if [ -n "$out" ]; then echo "--- FAIL: gofmt: $out"; else echo "--- PASS: gofmt"; fi
-  if go vet ./... 2>&1; then echo "--- PASS: go vet"; else echo "--- FAIL: go vet"; fi
+  if go vet -tags integration ./... 2>&1; then echo "--- PASS: go vet"; else echo "--- FAIL: go vet"; fi
 }
 
 suite static static
@@ -46,6 +49,8 @@ suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./
 echo "== building consul (cached after the first run)"
 if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1; then
   suite integration go test -tags integration -count=1 -v ./discovery/ ./integration/...
+  echo "integration figures:"
+  grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' "$logs/integration.log" | grep -v -- '--- log of' | sed 's/^ */  /' | head -40
 else
   cat "$logs/consul-build.log" | tail -20
   echo "integration: 0 passed, 1 failed"

@@ -42,26 +42,30 @@ func Binary(t testing.TB) string {
 	return string(out[:len(out)-1])
 }
 
-// FreePort returns a TCP port free on 127.0.0.1 right now.
-func FreePort(t testing.TB) int {
+// FreePorts returns n distinct TCP ports free on ip right now.
+func FreePorts(t testing.TB, ip string, n int) []int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close() // held until all are picked, so none repeats
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // Start runs a dev agent and waits until it has a leader.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	port := func() string { return strconv.Itoa(FreePort(t)) }
+	p := FreePorts(t, "127.0.0.1", 4)
+	port := func(i int) string { return strconv.Itoa(p[i]) }
 	a := &Agent{t: t, bin: Binary(t), dir: t.TempDir()}
-	http := port()
-	a.HTTPAddr = "127.0.0.1:" + http
+	a.HTTPAddr = "127.0.0.1:" + port(0)
 	a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", http, "-serf-lan-port", port(), "-serf-wan-port", port(), "-server-port", port(),
+		"-http-port", port(0), "-serf-lan-port", port(1), "-serf-wan-port", port(2), "-server-port", port(3),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn", "-node", "mesh-test"}
 	a.start()
 	t.Cleanup(a.Kill)
