@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/dgryski/go-farm v0.0.0-20240924180020-3414d57e47da
 	github.com/hashicorp/consul/api v1.33.0
+	github.com/sony/gobreaker/v2 v2.4.0
 	github.com/uber/tchannel-go v1.34.4
 	gopkg.in/yaml.v3 v3.0.1
 )

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -51,6 +52,7 @@ type Router struct {
 	in   map[callKey]*relayed // by the caller's connection and id
 	out  map[callKey]*relayed // by the callee's connection and our id
 	rr   sync.Map             // service → *atomic.Uint64
+	eps  endpoints
 	bufs sync.Pool
 
 	draining atomic.Bool
@@ -75,6 +77,27 @@ type relayed struct {
 	srcID, dstID uint32
 	reqDone      bool // the request's last frame went out
 	timer        *time.Timer
+	ep           *endpoint // the instance's endpoint; nil on a last hop
+	start        time.Time
+}
+
+// outcome is what a finished call tells its instance's endpoint.
+type outcome int
+
+const (
+	unjudged  outcome = iota // cancelled by the caller: says nothing of the instance
+	succeeded                // answered (an application error is an answer)
+	failed                   // timeout, lost connection, or an error the instance raised
+)
+
+// failureCode reports whether an error frame's code counts against the
+// instance (its breaker and outlier ejection) rather than the call.
+func failureCode(c frame.ErrCode) bool {
+	switch c {
+	case frame.ErrCodeTimeout, frame.ErrCodeNetwork, frame.ErrCodeUnexpected, frame.ErrCodeBusy, frame.ErrCodeUnhealthy:
+		return true
+	}
+	return false
 }
 
 // New returns a Router.
@@ -95,6 +118,7 @@ func New(cfg Config) *Router {
 		r.own[s] = true
 	}
 	r.peers = newPeers(cfg.Dial)
+	r.eps.settings = r.breakerSettings
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
 }
@@ -156,58 +180,88 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
 		return true
 	}
-	dst, addHeader, code, why := r.route(from, req)
+	dst, addHeader, ep, code, why := r.route(from, req)
 	if dst == nil {
 		r.refuse(from, f.ID, req.Tracing, code, why)
 		return true
 	}
-	r.forward(from, dst, f, req, addHeader)
+	r.forward(from, dst, f, req, addHeader, ep)
 	return true
 }
 
 // route picks the connection a call goes out on. addHeader is the instance
-// id to add as a routing header ("" when the call is on its last hop).
-func (r *Router) route(from *conn.Conn, req *frame.CallReq) (dst *conn.Conn, addHeader string, code frame.ErrCode, why string) {
+// id to add as a routing header ("" when the call is on its last hop); ep is
+// the chosen instance's endpoint (nil on the last hop), which learns how the
+// call went.
+func (r *Router) route(from *conn.Conn, req *frame.CallReq) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
 	service := string(req.Service)
 	if from.Peer().Headers[InitRole] == MeshdRole {
-		return r.deliver(service, req)
+		dst, code, why = r.deliver(service, req)
+		return dst, "", nil, code, why
 	}
 	insts, err := r.cfg.Registry.Instances(context.Background(), service)
 	if err != nil || len(insts) == 0 {
-		return nil, "", frame.ErrCodeDeclined, fmt.Sprintf("no healthy instances of service %q", service)
+		return nil, "", nil, frame.ErrCodeDeclined, fmt.Sprintf("no healthy instances of service %q", service)
 	}
-	// Round robin, skipping instances that cannot be reached right now.
-	n := r.counter(service).Add(1)
-	var lastErr error
-	for i := range insts {
-		inst := insts[(n+uint64(i))%uint64(len(insts))]
+	var buf [16]*endpoint
+	eps := buf[:0]
+	for _, inst := range insts {
+		eps = append(eps, r.eps.get(inst))
+	}
+	key, sharded := req.Headers.Get(frame.HeaderShardKey)
+	// Pick; an instance found unreachable is excluded and the pick repeated.
+	var (
+		excluded uint64
+		lastErr  error
+	)
+	for range insts {
+		var i int
+		if sharded {
+			i = pickRendezvous(eps, excluded, key)
+		} else {
+			i = pickP2C(eps, excluded)
+		}
+		if i < 0 {
+			break
+		}
+		inst := insts[i]
 		if inst.Addr == r.cfg.Self {
 			if c := r.localConn(inst.ID); c != nil {
-				return c, "", 0, ""
+				return c, "", eps[i], 0, ""
 			}
-			continue
-		}
-		c, err := r.peers.get(inst.Addr)
-		if err != nil {
+		} else if c, err := r.peers.get(inst.Addr); err == nil {
+			return c, inst.ID, eps[i], 0, ""
+		} else {
 			lastErr = err
-			continue
 		}
-		return c, inst.ID, 0, ""
+		if i >= 64 {
+			break
+		}
+		excluded |= 1 << i
+	}
+	open := 0
+	for _, e := range eps {
+		if !e.usable() {
+			open++
+		}
 	}
 	why = fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), service)
+	if open > 0 {
+		why += fmt.Sprintf(" (%d behind open circuit breakers)", open)
+	}
 	if lastErr != nil {
 		why += ": " + lastErr.Error()
 	}
-	return nil, "", frame.ErrCodeDeclined, why
+	return nil, "", nil, frame.ErrCodeDeclined, why
 }
 
 // deliver picks the local instance for a call another meshd sent here: the
 // one its routing header names, or (when the header could not be added, or
 // that instance just left) any local instance of the service.
-func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, string, frame.ErrCode, string) {
+func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, frame.ErrCode, string) {
 	if id, ok := req.Headers.Get(HeaderInstance); ok {
 		if c := r.localConn(string(id)); c != nil {
-			return c, "", 0, ""
+			return c, 0, ""
 		}
 	}
 	r.localMu.RLock()
@@ -216,10 +270,10 @@ func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, string
 	if len(ids) > 0 {
 		id := ids[r.counter(service).Add(1)%uint64(len(ids))]
 		if c := r.localConn(id); c != nil {
-			return c, "", 0, ""
+			return c, 0, ""
 		}
 	}
-	return nil, "", frame.ErrCodeDeclined, fmt.Sprintf("service %q has no instance on this host any more", service)
+	return nil, frame.ErrCodeDeclined, fmt.Sprintf("service %q has no instance on this host any more", service)
 }
 
 func (r *Router) counter(service string) *atomic.Uint64 {
@@ -238,8 +292,11 @@ func (r *Router) localConn(id string) *conn.Conn {
 }
 
 // forward sends the first frame of a call on dst and remembers the call.
-func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string) {
-	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID()}
+func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string, ep *endpoint) {
+	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID(), ep: ep, start: time.Now()}
+	if ep != nil {
+		ep.pending.Add(1)
+	}
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
 
 	bp := r.bufs.Get().(*[]byte)
@@ -269,7 +326,7 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tracing) })
 
 	if err := dst.Write(out); err != nil {
-		r.finish(rc)
+		r.finish(rc, failed)
 		r.refuse(src, rc.srcID, req.Tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		return
 	}
@@ -328,7 +385,7 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 		if rc != nil {
 			binary.BigEndian.PutUint32(f.Raw[4:8], rc.dstID)
 			rc.dst.Write(f.Raw)
-			r.finish(rc)
+			r.finish(rc, unjudged)
 		}
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
 		r.mu.Lock()
@@ -339,8 +396,15 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 		}
 		binary.BigEndian.PutUint32(f.Raw[4:8], rc.srcID)
 		rc.src.Write(f.Raw)
-		if f.Type == frame.TypeError || f.Payload[0]&frame.FlagMoreFragments == 0 {
-			r.finish(rc)
+		switch {
+		case f.Type == frame.TypeError:
+			result := succeeded
+			if len(f.Payload) > 0 && failureCode(frame.ErrCode(f.Payload[0])) {
+				result = failed
+			}
+			r.finish(rc, result)
+		case f.Payload[0]&frame.FlagMoreFragments == 0:
+			r.finish(rc, succeeded)
 		}
 	}
 }
@@ -356,23 +420,45 @@ func (r *Router) findBySource(src *conn.Conn, id uint32) *relayed {
 	return nil
 }
 
-// finish forgets a call; it reports whether the call was still known.
-func (r *Router) finish(rc *relayed) bool {
+// finish forgets a call and tells its endpoint how it went; it reports
+// whether the call was still known (only the first finish counts).
+func (r *Router) finish(rc *relayed, result outcome) bool {
 	r.mu.Lock()
 	_, ok := r.out[callKey{rc.dst, rc.dstID}]
 	delete(r.out, callKey{rc.dst, rc.dstID})
 	delete(r.in, callKey{rc.src, rc.srcID})
 	r.mu.Unlock()
-	if ok && rc.timer != nil {
+	if !ok {
+		return false
+	}
+	if rc.timer != nil {
 		rc.timer.Stop()
 	}
-	return ok
+	if ep := rc.ep; ep != nil {
+		ep.pending.Add(-1)
+		switch result {
+		case succeeded:
+			now := time.Now()
+			ep.observe(now.Sub(rc.start), now)
+			ep.breaker.Execute(answered)
+		case failed:
+			ep.observe(time.Since(rc.start), time.Now())
+			ep.breaker.Execute(broke)
+		}
+	}
+	return true
 }
+
+// The breaker learns outcomes after the fact: Execute runs one of these.
+var errInstanceFailed = errors.New("instance failed the call")
+
+func answered() (struct{}, error) { return struct{}{}, nil }
+func broke() (struct{}, error)    { return struct{}{}, errInstanceFailed }
 
 // expire ends a call whose TTL ran out in the relay: the caller hears a
 // timeout, the callee a cancel.
 func (r *Router) expire(rc *relayed, t frame.Tracing) {
-	if !r.finish(rc) {
+	if !r.finish(rc, failed) {
 		return
 	}
 	r.stats.TimedOut.Add(1)
@@ -394,7 +480,11 @@ func (r *Router) Closed(c *conn.Conn, err error) {
 	}
 	r.mu.Unlock()
 	for _, rc := range broken {
-		if !r.finish(rc) {
+		result := unjudged // the caller went away
+		if rc.dst == c {
+			result = failed
+		}
+		if !r.finish(rc, result) {
 			continue
 		}
 		if rc.dst == c {
