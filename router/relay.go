@@ -48,12 +48,15 @@ type Router struct {
 	local     map[string]*conn.Conn // instance id → the app's connection
 	byService map[string][]string   // service → ids of its local instances
 
-	mu   sync.Mutex
-	in   map[callKey]*relayed // by the caller's connection and id
-	out  map[callKey]*relayed // by the callee's connection and our id
-	rr   sync.Map             // service → *atomic.Uint64
-	eps  endpoints
-	bufs sync.Pool
+	mu  sync.Mutex
+	in  map[callKey]*relayed // by the caller's connection and id
+	out map[callKey]*relayed // by the callee's connection and our id
+	rr  sync.Map             // service → *atomic.Uint64
+	eps endpoints
+	// budgets: service → *retryBudget; saved: *[]byte copies of first frames kept for retries
+	budgets sync.Map
+	saved   sync.Pool
+	bufs    sync.Pool
 
 	draining atomic.Bool
 	stats    Stats
@@ -64,6 +67,9 @@ type Stats struct {
 	Relayed  atomic.Int64 // calls forwarded
 	Refused  atomic.Int64 // calls answered with an error by the router
 	TimedOut atomic.Int64 // calls whose TTL ran out inside the relay
+	Retried  atomic.Int64 // attempts sent again to another instance
+	// BudgetExhausted counts retries refused by the retry budget.
+	BudgetExhausted atomic.Int64
 }
 
 type callKey struct {
@@ -78,7 +84,13 @@ type relayed struct {
 	reqDone      bool // the request's last frame went out
 	timer        *time.Timer
 	ep           *endpoint // the instance's endpoint; nil on a last hop
-	start        time.Time
+	start        time.Time // of the current attempt
+	done         bool      // finished; guarded by Router.mu
+
+	// For retries (set when the call may be retried): the original first
+	// frame, what routing needs to pick again, and what was tried.
+	retry    *retryState
+	deadline time.Time
 }
 
 // outcome is what a finished call tells its instance's endpoint.
@@ -180,7 +192,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
 		return true
 	}
-	dst, addHeader, ep, code, why := r.route(from, req)
+	dst, addHeader, ep, code, why := r.route(from, req, nil)
 	if dst == nil {
 		r.refuse(from, f.ID, req.Tracing, code, why)
 		return true
@@ -193,7 +205,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 // id to add as a routing header ("" when the call is on its last hop); ep is
 // the chosen instance's endpoint (nil on the last hop), which learns how the
 // call went.
-func (r *Router) route(from *conn.Conn, req *frame.CallReq) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
+func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
 	service := string(req.Service)
 	if from.Peer().Headers[InitRole] == MeshdRole {
 		dst, code, why = r.deliver(service, req)
@@ -214,6 +226,11 @@ func (r *Router) route(from *conn.Conn, req *frame.CallReq) (dst *conn.Conn, add
 		excluded uint64
 		lastErr  error
 	)
+	for i, inst := range insts {
+		if i < 64 && slices.Contains(tried, inst.ID) {
+			excluded |= 1 << i
+		}
+	}
 	for range insts {
 		var i int
 		if sharded {
@@ -316,6 +333,13 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	*bp = out
 
 	ttl := time.Duration(req.TTL) * time.Millisecond
+	rc.deadline = rc.start.Add(ttl)
+	if ep != nil {
+		r.budget(string(req.Service)).deposit()
+		if rc.reqDone {
+			rc.retry = r.retryState(f, req, ep)
+		}
+	}
 	r.mu.Lock()
 	if !rc.reqDone {
 		r.in[callKey{src, rc.srcID}] = rc
@@ -394,6 +418,9 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 		if rc == nil {
 			return // the call timed out or was cancelled here
 		}
+		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, frame.ErrCode(f.Payload[0])) {
+			return // another instance gets the call; the caller never sees this error
+		}
 		binary.BigEndian.PutUint32(f.Raw[4:8], rc.srcID)
 		rc.src.Write(f.Raw)
 		switch {
@@ -421,32 +448,42 @@ func (r *Router) findBySource(src *conn.Conn, id uint32) *relayed {
 }
 
 // finish forgets a call and tells its endpoint how it went; it reports
-// whether the call was still known (only the first finish counts).
+// whether the call was still in flight (only the first finish counts).
 func (r *Router) finish(rc *relayed, result outcome) bool {
 	r.mu.Lock()
-	_, ok := r.out[callKey{rc.dst, rc.dstID}]
-	delete(r.out, callKey{rc.dst, rc.dstID})
-	delete(r.in, callKey{rc.src, rc.srcID})
-	r.mu.Unlock()
-	if !ok {
+	if rc.done {
+		r.mu.Unlock()
 		return false
 	}
+	rc.done = true
+	delete(r.out, callKey{rc.dst, rc.dstID})
+	delete(r.in, callKey{rc.src, rc.srcID})
+	ep, start := rc.ep, rc.start
+	r.mu.Unlock()
 	if rc.timer != nil {
 		rc.timer.Stop()
 	}
-	if ep := rc.ep; ep != nil {
-		ep.pending.Add(-1)
-		switch result {
-		case succeeded:
-			now := time.Now()
-			ep.observe(now.Sub(rc.start), now)
-			ep.breaker.Execute(answered)
-		case failed:
-			ep.observe(time.Since(rc.start), time.Now())
-			ep.breaker.Execute(broke)
-		}
-	}
+	ep.judge(start, result)
+	rc.retry.release(&r.saved)
 	return true
+}
+
+// judge tells an endpoint how one attempt went.
+func (e *endpoint) judge(start time.Time, result outcome) {
+	if e == nil {
+		return
+	}
+	e.pending.Add(-1)
+	switch result {
+	case succeeded:
+		now := time.Now()
+		e.observe(now.Sub(start), now)
+		e.breaker.Execute(answered)
+	case failed:
+		now := time.Now()
+		e.observe(now.Sub(start), now)
+		e.breaker.Execute(broke)
+	}
 }
 
 // The breaker learns outcomes after the fact: Execute runs one of these.
@@ -480,6 +517,9 @@ func (r *Router) Closed(c *conn.Conn, err error) {
 	}
 	r.mu.Unlock()
 	for _, rc := range broken {
+		if rc.dst == c && r.retryAfter(rc, frame.ErrCodeNetwork) {
+			continue
+		}
 		result := unjudged // the caller went away
 		if rc.dst == c {
 			result = failed

@@ -254,6 +254,9 @@ type Status struct {
 	Relayed   int64                `json:"calls_relayed"`
 	Refused   int64                `json:"calls_refused"`
 	TimedOut  int64                `json:"calls_timed_out"`
+	Retried   int64                `json:"calls_retried"`
+	// BudgetExhausted counts retries the retry budget refused.
+	BudgetExhausted int64 `json:"retries_refused_by_budget"`
 }
 
 // Status reports the daemon's state.
@@ -276,6 +279,9 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		Relayed:   d.router.Stats().Relayed.Load(),
 		Refused:   d.router.Stats().Refused.Load(),
 		TimedOut:  d.router.Stats().TimedOut.Load(),
+		Retried:   d.router.Stats().Retried.Load(),
+
+		BudgetExhausted: d.router.Stats().BudgetExhausted.Load(),
 	}
 	services, _ := d.registry.Services(ctx)
 	for _, s := range services {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -249,5 +250,99 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+}
+
+// countingServer advertises service with a handler that answers with code
+// (0: success) and counts its calls.
+func countingServer(t *testing.T, meshdAddr, service string, code frame.ErrCode, calls *atomic.Int64) {
+	t.Helper()
+	s := client.NewServer(client.Options{Logger: quiet})
+	s.Register(service, "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		calls.Add(1)
+		if code != 0 {
+			return nil, client.Errorf(code, "refusing on purpose")
+		}
+		return &client.Response{Body: []byte("ok")}, nil
+	}))
+	if err := s.Advertise(context.Background(), meshdAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+}
+
+// A busy instance's calls are retried on another instance until its breaker
+// opens and takes it out; "re: n" hands the busy answers to the caller.
+func TestRetriesGoElsewhere(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	var busy, good atomic.Int64
+	countingServer(t, a.Addr(), "svc", frame.ErrCodeBusy, &busy)
+	countingServer(t, a.Addr(), "svc", 0, &good)
+	countingServer(t, a.Addr(), "svc", 0, &good)
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 300
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Call(ctx, "svc", "m", nil, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d failed despite two healthy instances: %v", i, err)
+		}
+	}
+	st := a.Status(context.Background())
+	t.Logf("%d calls: busy instance answered %d (then its breaker opened), healthy ones %d; %d retries", n, busy.Load(), good.Load(), st.Retried)
+	if busy.Load() == 0 || st.Retried != busy.Load() {
+		t.Fatalf("retries %d, busy answers %d: every busy answer should have been retried", st.Retried, busy.Load())
+	}
+	if busy.Load() > 10 {
+		t.Fatalf("the busy instance got %d calls: its breaker should have opened after 5", busy.Load())
+	}
+
+	// A fresh service, and "re: n": the busy answers reach the caller.
+	var busy2, good2 atomic.Int64
+	countingServer(t, a.Addr(), "svc2", frame.ErrCodeBusy, &busy2)
+	countingServer(t, a.Addr(), "svc2", 0, &good2)
+	failures := 0
+	for range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Call(ctx, "svc2", "m", nil, nil, client.WithRetryFlags("n"))
+		cancel()
+		if client.CodeOf(err) == frame.ErrCodeBusy {
+			failures++
+		}
+	}
+	if failures == 0 || int64(failures) != busy2.Load() {
+		t.Fatalf(`with "re: n" %d calls failed busy, the instance answered busy %d times`, failures, busy2.Load())
+	}
+}
+
+// With every instance declining (which opens no breaker), the retry budget
+// keeps attempts near the number of calls instead of multiplying them.
+func TestRetryBudgetHoldsInOutage(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	var attempts atomic.Int64
+	for range 3 {
+		countingServer(t, a.Addr(), "down", frame.ErrCodeDeclined, &attempts)
+	}
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const calls = 1000
+	for range calls {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c.Call(ctx, "down", "m", nil, nil)
+		cancel()
+	}
+	ratio := float64(attempts.Load()) / calls
+	t.Logf("%d calls to a service whose instances all decline: %d attempts (%.3fx), %d retries refused by the budget",
+		calls, attempts.Load(), ratio, a.Status(context.Background()).BudgetExhausted)
+	if ratio > 1.2+10.0/calls { // 20% plus the budget's small floor
+		t.Fatalf("attempts = %.3fx calls, want ≤ 1.2x", ratio)
 	}
 }

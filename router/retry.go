@@ -1,0 +1,213 @@
+package router
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// Retry defaults: at most 3 attempts in all. Each call earns 0.2 retry
+// tokens (up to 20 saved), and an idle budget refills at 1 token per second
+// up to 5, so retries stay within about 20% of calls plus a small floor and a
+// full outage cannot multiply the load on a service.
+const (
+	maxAttempts     = 3
+	budgetRatio     = 0.2
+	budgetSaved     = 20.0
+	budgetFloorPerS = 1.0
+	budgetFloor     = 5.0
+	backoffBase     = time.Millisecond
+	backoffCap      = 25 * time.Millisecond
+	minTimeForRetry = 2 * time.Millisecond
+)
+
+// retryFlags is the "re" transport header: c = connection errors (the
+// default), t = timeouts, n = never.
+type retryFlags struct{ never, conn, timeout bool }
+
+func parseRetryFlags(h frame.Headers) retryFlags {
+	v, ok := h.Get(frame.HeaderRetryFlags)
+	if !ok || len(v) == 0 {
+		return retryFlags{conn: true}
+	}
+	return retryFlags{
+		never:   bytes.IndexByte(v, 'n') >= 0,
+		conn:    bytes.IndexByte(v, 'c') >= 0,
+		timeout: bytes.IndexByte(v, 't') >= 0,
+	}
+}
+
+// allows reports whether an attempt that failed with code may be tried on
+// another instance. Busy and declined mean the instance did not start the
+// call, so they are always safe; a lost connection needs "c"; a timeout "t".
+func (f retryFlags) allows(code frame.ErrCode) bool {
+	if f.never {
+		return false
+	}
+	switch code {
+	case frame.ErrCodeBusy, frame.ErrCodeDeclined:
+		return true
+	case frame.ErrCodeNetwork:
+		return f.conn
+	case frame.ErrCodeTimeout:
+		return f.timeout
+	}
+	return false
+}
+
+// retryState is what a call needs to be sent again elsewhere.
+type retryState struct {
+	first   *[]byte // the call's first frame as it arrived
+	flags   retryFlags
+	tried   []string
+	tracing frame.Tracing
+}
+
+func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint) *retryState {
+	flags := parseRetryFlags(req.Headers)
+	if flags.never {
+		return nil
+	}
+	bp, _ := r.saved.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = append((*bp)[:0], f.Raw...)
+	return &retryState{first: bp, flags: flags, tried: []string{ep.id}, tracing: req.Tracing}
+}
+
+func (s *retryState) release(pool *sync.Pool) {
+	if s != nil && s.first != nil {
+		pool.Put(s.first)
+		s.first = nil
+	}
+}
+
+// retryAfter decides, when an attempt of rc failed with code, whether to try
+// another instance, and if so ends the attempt and schedules the next. It
+// reports whether it did (the caller must then not forward the failure).
+func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
+	st := rc.retry
+	if st == nil || !st.flags.allows(code) {
+		return false
+	}
+	r.mu.Lock()
+	attempts := len(st.tried)
+	r.mu.Unlock()
+	if attempts >= maxAttempts {
+		return false
+	}
+	left := time.Until(rc.deadline)
+	if left < minTimeForRetry {
+		return false
+	}
+	var req frame.CallReq
+	var frag frame.Fragment
+	if frame.DecodeCallReq((*st.first)[frame.HeaderSize:], &req, &frag) != nil {
+		return false
+	}
+	if !r.budget(string(req.Service)).withdraw() {
+		r.stats.BudgetExhausted.Add(1)
+		return false
+	}
+	// End this attempt but keep the call.
+	r.mu.Lock()
+	if rc.done {
+		r.mu.Unlock()
+		return false
+	}
+	delete(r.out, callKey{rc.dst, rc.dstID})
+	ep, start := rc.ep, rc.start
+	rc.ep = nil
+	r.mu.Unlock()
+	ep.judge(start, failed)
+	r.stats.Retried.Add(1)
+
+	backoff := min(backoffCap, backoffBase<<len(st.tried))
+	backoff = time.Duration(rand.Int64N(int64(backoff) + 1)) // full jitter
+	backoff = min(backoff, left/4)
+	time.AfterFunc(backoff, func() { r.resend(rc, code) })
+	return true
+}
+
+// resend sends rc's saved first frame to another instance.
+func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
+	st := rc.retry
+	var req frame.CallReq
+	var frag frame.Fragment
+	f := &frame.Frame{Raw: *st.first, Payload: (*st.first)[frame.HeaderSize:]}
+	f.Header, _ = frame.ParseHeader(f.Raw)
+	frame.DecodeCallReq(f.Payload, &req, &frag)
+	dst, addHeader, ep, _, why := r.route(rc.src, &req, st.tried)
+	if dst == nil {
+		if r.finish(rc, unjudged) {
+			r.sendError(rc.src, rc.srcID, st.tracing, lastCode, "retry found no other instance: "+why)
+		}
+		return
+	}
+	out := make([]byte, 0, len(f.Raw)+64)
+	if addHeader == "" {
+		out = append(out, f.Raw...)
+	} else if out2, ok := withHeader(out, f, &req, HeaderInstance, addHeader); ok {
+		out = out2
+	} else {
+		out = append(out, f.Raw...)
+	}
+	r.mu.Lock()
+	if rc.done {
+		r.mu.Unlock()
+		return
+	}
+	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
+	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
+	r.out[callKey{dst, rc.dstID}] = rc
+	st.tried = append(st.tried, ep.id)
+	r.mu.Unlock()
+	ep.pending.Add(1)
+	if err := dst.Write(out); err != nil {
+		if r.finish(rc, failed) {
+			r.sendError(rc.src, rc.srcID, st.tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
+		}
+	}
+}
+
+// retryBudget lets retries be at most budgetRatio of recent calls plus a
+// small floor: calls deposit, retries withdraw.
+type retryBudget struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+}
+
+func (r *Router) budget(service string) *retryBudget {
+	if v, ok := r.budgets.Load(service); ok {
+		return v.(*retryBudget)
+	}
+	v, _ := r.budgets.LoadOrStore(service, &retryBudget{tokens: budgetFloor, last: time.Now()})
+	return v.(*retryBudget)
+}
+
+func (b *retryBudget) deposit() {
+	b.mu.Lock()
+	b.tokens = min(b.tokens+budgetRatio, max(b.tokens, budgetSaved))
+	b.mu.Unlock()
+}
+
+func (b *retryBudget) withdraw() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	if b.tokens < budgetFloor {
+		b.tokens = min(b.tokens+budgetFloorPerS*now.Sub(b.last).Seconds(), budgetFloor)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
