@@ -373,6 +373,45 @@ func (c *Consul) markStale() {
 	}
 }
 
+// WatchKV calls fn with every key under prefix and its value, first at
+// once and then each time any of them changes, until Close. While Consul is
+// unreachable fn is not called: the last values stay in force.
+func (c *Consul) WatchKV(prefix string, fn func(map[string][]byte)) {
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-c.stop; cancel() }()
+		var index uint64
+		backoff := 100 * time.Millisecond
+		for {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx)
+			pairs, meta, err := c.client.KV().List(prefix, q)
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			c.note(err)
+			if err != nil {
+				time.Sleep(backoff)
+				backoff = min(2*backoff, 5*time.Second)
+				continue
+			}
+			backoff = 100 * time.Millisecond
+			if meta.LastIndex == index {
+				continue // the wait timed out with nothing new
+			}
+			index = meta.LastIndex
+			kv := make(map[string][]byte, len(pairs))
+			for _, p := range pairs {
+				kv[p.Key] = p.Value
+			}
+			fn(kv)
+		}
+	}()
+}
+
 // Services lists services with passing instances.
 func (c *Consul) Services(ctx context.Context) ([]string, error) {
 	all, _, err := c.client.Catalog().Services((&api.QueryOptions{}).WithContext(ctx))

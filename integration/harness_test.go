@@ -5,6 +5,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -178,3 +179,5 @@ func dial(t *testing.T, addr string) *client.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+func asError(err error, target **client.Error) bool { return errors.As(err, target) }

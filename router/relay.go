@@ -35,6 +35,8 @@ type Config struct {
 	Dial func(ctx context.Context, addr string) (*conn.Conn, error)
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Policies are the initial per-service policies (see SetPolicies).
+	Policies Policies
 }
 
 // Router is the conn.Relayer of every meshd connection.
@@ -60,6 +62,7 @@ type Router struct {
 
 	draining atomic.Bool
 	stats    Stats
+	policies policyStore
 }
 
 // Stats counts what the router did.
@@ -68,6 +71,8 @@ type Stats struct {
 	Refused  atomic.Int64 // calls answered with an error by the router
 	TimedOut atomic.Int64 // calls whose TTL ran out inside the relay
 	Retried  atomic.Int64 // attempts sent again to another instance
+	// RateLimited counts calls refused by a rate or concurrency limit.
+	RateLimited atomic.Int64
 	// BudgetExhausted counts retries refused by the retry budget.
 	BudgetExhausted atomic.Int64
 }
@@ -91,6 +96,7 @@ type relayed struct {
 	// frame, what routing needs to pick again, and what was tried.
 	retry    *retryState
 	deadline time.Time
+	admitted *limits // the local-delivery limits this call holds a place in
 }
 
 // outcome is what a finished call tells its instance's endpoint.
@@ -131,6 +137,10 @@ func New(cfg Config) *Router {
 	}
 	r.peers = newPeers(cfg.Dial)
 	r.eps.settings = r.breakerSettings
+	if err := r.policies.set(cfg.Policies); err != nil {
+		r.log.Error("invalid policies ignored", "err", err)
+		r.policies.set(nil)
+	}
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
 }
@@ -166,6 +176,10 @@ const (
 	MeshdRole = "meshd"
 )
 
+// SetPolicies replaces every service's policy. Invalid policies are refused
+// with an error naming the service, and the ones in force stay.
+func (r *Router) SetPolicies(ps Policies) error { return r.policies.set(ps) }
+
 // Drain makes the router decline new calls (callers retry elsewhere) while
 // those in flight finish.
 func (r *Router) Drain() { r.draining.Store(true) }
@@ -192,12 +206,35 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
 		return true
 	}
+	lim := r.policies.limits(string(req.Service))
+	now := time.Now()
+	if from.Peer().Headers[InitRole] != MeshdRole { // the caller's own meshd
+		caller, _ := req.Headers.Get(frame.HeaderCallerName)
+		if lim.blocked(caller) {
+			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, fmt.Sprintf("calls from %q to %q are blocked (kill switch)", caller, req.Service))
+			return true
+		}
+		if !lim.callerAllowed(caller, now) {
+			r.stats.RateLimited.Add(1)
+			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("caller %q is over its limit of %g calls/s to %q", caller, lim.policy.CallerRateLimit, req.Service))
+			return true
+		}
+	}
 	dst, addHeader, ep, code, why := r.route(from, req, nil)
 	if dst == nil {
 		r.refuse(from, f.ID, req.Tracing, code, why)
 		return true
 	}
-	r.forward(from, dst, f, req, addHeader, ep)
+	if addHeader == "" { // delivered to an instance on this host
+		if ok, why := lim.admit(now); !ok {
+			r.stats.RateLimited.Add(1)
+			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("service %q on this host: %s", req.Service, why))
+			return true
+		}
+	} else {
+		lim = nil
+	}
+	r.forward(from, dst, f, req, addHeader, ep, lim)
 	return true
 }
 
@@ -309,8 +346,8 @@ func (r *Router) localConn(id string) *conn.Conn {
 }
 
 // forward sends the first frame of a call on dst and remembers the call.
-func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string, ep *endpoint) {
-	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID(), ep: ep, start: time.Now()}
+func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string, ep *endpoint, lim *limits) {
+	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID(), ep: ep, start: time.Now(), admitted: lim}
 	if ep != nil {
 		ep.pending.Add(1)
 	}
@@ -337,7 +374,7 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	if ep != nil {
 		r.budget(string(req.Service)).deposit()
 		if rc.reqDone {
-			rc.retry = r.retryState(f, req, ep)
+			rc.retry = r.retryState(f, req, ep, r.policies.limits(string(req.Service)).policy.MaxAttempts)
 		}
 	}
 	r.mu.Lock()
@@ -465,6 +502,9 @@ func (r *Router) finish(rc *relayed, result outcome) bool {
 	}
 	ep.judge(start, result)
 	rc.retry.release(&r.saved)
+	if rc.admitted != nil {
+		rc.admitted.release()
+	}
 	return true
 }
 

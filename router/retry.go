@@ -65,11 +65,12 @@ type retryState struct {
 	flags   retryFlags
 	tried   []string
 	tracing frame.Tracing
+	max     int // attempts allowed in all
 }
 
-func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint) *retryState {
+func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint, attempts int) *retryState {
 	flags := parseRetryFlags(req.Headers)
-	if flags.never {
+	if flags.never || attempts <= 1 {
 		return nil
 	}
 	bp, _ := r.saved.Get().(*[]byte)
@@ -77,7 +78,7 @@ func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint) *r
 		bp = new([]byte)
 	}
 	*bp = append((*bp)[:0], f.Raw...)
-	return &retryState{first: bp, flags: flags, tried: []string{ep.id}, tracing: req.Tracing}
+	return &retryState{first: bp, flags: flags, tried: []string{ep.id}, tracing: req.Tracing, max: attempts}
 }
 
 func (s *retryState) release(pool *sync.Pool) {
@@ -98,7 +99,7 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	r.mu.Lock()
 	attempts := len(st.tried)
 	r.mu.Unlock()
-	if attempts >= maxAttempts {
+	if attempts >= st.max {
 		return false
 	}
 	left := time.Until(rc.deadline)

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/router"
 )
 
 // Options is meshd's configuration as users write it: flags, MESHD_*
@@ -32,7 +33,14 @@ type Options struct {
 	LogFormat    string        `yaml:"log_format"`
 	LogLevel     string        `yaml:"log_level"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Policies per service ("*": the default), from the YAML file only;
+	// Consul KV under PolicyPrefix overrides them service by service.
+	Policies router.Policies `yaml:"policies"`
 }
+
+// PolicyPrefix is where meshd reads per-service policies in Consul KV: the
+// key mesh/policies/SERVICE holds that service's policy as JSON.
+const PolicyPrefix = "mesh/policies/"
 
 // Defaults are the options of a meshd given nothing.
 func Defaults() Options {
@@ -158,7 +166,7 @@ func (o Options) validate() error {
 	if o.ConsulTTL < time.Second {
 		return fmt.Errorf("--consul-ttl %v: at least 1s", o.ConsulTTL)
 	}
-	return nil
+	return o.Policies.Validate()
 }
 
 // Logger builds the logger the options ask for.
@@ -184,11 +192,14 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	d, err := Start(Config{
 		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, NodeName: o.Node,
-		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log,
+		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies,
 	})
 	if err != nil {
 		reg.Close()
 		return err
+	}
+	if c, ok := reg.(*discovery.Consul); ok {
+		c.WatchKV(PolicyPrefix, d.policiesFromKV(o.Policies))
 	}
 	<-ctx.Done()
 	log.Info("draining")

@@ -6,15 +6,18 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 func TestParseOptionsPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "meshd.yaml")
-	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\n"), 0o644)
+	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\npolicies:\n  kv: {max_attempts: 2, caller_rate_limit: 100}\n"), 0o644)
 	env := map[string]string{"MESHD_CONFIG": file, "MESHD_NODE": "from-env", "MESHD_LOG_LEVEL": "debug"}
 	o, err := ParseOptions([]string{"--log-level", "warn"}, func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
@@ -24,7 +27,8 @@ func TestParseOptionsPrecedence(t *testing.T) {
 	want.Listen, want.Admin, want.ConsulTTL, want.LogFormat = "127.0.0.9:1", "off", 7*time.Second, "json" // file
 	want.Node = "from-env"                                                                                // env over file
 	want.LogLevel = "warn"                                                                                // flag over env
-	if o != want {
+	want.Policies = router.Policies{"kv": {MaxAttempts: 2, CallerRateLimit: 100}}
+	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("got  %+v\nwant %+v", o, want)
 	}
 }
@@ -33,6 +37,8 @@ func TestParseOptionsErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("listen: 1.2.3.4:5\nno_such_key: 1\n"), 0o644)
+	badPolicy := filepath.Join(dir, "badpolicy.yaml")
+	os.WriteFile(badPolicy, []byte("policies:\n  kv: {rate_limit: -3}\n"), 0o644)
 	cases := []struct {
 		args []string
 		env  map[string]string
@@ -46,6 +52,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--config", bad}, nil, "no_such_key"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, nil, "config file"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
+		{[]string{"--config", badPolicy}, nil, `policy of "kv"`},
 	}
 	for _, tc := range cases {
 		_, err := ParseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})

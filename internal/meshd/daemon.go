@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type Config struct {
 	// DrainTimeout bounds how long a stop waits for calls in flight.
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	// Policies are the per-service policies to start with.
+	Policies router.Policies
 }
 
 // Daemon is a running meshd.
@@ -88,6 +91,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Own:      []string{hyperbahnService, meshdService},
 		Dial:     d.dialPeer,
 		Logger:   cfg.Logger,
+		Policies: cfg.Policies,
 	})
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
@@ -106,6 +110,51 @@ func Start(cfg Config) (*Daemon, error) {
 	d.log.Info("meshd started", "listen", lis.Addr().String(), "advertise", cfg.Advertise,
 		"admin", d.cfg.Admin, "registry", cfg.Registry.Status().Backend)
 	return d, nil
+}
+
+// SetPolicies replaces the per-service policies; invalid ones are refused
+// and the policies in force stay.
+func (d *Daemon) SetPolicies(ps router.Policies) error { return d.router.SetPolicies(ps) }
+
+// policiesFromKV returns the handler of Consul KV policy updates: each key
+// overrides the file's policy of its service; a key that does not parse is
+// refused and logged, and that service keeps its last good policy.
+func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
+	lastGood := router.Policies{}
+	return func(kv map[string][]byte) {
+		next := router.Policies{}
+		for k, v := range file {
+			next[k] = v
+		}
+		seen := map[string]bool{}
+		for key, val := range kv {
+			service := strings.TrimPrefix(key, PolicyPrefix)
+			if service == "" {
+				continue
+			}
+			seen[service] = true
+			p, err := router.ParsePolicy(val)
+			if err != nil {
+				d.log.Error("policy in consul refused; keeping the last good one", "service", service, "key", key, "err", err)
+				if good, ok := lastGood[service]; ok {
+					next[service] = good
+				}
+				continue
+			}
+			lastGood[service] = p
+			next[service] = p
+		}
+		for s := range lastGood {
+			if !seen[s] {
+				delete(lastGood, s) // removed from KV: back to the file's policy
+			}
+		}
+		if err := d.SetPolicies(next); err != nil {
+			d.log.Error("policies refused", "err", err)
+			return
+		}
+		d.log.Info("policies updated from consul", "services", len(kv))
+	}
 }
 
 // Addr is the TChannel listener's address.
@@ -254,6 +303,7 @@ type Status struct {
 	Relayed   int64                `json:"calls_relayed"`
 	Refused   int64                `json:"calls_refused"`
 	TimedOut  int64                `json:"calls_timed_out"`
+	Limited   int64                `json:"calls_rate_limited"`
 	Retried   int64                `json:"calls_retried"`
 	// BudgetExhausted counts retries the retry budget refused.
 	BudgetExhausted int64 `json:"retries_refused_by_budget"`
@@ -280,6 +330,7 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		Refused:   d.router.Stats().Refused.Load(),
 		TimedOut:  d.router.Stats().TimedOut.Load(),
 		Retried:   d.router.Stats().Retried.Load(),
+		Limited:   d.router.Stats().RateLimited.Load(),
 
 		BudgetExhausted: d.router.Stats().BudgetExhausted.Load(),
 	}

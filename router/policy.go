@@ -1,0 +1,206 @@
+package router
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Policy is how the mesh treats calls to one service. The zero value of a
+// field means "inherit": from the "*" policy, else the built-in default.
+type Policy struct {
+	// MaxAttempts bounds the attempts of one call (1 disables retries).
+	MaxAttempts int `json:"max_attempts,omitempty" yaml:"max_attempts"`
+	// RateLimit is calls per second to the service's instances on one meshd
+	// (answered Busy beyond it), with Burst calls of slack.
+	RateLimit float64 `json:"rate_limit,omitempty" yaml:"rate_limit"`
+	Burst     int     `json:"burst,omitempty" yaml:"burst"`
+	// CallerRateLimit is calls per second one caller (the "cn" header) may
+	// send to the service through its meshd.
+	CallerRateLimit float64 `json:"caller_rate_limit,omitempty" yaml:"caller_rate_limit"`
+	// MaxConcurrent bounds the calls in flight to the service's instances on
+	// one meshd (answered Busy beyond it).
+	MaxConcurrent int `json:"max_concurrent,omitempty" yaml:"max_concurrent"`
+	// Blocked callers are refused at once (the kill switch); "*" blocks all.
+	Blocked []string `json:"blocked,omitempty" yaml:"blocked"`
+}
+
+// Validate rejects settings that cannot be meant.
+func (p Policy) Validate() error {
+	switch {
+	case p.MaxAttempts < 0 || p.MaxAttempts > 10:
+		return fmt.Errorf("max_attempts %d: want 1 to 10 (0 inherits)", p.MaxAttempts)
+	case p.RateLimit < 0 || p.CallerRateLimit < 0:
+		return errors.New("rate limits cannot be negative")
+	case p.Burst < 0 || p.MaxConcurrent < 0:
+		return errors.New("burst and max_concurrent cannot be negative")
+	}
+	for _, c := range p.Blocked {
+		if c == "" {
+			return errors.New("blocked lists an empty caller name")
+		}
+	}
+	return nil
+}
+
+// ParsePolicy decodes and validates one service's policy from JSON, as
+// stored in Consul KV; unknown fields are errors, so typos do not pass.
+func ParsePolicy(b []byte) (Policy, error) {
+	var p Policy
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return Policy{}, fmt.Errorf("policy is not valid JSON of the policy fields: %w", err)
+	}
+	return p, p.Validate()
+}
+
+// merged fills p's zero fields from base.
+func (p Policy) merged(base Policy) Policy {
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = base.MaxAttempts
+	}
+	if p.RateLimit == 0 {
+		p.RateLimit, p.Burst = base.RateLimit, base.Burst
+	}
+	if p.Burst == 0 {
+		p.Burst = base.Burst
+	}
+	if p.CallerRateLimit == 0 {
+		p.CallerRateLimit = base.CallerRateLimit
+	}
+	if p.MaxConcurrent == 0 {
+		p.MaxConcurrent = base.MaxConcurrent
+	}
+	if p.Blocked == nil {
+		p.Blocked = base.Blocked
+	}
+	return p
+}
+
+// Policies are every service's policies, by service name; "*" applies to
+// services without their own.
+type Policies map[string]Policy
+
+// Validate checks each policy, naming the one that fails.
+func (ps Policies) Validate() error {
+	for s, p := range ps {
+		if err := p.Validate(); err != nil {
+			return fmt.Errorf("policy of %q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// limits is the live state of one service's policy on this meshd.
+type limits struct {
+	policy   Policy
+	rate     *rate.Limiter // nil: unlimited
+	inflight atomic.Int64
+
+	mu      sync.RWMutex
+	callers map[string]*rate.Limiter
+}
+
+func newLimits(p Policy) *limits {
+	l := &limits{policy: p, callers: make(map[string]*rate.Limiter)}
+	if p.MaxAttempts == 0 {
+		l.policy.MaxAttempts = maxAttempts
+	}
+	if p.RateLimit > 0 {
+		l.rate = rate.NewLimiter(rate.Limit(p.RateLimit), max(p.Burst, 1))
+	}
+	return l
+}
+
+// blocked reports whether the kill switch refuses caller.
+func (l *limits) blocked(caller []byte) bool {
+	for _, b := range l.policy.Blocked {
+		if b == "*" || b == string(caller) {
+			return true
+		}
+	}
+	return false
+}
+
+// callerAllowed applies the per-caller rate limit.
+func (l *limits) callerAllowed(caller []byte, now time.Time) bool {
+	if l.policy.CallerRateLimit <= 0 {
+		return true
+	}
+	l.mu.RLock()
+	lim := l.callers[string(caller)]
+	l.mu.RUnlock()
+	if lim == nil {
+		l.mu.Lock()
+		if lim = l.callers[string(caller)]; lim == nil {
+			burst := max(int(l.policy.CallerRateLimit/10), 1) // 100ms of calls
+			lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
+			l.callers[string(caller)] = lim
+		}
+		l.mu.Unlock()
+	}
+	return lim.AllowN(now, 1)
+}
+
+// admit applies the service's rate and concurrency limits to a call about
+// to be delivered to a local instance; release must follow an admission.
+func (l *limits) admit(now time.Time) (ok bool, why string) {
+	if l.rate != nil && !l.rate.AllowN(now, 1) {
+		return false, fmt.Sprintf("rate limit of %g calls/s reached", l.policy.RateLimit)
+	}
+	if n := l.inflight.Add(1); l.policy.MaxConcurrent > 0 && n > int64(l.policy.MaxConcurrent) {
+		l.inflight.Add(-1)
+		return false, fmt.Sprintf("%d calls in flight, the limit is %d", n-1, l.policy.MaxConcurrent)
+	}
+	return true, ""
+}
+
+func (l *limits) release() { l.inflight.Add(-1) }
+
+// policyStore holds the policies and each service's live limits. Setting
+// new policies rebuilds the limits of the services they change.
+type policyStore struct {
+	mu       sync.Mutex
+	policies atomic.Pointer[Policies]
+	live     sync.Map // service → *limits
+}
+
+func (s *policyStore) set(ps Policies) error {
+	if err := ps.Validate(); err != nil {
+		return err
+	}
+	ps = clonePolicies(ps)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.policies.Store(&ps)
+	s.live.Clear()
+	return nil
+}
+
+// limits returns the live limits of service.
+func (s *policyStore) limits(service string) *limits {
+	if v, ok := s.live.Load(service); ok {
+		return v.(*limits)
+	}
+	var p Policy
+	if ps := s.policies.Load(); ps != nil {
+		p = (*ps)[service].merged((*ps)["*"])
+	}
+	v, _ := s.live.LoadOrStore(service, newLimits(p))
+	return v.(*limits)
+}
+
+func clonePolicies(ps Policies) Policies {
+	out := make(Policies, len(ps))
+	for k, v := range ps {
+		out[k] = v
+	}
+	return out
+}

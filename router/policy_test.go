@@ -1,0 +1,97 @@
+package router
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParsePolicy(t *testing.T) {
+	cases := []struct {
+		in   string
+		want string // error substring; "" for valid
+	}{
+		{`{"max_attempts": 2, "rate_limit": 50, "burst": 5, "blocked": ["bad-caller"]}`, ""},
+		{`{}`, ""},
+		{`{"max_atempts": 2}`, "unknown field"},
+		{`{"rate_limit": -1}`, "negative"},
+		{`{"max_attempts": 11}`, "max_attempts"},
+		{`{"blocked": [""]}`, "empty caller"},
+		{`not json`, "not valid JSON"},
+	}
+	for _, tc := range cases {
+		_, err := ParsePolicy([]byte(tc.in))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: error %v, want %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func TestPoliciesInheritAndReplace(t *testing.T) {
+	var s policyStore
+	if err := s.set(Policies{"*": {MaxAttempts: 2, MaxConcurrent: 7}, "kv": {MaxAttempts: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := s.limits("kv").policy; p.MaxAttempts != 1 || p.MaxConcurrent != 7 {
+		t.Fatalf("kv policy = %+v, want its own max_attempts and the default's max_concurrent", p)
+	}
+	if p := s.limits("other").policy; p.MaxAttempts != 2 {
+		t.Fatalf("other policy = %+v", p)
+	}
+	// An invalid set is refused and the one in force stays.
+	if err := s.set(Policies{"kv": {RateLimit: -5}}); err == nil || !strings.Contains(err.Error(), `"kv"`) {
+		t.Fatalf("invalid policies: %v", err)
+	}
+	if p := s.limits("kv").policy; p.MaxAttempts != 1 {
+		t.Fatalf("after a refused update kv policy = %+v", p)
+	}
+}
+
+// A caller limited to 100 calls/s that offers 1,000/s gets 100/s (±10%);
+// another caller is unaffected.
+func TestCallerRateLimitHolds(t *testing.T) {
+	l := newLimits(Policy{CallerRateLimit: 100})
+	start := time.Now()
+	allowedA, allowedB := 0, 0
+	for ms := range 5000 { // 5 s at one call per ms from each caller
+		now := start.Add(time.Duration(ms) * time.Millisecond)
+		if l.callerAllowed([]byte("greedy"), now) {
+			allowedA++
+		}
+		if ms%20 == 0 && l.callerAllowed([]byte("modest"), now) { // 50/s
+			allowedB++
+		}
+	}
+	rateA := float64(allowedA) / 5
+	t.Logf("greedy caller: %.0f calls/s admitted of 1000/s offered; modest caller: %d of 250", rateA, allowedB)
+	if rateA < 90 || rateA > 110 {
+		t.Fatalf("greedy caller got %.0f calls/s, want 100 ±10%%", rateA)
+	}
+	if allowedB != 250 {
+		t.Fatalf("modest caller got %d of 250 calls", allowedB)
+	}
+}
+
+func TestConcurrencyLimitAndKillSwitch(t *testing.T) {
+	l := newLimits(Policy{MaxConcurrent: 2, Blocked: []string{"rogue"}})
+	now := time.Now()
+	if ok, _ := l.admit(now); !ok {
+		t.Fatal("first call refused")
+	}
+	if ok, _ := l.admit(now); !ok {
+		t.Fatal("second call refused")
+	}
+	if ok, why := l.admit(now); ok || !strings.Contains(why, "limit is 2") {
+		t.Fatalf("third concurrent call: %v %q", ok, why)
+	}
+	l.release()
+	if ok, _ := l.admit(now); !ok {
+		t.Fatal("call refused after one finished")
+	}
+	if !l.blocked([]byte("rogue")) || l.blocked([]byte("friend")) {
+		t.Fatal("kill switch blocks the wrong callers")
+	}
+	if !newLimits(Policy{Blocked: []string{"*"}}).blocked([]byte("anyone")) {
+		t.Fatal(`"*" does not block everyone`)
+	}
+}
