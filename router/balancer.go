@@ -31,6 +31,8 @@ type endpoint struct {
 	hash    uint64 // of the id, for rendezvous hashing
 	pending atomic.Int64
 	breaker *gobreaker.CircuitBreaker[struct{}]
+	service string
+	stats   endpointStats
 
 	mu    sync.Mutex
 	ewma  float64 // nanoseconds
@@ -146,15 +148,15 @@ func mix64(x uint64) uint64 {
 // endpoints keeps an endpoint per instance id.
 type endpoints struct {
 	m        sync.Map // id → *endpoint
-	settings func(id string) gobreaker.Settings
+	settings func(e *endpoint) gobreaker.Settings
 }
 
 func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	if v, ok := s.m.Load(inst.ID); ok {
 		return v.(*endpoint)
 	}
-	e := &endpoint{id: inst.ID, hash: hashBytes([]byte(inst.ID))}
-	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(inst.ID))
+	e := &endpoint{id: inst.ID, service: inst.Service, hash: hashBytes([]byte(inst.ID))}
+	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
 	v, _ := s.m.LoadOrStore(inst.ID, e)
 	return v.(*endpoint)
 }
@@ -170,9 +172,9 @@ const (
 	breakerProbes      = 3
 )
 
-func (r *Router) breakerSettings(id string) gobreaker.Settings {
+func (r *Router) breakerSettings(e *endpoint) gobreaker.Settings {
 	return gobreaker.Settings{
-		Name:        id,
+		Name:        e.id,
 		MaxRequests: breakerProbes,
 		Interval:    breakerWindow,
 		Timeout:     breakerOpenFor,
@@ -181,6 +183,7 @@ func (r *Router) breakerSettings(id string) gobreaker.Settings {
 				c.Requests >= breakerMinCalls && 2*c.TotalFailures >= c.Requests
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
+			e.stats.breakerChanges[to].Add(1)
 			r.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
 		},
 	}

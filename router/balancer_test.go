@@ -150,7 +150,7 @@ func BenchmarkPick(b *testing.B) {
 			eps[0].pending.Add(1)
 			eps[0].pending.Add(-1)
 			eps[0].observe(time.Millisecond, now)
-			eps[0].breaker.Execute(answered)
+			eps[0].breaker.Execute(passed)
 		}
 	})
 }

@@ -56,9 +56,10 @@ type Router struct {
 	rr  sync.Map             // service → *atomic.Uint64
 	eps endpoints
 	// budgets: service → *retryBudget; saved: *[]byte copies of first frames kept for retries
-	budgets sync.Map
-	saved   sync.Pool
-	bufs    sync.Pool
+	budgets  sync.Map
+	saved    sync.Pool
+	svcStats sync.Map // service → *serviceStats
+	bufs     sync.Pool
 
 	draining atomic.Bool
 	stats    Stats
@@ -97,16 +98,23 @@ type relayed struct {
 	retry    *retryState
 	deadline time.Time
 	admitted *limits // the local-delivery limits this call holds a place in
+	appErr   bool    // the answer is an application error
 }
 
-// outcome is what a finished call tells its instance's endpoint.
-type outcome int
+// outcome is how one attempt ended, as its instance's endpoint learns it.
+type outcome struct {
+	judged bool          // false: the caller cancelled, which says nothing of the instance
+	code   frame.ErrCode // the error frame's code; 0 when answered
+	appErr bool          // answered with an application error (still an answer)
+}
 
-const (
-	unjudged  outcome = iota // cancelled by the caller: says nothing of the instance
-	succeeded                // answered (an application error is an answer)
-	failed                   // timeout, lost connection, or an error the instance raised
-)
+// failed reports whether the outcome counts against the instance.
+func (o outcome) failed() bool { return o.judged && failureCode(o.code) }
+
+var unjudged = outcome{}
+
+func answered(appErr bool) outcome       { return outcome{judged: true, appErr: appErr} }
+func errored(code frame.ErrCode) outcome { return outcome{judged: true, code: code} }
 
 // failureCode reports whether an error frame's code counts against the
 // instance (its breaker and outlier ejection) rather than the call.
@@ -211,11 +219,13 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 	if from.Peer().Headers[InitRole] != MeshdRole { // the caller's own meshd
 		caller, _ := req.Headers.Get(frame.HeaderCallerName)
 		if lim.blocked(caller) {
+			r.serviceStats(string(req.Service)).killSwitched.Add(1)
 			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, fmt.Sprintf("calls from %q to %q are blocked (kill switch)", caller, req.Service))
 			return true
 		}
 		if !lim.callerAllowed(caller, now) {
 			r.stats.RateLimited.Add(1)
+			r.serviceStats(string(req.Service)).rateLimited.Add(1)
 			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("caller %q is over its limit of %g calls/s to %q", caller, lim.policy.CallerRateLimit, req.Service))
 			return true
 		}
@@ -228,6 +238,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 	if addHeader == "" { // delivered to an instance on this host
 		if ok, why := lim.admit(now); !ok {
 			r.stats.RateLimited.Add(1)
+			r.serviceStats(string(req.Service)).rateLimited.Add(1)
 			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("service %q on this host: %s", req.Service, why))
 			return true
 		}
@@ -387,7 +398,7 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tracing) })
 
 	if err := dst.Write(out); err != nil {
-		r.finish(rc, failed)
+		r.finish(rc, errored(frame.ErrCodeNetwork))
 		r.refuse(src, rc.srcID, req.Tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		return
 	}
@@ -458,17 +469,16 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, frame.ErrCode(f.Payload[0])) {
 			return // another instance gets the call; the caller never sees this error
 		}
+		if f.Type == frame.TypeCallRes && len(f.Payload) > 1 {
+			rc.appErr = frame.ResCode(f.Payload[1]) != frame.ResOK
+		}
 		binary.BigEndian.PutUint32(f.Raw[4:8], rc.srcID)
 		rc.src.Write(f.Raw)
 		switch {
 		case f.Type == frame.TypeError:
-			result := succeeded
-			if len(f.Payload) > 0 && failureCode(frame.ErrCode(f.Payload[0])) {
-				result = failed
-			}
-			r.finish(rc, result)
+			r.finish(rc, errored(frame.ErrCode(f.Payload[0])))
 		case f.Payload[0]&frame.FlagMoreFragments == 0:
-			r.finish(rc, succeeded)
+			r.finish(rc, answered(rc.appErr))
 		}
 	}
 }
@@ -509,33 +519,35 @@ func (r *Router) finish(rc *relayed, result outcome) bool {
 }
 
 // judge tells an endpoint how one attempt went.
-func (e *endpoint) judge(start time.Time, result outcome) {
+func (e *endpoint) judge(start time.Time, o outcome) {
 	if e == nil {
 		return
 	}
 	e.pending.Add(-1)
-	switch result {
-	case succeeded:
-		now := time.Now()
-		e.observe(now.Sub(start), now)
-		e.breaker.Execute(answered)
-	case failed:
-		now := time.Now()
-		e.observe(now.Sub(start), now)
+	if !o.judged {
+		return
+	}
+	now := time.Now()
+	rtt := now.Sub(start)
+	e.observe(rtt, now)
+	e.stats.record(o, rtt)
+	if o.failed() {
 		e.breaker.Execute(broke)
+	} else {
+		e.breaker.Execute(passed)
 	}
 }
 
 // The breaker learns outcomes after the fact: Execute runs one of these.
 var errInstanceFailed = errors.New("instance failed the call")
 
-func answered() (struct{}, error) { return struct{}{}, nil }
-func broke() (struct{}, error)    { return struct{}{}, errInstanceFailed }
+func passed() (struct{}, error) { return struct{}{}, nil }
+func broke() (struct{}, error)  { return struct{}{}, errInstanceFailed }
 
 // expire ends a call whose TTL ran out in the relay: the caller hears a
 // timeout, the callee a cancel.
 func (r *Router) expire(rc *relayed, t frame.Tracing) {
-	if !r.finish(rc, failed) {
+	if !r.finish(rc, errored(frame.ErrCodeTimeout)) {
 		return
 	}
 	r.stats.TimedOut.Add(1)
@@ -562,7 +574,7 @@ func (r *Router) Closed(c *conn.Conn, err error) {
 		}
 		result := unjudged // the caller went away
 		if rc.dst == c {
-			result = failed
+			result = errored(frame.ErrCodeNetwork)
 		}
 		if !r.finish(rc, result) {
 			continue

@@ -111,8 +111,10 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	if frame.DecodeCallReq((*st.first)[frame.HeaderSize:], &req, &frag) != nil {
 		return false
 	}
+	svc := r.serviceStats(string(req.Service))
 	if !r.budget(string(req.Service)).withdraw() {
 		r.stats.BudgetExhausted.Add(1)
+		svc.budgetExhausted.Add(1)
 		return false
 	}
 	// End this attempt but keep the call.
@@ -125,8 +127,9 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	ep, start := rc.ep, rc.start
 	rc.ep = nil
 	r.mu.Unlock()
-	ep.judge(start, failed)
+	ep.judge(start, errored(code))
 	r.stats.Retried.Add(1)
+	svc.retries.Add(1)
 
 	backoff := min(backoffCap, backoffBase<<len(st.tried))
 	backoff = time.Duration(rand.Int64N(int64(backoff) + 1)) // full jitter
@@ -170,7 +173,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	r.mu.Unlock()
 	ep.pending.Add(1)
 	if err := dst.Write(out); err != nil {
-		if r.finish(rc, failed) {
+		if r.finish(rc, errored(frame.ErrCodeNetwork)) {
 			r.sendError(rc.src, rc.srcID, st.tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		}
 	}

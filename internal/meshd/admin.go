@@ -2,11 +2,14 @@ package meshd
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+
+	"github.com/meshrpc/mesh/discovery"
 )
 
-// adminHandler serves /health, /status and /debug/pprof.
+// adminHandler serves /health, /status, /metrics and /debug/pprof.
 func (d *Daemon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -25,10 +28,31 @@ func (d *Daemon) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status(r.Context()))
 	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		d.router.WriteMetrics(w)
+		st := d.registry.Status()
+		fmt.Fprintf(w, "# HELP mesh_registry_healthy Whether the registry backend answers.\n# TYPE mesh_registry_healthy gauge\nmesh_registry_healthy{backend=%q} %d\n", st.Backend, b2i(st.Healthy))
+		fmt.Fprintf(w, "# HELP mesh_registry_stale Whether lookups are answered from a cache the backend could not refresh.\n# TYPE mesh_registry_stale gauge\nmesh_registry_stale{backend=%q} %d\n", st.Backend, b2i(st.Stale))
+		if c, ok := d.registry.(*discovery.Consul); ok {
+			fmt.Fprintf(w, "# HELP mesh_registry_stale_lookups_total Lookups answered from a stale cache.\n# TYPE mesh_registry_stale_lookups_total counter\nmesh_registry_stale_lookups_total %d\n", c.StaleLookups())
+		}
+		d.mu.Lock()
+		n := len(d.conns)
+		d.mu.Unlock()
+		fmt.Fprintf(w, "# HELP mesh_connections Open TChannel connections.\n# TYPE mesh_connections gauge\nmesh_connections %d\n", n)
+	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -300,6 +302,24 @@ func TestRetriesGoElsewhere(t *testing.T) {
 	}
 	if busy.Load() > 10 {
 		t.Fatalf("the busy instance got %d calls: its breaker should have opened after 5", busy.Load())
+	}
+	// /metrics tells the same story.
+	resp, err := http.Get("http://" + a.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`mesh_retries_total{service="svc"} %d`, busy.Load()),
+		`result="busy"} ` + fmt.Sprint(busy.Load()),
+		`mesh_breaker_transitions_total{service="svc",`,
+		`to="open"} 1`,
+		`mesh_call_duration_seconds_bucket{service="svc"`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 
 	// A fresh service, and "re: n": the busy answers reach the caller.
