@@ -32,6 +32,7 @@ type endpoint struct {
 	pending atomic.Int64
 	breaker *gobreaker.CircuitBreaker[struct{}]
 	service string
+	addr    string // of the meshd that delivers to it
 	stats   endpointStats
 
 	mu    sync.Mutex
@@ -81,17 +82,18 @@ func ok(eps []*endpoint, excluded uint64, i int) bool {
 }
 
 // pickP2C chooses between two random usable candidates the one with the
-// lower cost (power of two choices). It returns -1 if none is usable.
-func pickP2C(eps []*endpoint, excluded uint64) int {
+// lower cost (power of two choices), and returns the other as rival (-1 if
+// there was none). It returns -1 if none is usable.
+func pickP2C(eps []*endpoint, excluded uint64) (pick, rival int) {
 	a := randomUsable(eps, excluded, -1)
 	if a < 0 {
-		return -1
+		return -1, -1
 	}
 	b := randomUsable(eps, excluded, a)
 	if b < 0 || eps[a].cost() <= eps[b].cost() {
-		return a
+		return a, b
 	}
-	return b
+	return b, a
 }
 
 // randomUsable returns a random usable index other than not, or -1.
@@ -155,7 +157,7 @@ func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	if v, ok := s.m.Load(inst.ID); ok {
 		return v.(*endpoint)
 	}
-	e := &endpoint{id: inst.ID, service: inst.Service, hash: hashBytes([]byte(inst.ID))}
+	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID))}
 	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
 	v, _ := s.m.LoadOrStore(inst.ID, e)
 	return v.(*endpoint)

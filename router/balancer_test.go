@@ -81,7 +81,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	now := time.Now()
 	picks := make([]int, 3)
 	for i := range 10000 {
-		j := pickP2C(eps, 0)
+		j, _ := pickP2C(eps, 0)
 		if i >= 100 { // after a warm-up that measured everyone
 			picks[j]++
 		}
@@ -96,7 +96,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	// Calls in flight count too: a busy fast instance loses to an idle one.
 	eps[0].pending.Store(50)
 	for range 100 {
-		if j := pickP2C(eps, 0); j == 0 {
+		if j, _ := pickP2C(eps, 0); j == 0 {
 			// only possible when the other pick was the slow one and it is costlier still
 			if eps[0].cost() > eps[2].cost() {
 				t.Fatal("picked the costlier instance")
@@ -114,11 +114,11 @@ func TestOpenBreakerIsSkipped(t *testing.T) {
 		t.Fatal("breaker still closed after consecutive failures")
 	}
 	for range 1000 {
-		if pickP2C(eps, 0) == 1 || pickRendezvous(eps, 0, []byte("k")) == 1 {
+		if j, _ := pickP2C(eps, 0); j == 1 || pickRendezvous(eps, 0, []byte("k")) == 1 {
 			t.Fatal("picked an instance behind an open breaker")
 		}
 	}
-	if pickP2C(eps, 1<<0|1<<2) != -1 {
+	if j, _ := pickP2C(eps, 1<<0|1<<2); j != -1 {
 		t.Fatal("picked when every instance is excluded or open")
 	}
 }
@@ -129,7 +129,7 @@ func BenchmarkPick(b *testing.B) {
 	b.Run("p2c-peak-ewma", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if pickP2C(eps, 0) < 0 {
+			if j, _ := pickP2C(eps, 0); j < 0 {
 				b.Fatal("no pick")
 			}
 		}

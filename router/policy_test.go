@@ -95,3 +95,24 @@ func TestConcurrencyLimitAndKillSwitch(t *testing.T) {
 		t.Fatal(`"*" does not block everyone`)
 	}
 }
+
+func TestExplanationOfRecordedCall(t *testing.T) {
+	eps := testEndpoints(2)
+	var rec record
+	rec.service = "kv"
+	rec.setCaller([]byte("billing"))
+	rec.add(eps[0], "10.0.0.1:21300", choice{how: byP2C, considered: 2, rival: eps[1], cost: 2000, rivalCost: 9000})
+	rec.end(errored(0x03), 2*time.Millisecond)
+	rec.add(eps[1], "10.0.0.2:21300", choice{how: byP2C, considered: 2, open: 1})
+	rec.end(answered(false), time.Millisecond)
+	e := rec.explain()
+	if e.Caller != "billing" || len(e.Attempts) != 2 || e.Result != "ok" {
+		t.Fatalf("explanation = %+v", e)
+	}
+	if a := e.Attempts[0]; a.Result != "busy" || !strings.Contains(a.Why, "beat s-1 at 9.0µs") {
+		t.Fatalf("first attempt = %+v", a)
+	}
+	if a := e.Attempts[1]; !strings.HasPrefix(a.Why, "retry: ") || !strings.Contains(a.Why, "1 behind open breakers") {
+		t.Fatalf("second attempt = %+v", a)
+	}
+}

@@ -59,6 +59,7 @@ type Router struct {
 	budgets  sync.Map
 	saved    sync.Pool
 	svcStats sync.Map // service → *serviceStats
+	recent   recentCalls
 	bufs     sync.Pool
 
 	draining atomic.Bool
@@ -99,6 +100,7 @@ type relayed struct {
 	deadline time.Time
 	admitted *limits // the local-delivery limits this call holds a place in
 	appErr   bool    // the answer is an application error
+	rec      record  // the routing decisions, for explanations; guarded by Router.mu
 }
 
 // outcome is how one attempt ended, as its instance's endpoint learns it.
@@ -220,32 +222,33 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		caller, _ := req.Headers.Get(frame.HeaderCallerName)
 		if lim.blocked(caller) {
 			r.serviceStats(string(req.Service)).killSwitched.Add(1)
-			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, fmt.Sprintf("calls from %q to %q are blocked (kill switch)", caller, req.Service))
+			r.refuseCall(from, f.ID, req, frame.ErrCodeDeclined, fmt.Sprintf("calls from %q to %q are blocked (kill switch)", caller, req.Service))
 			return true
 		}
 		if !lim.callerAllowed(caller, now) {
 			r.stats.RateLimited.Add(1)
 			r.serviceStats(string(req.Service)).rateLimited.Add(1)
-			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("caller %q is over its limit of %g calls/s to %q", caller, lim.policy.CallerRateLimit, req.Service))
+			r.refuseCall(from, f.ID, req, frame.ErrCodeBusy, fmt.Sprintf("caller %q is over its limit of %g calls/s to %q", caller, lim.policy.CallerRateLimit, req.Service))
 			return true
 		}
 	}
-	dst, addHeader, ep, code, why := r.route(from, req, nil)
+	var ch choice
+	dst, addHeader, ep, code, why := r.route(from, req, nil, &ch)
 	if dst == nil {
-		r.refuse(from, f.ID, req.Tracing, code, why)
+		r.refuseCall(from, f.ID, req, code, why)
 		return true
 	}
 	if addHeader == "" { // delivered to an instance on this host
 		if ok, why := lim.admit(now); !ok {
 			r.stats.RateLimited.Add(1)
 			r.serviceStats(string(req.Service)).rateLimited.Add(1)
-			r.refuse(from, f.ID, req.Tracing, frame.ErrCodeBusy, fmt.Sprintf("service %q on this host: %s", req.Service, why))
+			r.refuseCall(from, f.ID, req, frame.ErrCodeBusy, fmt.Sprintf("service %q on this host: %s", req.Service, why))
 			return true
 		}
 	} else {
 		lim = nil
 	}
-	r.forward(from, dst, f, req, addHeader, ep, lim)
+	r.forward(from, dst, f, req, addHeader, ep, lim, &ch)
 	return true
 }
 
@@ -253,7 +256,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 // id to add as a routing header ("" when the call is on its last hop); ep is
 // the chosen instance's endpoint (nil on the last hop), which learns how the
 // call went.
-func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
+func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string, ch *choice) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
 	service := string(req.Service)
 	if from.Peer().Headers[InitRole] == MeshdRole {
 		dst, code, why = r.deliver(service, req)
@@ -279,15 +282,26 @@ func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string) (dst
 			excluded |= 1 << i
 		}
 	}
+	ch.considered = len(insts)
+	for _, e := range eps {
+		if !e.usable() {
+			ch.open++
+		}
+	}
 	for range insts {
-		var i int
+		var i, rival int
 		if sharded {
-			i = pickRendezvous(eps, excluded, key)
+			i, rival, ch.how = pickRendezvous(eps, excluded, key), -1, byRendezvous
 		} else {
-			i = pickP2C(eps, excluded)
+			i, rival = pickP2C(eps, excluded)
+			ch.how = byP2C
 		}
 		if i < 0 {
 			break
+		}
+		ch.rival, ch.cost = nil, eps[i].cost()
+		if rival >= 0 {
+			ch.rival, ch.rivalCost = eps[rival], eps[rival].cost()
 		}
 		inst := insts[i]
 		if inst.Addr == r.cfg.Self {
@@ -299,17 +313,13 @@ func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string) (dst
 		} else {
 			lastErr = err
 		}
+		ch.unreachable++
 		if i >= 64 {
 			break
 		}
 		excluded |= 1 << i
 	}
-	open := 0
-	for _, e := range eps {
-		if !e.usable() {
-			open++
-		}
-	}
+	open := ch.open
 	why = fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), service)
 	if open > 0 {
 		why += fmt.Sprintf(" (%d behind open circuit breakers)", open)
@@ -357,10 +367,14 @@ func (r *Router) localConn(id string) *conn.Conn {
 }
 
 // forward sends the first frame of a call on dst and remembers the call.
-func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string, ep *endpoint, lim *limits) {
+func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq, addHeader string, ep *endpoint, lim *limits, ch *choice) {
 	rc := &relayed{src: src, srcID: f.ID, dst: dst, dstID: dst.NewID(), ep: ep, start: time.Now(), admitted: lim}
 	if ep != nil {
 		ep.pending.Add(1)
+		rc.rec.at, rc.rec.service, rc.rec.tracing = rc.start, ep.service, req.Tracing
+		caller, _ := req.Headers.Get(frame.HeaderCallerName)
+		rc.rec.setCaller(caller)
+		rc.rec.add(ep, ep.addr, *ch)
 	}
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
 
@@ -506,7 +520,11 @@ func (r *Router) finish(rc *relayed, result outcome) bool {
 	delete(r.out, callKey{rc.dst, rc.dstID})
 	delete(r.in, callKey{rc.src, rc.srcID})
 	ep, start := rc.ep, rc.start
+	rc.rec.end(result, time.Since(start))
 	r.mu.Unlock()
+	if rc.rec.n > 0 {
+		r.recent.add(&rc.rec)
+	}
 	if rc.timer != nil {
 		rc.timer.Stop()
 	}
@@ -585,6 +603,15 @@ func (r *Router) Closed(c *conn.Conn, err error) {
 			rc.dst.Write(b)
 		}
 	}
+}
+
+// refuseCall answers a call the router will not route, and records why.
+func (r *Router) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, code frame.ErrCode, msg string) {
+	rec := record{at: time.Now(), service: string(req.Service), tracing: req.Tracing, refused: msg, code: code}
+	caller, _ := req.Headers.Get(frame.HeaderCallerName)
+	rec.setCaller(caller)
+	r.recent.add(&rec)
+	r.refuse(c, id, req.Tracing, code, msg)
 }
 
 func (r *Router) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {

@@ -126,6 +126,7 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	delete(r.out, callKey{rc.dst, rc.dstID})
 	ep, start := rc.ep, rc.start
 	rc.ep = nil
+	rc.rec.end(errored(code), time.Since(start))
 	r.mu.Unlock()
 	ep.judge(start, errored(code))
 	r.stats.Retried.Add(1)
@@ -146,7 +147,8 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	f := &frame.Frame{Raw: *st.first, Payload: (*st.first)[frame.HeaderSize:]}
 	f.Header, _ = frame.ParseHeader(f.Raw)
 	frame.DecodeCallReq(f.Payload, &req, &frag)
-	dst, addHeader, ep, _, why := r.route(rc.src, &req, st.tried)
+	var ch choice
+	dst, addHeader, ep, _, why := r.route(rc.src, &req, st.tried, &ch)
 	if dst == nil {
 		if r.finish(rc, unjudged) {
 			r.sendError(rc.src, rc.srcID, st.tracing, lastCode, "retry found no other instance: "+why)
@@ -167,6 +169,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 		return
 	}
 	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
+	rc.rec.add(ep, ep.addr, ch)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
 	r.out[callKey{dst, rc.dstID}] = rc
 	st.tried = append(st.tried, ep.id)

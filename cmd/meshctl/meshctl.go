@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ Flags (anywhere on the line):
   --json | --raw      arg scheme of a call (default: json if the body is JSON, else raw)
   -H KEY=VALUE        an application header (repeatable)
   --shard-key KEY     route by shard key (affinity)
+  --explain           after a call, show how the meshd routed it
 `
 
 type headerFlags map[string]string
@@ -61,6 +63,7 @@ type opts struct {
 	raw      bool
 	headers  headerFlags
 	shardKey string
+	explain  bool
 }
 
 // parse reads flags wherever they stand among the arguments.
@@ -78,6 +81,7 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs.BoolVar(&o.raw, "raw", false, "")
 	fs.Var(o.headers, "H", "")
 	fs.StringVar(&o.shardKey, "shard-key", "", "")
+	fs.BoolVar(&o.explain, "explain", false, "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -157,7 +161,11 @@ func call(ctx context.Context, c *client.Client, o opts, args []string, stdin io
 		}
 	}
 	useJSON := o.json || !o.raw && json.Valid(body) && len(bytes.TrimSpace(body)) > 0
-	var copts []client.CallOption
+	span := rand.Uint64() | 1
+	copts := []client.CallOption{client.WithTracing(frame.Tracing{SpanID: span, TraceID: span})}
+	if o.explain {
+		defer explain(c, span, stderr)
+	}
 	if o.shardKey != "" {
 		copts = append(copts, client.WithShardKey(o.shardKey))
 	}
@@ -244,4 +252,41 @@ func meshdQuery(ctx context.Context, c *client.Client, method string, in any, st
 	}
 	printJSON(out, stdout)
 	return exitOK
+}
+
+// explain prints how the meshd routed the call with the given span id.
+func explain(c *client.Client, span uint64, w io.Writer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var recs []struct {
+		Service  string `json:"service"`
+		Caller   string `json:"caller"`
+		TraceID  string `json:"trace_id"`
+		Refused  string `json:"refused"`
+		Result   string `json:"result"`
+		Attempts []struct {
+			Instance string  `json:"instance"`
+			Addr     string  `json:"addr"`
+			Why      string  `json:"why"`
+			Result   string  `json:"result"`
+			Millis   float64 `json:"ms"`
+		} `json:"attempts"`
+	}
+	if _, err := c.CallJSON(ctx, "meshd", "explain", nil, map[string]string{"span_id": fmt.Sprintf("%016x", span)}, &recs); err != nil {
+		fmt.Fprintf(w, "explain: %v\n", err)
+		return
+	}
+	if len(recs) == 0 {
+		fmt.Fprintln(w, "explain: the meshd has no record of this call (served by meshd itself, or gone from its recent calls)")
+		return
+	}
+	r := recs[0]
+	fmt.Fprintf(w, "route of this call (trace %s), service %q from %q:\n", r.TraceID, r.Service, r.Caller)
+	if r.Refused != "" {
+		fmt.Fprintf(w, "  refused by the meshd: %s\n", r.Refused)
+	}
+	for i, a := range r.Attempts {
+		fmt.Fprintf(w, "  attempt %d: %s at %s\n    why: %s\n    result: %s in %.2f ms\n", i+1, a.Instance, a.Addr, a.Why, a.Result, a.Millis)
+	}
+	fmt.Fprintf(w, "  outcome: %s\n", r.Result)
 }

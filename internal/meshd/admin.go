@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 
 	"github.com/meshrpc/mesh/discovery"
 )
 
-// adminHandler serves /health, /status, /metrics and /debug/pprof.
+// adminHandler serves /health, /status, /calls (recent routing decisions),
+// /metrics and /debug/pprof.
 func (d *Daemon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -27,6 +29,17 @@ func (d *Daemon) adminHandler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(d.Status(r.Context()))
+	})
+	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if limit <= 0 {
+			limit = 100
+		}
+		span, _ := strconv.ParseUint(r.URL.Query().Get("span"), 16, 64)
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(d.router.Recent(r.URL.Query().Get("service"), span, limit))
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -367,6 +368,19 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 			return nil, conn.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
 		}
 		out = insts
+	case "explain":
+		var q struct {
+			SpanID string `json:"span_id"`
+		}
+		var span uint64
+		err := json.Unmarshal(req.Arg3, &q)
+		if err == nil {
+			span, err = strconv.ParseUint(q.SpanID, 16, 64)
+		}
+		if err != nil || span == 0 {
+			return nil, conn.Errorf(frame.ErrCodeBadRequest, `explain wants {"span_id": HEX}`)
+		}
+		out = d.router.Recent("", span, 1)
 	default:
 		return nil, conn.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", meshdService, req.Method)
 	}
