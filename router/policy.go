@@ -17,6 +17,9 @@ import (
 type Policy struct {
 	// MaxAttempts bounds the attempts of one call (1 disables retries).
 	MaxAttempts int `json:"max_attempts,omitempty" yaml:"max_attempts"`
+	// TryTimeout bounds one attempt: the instance gets at most this much of
+	// the call's deadline, and a timed-out attempt may be retried ("re: t").
+	TryTimeout Duration `json:"try_timeout,omitempty" yaml:"try_timeout"`
 	// RateLimit is calls per second to the service's instances on one meshd
 	// (answered Busy beyond it), with Burst calls of slack.
 	RateLimit float64 `json:"rate_limit,omitempty" yaml:"rate_limit"`
@@ -40,6 +43,8 @@ func (p Policy) Validate() error {
 		return errors.New("rate limits cannot be negative")
 	case p.Burst < 0 || p.MaxConcurrent < 0:
 		return errors.New("burst and max_concurrent cannot be negative")
+	case p.TryTimeout < 0:
+		return errors.New("try_timeout cannot be negative")
 	}
 	for _, c := range p.Blocked {
 		if c == "" {
@@ -65,6 +70,9 @@ func ParsePolicy(b []byte) (Policy, error) {
 func (p Policy) merged(base Policy) Policy {
 	if p.MaxAttempts == 0 {
 		p.MaxAttempts = base.MaxAttempts
+	}
+	if p.TryTimeout == 0 {
+		p.TryTimeout = base.TryTimeout
 	}
 	if p.RateLimit == 0 {
 		p.RateLimit, p.Burst = base.RateLimit, base.Burst
@@ -203,4 +211,28 @@ func clonePolicies(ps Policies) Policies {
 		out[k] = v
 	}
 	return out
+}
+
+// Duration is a time.Duration written as "250ms" in JSON and YAML.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("durations are strings like \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
+}
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
 }

@@ -11,7 +11,9 @@ func TestParsePolicy(t *testing.T) {
 		in   string
 		want string // error substring; "" for valid
 	}{
-		{`{"max_attempts": 2, "rate_limit": 50, "burst": 5, "blocked": ["bad-caller"]}`, ""},
+		{`{"max_attempts": 2, "rate_limit": 50, "burst": 5, "blocked": ["bad-caller"], "try_timeout": "150ms"}`, ""},
+		{`{"try_timeout": "soon"}`, "invalid duration"},
+		{`{"try_timeout": 5}`, "durations are strings"},
 		{`{}`, ""},
 		{`{"max_atempts": 2}`, "unknown field"},
 		{`{"rate_limit": -1}`, "negative"},

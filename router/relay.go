@@ -391,11 +391,14 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 			out = append(out[:0], f.Raw...)
 		}
 	}
-	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
-	*bp = out
-
 	ttl := time.Duration(req.TTL) * time.Millisecond
 	rc.deadline = rc.start.Add(ttl)
+	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
+	if ep != nil {
+		setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
+	}
+	*bp = out
+
 	if ep != nil {
 		r.budget(string(req.Service)).deposit()
 		if rc.reqDone {
@@ -417,6 +420,19 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 		return
 	}
 	r.stats.Relayed.Add(1)
+}
+
+// setTTL rewrites a call req frame's ttl to the time left until deadline,
+// or less when a per-attempt timeout is shorter: the next hop then answers
+// Timeout when the attempt runs out, and the relay can retry elsewhere.
+// A ttl is never 0 on the wire: a call with less than 1ms left carries 1.
+func setTTL(f []byte, deadline time.Time, perTry time.Duration) {
+	left := time.Until(deadline)
+	if perTry > 0 && perTry < left {
+		left = perTry
+	}
+	ms := max((left+time.Millisecond-1)/time.Millisecond, 1)
+	binary.BigEndian.PutUint32(f[frame.HeaderSize+1:], uint32(min(ms, 1<<32-1)))
 }
 
 // withHeader appends a copy of call req frame f with key=value added to its

@@ -171,6 +171,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
 	rc.rec.add(ep, ep.addr, ch)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
+	setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
 	r.out[callKey{dst, rc.dstID}] = rc
 	st.tried = append(st.tried, ep.id)
 	r.mu.Unlock()

@@ -17,7 +17,7 @@ import (
 func TestParseOptionsPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "meshd.yaml")
-	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\npolicies:\n  kv: {max_attempts: 2, caller_rate_limit: 100}\n"), 0o644)
+	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\npolicies:\n  kv: {max_attempts: 2, caller_rate_limit: 100, try_timeout: 150ms}\n"), 0o644)
 	env := map[string]string{"MESHD_CONFIG": file, "MESHD_NODE": "from-env", "MESHD_LOG_LEVEL": "debug"}
 	o, err := ParseOptions([]string{"--log-level", "warn"}, func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
@@ -27,7 +27,7 @@ func TestParseOptionsPrecedence(t *testing.T) {
 	want.Listen, want.Admin, want.ConsulTTL, want.LogFormat = "127.0.0.9:1", "off", 7*time.Second, "json" // file
 	want.Node = "from-env"                                                                                // env over file
 	want.LogLevel = "warn"                                                                                // flag over env
-	want.Policies = router.Policies{"kv": {MaxAttempts: 2, CallerRateLimit: 100}}
+	want.Policies = router.Policies{"kv": {MaxAttempts: 2, CallerRateLimit: 100, TryTimeout: router.Duration(150 * time.Millisecond)}}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("got  %+v\nwant %+v", o, want)
 	}

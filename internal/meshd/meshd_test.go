@@ -21,6 +21,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/router"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -364,5 +365,48 @@ func TestRetryBudgetHoldsInOutage(t *testing.T) {
 		calls, attempts.Load(), ratio, a.Status(context.Background()).BudgetExhausted)
 	if ratio > 1.2+10.0/calls { // 20% plus the budget's small floor
 		t.Fatalf("attempts = %.3fx calls, want ≤ 1.2x", ratio)
+	}
+}
+
+// A per-attempt timeout moves a call off a hung instance to a healthy one
+// within the caller's deadline ("re: t" allows retrying timeouts).
+func TestTryTimeoutRetriesElsewhere(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	if err := a.SetPolicies(router.Policies{"flaky": {TryTimeout: router.Duration(100 * time.Millisecond)}}); err != nil {
+		t.Fatal(err)
+	}
+	hung := client.NewServer(client.Options{Logger: quiet})
+	var hungTTL atomic.Int64
+	hung.Register("flaky", "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		dl, _ := ctx.Deadline()
+		hungTTL.Store(int64(time.Until(dl)))
+		<-ctx.Done() // never answers in time
+		return nil, ctx.Err()
+	}))
+	if err := hung.Advertise(context.Background(), a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer hung.Shutdown(context.Background())
+	var good atomic.Int64
+	countingServer(t, a.Addr(), "flaky", 0, &good)
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		start := time.Now()
+		_, err := c.Call(ctx, "flaky", "m", nil, nil, client.WithRetryFlags("ct"))
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("call %d took %v: the 100ms attempt timeout did not move it on", i, d)
+		}
+	}
+	if ttl := time.Duration(hungTTL.Load()); ttl == 0 || ttl > 100*time.Millisecond {
+		t.Fatalf("the hung instance saw a TTL of %v, want at most the 100ms attempt timeout", ttl)
 	}
 }
