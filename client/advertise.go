@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -45,9 +46,11 @@ func (s *Server) advertiseOnce(ctx context.Context, addr string) (*conn.Conn, er
 		c.Close()
 		return nil, ErrServerClosed
 	}
-	if err := s.adCall(ctx, c, "ad"); err != nil {
-		c.Close()
-		return nil, err
+	if !s.withdrawn.Load() {
+		if err := s.adCall(ctx, c, "ad"); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	s.mu.Lock()
 	s.advertised[c] = struct{}{}
@@ -97,6 +100,9 @@ func (s *Server) keepAdvertised(addr string, c *conn.Conn) {
 			timer.Stop()
 			return
 		case <-timer.C:
+			if s.withdrawn.Load() {
+				continue
+			}
 			if err := s.adCall(context.Background(), c, "ad"); err != nil {
 				s.opts.Logger.Warn("re-advertise failed", "meshd", addr, "err", err)
 			}
@@ -129,4 +135,32 @@ func (s *Server) keepAdvertised(addr string, c *conn.Conn) {
 // jitter spreads d by ±20% so many processes do not act in lockstep.
 func jitter(d time.Duration) time.Duration {
 	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
+}
+
+// Withdraw takes this server out of rotation on every meshd it advertised
+// to (an unadvertise), while it goes on serving calls already routed to it.
+// Rejoin puts it back, under the same instance ids, so shard keys return.
+func (s *Server) Withdraw(ctx context.Context) error {
+	s.withdrawn.Store(true)
+	return s.adAll(ctx, "unad")
+}
+
+// Rejoin advertises again after Withdraw.
+func (s *Server) Rejoin(ctx context.Context) error {
+	s.withdrawn.Store(false)
+	return s.adAll(ctx, "ad")
+}
+
+func (s *Server) adAll(ctx context.Context, method string) error {
+	s.mu.RLock()
+	conns := make([]*conn.Conn, 0, len(s.advertised))
+	for c := range s.advertised {
+		conns = append(conns, c)
+	}
+	s.mu.RUnlock()
+	var errs []error
+	for _, c := range conns {
+		errs = append(errs, s.adCall(ctx, c, method))
+	}
+	return errors.Join(errs...)
 }

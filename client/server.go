@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
@@ -81,6 +82,7 @@ type Server struct {
 	lis        []net.Listener
 	closing    bool
 	done       chan struct{} // closed by Shutdown
+	withdrawn  atomic.Bool   // taken out of rotation by Withdraw
 }
 
 // ErrServerClosed is returned by Serve and Advertise after Shutdown.

@@ -19,9 +19,11 @@ const (
 )
 
 // peakEWMADecay is the time constant of the latency average: an observation
-// loses half its weight in about 7s. A latency above the average replaces it
-// at once (the "peak"), so a slowing instance is avoided within one call.
-const peakEWMADecay = 10 * time.Second
+// loses half its weight in about 0.7s. A latency above the average replaces
+// it at once (the "peak"), so a slowing instance is avoided within one call,
+// while a one-off stall of a fast instance is forgotten in well under a
+// second instead of sending traffic to a slow one meanwhile.
+const peakEWMADecay = time.Second
 
 // endpoint is what the router learns about one instance from the calls it
 // sends there: calls in flight, a peak-sensitive latency average, and a
@@ -41,9 +43,14 @@ type endpoint struct {
 }
 
 // cost is the expected wait at this instance: latency times queue length.
+// The latency decays toward zero while the instance gets no calls, so one
+// that was avoided is tried again once it has been left alone a while.
 func (e *endpoint) cost() float64 {
 	e.mu.Lock()
 	l := e.ewma
+	if !e.stamp.IsZero() {
+		l *= math.Exp(-float64(time.Since(e.stamp)) / float64(peakEWMADecay))
+	}
 	e.mu.Unlock()
 	return (l + 1000) * float64(e.pending.Load()+1)
 }
@@ -75,21 +82,21 @@ func (e *endpoint) usable() bool {
 }
 
 // ok reports whether candidate i may be picked: not excluded by the caller
-// (found unreachable during this call; only the first 64 can be) and not
-// behind an open breaker.
-func ok(eps []*endpoint, excluded uint64, i int) bool {
-	return (i >= 64 || excluded&(1<<i) == 0) && eps[i].usable()
+// (found unreachable during this call; only the first 64 can be) and, unless
+// all is set, not behind an open breaker.
+func ok(eps []*endpoint, excluded uint64, i int, all bool) bool {
+	return (i >= 64 || excluded&(1<<i) == 0) && (all || eps[i].usable())
 }
 
 // pickP2C chooses between two random usable candidates the one with the
 // lower cost (power of two choices), and returns the other as rival (-1 if
 // there was none). It returns -1 if none is usable.
-func pickP2C(eps []*endpoint, excluded uint64) (pick, rival int) {
-	a := randomUsable(eps, excluded, -1)
+func pickP2C(eps []*endpoint, excluded uint64, all bool) (pick, rival int) {
+	a := randomUsable(eps, excluded, -1, all)
 	if a < 0 {
 		return -1, -1
 	}
-	b := randomUsable(eps, excluded, a)
+	b := randomUsable(eps, excluded, a, all)
 	if b < 0 || eps[a].cost() <= eps[b].cost() {
 		return a, b
 	}
@@ -97,12 +104,12 @@ func pickP2C(eps []*endpoint, excluded uint64) (pick, rival int) {
 }
 
 // randomUsable returns a random usable index other than not, or -1.
-func randomUsable(eps []*endpoint, excluded uint64, not int) int {
+func randomUsable(eps []*endpoint, excluded uint64, not int, all bool) int {
 	n := len(eps)
 	start := rand.IntN(n)
 	for i := range n {
 		j := (start + i) % n
-		if j != not && ok(eps, excluded, j) {
+		if j != not && ok(eps, excluded, j, all) {
 			return j
 		}
 	}
@@ -114,11 +121,11 @@ func randomUsable(eps []*endpoint, excluded uint64, not int) int {
 // while it is usable; when one of N instances leaves only the keys it had
 // (about 1/N) move, spread evenly over the others, and they move back when
 // it returns. Every meshd computes the same choice.
-func pickRendezvous(eps []*endpoint, excluded uint64, key []byte) int {
+func pickRendezvous(eps []*endpoint, excluded uint64, key []byte, all bool) int {
 	k := hashBytes(key)
 	best, bestScore := -1, uint64(0)
 	for i, e := range eps {
-		if !ok(eps, excluded, i) {
+		if !ok(eps, excluded, i, all) {
 			continue
 		}
 		if s := mix64(k ^ e.hash); best < 0 || s > bestScore {

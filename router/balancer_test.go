@@ -24,15 +24,15 @@ func TestRendezvousAffinity(t *testing.T) {
 	eps := testEndpoints(5)
 	owner := make([]int, keys)
 	for k := range keys {
-		owner[k] = pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)))
-		if again := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k))); again != owner[k] {
+		owner[k] = pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false)
+		if again := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false); again != owner[k] {
 			t.Fatalf("key %d moved from %d to %d with nothing changed", k, owner[k], again)
 		}
 	}
 	// Take instance 2 away: only its keys move, spread over the others.
 	moved, spread := 0, map[int]int{}
 	for k := range keys {
-		now := pickRendezvous(eps, 1<<2, []byte(fmt.Sprint("user-", k)))
+		now := pickRendezvous(eps, 1<<2, []byte(fmt.Sprint("user-", k)), false)
 		if now != owner[k] {
 			moved++
 			spread[now]++
@@ -48,7 +48,7 @@ func TestRendezvousAffinity(t *testing.T) {
 	}
 	// Re-adding it moves them back: the same owners as before.
 	for k := range keys {
-		if now := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k))); now != owner[k] {
+		if now := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false); now != owner[k] {
 			t.Fatalf("key %d did not move back", k)
 		}
 	}
@@ -60,7 +60,7 @@ func TestRendezvousBalance(t *testing.T) {
 	eps := testEndpoints(5)
 	count := make([]int, len(eps))
 	for k := range keys {
-		count[pickRendezvous(eps, 0, []byte(fmt.Sprint("k", k)))]++
+		count[pickRendezvous(eps, 0, []byte(fmt.Sprint("k", k)), false)]++
 	}
 	mean := float64(keys) / float64(len(eps))
 	worst := 0.0
@@ -81,7 +81,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	now := time.Now()
 	picks := make([]int, 3)
 	for i := range 10000 {
-		j, _ := pickP2C(eps, 0)
+		j, _ := pickP2C(eps, 0, false)
 		if i >= 100 { // after a warm-up that measured everyone
 			picks[j]++
 		}
@@ -96,7 +96,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	// Calls in flight count too: a busy fast instance loses to an idle one.
 	eps[0].pending.Store(50)
 	for range 100 {
-		if j, _ := pickP2C(eps, 0); j == 0 {
+		if j, _ := pickP2C(eps, 0, false); j == 0 {
 			// only possible when the other pick was the slow one and it is costlier still
 			if eps[0].cost() > eps[2].cost() {
 				t.Fatal("picked the costlier instance")
@@ -114,12 +114,21 @@ func TestOpenBreakerIsSkipped(t *testing.T) {
 		t.Fatal("breaker still closed after consecutive failures")
 	}
 	for range 1000 {
-		if j, _ := pickP2C(eps, 0); j == 1 || pickRendezvous(eps, 0, []byte("k")) == 1 {
+		if j, _ := pickP2C(eps, 0, false); j == 1 || pickRendezvous(eps, 0, []byte("k"), false) == 1 {
 			t.Fatal("picked an instance behind an open breaker")
 		}
 	}
-	if j, _ := pickP2C(eps, 1<<0|1<<2); j != -1 {
+	if j, _ := pickP2C(eps, 1<<0|1<<2, false); j != -1 {
 		t.Fatal("picked when every instance is excluded or open")
+	}
+	// Panic mode: with every breaker open, pick regardless.
+	for _, e := range eps {
+		for range breakerConsecutive {
+			e.breaker.Execute(broke)
+		}
+	}
+	if j, _ := pickP2C(eps, 0, true); j < 0 {
+		t.Fatal("panic mode picked nothing")
 	}
 }
 
@@ -129,7 +138,7 @@ func BenchmarkPick(b *testing.B) {
 	b.Run("p2c-peak-ewma", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if j, _ := pickP2C(eps, 0); j < 0 {
+			if j, _ := pickP2C(eps, 0, false); j < 0 {
 				b.Fatal("no pick")
 			}
 		}
@@ -138,7 +147,7 @@ func BenchmarkPick(b *testing.B) {
 	b.Run("rendezvous", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if pickRendezvous(eps, 0, key) < 0 {
+			if pickRendezvous(eps, 0, key, false) < 0 {
 				b.Fatal("no pick")
 			}
 		}

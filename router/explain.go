@@ -21,9 +21,10 @@ const (
 // choice is what route tells about a pick, for the call's explanation.
 type choice struct {
 	how         pickKind
-	considered  int // instances the registry returned
-	open        int // of them behind open breakers
-	unreachable int // of them found unreachable during this pick
+	considered  int  // instances the registry returned
+	open        int  // of them behind open breakers
+	unreachable int  // of them found unreachable during this pick
+	panic       bool // all were behind open breakers, so breakers were ignored
 	rival       *endpoint
 	cost        float64
 	rivalCost   float64
@@ -141,6 +142,9 @@ func (rec *record) explain() Explanation {
 		}
 		if ch.unreachable > 0 {
 			info.Why += fmt.Sprintf(", %d unreachable", ch.unreachable)
+		}
+		if ch.panic {
+			info.Why += "; all breakers open, so picked regardless"
 		}
 		info.Why += ")"
 		if i > 0 {

@@ -148,7 +148,7 @@ func (l *limits) callerAllowed(caller []byte, now time.Time) bool {
 	if lim == nil {
 		l.mu.Lock()
 		if lim = l.callers[string(caller)]; lim == nil {
-			burst := max(int(l.policy.CallerRateLimit/10), 1) // 100ms of calls
+			burst := max(int(l.policy.CallerRateLimit/5), 1) // 200ms of calls
 			lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
 			l.callers[string(caller)] = lim
 		}

@@ -288,12 +288,16 @@ func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string, ch *
 			ch.open++
 		}
 	}
+	// With every instance behind an open breaker, pick among them anyway
+	// (panic mode): refusing everything would only delay recovery.
+	all := ch.open == len(eps)
+	ch.panic = all
 	for range insts {
 		var i, rival int
 		if sharded {
-			i, rival, ch.how = pickRendezvous(eps, excluded, key), -1, byRendezvous
+			i, rival, ch.how = pickRendezvous(eps, excluded, key, all), -1, byRendezvous
 		} else {
-			i, rival = pickP2C(eps, excluded)
+			i, rival = pickP2C(eps, excluded, all)
 			ch.how = byP2C
 		}
 		if i < 0 {
@@ -563,8 +567,8 @@ func (e *endpoint) judge(start time.Time, o outcome) {
 	}
 	now := time.Now()
 	rtt := now.Sub(start)
-	e.observe(rtt, now)
 	e.stats.record(o, rtt)
+	e.observe(rtt, now)
 	if o.failed() {
 		e.breaker.Execute(broke)
 	} else {

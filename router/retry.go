@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -10,16 +11,15 @@ import (
 	"github.com/meshrpc/mesh/frame"
 )
 
-// Retry defaults: at most 3 attempts in all. Each call earns 0.2 retry
-// tokens (up to 20 saved), and an idle budget refills at 1 token per second
-// up to 5, so retries stay within about 20% of calls plus a small floor and a
-// full outage cannot multiply the load on a service.
+// Retry defaults: at most 3 attempts in all, and retries limited to 20% of
+// recent calls (counts that fade with a 10s time constant), or to a floor of
+// 10 for a service so quiet that 20% would be less. A full outage thus
+// cannot multiply the load on a service, while a quiet one can still retry.
 const (
 	maxAttempts     = 3
 	budgetRatio     = 0.2
-	budgetSaved     = 20.0
-	budgetFloorPerS = 1.0
-	budgetFloor     = 5.0
+	budgetFloor     = 10.0
+	budgetMemory    = 10 * time.Second
 	backoffBase     = time.Millisecond
 	backoffCap      = 25 * time.Millisecond
 	minTimeForRetry = 2 * time.Millisecond
@@ -183,39 +183,44 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	}
 }
 
-// retryBudget lets retries be at most budgetRatio of recent calls plus a
-// small floor: calls deposit, retries withdraw.
+// retryBudget keeps fading counts of calls and retries; a retry is allowed
+// while retries stay within budgetRatio of calls (or budgetFloor).
 type retryBudget struct {
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
+	mu             sync.Mutex
+	calls, retries float64
+	last           time.Time
 }
 
 func (r *Router) budget(service string) *retryBudget {
 	if v, ok := r.budgets.Load(service); ok {
 		return v.(*retryBudget)
 	}
-	v, _ := r.budgets.LoadOrStore(service, &retryBudget{tokens: budgetFloor, last: time.Now()})
+	v, _ := r.budgets.LoadOrStore(service, &retryBudget{last: time.Now()})
 	return v.(*retryBudget)
+}
+
+// fade ages both counts to now.
+func (b *retryBudget) fade(now time.Time) {
+	f := math.Exp(-float64(now.Sub(b.last)) / float64(budgetMemory))
+	b.calls *= f
+	b.retries *= f
+	b.last = now
 }
 
 func (b *retryBudget) deposit() {
 	b.mu.Lock()
-	b.tokens = min(b.tokens+budgetRatio, max(b.tokens, budgetSaved))
+	b.fade(time.Now())
+	b.calls++
 	b.mu.Unlock()
 }
 
 func (b *retryBudget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	now := time.Now()
-	if b.tokens < budgetFloor {
-		b.tokens = min(b.tokens+budgetFloorPerS*now.Sub(b.last).Seconds(), budgetFloor)
-	}
-	b.last = now
-	if b.tokens < 1 {
+	b.fade(time.Now())
+	if b.retries+1 > max(budgetRatio*b.calls, budgetFloor) {
 		return false
 	}
-	b.tokens--
+	b.retries++
 	return true
 }
