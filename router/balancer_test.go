@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
 )
 
 func testEndpoints(n int) []*endpoint {
@@ -162,4 +165,45 @@ func BenchmarkPick(b *testing.B) {
 			eps[0].breaker.Execute(passed)
 		}
 	})
+}
+
+// BenchmarkPipeline is the router's whole per-call decision path when nothing
+// fails: policy lookup, kill switch, caller limit, discovery read, pick,
+// admission, the explanation record, and the feedback at the end.
+func BenchmarkPipeline(b *testing.B) {
+	reg := discovery.NewLocal()
+	r := New(Config{Self: "self:1", Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Policies: Policies{"svc": {CallerRateLimit: 1e9, RateLimit: 1e9, Burst: 1 << 30, MaxConcurrent: 1 << 20}}})
+	app := new(conn.Conn)
+	for i := range 5 {
+		inst := discovery.Instance{Service: "svc", ID: fmt.Sprintf("svc-%d", i), Addr: "self:1"}
+		reg.Register(context.Background(), inst)
+		r.AddLocal(inst, app)
+	}
+	req := &frame.CallReq{Service: []byte("svc"), Headers: frame.AppendHeader(frame.AppendHeader(nil, "cn", "caller"), "as", "raw")}
+	from := new(conn.Conn)
+	b.ReportAllocs()
+	for b.Loop() {
+		lim := r.policies.limits(r.names.intern(req.Service))
+		caller, _ := req.Headers.Get(frame.HeaderCallerName)
+		now := time.Now()
+		if lim.blocked(caller) || !lim.callerAllowed(caller, now) {
+			b.Fatal("refused")
+		}
+		var ch choice
+		dst, _, ep, _, why := r.route(from, req, nil, &ch)
+		if dst == nil {
+			b.Fatal(why)
+		}
+		if ok, why := lim.admit(now); !ok {
+			b.Fatal(why)
+		}
+		ep.pending.Add(1)
+		var rec record
+		rec.add(ep, ep.addr, ch)
+		r.budget(ep.service).deposit()
+		ep.judge(now, answered(false))
+		rec.end(answered(false), 0)
+		lim.release()
+	}
 }

@@ -60,6 +60,7 @@ type Router struct {
 	saved    sync.Pool
 	svcStats sync.Map // service → *serviceStats
 	recent   recentCalls
+	names    names
 	bufs     sync.Pool
 
 	draining atomic.Bool
@@ -216,7 +217,8 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
 		return true
 	}
-	lim := r.policies.limits(string(req.Service))
+	service := r.names.intern(req.Service)
+	lim := r.policies.limits(service)
 	now := time.Now()
 	if from.Peer().Headers[InitRole] != MeshdRole { // the caller's own meshd
 		caller, _ := req.Headers.Get(frame.HeaderCallerName)
@@ -257,7 +259,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 // the chosen instance's endpoint (nil on the last hop), which learns how the
 // call went.
 func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string, ch *choice) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
-	service := string(req.Service)
+	service := r.names.intern(req.Service)
 	if from.Peer().Headers[InitRole] == MeshdRole {
 		dst, code, why = r.deliver(service, req)
 		return dst, "", nil, code, why
@@ -404,9 +406,9 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	*bp = out
 
 	if ep != nil {
-		r.budget(string(req.Service)).deposit()
+		r.budget(ep.service).deposit()
 		if rc.reqDone {
-			rc.retry = r.retryState(f, req, ep, r.policies.limits(string(req.Service)).policy.MaxAttempts)
+			rc.retry = r.retryState(f, req, ep, r.policies.limits(ep.service).policy.MaxAttempts)
 		}
 	}
 	r.mu.Lock()
@@ -641,4 +643,34 @@ func (r *Router) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.Err
 
 func (r *Router) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
 	c.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
+}
+
+// names interns service names, so the call path turns the name bytes of a
+// frame into a string without allocating once a service has been seen.
+type names struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+func (n *names) intern(b []byte) string {
+	n.mu.RLock()
+	s, ok := n.m[string(b)]
+	n.mu.RUnlock()
+	if ok {
+		return s
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = make(map[string]string)
+	}
+	if s, ok := n.m[string(b)]; ok {
+		return s
+	}
+	if len(n.m) >= 100000 { // a flood of made-up names: stop remembering
+		return string(b)
+	}
+	s = string(b)
+	n.m[s] = s
+	return s
 }
