@@ -116,6 +116,17 @@ func randomUsable(eps []*endpoint, excluded uint64, not int, all bool) int {
 	return -1
 }
 
+// pickRoundRobin chooses the n-th usable candidate in turn.
+func pickRoundRobin(eps []*endpoint, excluded uint64, all bool, n uint64) int {
+	for i := range len(eps) {
+		j := int((n + uint64(i)) % uint64(len(eps)))
+		if ok(eps, excluded, j, all) {
+			return j
+		}
+	}
+	return -1
+}
+
 // pickRendezvous chooses, for a shard key, the usable candidate with the
 // highest hash of (key, instance): the same key reaches the same instance
 // while it is usable; when one of N instances leaves only the keys it had
@@ -186,10 +197,11 @@ func (r *Router) breakerSettings(e *endpoint) gobreaker.Settings {
 		Name:        e.id,
 		MaxRequests: breakerProbes,
 		Interval:    breakerWindow,
-		Timeout:     breakerOpenFor,
+		Timeout:     r.policies.limits(e.service).policy.BreakerOpenFor.D(),
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= breakerConsecutive ||
-				c.Requests >= breakerMinCalls && 2*c.TotalFailures >= c.Requests
+			p := r.policies.limits(e.service).policy // thresholds follow policy changes
+			return c.ConsecutiveFailures >= uint32(p.BreakerFailures) ||
+				c.Requests >= breakerMinCalls && float64(c.TotalFailures) >= p.BreakerRatio*float64(c.Requests)
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			e.stats.breakerChanges[to].Add(1)

@@ -21,8 +21,8 @@
 //  8. deadline: the ttl forwarded is the time left, capped by the per-attempt timeout;
 //  9. forward, with a record of every decision (explain.go);
 //  10. on the answer: the instance's endpoint learns latency and success (peak
-//      EWMA, breaker, metrics.go); a safe failure is retried on another
-//      instance within the deadline and the retry budget (retry.go).
+//     EWMA, breaker, metrics.go); a safe failure is retried on another
+//     instance within the deadline and the retry budget (retry.go).
 //
 // A call on a connection from another meshd (init header mesh_role: meshd) is
 // on its last hop: steps 5-6 become "the instance its routing header names, or

@@ -16,6 +16,7 @@ const (
 	byNothing    pickKind = iota
 	byP2C                 // power of two choices on peak-EWMA cost
 	byRendezvous          // rendezvous hashing on the shard key
+	byRoundRobin          // the next usable instance in turn
 )
 
 // choice is what route tells about a pick, for the call's explanation.
@@ -128,6 +129,8 @@ func (rec *record) explain() Explanation {
 		switch ch.how {
 		case byRendezvous:
 			info.Why = "shard key: the highest rendezvous hash"
+		case byRoundRobin:
+			info.Why = "round robin"
 		case byP2C:
 			info.Why = fmt.Sprintf("power of two choices: expected wait %.1fµs (peak-EWMA latency × calls in flight)", ch.cost/1e3)
 			if ch.rival != nil {

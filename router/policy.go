@@ -32,7 +32,25 @@ type Policy struct {
 	MaxConcurrent int `json:"max_concurrent,omitempty" yaml:"max_concurrent"`
 	// Blocked callers are refused at once (the kill switch); "*" blocks all.
 	Blocked []string `json:"blocked,omitempty" yaml:"blocked"`
+	// Balancer is "p2c-peak-ewma" (the default) or "round-robin". Calls with
+	// a shard key always use rendezvous hashing.
+	Balancer string `json:"balancer,omitempty" yaml:"balancer"`
+	// RetryBudget is the share of recent calls that may be retries (default 0.2).
+	RetryBudget float64 `json:"retry_budget,omitempty" yaml:"retry_budget"`
+	// BreakerFailures consecutive failures open an instance's breaker
+	// (default 5); so does a failure ratio of BreakerRatio (default 0.5) over
+	// at least 20 calls. BreakerOpenFor is how long it stays open before
+	// probing (default 5s; applies to instances first seen after a change).
+	BreakerFailures int      `json:"breaker_failures,omitempty" yaml:"breaker_failures"`
+	BreakerRatio    float64  `json:"breaker_ratio,omitempty" yaml:"breaker_ratio"`
+	BreakerOpenFor  Duration `json:"breaker_open_for,omitempty" yaml:"breaker_open_for"`
 }
+
+// Balancer names.
+const (
+	BalancerP2C        = "p2c-peak-ewma"
+	BalancerRoundRobin = "round-robin"
+)
 
 // Validate rejects settings that cannot be meant.
 func (p Policy) Validate() error {
@@ -43,8 +61,14 @@ func (p Policy) Validate() error {
 		return errors.New("rate limits cannot be negative")
 	case p.Burst < 0 || p.MaxConcurrent < 0:
 		return errors.New("burst and max_concurrent cannot be negative")
-	case p.TryTimeout < 0:
-		return errors.New("try_timeout cannot be negative")
+	case p.TryTimeout < 0 || p.BreakerOpenFor < 0:
+		return errors.New("durations cannot be negative")
+	case p.Balancer != "" && p.Balancer != BalancerP2C && p.Balancer != BalancerRoundRobin:
+		return fmt.Errorf("balancer %q: want %q or %q", p.Balancer, BalancerP2C, BalancerRoundRobin)
+	case p.RetryBudget < 0 || p.RetryBudget > 1:
+		return fmt.Errorf("retry_budget %g: want a share between 0 and 1", p.RetryBudget)
+	case p.BreakerFailures < 0 || p.BreakerRatio < 0 || p.BreakerRatio > 1:
+		return errors.New("breaker_failures cannot be negative and breaker_ratio is a share between 0 and 1")
 	}
 	for _, c := range p.Blocked {
 		if c == "" {
@@ -89,7 +113,34 @@ func (p Policy) merged(base Policy) Policy {
 	if p.Blocked == nil {
 		p.Blocked = base.Blocked
 	}
+	if p.Balancer == "" {
+		p.Balancer = base.Balancer
+	}
+	if p.RetryBudget == 0 {
+		p.RetryBudget = base.RetryBudget
+	}
+	if p.BreakerFailures == 0 {
+		p.BreakerFailures = base.BreakerFailures
+	}
+	if p.BreakerRatio == 0 {
+		p.BreakerRatio = base.BreakerRatio
+	}
+	if p.BreakerOpenFor == 0 {
+		p.BreakerOpenFor = base.BreakerOpenFor
+	}
 	return p
+}
+
+// withDefaults fills what is still unset with the built-in defaults.
+func (p Policy) withDefaults() Policy {
+	return p.merged(Policy{
+		MaxAttempts:     maxAttempts,
+		Balancer:        BalancerP2C,
+		RetryBudget:     budgetRatio,
+		BreakerFailures: breakerConsecutive,
+		BreakerRatio:    0.5,
+		BreakerOpenFor:  Duration(breakerOpenFor),
+	})
 }
 
 // Policies are every service's policies, by service name; "*" applies to
@@ -117,10 +168,7 @@ type limits struct {
 }
 
 func newLimits(p Policy) *limits {
-	l := &limits{policy: p, callers: make(map[string]*rate.Limiter)}
-	if p.MaxAttempts == 0 {
-		l.policy.MaxAttempts = maxAttempts
-	}
+	l := &limits{policy: p.withDefaults(), callers: make(map[string]*rate.Limiter)}
 	if p.RateLimit > 0 {
 		l.rate = rate.NewLimiter(rate.Limit(p.RateLimit), max(p.Burst, 1))
 	}

@@ -1,9 +1,14 @@
 package router
 
 import (
+	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrpc/mesh/discovery"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -13,6 +18,10 @@ func TestParsePolicy(t *testing.T) {
 	}{
 		{`{"max_attempts": 2, "rate_limit": 50, "burst": 5, "blocked": ["bad-caller"], "try_timeout": "150ms"}`, ""},
 		{`{"try_timeout": "soon"}`, "invalid duration"},
+		{`{"balancer": "round-robin", "retry_budget": 0.1, "breaker_failures": 3, "breaker_ratio": 0.3, "breaker_open_for": "2s"}`, ""},
+		{`{"balancer": "random"}`, "balancer"},
+		{`{"retry_budget": 1.5}`, "retry_budget"},
+		{`{"breaker_ratio": 2}`, "breaker_ratio"},
 		{`{"try_timeout": 5}`, "durations are strings"},
 		{`{}`, ""},
 		{`{"max_atempts": 2}`, "unknown field"},
@@ -116,5 +125,32 @@ func TestExplanationOfRecordedCall(t *testing.T) {
 	}
 	if a := e.Attempts[1]; !strings.HasPrefix(a.Why, "retry: ") || !strings.Contains(a.Why, "1 behind open breakers") {
 		t.Fatalf("second attempt = %+v", a)
+	}
+}
+
+func TestRoundRobinTakesTurns(t *testing.T) {
+	eps := testEndpoints(3)
+	var got []int
+	for n := range uint64(6) {
+		got = append(got, pickRoundRobin(eps, 0, false, n))
+	}
+	if fmt.Sprint(got) != "[0 1 2 0 1 2]" {
+		t.Fatalf("round robin picked %v", got)
+	}
+	if j := pickRoundRobin(eps, 1<<1, false, 1); j != 2 {
+		t.Fatalf("round robin did not skip an excluded instance: %d", j)
+	}
+}
+
+func TestBreakerThresholdsFollowPolicy(t *testing.T) {
+	r := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Policies: Policies{"s": {BreakerFailures: 2}}})
+	e := r.eps.get(discovery.Instance{Service: "s", ID: "s-1", Addr: "a:1"})
+	e.breaker.Execute(broke)
+	if !e.usable() {
+		t.Fatal("open after 1 failure")
+	}
+	e.breaker.Execute(broke)
+	if e.usable() {
+		t.Fatal("still closed after the policy's 2 consecutive failures")
 	}
 }

@@ -294,11 +294,15 @@ func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string, ch *
 	// (panic mode): refusing everything would only delay recovery.
 	all := ch.open == len(eps)
 	ch.panic = all
+	roundRobin := r.policies.limits(service).policy.Balancer == BalancerRoundRobin
 	for range insts {
 		var i, rival int
-		if sharded {
+		switch {
+		case sharded:
 			i, rival, ch.how = pickRendezvous(eps, excluded, key, all), -1, byRendezvous
-		} else {
+		case roundRobin:
+			i, rival, ch.how = pickRoundRobin(eps, excluded, all, r.counter(service).Add(1)), -1, byRoundRobin
+		default:
 			i, rival = pickP2C(eps, excluded, all)
 			ch.how = byP2C
 		}

@@ -112,7 +112,7 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 		return false
 	}
 	svc := r.serviceStats(string(req.Service))
-	if !r.budget(string(req.Service)).withdraw() {
+	if !r.budget(string(req.Service)).withdraw(r.policies.limits(r.names.intern(req.Service)).policy.RetryBudget) {
 		r.stats.BudgetExhausted.Add(1)
 		svc.budgetExhausted.Add(1)
 		return false
@@ -214,11 +214,11 @@ func (b *retryBudget) deposit() {
 	b.mu.Unlock()
 }
 
-func (b *retryBudget) withdraw() bool {
+func (b *retryBudget) withdraw(ratio float64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.fade(time.Now())
-	if b.retries+1 > max(budgetRatio*b.calls, budgetFloor) {
+	if b.retries+1 > max(ratio*b.calls, budgetFloor) {
 		return false
 	}
 	b.retries++
