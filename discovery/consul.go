@@ -275,22 +275,18 @@ func (c *Consul) fetch(service string, w *watch) {
 	w.stale.Store(false)
 }
 
-// detect follows every health check in the datacenter with one blocking
-// query and fetches again the watched services whose checks changed. After
-// an outage it fetches every watched service.
-func (c *Consul) detect() {
+// poll runs a blocking query until Close. query is given the options to
+// wait with and returns the index of its answer; a failed query is retried
+// with backoff after failed runs. An index that goes backwards (a restarted
+// agent) starts over from 0.
+func (c *Consul) poll(query func(*api.QueryOptions) (uint64, error), failed func(error)) {
 	defer c.done.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-c.stop; cancel() }()
-	var (
-		index   uint64
-		prev    map[string]string // check id → service, instance and status
-		backoff = 100 * time.Millisecond
-		lost    = false // the last query failed: refresh everything when back
-	)
+	var index uint64
+	backoff := 100 * time.Millisecond
 	for {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx)
-		checks, meta, err := c.client.Health().State(api.HealthAny, q)
+		last, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx))
 		select {
 		case <-c.stop:
 			return
@@ -298,19 +294,31 @@ func (c *Consul) detect() {
 		}
 		c.note(err)
 		if err != nil {
-			if !lost {
-				c.markStale()
-			}
-			lost = true
+			failed(err)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if meta.LastIndex < index {
-			index = 0 // the index went backwards (a restarted agent): start over
-		} else {
-			index = meta.LastIndex
+		if last < index {
+			last = 0
+		}
+		index = last
+	}
+}
+
+// detect follows every health check in the datacenter with one blocking
+// query and fetches again the watched services whose checks changed. After
+// an outage it fetches every watched service.
+func (c *Consul) detect() {
+	var (
+		prev map[string]string // check id → service, instance and status
+		lost bool              // the last query failed: refresh everything when back
+	)
+	c.poll(func(q *api.QueryOptions) (uint64, error) {
+		checks, meta, err := c.client.Health().State(api.HealthAny, q)
+		if err != nil {
+			return 0, err
 		}
 		cur := make(map[string]string, len(checks))
 		changed := map[string]bool{}
@@ -333,7 +341,13 @@ func (c *Consul) detect() {
 		prev = cur
 		c.refresh(changed, lost)
 		lost = false
-	}
+		return meta.LastIndex, nil
+	}, func(error) {
+		if !lost {
+			c.markStale()
+		}
+		lost = true
+	})
 }
 
 // refresh fetches the watched services in changed (all of them if all).
@@ -378,38 +392,23 @@ func (c *Consul) markStale() {
 // unreachable fn is not called: the last values stay in force.
 func (c *Consul) WatchKV(prefix string, fn func(map[string][]byte)) {
 	c.done.Add(1)
-	go func() {
-		defer c.done.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { <-c.stop; cancel() }()
-		var index uint64
-		backoff := 100 * time.Millisecond
-		for {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx)
-			pairs, meta, err := c.client.KV().List(prefix, q)
-			select {
-			case <-c.stop:
-				return
-			default:
-			}
-			c.note(err)
-			if err != nil {
-				time.Sleep(backoff)
-				backoff = min(2*backoff, 5*time.Second)
-				continue
-			}
-			backoff = 100 * time.Millisecond
-			if meta.LastIndex == index {
-				continue // the wait timed out with nothing new
-			}
-			index = meta.LastIndex
-			kv := make(map[string][]byte, len(pairs))
-			for _, p := range pairs {
-				kv[p.Key] = p.Value
-			}
-			fn(kv)
+	var seen uint64
+	go c.poll(func(q *api.QueryOptions) (uint64, error) {
+		pairs, meta, err := c.client.KV().List(prefix, q)
+		if err != nil {
+			return 0, err
 		}
-	}()
+		if meta.LastIndex == seen {
+			return seen, nil // the wait ended with nothing new
+		}
+		seen = meta.LastIndex
+		kv := make(map[string][]byte, len(pairs))
+		for _, p := range pairs {
+			kv[p.Key] = p.Value
+		}
+		fn(kv)
+		return meta.LastIndex, nil
+	}, func(error) {})
 }
 
 // Services lists services with passing instances.

@@ -54,6 +54,15 @@ func faultyInstance(t *testing.T, meshdAddr, service, name string) *fault {
 	return f
 }
 
+// faultyInstances starts n instances named prefix0, prefix1, ...
+func faultyInstances(t *testing.T, meshdAddr, service, prefix string, n int) []*fault {
+	var out []*fault
+	for i := range n {
+		out = append(out, faultyInstance(t, meshdAddr, service, fmt.Sprint(prefix, i)))
+	}
+	return out
+}
+
 // load calls service at rate calls/s from caller c until stop, counting
 // results and which instance answered.
 type load struct {
@@ -138,11 +147,7 @@ func twoHosts(t *testing.T) (a, b *host) {
 // within 2 seconds.
 func TestBreakerAndSlowInstance(t *testing.T) {
 	a, b := twoHosts(t)
-	inst := []*fault{
-		faultyInstance(t, b.addr, "work", "i1"),
-		faultyInstance(t, b.addr, "work", "i2"),
-		faultyInstance(t, b.addr, "work", "i3"),
-	}
+	inst := faultyInstances(t, b.addr, "work", "i", 3)
 	waitFor(t, 10*time.Second, "work visible from A", func() bool { return seesServices(t, a, "work") })
 	c := dial(t, a.addr)
 	stop := make(chan struct{})
@@ -175,7 +180,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	l.reset()
 	time.Sleep(3 * time.Second)
-	slow, total := l.share("i2")
+	slow, total := l.share(inst[1].name)
 	close(stop)
 	share := float64(slow) / float64(total)
 	t.Logf("from 2s after it slowed down: the 10x slower instance answered %d of %d calls (%.1f%%)", slow, total, 100*share)
@@ -193,11 +198,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 // instances coming back.
 func TestOutageBudgetAndRecovery(t *testing.T) {
 	a, b := twoHosts(t)
-	inst := []*fault{
-		faultyInstance(t, b.addr, "down", "d1"),
-		faultyInstance(t, b.addr, "down", "d2"),
-		faultyInstance(t, b.addr, "down", "d3"),
-	}
+	inst := faultyInstances(t, b.addr, "down", "d", 3)
 	waitFor(t, 10*time.Second, "down visible from A", func() bool { return seesServices(t, a, "down") })
 	c := dial(t, a.addr)
 	attempts := func() int64 { return inst[0].calls.Load() + inst[1].calls.Load() + inst[2].calls.Load() }
@@ -230,10 +231,7 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 // one out moves at most 25% of keys; putting it back moves them back.
 func TestShardKeyAffinity(t *testing.T) {
 	a, b := twoHosts(t)
-	var inst []*fault
-	for i := range 5 {
-		inst = append(inst, faultyInstance(t, b.addr, "sticky", fmt.Sprintf("s%d", i)))
-	}
+	inst := faultyInstances(t, b.addr, "sticky", "s", 5)
 	waitFor(t, 10*time.Second, "sticky visible", func() bool { return seesServices(t, a, "sticky") })
 	c := dial(t, a.addr)
 	const keys = 10000
