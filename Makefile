@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: run run-consul test bench build fuzz consul
+.PHONY: run run-consul test bench build fuzz consul jaeger
 
 # Quick start: a meshd with the example services on this host, and calls to them.
 run:
@@ -30,3 +30,8 @@ fuzz:
 # A real Consul agent built from the Go module proxy, in .cache/bin.
 consul:
 	./scripts/tool.sh consul
+
+# Jaeger v2 built from the Go module proxy, in .cache/bin: Zipkin v2 API on
+# 127.0.0.1:9411, UI and query API on :16686.
+jaeger:
+	./scripts/tool.sh jaeger

@@ -2,11 +2,16 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Options configure a Client or a Server. The zero value works.
@@ -26,6 +31,25 @@ type Options struct {
 	MaxBodySize int
 	// Logger receives connection events; default slog.Default().
 	Logger *slog.Logger
+	// Zipkin, when set, is the Zipkin v2 endpoint spans of this process go
+	// to (e.g. http://127.0.0.1:9411/api/v2/spans), named after ServiceName.
+	Zipkin string
+	// SampleRate is the share of new traces recorded (default 1 when Zipkin
+	// is set; 0 < rate <= 1). Calls arriving with a trace keep its decision.
+	SampleRate float64
+}
+
+// tracer builds the options' tracer (nil when tracing is off).
+func (o Options) tracer() (*tracing.Tracer, error) {
+	rate := o.SampleRate
+	if rate == 0 {
+		rate = 1
+	}
+	name := o.ServiceName
+	if name == "" {
+		name = o.ProcessName
+	}
+	return tracing.New(tracing.Config{ZipkinURL: o.Zipkin, SampleRate: rate, ServiceName: name})
 }
 
 func (o Options) withDefaults() Options {
@@ -60,11 +84,16 @@ type Client struct {
 	c      *conn.Conn
 	opts   Options
 	caller string
+	tracer *tracing.Tracer
 }
 
 // Dial connects to a TChannel peer (a meshd, or a service directly).
 func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	opts = opts.withDefaults()
+	tracer, err := opts.tracer()
+	if err != nil {
+		return nil, err
+	}
 	c, err := conn.Dial(ctx, addr, opts.connOptions("", nil))
 	if err != nil {
 		return nil, err
@@ -76,7 +105,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if caller == "" {
 		caller = "mesh-client"
 	}
-	return &Client{c: c, opts: opts, caller: caller}, nil
+	return &Client{c: c, opts: opts, caller: caller, tracer: tracer}, nil
 }
 
 // Response is a successful answer to a raw call.
@@ -109,6 +138,16 @@ func WithTransportHeader(key, value string) CallOption {
 // WithTracing sets the call's tracing field.
 func WithTracing(t frame.Tracing) CallOption { return func(r *conn.Request) { r.Tracing = t } }
 
+// WithTrace records this call's trace whatever the sample rate (meshctl
+// call --trace): the sampled flag travels with it to every hop.
+func WithTrace() CallOption {
+	return func(r *conn.Request) {
+		if r.Tracing.TraceID == 0 {
+			r.Tracing.Flags |= frame.TracingSampled
+		}
+	}
+}
+
 // WithChecksum overrides the checksum type for this call.
 func WithChecksum(t frame.ChecksumType) CallOption { return func(r *conn.Request) { r.Checksum = t } }
 
@@ -137,17 +176,44 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	for _, o := range opts {
 		o(&req)
 	}
-	if req.Tracing == (frame.Tracing{}) {
-		req.Tracing = newTracing()
+	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
+	if req.Tracing.TraceID != 0 {
+		return c.c.Call(ctx, &req) // the caller set the ids itself (WithTracing)
 	}
-	return c.c.Call(ctx, &req)
+	ctx, span, tr := c.tracer.Start(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
+	if c.tracer == nil && forced {
+		tr = newTracing()
+	}
+	req.Tracing = tr
+	span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
+	res, err := c.c.Call(ctx, &req)
+	switch {
+	case err != nil:
+		tracing.Error(span, CodeOf(err).String(), err.Error())
+	case res.Code != frame.ResOK:
+		tracing.Error(span, "application error", "")
+	}
+	span.End()
+	return res, err
 }
+
+// TraceID returns the trace id a call's tracing field carries, as Zipkin and
+// Jaeger print it (16 hex digits), for WithTracing callers and meshctl.
+func TraceID(t frame.Tracing) string { return fmt.Sprintf("%016x", t.TraceID) }
 
 // Ping checks the connection with a ping round trip.
 func (c *Client) Ping(ctx context.Context) error { return c.c.Ping(ctx) }
 
-// Close closes the connection at once; calls in flight fail.
-func (c *Client) Close() error { return c.c.Close() }
+// Close closes the connection at once; calls in flight fail. Spans still
+// queued for export are sent first (for at most a second).
+func (c *Client) Close() error {
+	if c.tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.tracer.Shutdown(ctx)
+		cancel()
+	}
+	return c.c.Close()
+}
 
 // Shutdown stops new calls, waits for those in flight, then closes.
 func (c *Client) Shutdown(ctx context.Context) error { return c.c.Shutdown(ctx) }

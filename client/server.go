@@ -10,6 +10,9 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Call is an incoming call as a Handler sees it.
@@ -73,7 +76,8 @@ func JSON[In, Out any](fn func(ctx context.Context, headers map[string]string, i
 
 // Server serves registered handlers to every connection it accepts.
 type Server struct {
-	opts Options
+	opts   Options
+	tracer *tracing.Tracer
 
 	mu         sync.RWMutex
 	handlers   map[string]map[string]Handler
@@ -90,8 +94,14 @@ var ErrServerClosed = errors.New("mesh server closed")
 
 // NewServer returns a Server with no handlers.
 func NewServer(opts Options) *Server {
+	opts = opts.withDefaults()
+	tracer, err := opts.tracer()
+	if err != nil {
+		opts.Logger.Error("tracing off: bad settings", "err", err)
+	}
 	return &Server{
-		opts:       opts.withDefaults(),
+		tracer:     tracer,
+		opts:       opts,
 		handlers:   make(map[string]map[string]Handler),
 		conns:      make(map[*conn.Conn]struct{}),
 		advertised: make(map[*conn.Conn]struct{}),
@@ -189,6 +199,21 @@ func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 	if h == nil {
 		return nil, Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", req.Service, req.Method)
 	}
+	ctx, span, _ := s.tracer.Start(ctx, req.Method, trace.SpanKindServer, req.Tracing, false)
+	defer span.End()
+	res, err := s.serve(ctx, h, req)
+	var ae *ApplicationError
+	switch {
+	case errors.As(err, &ae) || err == nil && res.Code != frame.ResOK:
+		tracing.Error(span, "application error", "")
+	case err != nil:
+		tracing.Error(span, CodeOf(err).String(), err.Error())
+	}
+	return res, err
+}
+
+// serve runs one call's handler.
+func (s *Server) serve(ctx context.Context, h Handler, req *conn.Request) (*conn.Response, error) {
 	body, err := req.ReadBody(s.opts.MaxBodySize)
 	if err != nil {
 		return nil, err
@@ -255,5 +280,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Go(func() { errs[i] = c.Shutdown(ctx) })
 	}
 	wg.Wait()
+	s.tracer.Shutdown(ctx) // exports the spans still queued
 	return errors.Join(errs...)
 }

@@ -6,9 +6,10 @@ import (
 	"github.com/meshrpc/mesh/frame"
 )
 
-// newTracing starts a new trace for a call that carries none: TChannel peers
-// expect a span id in every call.
+// newTracing starts a sampled trace for a call forced to be traced by a
+// process that does not trace itself, so the hops that do record it. Calls
+// not forced go without a tracing field, and the first meshd decides.
 func newTracing() frame.Tracing {
 	id := rand.Uint64() | 1
-	return frame.Tracing{SpanID: id, TraceID: id}
+	return frame.Tracing{SpanID: id, TraceID: id, Flags: frame.TracingSampled}
 }

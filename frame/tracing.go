@@ -36,3 +36,14 @@ func (c *cursor) tracing() Tracing {
 		Flags:    c.u8("tracing flags"),
 	}
 }
+
+// Put writes the 25-byte field into b, as in a frame being rewritten.
+func (t Tracing) Put(b []byte) { t.appendTo(b[:0:TracingSize]) }
+
+// TracingOffset is where the tracing field starts in a call req or call res
+// frame: after the 16-byte header, the flags byte and the ttl (call req) or
+// the code (call res).
+const (
+	CallReqTracingOffset = HeaderSize + 1 + 4
+	CallResTracingOffset = HeaderSize + 1 + 1
+)

@@ -14,6 +14,9 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // HeaderInstance is the transport header that names the instance a call is
@@ -37,6 +40,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Policies are the initial per-service policies (see SetPolicies).
 	Policies Policies
+	// Tracer records a span for each call this meshd relays (nil: none).
+	Tracer *tracing.Tracer
 }
 
 // Router is the conn.Relayer of every meshd connection.
@@ -99,9 +104,11 @@ type relayed struct {
 	// frame, what routing needs to pick again, and what was tried.
 	retry    *retryState
 	deadline time.Time
-	admitted *limits // the local-delivery limits this call holds a place in
-	appErr   bool    // the answer is an application error
-	rec      record  // the routing decisions, for explanations; guarded by Router.mu
+	admitted *limits       // the local-delivery limits this call holds a place in
+	appErr   bool          // the answer is an application error
+	rec      record        // the routing decisions, for explanations; guarded by Router.mu
+	span     trace.Span    // this hop's span, when the call is traced
+	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
 }
 
 // outcome is how one attempt ended, as its instance's endpoint learns it.
@@ -404,6 +411,7 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	ttl := time.Duration(req.TTL) * time.Millisecond
 	rc.deadline = rc.start.Add(ttl)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
+	r.startSpan(rc, f, req, out)
 	if ep != nil {
 		setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
 	}
@@ -555,6 +563,7 @@ func (r *Router) finish(rc *relayed, result outcome) bool {
 		rc.timer.Stop()
 	}
 	ep.judge(start, result)
+	r.endSpan(rc, result)
 	rc.retry.release(&r.saved)
 	if rc.admitted != nil {
 		rc.admitted.release()

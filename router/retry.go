@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Retry defaults: at most 3 attempts in all, and retries limited to 20% of
@@ -129,6 +132,9 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	rc.rec.end(errored(code), time.Since(start))
 	r.mu.Unlock()
 	ep.judge(start, errored(code))
+	if rc.span != nil {
+		rc.span.AddEvent("retry", trace.WithAttributes(attribute.String("mesh.instance", ep.id), attribute.String("mesh.cause", code.String())))
+	}
 	r.stats.Retried.Add(1)
 	svc.retries.Add(1)
 
@@ -172,6 +178,9 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.rec.add(ep, ep.addr, ch)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
 	setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
+	if rc.hop.TraceID != 0 {
+		rc.hop.Put(out[frame.CallReqTracingOffset:])
+	}
 	r.out[callKey{dst, rc.dstID}] = rc
 	st.tried = append(st.tried, ep.id)
 	r.mu.Unlock()

@@ -3,6 +3,7 @@
 # and prints its path. Each tool has its own wrapper module under tools/, so
 # its dependencies stay out of mesh's go.mod. Built once; later runs reuse it.
 #   scripts/tool.sh consul   -> a real Consul agent (hashicorp/consul v1.20.2)
+#   scripts/tool.sh jaeger   -> Jaeger v2 (jaegertracing/jaeger v1.76.0): Zipkin API on :9411, UI on :16686
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/tool.sh consul}
@@ -10,11 +11,12 @@ bin=$PWD/.cache/bin/$name
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 case $name in
   consul) pkg=github.com/hashicorp/consul ;;
+  jaeger) pkg=github.com/jaegertracing/jaeger/cmd/jaeger ;;
   *) echo "unknown tool $name" >&2; exit 2 ;;
 esac
 mkdir -p .cache/bin
 echo "building $name from the Go module proxy (a few minutes the first time)..." >&2
-(cd "tools/$name" && GOTOOLCHAIN=local GONOSUMDB=github.com/hashicorp/consul GOFLAGS=-mod=mod \
+(cd "tools/$name" && GOTOOLCHAIN=local GONOSUMDB=github.com/hashicorp/consul GOSUMDB=off GOFLAGS=-mod=mod \
   go build -o "$bin.tmp" "$pkg") >&2
 mv "$bin.tmp" "$bin"
 echo "$bin"

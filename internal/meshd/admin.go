@@ -50,6 +50,8 @@ func (d *Daemon) adminHandler() http.Handler {
 		if c, ok := d.registry.(*discovery.Consul); ok {
 			fmt.Fprintf(w, "# HELP mesh_registry_stale_lookups_total Lookups answered from a stale cache.\n# TYPE mesh_registry_stale_lookups_total counter\nmesh_registry_stale_lookups_total %d\n", c.StaleLookups())
 		}
+		fmt.Fprintf(w, "# HELP mesh_trace_spans_dropped_total Spans dropped because the export queue was full or the backend failed.\n# TYPE mesh_trace_spans_dropped_total counter\nmesh_trace_spans_dropped_total %d\n", d.cfg.Tracer.Dropped())
+		fmt.Fprintf(w, "# HELP mesh_trace_spans_exported_total Spans sent to the trace backend.\n# TYPE mesh_trace_spans_exported_total counter\nmesh_trace_spans_exported_total %d\n", d.cfg.Tracer.Exported())
 		d.mu.Lock()
 		n := len(d.conns)
 		d.mu.Unlock()

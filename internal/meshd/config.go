@@ -10,11 +10,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -33,6 +35,9 @@ type Options struct {
 	LogFormat    string        `yaml:"log_format"`
 	LogLevel     string        `yaml:"log_level"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	Zipkin       string        `yaml:"zipkin"`
+	TraceRate    string        `yaml:"trace_sample_rate"`
+	TraceService string        `yaml:"trace_service"`
 	// Policies per service ("*": the default), from the YAML file only;
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
@@ -51,6 +56,8 @@ func Defaults() Options {
 		LogFormat:    "text",
 		LogLevel:     "info",
 		DrainTimeout: 10 * time.Second,
+		TraceRate:    "1",
+		TraceService: "meshd",
 	}
 }
 
@@ -75,6 +82,9 @@ func (o *Options) table() []option {
 		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil},
 		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil},
 		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout},
+		{"zipkin", "MESHD_ZIPKIN", "Zipkin v2 `URL` spans go to (e.g. http://127.0.0.1:9411/api/v2/spans); empty: no tracing", &o.Zipkin, nil},
+		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil},
+		{"trace-service", "MESHD_TRACE_SERVICE", "service `name` of meshd's spans", &o.TraceService, nil},
 	}
 }
 
@@ -163,6 +173,9 @@ func (o Options) validate() error {
 	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
 	}
+	if r, err := strconv.ParseFloat(o.TraceRate, 64); err != nil || r < 0 || r > 1 {
+		return fmt.Errorf("--trace-sample-rate %q: want a number from 0 to 1", o.TraceRate)
+	}
 	if o.ConsulTTL < time.Second {
 		return fmt.Errorf("--consul-ttl %v: at least 1s", o.ConsulTTL)
 	}
@@ -190,9 +203,15 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if admin == "off" {
 		admin = ""
 	}
+	rate, _ := strconv.ParseFloat(o.TraceRate, 64)
+	tracer, err := tracing.New(tracing.Config{ZipkinURL: o.Zipkin, SampleRate: rate, ServiceName: o.TraceService})
+	if err != nil {
+		reg.Close()
+		return err
+	}
 	d, err := Start(Config{
 		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, NodeName: o.Node,
-		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies,
+		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer,
 	})
 	if err != nil {
 		reg.Close()

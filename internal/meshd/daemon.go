@@ -17,6 +17,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -34,6 +35,8 @@ type Config struct {
 	Logger       *slog.Logger
 	// Policies are the per-service policies to start with.
 	Policies router.Policies
+	// Tracer records spans of relayed calls (nil: no tracing).
+	Tracer *tracing.Tracer
 }
 
 // Daemon is a running meshd.
@@ -93,6 +96,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Dial:     d.dialPeer,
 		Logger:   cfg.Logger,
 		Policies: cfg.Policies,
+		Tracer:   cfg.Tracer,
 	})
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
@@ -278,6 +282,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.admin.Shutdown(ctx)
 	}
 	d.registry.Close()
+	d.cfg.Tracer.Shutdown(ctx)
 	d.log.Info("meshd stopped", "calls_abandoned", left)
 	if left > 0 {
 		return fmt.Errorf("%d calls were still in flight after %v", left, d.cfg.DrainTimeout)
