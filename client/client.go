@@ -115,7 +115,13 @@ type Response struct {
 }
 
 // CallOption adjusts one call.
-type CallOption func(*conn.Request)
+type CallOption func(*call)
+
+// call is one call being prepared.
+type call struct {
+	req    conn.Request
+	report *frame.Tracing
+}
 
 // WithShardKey routes the call by key ("sk"): the same key reaches the same
 // instance while it is healthy.
@@ -132,24 +138,30 @@ func WithRetryFlags(flags string) CallOption {
 
 // WithTransportHeader adds any transport header to the call.
 func WithTransportHeader(key, value string) CallOption {
-	return func(r *conn.Request) { r.Headers = frame.AppendHeader(r.Headers, key, value) }
+	return func(c *call) { c.req.Headers = frame.AppendHeader(c.req.Headers, key, value) }
 }
 
 // WithTracing sets the call's tracing field.
-func WithTracing(t frame.Tracing) CallOption { return func(r *conn.Request) { r.Tracing = t } }
+func WithTracing(t frame.Tracing) CallOption { return func(c *call) { c.req.Tracing = t } }
 
 // WithTrace records this call's trace whatever the sample rate (meshctl
 // call --trace): the sampled flag travels with it to every hop.
 func WithTrace() CallOption {
-	return func(r *conn.Request) {
-		if r.Tracing.TraceID == 0 {
-			r.Tracing.Flags |= frame.TracingSampled
+	return func(c *call) {
+		if c.req.Tracing.TraceID == 0 {
+			c.req.Tracing.Flags |= frame.TracingSampled
 		}
 	}
 }
 
+// ReportTracing stores in t the tracing field the call went out with: its
+// trace id (see TraceID) finds the call in a trace backend.
+func ReportTracing(t *frame.Tracing) CallOption {
+	return func(c *call) { c.report = t }
+}
+
 // WithChecksum overrides the checksum type for this call.
-func WithChecksum(t frame.ChecksumType) CallOption { return func(r *conn.Request) { r.Checksum = t } }
+func WithChecksum(t frame.ChecksumType) CallOption { return func(c *call) { c.req.Checksum = t } }
 
 // Call makes a raw call: headers and body are sent as they are.
 func (c *Client) Call(ctx context.Context, service, method string, headers, body []byte, opts ...CallOption) (*Response, error) {
@@ -164,29 +176,34 @@ func (c *Client) Call(ctx context.Context, service, method string, headers, body
 }
 
 func (c *Client) call(ctx context.Context, scheme, service, method string, arg2, arg3 []byte, opts []CallOption) (*conn.Response, error) {
-	req := conn.Request{
+	cl := call{req: conn.Request{
 		Service:  service,
 		Method:   method,
 		Arg2:     arg2,
 		Arg3:     arg3,
 		Checksum: c.opts.Checksum,
-	}
+	}}
+	req := &cl.req
 	req.Headers = frame.AppendHeader(make(frame.Headers, 0, 64), frame.HeaderArgScheme, scheme)
 	req.Headers = frame.AppendHeader(req.Headers, frame.HeaderCallerName, c.caller)
 	for _, o := range opts {
-		o(&req)
+		o(&cl)
 	}
 	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
-	if req.Tracing.TraceID != 0 {
-		return c.c.Call(ctx, &req) // the caller set the ids itself (WithTracing)
+	var span trace.Span = noSpan
+	if req.Tracing.TraceID == 0 { // else the caller set the ids itself (WithTracing)
+		var tr frame.Tracing
+		ctx, span, tr = c.tracer.Start(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
+		if c.tracer == nil && forced {
+			tr = newTracing()
+		}
+		req.Tracing = tr
+		span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
 	}
-	ctx, span, tr := c.tracer.Start(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
-	if c.tracer == nil && forced {
-		tr = newTracing()
+	if cl.report != nil {
+		*cl.report = req.Tracing
 	}
-	req.Tracing = tr
-	span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
-	res, err := c.c.Call(ctx, &req)
+	res, err := c.c.Call(ctx, req)
 	switch {
 	case err != nil:
 		tracing.Error(span, CodeOf(err).String(), err.Error())
@@ -196,6 +213,8 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	span.End()
 	return res, err
 }
+
+var noSpan = trace.SpanFromContext(context.Background())
 
 // TraceID returns the trace id a call's tracing field carries, as Zipkin and
 // Jaeger print it (16 hex digits), for WithTracing callers and meshctl.

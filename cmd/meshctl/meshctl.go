@@ -42,6 +42,8 @@ Flags (anywhere on the line):
   -H KEY=VALUE        an application header (repeatable)
   --shard-key KEY     route by shard key (affinity)
   --explain           after a call, show how the meshd routed it
+  --trace             record this call's trace whatever the sample rate
+  --zipkin URL        send meshctl's own span there too (default $MESH_ZIPKIN)
 `
 
 type headerFlags map[string]string
@@ -64,6 +66,8 @@ type opts struct {
 	headers  headerFlags
 	shardKey string
 	explain  bool
+	trace    bool
+	zipkin   string
 }
 
 // parse reads flags wherever they stand among the arguments.
@@ -82,6 +86,8 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs.Var(o.headers, "H", "")
 	fs.StringVar(&o.shardKey, "shard-key", "", "")
 	fs.BoolVar(&o.explain, "explain", false, "")
+	fs.BoolVar(&o.trace, "trace", false, "")
+	fs.StringVar(&o.zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -122,7 +128,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	c, err := client.Dial(ctx, o.via, client.Options{ServiceName: "meshctl", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := client.Dial(ctx, o.via, client.Options{ServiceName: "meshctl", Zipkin: o.zipkin, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshctl: cannot reach meshd at %s: %v\n", o.via, err)
 		return exitUnreachable
@@ -161,11 +167,24 @@ func call(ctx context.Context, c *client.Client, o opts, args []string, stdin io
 		}
 	}
 	useJSON := o.json || !o.raw && json.Valid(body) && len(bytes.TrimSpace(body)) > 0
-	span := rand.Uint64() | 1
-	copts := []client.CallOption{client.WithTracing(frame.Tracing{SpanID: span, TraceID: span})}
-	if o.explain {
-		defer explain(c, span, stderr)
+	var sent frame.Tracing
+	copts := []client.CallOption{client.ReportTracing(&sent)}
+	if o.trace {
+		copts = append(copts, client.WithTrace())
 	}
+	if o.zipkin == "" && !o.trace {
+		// Not traced: still give the call ids, so the meshd's record of it can be found.
+		id := rand.Uint64() | 1
+		copts = append(copts, client.WithTracing(frame.Tracing{SpanID: id, TraceID: id}))
+	}
+	defer func() {
+		if sent.TraceID != 0 && (o.trace || o.zipkin != "") {
+			fmt.Fprintf(stderr, "trace id: %s\n", client.TraceID(sent))
+		}
+		if o.explain {
+			explain(c, sent.SpanID, stderr)
+		}
+	}()
 	if o.shardKey != "" {
 		copts = append(copts, client.WithShardKey(o.shardKey))
 	}

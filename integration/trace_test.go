@@ -1,0 +1,216 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/testconsul"
+)
+
+const zipkinURL = "http://127.0.0.1:9411/api/v2/spans"
+
+// startJaeger runs Jaeger v2 (built from the module proxy) on its default
+// ports: Zipkin API on 9411, query API on 16686.
+func startJaeger(t *testing.T) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	out, err := exec.Command(filepath.Join(filepath.Dir(file), "..", "scripts", "tool.sh"), "jaeger").Output()
+	if err != nil {
+		t.Fatalf("building jaeger: %v", err)
+	}
+	if resp, err := http.Get("http://127.0.0.1:16686/api/services"); err == nil {
+		resp.Body.Close()
+		t.Fatal("something already listens on 127.0.0.1:16686; stop it (the test runs its own Jaeger)")
+	}
+	log, _ := os.Create(filepath.Join(t.TempDir(), "jaeger.log"))
+	cmd := exec.Command(strings.TrimSpace(string(out)))
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitFor(t, 30*time.Second, "jaeger up", func() bool {
+		resp, err := http.Get("http://127.0.0.1:16686/api/services")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+}
+
+type jaegerSpan struct {
+	SpanID        string `json:"spanID"`
+	OperationName string `json:"operationName"`
+	References    []struct {
+		RefType string `json:"refType"`
+		SpanID  string `json:"spanID"`
+	} `json:"references"`
+	ProcessID string `json:"processID"`
+	Tags      []struct {
+		Key   string `json:"key"`
+		Value any    `json:"value"`
+	} `json:"tags"`
+	Logs []struct {
+		Fields []struct {
+			Key   string `json:"key"`
+			Value any    `json:"value"`
+		} `json:"fields"`
+	} `json:"logs"`
+}
+
+func (s jaegerSpan) tag(k string) string {
+	for _, t := range s.Tags {
+		if t.Key == k {
+			return fmt.Sprint(t.Value)
+		}
+	}
+	return ""
+}
+
+func (s jaegerSpan) parent() string {
+	for _, r := range s.References {
+		if r.RefType == "CHILD_OF" {
+			return r.SpanID
+		}
+	}
+	return ""
+}
+
+// fetchTrace returns the spans of one trace, with each span's service name.
+func fetchTrace(t *testing.T, traceID string) ([]jaegerSpan, map[string]string) {
+	resp, err := http.Get("http://127.0.0.1:16686/api/traces/" + traceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data []struct {
+			Spans     []jaegerSpan `json:"spans"`
+			Processes map[string]struct {
+				ServiceName string `json:"serviceName"`
+			} `json:"processes"`
+		} `json:"data"`
+	}
+	json.NewDecoder(resp.Body).Decode(&body)
+	if len(body.Data) != 1 {
+		return nil, nil
+	}
+	svc := map[string]string{}
+	for _, s := range body.Data[0].Spans {
+		svc[s.SpanID] = body.Data[0].Processes[s.ProcessID].ServiceName
+	}
+	return body.Data[0].Spans, svc
+}
+
+// meshctl → meshd A → meshd B → s1, whose handler calls s2 on host C through
+// meshd B: one trace, every hop once, parent to child.
+func TestOneTraceAcrossTheMesh(t *testing.T) {
+	startJaeger(t)
+	agent := testconsul.Start(t)
+	z := []string{"--zipkin", zipkinURL}
+	a := startHost(t, "127.0.0.1", agent.HTTPAddr, z...)
+	b := startHost(t, "127.0.0.2", agent.HTTPAddr, z...)
+	c := startHost(t, "127.0.0.3", agent.HTTPAddr, z...)
+
+	s2 := client.NewServer(client.Options{ServiceName: "s2", Zipkin: zipkinURL, Logger: quiet})
+	s2.Register("s2", "leaf", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: append([]byte("leaf:"), call.Body...)}, nil
+	}))
+	if err := s2.Advertise(context.Background(), c.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Shutdown(context.Background())
+	s1Out, err := client.Dial(context.Background(), b.addr, client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1Out.Close()
+	s1 := client.NewServer(client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	s1.Register("s1", "front", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		res, err := s1Out.Call(ctx, "s2", "leaf", nil, call.Body)
+		if err != nil {
+			return nil, err
+		}
+		return &client.Response{Body: res.Body}, nil
+	}))
+	if err := s1.Advertise(context.Background(), b.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Shutdown(context.Background())
+	waitFor(t, 10*time.Second, "s1 and s2 visible", func() bool { return seesServices(t, a, "s1") && seesServices(t, b, "s2") })
+
+	out, errOut, code := meshctl(t, "call", "s1", "front", "x", "--raw", "--trace", "--zipkin", zipkinURL, "--via", a.addr)
+	if code != 0 || strings.TrimSpace(out) != "leaf:x" {
+		t.Fatalf("meshctl: %q %q exit %d", out, errOut, code)
+	}
+	_, traceID, ok := strings.Cut(errOut, "trace id: ")
+	if !ok {
+		t.Fatalf("meshctl printed no trace id: %q", errOut)
+	}
+	traceID = strings.TrimSpace(strings.Split(traceID, "\n")[0])
+
+	want := []string{"meshctl", "meshd", "meshd", "s1", "s1", "meshd", "meshd", "s2"}
+	var spans []jaegerSpan
+	var svc map[string]string
+	waitFor(t, 15*time.Second, "all spans in jaeger", func() bool {
+		spans, svc = fetchTrace(t, traceID)
+		return len(spans) >= len(want)
+	})
+	if len(spans) != len(want) {
+		t.Fatalf("trace has %d spans, want %d", len(spans), len(want))
+	}
+	// Walk from the root: each span has exactly one child, in the order above.
+	children := map[string][]jaegerSpan{}
+	var root []jaegerSpan
+	for _, s := range spans {
+		if p := s.parent(); p == "" {
+			root = append(root, s)
+		} else {
+			children[p] = append(children[p], s)
+		}
+	}
+	if len(root) != 1 {
+		t.Fatalf("%d root spans, want 1", len(root))
+	}
+	var chain []string
+	for s := root[0]; ; {
+		chain = append(chain, fmt.Sprintf("%s/%s(%s)", svc[s.SpanID], s.OperationName, s.tag("span.kind")))
+		kids := children[s.SpanID]
+		if len(kids) == 0 {
+			break
+		}
+		if len(kids) > 1 {
+			t.Fatalf("span %s has %d children", s.OperationName, len(kids))
+		}
+		s = kids[0]
+	}
+	t.Logf("trace %s: %s", traceID, strings.Join(chain, " → "))
+	var gotServices []string
+	for _, c := range chain {
+		gotServices = append(gotServices, c[:strings.IndexByte(c, '/')])
+	}
+	if !slices.Equal(gotServices, want) {
+		t.Fatalf("services along the trace = %v, want %v", gotServices, want)
+	}
+	for _, s := range spans {
+		if svc[s.SpanID] == "meshd" && s.tag("mesh.service") == "" {
+			t.Fatalf("meshd span %s lacks its routing tags", s.OperationName)
+		}
+	}
+}
