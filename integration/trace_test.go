@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testconsul"
 )
 
@@ -213,4 +215,100 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 			t.Fatalf("meshd span %s lacks its routing tags", s.OperationName)
 		}
 	}
+}
+
+// A call retried after a busy instance shows both attempts and the cause in
+// its meshd span; with the trace backend down, calls go on and the spans
+// that could not be sent are counted on /metrics.
+func TestTraceOfRetryAndBackendDown(t *testing.T) {
+	startJaeger(t)
+	a := startHost(t, "127.0.0.1", "off", "--zipkin", zipkinURL)
+	busy := faultyInstance(t, a.addr, "flaky", "busy")
+	busy.code.Store(int32(3)) // busy
+	faultyInstance(t, a.addr, "flaky", "fine").delay.Store(0)
+	waitFor(t, 5*time.Second, "flaky visible", func() bool { return seesServices(t, a, "flaky") })
+
+	c, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "tester", Zipkin: zipkinURL, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var retried string
+	for range 20 { // until a call happens to try the busy instance first
+		var sent frame.Tracing
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.Call(ctx, "flaky", "work", nil, nil, client.ReportTracing(&sent))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if busy.calls.Load() > 0 {
+			retried = client.TraceID(sent)
+			break
+		}
+	}
+	c.Close()
+	if retried == "" {
+		t.Fatal("no call tried the busy instance")
+	}
+	var hop jaegerSpan
+	waitFor(t, 15*time.Second, "the retried call's meshd span", func() bool {
+		spans, svc := fetchTrace(t, retried)
+		for _, s := range spans {
+			if svc[s.SpanID] == "meshd" {
+				hop = s
+				return true
+			}
+		}
+		return false
+	})
+	var events []string
+	for _, l := range hop.Logs {
+		var name, cause, result string
+		for _, f := range l.Fields {
+			switch f.Key {
+			case "event":
+				name = fmt.Sprint(f.Value)
+			case "mesh.cause":
+				cause = fmt.Sprint(f.Value)
+			case "mesh.result":
+				result = fmt.Sprint(f.Value)
+			}
+		}
+		events = append(events, strings.TrimSpace(name+" "+cause+" "+result))
+	}
+	t.Logf("meshd span of the retried call: attempts=%s, events %v", hop.tag("mesh.attempts"), events)
+	joined := strings.Join(events, "; ")
+	// Zipkin carries an event's attributes as JSON in its annotation.
+	ok := hop.tag("mesh.attempts") == "2" &&
+		strings.Contains(joined, `retry: {"mesh.cause":"busy"`) &&
+		regexp.MustCompile(`attempt 1: \{[^}]*"mesh.result":"busy"`).MatchString(joined) &&
+		regexp.MustCompile(`attempt 2: \{[^}]*"mesh.result":"ok"`).MatchString(joined)
+	if !ok {
+		t.Fatalf("the span does not show both attempts and the retry's cause: %v", events)
+	}
+
+	// The backend goes away: calls are unaffected, lost spans are counted.
+	b := startHost(t, "127.0.0.2", "off", "--zipkin", "http://127.0.0.1:1/api/v2/spans")
+	faultyInstance(t, b.addr, "quiet", "q").delay.Store(0)
+	waitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") })
+	cb := dial(t, b.addr)
+	for i := range 200 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := cb.Call(ctx, "quiet", "work", nil, nil, client.WithTrace())
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d with the trace backend down: %v", i, err)
+		}
+	}
+	var dropped string
+	waitFor(t, 10*time.Second, "dropped spans counted", func() bool {
+		for _, line := range strings.Split(metricsOf(t, b), "\n") {
+			if v, ok := strings.CutPrefix(line, "mesh_trace_spans_dropped_total "); ok && v != "0" {
+				dropped = v
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("trace backend down: 200 calls ok, %s spans dropped and counted", dropped)
 }
