@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/uber/tchannel-go"
@@ -15,6 +18,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/benchload"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/tracing"
 )
 
 // BenchmarkHop measures what a meshd in the path costs: the SDK calling a
@@ -82,8 +86,12 @@ func meshPath(b *testing.B, path string) benchload.Call {
 	}
 }
 
-func startMeshdB(b *testing.B, addr string, reg discovery.Registry) *meshd.Daemon {
-	d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: quiet})
+func startMeshdB(b *testing.B, addr string, reg discovery.Registry, tracer ...*tracing.Tracer) *meshd.Daemon {
+	cfg := meshd.Config{Listen: addr, Registry: reg, Logger: quiet}
+	if len(tracer) > 0 {
+		cfg.Tracer = tracer[0]
+	}
+	d, err := meshd.Start(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,5 +138,64 @@ func tchannelPath(b *testing.B, viaRelay bool) benchload.Call {
 	return func(ctx context.Context, body []byte) ([]byte, error) {
 		_, arg3, _, err := raw.Call(ctx, cli, target, "bench", "echo", nil, body)
 		return arg3, err
+	}
+}
+
+// BenchmarkTracing is the two-hop path (SDK → meshd → meshd → SDK server,
+// 1 KiB, 64 callers) with tracing off, at 1% and at 100% sampling, spans
+// going to a Zipkin endpoint that accepts and discards them.
+func BenchmarkTracing(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	defer sink.Close()
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	for _, rate := range []float64{0, 0.01, 1} {
+		name := "off"
+		if rate > 0 {
+			name = fmt.Sprintf("sample=%g%%", rate*100)
+		}
+		b.Run(name, func(b *testing.B) {
+			url := ""
+			if rate > 0 {
+				url = sink.URL
+			}
+			newTracer := func(service string) *tracing.Tracer {
+				t, err := tracing.New(tracing.Config{ZipkinURL: url, SampleRate: rate, ServiceName: service})
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { t.Shutdown(context.Background()) })
+				return t
+			}
+			reg := discovery.NewLocal()
+			a := startMeshdB(b, "127.0.0.1:0", reg, newTracer("meshd"))
+			home := startMeshdB(b, "127.0.0.2:0", reg, newTracer("meshd"))
+			opts := client.Options{Logger: quiet, Zipkin: url, SampleRate: rate}
+			srvOpts := opts
+			srvOpts.ServiceName = "bench"
+			srv := client.NewServer(srvOpts)
+			srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+				return &client.Response{Body: call.Body}, nil
+			}))
+			if err := srv.Advertise(context.Background(), home.Addr()); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { srv.Shutdown(context.Background()) })
+			opts.ServiceName = "bench-client"
+			c, err := client.Dial(context.Background(), a.Addr(), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { c.Close() })
+			benchload.Run(b, 64, body, func(ctx context.Context, body []byte) ([]byte, error) {
+				res, err := c.Call(ctx, "bench", "echo", nil, body)
+				if err != nil {
+					return nil, err
+				}
+				return res.Body, nil
+			})
+		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,7 @@ type Tracer struct {
 	tp    *sdktrace.TracerProvider
 	t     trace.Tracer
 	queue *queue
+	rate  float64
 }
 
 // New returns a Tracer, or nil when cfg.ZipkinURL is empty.
@@ -67,7 +69,7 @@ func New(cfg Config) (*Tracer, error) {
 		sdktrace.WithSpanProcessor(q),
 		sdktrace.WithIDGenerator(ids{}),
 	)
-	return &Tracer{tp: tp, t: tp.Tracer("github.com/meshrpc/mesh"), queue: q}, nil
+	return &Tracer{tp: tp, t: tp.Tracer("github.com/meshrpc/mesh"), queue: q, rate: cfg.SampleRate}, nil
 }
 
 // Start begins a span of kind as a child of parent (a frame's tracing field;
@@ -77,6 +79,22 @@ func New(cfg Config) (*Tracer, error) {
 func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (context.Context, trace.Span, frame.Tracing) {
 	if t == nil {
 		return ctx, noop, parent
+	}
+	// Calls not recorded cost no more than a random number: the decision is
+	// made here and travels with the ids, and OpenTelemetry is not involved.
+	if parent.TraceID != 0 && !parent.Sampled() {
+		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(parent)), noop, parent
+	}
+	if parent.TraceID == 0 && !forced {
+		psc := trace.SpanContextFromContext(ctx)
+		switch {
+		case psc.IsValid() && !psc.IsSampled():
+			return ctx, noop, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: nonZero(), ParentID: spanID64(psc.SpanID())}
+		case !psc.IsValid() && rand.Float64() >= t.rate:
+			id := nonZero()
+			unsampled := frame.Tracing{TraceID: id, SpanID: id}
+			return trace.ContextWithRemoteSpanContext(ctx, FromFrame(unsampled)), noop, unsampled
+		}
 	}
 	if parent.TraceID != 0 {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, FromFrame(parent))
@@ -323,3 +341,6 @@ func (q *queue) Shutdown(ctx context.Context) error {
 	}
 	return errors.Join(q.exp.Shutdown(ctx))
 }
+
+func low64(t trace.TraceID) uint64   { return binary.BigEndian.Uint64(t[8:]) }
+func spanID64(s trace.SpanID) uint64 { return binary.BigEndian.Uint64(s[:]) }
