@@ -1,0 +1,103 @@
+package tracing
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	in := frame.Tracing{TraceID: 0x1122334455667788, SpanID: 0x99, Flags: frame.TracingSampled}
+	sc := FromFrame(in)
+	if !sc.IsValid() || !sc.IsSampled() || !sc.IsRemote() {
+		t.Fatalf("span context %+v", sc)
+	}
+	if out := ToFrame(sc, 7); out.TraceID != in.TraceID || out.SpanID != in.SpanID || out.ParentID != 7 || !out.Sampled() {
+		t.Fatalf("round trip gave %+v", out)
+	}
+	if ToFrame(trace.SpanContext{}, 0) != (frame.Tracing{}) {
+		t.Fatal("an invalid span context must give an empty field")
+	}
+}
+
+func newTestTracer(t *testing.T, rate float64) *Tracer {
+	tr, err := New(Config{ZipkinURL: "http://127.0.0.1:1/api/v2/spans", SampleRate: rate, ServiceName: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		tr.Shutdown(ctx)
+	})
+	return tr
+}
+
+func TestSamplingDecisions(t *testing.T) {
+	var off *Tracer
+	if _, span, tr := off.Start(context.Background(), "m", trace.SpanKindClient, frame.Tracing{}, false); span.IsRecording() || tr != (frame.Tracing{}) {
+		t.Fatal("a nil tracer recorded")
+	}
+	never := newTestTracer(t, 0)
+	_, span, tr := never.Start(context.Background(), "m", trace.SpanKindClient, frame.Tracing{}, false)
+	if span.IsRecording() || tr.TraceID == 0 || tr.Sampled() {
+		t.Fatalf("rate 0: recording %v, field %+v; want ids sent unsampled", span.IsRecording(), tr)
+	}
+	ctx, span, tr := never.Start(context.Background(), "m", trace.SpanKindClient, frame.Tracing{}, true)
+	if !span.IsRecording() || !tr.Sampled() {
+		t.Fatal("a forced call was not recorded")
+	}
+	// A child of a recorded span is recorded, in the same trace, with it as parent.
+	_, child, ctr := never.Start(ctx, "n", trace.SpanKindClient, frame.Tracing{}, false)
+	if !child.IsRecording() || ctr.TraceID != tr.TraceID || ctr.ParentID != tr.SpanID {
+		t.Fatalf("child field %+v of parent %+v", ctr, tr)
+	}
+	always := newTestTracer(t, 1)
+	// The caller's decision wins over the rate, both ways.
+	if _, span, out := always.Start(context.Background(), "m", trace.SpanKindServer, frame.Tracing{TraceID: 5, SpanID: 6}, false); span.IsRecording() || out.TraceID != 5 {
+		t.Fatal("an unsampled caller's call was recorded")
+	}
+	_, span, out := never.Start(context.Background(), "m", trace.SpanKindServer, frame.Tracing{TraceID: 5, SpanID: 6, Flags: 1}, false)
+	if !span.IsRecording() || out.TraceID != 5 || out.ParentID != 6 || out.SpanID == 6 {
+		t.Fatalf("a sampled caller's call: recording %v, field %+v", span.IsRecording(), out)
+	}
+}
+
+// blocker is an exporter that holds every export until released.
+type blocker struct {
+	once    sync.Once
+	release chan struct{}
+}
+
+func (b *blocker) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	<-b.release
+	return nil
+}
+func (b *blocker) Shutdown(context.Context) error { b.once.Do(func() { close(b.release) }); return nil }
+
+// A full queue drops and counts; ending a span never waits for the backend.
+func TestQueueDropsInsteadOfBlocking(t *testing.T) {
+	exp := &blocker{release: make(chan struct{})}
+	q := newQueue(exp, 10)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(q))
+	defer tp.Shutdown(context.Background())
+	tracer := tp.Tracer("t")
+	start := time.Now()
+	for range 2000 {
+		_, s := tracer.Start(context.Background(), "x")
+		s.End()
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("ending 2000 spans took %v with a stuck backend", d)
+	}
+	if q.dropped.Load() < 2000-10-batchSize {
+		t.Fatalf("dropped %d of 2000 with a queue of 10", q.dropped.Load())
+	}
+	exp.Shutdown(context.Background())
+}
