@@ -215,6 +215,20 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 			t.Fatalf("meshd span %s lacks its routing tags", s.OperationName)
 		}
 	}
+	// meshctl draws the same tree from Jaeger's API.
+	drawn, errOut, code := meshctl(t, "trace", traceID, "--traces", "http://127.0.0.1:16686")
+	if code != 0 {
+		t.Fatalf("meshctl trace: %s", errOut)
+	}
+	t.Logf("meshctl trace:\n%s", drawn)
+	for depth, svc := range want {
+		if !strings.Contains(drawn, strings.Repeat("  ", depth)+svc+" ") {
+			t.Fatalf("meshctl trace does not show %s at depth %d", svc, depth)
+		}
+	}
+	if !strings.Contains(drawn, "mesh.decision: power of two choices") {
+		t.Fatal("meshctl trace does not show the routing decision")
+	}
 }
 
 // A call retried after a busy instance shows both attempts and the cause in

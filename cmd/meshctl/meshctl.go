@@ -34,6 +34,8 @@ Usage:
   meshctl services [flags]                             list services with healthy instances
   meshctl instances SERVICE [flags]                    list a service's instances
   meshctl status [flags]                               show the meshd's status
+  meshctl trace TRACE_ID [--traces URL]                draw a trace from a Zipkin or Jaeger API
+                                                       (default $MESH_TRACES or http://127.0.0.1:16686)
 
 Flags (anywhere on the line):
   --via HOST:PORT     the meshd to talk to (default $MESH_VIA or 127.0.0.1:21300)
@@ -68,6 +70,7 @@ type opts struct {
 	explain  bool
 	trace    bool
 	zipkin   string
+	traces   string
 }
 
 // parse reads flags wherever they stand among the arguments.
@@ -88,6 +91,7 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs.BoolVar(&o.explain, "explain", false, "")
 	fs.BoolVar(&o.trace, "trace", false, "")
 	fs.StringVar(&o.zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "")
+	fs.StringVar(&o.traces, "traces", "", "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -116,7 +120,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := pos[0], pos[1:]
-	want := map[string][2]int{"call": {2, 3}, "services": {0, 0}, "instances": {1, 1}, "status": {0, 0}}
+	want := map[string][2]int{"call": {2, 3}, "services": {0, 0}, "instances": {1, 1}, "status": {0, 0}, "trace": {1, 1}}
 	n, ok := want[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "meshctl: unknown command %q\n\n%s", cmd, usage)
@@ -125,6 +129,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(rest) < n[0] || len(rest) > n[1] {
 		fmt.Fprintf(stderr, "meshctl %s: wrong number of arguments\n\n%s", cmd, usage)
 		return exitUsage
+	}
+	if cmd == "trace" {
+		return traceCmd(rest[0], o.traces, stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
