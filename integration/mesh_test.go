@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,32 +190,8 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	waitFor(t, 10*time.Second, "meshd A sees echo", func() bool { return seesServices(t, a, "echo") })
 
 	sdk := dial(t, a.addr)
-	var ok, failed atomic.Int64
-	var firstErr atomic.Value
 	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			tick := time.NewTicker(20 * time.Millisecond) // 4 × 50 calls/s
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_, err := sdk.Call(ctx, "echo", "echo", nil, []byte("steady"))
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-				} else {
-					ok.Add(1)
-				}
-			}
-		})
-	}
+	l := runLoad(sdk, "echo", "echo", 200, stop)
 	time.Sleep(2 * time.Second)
 	agent.Kill()
 	t.Log("consul stopped")
@@ -227,14 +201,13 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	d := waitFor(t, 15*time.Second, "echo registered again", func() bool { return len(passing(t, capi, "echo")) == 1 })
 	t.Logf("registration restored %v after consul came back", d)
 	time.Sleep(3 * time.Second)
-	close(stop)
-	wg.Wait()
-	t.Logf("calls during the outage test: %d ok, %d failed", ok.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Fatalf("%d calls failed (first: %v)", failed.Load(), firstErr.Load())
+	l.stop(stop)
+	t.Logf("calls during the outage test: %d ok, %d failed", l.ok.Load(), l.failed.Load())
+	if l.failed.Load() > 0 {
+		t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
 	}
-	if ok.Load() < 1000 {
-		t.Fatalf("only %d calls made", ok.Load())
+	if l.ok.Load() < 1000 {
+		t.Fatalf("only %d calls made", l.ok.Load())
 	}
 	if _, _, code := meshctl(t, "call", "echo", "echo", "after", "--via", a.addr); code != 0 {
 		t.Fatal("call after recovery failed")

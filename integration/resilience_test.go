@@ -70,10 +70,11 @@ type load struct {
 	mu         sync.Mutex
 	by         map[string]int
 	firstErr   atomic.Value
+	done       chan struct{}
 }
 
-func runLoad(c *client.Client, service string, rate int, stop <-chan struct{}, opts ...client.CallOption) *load {
-	l := &load{by: map[string]int{}}
+func runLoad(c *client.Client, service, method string, rate int, stop <-chan struct{}, opts ...client.CallOption) *load {
+	l := &load{by: map[string]int{}, done: make(chan struct{})}
 	const workers = 20
 	per := time.Second * workers / time.Duration(rate)
 	var wg sync.WaitGroup
@@ -89,7 +90,7 @@ func runLoad(c *client.Client, service string, rate int, stop <-chan struct{}, o
 				case <-tick.C:
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				res, err := c.Call(ctx, service, "work", nil, nil, opts...)
+				res, err := c.Call(ctx, service, method, nil, nil, opts...)
 				cancel()
 				if err != nil {
 					l.failed.Add(1)
@@ -103,8 +104,14 @@ func runLoad(c *client.Client, service string, rate int, stop <-chan struct{}, o
 			}
 		})
 	}
-	go func() { <-stop; wg.Wait() }()
+	go func() { <-stop; wg.Wait(); close(l.done) }()
 	return l
+}
+
+// stop ends the load and waits for its calls in flight.
+func (l *load) stop(stop chan struct{}) {
+	close(stop)
+	<-l.done
 }
 
 func (l *load) share(name string) (int, int) {
@@ -151,7 +158,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 	waitFor(t, 10*time.Second, "work visible from A", func() bool { return seesServices(t, a, "work") })
 	c := dial(t, a.addr)
 	stop := make(chan struct{})
-	l := runLoad(c, "work", 200, stop)
+	l := runLoad(c, "work", "work", 200, stop)
 	time.Sleep(2 * time.Second)
 
 	broken := time.Now()
@@ -207,7 +214,7 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 		f.code.Store(int32(frame.ErrCodeBusy))
 	}
 	base := attempts()
-	l := runLoad(c, "down", 200, stop)
+	l := runLoad(c, "down", "work", 200, stop)
 	time.Sleep(10 * time.Second)
 	calls := l.ok.Load() + l.failed.Load()
 	sent := attempts() - base
@@ -326,8 +333,8 @@ func TestCallerRateLimit(t *testing.T) {
 	}
 	defer modest.Close()
 	stop := make(chan struct{})
-	g := runLoad(greedy, "limited", 1000, stop)
-	m := runLoad(modest, "limited", 50, stop)
+	g := runLoad(greedy, "limited", "work", 1000, stop)
+	m := runLoad(modest, "limited", "work", 50, stop)
 	const window = 5 * time.Second
 	time.Sleep(window)
 	close(stop)

@@ -46,9 +46,9 @@ suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./
 
 # Integration suites run real programs: a Consul agent built from the module
 # proxy (cached in .cache/bin after the first build), meshds, tchannel-go peers.
-echo "== building consul (cached after the first run)"
-if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1; then
-  suite integration go test -tags integration -count=1 -v ./discovery/ ./integration/...
+echo "== building consul and jaeger (cached after the first run)"
+if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1 && scripts/tool.sh jaeger >>"$logs/consul-build.log" 2>&1; then
+  suite integration go test -tags integration -count=1 -timeout 30m -v ./discovery/ ./integration/...
   echo "integration figures:"
   grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' "$logs/integration.log" | grep -v -- '--- log of' | sed 's/^ */  /' | head -40
 else

@@ -282,14 +282,17 @@ func (q *queue) run() {
 		clear(batch)
 		batch = batch[:0]
 	}
+	add := func(s sdktrace.ReadOnlySpan) {
+		if batch = append(batch, s); len(batch) == batchSize {
+			send()
+		}
+	}
+	// drain sends everything queued so far.
 	drain := func() {
 		for {
 			select {
 			case s := <-q.ch:
-				batch = append(batch, s)
-				if len(batch) == batchSize {
-					send()
-				}
+				add(s)
 			default:
 				send()
 				return
@@ -299,10 +302,7 @@ func (q *queue) run() {
 	for {
 		select {
 		case s := <-q.ch:
-			batch = append(batch, s)
-			if len(batch) == batchSize {
-				send()
-			}
+			add(s)
 		case <-tick.C:
 			send()
 		case ack := <-q.flush:
