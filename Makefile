@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: run run-consul test bench build fuzz consul jaeger
+.PHONY: run run-consul test bench build fuzz consul jaeger images up down
 
 # Quick start: a meshd with the example services on this host, and calls to them.
 run:
@@ -35,3 +35,14 @@ consul:
 # 127.0.0.1:9411, UI and query API on :16686.
 jaeger:
 	./scripts/tool.sh jaeger
+
+# FROM-scratch images of meshd, the examples, Consul and Jaeger (deploy/docker).
+images:
+	./scripts/images.sh
+
+# A three-host mesh in containers (deploy/compose.yaml); down removes it.
+up: images
+	./scripts/compose.sh up
+
+down:
+	./scripts/compose.sh down
