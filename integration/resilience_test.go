@@ -124,6 +124,20 @@ func (l *load) share(name string) (int, int) {
 	return l.by[name], total
 }
 
+// sharePrefix is like share for every answer that starts with prefix.
+func (l *load) sharePrefix(prefix string) (int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, total := 0, 0
+	for who, k := range l.by {
+		total += k
+		if strings.HasPrefix(who, prefix) {
+			n += k
+		}
+	}
+	return n, total
+}
+
 func (l *load) reset() {
 	l.mu.Lock()
 	l.by = map[string]int{}
