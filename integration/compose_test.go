@@ -3,10 +3,13 @@
 package integration
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -88,6 +91,58 @@ func TestComposeMesh(t *testing.T) {
 		out, _, _ := meshctl(t, "instances", "kv", "--via", "127.0.0.1:21301")
 		if !strings.Contains(out, "10.89.0.13:21300") {
 			t.Fatalf("kv should be registered at host3's meshd: %s", out)
+		}
+	})
+
+	t.Run("rolling restart of every instance", func(t *testing.T) {
+		// 200 callers in a closed loop through host1 while echo1..3 restart one
+		// by one: each drains (withdraws, finishes in-flight calls, exits) and
+		// comes back.
+		sdk := dial(t, "127.0.0.1:21301")
+		var ok, failed atomic.Int64
+		var firstErr atomic.Value
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 200 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					_, err := sdk.Call(ctx, "echo", "echo", nil, []byte("r"))
+					cancel()
+					if err != nil {
+						failed.Add(1)
+						firstErr.CompareAndSwap(nil, err.Error())
+					} else {
+						ok.Add(1)
+					}
+				}
+			})
+		}
+		begin := time.Now()
+		for _, svc := range []string{"echo1", "echo2", "echo3"} {
+			c.docker("restart", "-t", "10", c.id(svc))
+			waitFor(t, 30*time.Second, svc+" back", func() bool {
+				out, _, _ := meshctl(t, "instances", "echo", "--via", "127.0.0.1:21301")
+				return strings.Count(out, `"id"`) == 3
+			})
+		}
+		for ok.Load()+failed.Load() < 20000 && time.Since(begin) < time.Minute {
+			time.Sleep(100 * time.Millisecond)
+		}
+		close(stop)
+		wg.Wait()
+		t.Logf("rolling restart of 3 instances under 200 concurrent callers: %d ok, %d failed in %v",
+			ok.Load(), failed.Load(), time.Since(begin).Round(time.Millisecond))
+		if failed.Load() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", failed.Load(), firstErr.Load())
+		}
+		if ok.Load() < 20000 {
+			t.Fatalf("only %d calls made", ok.Load())
 		}
 	})
 
