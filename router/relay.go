@@ -109,6 +109,7 @@ type relayed struct {
 	rec      record        // the routing decisions, for explanations; guarded by Router.mu
 	span     trace.Span    // this hop's span, when the call is traced
 	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
+	attempt  *time.Timer   // ends the current attempt at the per-attempt timeout
 }
 
 // outcome is how one attempt ended, as its instance's endpoint learns it.
@@ -431,6 +432,9 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	r.mu.Unlock()
 	tracing := req.Tracing // req is reused by the read loop: copy what the timer needs
 	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tracing) })
+	if ep != nil {
+		r.watchAttempt(rc, rc.dstID, r.policies.limits(ep.service).policy.TryTimeout.D())
+	}
 
 	if err := dst.Write(out); err != nil {
 		r.finish(rc, errored(frame.ErrCodeNetwork))
@@ -562,6 +566,11 @@ func (r *Router) finish(rc *relayed, result outcome) bool {
 	if rc.timer != nil {
 		rc.timer.Stop()
 	}
+	r.mu.Lock()
+	if rc.attempt != nil {
+		rc.attempt.Stop()
+	}
+	r.mu.Unlock()
 	ep.judge(start, result)
 	r.endSpan(rc, result)
 	rc.retry.release(&r.saved)

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -183,7 +184,9 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	}
 	r.out[callKey{dst, rc.dstID}] = rc
 	st.tried = append(st.tried, ep.id)
+	dstID := rc.dstID
 	r.mu.Unlock()
+	r.watchAttempt(rc, dstID, r.policies.limits(ep.service).policy.TryTimeout.D())
 	ep.pending.Add(1)
 	if err := dst.Write(out); err != nil {
 		if r.finish(rc, errored(frame.ErrCodeNetwork)) {
@@ -232,4 +235,39 @@ func (b *retryBudget) withdraw(ratio float64) bool {
 	}
 	b.retries++
 	return true
+}
+
+// watchAttempt ends the attempt sent with id dstID if no answer came within
+// the per-attempt timeout: the next hop should have answered Timeout by then,
+// so it is unreachable (a partition, a hung process). The attempt counts as
+// timed out: retried elsewhere when the flags allow, else the caller hears it.
+func (r *Router) watchAttempt(rc *relayed, dstID uint32, timeout time.Duration) {
+	if timeout <= 0 {
+		return
+	}
+	grace := timeout + timeout/4 + 50*time.Millisecond // room for the next hop's own Timeout answer
+	t := time.AfterFunc(grace, func() {
+		r.mu.Lock()
+		current := !rc.done && rc.dstID == dstID
+		dst := rc.dst
+		r.mu.Unlock()
+		if !current {
+			return
+		}
+		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
+			dst.Write(b)
+		}
+		if r.retryAfter(rc, frame.ErrCodeTimeout) {
+			return
+		}
+		if r.finish(rc, errored(frame.ErrCodeTimeout)) {
+			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeTimeout, fmt.Sprintf("no answer within the %v attempt timeout", timeout))
+		}
+	})
+	r.mu.Lock()
+	if rc.attempt != nil {
+		rc.attempt.Stop()
+	}
+	rc.attempt = t
+	r.mu.Unlock()
 }

@@ -410,3 +410,42 @@ func TestTryTimeoutRetriesElsewhere(t *testing.T) {
 		t.Fatalf("the hung instance saw a TTL of %v, want at most the 100ms attempt timeout", ttl)
 	}
 }
+
+// An instance that never answers (a partition, a hung process) does not hold
+// a call past the per-attempt timeout: the relay gives up on the attempt
+// itself and retries elsewhere.
+func TestSilentInstanceIsLeftAtTheAttemptTimeout(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	if err := a.SetPolicies(router.Policies{"mute": {TryTimeout: router.Duration(100 * time.Millisecond)}}); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	silent := client.NewServer(client.Options{Logger: quiet})
+	silent.Register("mute", "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		<-release // ignores its deadline
+		return nil, ctx.Err()
+	}))
+	if err := silent.Advertise(context.Background(), a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	var good atomic.Int64
+	countingServer(t, a.Addr(), "mute", 0, &good)
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		start := time.Now()
+		_, err := c.Call(ctx, "mute", "m", nil, nil, client.WithRetryFlags("ct"))
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("call %d took %v despite the 100ms attempt timeout", i, d)
+		}
+	}
+}
