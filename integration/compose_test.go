@@ -7,11 +7,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshrpc/mesh/client"
 )
 
 // script runs one of scripts/ (images.sh, compose.sh) and fails the test loudly
@@ -208,6 +213,56 @@ func TestComposeMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("a host cut off the network", func(t *testing.T) {
+		// With a 300ms attempt timeout for echo (a policy in Consul KV), calls
+		// that may be retried on timeouts ("re: ct") move off a host that
+		// stops answering.
+		capi := consulAPI(t, "127.0.0.1:8511")
+		if _, err := capi.KV().Put(&api.KVPair{Key: "mesh/policies/echo", Value: []byte(`{"try_timeout": "300ms"}`)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		defer capi.KV().Delete("mesh/policies/echo", nil)
+		time.Sleep(time.Second)
+		sdk := dial(t, "127.0.0.1:21301")
+		stop := make(chan struct{})
+		l := runLoad(sdk, "echo", "whoami", 200, stop, client.WithRetryFlags("ct"))
+		host3 := c.docker("inspect", "-f", "{{.Config.Hostname}}", c.id("host3"))
+		time.Sleep(2 * time.Second)
+		before := l.latencies()
+		network := c.docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}", c.id("host3"))
+		cut := time.Now()
+		c.docker("network", "disconnect", network, c.id("host3"))
+		var lastSeen time.Time
+		for time.Since(cut) < 10*time.Second {
+			if n, _ := l.sharePrefix(host3 + " "); n > 0 {
+				lastSeen = time.Now()
+			}
+			l.reset()
+			time.Sleep(20 * time.Millisecond)
+		}
+		during := l.latencies()
+		c.docker("network", "connect", "--ip", "10.89.0.13", network, c.id("host3"))
+		reconnected := time.Now()
+		waitFor(t, 60*time.Second, "host3 answering again", func() bool {
+			n, _ := l.sharePrefix(host3 + " ")
+			return n > 0
+		})
+		recovered := time.Since(reconnected)
+		time.Sleep(2 * time.Second)
+		after := l.latencies()
+		l.stop(stop)
+		routedAround := time.Duration(0)
+		if !lastSeen.IsZero() {
+			routedAround = lastSeen.Sub(cut)
+		}
+		t.Logf("host3 cut off for 10s under 200 calls/s: %d ok, %d failed; p99 before %v, during %v, after %v; "+
+			"last answer from host3 %v after the cut; host3 answering again %v after reconnecting",
+			l.ok.Load(), l.failed.Load(), p99(before), p99(during), p99(after), routedAround.Round(time.Millisecond), recovered.Round(time.Millisecond))
+		if l.failed.Load() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+		}
+	})
+
 	t.Run("consul leader killed", func(t *testing.T) {
 		sdk := dial(t, "127.0.0.1:21301")
 		stop := make(chan struct{})
@@ -232,4 +287,12 @@ func TestComposeMesh(t *testing.T) {
 		}
 		c.docker("start", c.id(leader))
 	})
+}
+
+func p99(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)*99/100].Round(time.Millisecond)
 }

@@ -71,6 +71,16 @@ type load struct {
 	by         map[string]int
 	firstErr   atomic.Value
 	done       chan struct{}
+	lat        []time.Duration // since the last latencies()
+}
+
+// latencies returns the call latencies since the last call to it.
+func (l *load) latencies() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.lat
+	l.lat = nil
+	return out
 }
 
 func runLoad(c *client.Client, service, method string, rate int, stop <-chan struct{}, opts ...client.CallOption) *load {
@@ -90,8 +100,13 @@ func runLoad(c *client.Client, service, method string, rate int, stop <-chan str
 				case <-tick.C:
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				start := time.Now()
 				res, err := c.Call(ctx, service, method, nil, nil, opts...)
+				took := time.Since(start)
 				cancel()
+				l.mu.Lock()
+				l.lat = append(l.lat, took)
+				l.mu.Unlock()
 				if err != nil {
 					l.failed.Add(1)
 					l.firstErr.CompareAndSwap(nil, err.Error())
