@@ -4,6 +4,8 @@ package integration
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -263,6 +265,31 @@ func TestComposeMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("consul client agent stopped for 60s", func(t *testing.T) {
+		// host1's agent goes away: its meshd keeps routing from its last
+		// known instances (stale), and re-registers when the agent is back.
+		sdk := dial(t, "127.0.0.1:21301")
+		stop := make(chan struct{})
+		l := runLoad(sdk, "echo", "whoami", 200, stop)
+		time.Sleep(2 * time.Second)
+		agent := c.id("agent1")
+		c.docker("stop", "-t", "5", agent)
+		waitFor(t, 10*time.Second, "meshd1 reports a stale registry", func() bool {
+			return strings.Contains(metricsOfAddr(t, "127.0.0.1:21311"), "mesh_registry_stale{backend=\"consul\"} 1")
+		})
+		time.Sleep(60 * time.Second)
+		c.docker("start", agent)
+		waitFor(t, 30*time.Second, "meshd1's registry fresh again", func() bool {
+			return strings.Contains(metricsOfAddr(t, "127.0.0.1:21311"), "mesh_registry_stale{backend=\"consul\"} 0")
+		})
+		time.Sleep(time.Second)
+		l.stop(stop)
+		t.Logf("host1's Consul agent stopped for 60s under 200 calls/s: %d ok, %d failed", l.ok.Load(), l.failed.Load())
+		if l.failed.Load() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+		}
+	})
+
 	t.Run("consul leader killed", func(t *testing.T) {
 		sdk := dial(t, "127.0.0.1:21301")
 		stop := make(chan struct{})
@@ -295,4 +322,14 @@ func p99(d []time.Duration) time.Duration {
 	}
 	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
 	return d[len(d)*99/100].Round(time.Millisecond)
+}
+
+func metricsOfAddr(t *testing.T, admin string) string {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

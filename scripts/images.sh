@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local CGO_ENABLED=0
 out=.cache/static
 mkdir -p "$out"
-go build -o "$out/" ./cmd/meshd ./cmd/meshctl ./examples/echo ./examples/kv
+go build -o "$out/" ./cmd/meshd ./cmd/meshctl ./examples/echo ./examples/kv ./deploy/pause
 consul=$(scripts/tool.sh consul)
 jaeger=$(scripts/tool.sh jaeger)
 
@@ -23,6 +23,7 @@ image() { # image NAME BINARY...
   echo "built mesh/$name:dev"
 }
 image meshd "$out/meshd"
+image pause "$out/pause"
 image examples "$out/echo" "$out/kv"
 cp "$consul" "$out/consul" && image consul "$out/consul"
 cp "$jaeger" "$out/jaeger" && image jaeger "$out/jaeger"
