@@ -101,6 +101,47 @@ func TestComposeMesh(t *testing.T) {
 		}
 	})
 
+	t.Run("one trace across the three hosts", func(t *testing.T) {
+		// host1 → front on host2, which forwards to kv on host3.
+		out, errOut, code := meshctl(t, "call", "front", "forward", `{"service":"kv","method":"list","body":"{}"}`,
+			"--raw", "--trace", "--via", "127.0.0.1:21301")
+		if code != 0 {
+			t.Fatalf("forward: %q %q", out, errOut)
+		}
+		_, traceID, _ := strings.Cut(errOut, "trace id: ")
+		traceID = strings.TrimSpace(strings.Split(traceID, "\n")[0])
+		want := map[string]int{"meshd": 4, "front": 2, "kv": 1}
+		var spans []jaegerSpan
+		var svc map[string]string
+		waitFor(t, 20*time.Second, "the trace in Jaeger", func() bool {
+			resp, err := http.Get("http://127.0.0.1:16686/api/traces/" + traceID)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			spans, svc = fetchTrace(t, traceID)
+			return len(spans) >= 7
+		})
+		got := map[string]int{}
+		var instances []string
+		for _, s := range spans {
+			got[svc[s.SpanID]]++
+			if i := s.tag("mesh.instance"); i != "" {
+				instances = append(instances, i)
+			}
+		}
+		t.Logf("trace %s in Jaeger: spans by service %v; meshd hops chose %v", traceID, got, instances)
+		for k, n := range want {
+			if got[k] != n {
+				t.Fatalf("%d %s spans, want %d", got[k], k, n)
+			}
+		}
+		joined := strings.Join(instances, " ")
+		if !strings.Contains(joined, "front@10.89.0.12") || !strings.Contains(joined, "kv@10.89.0.13") {
+			t.Fatalf("the hops did not route host1 → host2 → host3: %v", instances)
+		}
+	})
+
 	t.Run("rolling restart of every instance", func(t *testing.T) {
 		// 200 callers in a closed loop through host1 while echo1..3 restart one
 		// by one: each drains (withdraws, finishes in-flight calls, exits) and

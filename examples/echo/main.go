@@ -1,10 +1,12 @@
 // Command echo is an example raw service: method "echo" answers with the
-// body it got, "fail" answers with an application error, "sleep" waits for
-// the duration in its body. It advertises to a meshd.
+// body it got, "whoami" with its host and pid, "fail" with an application
+// error, "sleep" waits for the duration in its body, and "forward" calls the
+// service and method its JSON body names. It advertises to a meshd.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"time"
 
@@ -17,7 +19,24 @@ func main() {
 	name, log := &f.Service, run.Logger(f.Service)
 
 	host, _ := os.Hostname()
-	s := client.NewServer(client.Options{ServiceName: *name, Logger: log})
+	s := client.NewServer(f.Options(log))
+	// forward calls another service through the same meshd, so one call can
+	// cross several hosts (and show as one trace).
+	out, err := client.Dial(context.Background(), f.Meshd, f.Options(log))
+	if err != nil {
+		log.Warn("no client to forward with", "err", err)
+	}
+	s.Register(*name, "forward", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		var to struct{ Service, Method, Body string }
+		if err := json.Unmarshal(call.Body, &to); err != nil || to.Service == "" || out == nil {
+			return nil, &client.ApplicationError{Body: []byte(`forward wants {"service":..., "method":..., "body":...}`)}
+		}
+		res, err := out.Call(ctx, to.Service, to.Method, nil, []byte(to.Body))
+		if err != nil {
+			return nil, err
+		}
+		return &client.Response{Body: res.Body}, nil
+	}))
 	s.Register(*name, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Headers: call.Headers, Body: call.Body}, nil
 	}))

@@ -28,7 +28,7 @@ func main() {
 	name, log := &f.Service, run.Logger(f.Service)
 
 	st := &store{m: map[string]string{}}
-	s := client.NewServer(client.Options{ServiceName: *name, Logger: log})
+	s := client.NewServer(f.Options(log))
 	s.Register(*name, "put", client.JSON(func(ctx context.Context, h map[string]string, e entry) (entry, error) {
 		if e.Key == "" {
 			return entry{}, errors.New("key is required")

@@ -18,6 +18,12 @@ import (
 type Flags struct {
 	Meshd   string
 	Service string
+	Zipkin  string // where this service's spans go ("": no tracing)
+}
+
+// Options are the SDK options the flags ask for.
+func (f Flags) Options(log *slog.Logger) client.Options {
+	return client.Options{ServiceName: f.Service, Zipkin: f.Zipkin, Logger: log}
 }
 
 // ParseFlags reads --meshd (default $MESH_VIA or 127.0.0.1:21300) and
@@ -30,6 +36,7 @@ func ParseFlags(defaultName string) Flags {
 	var f Flags
 	flag.StringVar(&f.Meshd, "meshd", via, "meshd `address` to advertise to")
 	flag.StringVar(&f.Service, "service", defaultName, "service `name` to advertise")
+	flag.StringVar(&f.Zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "Zipkin v2 `URL` for this service's spans (default $MESH_ZIPKIN)")
 	flag.Parse()
 	return f
 }
