@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -55,8 +56,13 @@ func encodeJSONHeaders(h map[string]string) ([]byte, error) {
 	return b, nil
 }
 
+// tracingPrefix marks the application headers in which tchannel-go's JSON
+// and Thrift schemes carry a tracer's own context; they are the tracer's,
+// not the application's, so handlers do not see them.
+const tracingPrefix = "$tracing$"
+
 // decodeJSONHeaders accepts the three forms peers send for "no headers":
-// nothing, null and {}.
+// nothing, null and {}; it drops tracing headers.
 func decodeJSONHeaders(b []byte) (map[string]string, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || string(b) == "null" {
@@ -65,6 +71,11 @@ func decodeJSONHeaders(b []byte) (map[string]string, error) {
 	var h map[string]string
 	if err := json.Unmarshal(b, &h); err != nil {
 		return nil, Errorf(frame.ErrCodeBadRequest, "JSON headers must be an object of strings: %v", err)
+	}
+	for k := range h {
+		if strings.HasPrefix(k, tracingPrefix) {
+			delete(h, k)
+		}
 	}
 	return h, nil
 }
