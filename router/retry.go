@@ -128,6 +128,9 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 		return false
 	}
 	delete(r.out, callKey{rc.dst, rc.dstID})
+	if rc.attempt != nil {
+		rc.attempt.Stop() // this attempt is over; the next one gets its own
+	}
 	ep, start := rc.ep, rc.start
 	rc.ep = nil
 	rc.rec.end(errored(code), time.Since(start))
