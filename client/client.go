@@ -198,7 +198,9 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 			tr = newTracing()
 		}
 		req.Tracing = tr
-		span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
+		}
 	}
 	if cl.report != nil {
 		*cl.report = req.Tracing
