@@ -413,28 +413,24 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	rc.deadline = rc.start.Add(ttl)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
 	r.startSpan(rc, f, req, out)
+	var pol Policy // the service's policy, on the hop that chose the instance
 	if ep != nil {
-		setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
+		pol = r.policies.limits(ep.service).policy
+		setTTL(out, rc.deadline, pol.TryTimeout.D())
+		r.budget(ep.service).deposit()
+		if rc.reqDone {
+			rc.retry = r.retryState(f, req, ep, pol.MaxAttempts)
+		}
 	}
 	*bp = out
 
-	if ep != nil {
-		r.budget(ep.service).deposit()
-		if rc.reqDone {
-			rc.retry = r.retryState(f, req, ep, r.policies.limits(ep.service).policy.MaxAttempts)
-		}
-	}
 	r.mu.Lock()
-	if !rc.reqDone {
-		r.in[callKey{src, rc.srcID}] = rc
-	}
+	r.in[callKey{src, rc.srcID}] = rc // continue frames and cancels find it; finish removes it
 	r.out[callKey{dst, rc.dstID}] = rc
 	r.mu.Unlock()
 	tracing := req.Tracing // req is reused by the read loop: copy what the timer needs
 	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tracing) })
-	if ep != nil {
-		r.watchAttempt(rc, rc.dstID, r.policies.limits(ep.service).policy.TryTimeout.D())
-	}
+	r.watchAttempt(rc, rc.dstID, pol.TryTimeout.D())
 
 	if err := dst.Write(out); err != nil {
 		r.finish(rc, errored(frame.ErrCodeNetwork))
@@ -488,27 +484,27 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 	case frame.TypeCallReqContinue:
 		r.mu.Lock()
 		rc := r.in[callKey{from, f.ID}]
-		last := len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
-		if rc != nil && last {
-			delete(r.in, callKey{from, f.ID})
-			rc.reqDone = true
+		if rc == nil || rc.reqDone {
+			r.mu.Unlock()
+			return // a call this meshd answered already, or a stray frame
 		}
+		rc.reqDone = len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
+		dst, dstID := rc.dst, rc.dstID
 		r.mu.Unlock()
-		if rc != nil {
-			binary.BigEndian.PutUint32(f.Raw[4:8], rc.dstID)
-			rc.dst.Write(f.Raw)
-		}
+		binary.BigEndian.PutUint32(f.Raw[4:8], dstID)
+		dst.Write(f.Raw)
 	case frame.TypeCancel:
 		r.mu.Lock()
 		rc := r.in[callKey{from, f.ID}]
-		r.mu.Unlock()
-		if rc == nil {
-			// A cancel may come after the whole request went out.
-			rc = r.findBySource(from, f.ID)
-		}
+		var dst *conn.Conn
+		var dstID uint32
 		if rc != nil {
-			binary.BigEndian.PutUint32(f.Raw[4:8], rc.dstID)
-			rc.dst.Write(f.Raw)
+			dst, dstID = rc.dst, rc.dstID
+		}
+		r.mu.Unlock()
+		if rc != nil {
+			binary.BigEndian.PutUint32(f.Raw[4:8], dstID)
+			dst.Write(f.Raw)
 			r.finish(rc, unjudged)
 		}
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
@@ -533,17 +529,6 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 			r.finish(rc, answered(rc.appErr))
 		}
 	}
-}
-
-func (r *Router) findBySource(src *conn.Conn, id uint32) *relayed {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, rc := range r.out {
-		if rc.src == src && rc.srcID == id {
-			return rc
-		}
-	}
-	return nil
 }
 
 // finish forgets a call and tells its endpoint how it went; it reports

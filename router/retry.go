@@ -181,7 +181,8 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
 	rc.rec.add(ep, ep.addr, ch)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
-	setTTL(out, rc.deadline, r.policies.limits(ep.service).policy.TryTimeout.D())
+	tryTimeout := r.policies.limits(ep.service).policy.TryTimeout.D()
+	setTTL(out, rc.deadline, tryTimeout)
 	if rc.hop.TraceID != 0 {
 		rc.hop.Put(out[frame.CallReqTracingOffset:])
 	}
@@ -189,7 +190,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	st.tried = append(st.tried, ep.id)
 	dstID := rc.dstID
 	r.mu.Unlock()
-	r.watchAttempt(rc, dstID, r.policies.limits(ep.service).policy.TryTimeout.D())
+	r.watchAttempt(rc, dstID, tryTimeout)
 	ep.pending.Add(1)
 	if err := dst.Write(out); err != nil {
 		if r.finish(rc, errored(frame.ErrCodeNetwork)) {

@@ -449,3 +449,39 @@ func TestSilentInstanceIsLeftAtTheAttemptTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A caller's cancel travels through the relay to the handler, after the
+// whole request went out.
+func TestCancelCrossesTheRelay(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	started, stopped := make(chan struct{}), make(chan struct{})
+	s := client.NewServer(client.Options{Logger: quiet})
+	s.Register("slow", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		close(started)
+		<-ctx.Done()
+		close(stopped)
+		return nil, ctx.Err()
+	}))
+	if err := s.Advertise(context.Background(), a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	go func() { <-started; cancel() }()
+	if _, err := c.Call(ctx, "slow", "wait", nil, nil); client.CodeOf(err) != frame.ErrCodeCancelled {
+		t.Fatalf("got %v, want cancelled", err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cancel did not reach the handler through meshd")
+	}
+	if n := a.Status(context.Background()).InFlight; n != 0 {
+		t.Fatalf("%d calls still in flight in the relay", n)
+	}
+}
