@@ -90,45 +90,36 @@ func ParsePolicy(b []byte) (Policy, error) {
 	return p, p.Validate()
 }
 
-// merged fills p's zero fields from base.
+// merged fills p's zero fields from base. A rate limit and its burst go
+// together: a policy that sets no rate takes the base's burst with it.
 func (p Policy) merged(base Policy) Policy {
-	if p.MaxAttempts == 0 {
-		p.MaxAttempts = base.MaxAttempts
-	}
-	if p.TryTimeout == 0 {
-		p.TryTimeout = base.TryTimeout
-	}
 	if p.RateLimit == 0 {
-		p.RateLimit, p.Burst = base.RateLimit, base.Burst
-	}
-	if p.Burst == 0 {
 		p.Burst = base.Burst
 	}
-	if p.CallerRateLimit == 0 {
-		p.CallerRateLimit = base.CallerRateLimit
-	}
-	if p.MaxConcurrent == 0 {
-		p.MaxConcurrent = base.MaxConcurrent
-	}
+	p.MaxAttempts = or(p.MaxAttempts, base.MaxAttempts)
+	p.TryTimeout = or(p.TryTimeout, base.TryTimeout)
+	p.RateLimit = or(p.RateLimit, base.RateLimit)
+	p.Burst = or(p.Burst, base.Burst)
+	p.CallerRateLimit = or(p.CallerRateLimit, base.CallerRateLimit)
+	p.MaxConcurrent = or(p.MaxConcurrent, base.MaxConcurrent)
+	p.Balancer = or(p.Balancer, base.Balancer)
+	p.RetryBudget = or(p.RetryBudget, base.RetryBudget)
+	p.BreakerFailures = or(p.BreakerFailures, base.BreakerFailures)
+	p.BreakerRatio = or(p.BreakerRatio, base.BreakerRatio)
+	p.BreakerOpenFor = or(p.BreakerOpenFor, base.BreakerOpenFor)
 	if p.Blocked == nil {
 		p.Blocked = base.Blocked
 	}
-	if p.Balancer == "" {
-		p.Balancer = base.Balancer
-	}
-	if p.RetryBudget == 0 {
-		p.RetryBudget = base.RetryBudget
-	}
-	if p.BreakerFailures == 0 {
-		p.BreakerFailures = base.BreakerFailures
-	}
-	if p.BreakerRatio == 0 {
-		p.BreakerRatio = base.BreakerRatio
-	}
-	if p.BreakerOpenFor == 0 {
-		p.BreakerOpenFor = base.BreakerOpenFor
-	}
 	return p
+}
+
+// or is v, or fallback when v is the zero value.
+func or[T comparable](v, fallback T) T {
+	var zero T
+	if v == zero {
+		return fallback
+	}
+	return v
 }
 
 // withDefaults fills what is still unset with the built-in defaults.
