@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -125,34 +126,7 @@ func (rec *record) explain() Explanation {
 		if a.ep != nil {
 			info.Instance = a.ep.id
 		}
-		ch := a.choice
-		switch ch.how {
-		case byRendezvous:
-			info.Why = "shard key: the highest rendezvous hash"
-		case byRoundRobin:
-			info.Why = "round robin"
-		case byP2C:
-			info.Why = fmt.Sprintf("power of two choices: expected wait %.1fµs (peak-EWMA latency × calls in flight)", ch.cost/1e3)
-			if ch.rival != nil {
-				info.Why += fmt.Sprintf(" beat %s at %.1fµs", ch.rival.id, ch.rivalCost/1e3)
-			} else {
-				info.Why += ", the only usable instance"
-			}
-		}
-		info.Why += fmt.Sprintf(" (%d instances", ch.considered)
-		if ch.open > 0 {
-			info.Why += fmt.Sprintf(", %d behind open breakers", ch.open)
-		}
-		if ch.unreachable > 0 {
-			info.Why += fmt.Sprintf(", %d unreachable", ch.unreachable)
-		}
-		if ch.panic {
-			info.Why += "; all breakers open, so picked regardless"
-		}
-		info.Why += ")"
-		if i > 0 {
-			info.Why = "retry: " + info.Why
-		}
+		info.Why = string(rec.appendWhy(nil, i))
 		if a.done {
 			info.Result = resultName(a.result)
 		}
@@ -165,6 +139,55 @@ func (rec *record) explain() Explanation {
 		e.Result = e.Attempts[rec.n-1].Result
 	}
 	return e
+}
+
+// appendWhy writes why attempt i went where it did, in words.
+func (rec *record) appendWhy(b []byte, i int) []byte {
+	ch := rec.attempts[i].choice
+	if i > 0 {
+		b = append(b, "retry: "...)
+	}
+	switch ch.how {
+	case byRendezvous:
+		b = append(b, "shard key: the highest rendezvous hash"...)
+	case byRoundRobin:
+		b = append(b, "round robin"...)
+	case byP2C:
+		b = append(b, "power of two choices: expected wait "...)
+		b = appendMicros(b, ch.cost)
+		b = append(b, " (peak-EWMA latency × calls in flight)"...)
+		if ch.rival != nil {
+			b = append(b, " beat "...)
+			b = append(b, ch.rival.id...)
+			b = append(b, " at "...)
+			b = appendMicros(b, ch.rivalCost)
+		} else {
+			b = append(b, ", the only usable instance"...)
+		}
+	}
+	b = append(b, " ("...)
+	b = strconv.AppendInt(b, int64(ch.considered), 10)
+	b = append(b, " instances"...)
+	if ch.open > 0 {
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(ch.open), 10)
+		b = append(b, " behind open breakers"...)
+	}
+	if ch.unreachable > 0 {
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(ch.unreachable), 10)
+		b = append(b, " unreachable"...)
+	}
+	if ch.panic {
+		b = append(b, "; all breakers open, so picked regardless"...)
+	}
+	return append(b, ')')
+}
+
+// appendMicros writes a cost in nanoseconds as microseconds, one decimal.
+func appendMicros(b []byte, ns float64) []byte {
+	b = strconv.AppendFloat(b, ns/1e3, 'f', 1, 64)
+	return append(b, "µs"...)
 }
 
 func resultName(o outcome) string {

@@ -23,7 +23,7 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	var first frame.CallReq
 	var frag frame.Fragment
 	if frame.DecodeCallReq(f.Payload, &first, &frag) == nil && frag.NumChunks > 0 {
-		name = string(frag.Chunks[0]) // arg1, the method
+		name = r.names.intern(frag.Chunks[0]) // arg1, the method
 	}
 	_, span, hop := r.cfg.Tracer.Start(context.Background(), name, trace.SpanKindServer, req.Tracing, false)
 	rc.hop = hop
@@ -33,47 +33,57 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	}
 	rc.span = span
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)
-	attrs := []attribute.KeyValue{
-		attribute.String("mesh.service", string(req.Service)),
-		attribute.String("mesh.caller", string(caller)),
-		attribute.String("peer.address", rc.dst.RemoteAddr().String()),
+	peer := rc.dst.Peer().HostPort
+	if rc.dst.Peer().Ephemeral() {
+		peer = rc.dst.RemoteAddr().String()
 	}
+	hopKind := "last"
 	if rc.ep != nil {
-		attrs = append(attrs, attribute.String("mesh.hop", "first"), attribute.String("mesh.instance", rc.ep.id))
-	} else {
-		attrs = append(attrs, attribute.String("mesh.hop", "last"))
+		hopKind = "first"
 	}
+	span.SetAttributes(
+		attribute.String("mesh.service", r.names.intern(req.Service)),
+		attribute.String("mesh.caller", r.names.intern(caller)),
+		attribute.String("peer.address", peer),
+		attribute.String("mesh.hop", hopKind),
+	)
 	if key, ok := req.Headers.Get(frame.HeaderShardKey); ok {
-		attrs = append(attrs, attribute.String("mesh.shard_key", string(key)))
+		span.SetAttributes(attribute.String("mesh.shard_key", string(key)))
 	}
-	span.SetAttributes(attrs...)
 }
 
 // endSpan closes the hop's span with the call's outcome and its routing
-// decisions, attempt by attempt.
+// decisions: the last attempt's as tags, and every attempt as an event when
+// there were several.
 func (r *Router) endSpan(rc *relayed, result outcome) {
 	span := rc.span
 	if span == nil {
 		return
 	}
 	r.mu.Lock()
-	e := rc.rec.explain()
+	rec := rc.rec
 	r.mu.Unlock()
-	for i, a := range e.Attempts {
-		span.AddEvent(fmt.Sprintf("attempt %d", i+1), trace.WithAttributes(
-			attribute.String("mesh.instance", a.Instance),
-			attribute.String("mesh.why", a.Why),
-			attribute.String("mesh.result", a.Result),
-			attribute.Float64("mesh.ms", a.Millis),
-		))
-	}
-	if n := len(e.Attempts); n > 0 {
-		last := e.Attempts[n-1]
+	if rec.n > 0 {
+		last := &rec.attempts[rec.n-1]
+		var instance string
+		if last.ep != nil {
+			instance = last.ep.id
+		}
 		span.SetAttributes(
-			attribute.Int("mesh.attempts", n),
-			attribute.String("mesh.instance", last.Instance),
-			attribute.String("mesh.decision", last.Why),
+			attribute.String("mesh.instance", instance),
+			attribute.String("mesh.decision", string(rec.appendWhy(make([]byte, 0, 160), rec.n-1))),
 		)
+	}
+	if rec.n > 1 {
+		span.SetAttributes(attribute.Int("mesh.attempts", rec.n))
+		for i, a := range rec.explain().Attempts {
+			span.AddEvent(fmt.Sprintf("attempt %d", i+1), trace.WithAttributes(
+				attribute.String("mesh.instance", a.Instance),
+				attribute.String("mesh.why", a.Why),
+				attribute.String("mesh.result", a.Result),
+				attribute.Float64("mesh.ms", a.Millis),
+			))
+		}
 	}
 	span.SetAttributes(attribute.String("mesh.result", resultName(result)))
 	if result.failed() || result.code != 0 {

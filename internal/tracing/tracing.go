@@ -3,20 +3,13 @@ package tracing
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"log"
 	"math/rand/v2"
-	"sync"
-	"sync/atomic"
+	"net/url"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/zipkin"
-	"go.opentelemetry.io/otel/sdk/resource"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
@@ -40,11 +33,16 @@ type Config struct {
 // Tracer starts spans for one process. A nil *Tracer is valid and records
 // nothing, so callers need not check whether tracing is on.
 type Tracer struct {
-	tp    *sdktrace.TracerProvider
-	t     trace.Tracer
-	queue *queue
-	rate  float64
+	queue   *queue
+	rate    float64
+	service string
+	// ids makes span and trace ids; tests make them predictable.
+	ids func() uint64
 }
+
+// scope names the instrumentation of mesh's own spans, as OpenTelemetry
+// names a tracer.
+const scope = "github.com/meshrpc/mesh"
 
 // New returns a Tracer, or nil when cfg.ZipkinURL is empty.
 func New(cfg Config) (*Tracer, error) {
@@ -57,19 +55,15 @@ func New(cfg Config) (*Tracer, error) {
 	if cfg.QueueSize == 0 {
 		cfg.QueueSize = 4096
 	}
-	exp, err := zipkin.New(cfg.ZipkinURL, zipkin.WithLogger(log.New(io.Discard, "", 0)))
-	if err != nil {
-		return nil, fmt.Errorf("zipkin exporter: %w", err)
+	if u, err := url.Parse(cfg.ZipkinURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("zipkin endpoint %q: want an http(s) URL such as http://127.0.0.1:9411/api/v2/spans", cfg.ZipkinURL)
 	}
-	q := newQueue(exp, cfg.QueueSize)
-	res := resource.NewSchemaless(semconv.ServiceName(cfg.ServiceName))
-	tp := sdktrace.NewTracerProvider(
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(rootSampler{sdktrace.TraceIDRatioBased(cfg.SampleRate)})),
-		sdktrace.WithSpanProcessor(q),
-		sdktrace.WithIDGenerator(ids{}),
-	)
-	return &Tracer{tp: tp, t: tp.Tracer("github.com/meshrpc/mesh"), queue: q, rate: cfg.SampleRate}, nil
+	return &Tracer{
+		queue:   newQueue(newZipkinExporter(cfg.ZipkinURL), cfg.QueueSize),
+		rate:    cfg.SampleRate,
+		service: cfg.ServiceName,
+		ids:     nonZero,
+	}, nil
 }
 
 // Start begins a span of kind as a child of parent (a frame's tracing field;
@@ -81,53 +75,52 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, pa
 		return ctx, noop, parent
 	}
 	// Calls not recorded cost no more than a random number: the decision is
-	// made here and travels with the ids, and OpenTelemetry is not involved.
-	if parent.TraceID != 0 && !parent.Sampled() {
+	// made here and travels with the ids.
+	var tid trace.TraceID
+	var pid trace.SpanID
+	switch psc := trace.SpanContextFromContext(ctx); {
+	case parent.TraceID != 0 && !parent.Sampled():
 		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(parent)), noop, parent
+	case parent.TraceID != 0:
+		binary.BigEndian.PutUint64(tid[8:], parent.TraceID)
+		binary.BigEndian.PutUint64(pid[:], parent.SpanID)
+	case psc.IsValid() && psc.IsSampled() || psc.IsValid() && forced:
+		tid, pid = psc.TraceID(), psc.SpanID()
+	case psc.IsValid():
+		return ctx, noop, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: t.ids(), ParentID: spanID64(psc.SpanID())}
+	case !forced && rand.Float64() >= t.rate:
+		id := t.ids()
+		unsampled := frame.Tracing{TraceID: id, SpanID: id}
+		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(unsampled)), noop, unsampled
+	default:
+		binary.BigEndian.PutUint64(tid[8:], t.ids())
 	}
-	if parent.TraceID == 0 && !forced {
-		psc := trace.SpanContextFromContext(ctx)
-		switch {
-		case psc.IsValid() && !psc.IsSampled():
-			return ctx, noop, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: nonZero(), ParentID: spanID64(psc.SpanID())}
-		case !psc.IsValid() && rand.Float64() >= t.rate:
-			id := nonZero()
-			unsampled := frame.Tracing{TraceID: id, SpanID: id}
-			return trace.ContextWithRemoteSpanContext(ctx, FromFrame(unsampled)), noop, unsampled
-		}
-	}
-	if parent.TraceID != 0 {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, FromFrame(parent))
-	}
-	if forced {
-		ctx = context.WithValue(ctx, forceKey{}, true)
-	}
-	var parentID uint64
-	if psc := trace.SpanContextFromContext(ctx); psc.IsValid() {
-		sid := psc.SpanID()
-		parentID = binary.BigEndian.Uint64(sid[:])
-	}
-	ctx, span := t.t.Start(ctx, name, trace.WithSpanKind(kind))
-	return ctx, span, ToFrame(span.SpanContext(), parentID)
+	s := t.newSpan(tid, pid, name, kind, time.Time{})
+	s.scope = scope
+	return trace.ContextWithSpan(ctx, s), s, ToFrame(s.sc, spanID64(pid))
 }
 
-// noop is the span of a nil Tracer: it records nothing and ending it is safe.
+// newSpan starts a sampled span in trace tid under parent (zero for a root).
+func (t *Tracer) newSpan(tid trace.TraceID, parent trace.SpanID, name string, kind trace.SpanKind, start time.Time) *span {
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], t.ids())
+	if start.IsZero() {
+		start = time.Now()
+	}
+	s := &span{
+		tracer: t,
+		sc:     trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}),
+		parent: parent,
+		kind:   kind,
+		start:  start,
+		name:   name,
+	}
+	s.attrs = s.inline[:0]
+	return s
+}
+
+// noop is the span of calls not recorded: ending it is safe.
 var noop = trace.SpanFromContext(context.Background())
-
-type forceKey struct{}
-
-// rootSampler samples new traces at a rate, and always when forced (a
-// caller asked for this call to be traced).
-type rootSampler struct{ rate sdktrace.Sampler }
-
-func (s rootSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
-	if forced, _ := p.ParentContext.Value(forceKey{}).(bool); forced {
-		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample, Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
-	}
-	return s.rate.ShouldSample(p)
-}
-
-func (s rootSampler) Description() string { return "mesh root sampler: " + s.rate.Description() }
 
 // Dropped is the number of spans dropped because the export queue was full.
 func (t *Tracer) Dropped() int64 {
@@ -150,7 +143,7 @@ func (t *Tracer) Flush(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return t.tp.ForceFlush(ctx)
+	return t.queue.flushNow(ctx)
 }
 
 // Shutdown exports what is queued and stops.
@@ -158,7 +151,7 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
-	return t.tp.Shutdown(ctx)
+	return t.queue.shutdown(ctx)
 }
 
 // ToFrame turns a span context into the frame's tracing field; parent is the
@@ -192,154 +185,10 @@ func FromFrame(t frame.Tracing) trace.SpanContext {
 	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: flags, Remote: true})
 }
 
-// ids makes OpenTelemetry ids that fit the frame: 64-bit trace ids (the
-// high half zero), so what the frame carries is the whole id.
-type ids struct{}
-
-func (ids) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
-	return newTraceID(), newSpanID()
-}
-func (ids) NewSpanID(ctx context.Context, _ trace.TraceID) trace.SpanID {
-	return newSpanID()
-}
-
-func newTraceID() trace.TraceID {
-	var tid trace.TraceID
-	binary.BigEndian.PutUint64(tid[8:], nonZero())
-	return tid
-}
-
-func newSpanID() trace.SpanID {
-	var sid trace.SpanID
-	binary.BigEndian.PutUint64(sid[:], nonZero())
-	return sid
-}
-
 // Error records a failed call on span with its wire code.
 func Error(span trace.Span, code string, msg string) {
 	span.SetAttributes(attribute.String("error", code), attribute.String("mesh.error_message", msg))
-	span.SetStatus(2, code+": "+msg) // codes.Error
-}
-
-// queue is a span processor with a bounded queue: OnEnd never blocks.
-type queue struct {
-	exp      sdktrace.SpanExporter
-	ch       chan sdktrace.ReadOnlySpan
-	flush    chan chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
-	once     sync.Once
-	dropped  atomic.Int64
-	exported atomic.Int64
-}
-
-const (
-	batchSize     = 512
-	batchInterval = time.Second
-)
-
-func newQueue(exp sdktrace.SpanExporter, size int) *queue {
-	q := &queue{
-		exp:   exp,
-		ch:    make(chan sdktrace.ReadOnlySpan, size),
-		flush: make(chan chan struct{}),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
-	}
-	go q.run()
-	return q
-}
-
-func (q *queue) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
-
-func (q *queue) OnEnd(s sdktrace.ReadOnlySpan) {
-	if !s.SpanContext().IsSampled() {
-		return
-	}
-	select {
-	case q.ch <- s:
-	default:
-		q.dropped.Add(1)
-	}
-}
-
-func (q *queue) run() {
-	defer close(q.done)
-	batch := make([]sdktrace.ReadOnlySpan, 0, batchSize)
-	tick := time.NewTicker(batchInterval)
-	defer tick.Stop()
-	send := func() {
-		if len(batch) == 0 {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if q.exp.ExportSpans(ctx, batch) == nil {
-			q.exported.Add(int64(len(batch)))
-		} else {
-			q.dropped.Add(int64(len(batch)))
-		}
-		cancel()
-		clear(batch)
-		batch = batch[:0]
-	}
-	add := func(s sdktrace.ReadOnlySpan) {
-		if batch = append(batch, s); len(batch) == batchSize {
-			send()
-		}
-	}
-	// drain sends everything queued so far.
-	drain := func() {
-		for {
-			select {
-			case s := <-q.ch:
-				add(s)
-			default:
-				send()
-				return
-			}
-		}
-	}
-	for {
-		select {
-		case s := <-q.ch:
-			add(s)
-		case <-tick.C:
-			send()
-		case ack := <-q.flush:
-			drain()
-			close(ack)
-		case <-q.stop:
-			drain()
-			return
-		}
-	}
-}
-
-func (q *queue) ForceFlush(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case q.flush <- ack:
-	case <-q.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (q *queue) Shutdown(ctx context.Context) error {
-	q.once.Do(func() { close(q.stop) })
-	select {
-	case <-q.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return errors.Join(q.exp.Shutdown(ctx))
+	span.SetStatus(codes.Error, code+": "+msg)
 }
 
 func low64(t trace.TraceID) uint64   { return binary.BigEndian.Uint64(t[8:]) }

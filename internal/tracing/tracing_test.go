@@ -2,11 +2,11 @@ package tracing
 
 import (
 	"context"
-	"sync"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
@@ -69,35 +69,27 @@ func TestSamplingDecisions(t *testing.T) {
 	}
 }
 
-// blocker is an exporter that holds every export until released.
-type blocker struct {
-	once    sync.Once
-	release chan struct{}
-}
-
-func (b *blocker) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
-	<-b.release
-	return nil
-}
-func (b *blocker) Shutdown(context.Context) error { b.once.Do(func() { close(b.release) }); return nil }
-
 // A full queue drops and counts; ending a span never waits for the backend.
 func TestQueueDropsInsteadOfBlocking(t *testing.T) {
-	exp := &blocker{release: make(chan struct{})}
-	q := newQueue(exp, 10)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(q))
-	defer tp.Shutdown(context.Background())
-	tracer := tp.Tracer("t")
+	release := make(chan struct{})
+	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer stuck.Close()
+	tr, err := New(Config{ZipkinURL: stuck.URL, SampleRate: 1, ServiceName: "s", QueueSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Less than one export's timeout: no span waited for the stuck backend.
 	start := time.Now()
 	for range 2000 {
-		_, s := tracer.Start(context.Background(), "x")
+		_, s, _ := tr.Start(context.Background(), "x", trace.SpanKindClient, frame.Tracing{}, false)
 		s.End()
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("ending 2000 spans took %v with a stuck backend", d)
 	}
-	if q.dropped.Load() < 2000-10-batchSize {
-		t.Fatalf("dropped %d of 2000 with a queue of 10", q.dropped.Load())
+	if n := tr.Dropped(); n < 2000-10-batchSize {
+		t.Fatalf("dropped %d of 2000 with a queue of 10", n)
 	}
-	exp.Shutdown(context.Background())
+	close(release)
+	tr.Shutdown(context.Background())
 }

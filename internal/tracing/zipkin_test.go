@@ -1,0 +1,282 @@
+package tracing
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	zkmodel "github.com/openzipkin/zipkin-go/model"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/zipkin"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// collector keeps every span that ends.
+type collector struct{ spans []sdktrace.ReadOnlySpan }
+
+func (c *collector) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (c *collector) OnEnd(s sdktrace.ReadOnlySpan)                   { c.spans = append(c.spans, s) }
+func (c *collector) Shutdown(context.Context) error                  { return nil }
+func (c *collector) ForceFlush(context.Context) error                { return nil }
+
+// seq makes ids 1, 2, 3, … for both recorders, so the same calls give the
+// same ids.
+type seq struct{ n uint64 }
+
+func (s *seq) next() uint64 { s.n++; return s.n }
+func (s *seq) NewIDs(context.Context) (trace.TraceID, trace.SpanID) {
+	var tid trace.TraceID
+	binary.BigEndian.PutUint64(tid[8:], s.next())
+	return tid, s.NewSpanID(context.Background(), tid)
+}
+func (s *seq) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], s.next())
+	return sid
+}
+
+// recordRandom drives provider through OpenTelemetry's API with what real
+// spans carry and what only a careless caller would put there: every kind,
+// every attribute type, repeated keys, peer addresses, events, errors,
+// statuses set twice, names in any case and any bytes.
+func recordRandom(p trace.TracerProvider, seed uint64, n int) {
+	r := rand.New(rand.NewPCG(seed, 1))
+	str := func() string {
+		pieces := []string{"", "echo", "Echo::Get", "ÄÖÜ", "a\"b\\c", "<tag>&", "\n\t\x01\b", "\xff\xfe", "\u2028", "日本", "x y", "peer"}
+		return pieces[r.IntN(len(pieces))] + pieces[r.IntN(len(pieces))]
+	}
+	keys := []attribute.Key{"mesh.service", "error", "peer.service", "server.address", "network.peer.address",
+		"network.peer.port", "peer.address", "peer.hostname", "net.sock.peer.addr", "net.sock.peer.port", "db.name", "k"}
+	value := func(k attribute.Key) attribute.KeyValue {
+		switch k {
+		case "network.peer.address", "net.sock.peer.addr", "peer.address":
+			ips := []string{"10.1.2.3", "::1", "fe80::1", "not-an-ip", ""}
+			return k.String(ips[r.IntN(len(ips))])
+		case "network.peer.port", "net.sock.peer.port":
+			return k.Int(r.IntN(70000))
+		}
+		switch r.IntN(8) {
+		case 0:
+			return k.Bool(r.IntN(2) == 0)
+		case 1:
+			return k.Int64(r.Int64() - math.MaxInt64/2)
+		case 2:
+			fs := []float64{0, 1.5, -2e-7, 3e21, 1e20, 123456.789, math.NaN(), math.Inf(1)}
+			return k.Float64(fs[r.IntN(len(fs))])
+		case 3:
+			return k.StringSlice([]string{str(), str()})
+		case 4:
+			return k.Int64Slice([]int64{1, -2})
+		case 5:
+			return k.BoolSlice([]bool{true})
+		case 6:
+			return k.Float64Slice([]float64{0.5, 1e-9})
+		}
+		return k.String(str())
+	}
+	attrs := func() []attribute.KeyValue {
+		var kvs []attribute.KeyValue
+		for range r.IntN(6) {
+			kvs = append(kvs, value(keys[r.IntN(len(keys))]))
+		}
+		return kvs
+	}
+	tracers := []trace.Tracer{p.Tracer("github.com/meshrpc/mesh"), p.Tracer("other", trace.WithInstrumentationVersion("v1.2.3"))}
+	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{15: 9}, SpanID: trace.SpanID{7: 9}, TraceFlags: trace.FlagsSampled, Remote: true})
+	parent := trace.ContextWithRemoteSpanContext(context.Background(), root)
+	start := time.Unix(1_700_000_000, int64(r.IntN(1e9)))
+	codeList := []codes.Code{codes.Unset, codes.Error, codes.Ok}
+	for i := range n {
+		ctx, span := tracers[r.IntN(len(tracers))].Start(parent, str(), trace.WithSpanKind(trace.SpanKind(r.IntN(6))),
+			trace.WithTimestamp(start), trace.WithAttributes(attrs()...))
+		for range r.IntN(3) {
+			span.AddEvent(str(), trace.WithAttributes(attrs()...), trace.WithTimestamp(start.Add(time.Duration(r.IntN(5000)))))
+		}
+		span.SetAttributes(attrs()...)
+		for range r.IntN(3) {
+			span.SetStatus(codeList[r.IntN(3)], str())
+		}
+		if r.IntN(4) == 0 {
+			span.SetName(str())
+		}
+		if r.IntN(4) == 0 {
+			span.RecordError(fmt.Errorf("boom %s", str()), trace.WithTimestamp(start.Add(7)))
+		}
+		durations := []time.Duration{0, 1, 499, 500, 1499, 1500, 7 * time.Millisecond}
+		span.End(trace.WithTimestamp(start.Add(durations[r.IntN(len(durations))])))
+		span.SetAttributes(attribute.String("after", "end")) // ignored by both
+		if i%3 == 0 {
+			parent = ctx
+		}
+	}
+}
+
+// official records spans with OpenTelemetry's SDK and encodes them with
+// its Zipkin exporter's model and encoding/json.
+func official(t testing.TB, seed uint64, n int) []byte {
+	c := &collector{}
+	res := resource.NewSchemaless(attribute.String("service.name", "Mesh-Test"))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(c), sdktrace.WithResource(res), sdktrace.WithIDGenerator(&seq{}))
+	recordRandom(tp, seed, n)
+	js, err := json.Marshal(zipkin.SpanModels(c.spans))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// ours records the same spans with mesh's Tracer and encodes them here.
+func ours(t testing.TB, seed uint64, n int) []byte {
+	tr := &Tracer{queue: &queue{ch: make(chan *span, n)}, service: "Mesh-Test", ids: (&seq{}).next}
+	recordRandom(provider{t: tr}, seed, n)
+	spans := make([]*span, 0, n)
+	for range n {
+		spans = append(spans, <-tr.queue.ch)
+	}
+	return newZipkinExporter("http://unused").appendSpans(nil, spans)
+}
+
+func decodeModels(t testing.TB, js []byte) []zkmodel.SpanModel {
+	var m []zkmodel.SpanModel
+	if err := json.Unmarshal(js, &m); err != nil {
+		t.Fatalf("%v in %s", err, js)
+	}
+	return m
+}
+
+// mesh's spans, written as JSON here, mean exactly what OpenTelemetry's SDK
+// and its Zipkin exporter send for the same API calls: both decode to the
+// same zipkin-go model, span by span.
+func TestZipkinJSONMatchesOpenTelemetryExporter(t *testing.T) {
+	for seed := range uint64(300) {
+		want, got := official(t, seed, 20), ours(t, seed, 20)
+		if !json.Valid(got) {
+			t.Fatalf("seed %d: invalid JSON %s", seed, got)
+		}
+		w, g := decodeModels(t, want), decodeModels(t, got)
+		if len(w) != len(g) {
+			t.Fatalf("seed %d: %d spans, want %d", seed, len(g), len(w))
+		}
+		for i := range w {
+			if !reflect.DeepEqual(w[i], g[i]) {
+				t.Fatalf("seed %d span %d:\nofficial %s\nours     %s", seed, i, js(w[i]), js(g[i]))
+			}
+		}
+	}
+}
+
+func js(m zkmodel.SpanModel) string {
+	b, _ := json.Marshal(m)
+	return fmt.Sprintf("%s (annotations %q)", b, m.Annotations)
+}
+
+// Strings come out as encoding/json writes them, whatever their bytes.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", "a\"b\\c", "<>&", "\x00\x1f\x7f", "\xff", "\u2028\u2029", "日本語", "\xed\xa0\x80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want, _ := json.Marshal(s)
+		if got := appendString(nil, s); string(got) != string(want) {
+			t.Fatalf("%q: got %s, want %s", s, got, want)
+		}
+	})
+}
+
+func TestAppendFloatAsEncodingJSON(t *testing.T) {
+	for _, f := range []float64{0, -0.0, 1, -1.5, 1e-6, 9.99e-7, 1e-7, 1e20, 1e21, 1.5e300, 5e-324, math.MaxFloat64, 123.456} {
+		want, _ := json.Marshal(f)
+		got, ok := appendFloat(nil, f)
+		if !ok || string(got) != string(want) {
+			t.Errorf("%g: got %s, want %s", f, got, want)
+		}
+	}
+}
+
+// A batch reaches the endpoint as one POST of JSON; a refusing endpoint is
+// an error (the queue counts those spans dropped).
+func TestZipkinExporterPosts(t *testing.T) {
+	var got []zkmodel.SpanModel
+	status := http.StatusAccepted
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("content type %q", ct)
+		}
+		body, _ := io.ReadAll(r.Body)
+		got = decodeModels(t, body)
+		w.WriteHeader(status)
+	}))
+	defer srv.Close()
+	e := newZipkinExporter(srv.URL + "/api/v2/spans")
+	tr := &Tracer{queue: &queue{ch: make(chan *span, 50)}, service: "s", ids: nonZero}
+	recordRandom(provider{t: tr}, 7, 50)
+	var spans []*span
+	for range 50 {
+		spans = append(spans, <-tr.queue.ch)
+	}
+	if err := e.export(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 50 || got[0].ID == 0 {
+		t.Fatalf("endpoint got %d spans", len(got))
+	}
+	status = http.StatusBadRequest
+	if err := e.export(context.Background(), spans); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Fatalf("a refused batch gave %v", err)
+	}
+}
+
+// BenchmarkSpan is what one meshd hop's span costs, from start to its JSON,
+// here and with OpenTelemetry's SDK and Zipkin exporter.
+func BenchmarkSpan(b *testing.B) {
+	hop := func(tr trace.Tracer, ctx context.Context) {
+		_, s := tr.Start(ctx, "echo", trace.WithSpanKind(trace.SpanKindServer))
+		s.SetAttributes(attribute.String("mesh.service", "bench"), attribute.String("mesh.caller", "client"),
+			attribute.String("peer.address", "127.0.0.1:4040"), attribute.String("mesh.hop", "first"),
+			attribute.String("mesh.instance", "127.0.0.2:4040"), attribute.String("mesh.result", "ok"))
+		s.End()
+	}
+	root := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{15: 1}, SpanID: trace.SpanID{7: 1}, TraceFlags: trace.FlagsSampled, Remote: true}))
+	b.Run("mesh", func(b *testing.B) {
+		tr := &Tracer{queue: &queue{ch: make(chan *span, batchSize)}, service: "meshd", ids: nonZero}
+		e := newZipkinExporter("http://unused")
+		batch := make([]*span, 0, batchSize)
+		t := provider{t: tr}.Tracer(scope)
+		b.ReportAllocs()
+		for b.Loop() {
+			hop(t, root)
+			if batch = append(batch, <-tr.queue.ch); len(batch) == batchSize {
+				e.buf = e.appendSpans(e.buf[:0], batch)
+				batch = batch[:0]
+			}
+		}
+	})
+	b.Run("opentelemetry", func(b *testing.B) {
+		c := &collector{}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(c),
+			sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "meshd"))))
+		t := tp.Tracer(scope)
+		b.ReportAllocs()
+		for b.Loop() {
+			hop(t, root)
+			if len(c.spans) == batchSize {
+				json.Marshal(zipkin.SpanModels(c.spans))
+				c.spans = c.spans[:0]
+			}
+		}
+	})
+}
