@@ -192,20 +192,20 @@ const (
 	breakerProbes      = 3
 )
 
-func (r *Router) breakerSettings(e *endpoint) gobreaker.Settings {
+func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {
 	return gobreaker.Settings{
 		Name:        e.id,
 		MaxRequests: breakerProbes,
 		Interval:    breakerWindow,
-		Timeout:     r.policies.limits(e.service).policy.BreakerOpenFor.D(),
+		Timeout:     b.policies.limits(e.service).policy.BreakerOpenFor.D(),
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			p := r.policies.limits(e.service).policy // thresholds follow policy changes
+			p := b.policies.limits(e.service).policy // thresholds follow policy changes
 			return c.ConsecutiveFailures >= uint32(p.BreakerFailures) ||
 				c.Requests >= breakerMinCalls && float64(c.TotalFailures) >= p.BreakerRatio*float64(c.Requests)
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			e.stats.breakerChanges[to].Add(1)
-			r.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
+			b.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
 		},
 	}
 }

@@ -181,29 +181,26 @@ func BenchmarkPipeline(b *testing.B) {
 		r.AddLocal(inst, app)
 	}
 	req := &frame.CallReq{Service: []byte("svc"), Headers: frame.AppendHeader(frame.AppendHeader(nil, "cn", "caller"), "as", "raw")}
-	from := new(conn.Conn)
 	b.ReportAllocs()
 	for b.Loop() {
-		lim := r.policies.limits(r.names.intern(req.Service))
-		caller, _ := req.Headers.Get(frame.HeaderCallerName)
-		now := time.Now()
-		if lim.blocked(caller) || !lim.callerAllowed(caller, now) {
-			b.Fatal("refused")
+		c := r.newCall(req)
+		if err := r.gates.Route(c); err != nil {
+			b.Fatal(err)
 		}
-		var ch choice
-		dst, _, ep, _, why := r.route(from, req, nil, &ch)
+		dst, _, ep, err := r.route(req, c, false)
 		if dst == nil {
-			b.Fatal(why)
+			b.Fatal(err)
 		}
-		if ok, why := lim.admit(now); !ok {
-			b.Fatal(why)
+		if err := (admission{r}).Route(c); err != nil {
+			b.Fatal(err)
 		}
 		ep.pending.Add(1)
 		var rec record
-		rec.add(ep, ep.addr, ch)
+		rec.add(ep, ep.addr, c.choice)
 		r.budget(ep.service).deposit()
-		ep.judge(now, answered(false))
+		ep.judge(c.Now, answered(false))
 		rec.end(answered(false), 0)
-		lim.release()
+		c.lim(r.Balancer).release()
+		r.calls.Put(c)
 	}
 }

@@ -55,13 +55,17 @@ type Router struct {
 	local     map[string]*conn.Conn // instance id → the app's connection
 	byService map[string][]string   // service → ids of its local instances
 
+	// The Balancer's endpoints, breakers, budgets and policies are the
+	// router's: it is the stage every routed call goes through.
+	*Balancer
+	gates Pipeline // the first hop's checks before discovery: kill switch, caller limit
+	pick  Pipeline // discovery, then the Balancer
+	calls sync.Pool
+
 	mu  sync.Mutex
 	in  map[callKey]*relayed // by the caller's connection and id
 	out map[callKey]*relayed // by the callee's connection and our id
-	rr  sync.Map             // service → *atomic.Uint64
-	eps endpoints
-	// budgets: service → *retryBudget; saved: *[]byte copies of first frames kept for retries
-	budgets  sync.Map
+	// saved: *[]byte copies of first frames kept for retries
 	saved    sync.Pool
 	svcStats sync.Map // service → *serviceStats
 	recent   recentCalls
@@ -70,7 +74,6 @@ type Router struct {
 
 	draining atomic.Bool
 	stats    Stats
-	policies policyStore
 }
 
 // Stats counts what the router did.
@@ -155,11 +158,13 @@ func New(cfg Config) *Router {
 		r.own[s] = true
 	}
 	r.peers = newPeers(cfg.Dial)
-	r.eps.settings = r.breakerSettings
-	if err := r.policies.set(cfg.Policies); err != nil {
+	var err error
+	if r.Balancer, err = NewBalancer(cfg.Policies, cfg.Logger); err != nil {
 		r.log.Error("invalid policies ignored", "err", err)
-		r.policies.set(nil)
 	}
+	r.gates = Pipeline{callerGate{r}}
+	r.pick = Pipeline{Discover{cfg.Registry}, r.Balancer}
+	r.calls.New = func() any { return new(Call) }
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
 }
@@ -195,10 +200,6 @@ const (
 	MeshdRole = "meshd"
 )
 
-// SetPolicies replaces every service's policy. Invalid policies are refused
-// with an error naming the service, and the ones in force stay.
-func (r *Router) SetPolicies(ps Policies) error { return r.policies.set(ps) }
-
 // Drain makes the router decline new calls (callers retry elsewhere) while
 // those in flight finish.
 func (r *Router) Drain() { r.draining.Store(true) }
@@ -225,127 +226,130 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuse(from, f.ID, req.Tracing, frame.ErrCodeDeclined, "meshd is draining")
 		return true
 	}
-	service := r.names.intern(req.Service)
-	lim := r.policies.limits(service)
-	now := time.Now()
-	if from.Peer().Headers[InitRole] != MeshdRole { // the caller's own meshd
-		caller, _ := req.Headers.Get(frame.HeaderCallerName)
-		if lim.blocked(caller) {
-			r.serviceStats(string(req.Service)).killSwitched.Add(1)
-			r.refuseCall(from, f.ID, req, frame.ErrCodeDeclined, fmt.Sprintf("calls from %q to %q are blocked (kill switch)", caller, req.Service))
-			return true
-		}
-		if !lim.callerAllowed(caller, now) {
-			r.stats.RateLimited.Add(1)
-			r.serviceStats(string(req.Service)).rateLimited.Add(1)
-			r.refuseCall(from, f.ID, req, frame.ErrCodeBusy, fmt.Sprintf("caller %q is over its limit of %g calls/s to %q", caller, lim.policy.CallerRateLimit, req.Service))
+	c := r.newCall(req)
+	defer r.calls.Put(c)
+	lastHop := from.Peer().Headers[InitRole] == MeshdRole
+	if !lastHop { // the caller's own meshd
+		if err := r.gates.Route(c); err != nil {
+			r.refuseWith(from, f.ID, req, err)
 			return true
 		}
 	}
-	var ch choice
-	dst, addHeader, ep, code, why := r.route(from, req, nil, &ch)
-	if dst == nil {
-		r.refuseCall(from, f.ID, req, code, why)
+	dst, addHeader, ep, err := r.route(req, c, lastHop)
+	if err != nil {
+		r.refuseWith(from, f.ID, req, err)
 		return true
 	}
+	lim := c.lim(r.Balancer)
 	if addHeader == "" { // delivered to an instance on this host
-		if ok, why := lim.admit(now); !ok {
-			r.stats.RateLimited.Add(1)
-			r.serviceStats(string(req.Service)).rateLimited.Add(1)
-			r.refuseCall(from, f.ID, req, frame.ErrCodeBusy, fmt.Sprintf("service %q on this host: %s", req.Service, why))
+		if err := (admission{r}).Route(c); err != nil {
+			r.refuseWith(from, f.ID, req, err)
 			return true
 		}
 	} else {
 		lim = nil
 	}
-	r.forward(from, dst, f, req, addHeader, ep, lim, &ch)
+	r.forward(from, dst, f, req, addHeader, ep, lim, &c.choice)
 	return true
 }
 
-// route picks the connection a call goes out on. addHeader is the instance
-// id to add as a routing header ("" when the call is on its last hop); ep is
-// the chosen instance's endpoint (nil on the last hop), which learns how the
-// call went.
-func (r *Router) route(from *conn.Conn, req *frame.CallReq, tried []string, ch *choice) (dst *conn.Conn, addHeader string, ep *endpoint, code frame.ErrCode, why string) {
-	service := r.names.intern(req.Service)
-	if from.Peer().Headers[InitRole] == MeshdRole {
-		dst, code, why = r.deliver(service, req)
-		return dst, "", nil, code, why
-	}
-	insts, err := r.cfg.Registry.Instances(context.Background(), service)
-	if err != nil || len(insts) == 0 {
-		return nil, "", nil, frame.ErrCodeDeclined, fmt.Sprintf("no healthy instances of service %q", service)
-	}
-	var buf [16]*endpoint
-	eps := buf[:0]
-	for _, inst := range insts {
-		eps = append(eps, r.eps.get(inst))
-	}
+// newCall takes a Call from the pool for req.
+func (r *Router) newCall(req *frame.CallReq) *Call {
+	c := r.calls.Get().(*Call)
+	caller, _ := req.Headers.Get(frame.HeaderCallerName)
 	key, sharded := req.Headers.Get(frame.HeaderShardKey)
-	// Pick; an instance found unreachable is excluded and the pick repeated.
-	var (
-		excluded uint64
-		lastErr  error
-	)
-	for i, inst := range insts {
-		if i < 64 && slices.Contains(tried, inst.ID) {
-			excluded |= 1 << i
-		}
+	if sharded && key == nil {
+		key = []byte{}
 	}
-	ch.considered = len(insts)
-	for _, e := range eps {
-		if !e.usable() {
-			ch.open++
+	c.Reset(r.names.intern(req.Service), caller, key)
+	return c
+}
+
+// route picks the connection a call goes out on: on a last hop the local
+// instance (deliver), else the stages' pick, connected to; an instance found
+// unreachable is excluded and the Balancer picks again. addHeader is the
+// instance id to add as a routing header ("" when the call is on its last
+// hop); ep is the chosen instance's endpoint (nil on a last hop), which
+// learns how the call went.
+func (r *Router) route(req *frame.CallReq, c *Call, lastHop bool) (dst *conn.Conn, addHeader string, ep *endpoint, err error) {
+	if lastHop {
+		dst, code, why := r.deliver(c.Service, req)
+		if dst == nil {
+			return nil, "", nil, &Refusal{Code: code, Why: why}
 		}
+		return dst, "", nil, nil
 	}
-	// With every instance behind an open breaker, pick among them anyway
-	// (panic mode): refusing everything would only delay recovery.
-	all := ch.open == len(eps)
-	ch.panic = all
-	roundRobin := r.policies.limits(service).policy.Balancer == BalancerRoundRobin
-	for range insts {
-		var i, rival int
-		switch {
-		case sharded:
-			i, rival, ch.how = pickRendezvous(eps, excluded, key, all), -1, byRendezvous
-		case roundRobin:
-			i, rival, ch.how = pickRoundRobin(eps, excluded, all, r.counter(service).Add(1)), -1, byRoundRobin
-		default:
-			i, rival = pickP2C(eps, excluded, all)
-			ch.how = byP2C
-		}
-		if i < 0 {
-			break
-		}
-		ch.rival, ch.cost = nil, eps[i].cost()
-		if rival >= 0 {
-			ch.rival, ch.rivalCost = eps[rival], eps[rival].cost()
-		}
-		inst := insts[i]
+	if err := r.pick.Route(c); err != nil {
+		return nil, "", nil, err
+	}
+	var lastErr error
+	for range c.Instances {
+		inst, ep := c.Instance(), c.eps[c.Picked]
 		if inst.Addr == r.cfg.Self {
-			if c := r.localConn(inst.ID); c != nil {
-				return c, "", eps[i], 0, ""
+			if dst := r.localConn(inst.ID); dst != nil {
+				return dst, "", ep, nil
 			}
-		} else if c, err := r.peers.get(inst.Addr); err == nil {
-			return c, inst.ID, eps[i], 0, ""
+		} else if dst, err := r.peers.get(inst.Addr); err == nil {
+			return dst, inst.ID, ep, nil
 		} else {
 			lastErr = err
 		}
-		ch.unreachable++
-		if i >= 64 {
+		if c.Picked >= 64 {
 			break
 		}
-		excluded |= 1 << i
+		c.Exclude()
+		if err := r.Balancer.Route(c); err != nil {
+			if lastErr != nil {
+				err.(*Refusal).Why += ": " + lastErr.Error()
+			}
+			return nil, "", nil, err
+		}
 	}
-	open := ch.open
-	why = fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), service)
-	if open > 0 {
-		why += fmt.Sprintf(" (%d behind open circuit breakers)", open)
-	}
+	why := fmt.Sprintf("none of the %d instances of service %q is reachable", len(c.Instances), c.Service)
 	if lastErr != nil {
 		why += ": " + lastErr.Error()
 	}
-	return nil, "", nil, frame.ErrCodeDeclined, why
+	return nil, "", nil, &Refusal{Code: frame.ErrCodeDeclined, Why: why}
+}
+
+// refuseWith answers a call a stage refused.
+func (r *Router) refuseWith(c *conn.Conn, id uint32, req *frame.CallReq, err error) {
+	ref, ok := err.(*Refusal)
+	if !ok {
+		ref = &Refusal{Code: frame.ErrCodeUnexpected, Why: err.Error()}
+	}
+	r.refuseCall(c, id, req, ref.Code, ref.Why)
+}
+
+// callerGate is the first hop's stage before discovery: the kill switch,
+// then the caller's rate limit.
+type callerGate struct{ r *Router }
+
+func (g callerGate) Route(c *Call) error {
+	lim := c.lim(g.r.Balancer)
+	if lim.blocked(c.Caller) {
+		g.r.serviceStats(c.Service).killSwitched.Add(1)
+		return refuse(frame.ErrCodeDeclined, "calls from %q to %q are blocked (kill switch)", c.Caller, c.Service)
+	}
+	if !lim.callerAllowed(c.Caller, c.Now) {
+		g.r.stats.RateLimited.Add(1)
+		g.r.serviceStats(c.Service).rateLimited.Add(1)
+		return refuse(frame.ErrCodeBusy, "caller %q is over its limit of %g calls/s to %q", c.Caller, lim.policy.CallerRateLimit, c.Service)
+	}
+	return nil
+}
+
+// admission is the stage of calls delivered to an instance on this host:
+// the service's rate and concurrency limits here.
+type admission struct{ r *Router }
+
+func (a admission) Route(c *Call) error {
+	if ok, why := c.lim(a.r.Balancer).admit(c.Now); !ok {
+		a.r.stats.RateLimited.Add(1)
+		a.r.serviceStats(c.Service).rateLimited.Add(1)
+		return refuse(frame.ErrCodeBusy, "service %q on this host: %s", c.Service, why)
+	}
+	return nil
 }
 
 // deliver picks the local instance for a call another meshd sent here: the
@@ -361,20 +365,12 @@ func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, frame.
 	ids := r.byService[service]
 	r.localMu.RUnlock()
 	if len(ids) > 0 {
-		id := ids[r.counter(service).Add(1)%uint64(len(ids))]
+		id := ids[r.Balancer.counter(service).Add(1)%uint64(len(ids))]
 		if c := r.localConn(id); c != nil {
 			return c, 0, ""
 		}
 	}
 	return nil, frame.ErrCodeDeclined, fmt.Sprintf("service %q has no instance on this host any more", service)
-}
-
-func (r *Router) counter(service string) *atomic.Uint64 {
-	if v, ok := r.rr.Load(service); ok {
-		return v.(*atomic.Uint64)
-	}
-	v, _ := r.rr.LoadOrStore(service, new(atomic.Uint64))
-	return v.(*atomic.Uint64)
 }
 
 func (r *Router) localConn(id string) *conn.Conn {

@@ -34,8 +34,13 @@ const (
 type retryFlags struct{ never, conn, timeout bool }
 
 func parseRetryFlags(h frame.Headers) retryFlags {
-	v, ok := h.Get(frame.HeaderRetryFlags)
-	if !ok || len(v) == 0 {
+	v, _ := h.Get(frame.HeaderRetryFlags)
+	return parseRetryValue(v)
+}
+
+// parseRetryValue reads the "re" header's value; empty means "c".
+func parseRetryValue(v []byte) retryFlags {
+	if len(v) == 0 {
 		return retryFlags{conn: true}
 	}
 	return retryFlags{
@@ -157,11 +162,13 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	f := &frame.Frame{Raw: *st.first, Payload: (*st.first)[frame.HeaderSize:]}
 	f.Header, _ = frame.ParseHeader(f.Raw)
 	frame.DecodeCallReq(f.Payload, &req, &frag)
-	var ch choice
-	dst, addHeader, ep, _, why := r.route(rc.src, &req, st.tried, &ch)
-	if dst == nil {
+	c := r.newCall(&req)
+	defer r.calls.Put(c)
+	c.Tried = st.tried
+	dst, addHeader, ep, err := r.route(&req, c, false)
+	if err != nil {
 		if r.finish(rc, unjudged) {
-			r.sendError(rc.src, rc.srcID, st.tracing, lastCode, "retry found no other instance: "+why)
+			r.sendError(rc.src, rc.srcID, st.tracing, lastCode, "retry found no other instance: "+err.Error())
 		}
 		return
 	}
@@ -179,7 +186,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 		return
 	}
 	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
-	rc.rec.add(ep, ep.addr, ch)
+	rc.rec.add(ep, ep.addr, c.choice)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
 	tryTimeout := r.policies.limits(ep.service).policy.TryTimeout.D()
 	setTTL(out, rc.deadline, tryTimeout)
@@ -205,14 +212,6 @@ type retryBudget struct {
 	mu             sync.Mutex
 	calls, retries float64
 	last           time.Time
-}
-
-func (r *Router) budget(service string) *retryBudget {
-	if v, ok := r.budgets.Load(service); ok {
-		return v.(*retryBudget)
-	}
-	v, _ := r.budgets.LoadOrStore(service, &retryBudget{last: time.Now()})
-	return v.(*retryBudget)
 }
 
 // fade ages both counts to now.
