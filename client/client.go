@@ -9,6 +9,7 @@ import (
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/router"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -37,6 +38,10 @@ type Options struct {
 	// SampleRate is the share of new traces recorded (default 1 when Zipkin
 	// is set; 0 < rate <= 1). Calls arriving with a trace keep its decision.
 	SampleRate float64
+	// Policies are per-service routing policies for a Client of DialPeers
+	// (attempts, per-attempt timeout, balancer, breaker thresholds, retry
+	// budget); services not named get the defaults.
+	Policies router.Policies
 }
 
 // tracer builds the options' tracer (nil when tracing is off).
@@ -79,9 +84,11 @@ func (o Options) connOptions(hostPort string, h conn.Handler) conn.Options {
 	}
 }
 
-// Client calls services over one TChannel connection.
+// Client calls services over one TChannel connection (Dial), or over
+// several peers chosen per call (DialPeers).
 type Client struct {
 	c      *conn.Conn
+	direct *direct
 	opts   Options
 	caller string
 	tracer *tracing.Tracer
@@ -98,14 +105,18 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	caller := opts.ServiceName
-	if caller == "" {
-		caller = opts.ProcessName
+	return &Client{c: c, opts: opts, caller: callerName(opts), tracer: tracer}, nil
+}
+
+// callerName is what calls say they come from ("cn").
+func callerName(opts Options) string {
+	switch {
+	case opts.ServiceName != "":
+		return opts.ServiceName
+	case opts.ProcessName != "":
+		return opts.ProcessName
 	}
-	if caller == "" {
-		caller = "mesh-client"
-	}
-	return &Client{c: c, opts: opts, caller: caller, tracer: tracer}, nil
+	return "mesh-client"
 }
 
 // Response is a successful answer to a raw call.
@@ -205,7 +216,13 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	if cl.report != nil {
 		*cl.report = req.Tracing
 	}
-	res, err := c.c.Call(ctx, req)
+	var res *conn.Response
+	var err error
+	if c.direct != nil {
+		res, err = c.direct.call(ctx, req)
+	} else {
+		res, err = c.c.Call(ctx, req)
+	}
 	switch {
 	case err != nil:
 		tracing.Error(span, CodeOf(err).String(), err.Error())
@@ -222,8 +239,13 @@ var noSpan = trace.SpanFromContext(context.Background())
 // Jaeger print it (16 hex digits), for WithTracing callers and meshctl.
 func TraceID(t frame.Tracing) string { return fmt.Sprintf("%016x", t.TraceID) }
 
-// Ping checks the connection with a ping round trip.
-func (c *Client) Ping(ctx context.Context) error { return c.c.Ping(ctx) }
+// Ping checks the connection with a ping round trip; a Client of DialPeers pings every peer.
+func (c *Client) Ping(ctx context.Context) error {
+	if c.direct != nil {
+		return c.direct.ping(ctx)
+	}
+	return c.c.Ping(ctx)
+}
 
 // Close closes the connection at once; calls in flight fail. Spans still
 // queued for export are sent first (for at most a second).
@@ -233,8 +255,16 @@ func (c *Client) Close() error {
 		c.tracer.Shutdown(ctx)
 		cancel()
 	}
+	if c.direct != nil {
+		return c.direct.close()
+	}
 	return c.c.Close()
 }
 
 // Shutdown stops new calls, waits for those in flight, then closes.
-func (c *Client) Shutdown(ctx context.Context) error { return c.c.Shutdown(ctx) }
+func (c *Client) Shutdown(ctx context.Context) error {
+	if c.direct != nil {
+		return c.direct.shutdown(ctx)
+	}
+	return c.c.Shutdown(ctx)
+}

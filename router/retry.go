@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -147,10 +146,7 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	r.stats.Retried.Add(1)
 	svc.retries.Add(1)
 
-	backoff := min(backoffCap, backoffBase<<len(st.tried))
-	backoff = time.Duration(rand.Int64N(int64(backoff) + 1)) // full jitter
-	backoff = min(backoff, left/4)
-	time.AfterFunc(backoff, func() { r.resend(rc, code) })
+	time.AfterFunc(Backoff(len(st.tried), left), func() { r.resend(rc, code) })
 	return true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -99,12 +100,17 @@ func (c *Call) lim(b *Balancer) *limits {
 	return c.limits
 }
 
+// Finder is what Discover needs of a registry.
+type Finder interface {
+	Instances(ctx context.Context, service string) ([]discovery.Instance, error)
+}
+
 // Discover is the stage that finds a service's healthy instances.
-type Discover struct{ Registry discovery.Registry }
+type Discover struct{ From Finder }
 
 // Route sets c.Instances, or refuses the call when there are none.
 func (d Discover) Route(c *Call) error {
-	insts, err := d.Registry.Instances(context.Background(), c.Service)
+	insts, err := d.From.Instances(context.Background(), c.Service)
 	if err != nil || len(insts) == 0 {
 		return refuse(frame.ErrCodeDeclined, "no healthy instances of service %q", c.Service)
 	}
@@ -229,6 +235,14 @@ func (b *Balancer) MayRetry(c *Call, code frame.ErrCode, re []byte) bool {
 		return false
 	}
 	return b.budget(c.Service).withdraw(p.RetryBudget)
+}
+
+// Backoff is how long to wait before retry number n (1 for the first) with
+// left until the deadline: exponential from 1ms, capped at 25ms and at a
+// quarter of the time left, with full jitter so retries do not align.
+func Backoff(n int, left time.Duration) time.Duration {
+	b := min(backoffCap, backoffBase<<n)
+	return min(time.Duration(rand.Int64N(int64(b)+1)), left/4)
 }
 
 // Explain says in words why the picked instance was chosen.

@@ -1,0 +1,252 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/router"
+)
+
+var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// peer is one real TChannel server of service "svc" on a loopback port.
+type peer struct {
+	name   string
+	addr   string
+	srv    *client.Server
+	calls  atomic.Int64
+	mode   atomic.Value // "ok", "busy", "slow"
+	closed bool
+}
+
+func startPeer(t *testing.T, name string) *peer {
+	t.Helper()
+	p := &peer{name: name}
+	p.mode.Store("ok")
+	p.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: quietLog})
+	p.srv.Register("svc", "who", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		p.calls.Add(1)
+		switch p.mode.Load() {
+		case "busy":
+			return nil, client.Errorf(frame.ErrCodeBusy, "%s is overloaded", p.name)
+		case "slow":
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return &client.Response{Body: []byte(p.name)}, nil
+	}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = l.Addr().String()
+	go p.srv.Serve(l)
+	t.Cleanup(func() { p.stop() })
+	return p
+}
+
+func (p *peer) stop() {
+	if !p.closed {
+		p.closed = true
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		p.srv.Shutdown(ctx)
+		cancel()
+	}
+}
+
+func startPeers(t *testing.T, n int) ([]*peer, []string) {
+	var peers []*peer
+	var addrs []string
+	for i := range n {
+		p := startPeer(t, fmt.Sprintf("p%d", i))
+		peers, addrs = append(peers, p), append(addrs, p.addr)
+	}
+	return peers, addrs
+}
+
+func dialPeers(t *testing.T, addrs []string, ps router.Policies) *client.Client {
+	t.Helper()
+	c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "caller", Logger: quietLog, Policies: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// callMany makes n calls from 8 goroutines and returns how many answered
+// by each peer name, and the failures.
+func callMany(t *testing.T, c *client.Client, n int, opts ...client.CallOption) (map[string]int, []error) {
+	var mu sync.Mutex
+	by := map[string]int{}
+	var errs []error
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range 8 {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				res, err := c.Call(ctx, "svc", "who", nil, nil, opts...)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					by[string(res.Body)]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return by, errs
+}
+
+// Calls spread over every peer; one answering Busy to everything loses its
+// traffic to its breaker and no call fails, because Busy is always safe
+// to retry on another peer.
+func TestDirectModeSpreadsAndRoutesAroundAFailingPeer(t *testing.T) {
+	peers, addrs := startPeers(t, 3)
+	c := dialPeers(t, addrs, nil)
+	by, errs := callMany(t, c, 600)
+	if len(errs) > 0 {
+		t.Fatalf("%d calls failed, first: %v", len(errs), errs[0])
+	}
+	for _, p := range peers {
+		if by[p.name] == 0 {
+			t.Fatalf("peer %s got no calls: %v", p.name, by)
+		}
+	}
+	peers[0].mode.Store("busy")
+	before := peers[0].calls.Load()
+	by, errs = callMany(t, c, 2000)
+	if len(errs) > 0 {
+		t.Fatalf("%d of 2000 calls failed with a busy peer, first: %v", len(errs), errs[0])
+	}
+	reached := peers[0].calls.Load() - before
+	t.Logf("answers %v; the busy peer was tried %d times of 2000 calls", by, reached)
+	if by["p0"] != 0 || reached > 50 {
+		t.Fatalf("the busy peer answered %d and was tried %d times: its breaker did not keep calls away", by["p0"], reached)
+	}
+}
+
+// A peer that is gone (its process stopped) costs no failed call: the
+// connection error is retried on another peer ("re: c", the default).
+func TestDirectModeRetriesAPeerThatIsGone(t *testing.T) {
+	peers, addrs := startPeers(t, 3)
+	c := dialPeers(t, addrs, nil)
+	if _, errs := callMany(t, c, 300); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	peers[1].stop()
+	by, errs := callMany(t, c, 1000)
+	if len(errs) > 0 {
+		t.Fatalf("%d of 1000 calls failed after a peer stopped, first: %v", len(errs), errs[0])
+	}
+	if by["p1"] != 0 {
+		t.Fatalf("a stopped peer answered: %v", by)
+	}
+}
+
+// The same shard key reaches the same peer on every call.
+func TestDirectModeShardKeySticks(t *testing.T) {
+	_, addrs := startPeers(t, 3)
+	c := dialPeers(t, addrs, nil)
+	owner := map[string]string{}
+	counts := map[string]int{}
+	for round := range 3 {
+		for k := range 200 {
+			key := fmt.Sprintf("user-%d", k)
+			res, err := c.Call(context.Background(), "svc", "who", nil, nil, client.WithShardKey(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := string(res.Body)
+			if round == 0 {
+				owner[key] = got
+				counts[got]++
+			} else if owner[key] != got {
+				t.Fatalf("key %s moved from %s to %s", key, owner[key], got)
+			}
+		}
+	}
+	if len(counts) != 3 {
+		t.Fatalf("200 keys landed on %d of 3 peers: %v", len(counts), counts)
+	}
+}
+
+// With a per-attempt timeout, a hung peer costs a call one attempt's
+// timeout, not its deadline: with "re: ct" the call is then answered by the
+// other peer, with "re: c" the caller hears the timeout.
+func TestDirectModeTryTimeout(t *testing.T) {
+	peers, addrs := startPeers(t, 2)
+	c := dialPeers(t, addrs, router.Policies{"svc": {TryTimeout: router.Duration(100 * time.Millisecond)}})
+	key := ""
+	for k := 0; key == ""; k++ { // a shard key that p0 owns
+		res, err := c.Call(context.Background(), "svc", "who", nil, nil, client.WithShardKey(fmt.Sprint(k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(res.Body) == "p0" {
+			key = fmt.Sprint(k)
+		}
+	}
+	peers[0].mode.Store("slow")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	res, err := c.Call(ctx, "svc", "who", nil, nil, client.WithShardKey(key), client.WithRetryFlags("ct"))
+	if err != nil || string(res.Body) != "p1" {
+		t.Fatalf("re: ct: %v %s", err, res.Body)
+	}
+	took := time.Since(start)
+	start = time.Now()
+	_, err = c.Call(ctx, "svc", "who", nil, nil, client.WithShardKey(key), client.WithRetryFlags("c"))
+	if client.CodeOf(err) != frame.ErrCodeTimeout {
+		t.Fatalf("re: c: %v", err)
+	}
+	t.Logf("hung owner of the key: re: ct answered by p1 after %v; re: c timed out after %v (deadline 2s)", took, time.Since(start))
+	if time.Since(start) > time.Second {
+		t.Fatal("the attempt outlived its 100ms per-attempt timeout by far")
+	}
+}
+
+// Errors that are not safe to retry come back as they are, after one try.
+func TestDirectModeDoesNotRetryUnsafeErrors(t *testing.T) {
+	peers, addrs := startPeers(t, 3)
+	c := dialPeers(t, addrs, nil)
+	_, err := c.Call(context.Background(), "svc", "nosuchmethod", nil, nil)
+	if client.CodeOf(err) != frame.ErrCodeBadRequest {
+		t.Fatalf("unknown method: %v", err)
+	}
+	var total int64
+	for _, p := range peers {
+		total += p.calls.Load()
+	}
+	if total != 0 {
+		t.Fatalf("handlers ran %d times for an unknown method", total)
+	}
+	var ae *client.ApplicationError
+	if _, err := c.Call(context.Background(), "svc", "who", nil, nil); err != nil && !errors.As(err, &ae) {
+		t.Fatal(err)
+	}
+	if _, err := client.DialPeers(context.Background(), nil, client.Options{}); err == nil {
+		t.Fatal("no peers accepted")
+	}
+	if _, err := client.DialPeers(context.Background(), addrs, client.Options{Policies: router.Policies{"svc": {MaxAttempts: -1}}}); err == nil {
+		t.Fatal("an invalid policy accepted")
+	}
+}
