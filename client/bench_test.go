@@ -37,7 +37,34 @@ func BenchmarkDirectCall(b *testing.B) {
 	}
 }
 
-func meshCaller(b *testing.B) benchload.Call {
+// BenchmarkPeersCall is the SDK's direct mode over three servers (DialPeers:
+// the router's stages pick a peer per call) against a plain Dial to one, in
+// the same run: what routing in the SDK costs per call.
+func BenchmarkPeersCall(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	b.Run("dial", func(b *testing.B) { benchload.Run(b, 64, body, meshCaller(b)) })
+	b.Run("peers", func(b *testing.B) {
+		var addrs []string
+		for range 3 {
+			addrs = append(addrs, echoServer(b))
+		}
+		c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		benchload.Run(b, 64, body, func(ctx context.Context, body []byte) ([]byte, error) {
+			res, err := c.Call(ctx, "bench", "echo", nil, body)
+			if err != nil {
+				return nil, err
+			}
+			return res.Body, nil
+		})
+	})
+}
+
+// echoServer serves bench/echo on a loopback port and returns its address.
+func echoServer(b *testing.B) string {
 	s := client.NewServer(client.Options{Checksum: frame.ChecksumCRC32})
 	s.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: call.Body}, nil
@@ -47,14 +74,16 @@ func meshCaller(b *testing.B) benchload.Call {
 		b.Fatal(err)
 	}
 	go s.Serve(l)
-	c, err := client.Dial(context.Background(), l.Addr().String(), client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
+	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	return l.Addr().String()
+}
+
+func meshCaller(b *testing.B) benchload.Call {
+	c, err := client.Dial(context.Background(), echoServer(b), client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		c.Close()
-		s.Shutdown(context.Background())
-	})
+	b.Cleanup(func() { c.Close() })
 	return func(ctx context.Context, body []byte) ([]byte, error) {
 		res, err := c.Call(ctx, "bench", "echo", nil, body)
 		if err != nil {
