@@ -1,0 +1,124 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+)
+
+// stageFunc makes a Stage of a function, for tests.
+type stageFunc func(c *Call) error
+
+func (f stageFunc) Route(c *Call) error { return f(c) }
+
+func TestPipelineStopsAtTheFirstRefusal(t *testing.T) {
+	var ran []string
+	step := func(name string, err error) Stage {
+		return stageFunc(func(*Call) error { ran = append(ran, name); return err })
+	}
+	p := Pipeline{step("a", nil), step("b", &Refusal{Code: frame.ErrCodeBusy, Why: "full"}), step("c", nil)}
+	err := p.Route(new(Call))
+	var ref *Refusal
+	if !errors.As(err, &ref) || ref.Code != frame.ErrCodeBusy || fmt.Sprint(ran) != "[a b]" {
+		t.Fatalf("err %v after %v", err, ran)
+	}
+}
+
+// Discover then the Balancer pick among the instances not tried and not
+// excluded; with none left the call is declined, saying why.
+func TestDiscoverAndBalancerStages(t *testing.T) {
+	reg := discovery.NewLocal()
+	for i := range 3 {
+		reg.Register(context.Background(), discovery.Instance{Service: "svc", ID: fmt.Sprint("i", i), Addr: "h:1"})
+	}
+	b, err := NewBalancer(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Pipeline{Discover{From: reg}, b}
+	for _, tc := range []struct {
+		name     string
+		tried    []string
+		exclude  int // picks to exclude after the first
+		wantPick bool
+	}{
+		{"fresh", nil, 0, true},
+		{"two tried", []string{"i0", "i2"}, 0, true},
+		{"one tried, one unreachable", []string{"i1"}, 1, true},
+		{"all tried", []string{"i0", "i1", "i2"}, 0, false},
+		{"none reachable", nil, 3, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var c Call
+			c.Reset("svc", []byte("caller"), nil)
+			c.Tried = append(c.Tried, tc.tried...)
+			err := p.Route(&c)
+			for range tc.exclude {
+				if err != nil {
+					break
+				}
+				c.Exclude()
+				err = b.Route(&c)
+			}
+			if !tc.wantPick {
+				var ref *Refusal
+				if !errors.As(err, &ref) || ref.Code != frame.ErrCodeDeclined {
+					t.Fatalf("want a refusal, got %v (picked %d)", err, c.Picked)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range tc.tried {
+				if c.Instance().ID == id {
+					t.Fatalf("picked %s, already tried", id)
+				}
+			}
+			if c.Explain() == "" {
+				t.Fatal("no explanation")
+			}
+		})
+	}
+	var c Call
+	c.Reset("nosuch", nil, nil)
+	if err := p.Route(&c); err == nil {
+		t.Fatal("a service with no instances was routed")
+	}
+}
+
+// MayRetry allows only safe codes under the "re" flags, within the attempts
+// of the policy.
+func TestMayRetry(t *testing.T) {
+	b, _ := NewBalancer(Policies{"svc": {MaxAttempts: 2}}, nil)
+	for _, tc := range []struct {
+		code  frame.ErrCode
+		re    string
+		tried int
+		want  bool
+	}{
+		{frame.ErrCodeBusy, "", 1, true},
+		{frame.ErrCodeDeclined, "c", 1, true},
+		{frame.ErrCodeNetwork, "", 1, true},
+		{frame.ErrCodeNetwork, "t", 1, false},
+		{frame.ErrCodeTimeout, "c", 1, false},
+		{frame.ErrCodeTimeout, "ct", 1, true},
+		{frame.ErrCodeBusy, "n", 1, false},
+		{frame.ErrCodeBadRequest, "ct", 1, false},
+		{frame.ErrCodeUnexpected, "ct", 1, false},
+		{frame.ErrCodeBusy, "", 2, false}, // attempts used up
+	} {
+		var c Call
+		c.Reset("svc", nil, nil)
+		for i := range tc.tried {
+			c.Tried = append(c.Tried, fmt.Sprint(i))
+		}
+		if got := b.MayRetry(&c, tc.code, []byte(tc.re)); got != tc.want {
+			t.Errorf("%v with re %q after %d tries: %v, want %v", tc.code, tc.re, tc.tried, got, tc.want)
+		}
+	}
+}
