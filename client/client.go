@@ -38,6 +38,9 @@ type Options struct {
 	// SampleRate is the share of new traces recorded (default 1 when Zipkin
 	// is set; 0 < rate <= 1). Calls arriving with a trace keep its decision.
 	SampleRate float64
+	// TraceService names this process's spans in traces; default
+	// ServiceName (then ProcessName).
+	TraceService string
 	// Policies are per-service routing policies for a Client of DialPeers
 	// (attempts, per-attempt timeout, balancer, breaker thresholds, retry
 	// budget); services not named get the defaults.
@@ -50,7 +53,10 @@ func (o Options) tracer() (*tracing.Tracer, error) {
 	if rate == 0 {
 		rate = 1
 	}
-	name := o.ServiceName
+	name := o.TraceService
+	if name == "" {
+		name = o.ServiceName
+	}
 	if name == "" {
 		name = o.ProcessName
 	}
@@ -132,6 +138,9 @@ type CallOption func(*call)
 type call struct {
 	req    conn.Request
 	report *frame.Tracing
+	// json: arg2 is jsonHeaders, encoded with the trace context.
+	json        bool
+	jsonHeaders map[string]string
 }
 
 // WithShardKey routes the call by key ("sk"): the same key reaches the same
@@ -215,6 +224,13 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	}
 	if cl.report != nil {
 		*cl.report = req.Tracing
+	}
+	if cl.json {
+		var err error
+		if req.Arg2, err = encodeJSONHeaders(cl.jsonHeaders, req.Tracing); err != nil {
+			span.End()
+			return nil, err
+		}
 	}
 	var res *conn.Response
 	var err error

@@ -13,15 +13,11 @@ import (
 // the answer unmarshalled into out (which may be nil), and the answer's
 // headers returned. A handler's error answer is an *ApplicationError.
 func (c *Client) CallJSON(ctx context.Context, service, method string, headers map[string]string, in, out any, opts ...CallOption) (map[string]string, error) {
-	arg2, err := encodeJSONHeaders(headers)
-	if err != nil {
-		return nil, err
-	}
 	arg3, err := json.Marshal(in)
 	if err != nil {
 		return nil, Errorf(frame.ErrCodeBadRequest, "encoding request body: %v", err)
 	}
-	res, err := c.call(ctx, "json", service, method, arg2, arg3, opts)
+	res, err := c.call(ctx, "json", service, method, nil, arg3, append(opts, jsonHeaders(headers)))
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +41,23 @@ func (c *Client) CallJSON(ctx context.Context, service, method string, headers m
 	return resHeaders, nil
 }
 
-func encodeJSONHeaders(h map[string]string) ([]byte, error) {
+// jsonHeaders has the call's application headers encoded once its tracing
+// is known: the trace context goes into them too.
+func jsonHeaders(h map[string]string) CallOption {
+	return func(c *call) { c.jsonHeaders, c.json = h, true }
+}
+
+func encodeJSONHeaders(h map[string]string, t frame.Tracing) ([]byte, error) {
+	if t.TraceID != 0 {
+		withTracing := make(map[string]string, len(h)+5)
+		for k, v := range h {
+			if !strings.HasPrefix(k, tracingPrefix) { // a handler passing on what it got
+				withTracing[k] = v
+			}
+		}
+		addTracingHeaders(withTracing, t)
+		h = withTracing
+	}
 	if h == nil {
 		return []byte("{}"), nil
 	}
@@ -56,13 +68,9 @@ func encodeJSONHeaders(h map[string]string) ([]byte, error) {
 	return b, nil
 }
 
-// tracingPrefix marks the application headers in which tchannel-go's JSON
-// and Thrift schemes carry a tracer's own context; they are the tracer's,
-// not the application's, so handlers do not see them.
-const tracingPrefix = "$tracing$"
-
 // decodeJSONHeaders accepts the three forms peers send for "no headers":
-// nothing, null and {}; it drops tracing headers.
+// nothing, null and {}; it drops tracing headers (the tracer's, not the
+// application's).
 func decodeJSONHeaders(b []byte) (map[string]string, error) {
 	b = bytes.TrimSpace(b)
 	if len(b) == 0 || string(b) == "null" {
