@@ -11,7 +11,6 @@ import (
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -210,17 +209,16 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 		o(&cl)
 	}
 	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
-	var span trace.Span = noSpan
+	var span tracing.Private
 	if req.Tracing.TraceID == 0 { // else the caller set the ids itself (WithTracing)
 		var tr frame.Tracing
-		ctx, span, tr = c.tracer.Start(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
+		span, tr = c.tracer.StartPrivate(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
 		if c.tracer == nil && forced {
 			tr = newTracing()
 		}
 		req.Tracing = tr
-		if span.IsRecording() {
-			span.SetAttributes(attribute.String("peer.service", service), attribute.String("mesh.scheme", scheme))
-		}
+		span.SetString("peer.service", service)
+		span.SetString("mesh.scheme", scheme)
 	}
 	if cl.report != nil {
 		*cl.report = req.Tracing
@@ -241,15 +239,13 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	}
 	switch {
 	case err != nil:
-		tracing.Error(span, CodeOf(err).String(), err.Error())
+		span.Fail(CodeOf(err).String(), err.Error())
 	case res.Code != frame.ResOK:
-		tracing.Error(span, "application error", "")
+		span.Fail("application error", "")
 	}
 	span.End()
 	return res, err
 }
-
-var noSpan = trace.SpanFromContext(context.Background())
 
 // TraceID returns the trace id a call's tracing field carries, as Zipkin and
 // Jaeger print it (16 hex digits), for WithTracing callers and meshctl.

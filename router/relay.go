@@ -16,7 +16,6 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/tracing"
 
-	"go.opentelemetry.io/otel/trace"
 )
 
 // HeaderInstance is the transport header that names the instance a call is
@@ -110,7 +109,7 @@ type relayed struct {
 	admitted *limits       // the local-delivery limits this call holds a place in
 	appErr   bool          // the answer is an application error
 	rec      record        // the routing decisions, for explanations; guarded by Router.mu
-	span     trace.Span    // this hop's span, when the call is traced
+	span     tracing.Private // this hop's span, when the call is traced; guarded by Router.mu
 	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
 	attempt  *time.Timer   // ends the current attempt at the per-attempt timeout
 }

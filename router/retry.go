@@ -11,7 +11,6 @@ import (
 	"github.com/meshrpc/mesh/frame"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Retry defaults: at most 3 attempts in all, and retries limited to 20% of
@@ -138,11 +137,9 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	ep, start := rc.ep, rc.start
 	rc.ep = nil
 	rc.rec.end(errored(code), time.Since(start))
+	rc.span.Event("retry", attribute.String("mesh.instance", ep.id), attribute.String("mesh.cause", code.String()))
 	r.mu.Unlock()
 	ep.judge(start, errored(code))
-	if rc.span != nil {
-		rc.span.AddEvent("retry", trace.WithAttributes(attribute.String("mesh.instance", ep.id), attribute.String("mesh.cause", code.String())))
-	}
 	r.stats.Retried.Add(1)
 	svc.retries.Add(1)
 

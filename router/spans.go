@@ -25,10 +25,10 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	if frame.DecodeCallReq(f.Payload, &first, &frag) == nil && frag.NumChunks > 0 {
 		name = r.names.intern(frag.Chunks[0]) // arg1, the method
 	}
-	_, span, hop := r.cfg.Tracer.Start(context.Background(), name, trace.SpanKindServer, req.Tracing, false)
+	span, hop := r.cfg.Tracer.StartPrivate(context.Background(), name, trace.SpanKindServer, req.Tracing, false)
 	rc.hop = hop
 	hop.Put(out[frame.CallReqTracingOffset:])
-	if !span.IsRecording() {
+	if !span.Recording() {
 		return
 	}
 	rc.span = span
@@ -41,14 +41,12 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	if rc.ep != nil {
 		hopKind = "first"
 	}
-	span.SetAttributes(
-		attribute.String("mesh.service", r.names.intern(req.Service)),
-		attribute.String("mesh.caller", r.names.intern(caller)),
-		attribute.String("peer.address", peer),
-		attribute.String("mesh.hop", hopKind),
-	)
+	span.SetString("mesh.service", r.names.intern(req.Service))
+	span.SetString("mesh.caller", r.names.intern(caller))
+	span.SetString("peer.address", peer)
+	span.SetString("mesh.hop", hopKind)
 	if key, ok := req.Headers.Get(frame.HeaderShardKey); ok {
-		span.SetAttributes(attribute.String("mesh.shard_key", string(key)))
+		span.SetString("mesh.shard_key", string(key))
 	}
 }
 
@@ -56,38 +54,38 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 // decisions: the last attempt's as tags, and every attempt as an event when
 // there were several.
 func (r *Router) endSpan(rc *relayed, result outcome) {
-	span := rc.span
-	if span == nil {
-		return
-	}
 	r.mu.Lock()
+	span := rc.span
+	rc.span = tracing.Private{} // ended spans are recycled: nothing may touch it after
 	rec := rc.rec
 	r.mu.Unlock()
+	if !span.Recording() {
+		return
+	}
 	if rec.n > 0 {
 		last := &rec.attempts[rec.n-1]
 		var instance string
 		if last.ep != nil {
 			instance = last.ep.id
 		}
-		span.SetAttributes(
-			attribute.String("mesh.instance", instance),
-			attribute.String("mesh.decision", string(rec.appendWhy(make([]byte, 0, 160), rec.n-1))),
-		)
+		span.SetString("mesh.instance", instance)
+		var why [192]byte
+		span.SetString("mesh.decision", string(rec.appendWhy(why[:0], rec.n-1)))
 	}
 	if rec.n > 1 {
-		span.SetAttributes(attribute.Int("mesh.attempts", rec.n))
+		span.SetInt("mesh.attempts", rec.n)
 		for i, a := range rec.explain().Attempts {
-			span.AddEvent(fmt.Sprintf("attempt %d", i+1), trace.WithAttributes(
+			span.Event(fmt.Sprintf("attempt %d", i+1),
 				attribute.String("mesh.instance", a.Instance),
 				attribute.String("mesh.why", a.Why),
 				attribute.String("mesh.result", a.Result),
 				attribute.Float64("mesh.ms", a.Millis),
-			))
+			)
 		}
 	}
-	span.SetAttributes(attribute.String("mesh.result", resultName(result)))
+	span.SetString("mesh.result", resultName(result))
 	if result.failed() || result.code != 0 {
-		tracing.Error(span, result.code.String(), "")
+		span.Fail(result.code.String(), "")
 	}
 	span.End()
 }

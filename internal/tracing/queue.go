@@ -9,9 +9,18 @@ import (
 
 // queue holds ended spans until the exporter sends them: adding never
 // blocks; when the queue is full the span is dropped and counted.
+//
+// Spans go into a slice under a mutex, and the exporting goroutine is woken
+// once per full batch (or by its ticker), not once per span: at full
+// sampling a meshd ends a span per call.
 type queue struct {
-	exp      *zipkinExporter
-	ch       chan *span
+	exp  *zipkinExporter
+	size int
+
+	mu      sync.Mutex
+	pending []*span
+
+	wake     chan struct{}
 	flush    chan chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -27,71 +36,83 @@ const (
 
 func newQueue(exp *zipkinExporter, size int) *queue {
 	q := &queue{
-		exp:   exp,
-		ch:    make(chan *span, size),
-		flush: make(chan chan struct{}),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		exp:     exp,
+		size:    size,
+		pending: make([]*span, 0, min(size, batchSize)),
+		wake:    make(chan struct{}, 1),
+		flush:   make(chan chan struct{}),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	go q.run()
 	return q
 }
 
 func (q *queue) add(s *span) {
-	select {
-	case q.ch <- s:
-	default:
+	q.mu.Lock()
+	if len(q.pending) >= q.size {
+		q.mu.Unlock()
 		q.dropped.Add(1)
+		s.release()
+		return
 	}
+	q.pending = append(q.pending, s)
+	full := len(q.pending) == batchSize
+	q.mu.Unlock()
+	if full {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take swaps the pending spans for spare (emptied), returning them.
+func (q *queue) take(spare []*span) []*span {
+	q.mu.Lock()
+	got := q.pending
+	q.pending = spare[:0]
+	q.mu.Unlock()
+	return got
 }
 
 func (q *queue) run() {
 	defer close(q.done)
-	batch := make([]*span, 0, batchSize)
 	tick := time.NewTicker(batchInterval)
 	defer tick.Stop()
+	var spare []*span
+	// send exports everything pending, in batches, and recycles the spans.
 	send := func() {
-		if len(batch) == 0 {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if q.exp.export(ctx, batch) == nil {
-			q.exported.Add(int64(len(batch)))
-		} else {
-			q.dropped.Add(int64(len(batch)))
-		}
-		cancel()
-		clear(batch)
-		batch = batch[:0]
-	}
-	add := func(s *span) {
-		if batch = append(batch, s); len(batch) == batchSize {
-			send()
-		}
-	}
-	// drain sends everything queued so far.
-	drain := func() {
-		for {
-			select {
-			case s := <-q.ch:
-				add(s)
-			default:
-				send()
-				return
+		got := q.take(spare)
+		spans := got
+		for len(spans) > 0 {
+			n := min(len(spans), batchSize)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if q.exp.export(ctx, spans[:n]) == nil {
+				q.exported.Add(int64(n))
+			} else {
+				q.dropped.Add(int64(n))
 			}
+			cancel()
+			for _, s := range spans[:n] {
+				s.release()
+			}
+			clear(spans[:n])
+			spans = spans[n:]
 		}
+		spare = got[:0]
 	}
 	for {
 		select {
-		case s := <-q.ch:
-			add(s)
+		case <-q.wake:
+			send()
 		case <-tick.C:
 			send()
 		case ack := <-q.flush:
-			drain()
+			send()
 			close(ack)
 		case <-q.stop:
-			drain()
+			send()
 			return
 		}
 	}

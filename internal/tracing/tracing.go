@@ -69,52 +69,78 @@ func New(cfg Config) (*Tracer, error) {
 // Start begins a span of kind as a child of parent (a frame's tracing field;
 // zero for none) or, when parent is zero, of the span in ctx. Forced starts
 // a sampled trace whatever the rate. It returns the context carrying the
-// span and the tracing field to send with the call.
+// span (or, for a call not recorded, its ids) and the tracing field to send
+// with the call.
 func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (context.Context, trace.Span, frame.Tracing) {
 	if t == nil {
 		return ctx, noop, parent
 	}
-	// Calls not recorded cost no more than a random number: the decision is
-	// made here and travels with the ids.
+	s, out, remote := t.begin(ctx, name, kind, parent, forced, false)
+	switch {
+	case s != nil:
+		return trace.ContextWithSpan(ctx, s), s, out
+	case remote:
+		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(out)), noop, out
+	}
+	return ctx, noop, out
+}
+
+// StartPrivate is Start for a span that only its starter will hold (a
+// meshd hop's, an SDK client call's): no context carries it, it is set
+// through Private's methods without allocating, and it is recycled once
+// exported.
+func (t *Tracer) StartPrivate(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (Private, frame.Tracing) {
+	if t == nil {
+		return Private{}, parent
+	}
+	s, out, _ := t.begin(ctx, name, kind, parent, forced, true)
+	return Private{s}, out
+}
+
+// begin decides whether a call is recorded and, if so, starts its span. A
+// call not recorded costs no more than a random number: the decision is made
+// here and travels with the ids. remote reports that a call not recorded
+// should carry out in its context, as the parent of the calls it makes.
+func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced, private bool) (s *span, out frame.Tracing, remote bool) {
 	var tid trace.TraceID
 	var pid trace.SpanID
 	switch psc := trace.SpanContextFromContext(ctx); {
 	case parent.TraceID != 0 && !parent.Sampled():
-		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(parent)), noop, parent
+		return nil, parent, true
 	case parent.TraceID != 0:
 		binary.BigEndian.PutUint64(tid[8:], parent.TraceID)
 		binary.BigEndian.PutUint64(pid[:], parent.SpanID)
 	case psc.IsValid() && psc.IsSampled() || psc.IsValid() && forced:
 		tid, pid = psc.TraceID(), psc.SpanID()
 	case psc.IsValid():
-		return ctx, noop, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: t.ids(), ParentID: spanID64(psc.SpanID())}
+		return nil, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: t.ids(), ParentID: spanID64(psc.SpanID())}, false
 	case !forced && rand.Float64() >= t.rate:
 		id := t.ids()
-		unsampled := frame.Tracing{TraceID: id, SpanID: id}
-		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(unsampled)), noop, unsampled
+		return nil, frame.Tracing{TraceID: id, SpanID: id}, true
 	default:
 		binary.BigEndian.PutUint64(tid[8:], t.ids())
 	}
-	s := t.newSpan(tid, pid, name, kind, time.Time{})
+	s = t.newSpan(tid, pid, name, kind, time.Time{}, private)
 	s.scope = scope
-	return trace.ContextWithSpan(ctx, s), s, ToFrame(s.sc, spanID64(pid))
+	return s, ToFrame(s.sc, spanID64(pid)), false
 }
 
 // newSpan starts a sampled span in trace tid under parent (zero for a root).
-func (t *Tracer) newSpan(tid trace.TraceID, parent trace.SpanID, name string, kind trace.SpanKind, start time.Time) *span {
+func (t *Tracer) newSpan(tid trace.TraceID, parent trace.SpanID, name string, kind trace.SpanKind, start time.Time, private bool) *span {
 	var sid trace.SpanID
 	binary.BigEndian.PutUint64(sid[:], t.ids())
 	if start.IsZero() {
 		start = time.Now()
 	}
-	s := &span{
-		tracer: t,
-		sc:     trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}),
-		parent: parent,
-		kind:   kind,
-		start:  start,
-		name:   name,
+	var s *span
+	if private {
+		s = spanPool.Get().(*span)
+	} else {
+		s = new(span)
 	}
+	s.tracer, s.private = t, private
+	s.sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	s.parent, s.kind, s.start, s.name = parent, kind, start, name
 	s.attrs = s.inline[:0]
 	return s
 }

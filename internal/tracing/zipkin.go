@@ -31,10 +31,7 @@ type zipkinExporter struct {
 	url    string
 	client *http.Client
 	buf    []byte
-	tags   []tag
 }
-
-type tag struct{ k, v string }
 
 func newZipkinExporter(url string) *zipkinExporter {
 	return &zipkinExporter{url: url, client: &http.Client{Timeout: 5 * time.Second}}
@@ -136,48 +133,60 @@ func (e *zipkinExporter) appendSpan(b []byte, s *span) []byte {
 // (OpenTelemetry's resource), then its status and instrumentation scope, as
 // Zipkin tags: later keys win, as in a map, and keys come out sorted.
 func (e *zipkinExporter) appendTags(b []byte, s *span) []byte {
-	tags := e.tags[:0]
-	for _, kv := range s.attrs {
-		tags = append(tags, tag{string(kv.Key), tagValue(kv.Value)})
-	}
-	tags = append(tags, tag{"service.name", s.tracer.service})
-	switch s.status {
-	case codes.Error:
-		tags = append(tags, tag{"otel.status_code", "ERROR"}, tag{"error", s.desc})
-	case codes.Ok:
-		tags = append(tags, tag{"otel.status_code", "OK"})
-	}
-	if s.scope != "" {
-		tags = append(tags, tag{"otel.scope.name", s.scope})
-		if s.version != "" {
-			tags = append(tags, tag{"otel.scope.version", s.version})
-		}
-	}
-	// Stable sort keeps insertion order among equal keys: the last wins.
-	slices.SortStableFunc(tags, func(a, b tag) int { return strings.Compare(a.k, b.k) })
-	n := 0
-	for i, t := range tags {
-		if i+1 < len(tags) && tags[i+1].k == t.k {
+	b = append(b, `,"tags":{"service.name":`...)
+	b = appendString(b, s.tracer.service)
+	attrs := s.attrs
+next:
+	for i, kv := range attrs {
+		if s.setLater(kv.Key) {
 			continue
 		}
-		if t.k == "error" && s.status != codes.Error {
-			continue // only an error status makes a span an error in Zipkin
+		for _, later := range attrs[i+1:] {
+			if later.Key == kv.Key {
+				continue next // the last value of a key wins
+			}
 		}
-		if n == 0 {
-			b = append(b, `,"tags":{`...)
-		} else {
-			b = append(b, ',')
+		b = appendTag(b, string(kv.Key), tagValue(kv.Value))
+	}
+	switch s.status {
+	case codes.Error:
+		b = appendTag(b, "otel.status_code", "ERROR")
+		b = appendTag(b, "error", s.desc)
+	case codes.Ok:
+		b = appendTag(b, "otel.status_code", "OK")
+	}
+	if s.scope != "" {
+		b = appendTag(b, "otel.scope.name", s.scope)
+		if s.version != "" {
+			b = appendTag(b, "otel.scope.version", s.version)
 		}
-		n++
-		b = appendString(b, t.k)
-		b = append(b, ':')
-		b = appendString(b, t.v)
 	}
-	if n > 0 {
-		b = append(b, '}')
+	return append(b, "}}"...)
+}
+
+// setLater reports whether a tag key is set after the span's attributes
+// (by the process, the status or the scope), so an attribute of that name
+// does not show. "error" is the status's alone: only an error status makes
+// a span an error in Zipkin.
+func (s *span) setLater(k attribute.Key) bool {
+	switch k {
+	case "service.name", "error":
+		return true
+	case "otel.status_code":
+		return s.status != codes.Unset
+	case "otel.scope.name":
+		return s.scope != ""
+	case "otel.scope.version":
+		return s.scope != "" && s.version != ""
 	}
-	e.tags = tags[:0]
-	return append(b, '}')
+	return false
+}
+
+func appendTag(b []byte, k, v string) []byte {
+	b = append(b, ',')
+	b = appendString(b, k)
+	b = append(b, ':')
+	return appendString(b, v)
 }
 
 func zipkinKind(k trace.SpanKind) string {

@@ -22,6 +22,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/meshrpc/mesh/frame"
 )
 
 // collector keeps every span that ends.
@@ -140,13 +142,14 @@ func official(t testing.TB, seed uint64, n int) []byte {
 
 // ours records the same spans with mesh's Tracer and encodes them here.
 func ours(t testing.TB, seed uint64, n int) []byte {
-	tr := &Tracer{queue: &queue{ch: make(chan *span, n)}, service: "Mesh-Test", ids: (&seq{}).next}
+	tr := recorder("Mesh-Test", (&seq{}).next)
 	recordRandom(provider{t: tr}, seed, n)
-	spans := make([]*span, 0, n)
-	for range n {
-		spans = append(spans, <-tr.queue.ch)
-	}
-	return newZipkinExporter("http://unused").appendSpans(nil, spans)
+	return newZipkinExporter("http://unused").appendSpans(nil, tr.queue.take(nil))
+}
+
+// recorder is a Tracer whose spans stay queued for the test to take.
+func recorder(service string, ids func() uint64) *Tracer {
+	return &Tracer{queue: &queue{size: 1 << 30}, service: service, ids: ids}
 }
 
 func decodeModels(t testing.TB, js []byte) []zkmodel.SpanModel {
@@ -221,12 +224,9 @@ func TestZipkinExporterPosts(t *testing.T) {
 	}))
 	defer srv.Close()
 	e := newZipkinExporter(srv.URL + "/api/v2/spans")
-	tr := &Tracer{queue: &queue{ch: make(chan *span, 50)}, service: "s", ids: nonZero}
+	tr := recorder("s", nonZero)
 	recordRandom(provider{t: tr}, 7, 50)
-	var spans []*span
-	for range 50 {
-		spans = append(spans, <-tr.queue.ch)
-	}
+	spans := tr.queue.take(nil)
 	if err := e.export(context.Background(), spans); err != nil {
 		t.Fatal(err)
 	}
@@ -252,16 +252,27 @@ func BenchmarkSpan(b *testing.B) {
 	root := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{15: 1}, SpanID: trace.SpanID{7: 1}, TraceFlags: trace.FlagsSampled, Remote: true}))
 	b.Run("mesh", func(b *testing.B) {
-		tr := &Tracer{queue: &queue{ch: make(chan *span, batchSize)}, service: "meshd", ids: nonZero}
+		tr := recorder("meshd", nonZero)
 		e := newZipkinExporter("http://unused")
-		batch := make([]*span, 0, batchSize)
-		t := provider{t: tr}.Tracer(scope)
+		parent := frame.Tracing{TraceID: 1, SpanID: 1, Flags: frame.TracingSampled}
+		var spare []*span
 		b.ReportAllocs()
 		for b.Loop() {
-			hop(t, root)
-			if batch = append(batch, <-tr.queue.ch); len(batch) == batchSize {
+			s, _ := tr.StartPrivate(context.Background(), "echo", trace.SpanKindServer, parent, false)
+			s.SetString("mesh.service", "bench")
+			s.SetString("mesh.caller", "client")
+			s.SetString("peer.address", "127.0.0.1:4040")
+			s.SetString("mesh.hop", "first")
+			s.SetString("mesh.instance", "127.0.0.2:4040")
+			s.SetString("mesh.result", "ok")
+			s.End()
+			if len(tr.queue.pending) == batchSize {
+				batch := tr.queue.take(spare)
 				e.buf = e.appendSpans(e.buf[:0], batch)
-				batch = batch[:0]
+				for _, s := range batch {
+					s.release()
+				}
+				spare = batch[:0]
 			}
 		}
 	})

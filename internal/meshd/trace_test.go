@@ -1,0 +1,187 @@
+package meshd_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/tracing"
+)
+
+// zipkinSpan is what these tests read of an exported span.
+type zipkinSpan struct {
+	TraceID  string `json:"traceId"`
+	ID       string `json:"id"`
+	ParentID string `json:"parentId"`
+	Kind     string `json:"kind"`
+	Local    struct {
+		Name string `json:"serviceName"`
+	} `json:"localEndpoint"`
+	Tags map[string]string `json:"tags"`
+}
+
+// spanSink is a Zipkin v2 endpoint that keeps the spans it gets.
+type spanSink struct {
+	mu    sync.Mutex
+	spans []zipkinSpan
+	URL   string
+}
+
+func newSpanSink(t *testing.T) *spanSink {
+	s := &spanSink{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var batch []zipkinSpan
+		if err := json.Unmarshal(body, &batch); err != nil {
+			t.Errorf("sink: %v", err)
+		}
+		s.mu.Lock()
+		s.spans = append(s.spans, batch...)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL + "/api/v2/spans"
+	return s
+}
+
+func (s *spanSink) trace(id string) map[string]zipkinSpan {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]zipkinSpan{}
+	for _, sp := range s.spans {
+		if sp.TraceID == id {
+			out[sp.ID] = sp
+		}
+	}
+	return out
+}
+
+// Many concurrent traced calls through two meshds, a third of them retried
+// off a busy instance (run under -race: a hop's span is touched from the
+// caller's and the callee's connections and from retry timers): every
+// call's trace is client → first hop → last hop → server, and retried ones
+// say so on the first hop.
+func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
+	sink := newSpanSink(t)
+	newTracer := func() *tracing.Tracer {
+		tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 1, ServiceName: "meshd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	reg := discovery.NewLocal()
+	start := func(addr string) *meshd.Daemon {
+		d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: quiet, Tracer: newTracer()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Shutdown(context.Background()) })
+		return d
+	}
+	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
+	opts := client.Options{ServiceName: "svc", Zipkin: sink.URL, Logger: quiet}
+	var servers []*client.Server
+	for i, code := range []frame.ErrCode{frame.ErrCodeBusy, 0, 0} {
+		s := client.NewServer(opts)
+		s.Register("svc", "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+			if code != 0 {
+				return nil, client.Errorf(code, "instance %d is busy", i)
+			}
+			return &client.Response{Body: []byte("ok")}, nil
+		}))
+		if err := s.Advertise(context.Background(), b.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, s)
+	}
+	opts.ServiceName = "caller"
+	c, err := client.Dial(context.Background(), a.Addr(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var traces []frame.Tracing
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				var sent frame.Tracing
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := c.Call(ctx, "svc", "m", nil, nil, client.ReportTracing(&sent))
+				cancel()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				traces = append(traces, sent)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	// Closing flushes each process's spans.
+	c.Close()
+	for _, s := range servers {
+		s.Shutdown(context.Background())
+	}
+	a.Shutdown(context.Background())
+	b.Shutdown(context.Background())
+	retried := 0
+	for _, tr := range traces {
+		id := client.TraceID(tr)
+		spans := sink.trace(id)
+		cs, ok := spans[id16(tr.SpanID)]
+		if !ok || cs.Kind != "CLIENT" || cs.Local.Name != "caller" {
+			t.Fatalf("trace %s: no client span %x in %v", id, tr.SpanID, spans)
+		}
+		first := child(spans, cs.ID)
+		if first.Tags["mesh.hop"] != "first" || first.Local.Name != "meshd" {
+			t.Fatalf("trace %s: first hop %+v", id, first)
+		}
+		if first.Tags["mesh.attempts"] == "2" {
+			retried++
+		}
+		last := child(spans, first.ID)
+		if last.Tags["mesh.hop"] != "last" {
+			t.Fatalf("trace %s: last hop %+v", id, last)
+		}
+		if srv := child(spans, last.ID); srv.Kind != "SERVER" || srv.Local.Name != "svc" {
+			t.Fatalf("trace %s: server span %+v", id, srv)
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no call was retried off the busy instance")
+	}
+	t.Logf("%d traced calls, each client → first hop → last hop → server; %d retried", len(traces), retried)
+}
+
+func id16(v uint64) string {
+	const hex = "0123456789abcdef"
+	b := make([]byte, 16)
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[v&0xf]
+		v >>= 4
+	}
+	return string(b)
+}
+
+func child(spans map[string]zipkinSpan, parent string) zipkinSpan {
+	for _, s := range spans {
+		if s.ParentID == parent {
+			return s
+		}
+	}
+	return zipkinSpan{}
+}
