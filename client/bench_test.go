@@ -37,30 +37,35 @@ func BenchmarkDirectCall(b *testing.B) {
 	}
 }
 
-// BenchmarkPeersCall is the SDK's direct mode over three servers (DialPeers:
-// the router's stages pick a peer per call) against a plain Dial to one, in
-// the same run: what routing in the SDK costs per call.
+// BenchmarkPeersCall is the SDK's direct mode (DialPeers: the router's
+// stages pick a peer per call) against a plain Dial, in the same run: over
+// one server, what routing in the SDK costs per call; over three, that plus
+// spreading 64 callers' batches over three connections.
 func BenchmarkPeersCall(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	b.Run("dial", func(b *testing.B) { benchload.Run(b, 64, body, meshCaller(b)) })
-	b.Run("peers", func(b *testing.B) {
-		var addrs []string
-		for range 3 {
-			addrs = append(addrs, echoServer(b))
-		}
-		c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) { benchload.Run(b, 64, body, peersCaller(b, n)) })
+	}
+}
+
+func peersCaller(b *testing.B, n int) benchload.Call {
+	var addrs []string
+	for range n {
+		addrs = append(addrs, echoServer(b))
+	}
+	c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return func(ctx context.Context, body []byte) ([]byte, error) {
+		res, err := c.Call(ctx, "bench", "echo", nil, body)
 		if err != nil {
-			b.Fatal(err)
+			return nil, err
 		}
-		b.Cleanup(func() { c.Close() })
-		benchload.Run(b, 64, body, func(ctx context.Context, body []byte) ([]byte, error) {
-			res, err := c.Call(ctx, "bench", "echo", nil, body)
-			if err != nil {
-				return nil, err
-			}
-			return res.Body, nil
-		})
-	})
+		return res.Body, nil
+	}
 }
 
 // echoServer serves bench/echo on a loopback port and returns its address.
