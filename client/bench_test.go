@@ -59,6 +59,11 @@ func peersCaller(b *testing.B, n int) benchload.Call {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
+	return echoCall(c)
+}
+
+// echoCall calls bench/echo on c.
+func echoCall(c *client.Client) benchload.Call {
 	return func(ctx context.Context, body []byte) ([]byte, error) {
 		res, err := c.Call(ctx, "bench", "echo", nil, body)
 		if err != nil {
@@ -89,13 +94,7 @@ func meshCaller(b *testing.B) benchload.Call {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	return func(ctx context.Context, body []byte) ([]byte, error) {
-		res, err := c.Call(ctx, "bench", "echo", nil, body)
-		if err != nil {
-			return nil, err
-		}
-		return res.Body, nil
-	}
+	return echoCall(c)
 }
 
 type tchannelEcho struct{}
