@@ -35,7 +35,7 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)
 	peer := rc.dst.Peer().HostPort
 	if rc.dst.Peer().Ephemeral() {
-		peer = rc.dst.RemoteAddr().String()
+		peer = rc.dst.RemoteHostPort()
 	}
 	hopKind := "last"
 	if rc.ep != nil {

@@ -104,6 +104,7 @@ func (p Peer) Ephemeral() bool { return p.HostPort == frame.EphemeralHostPort }
 
 // Conn is one TChannel connection. All methods are safe for concurrent use.
 type Conn struct {
+	remote string // RemoteHostPort
 	nc     net.Conn
 	opts   Options
 	log    *slog.Logger
@@ -182,7 +183,8 @@ func newConn(nc net.Conn, opts Options) *Conn {
 		idle:   make(chan struct{}),
 	}
 	c.base = context.WithValue(context.Background(), connKey{}, c)
-	c.log = opts.Logger.With("peer", nc.RemoteAddr().String())
+	c.remote = nc.RemoteAddr().String()
+	c.log = opts.Logger.With("peer", c.remote)
 	c.w = newWriter(nc, 1<<20, opts.WriteTimeout, func(err error) { c.fail(fmt.Errorf("write: %w", err)) })
 	// Messages are written by the goroutines making or answering calls, so
 	// they may write to the socket themselves.
@@ -201,6 +203,10 @@ func (c *Conn) Peer() Peer { return c.peer }
 // LocalAddr and RemoteAddr are the socket's addresses.
 func (c *Conn) LocalAddr() net.Addr  { return c.nc.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// RemoteHostPort is the socket's remote address as host:port, kept from
+// when the connection was made (so asking costs nothing).
+func (c *Conn) RemoteHostPort() string { return c.remote }
 
 // Done is closed when the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.closed }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/url"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -38,6 +39,9 @@ type Tracer struct {
 	service string
 	// ids makes span and trace ids; tests make them predictable.
 	ids func() uint64
+
+	jsonOnce sync.Once
+	parts    jsonParts
 }
 
 // scope names the instrumentation of mesh's own spans, as OpenTelemetry

@@ -34,7 +34,11 @@ type zipkinExporter struct {
 }
 
 func newZipkinExporter(url string) *zipkinExporter {
-	return &zipkinExporter{url: url, client: &http.Client{Timeout: 5 * time.Second}}
+	// A batch is a few hundred KiB: written through the transport's default
+	// 4 KiB buffer it would take a hundred write calls.
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.WriteBufferSize = 256 << 10
+	return &zipkinExporter{url: url, client: &http.Client{Timeout: 5 * time.Second, Transport: t}}
 }
 
 // export posts one batch. It is called from one goroutine only.
@@ -106,11 +110,7 @@ func (e *zipkinExporter) appendSpan(b []byte, s *span) []byte {
 		b = append(b, `,"duration":`...)
 		b = strconv.AppendInt(b, int64(max(d+500*time.Nanosecond, time.Microsecond)/time.Microsecond), 10)
 	}
-	if svc := s.tracer.service; svc != "" {
-		b = append(b, `,"localEndpoint":{"serviceName":`...)
-		b = appendLowerString(b, svc)
-		b = append(b, '}')
-	}
+	b = append(b, s.tracer.json().local...)
 	b = appendRemoteEndpoint(b, s)
 	if events := s.events; len(events) > 0 {
 		b = append(b, `,"annotations":[`...)
@@ -133,8 +133,7 @@ func (e *zipkinExporter) appendSpan(b []byte, s *span) []byte {
 // (OpenTelemetry's resource), then its status and instrumentation scope, as
 // Zipkin tags: later keys win, as in a map, and keys come out sorted.
 func (e *zipkinExporter) appendTags(b []byte, s *span) []byte {
-	b = append(b, `,"tags":{"service.name":`...)
-	b = appendString(b, s.tracer.service)
+	b = append(b, s.tracer.json().tags...)
 	attrs := s.attrs
 next:
 	for i, kv := range attrs {
@@ -155,7 +154,10 @@ next:
 	case codes.Ok:
 		b = appendTag(b, "otel.status_code", "OK")
 	}
-	if s.scope != "" {
+	switch {
+	case s.scope == scope && s.version == "":
+		b = append(b, meshScopeTag...)
+	case s.scope != "":
 		b = appendTag(b, "otel.scope.name", s.scope)
 		if s.version != "" {
 			b = appendTag(b, "otel.scope.version", s.version)
@@ -181,6 +183,25 @@ func (s *span) setLater(k attribute.Key) bool {
 	}
 	return false
 }
+
+// jsonParts are the pieces of a span's JSON that are the same for every
+// span of a process, written once.
+type jsonParts struct {
+	local []byte // the local endpoint, if the process has a name
+	tags  []byte // the start of the tags, with the process's service name
+}
+
+func (t *Tracer) json() *jsonParts {
+	t.jsonOnce.Do(func() {
+		if t.service != "" {
+			t.parts.local = append(appendLowerString([]byte(`,"localEndpoint":{"serviceName":`), t.service), '}')
+		}
+		t.parts.tags = appendString([]byte(`,"tags":{"service.name":`), t.service)
+	})
+	return &t.parts
+}
+
+var meshScopeTag = appendTag(nil, "otel.scope.name", scope)
 
 func appendTag(b []byte, k, v string) []byte {
 	b = append(b, ',')
@@ -347,6 +368,8 @@ func appendFloat(b []byte, f float64) ([]byte, bool) {
 // as JSON arrays.
 func tagValue(v attribute.Value) string {
 	switch v.Type() {
+	case attribute.STRING:
+		return v.AsString()
 	case attribute.BOOLSLICE, attribute.INT64SLICE, attribute.FLOAT64SLICE, attribute.STRINGSLICE:
 		js, _ := json.Marshal(v.AsInterface())
 		return string(js)
