@@ -17,7 +17,7 @@ func testEndpoints(n int) []*endpoint {
 	r := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	eps := make([]*endpoint, n)
 	for i := range eps {
-		eps[i] = r.eps.get(discovery.Instance{Service: "s", ID: fmt.Sprintf("s-%d", i), Addr: "a:1"})
+		eps[i] = r.bal.eps.get(discovery.Instance{Service: "s", ID: fmt.Sprintf("s-%d", i), Addr: "a:1"})
 	}
 	return eps
 }
@@ -197,10 +197,10 @@ func BenchmarkPipeline(b *testing.B) {
 		ep.pending.Add(1)
 		var rec record
 		rec.add(ep, ep.addr, c.choice)
-		r.budget(ep.service).deposit()
+		r.bal.budget(ep.service).deposit()
 		ep.judge(c.Now, answered(false))
 		rec.end(answered(false), 0)
-		c.lim(r.Balancer).release()
+		c.lim(r.bal).release()
 		r.calls.Put(c)
 	}
 }

@@ -67,7 +67,7 @@ func (r *Router) serviceStats(service string) *serviceStats {
 // WriteMetrics writes the router's metrics in the Prometheus text format.
 func (r *Router) WriteMetrics(w io.Writer) {
 	var eps []*endpoint
-	r.eps.m.Range(func(_, v any) bool { eps = append(eps, v.(*endpoint)); return true })
+	r.bal.eps.m.Range(func(_, v any) bool { eps = append(eps, v.(*endpoint)); return true })
 	slices.SortFunc(eps, func(a, b *endpoint) int { return strings.Compare(a.id, b.id) })
 
 	fmt.Fprintln(w, "# HELP mesh_calls_total Calls relayed to an instance, by how they ended.")

@@ -144,7 +144,7 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 
 func TestBreakerThresholdsFollowPolicy(t *testing.T) {
 	r := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Policies: Policies{"s": {BreakerFailures: 2}}})
-	e := r.eps.get(discovery.Instance{Service: "s", ID: "s-1", Addr: "a:1"})
+	e := r.bal.eps.get(discovery.Instance{Service: "s", ID: "s-1", Addr: "a:1"})
 	e.breaker.Execute(broke)
 	if !e.usable() {
 		t.Fatal("open after 1 failure")

@@ -53,9 +53,9 @@ type Router struct {
 	local     map[string]*conn.Conn // instance id → the app's connection
 	byService map[string][]string   // service → ids of its local instances
 
-	// The Balancer's endpoints, breakers, budgets and policies are the
-	// router's: it is the stage every routed call goes through.
-	*Balancer
+	// bal's endpoints, breakers, budgets and policies are the router's: it
+	// is the stage every routed call goes through.
+	bal   *Balancer
 	gates Pipeline // the first hop's checks before discovery: kill switch, caller limit
 	pick  Pipeline // discovery, then the Balancer
 	calls sync.Pool
@@ -157,11 +157,11 @@ func New(cfg Config) *Router {
 	}
 	r.peers = newPeers(cfg.Dial)
 	var err error
-	if r.Balancer, err = NewBalancer(cfg.Policies, cfg.Logger); err != nil {
+	if r.bal, err = NewBalancer(cfg.Policies, cfg.Logger); err != nil {
 		r.log.Error("invalid policies ignored", "err", err)
 	}
 	r.gates = Pipeline{callerGate{r}}
-	r.pick = Pipeline{Discover{cfg.Registry}, r.Balancer}
+	r.pick = Pipeline{Discover{cfg.Registry}, r.bal}
 	r.calls.New = func() any { return new(Call) }
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
@@ -197,6 +197,10 @@ const (
 	InitRole  = "mesh_role"
 	MeshdRole = "meshd"
 )
+
+// SetPolicies replaces every service's policy. Invalid policies are refused
+// with an error naming the service, and the ones in force stay.
+func (r *Router) SetPolicies(ps Policies) error { return r.bal.SetPolicies(ps) }
 
 // Drain makes the router decline new calls (callers retry elsewhere) while
 // those in flight finish.
@@ -238,7 +242,7 @@ func (r *Router) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) 
 		r.refuseWith(from, f.ID, req, err)
 		return true
 	}
-	lim := c.lim(r.Balancer)
+	lim := c.lim(r.bal)
 	if addHeader == "" { // delivered to an instance on this host
 		if err := (admission{r}).Route(c); err != nil {
 			r.refuseWith(from, f.ID, req, err)
@@ -296,7 +300,7 @@ func (r *Router) route(req *frame.CallReq, c *Call, lastHop bool) (dst *conn.Con
 			break
 		}
 		c.Exclude()
-		if err := r.Balancer.Route(c); err != nil {
+		if err := r.bal.Route(c); err != nil {
 			if lastErr != nil {
 				err.(*Refusal).Why += ": " + lastErr.Error()
 			}
@@ -324,7 +328,7 @@ func (r *Router) refuseWith(c *conn.Conn, id uint32, req *frame.CallReq, err err
 type callerGate struct{ r *Router }
 
 func (g callerGate) Route(c *Call) error {
-	lim := c.lim(g.r.Balancer)
+	lim := c.lim(g.r.bal)
 	if lim.blocked(c.Caller) {
 		g.r.serviceStats(c.Service).killSwitched.Add(1)
 		return refuse(frame.ErrCodeDeclined, "calls from %q to %q are blocked (kill switch)", c.Caller, c.Service)
@@ -342,7 +346,7 @@ func (g callerGate) Route(c *Call) error {
 type admission struct{ r *Router }
 
 func (a admission) Route(c *Call) error {
-	if ok, why := c.lim(a.r.Balancer).admit(c.Now); !ok {
+	if ok, why := c.lim(a.r.bal).admit(c.Now); !ok {
 		a.r.stats.RateLimited.Add(1)
 		a.r.serviceStats(c.Service).rateLimited.Add(1)
 		return refuse(frame.ErrCodeBusy, "service %q on this host: %s", c.Service, why)
@@ -363,7 +367,7 @@ func (r *Router) deliver(service string, req *frame.CallReq) (*conn.Conn, frame.
 	ids := r.byService[service]
 	r.localMu.RUnlock()
 	if len(ids) > 0 {
-		id := ids[r.Balancer.counter(service).Add(1)%uint64(len(ids))]
+		id := ids[r.bal.counter(service).Add(1)%uint64(len(ids))]
 		if c := r.localConn(id); c != nil {
 			return c, 0, ""
 		}
@@ -409,9 +413,9 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 	r.startSpan(rc, f, req, out)
 	var pol Policy // the service's policy, on the hop that chose the instance
 	if ep != nil {
-		pol = r.policies.limits(ep.service).policy
+		pol = r.bal.policies.limits(ep.service).policy
 		setTTL(out, rc.deadline, pol.TryTimeout.D())
-		r.budget(ep.service).deposit()
+		r.bal.budget(ep.service).deposit()
 		if rc.reqDone {
 			rc.retry = r.retryState(f, req, ep, pol.MaxAttempts)
 		}

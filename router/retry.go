@@ -119,7 +119,7 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 		return false
 	}
 	svc := r.serviceStats(string(req.Service))
-	if !r.budget(string(req.Service)).withdraw(r.policies.limits(r.names.intern(req.Service)).policy.RetryBudget) {
+	if !r.bal.budget(string(req.Service)).withdraw(r.bal.policies.limits(r.names.intern(req.Service)).policy.RetryBudget) {
 		r.stats.BudgetExhausted.Add(1)
 		svc.budgetExhausted.Add(1)
 		return false
@@ -181,7 +181,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.dst, rc.dstID, rc.ep, rc.start = dst, dst.NewID(), ep, time.Now()
 	rc.rec.add(ep, ep.addr, c.choice)
 	binary.BigEndian.PutUint32(out[4:8], rc.dstID)
-	tryTimeout := r.policies.limits(ep.service).policy.TryTimeout.D()
+	tryTimeout := r.bal.policies.limits(ep.service).policy.TryTimeout.D()
 	setTTL(out, rc.deadline, tryTimeout)
 	if rc.hop.TraceID != 0 {
 		rc.hop.Put(out[frame.CallReqTracingOffset:])
