@@ -12,12 +12,6 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 )
 
-// Balancer names, as configured per service.
-const (
-	RoundRobin    = "round-robin"
-	LeastPeakEWMA = "p2c-peak-ewma" // the default
-)
-
 // peakEWMADecay is the time constant of the latency average: an observation
 // loses half its weight in about 0.7s. A latency above the average replaces
 // it at once (the "peak"), so a slowing instance is avoided within one call,
