@@ -250,3 +250,45 @@ func TestDirectModeDoesNotRetryUnsafeErrors(t *testing.T) {
 		t.Fatal("an invalid policy accepted")
 	}
 }
+
+// A peer that goes away and comes back on the same address gets calls again:
+// its breaker probes after BreakerOpenFor and the connection is dialled anew.
+func TestDirectModePeerComesBack(t *testing.T) {
+	peers, addrs := startPeers(t, 2)
+	c := dialPeers(t, addrs, router.Policies{"svc": {BreakerOpenFor: router.Duration(200 * time.Millisecond)}})
+	if _, errs := callMany(t, c, 200); len(errs) > 0 {
+		t.Fatal(errs[0])
+	}
+	peers[0].stop()
+	if by, errs := callMany(t, c, 300); len(errs) > 0 || by["p0"] != 0 {
+		t.Fatalf("with p0 gone: %v, %d failed", by, len(errs))
+	}
+	// p0 again, on its old address.
+	again := &peer{name: "p0-again"}
+	again.mode.Store("ok")
+	again.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: quietLog})
+	again.srv.Register("svc", "who", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte("p0-again")}, nil
+	}))
+	l, err := net.Listen("tcp", addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	go again.srv.Serve(l)
+	t.Cleanup(again.stop)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		by, errs := callMany(t, c, 100)
+		if len(errs) > 0 {
+			t.Fatal(errs[0])
+		}
+		if by["p0-again"] > 0 {
+			t.Logf("the returned peer answers again: %v", by)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the returned peer got no calls in 5s: %v", by)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
