@@ -416,9 +416,7 @@ func (r *Router) forward(src, dst *conn.Conn, f *frame.Frame, req *frame.CallReq
 		pol = r.bal.policies.limits(ep.service).policy
 		setTTL(out, rc.deadline, pol.TryTimeout.D())
 		r.bal.budget(ep.service).deposit()
-		if rc.reqDone {
-			rc.retry = r.retryState(f, req, ep, pol.MaxAttempts)
-		}
+		rc.retry = r.retryState(f, req, ep, pol.MaxAttempts)
 	}
 	*bp = out
 
@@ -487,6 +485,9 @@ func (r *Router) Frame(from *conn.Conn, f *frame.Frame) {
 			return // a call this meshd answered already, or a stray frame
 		}
 		rc.reqDone = len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
+		if rc.retry != nil {
+			rc.retry.keep(f.Raw) // before its id is rewritten below
+		}
 		dst, dstID := rc.dst, rc.dstID
 		r.mu.Unlock()
 		binary.BigEndian.PutUint32(f.Raw[4:8], dstID)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,13 +67,32 @@ func (f retryFlags) allows(code frame.ErrCode) bool {
 	return false
 }
 
+// maxRetryBytes bounds the request frames kept for a retry: a larger
+// request is forwarded as it streams and not retried.
+const maxRetryBytes = 256 << 10
+
 // retryState is what a call needs to be sent again elsewhere.
 type retryState struct {
-	first   *[]byte // the call's first frame as it arrived
+	frames  *[]byte // the request's frames as they arrived, one after another
+	first   int     // the first frame's length
+	tooBig  bool    // frames stopped being kept at maxRetryBytes; guarded by Router.mu
 	flags   retryFlags
 	tried   []string
 	tracing frame.Tracing
 	max     int // attempts allowed in all
+}
+
+// firstFrame is the call's first frame as it arrived.
+func (s *retryState) firstFrame() []byte { return (*s.frames)[:s.first] }
+
+// keep saves a continuation frame of the request, until the bound.
+// Called under Router.mu.
+func (s *retryState) keep(raw []byte) {
+	if s.tooBig || len(*s.frames)+len(raw) > maxRetryBytes {
+		s.tooBig = true
+		return
+	}
+	*s.frames = append(*s.frames, raw...)
 }
 
 func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint, attempts int) *retryState {
@@ -85,13 +105,13 @@ func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint, at
 		bp = new([]byte)
 	}
 	*bp = append((*bp)[:0], f.Raw...)
-	return &retryState{first: bp, flags: flags, tried: []string{ep.id}, tracing: req.Tracing, max: attempts}
+	return &retryState{frames: bp, first: len(f.Raw), flags: flags, tried: []string{ep.id}, tracing: req.Tracing, max: attempts}
 }
 
 func (s *retryState) release(pool *sync.Pool) {
-	if s != nil && s.first != nil {
-		pool.Put(s.first)
-		s.first = nil
+	if s != nil && s.frames != nil {
+		pool.Put(s.frames)
+		s.frames = nil
 	}
 }
 
@@ -103,23 +123,28 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	if st == nil || !st.flags.allows(code) {
 		return false
 	}
+	// Only a request that has passed through whole, and was kept whole, can
+	// be sent again. The frames are read under the lock: finish recycles them.
+	var req frame.CallReq
+	var frag frame.Fragment
 	r.mu.Lock()
 	attempts := len(st.tried)
+	ok := !rc.done && rc.reqDone && !st.tooBig &&
+		frame.DecodeCallReq(st.firstFrame()[frame.HeaderSize:], &req, &frag) == nil
+	var service string
+	if ok {
+		service = r.names.intern(req.Service)
+	}
 	r.mu.Unlock()
-	if attempts >= st.max {
+	if !ok || attempts >= st.max {
 		return false
 	}
 	left := time.Until(rc.deadline)
 	if left < minTimeForRetry {
 		return false
 	}
-	var req frame.CallReq
-	var frag frame.Fragment
-	if frame.DecodeCallReq((*st.first)[frame.HeaderSize:], &req, &frag) != nil {
-		return false
-	}
-	svc := r.serviceStats(string(req.Service))
-	if !r.bal.budget(string(req.Service)).withdraw(r.bal.policies.limits(r.names.intern(req.Service)).policy.RetryBudget) {
+	svc := r.serviceStats(service)
+	if !r.bal.budget(service).withdraw(r.bal.policies.limits(service).policy.RetryBudget) {
 		r.stats.BudgetExhausted.Add(1)
 		svc.budgetExhausted.Add(1)
 		return false
@@ -147,12 +172,19 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	return true
 }
 
-// resend sends rc's saved first frame to another instance.
+// resend sends rc's saved request frames to another instance.
 func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	st := rc.retry
+	r.mu.Lock()
+	if rc.done {
+		r.mu.Unlock()
+		return
+	}
+	saved := slices.Clone(*st.frames)
+	r.mu.Unlock()
 	var req frame.CallReq
 	var frag frame.Fragment
-	f := &frame.Frame{Raw: *st.first, Payload: (*st.first)[frame.HeaderSize:]}
+	f := &frame.Frame{Raw: saved[:st.first], Payload: saved[frame.HeaderSize:st.first]}
 	f.Header, _ = frame.ParseHeader(f.Raw)
 	frame.DecodeCallReq(f.Payload, &req, &frag)
 	c := r.newCall(&req)
@@ -165,7 +197,7 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 		}
 		return
 	}
-	out := make([]byte, 0, len(f.Raw)+64)
+	out := make([]byte, 0, len(saved)+64)
 	if addHeader == "" {
 		out = append(out, f.Raw...)
 	} else if out2, ok := withHeader(out, f, &req, HeaderInstance, addHeader); ok {
@@ -185,6 +217,17 @@ func (r *Router) resend(rc *relayed, lastCode frame.ErrCode) {
 	setTTL(out, rc.deadline, tryTimeout)
 	if rc.hop.TraceID != 0 {
 		rc.hop.Put(out[frame.CallReqTracingOffset:])
+	}
+	// The continuation frames follow, each under the new id.
+	firstLen := len(out)
+	out = append(out, saved[st.first:]...)
+	for at := firstLen; at+frame.HeaderSize <= len(out); {
+		size := int(binary.BigEndian.Uint16(out[at:]))
+		if size < frame.HeaderSize {
+			break
+		}
+		binary.BigEndian.PutUint32(out[at+4:at+8], rc.dstID)
+		at += size
 	}
 	r.out[callKey{dst, rc.dstID}] = rc
 	st.tried = append(st.tried, ep.id)

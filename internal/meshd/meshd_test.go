@@ -341,6 +341,69 @@ func TestRetriesGoElsewhere(t *testing.T) {
 	}
 }
 
+// A request of several frames is retried whole on another instance, each
+// frame under the new message id; one larger than the 256 KiB kept for
+// retries is forwarded as it streams, and its busy answer reaches the caller.
+func TestRetriesMultiFrameRequests(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	var busy atomic.Int64
+	for _, service := range []string{"big", "huge"} {
+		for _, code := range []frame.ErrCode{frame.ErrCodeBusy, 0} {
+			s := client.NewServer(client.Options{Logger: quiet})
+			s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+				if code != 0 {
+					busy.Add(1)
+					return nil, client.Errorf(code, "busy on purpose")
+				}
+				return &client.Response{Body: call.Body}, nil
+			}))
+			if err := s.Advertise(context.Background(), a.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Shutdown(context.Background()) })
+		}
+	}
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	body := make([]byte, 150<<10) // three frames
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	for i := range 40 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := c.Call(ctx, "big", "echo", nil, body)
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d of 150 KiB: %v", i, err)
+		}
+		if !bytes.Equal(res.Body, body) {
+			t.Fatalf("call %d: the retried request arrived changed (%d bytes back)", i, len(res.Body))
+		}
+	}
+	if busy.Load() == 0 {
+		t.Fatal("the busy instance got none of the calls: nothing was retried")
+	}
+	t.Logf("40 calls of 150 KiB: the busy instance refused %d, all retried whole on the other", busy.Load())
+
+	huge := make([]byte, 300<<10)
+	var refused int
+	for range 40 {
+		_, err := c.Call(context.Background(), "huge", "echo", nil, huge)
+		if client.CodeOf(err) == frame.ErrCodeBusy {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no 300 KiB call met the busy instance")
+	}
+	t.Logf("40 calls of 300 KiB: %d busy answers reached the caller (too big to keep for a retry)", refused)
+}
+
 // With every instance declining (which opens no breaker), the retry budget
 // keeps attempts near the number of calls instead of multiplying them.
 func TestRetryBudgetHoldsInOutage(t *testing.T) {
