@@ -7,18 +7,22 @@ import (
 	"time"
 )
 
-// queue holds ended spans until the exporter sends them: adding never
-// blocks; when the queue is full the span is dropped and counted.
+// queue holds ended spans, already written as JSON, until the exporter
+// sends them: adding never blocks; when the queue is full the span is
+// dropped and counted.
 //
-// Spans go into a slice under a mutex, and the exporting goroutine is woken
-// once per full batch (or by its ticker), not once per span: at full
-// sampling a meshd ends a span per call.
+// A span is written when it ends, on the goroutine that ends it, while its
+// fields are still in cache; a span only its starter held goes straight
+// back to the pool there. The queue is one buffer of spans, each after a
+// comma, appended to under a mutex; the exporter is woken once per full
+// batch (or by its ticker) and swaps the buffer for an empty one.
 type queue struct {
 	exp  *zipkinExporter
 	size int
 
-	mu      sync.Mutex
-	pending []*span
+	n   atomic.Int64 // spans in pending
+	mu  sync.Mutex
+	pen []byte // pending: ",{span},{span}..."
 
 	wake     chan struct{}
 	flush    chan chan struct{}
@@ -34,32 +38,38 @@ const (
 	batchInterval = time.Second
 )
 
+// scratch holds a span's JSON between writing it and queueing it.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 func newQueue(exp *zipkinExporter, size int) *queue {
 	q := &queue{
-		exp:     exp,
-		size:    size,
-		pending: make([]*span, 0, min(size, batchSize)),
-		wake:    make(chan struct{}, 1),
-		flush:   make(chan chan struct{}),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		exp:   exp,
+		size:  size,
+		wake:  make(chan struct{}, 1),
+		flush: make(chan chan struct{}),
+		stop:  make(chan struct{}),
+		done:  make(chan struct{}),
 	}
 	go q.run()
 	return q
 }
 
 func (q *queue) add(s *span) {
-	q.mu.Lock()
-	if len(q.pending) >= q.size {
-		q.mu.Unlock()
+	if q.n.Load() >= int64(q.size) {
 		q.dropped.Add(1)
 		s.release()
 		return
 	}
-	q.pending = append(q.pending, s)
-	full := len(q.pending) == batchSize
+	bp := scratch.Get().(*[]byte)
+	b := appendSpan(append((*bp)[:0], ','), s)
+	s.release()
+	q.mu.Lock()
+	q.pen = append(q.pen, b...)
+	n := q.n.Add(1)
 	q.mu.Unlock()
-	if full {
+	*bp = b
+	scratch.Put(bp)
+	if n == batchSize {
 		select {
 		case q.wake <- struct{}{}:
 		default:
@@ -67,40 +77,38 @@ func (q *queue) add(s *span) {
 	}
 }
 
-// take swaps the pending spans for spare (emptied), returning them.
-func (q *queue) take(spare []*span) []*span {
+// take swaps the pending spans for spare (emptied): it returns them as a
+// JSON array, and how many there are.
+func (q *queue) take(spare []byte) ([]byte, int) {
 	q.mu.Lock()
-	got := q.pending
-	q.pending = spare[:0]
+	got := q.pen
+	q.pen = spare[:0]
+	n := q.n.Swap(0)
 	q.mu.Unlock()
-	return got
+	if len(got) == 0 {
+		return got, 0
+	}
+	got[0] = '[' // the first span's comma
+	return append(got, ']'), int(n)
 }
 
 func (q *queue) run() {
 	defer close(q.done)
 	tick := time.NewTicker(batchInterval)
 	defer tick.Stop()
-	var spare []*span
-	// send exports everything pending, in batches, and recycles the spans.
+	var spare []byte
 	send := func() {
-		got := q.take(spare)
-		spans := got
-		for len(spans) > 0 {
-			n := min(len(spans), batchSize)
+		batch, n := q.take(spare)
+		if n > 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if q.exp.export(ctx, spans[:n]) == nil {
+			if q.exp.export(ctx, batch) == nil {
 				q.exported.Add(int64(n))
 			} else {
 				q.dropped.Add(int64(n))
 			}
 			cancel()
-			for _, s := range spans[:n] {
-				s.release()
-			}
-			clear(spans[:n])
-			spans = spans[n:]
 		}
-		spare = got[:0]
+		spare = batch[:0]
 	}
 	for {
 		select {

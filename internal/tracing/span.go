@@ -35,7 +35,6 @@ type span struct {
 	name   string
 	end    time.Time
 	attrs  []attribute.KeyValue
-	inline [6]attribute.KeyValue // attrs' first backing array
 	events []event
 	status codes.Code
 	desc   string
@@ -46,7 +45,9 @@ var spanPool = sync.Pool{New: func() any { return new(span) }}
 // release recycles an exported private span: nothing else holds it.
 func (s *span) release() {
 	if s.private {
-		*s = span{}
+		attrs := s.attrs[:0]
+		clear(attrs[:cap(attrs)]) // no strings kept alive from the pool
+		*s = span{attrs: attrs}
 		spanPool.Put(s)
 	}
 }

@@ -145,7 +145,6 @@ func (t *Tracer) newSpan(tid trace.TraceID, parent trace.SpanID, name string, ki
 	s.tracer, s.private = t, private
 	s.sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
 	s.parent, s.kind, s.start, s.name = parent, kind, start, name
-	s.attrs = s.inline[:0]
 	return s
 }
 

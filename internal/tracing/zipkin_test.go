@@ -144,7 +144,8 @@ func official(t testing.TB, seed uint64, n int) []byte {
 func ours(t testing.TB, seed uint64, n int) []byte {
 	tr := recorder("Mesh-Test", (&seq{}).next)
 	recordRandom(provider{t: tr}, seed, n)
-	return newZipkinExporter("http://unused").appendSpans(nil, tr.queue.take(nil))
+	batch, _ := tr.queue.take(nil)
+	return batch
 }
 
 // recorder is a Tracer whose spans stay queued for the test to take.
@@ -226,7 +227,7 @@ func TestZipkinExporterPosts(t *testing.T) {
 	e := newZipkinExporter(srv.URL + "/api/v2/spans")
 	tr := recorder("s", nonZero)
 	recordRandom(provider{t: tr}, 7, 50)
-	spans := tr.queue.take(nil)
+	spans, _ := tr.queue.take(nil)
 	if err := e.export(context.Background(), spans); err != nil {
 		t.Fatal(err)
 	}
@@ -253,9 +254,8 @@ func BenchmarkSpan(b *testing.B) {
 		TraceID: trace.TraceID{15: 1}, SpanID: trace.SpanID{7: 1}, TraceFlags: trace.FlagsSampled, Remote: true}))
 	b.Run("mesh", func(b *testing.B) {
 		tr := recorder("meshd", nonZero)
-		e := newZipkinExporter("http://unused")
 		parent := frame.Tracing{TraceID: 1, SpanID: 1, Flags: frame.TracingSampled}
-		var spare []*span
+		var spare []byte
 		b.ReportAllocs()
 		for b.Loop() {
 			s, _ := tr.StartPrivate(context.Background(), "echo", trace.SpanKindServer, parent, false)
@@ -266,12 +266,8 @@ func BenchmarkSpan(b *testing.B) {
 			s.SetString("mesh.instance", "127.0.0.2:4040")
 			s.SetString("mesh.result", "ok")
 			s.End()
-			if len(tr.queue.pending) == batchSize {
-				batch := tr.queue.take(spare)
-				e.buf = e.appendSpans(e.buf[:0], batch)
-				for _, s := range batch {
-					s.release()
-				}
+			if tr.queue.n.Load() == batchSize {
+				batch, _ := tr.queue.take(spare)
 				spare = batch[:0]
 			}
 		}
