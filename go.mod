@@ -6,6 +6,7 @@ require (
 	github.com/dgryski/go-farm v0.0.0-20240924180020-3414d57e47da
 	github.com/hashicorp/consul/api v1.33.0
 	github.com/opentracing/opentracing-go v1.1.0
+	github.com/openzipkin/zipkin-go v0.4.3
 	github.com/sony/gobreaker/v2 v2.4.0
 	github.com/uber/tchannel-go v1.34.4
 	go.opentelemetry.io/otel v1.38.0
@@ -35,7 +36,6 @@ require (
 	github.com/mattn/go-colorable v0.1.13 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
-	github.com/openzipkin/zipkin-go v0.4.3 // indirect
 	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2 // indirect
 	github.com/stretchr/testify v1.11.1 // indirect
 	go.opentelemetry.io/auto/sdk v1.1.0 // indirect
