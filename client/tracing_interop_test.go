@@ -2,14 +2,9 @@ package client_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +16,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/zipkintest"
 )
 
 // b3Tracer is a tchannel-go tracer that knows only text propagation in
@@ -71,47 +67,20 @@ func (b3) Extract(carrier any) (mocktracer.MockSpanContext, error) {
 	return sc, nil
 }
 
-// zipkinSink is a Zipkin v2 endpoint that keeps what it receives.
-type zipkinSink struct {
-	mu    sync.Mutex
-	spans []map[string]any
-	url   string
-}
-
-func newZipkinSink(t *testing.T) *zipkinSink {
-	s := &zipkinSink{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var batch []map[string]any
-		body, _ := io.ReadAll(r.Body)
-		if err := json.Unmarshal(body, &batch); err != nil {
-			t.Errorf("sink got %v", err)
-		}
-		s.mu.Lock()
-		s.spans = append(s.spans, batch...)
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	t.Cleanup(srv.Close)
-	s.url = srv.URL + "/api/v2/spans"
-	return s
-}
-
-func (s *zipkinSink) find(kind string) map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, sp := range s.spans {
-		if sp["kind"] == kind {
-			return sp
-		}
+// find returns a span of kind the sink received.
+func find(sink *zipkintest.Sink, kind string) zipkintest.Span {
+	spans := sink.Spans(func(s zipkintest.Span) bool { return s.Kind == kind })
+	if len(spans) == 0 {
+		return zipkintest.Span{}
 	}
-	return nil
+	return spans[0]
 }
 
 // A tchannel-go JSON client whose tracer speaks only B3 headers calls a mesh
 // server: the server's span joins the client's trace, as its child.
 func TestTChannelGoB3ClientJoinsMeshServerTrace(t *testing.T) {
-	sink := newZipkinSink(t)
-	srv := client.NewServer(client.Options{ServiceName: "mesh", Zipkin: sink.url, Logger: quietLog})
+	sink := zipkintest.New(t)
+	srv := client.NewServer(client.Options{ServiceName: "mesh", Zipkin: sink.URL, Logger: quietLog})
 	var got trace.SpanContext
 	srv.Register("mesh", "jecho", client.JSON(func(ctx context.Context, h map[string]string, in map[string]string) (map[string]string, error) {
 		got = trace.SpanFromContext(ctx).SpanContext()
@@ -149,8 +118,8 @@ func TestTChannelGoB3ClientJoinsMeshServerTrace(t *testing.T) {
 		t.Fatalf("mesh server span %v, tchannel-go client trace %x", got, cs.TraceID)
 	}
 	srv.Shutdown(context.Background()) // flushes its spans
-	span := sink.find("SERVER")
-	if span == nil || span["parentId"] != fmt.Sprintf("%016x", cs.SpanID) {
+	span := find(sink, "SERVER")
+	if span.ParentID != fmt.Sprintf("%016x", cs.SpanID) {
 		t.Fatalf("exported server span %v, want parent %016x", span, cs.SpanID)
 	}
 }
@@ -158,7 +127,7 @@ func TestTChannelGoB3ClientJoinsMeshServerTrace(t *testing.T) {
 // A mesh client's JSON call carries its trace in the $tracing$ headers too:
 // a tchannel-go server whose tracer reads only B3 joins it.
 func TestMeshClientTraceReachesTChannelGoB3Server(t *testing.T) {
-	sink := newZipkinSink(t)
+	sink := zipkintest.New(t)
 	tracer := b3Tracer()
 	ch, err := tchannel.NewChannel("tgo", &tchannel.ChannelOptions{Logger: tchannel.NullLogger, Tracer: tracer})
 	if err != nil {
@@ -177,7 +146,7 @@ func TestMeshClientTraceReachesTChannelGoB3Server(t *testing.T) {
 	if err := ch.ListenAndServe("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, ch.PeerInfo().HostPort, client.Options{ServiceName: "caller", TraceService: "caller-canary", Zipkin: sink.url, Logger: quietLog})
+	c := dial(t, ch.PeerInfo().HostPort, client.Options{ServiceName: "caller", TraceService: "caller-canary", Zipkin: sink.URL, Logger: quietLog})
 	var sent frame.Tracing
 	var out map[string]string
 	if _, err := c.CallJSON(context.Background(), "tgo", "jecho", map[string]string{"k": "v"}, map[string]string{"x": "y"}, &out, client.ReportTracing(&sent)); err != nil {
@@ -193,9 +162,8 @@ func TestMeshClientTraceReachesTChannelGoB3Server(t *testing.T) {
 			s.SpanContext.TraceID, s.ParentID, s.SpanContext.Sampled, sent.TraceID, sent.SpanID)
 	}
 	c.Close() // flushes its spans
-	span := sink.find("CLIENT")
-	if ep, _ := span["localEndpoint"].(map[string]any); ep["serviceName"] != "caller-canary" {
-		t.Fatalf("client span %v: want service name caller-canary (TraceService)", span)
+	if span := find(sink, "CLIENT"); span.Local.ServiceName != "caller-canary" {
+		t.Fatalf("client span %+v: want service name caller-canary (TraceService)", span)
 	}
 }
 

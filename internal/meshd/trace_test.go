@@ -2,10 +2,6 @@ package meshd_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -15,53 +11,14 @@ import (
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/zipkintest"
 )
 
-// zipkinSpan is what these tests read of an exported span.
-type zipkinSpan struct {
-	TraceID  string `json:"traceId"`
-	ID       string `json:"id"`
-	ParentID string `json:"parentId"`
-	Kind     string `json:"kind"`
-	Local    struct {
-		Name string `json:"serviceName"`
-	} `json:"localEndpoint"`
-	Tags map[string]string `json:"tags"`
-}
-
-// spanSink is a Zipkin v2 endpoint that keeps the spans it gets.
-type spanSink struct {
-	mu    sync.Mutex
-	spans []zipkinSpan
-	URL   string
-}
-
-func newSpanSink(t *testing.T) *spanSink {
-	s := &spanSink{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		var batch []zipkinSpan
-		if err := json.Unmarshal(body, &batch); err != nil {
-			t.Errorf("sink: %v", err)
-		}
-		s.mu.Lock()
-		s.spans = append(s.spans, batch...)
-		s.mu.Unlock()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-	t.Cleanup(srv.Close)
-	s.URL = srv.URL + "/api/v2/spans"
-	return s
-}
-
-func (s *spanSink) trace(id string) map[string]zipkinSpan {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]zipkinSpan{}
-	for _, sp := range s.spans {
-		if sp.TraceID == id {
-			out[sp.ID] = sp
-		}
+// trace returns the spans of trace id, by span id.
+func trace(sink *zipkintest.Sink, id string) map[string]zipkintest.Span {
+	out := map[string]zipkintest.Span{}
+	for _, sp := range sink.Spans(func(sp zipkintest.Span) bool { return sp.TraceID == id }) {
+		out[sp.ID] = sp
 	}
 	return out
 }
@@ -72,7 +29,7 @@ func (s *spanSink) trace(id string) map[string]zipkinSpan {
 // call's trace is client → first hop → last hop → server, and retried ones
 // say so on the first hop.
 func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
-	sink := newSpanSink(t)
+	sink := zipkintest.New(t)
 	newTracer := func() *tracing.Tracer {
 		tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 1, ServiceName: "meshd"})
 		if err != nil {
@@ -141,13 +98,13 @@ func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
 	retried := 0
 	for _, tr := range traces {
 		id := client.TraceID(tr)
-		spans := sink.trace(id)
+		spans := trace(sink, id)
 		cs, ok := spans[id16(tr.SpanID)]
-		if !ok || cs.Kind != "CLIENT" || cs.Local.Name != "caller" {
+		if !ok || cs.Kind != "CLIENT" || cs.Local.ServiceName != "caller" {
 			t.Fatalf("trace %s: no client span %x in %v", id, tr.SpanID, spans)
 		}
 		first := child(spans, cs.ID)
-		if first.Tags["mesh.hop"] != "first" || first.Local.Name != "meshd" {
+		if first.Tags["mesh.hop"] != "first" || first.Local.ServiceName != "meshd" {
 			t.Fatalf("trace %s: first hop %+v", id, first)
 		}
 		if first.Tags["mesh.attempts"] == "2" {
@@ -157,7 +114,7 @@ func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
 		if last.Tags["mesh.hop"] != "last" {
 			t.Fatalf("trace %s: last hop %+v", id, last)
 		}
-		if srv := child(spans, last.ID); srv.Kind != "SERVER" || srv.Local.Name != "svc" {
+		if srv := child(spans, last.ID); srv.Kind != "SERVER" || srv.Local.ServiceName != "svc" {
 			t.Fatalf("trace %s: server span %+v", id, srv)
 		}
 	}
@@ -177,11 +134,11 @@ func id16(v uint64) string {
 	return string(b)
 }
 
-func child(spans map[string]zipkinSpan, parent string) zipkinSpan {
+func child(spans map[string]zipkintest.Span, parent string) zipkintest.Span {
 	for _, s := range spans {
 		if s.ParentID == parent {
 			return s
 		}
 	}
-	return zipkinSpan{}
+	return zipkintest.Span{}
 }
