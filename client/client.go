@@ -209,16 +209,18 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 		o(&cl)
 	}
 	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
-	var span tracing.Private
+	var traced bool // this call's span is recorded, and written when it ends
+	var start time.Time
 	if req.Tracing.TraceID == 0 { // else the caller set the ids itself (WithTracing)
 		var tr frame.Tracing
-		span, tr = c.tracer.StartPrivate(ctx, method, trace.SpanKindClient, frame.Tracing{}, forced)
+		tr, traced = c.tracer.Decide(ctx, frame.Tracing{}, forced)
 		if c.tracer == nil && forced {
 			tr = newTracing()
 		}
 		req.Tracing = tr
-		span.SetString("peer.service", service)
-		span.SetString("mesh.scheme", scheme)
+		if traced {
+			start = time.Now()
+		}
 	}
 	if cl.report != nil {
 		*cl.report = req.Tracing
@@ -226,7 +228,6 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	if cl.json {
 		var err error
 		if req.Arg2, err = encodeJSONHeaders(cl.jsonHeaders, req.Tracing); err != nil {
-			span.End()
 			return nil, err
 		}
 	}
@@ -237,13 +238,17 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	} else {
 		res, err = c.c.Call(ctx, req)
 	}
-	switch {
-	case err != nil:
-		span.Fail(CodeOf(err).String(), err.Error())
-	case res.Code != frame.ResOK:
-		span.Fail("application error", "")
+	if traced {
+		rec := tracing.Record{Name: method, Kind: trace.SpanKindClient, Tracing: req.Tracing, Start: start, End: time.Now(),
+			Remote: service, Tags: []tracing.Tag{{Key: "peer.service", Value: service}, {Key: "mesh.scheme", Value: scheme}}}
+		switch {
+		case err != nil:
+			rec.Code, rec.Message = CodeOf(err).String(), err.Error()
+		case res.Code != frame.ResOK:
+			rec.Code = "application error"
+		}
+		c.tracer.Emit(&rec)
 	}
-	span.End()
 	return res, err
 }
 

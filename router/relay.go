@@ -105,12 +105,12 @@ type relayed struct {
 	// frame, what routing needs to pick again, and what was tried.
 	retry    *retryState
 	deadline time.Time
-	admitted *limits         // the local-delivery limits this call holds a place in
-	appErr   bool            // the answer is an application error
-	rec      record          // the routing decisions, for explanations; guarded by Router.mu
-	span     tracing.Private // this hop's span, when the call is traced; guarded by Router.mu
-	hop      frame.Tracing   // the tracing field this hop sends on (retries reuse it)
-	attempt  *time.Timer     // ends the current attempt at the per-attempt timeout
+	admitted *limits       // the local-delivery limits this call holds a place in
+	appErr   bool          // the answer is an application error
+	rec      record        // the routing decisions, for explanations; guarded by Router.mu
+	trace    *hopTrace     // this hop's span to be, when the call is traced; guarded by Router.mu
+	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
+	attempt  *time.Timer   // ends the current attempt at the per-attempt timeout
 }
 
 // outcome is how one attempt ended, as its instance's endpoint learns it.

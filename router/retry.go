@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/tracing"
 
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -162,7 +163,10 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	ep, start := rc.ep, rc.start
 	rc.ep = nil
 	rc.rec.end(errored(code), time.Since(start))
-	rc.span.Event("retry", attribute.String("mesh.instance", ep.id), attribute.String("mesh.cause", code.String()))
+	if rc.trace != nil {
+		rc.trace.events = append(rc.trace.events, tracing.Event{Name: "retry", Time: time.Now(),
+			Attrs: []attribute.KeyValue{attribute.String("mesh.instance", ep.id), attribute.String("mesh.cause", code.String())}})
+	}
 	r.mu.Unlock()
 	ep.judge(start, errored(code))
 	r.stats.Retried.Add(1)

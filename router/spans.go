@@ -3,6 +3,8 @@ package router
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -11,81 +13,103 @@ import (
 	"github.com/meshrpc/mesh/internal/tracing"
 )
 
-// startSpan opens this hop's span for a call that is traced (its caller
-// sampled it) or has no trace yet (this meshd decides), and writes the hop's
-// tracing field into out: same trace, the incoming span as parent, this
-// span's id. Unsampled calls cost nothing here.
+// hopTrace is what a traced call's hop span will say, kept with the call
+// while it runs: the span itself is written once, at the end (Emit), so
+// no span object lives through the call.
+type hopTrace struct {
+	name, service, caller, peer, shardKey string
+	first                                 bool // this meshd chose the instance
+	start                                 time.Time
+	events                                []tracing.Event // retries; guarded by Router.mu
+}
+
+// startSpan decides whether this hop records a span for a call that is
+// traced (its caller sampled it) or has no trace yet (this meshd decides),
+// and writes the hop's tracing field into out: same trace, the incoming
+// span as parent, this hop's span id. Unsampled calls cost nothing here.
 func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out []byte) {
 	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
 		return
 	}
-	name := "call"
+	hop, record := r.cfg.Tracer.Decide(context.Background(), req.Tracing, false)
+	rc.hop = hop
+	hop.Put(out[frame.CallReqTracingOffset:])
+	if !record {
+		return
+	}
+	ht := &hopTrace{name: "call", service: r.names.intern(req.Service), first: rc.ep != nil, start: rc.start}
 	var first frame.CallReq
 	var frag frame.Fragment
 	if frame.DecodeCallReq(f.Payload, &first, &frag) == nil && frag.NumChunks > 0 {
-		name = r.names.intern(frag.Chunks[0]) // arg1, the method
+		ht.name = r.names.intern(frag.Chunks[0]) // arg1, the method
 	}
-	span, hop := r.cfg.Tracer.StartPrivate(context.Background(), name, trace.SpanKindServer, req.Tracing, false)
-	rc.hop = hop
-	hop.Put(out[frame.CallReqTracingOffset:])
-	if !span.Recording() {
-		return
-	}
-	rc.span = span
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)
-	peer := rc.dst.Peer().HostPort
+	ht.caller = r.names.intern(caller)
+	ht.peer = rc.dst.Peer().HostPort
 	if rc.dst.Peer().Ephemeral() {
-		peer = rc.dst.RemoteHostPort()
+		ht.peer = rc.dst.RemoteHostPort()
 	}
-	hopKind := "last"
-	if rc.ep != nil {
-		hopKind = "first"
-	}
-	span.SetString("mesh.service", r.names.intern(req.Service))
-	span.SetString("mesh.caller", r.names.intern(caller))
-	span.SetString("peer.address", peer)
-	span.SetString("mesh.hop", hopKind)
 	if key, ok := req.Headers.Get(frame.HeaderShardKey); ok {
-		span.SetString("mesh.shard_key", string(key))
+		ht.shardKey = string(key)
 	}
+	rc.trace = ht
 }
 
-// endSpan closes the hop's span with the call's outcome and its routing
+// endSpan writes the hop's span with the call's outcome and its routing
 // decisions: the last attempt's as tags, and every attempt as an event when
 // there were several.
 func (r *Router) endSpan(rc *relayed, result outcome) {
 	r.mu.Lock()
-	span := rc.span
-	rc.span = tracing.Private{} // ended spans are recycled: nothing may touch it after
+	ht := rc.trace
+	rc.trace = nil // written once
 	rec := rc.rec
 	r.mu.Unlock()
-	if !span.Recording() {
+	if ht == nil {
 		return
 	}
+	hopKind := "last"
+	if ht.first {
+		hopKind = "first"
+	}
+	// Tags go into a fixed array by index (not append), so they and the
+	// decision text stay on this stack.
+	var buf [9]tracing.Tag
+	n := 0
+	tag := func(t tracing.Tag) { buf[n] = t; n++ }
+	tag(tracing.Tag{Key: "mesh.service", Value: ht.service})
+	tag(tracing.Tag{Key: "mesh.caller", Value: ht.caller})
+	tag(tracing.Tag{Key: "peer.address", Value: ht.peer})
+	tag(tracing.Tag{Key: "mesh.hop", Value: hopKind})
+	if ht.shardKey != "" {
+		tag(tracing.Tag{Key: "mesh.shard_key", Value: ht.shardKey})
+	}
+	var why [192]byte
 	if rec.n > 0 {
 		last := &rec.attempts[rec.n-1]
 		var instance string
 		if last.ep != nil {
 			instance = last.ep.id
 		}
-		span.SetString("mesh.instance", instance)
-		var why [192]byte
-		span.SetString("mesh.decision", string(rec.appendWhy(why[:0], rec.n-1)))
+		tag(tracing.Tag{Key: "mesh.instance", Value: instance})
+		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1)})
 	}
+	events := ht.events
 	if rec.n > 1 {
-		span.SetInt("mesh.attempts", rec.n)
+		tag(tracing.Tag{Key: "mesh.attempts", Value: strconv.Itoa(rec.n)})
 		for i, a := range rec.explain().Attempts {
-			span.Event(fmt.Sprintf("attempt %d", i+1),
+			events = append(events, tracing.Event{Name: fmt.Sprintf("attempt %d", i+1), Time: time.Now(), Attrs: []attribute.KeyValue{
 				attribute.String("mesh.instance", a.Instance),
 				attribute.String("mesh.why", a.Why),
 				attribute.String("mesh.result", a.Result),
 				attribute.Float64("mesh.ms", a.Millis),
-			)
+			}})
 		}
 	}
-	span.SetString("mesh.result", resultName(result))
+	tag(tracing.Tag{Key: "mesh.result", Value: resultName(result)})
+	var code string
 	if result.failed() || result.code != 0 {
-		span.Fail(result.code.String(), "")
+		code = result.code.String()
 	}
-	span.End()
+	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,
+		Start: ht.start, End: time.Now(), Tags: buf[:n], Events: events, Code: code})
 }

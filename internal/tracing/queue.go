@@ -12,8 +12,7 @@ import (
 // dropped and counted.
 //
 // A span is written when it ends, on the goroutine that ends it, while its
-// fields are still in cache; a span only its starter held goes straight
-// back to the pool there. The queue is one buffer of spans, each after a
+// fields are still in cache (Emit writes a Record the same way). The queue is one buffer of spans, each after a
 // comma, appended to under a mutex; the exporter is woken once per full
 // batch (or by its ticker) and swaps the buffer for an empty one.
 type queue struct {
@@ -54,21 +53,26 @@ func newQueue(exp *zipkinExporter, size int) *queue {
 	return q
 }
 
+// add queues an ended span's JSON, or drops it when the queue is full.
 func (q *queue) add(s *span) {
 	if q.n.Load() >= int64(q.size) {
 		q.dropped.Add(1)
-		s.release()
 		return
 	}
 	bp := scratch.Get().(*[]byte)
 	b := appendSpan(append((*bp)[:0], ','), s)
-	s.release()
+	q.push(b)
+	*bp = b
+	scratch.Put(bp)
+}
+
+// push queues one span's JSON (after its comma), waking the exporter when a
+// batch is full.
+func (q *queue) push(b []byte) {
 	q.mu.Lock()
 	q.pen = append(q.pen, b...)
 	n := q.n.Add(1)
 	q.mu.Unlock()
-	*bp = b
-	scratch.Put(bp)
 	if n == batchSize {
 		select {
 		case q.wake <- struct{}{}:

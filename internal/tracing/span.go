@@ -2,8 +2,8 @@ package tracing
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -21,8 +21,7 @@ import (
 // OpenTelemetry's SDK spans cost several times the call itself there.
 type span struct {
 	embedded.Span
-	tracer  *Tracer
-	private bool // started by StartPrivate: recycled after export
+	tracer *Tracer
 	// scope and version name the instrumentation that made the span.
 	scope, version string
 	sc             trace.SpanContext
@@ -35,77 +34,9 @@ type span struct {
 	name   string
 	end    time.Time
 	attrs  []attribute.KeyValue
-	events []event
+	events []Event
 	status codes.Code
 	desc   string
-}
-
-var spanPool = sync.Pool{New: func() any { return new(span) }}
-
-// release recycles an exported private span: nothing else holds it.
-func (s *span) release() {
-	if s.private {
-		attrs := s.attrs[:0]
-		clear(attrs[:cap(attrs)]) // no strings kept alive from the pool
-		*s = span{attrs: attrs}
-		spanPool.Put(s)
-	}
-}
-
-// Private is a span only its starter holds (see StartPrivate). Its methods
-// take plain values, so setting a tag does not allocate, and do not lock:
-// the starter must not call them concurrently (the relay calls them under
-// its own lock or before a call is published). The zero Private records
-// nothing, and every method is then a no-op.
-type Private struct{ s *span }
-
-// Recording reports whether the span records anything.
-func (p Private) Recording() bool { return p.s != nil }
-
-// SetString sets a string tag.
-func (p Private) SetString(key, value string) {
-	if p.s != nil {
-		p.s.setOne(attribute.String(key, value))
-	}
-}
-
-// SetInt sets an integer tag.
-func (p Private) SetInt(key string, value int) {
-	if p.s != nil {
-		p.s.setOne(attribute.Int(key, value))
-	}
-}
-
-// Event adds an event with attributes.
-func (p Private) Event(name string, attrs ...attribute.KeyValue) {
-	if p.s != nil {
-		p.s.events = append(p.s.events, event{name, time.Now(), slices.Clone(attrs)})
-	}
-}
-
-// Fail marks the span failed with a wire error code (see Error).
-func (p Private) Fail(code, msg string) {
-	if p.s != nil {
-		p.s.setOne(attribute.String("error", code))
-		p.s.setOne(attribute.String("mesh.error_message", msg))
-		p.s.status, p.s.desc = codes.Error, code+": "+msg
-	}
-}
-
-// End ends the span; the Private must not be used afterwards.
-func (p Private) End() {
-	if s := p.s; s != nil {
-		s.ended, s.end = true, time.Now()
-		s.tracer.queue.add(s)
-	}
-}
-
-func (s *span) setOne(kv attribute.KeyValue) { s.attrs = append(s.attrs, kv) }
-
-type event struct {
-	name  string
-	time  time.Time
-	attrs []attribute.KeyValue
 }
 
 func (s *span) SpanContext() trace.SpanContext { return s.sc }
@@ -158,7 +89,7 @@ func (s *span) AddEvent(name string, opts ...trace.EventOption) {
 func (s *span) addEvent(name string, t time.Time, attrs []attribute.KeyValue) {
 	s.mu.Lock()
 	if !s.ended {
-		s.events = append(s.events, event{name, t, attrs})
+		s.events = append(s.events, Event{name, t, attrs})
 	}
 	s.mu.Unlock()
 }
@@ -233,7 +164,9 @@ func (st scopedTracer) Start(ctx context.Context, name string, opts ...trace.Spa
 	if cfg.NewRoot() || st.t == nil || !psc.IsSampled() {
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	s := st.t.newSpan(psc.TraceID(), psc.SpanID(), name, cfg.SpanKind(), cfg.Timestamp(), false)
+	var sid trace.SpanID
+	binary.BigEndian.PutUint64(sid[:], st.t.ids())
+	s := st.t.newSpan(psc.TraceID(), sid, psc.SpanID(), name, cfg.SpanKind(), cfg.Timestamp())
 	s.scope, s.version = st.scope, st.version
 	s.setAttributes(cfg.Attributes())
 	return trace.ContextWithSpan(ctx, s), s

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -39,9 +37,8 @@ type Tracer struct {
 	service string
 	// ids makes span and trace ids; tests make them predictable.
 	ids func() uint64
-
-	jsonOnce sync.Once
-	parts    jsonParts
+	// parts are the JSON every span of this process shares.
+	parts jsonParts
 }
 
 // scope names the instrumentation of mesh's own spans, as OpenTelemetry
@@ -67,6 +64,7 @@ func New(cfg Config) (*Tracer, error) {
 		rate:    cfg.SampleRate,
 		service: cfg.ServiceName,
 		ids:     nonZero,
+		parts:   newJSONParts(cfg.ServiceName),
 	}, nil
 }
 
@@ -79,7 +77,7 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, pa
 	if t == nil {
 		return ctx, noop, parent
 	}
-	s, out, remote := t.begin(ctx, name, kind, parent, forced, false)
+	s, out, remote := t.begin(ctx, name, kind, parent, forced)
 	switch {
 	case s != nil:
 		return trace.ContextWithSpan(ctx, s), s, out
@@ -89,63 +87,35 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, pa
 	return ctx, noop, out
 }
 
-// StartPrivate is Start for a span that only its starter will hold (a
-// meshd hop's, an SDK client call's): no context carries it, it is set
-// through Private's methods without allocating, and it is recycled once
-// exported.
-func (t *Tracer) StartPrivate(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (Private, frame.Tracing) {
-	if t == nil {
-		return Private{}, parent
+// begin decides whether a call is recorded (Decide) and, if so, starts its
+// span. remote reports that a call not recorded should carry out in its
+// context, as the parent of the calls it makes (its context has no trace).
+func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (s *span, out frame.Tracing, remote bool) {
+	out, record := t.Decide(ctx, parent, forced)
+	if !record {
+		return nil, out, parent.TraceID != 0 || !trace.SpanContextFromContext(ctx).IsValid()
 	}
-	s, out, _ := t.begin(ctx, name, kind, parent, forced, true)
-	return Private{s}, out
-}
-
-// begin decides whether a call is recorded and, if so, starts its span. A
-// call not recorded costs no more than a random number: the decision is made
-// here and travels with the ids. remote reports that a call not recorded
-// should carry out in its context, as the parent of the calls it makes.
-func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced, private bool) (s *span, out frame.Tracing, remote bool) {
 	var tid trace.TraceID
-	var pid trace.SpanID
-	switch psc := trace.SpanContextFromContext(ctx); {
-	case parent.TraceID != 0 && !parent.Sampled():
-		return nil, parent, true
-	case parent.TraceID != 0:
-		binary.BigEndian.PutUint64(tid[8:], parent.TraceID)
-		binary.BigEndian.PutUint64(pid[:], parent.SpanID)
-	case psc.IsValid() && psc.IsSampled() || psc.IsValid() && forced:
-		tid, pid = psc.TraceID(), psc.SpanID()
-	case psc.IsValid():
-		return nil, frame.Tracing{TraceID: low64(psc.TraceID()), SpanID: t.ids(), ParentID: spanID64(psc.SpanID())}, false
-	case !forced && rand.Float64() >= t.rate:
-		id := t.ids()
-		return nil, frame.Tracing{TraceID: id, SpanID: id}, true
-	default:
-		binary.BigEndian.PutUint64(tid[8:], t.ids())
-	}
-	s = t.newSpan(tid, pid, name, kind, time.Time{}, private)
+	var sid, pid trace.SpanID
+	binary.BigEndian.PutUint64(tid[8:], out.TraceID)
+	binary.BigEndian.PutUint64(sid[:], out.SpanID)
+	binary.BigEndian.PutUint64(pid[:], out.ParentID)
+	s = t.newSpan(tid, sid, pid, name, kind, time.Time{})
 	s.scope = scope
-	return s, ToFrame(s.sc, spanID64(pid)), false
+	return s, out, false
 }
 
-// newSpan starts a sampled span in trace tid under parent (zero for a root).
-func (t *Tracer) newSpan(tid trace.TraceID, parent trace.SpanID, name string, kind trace.SpanKind, start time.Time, private bool) *span {
-	var sid trace.SpanID
-	binary.BigEndian.PutUint64(sid[:], t.ids())
+// newSpan starts sampled span sid in trace tid under parent (zero for a
+// root).
+func (t *Tracer) newSpan(tid trace.TraceID, sid, parent trace.SpanID, name string, kind trace.SpanKind, start time.Time) *span {
 	if start.IsZero() {
 		start = time.Now()
 	}
-	var s *span
-	if private {
-		s = spanPool.Get().(*span)
-	} else {
-		s = new(span)
+	return &span{
+		tracer: t,
+		sc:     trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}),
+		parent: parent, kind: kind, start: start, name: name,
 	}
-	s.tracer, s.private = t, private
-	s.sc = trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
-	s.parent, s.kind, s.start, s.name = parent, kind, start, name
-	return s
 }
 
 // noop is the span of calls not recorded: ending it is safe.

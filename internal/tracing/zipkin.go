@@ -61,8 +61,15 @@ func (e *zipkinExporter) export(ctx context.Context, batch []byte) error {
 
 // appendSpan writes one span in Zipkin v2 JSON.
 func appendSpan(b []byte, s *span) []byte {
-	sc := s.SpanContext()
-	tid, sid := sc.TraceID(), sc.SpanID()
+	b = appendHead(b, s.sc.TraceID(), s.sc.SpanID(), s.parent, s.kind, s.name, s.start, s.end, &s.tracer.parts)
+	b = appendRemoteEndpoint(b, s)
+	b = appendEvents(b, s.events)
+	return appendTags(b, s)
+}
+
+// appendHead writes what every span has: ids, kind, name, times, and the
+// process as local endpoint.
+func appendHead(b []byte, tid trace.TraceID, sid, pid trace.SpanID, kind trace.SpanKind, name string, start, end time.Time, parts *jsonParts) []byte {
 	b = append(b, `{"traceId":"`...)
 	if hi := tid[:8]; !allZero(hi) {
 		b = appendHex(b, hi)
@@ -71,21 +78,20 @@ func appendSpan(b []byte, s *span) []byte {
 	b = append(b, `","id":"`...)
 	b = appendHex(b, sid[:])
 	b = append(b, '"')
-	if p := s.parent; p.IsValid() {
+	if pid.IsValid() {
 		b = append(b, `,"parentId":"`...)
-		b = appendHex(b, p[:])
+		b = appendHex(b, pid[:])
 		b = append(b, '"')
 	}
-	if k := zipkinKind(s.kind); k != "" {
+	if k := zipkinKind(kind); k != "" {
 		b = append(b, `,"kind":"`...)
 		b = append(b, k...)
 		b = append(b, '"')
 	}
-	if name := s.name; name != "" {
+	if name != "" {
 		b = append(b, `,"name":`...)
 		b = appendLowerString(b, name)
 	}
-	start, end := s.start, s.end
 	if !start.IsZero() {
 		b = append(b, `,"timestamp":`...)
 		b = strconv.AppendInt(b, micros(start), 10)
@@ -94,30 +100,33 @@ func appendSpan(b []byte, s *span) []byte {
 		b = append(b, `,"duration":`...)
 		b = strconv.AppendInt(b, int64(max(d+500*time.Nanosecond, time.Microsecond)/time.Microsecond), 10)
 	}
-	b = append(b, s.tracer.json().local...)
-	b = appendRemoteEndpoint(b, s)
-	if events := s.events; len(events) > 0 {
-		b = append(b, `,"annotations":[`...)
-		for i := range events {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"timestamp":`...)
-			b = strconv.AppendInt(b, micros(events[i].time), 10)
-			b = append(b, `,"value":`...)
-			b = appendString(b, annotation(events[i]))
-			b = append(b, '}')
-		}
-		b = append(b, ']')
+	return append(b, parts.local...)
+}
+
+// appendEvents writes events as Zipkin annotations.
+func appendEvents(b []byte, events []Event) []byte {
+	if len(events) == 0 {
+		return b
 	}
-	return appendTags(b, s)
+	b = append(b, `,"annotations":[`...)
+	for i := range events {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"timestamp":`...)
+		b = strconv.AppendInt(b, micros(events[i].Time), 10)
+		b = append(b, `,"value":`...)
+		b = appendString(b, annotation(events[i]))
+		b = append(b, '}')
+	}
+	return append(b, ']')
 }
 
 // appendTags writes the span's attributes, then its process's service name
 // (OpenTelemetry's resource), then its status and instrumentation scope, as
 // Zipkin tags: later keys win, as in a map, and keys come out sorted.
 func appendTags(b []byte, s *span) []byte {
-	b = append(b, s.tracer.json().tags...)
+	b = append(b, s.tracer.parts.tags...)
 	attrs := s.attrs
 next:
 	for i, kv := range attrs {
@@ -175,14 +184,13 @@ type jsonParts struct {
 	tags  []byte // the start of the tags, with the process's service name
 }
 
-func (t *Tracer) json() *jsonParts {
-	t.jsonOnce.Do(func() {
-		if t.service != "" {
-			t.parts.local = append(appendLowerString([]byte(`,"localEndpoint":{"serviceName":`), t.service), '}')
-		}
-		t.parts.tags = appendString([]byte(`,"tags":{"service.name":`), t.service)
-	})
-	return &t.parts
+func newJSONParts(service string) jsonParts {
+	var p jsonParts
+	if service != "" {
+		p.local = append(appendLowerString([]byte(`,"localEndpoint":{"serviceName":`), service), '}')
+	}
+	p.tags = appendString([]byte(`,"tags":{"service.name":`), service)
+	return p
 }
 
 var meshScopeTag = appendTag(nil, "otel.scope.name", scope)
@@ -256,7 +264,7 @@ func appendRemoteEndpoint(b []byte, s *span) []byte {
 		b = appendLowerString(b, v)
 		return append(b, '}')
 	}
-	ip := net.ParseIP(v)
+	ip := net.ParseIP(strings.Clone(v)) // a copy: ParseIP would make the span's attributes escape
 	if ip == nil {
 		return b
 	}
@@ -283,14 +291,14 @@ func appendRemoteEndpoint(b []byte, s *span) []byte {
 
 // annotation is an event as Zipkin shows it: its name, and its attributes
 // as a JSON object after a colon.
-func annotation(ev event) string {
-	if len(ev.attrs) == 0 {
-		return ev.name
+func annotation(ev Event) string {
+	if len(ev.Attrs) == 0 {
+		return ev.Name
 	}
-	attrs := slices.Clone(ev.attrs)
+	attrs := slices.Clone(ev.Attrs)
 	slices.SortStableFunc(attrs, func(a, b attribute.KeyValue) int { return strings.Compare(string(a.Key), string(b.Key)) })
-	b := make([]byte, 0, 64+len(ev.name))
-	b = append(b, ev.name...)
+	b := make([]byte, 0, 64+len(ev.Name))
+	b = append(b, ev.Name...)
 	b = append(b, ": {"...)
 	n := 0
 	for i, kv := range attrs {
@@ -305,7 +313,7 @@ func annotation(ev event) string {
 		b = append(b, ':')
 		var ok bool
 		if b, ok = appendJSONValue(b, kv.Value); !ok {
-			return ev.name // not representable in JSON (NaN, ±Inf)
+			return ev.Name // not representable in JSON (NaN, ±Inf)
 		}
 	}
 	return string(append(b, '}'))
@@ -403,7 +411,12 @@ var plain = func() (t [utf8.RuneSelf]bool) {
 // appendString writes s as a JSON string with encoding/json's escaping:
 // control characters, quotes, backslashes, <, >, &, U+2028 and U+2029 are
 // escaped, and invalid UTF-8 becomes U+FFFD.
-func appendString(b []byte, s string) []byte {
+func appendString(b []byte, s string) []byte { return appendText(b, s) }
+
+// appendBytesString is appendString for text in a byte slice.
+func appendBytesString(b []byte, s []byte) []byte { return appendText(b, s) }
+
+func appendText[T string | []byte](b []byte, s T) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -434,7 +447,7 @@ func appendString(b []byte, s string) []byte {
 			start = i
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
+		r, size := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && size == 1 {
 			b = append(b, s[start:i]...)
 			b = append(b, `\ufffd`...)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -150,7 +151,7 @@ func ours(t testing.TB, seed uint64, n int) []byte {
 
 // recorder is a Tracer whose spans stay queued for the test to take.
 func recorder(service string, ids func() uint64) *Tracer {
-	return &Tracer{queue: &queue{size: 1 << 30}, service: service, ids: ids}
+	return &Tracer{queue: &queue{size: 1 << 30}, service: service, ids: ids, parts: newJSONParts(service)}
 }
 
 func decodeModels(t testing.TB, js []byte) []zkmodel.SpanModel {
@@ -240,8 +241,9 @@ func TestZipkinExporterPosts(t *testing.T) {
 	}
 }
 
-// BenchmarkSpan is what one meshd hop's span costs, from start to its JSON,
-// here and with OpenTelemetry's SDK and Zipkin exporter.
+// BenchmarkSpan is what one meshd hop's span costs, from its record to its
+// JSON in the queue, here (Emit) and with OpenTelemetry's SDK and Zipkin
+// exporter (a span through the API, then the exporter's model and JSON).
 func BenchmarkSpan(b *testing.B) {
 	hop := func(tr trace.Tracer, ctx context.Context) {
 		_, s := tr.Start(ctx, "echo", trace.WithSpanKind(trace.SpanKindServer))
@@ -254,18 +256,15 @@ func BenchmarkSpan(b *testing.B) {
 		TraceID: trace.TraceID{15: 1}, SpanID: trace.SpanID{7: 1}, TraceFlags: trace.FlagsSampled, Remote: true}))
 	b.Run("mesh", func(b *testing.B) {
 		tr := recorder("meshd", nonZero)
-		parent := frame.Tracing{TraceID: 1, SpanID: 1, Flags: frame.TracingSampled}
+		ids := frame.Tracing{TraceID: 1, SpanID: 2, ParentID: 1, Flags: frame.TracingSampled}
 		var spare []byte
 		b.ReportAllocs()
 		for b.Loop() {
-			s, _ := tr.StartPrivate(context.Background(), "echo", trace.SpanKindServer, parent, false)
-			s.SetString("mesh.service", "bench")
-			s.SetString("mesh.caller", "client")
-			s.SetString("peer.address", "127.0.0.1:4040")
-			s.SetString("mesh.hop", "first")
-			s.SetString("mesh.instance", "127.0.0.2:4040")
-			s.SetString("mesh.result", "ok")
-			s.End()
+			now := time.Now()
+			tags := [...]Tag{{Key: "mesh.service", Value: "bench"}, {Key: "mesh.caller", Value: "client"},
+				{Key: "peer.address", Value: "127.0.0.1:4040"}, {Key: "mesh.hop", Value: "first"},
+				{Key: "mesh.instance", Value: "127.0.0.2:4040"}, {Key: "mesh.result", Value: "ok"}}
+			tr.Emit(&Record{Name: "echo", Kind: trace.SpanKindServer, Tracing: ids, Start: now, End: now, Tags: tags[:]})
 			if tr.queue.n.Load() == batchSize {
 				batch, _ := tr.queue.take(spare)
 				spare = batch[:0]
@@ -286,4 +285,67 @@ func BenchmarkSpan(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A span written by Emit from a Record is the span the SDK and its Zipkin
+// exporter send for the same facts.
+func TestEmitMatchesOpenTelemetryExporter(t *testing.T) {
+	start := time.Unix(1_700_000_000, 123_456_789)
+	attrs := []attribute.KeyValue{attribute.String("mesh.service", "kv"), attribute.String("mesh.hop", "first"),
+		attribute.String("mesh.attempts", "2")}
+	tags := []Tag{{Key: "mesh.service", Value: "kv"}, {Key: "mesh.hop", Value: "first"}, {Key: "mesh.attempts", Text: []byte("2")}}
+	events := []Event{{Name: "retry", Time: start.Add(time.Millisecond), Attrs: []attribute.KeyValue{attribute.String("mesh.cause", "busy")}}}
+	for i, code := range []string{"", "busy", "", "timeout"} {
+		kind, remote := trace.SpanKindServer, ""
+		if i >= 2 { // an SDK client's span: it names its callee
+			kind, remote = trace.SpanKindClient, "KV"
+		}
+		attrs, tags := attrs, tags
+		if remote != "" {
+			attrs = append(slices.Clone(attrs), attribute.String("peer.service", remote))
+			tags = append(slices.Clone(tags), Tag{Key: "peer.service", Value: remote})
+		}
+		msg := ""
+		if code != "" {
+			msg = "instance <i1> is busy"
+		}
+		// mesh: a relay's record, ids from the frame.
+		tr := recorder("meshd", nonZero)
+		tr.Emit(&Record{Name: "get", Kind: kind, Remote: remote, Start: start, End: start.Add(3 * time.Millisecond),
+			Tracing: frame.Tracing{TraceID: 0xaa, SpanID: 0xbb, ParentID: 0xcc, Flags: frame.TracingSampled},
+			Tags:    tags, Events: events, Code: code, Message: msg})
+		ours, _ := tr.queue.take(nil)
+
+		// The SDK: the same span through the API.
+		c := &collector{}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(c),
+			sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", "meshd"))),
+			sdktrace.WithIDGenerator(fixedIDs{0xbb}))
+		parent := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{15: 0xaa}, SpanID: trace.SpanID{7: 0xcc}, TraceFlags: trace.FlagsSampled, Remote: true}))
+		_, s := tp.Tracer(scope).Start(parent, "get", trace.WithSpanKind(kind), trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+		s.AddEvent("retry", trace.WithTimestamp(events[0].Time), trace.WithAttributes(events[0].Attrs...))
+		if code != "" {
+			Error(s, code, msg)
+		}
+		s.End(trace.WithTimestamp(start.Add(3 * time.Millisecond)))
+		official, err := json.Marshal(zipkin.SpanModels(c.spans))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, g := decodeModels(t, official), decodeModels(t, ours)
+		if len(g) != 1 || !reflect.DeepEqual(w, g) {
+			t.Fatalf("code %q:\nofficial %s\nours     %s", code, official, ours)
+		}
+	}
+}
+
+// fixedIDs gives the SDK the span id a test wants.
+type fixedIDs struct{ span byte }
+
+func (f fixedIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID) {
+	return trace.TraceID{15: 1}, trace.SpanID{7: f.span}
+}
+func (f fixedIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID {
+	return trace.SpanID{7: f.span}
 }
