@@ -209,7 +209,8 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 		o(&cl)
 	}
 	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
-	var traced bool                                             // this call's span is recorded, and written when it ends
+	// traced: this call's span is recorded, and written when it ends.
+	var traced bool
 	var start time.Time
 	if req.Tracing.TraceID == 0 { // else the caller set the ids itself (WithTracing)
 		var tr frame.Tracing
