@@ -126,7 +126,7 @@ func (rec *record) explain() Explanation {
 		if a.ep != nil {
 			info.Instance = a.ep.id
 		}
-		info.Why = string(rec.appendWhy(nil, i))
+		info.Why = string(rec.appendWhy(nil, i, false))
 		if a.done {
 			info.Result = resultName(a.result)
 		}
@@ -141,8 +141,10 @@ func (rec *record) explain() Explanation {
 	return e
 }
 
-// appendWhy writes why attempt i went where it did, in words.
-func (rec *record) appendWhy(b []byte, i int) []byte {
+// appendWhy writes why attempt i went where it did, in words; terse leaves
+// out what the cost means (a span tag on every traced call says it once per
+// call, /calls and --explain say it in full).
+func (rec *record) appendWhy(b []byte, i int, terse bool) []byte {
 	ch := rec.attempts[i].choice
 	if i > 0 {
 		b = append(b, "retry: "...)
@@ -155,7 +157,9 @@ func (rec *record) appendWhy(b []byte, i int) []byte {
 	case byP2C:
 		b = append(b, "power of two choices: expected wait "...)
 		b = appendMicros(b, ch.cost)
-		b = append(b, " (peak-EWMA latency × calls in flight)"...)
+		if !terse {
+			b = append(b, " (peak-EWMA latency × calls in flight)"...)
+		}
 		if ch.rival != nil {
 			b = append(b, " beat "...)
 			b = append(b, ch.rival.id...)

@@ -91,7 +91,7 @@ func (r *Router) endSpan(rc *relayed, result outcome) {
 			instance = last.ep.id
 		}
 		tag(tracing.Tag{Key: "mesh.instance", Value: instance})
-		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1)})
+		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1, true)})
 	}
 	events := ht.events
 	if rec.n > 1 {

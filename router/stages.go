@@ -249,7 +249,7 @@ func Backoff(n int, left time.Duration) time.Duration {
 func (c *Call) Explain() string {
 	rec := record{n: 1}
 	rec.attempts[0].choice = c.choice
-	return string(rec.appendWhy(nil, 0))
+	return string(rec.appendWhy(nil, 0, false))
 }
 
 func (b *Balancer) counter(service string) *atomic.Uint64 {

@@ -84,7 +84,7 @@ func (t *Tracer) Emit(r *Record) {
 	}
 	bp := scratch.Get().(*[]byte)
 	b := appendRecord(append((*bp)[:0], ','), t, r)
-	t.queue.push(b)
+	t.queue.push(b, r.Tracing.SpanID)
 	*bp = b
 	scratch.Put(bp)
 }

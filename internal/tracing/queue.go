@@ -12,16 +12,16 @@ import (
 // dropped and counted.
 //
 // A span is written when it ends, on the goroutine that ends it, while its
-// fields are still in cache (Emit writes a Record the same way). The queue is one buffer of spans, each after a
-// comma, appended to under a mutex; the exporter is woken once per full
-// batch (or by its ticker) and swaps the buffer for an empty one.
+// fields are still in cache (Emit writes a Record the same way). Written
+// spans, each after a comma, are appended to one of a few buffers (by span
+// id, so concurrent calls rarely wait for each other); the exporter is woken
+// once per full batch (or by its ticker) and gathers them.
 type queue struct {
 	exp  *zipkinExporter
 	size int
 
-	n   atomic.Int64 // spans in pending
-	mu  sync.Mutex
-	pen []byte // pending: ",{span},{span}..."
+	n      atomic.Int64 // spans pending, for the bound and the wakeup
+	shards [4]shard
 
 	wake     chan struct{}
 	flush    chan chan struct{}
@@ -53,6 +53,14 @@ func newQueue(exp *zipkinExporter, size int) *queue {
 	return q
 }
 
+// shard is one of the queue's buffers: ",{span},{span}...".
+type shard struct {
+	mu  sync.Mutex
+	pen []byte
+	n   int
+	_   [64]byte // its own cache line
+}
+
 // add queues an ended span's JSON, or drops it when the queue is full.
 func (q *queue) add(s *span) {
 	if q.n.Load() >= int64(q.size) {
@@ -61,19 +69,20 @@ func (q *queue) add(s *span) {
 	}
 	bp := scratch.Get().(*[]byte)
 	b := appendSpan(append((*bp)[:0], ','), s)
-	q.push(b)
+	q.push(b, spanID64(s.sc.SpanID()))
 	*bp = b
 	scratch.Put(bp)
 }
 
-// push queues one span's JSON (after its comma), waking the exporter when a
-// batch is full.
-func (q *queue) push(b []byte) {
-	q.mu.Lock()
-	q.pen = append(q.pen, b...)
-	n := q.n.Add(1)
-	q.mu.Unlock()
-	if n == batchSize {
+// push queues one span's JSON (after its comma) in the shard of its span
+// id, waking the exporter when a batch is full.
+func (q *queue) push(b []byte, id uint64) {
+	sh := &q.shards[id%uint64(len(q.shards))]
+	sh.mu.Lock()
+	sh.pen = append(sh.pen, b...)
+	sh.n++
+	sh.mu.Unlock()
+	if q.n.Add(1) == batchSize {
 		select {
 		case q.wake <- struct{}{}:
 		default:
@@ -81,19 +90,25 @@ func (q *queue) push(b []byte) {
 	}
 }
 
-// take swaps the pending spans for spare (emptied): it returns them as a
-// JSON array, and how many there are.
-func (q *queue) take(spare []byte) ([]byte, int) {
-	q.mu.Lock()
-	got := q.pen
-	q.pen = spare[:0]
-	n := q.n.Swap(0)
-	q.mu.Unlock()
-	if len(got) == 0 {
-		return got, 0
+// take gathers the pending spans into batch (emptied first): it returns
+// them as a JSON array, and how many there are.
+func (q *queue) take(batch []byte) ([]byte, int) {
+	batch = batch[:0]
+	n := 0
+	for i := range q.shards {
+		sh := &q.shards[i]
+		sh.mu.Lock()
+		batch = append(batch, sh.pen...)
+		n += sh.n
+		sh.pen, sh.n = sh.pen[:0], 0
+		sh.mu.Unlock()
 	}
-	got[0] = '[' // the first span's comma
-	return append(got, ']'), int(n)
+	q.n.Add(-int64(n))
+	if n == 0 {
+		return batch, 0
+	}
+	batch[0] = '[' // the first span's comma
+	return append(batch, ']'), n
 }
 
 func (q *queue) run() {
