@@ -1,13 +1,22 @@
 // Package tracing gives mesh's processes (the SDK's clients and servers,
-// and meshd's relay) Zipkin-compatible traces with OpenTelemetry: spans are
-// exported as Zipkin v2 JSON, so Zipkin or Jaeger show them.
+// and meshd's relay) Zipkin-compatible traces: spans are exported as Zipkin
+// v2 JSON, so Zipkin or Jaeger show them.
 //
 // The trace context travels in the TChannel frame's 25-byte tracing field,
 // as every TChannel peer expects: 64-bit trace and span ids and the sampled
 // flag. ToFrame and FromFrame translate between that field and OpenTelemetry
 // span contexts (the 64-bit trace id is the low half of OpenTelemetry's 128).
 //
-// Exporting never slows calls down: ended spans go into a bounded queue that
-// a background goroutine sends in batches; when the queue is full (the
-// backend is down or slow) spans are dropped and counted.
+// Two ways to record a span. Start gives a span behind OpenTelemetry's
+// trace.Span interface, carried in a context (the SDK server's: handlers tag
+// it and start children through OpenTelemetry's API). Decide and Emit are
+// for code that already keeps what the span will say with the call (meshd's
+// relay, the SDK client): Decide makes the sampling decision and the ids, and
+// Emit writes the finished span in one go, with no span object in between.
+// Both write the JSON OpenTelemetry's Zipkin exporter would (tests hold them
+// to it), without its cost.
+//
+// Exporting never slows calls down: a span's JSON is queued when it ends, and
+// a background goroutine posts batches; when the queue is full (the backend is
+// down or slow) spans are dropped and counted.
 package tracing
