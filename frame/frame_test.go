@@ -390,3 +390,27 @@ func TestRandomMessages(t *testing.T) {
 		}
 	}
 }
+
+// CallReqArg1 finds the method without decoding the rest, whatever the
+// checksum, and says nil when the frame does not hold it whole.
+func TestCallReqArg1(t *testing.T) {
+	for _, cs := range []ChecksumType{ChecksumNone, ChecksumCRC32, ChecksumFarm32, ChecksumCRC32C} {
+		for _, fr := range encode(t, sample(cs, [3]int{3, 10, 20})) {
+			payload := fr[HeaderSize:]
+			var req CallReq
+			var frag Fragment
+			if err := DecodeCallReq(payload, &req, &frag); err != nil {
+				t.Fatal(err)
+			}
+			if got := CallReqArg1(payload, &req); !bytes.Equal(got, frag.Chunks[0]) {
+				t.Fatalf("%v: arg1 %q, want %q", cs, got, frag.Chunks[0])
+			}
+			for cut := 1; cut < len(frag.Chunks[0])+3; cut++ { // cut inside arg1 or its length
+				if got := CallReqArg1(payload[:len(payload)-len(frag.Chunks[1])-len(frag.Chunks[2])-4-cut], &req); got != nil {
+					t.Fatalf("%v: a frame cut %d bytes short of arg1's end gave %q", cs, cut, got)
+				}
+			}
+			break // the first frame is the one with arg1
+		}
+	}
+}

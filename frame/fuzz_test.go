@@ -45,6 +45,10 @@ func FuzzDecode(f *testing.F) {
 					if err := req.Headers.Validate(); err != nil {
 						t.Fatalf("decoded headers fail validation: %v", err)
 					}
+					// The shortcut to the method agrees with the full decode.
+					if arg1 := CallReqArg1(fr.Payload, &req); frag.NumChunks > 0 && !bytes.Equal(arg1, frag.Chunks[0]) {
+						t.Fatalf("CallReqArg1 %q, decoded arg1 %q", arg1, frag.Chunks[0])
+					}
 					asm.Reset()
 				}
 			case TypeCallRes:

@@ -1,6 +1,7 @@
 package frame
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -141,6 +142,30 @@ func DecodeCallReq(payload []byte, m *CallReq, f *Fragment) error {
 	}
 	m.Checksum = f.Checksum
 	return nil
+}
+
+// CallReqArg1 returns arg1 (the method) of a call req's first frame, whose
+// part before the args m was decoded from payload, without decoding the
+// rest; nil when the frame does not hold the whole of it.
+func CallReqArg1(payload []byte, m *CallReq) []byte {
+	off := 1 + 4 + TracingSize + 1 + len(m.Service) + len(m.Headers)
+	if off >= len(payload) {
+		return nil
+	}
+	cs := ChecksumType(payload[off])
+	if !cs.valid() {
+		return nil
+	}
+	off += 1 + cs.Size()
+	if off+2 > len(payload) {
+		return nil
+	}
+	n := int(binary.BigEndian.Uint16(payload[off:]))
+	off += 2
+	if off+n > len(payload) {
+		return nil
+	}
+	return payload[off : off+n : off+n]
 }
 
 // DecodeCallRes decodes the first frame of a call response.

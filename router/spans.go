@@ -38,10 +38,8 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 		return
 	}
 	ht := &hopTrace{name: "call", service: r.names.intern(req.Service), first: rc.ep != nil, start: rc.start}
-	var first frame.CallReq
-	var frag frame.Fragment
-	if frame.DecodeCallReq(f.Payload, &first, &frag) == nil && frag.NumChunks > 0 {
-		ht.name = r.names.intern(frag.Chunks[0]) // arg1, the method
+	if method := frame.CallReqArg1(f.Payload, req); method != nil {
+		ht.name = r.names.intern(method)
 	}
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)
 	ht.caller = r.names.intern(caller)
