@@ -400,10 +400,13 @@ func appendLowerString(b []byte, s string) []byte {
 	return appendString(b, s)
 }
 
-// plain marks the ASCII bytes a JSON string holds as they are.
-var plain = func() (t [utf8.RuneSelf]bool) {
+// plain marks the bytes a JSON string holds as they are: ASCII other than
+// controls, quotes, backslashes and <, >, & (escaped as encoding/json does).
+var plain = func() (t [256]uint8) {
 	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+		if c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+			t[c] = 1
+		}
 	}
 	return t
 }()
@@ -420,9 +423,16 @@ func appendText[T string | []byte](b []byte, s T) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Most text is plain: skip it four bytes at a time.
+		for i+4 <= len(s) && plain[s[i]]&plain[s[i+1]]&plain[s[i+2]]&plain[s[i+3]] == 1 {
+			i += 4
+		}
+		if i == len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if plain[c] {
+			if plain[c] == 1 {
 				i++
 				continue
 			}
