@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -23,6 +24,10 @@ type hopTrace struct {
 	events                                []tracing.Event // retries; guarded by Router.mu
 }
 
+// hopTraces recycles hopTraces: the relay alone holds one, from startSpan
+// until endSpan takes it off the call.
+var hopTraces = sync.Pool{New: func() any { return new(hopTrace) }}
+
 // startSpan decides whether this hop records a span for a call that is
 // traced (its caller sampled it) or has no trace yet (this meshd decides),
 // and writes the hop's tracing field into out: same trace, the incoming
@@ -37,7 +42,8 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 	if !record {
 		return
 	}
-	ht := &hopTrace{name: "call", service: r.names.intern(req.Service), first: rc.ep != nil, start: rc.start}
+	ht := hopTraces.Get().(*hopTrace)
+	*ht = hopTrace{name: "call", service: r.names.intern(req.Service), first: rc.ep != nil, start: rc.start}
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}
@@ -110,4 +116,6 @@ func (r *Router) endSpan(rc *relayed, result outcome) {
 	}
 	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,
 		Start: ht.start, End: time.Now(), Tags: buf[:n], Events: events, Code: code})
+	*ht = hopTrace{}
+	hopTraces.Put(ht)
 }
