@@ -4,8 +4,8 @@
 //
 // The trace context travels in the TChannel frame's 25-byte tracing field,
 // as every TChannel peer expects: 64-bit trace and span ids and the sampled
-// flag. ToFrame and FromFrame translate between that field and OpenTelemetry
-// span contexts (the 64-bit trace id is the low half of OpenTelemetry's 128).
+// flag. FromFrame turns that field into an OpenTelemetry span context (the
+// 64-bit trace id is the low half of OpenTelemetry's 128).
 //
 // Two ways to record a span. Start gives a span behind OpenTelemetry's
 // trace.Span interface, carried in a context (the SDK server's: handlers tag

@@ -24,7 +24,6 @@ type queue struct {
 	shards [4]shard
 
 	wake     chan struct{}
-	flush    chan chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
 	once     sync.Once
@@ -42,12 +41,11 @@ var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 
 func newQueue(exp *zipkinExporter, size int) *queue {
 	q := &queue{
-		exp:   exp,
-		size:  size,
-		wake:  make(chan struct{}, 1),
-		flush: make(chan chan struct{}),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
+		exp:  exp,
+		size: size,
+		wake: make(chan struct{}, 1),
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	go q.run()
 	return q
@@ -135,30 +133,10 @@ func (q *queue) run() {
 			send()
 		case <-tick.C:
 			send()
-		case ack := <-q.flush:
-			send()
-			close(ack)
 		case <-q.stop:
 			send()
 			return
 		}
-	}
-}
-
-func (q *queue) flushNow(ctx context.Context) error {
-	ack := make(chan struct{})
-	select {
-	case q.flush <- ack:
-	case <-q.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	select {
-	case <-ack:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -137,38 +137,12 @@ func (t *Tracer) Exported() int64 {
 	return t.queue.exported.Load()
 }
 
-// Flush exports what is queued (tests and shutdown use it).
-func (t *Tracer) Flush(ctx context.Context) error {
-	if t == nil {
-		return nil
-	}
-	return t.queue.flushNow(ctx)
-}
-
 // Shutdown exports what is queued and stops.
 func (t *Tracer) Shutdown(ctx context.Context) error {
 	if t == nil {
 		return nil
 	}
 	return t.queue.shutdown(ctx)
-}
-
-// ToFrame turns a span context into the frame's tracing field; parent is the
-// span id of the span's parent, which the field carries too.
-func ToFrame(sc trace.SpanContext, parent uint64) frame.Tracing {
-	if !sc.IsValid() {
-		return frame.Tracing{}
-	}
-	tid, sid := sc.TraceID(), sc.SpanID()
-	t := frame.Tracing{
-		TraceID:  binary.BigEndian.Uint64(tid[8:]),
-		SpanID:   binary.BigEndian.Uint64(sid[:]),
-		ParentID: parent,
-	}
-	if sc.IsSampled() {
-		t.Flags = frame.TracingSampled
-	}
-	return t
 }
 
 // FromFrame turns a frame's tracing field into a remote span context.
