@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: run run-consul test bench build fuzz consul jaeger images up down
+.PHONY: run run-consul test bench bench-tracing build fuzz consul jaeger images up down
 
 # Quick start: a meshd with the example services on this host, and calls to them.
 run:
@@ -21,6 +21,10 @@ test:
 # Direct-call benchmarks, mesh vs tchannel-go in one run, as a ratio table.
 bench:
 	./scripts/bench.sh
+
+# What tracing costs (off, 1%, 100% sampling), over alternating rounds.
+bench-tracing:
+	./scripts/bench-tracing.sh
 
 # Long fuzz runs of the frame decoder and a live connection (FUZZTIME=10m).
 fuzz:
