@@ -2,7 +2,6 @@ package tracing
 
 import (
 	"context"
-	"encoding/binary"
 	"math/rand/v2"
 	"time"
 
@@ -78,23 +77,11 @@ func (t *Tracer) Emit(r *Record) {
 	if t == nil {
 		return
 	}
-	if t.queue.n.Load() >= int64(t.queue.size) {
-		t.queue.dropped.Add(1)
-		return
-	}
-	bp := scratch.Get().(*[]byte)
-	b := appendRecord(append((*bp)[:0], ','), t, r)
-	t.queue.push(b, r.Tracing.SpanID)
-	*bp = b
-	scratch.Put(bp)
+	t.queue.put(r.Tracing.SpanID, func(b []byte) []byte { return appendRecord(b, t, r) })
 }
 
 func appendRecord(b []byte, t *Tracer, r *Record) []byte {
-	var tid trace.TraceID
-	var sid, pid trace.SpanID
-	binary.BigEndian.PutUint64(tid[8:], r.Tracing.TraceID)
-	binary.BigEndian.PutUint64(sid[:], r.Tracing.SpanID)
-	binary.BigEndian.PutUint64(pid[:], r.Tracing.ParentID)
+	tid, sid, pid := otelIDs(r.Tracing)
 	b = appendHead(b, tid, sid, pid, r.Kind, r.Name, r.Start, r.End, &t.parts)
 	if r.Remote != "" && (r.Kind == trace.SpanKindClient || r.Kind == trace.SpanKindProducer) {
 		b = append(b, `,"remoteEndpoint":{"serviceName":`...)
@@ -105,13 +92,10 @@ func appendRecord(b []byte, t *Tracer, r *Record) []byte {
 	b = append(b, t.parts.tags...)
 	for _, tag := range r.Tags {
 		if tag.Text != nil {
-			b = append(b, ',')
-			b = appendString(b, tag.Key)
-			b = append(b, ':')
-			b = appendBytesString(b, tag.Text)
-			continue
+			b = appendTag(b, tag.Key, tag.Text)
+		} else {
+			b = appendTag(b, tag.Key, tag.Value)
 		}
-		b = appendTag(b, tag.Key, tag.Value)
 	}
 	if r.Code != "" { // as Error on a span: the code, and the status saying so
 		b = appendTag(b, "mesh.error_message", r.Message)

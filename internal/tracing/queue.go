@@ -59,15 +59,21 @@ type shard struct {
 	_   [64]byte // its own cache line
 }
 
-// add queues an ended span's JSON, or drops it when the queue is full.
+// add queues an ended span's JSON.
 func (q *queue) add(s *span) {
+	q.put(spanID64(s.sc.SpanID()), func(b []byte) []byte { return appendSpan(b, s) })
+}
+
+// put queues the JSON of span id that write appends, or drops the span
+// when the queue is full.
+func (q *queue) put(id uint64, write func(b []byte) []byte) {
 	if q.n.Load() >= int64(q.size) {
 		q.dropped.Add(1)
 		return
 	}
 	bp := scratch.Get().(*[]byte)
-	b := appendSpan(append((*bp)[:0], ','), s)
-	q.push(b, spanID64(s.sc.SpanID()))
+	b := write(append((*bp)[:0], ','))
+	q.push(b, id)
 	*bp = b
 	scratch.Put(bp)
 }

@@ -95,11 +95,7 @@ func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, pa
 	if !record {
 		return nil, out, parent.TraceID != 0 || !trace.SpanContextFromContext(ctx).IsValid()
 	}
-	var tid trace.TraceID
-	var sid, pid trace.SpanID
-	binary.BigEndian.PutUint64(tid[8:], out.TraceID)
-	binary.BigEndian.PutUint64(sid[:], out.SpanID)
-	binary.BigEndian.PutUint64(pid[:], out.ParentID)
+	tid, sid, pid := otelIDs(out)
 	s = t.newSpan(tid, sid, pid, name, kind, time.Time{})
 	s.scope = scope
 	return s, out, false
@@ -147,10 +143,7 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 
 // FromFrame turns a frame's tracing field into a remote span context.
 func FromFrame(t frame.Tracing) trace.SpanContext {
-	var tid trace.TraceID
-	var sid trace.SpanID
-	binary.BigEndian.PutUint64(tid[8:], t.TraceID)
-	binary.BigEndian.PutUint64(sid[:], t.SpanID)
+	tid, sid, _ := otelIDs(t)
 	var flags trace.TraceFlags
 	if t.Sampled() {
 		flags = trace.FlagsSampled
@@ -162,6 +155,15 @@ func FromFrame(t frame.Tracing) trace.SpanContext {
 func Error(span trace.Span, code string, msg string) {
 	span.SetAttributes(attribute.String("error", code), attribute.String("mesh.error_message", msg))
 	span.SetStatus(codes.Error, code+": "+msg)
+}
+
+// otelIDs are a frame's 64-bit ids in OpenTelemetry's types (the trace id's
+// high half zero).
+func otelIDs(t frame.Tracing) (tid trace.TraceID, sid, parent trace.SpanID) {
+	binary.BigEndian.PutUint64(tid[8:], t.TraceID)
+	binary.BigEndian.PutUint64(sid[:], t.SpanID)
+	binary.BigEndian.PutUint64(parent[:], t.ParentID)
+	return tid, sid, parent
 }
 
 func low64(t trace.TraceID) uint64   { return binary.BigEndian.Uint64(t[8:]) }

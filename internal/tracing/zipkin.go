@@ -195,7 +195,8 @@ func newJSONParts(service string) jsonParts {
 
 var meshScopeTag = appendTag(nil, "otel.scope.name", scope)
 
-func appendTag(b []byte, k, v string) []byte {
+// appendTag writes ,"k":"v" (v as text or as bytes).
+func appendTag[T string | []byte](b []byte, k string, v T) []byte {
 	b = append(b, ',')
 	b = appendString(b, k)
 	b = append(b, ':')
@@ -414,12 +415,7 @@ var plain = func() (t [256]uint8) {
 // appendString writes s as a JSON string with encoding/json's escaping:
 // control characters, quotes, backslashes, <, >, &, U+2028 and U+2029 are
 // escaped, and invalid UTF-8 becomes U+FFFD.
-func appendString(b []byte, s string) []byte { return appendText(b, s) }
-
-// appendBytesString is appendString for text in a byte slice.
-func appendBytesString(b []byte, s []byte) []byte { return appendText(b, s) }
-
-func appendText[T string | []byte](b []byte, s T) []byte {
+func appendString[T string | []byte](b []byte, s T) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
