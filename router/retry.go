@@ -76,15 +76,13 @@ const maxRetryBytes = 256 << 10
 type retryState struct {
 	frames  *[]byte // the request's frames as they arrived, one after another
 	first   int     // the first frame's length
+	service string
 	tooBig  bool    // frames stopped being kept at maxRetryBytes; guarded by Router.mu
 	flags   retryFlags
 	tried   []string
 	tracing frame.Tracing
 	max     int // attempts allowed in all
 }
-
-// firstFrame is the call's first frame as it arrived.
-func (s *retryState) firstFrame() []byte { return (*s.frames)[:s.first] }
 
 // keep saves a continuation frame of the request, until the bound.
 // Called under Router.mu.
@@ -106,7 +104,7 @@ func (r *Router) retryState(f *frame.Frame, req *frame.CallReq, ep *endpoint, at
 		bp = new([]byte)
 	}
 	*bp = append((*bp)[:0], f.Raw...)
-	return &retryState{frames: bp, first: len(f.Raw), flags: flags, tried: []string{ep.id}, tracing: req.Tracing, max: attempts}
+	return &retryState{frames: bp, first: len(f.Raw), service: ep.service, flags: flags, tried: []string{ep.id}, tracing: req.Tracing, max: attempts}
 }
 
 func (s *retryState) release(pool *sync.Pool) {
@@ -125,17 +123,10 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 		return false
 	}
 	// Only a request that has passed through whole, and was kept whole, can
-	// be sent again. The frames are read under the lock: finish recycles them.
-	var req frame.CallReq
-	var frag frame.Fragment
+	// be sent again.
 	r.mu.Lock()
 	attempts := len(st.tried)
-	ok := !rc.done && rc.reqDone && !st.tooBig &&
-		frame.DecodeCallReq(st.firstFrame()[frame.HeaderSize:], &req, &frag) == nil
-	var service string
-	if ok {
-		service = r.names.intern(req.Service)
-	}
+	ok := !rc.done && rc.reqDone && !st.tooBig
 	r.mu.Unlock()
 	if !ok || attempts >= st.max {
 		return false
@@ -144,8 +135,8 @@ func (r *Router) retryAfter(rc *relayed, code frame.ErrCode) bool {
 	if left < minTimeForRetry {
 		return false
 	}
-	svc := r.serviceStats(service)
-	if !r.bal.budget(service).withdraw(r.bal.policies.limits(service).policy.RetryBudget) {
+	svc := r.serviceStats(st.service)
+	if !r.bal.withdrawRetry(st.service) {
 		r.stats.BudgetExhausted.Add(1)
 		svc.budgetExhausted.Add(1)
 		return false

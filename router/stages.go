@@ -230,11 +230,15 @@ func (b *Balancer) Done(c *Call, start time.Time, code frame.ErrCode) {
 // (retryFlags), attempts are left under the policy, and the service's retry
 // budget has room. A true answer takes a retry from the budget.
 func (b *Balancer) MayRetry(c *Call, code frame.ErrCode, re []byte) bool {
-	p := c.lim(b).policy
-	if !parseRetryValue(re).allows(code) || len(c.Tried) >= p.MaxAttempts {
+	if !parseRetryValue(re).allows(code) || len(c.Tried) >= c.lim(b).policy.MaxAttempts {
 		return false
 	}
-	return b.budget(c.Service).withdraw(p.RetryBudget)
+	return b.withdrawRetry(c.Service)
+}
+
+// withdrawRetry takes one retry from service's budget, if it has room.
+func (b *Balancer) withdrawRetry(service string) bool {
+	return b.budget(service).withdraw(b.policies.limits(service).policy.RetryBudget)
 }
 
 // Backoff is how long to wait before retry number n (1 for the first) with
