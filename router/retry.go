@@ -77,7 +77,7 @@ type retryState struct {
 	frames  *[]byte // the request's frames as they arrived, one after another
 	first   int     // the first frame's length
 	service string
-	tooBig  bool    // frames stopped being kept at maxRetryBytes; guarded by Router.mu
+	tooBig  bool // frames stopped being kept at maxRetryBytes; guarded by Router.mu
 	flags   retryFlags
 	tried   []string
 	tracing frame.Tracing
