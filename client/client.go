@@ -137,9 +137,6 @@ type CallOption func(*call)
 type call struct {
 	req    conn.Request
 	report *frame.Tracing
-	// json: arg2 is jsonHeaders, encoded with the trace context.
-	json        bool
-	jsonHeaders map[string]string
 }
 
 // WithShardKey routes the call by key ("sk"): the same key reaches the same
@@ -184,7 +181,7 @@ func WithChecksum(t frame.ChecksumType) CallOption { return func(c *call) { c.re
 
 // Call makes a raw call: headers and body are sent as they are.
 func (c *Client) Call(ctx context.Context, service, method string, headers, body []byte, opts ...CallOption) (*Response, error) {
-	res, err := c.call(ctx, "raw", service, method, headers, body, opts)
+	res, err := c.call(ctx, "raw", service, method, headers, nil, body, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +191,10 @@ func (c *Client) Call(ctx context.Context, service, method string, headers, body
 	return &Response{Headers: res.Arg2, Body: res.Arg3}, nil
 }
 
-func (c *Client) call(ctx context.Context, scheme, service, method string, arg2, arg3 []byte, opts []CallOption) (*conn.Response, error) {
+// call sends one call. A JSON call's application headers come as
+// jsonHeaders, encoded into arg2 once the call's tracing is known: the trace
+// context goes into them too.
+func (c *Client) call(ctx context.Context, scheme, service, method string, arg2 []byte, jsonHeaders map[string]string, arg3 []byte, opts []CallOption) (*conn.Response, error) {
 	cl := call{req: conn.Request{
 		Service:  service,
 		Method:   method,
@@ -226,9 +226,9 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2,
 	if cl.report != nil {
 		*cl.report = req.Tracing
 	}
-	if cl.json {
+	if scheme == "json" {
 		var err error
-		if req.Arg2, err = encodeJSONHeaders(cl.jsonHeaders, req.Tracing); err != nil {
+		if req.Arg2, err = encodeJSONHeaders(jsonHeaders, req.Tracing); err != nil {
 			return nil, err
 		}
 	}

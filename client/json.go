@@ -17,7 +17,7 @@ func (c *Client) CallJSON(ctx context.Context, service, method string, headers m
 	if err != nil {
 		return nil, Errorf(frame.ErrCodeBadRequest, "encoding request body: %v", err)
 	}
-	res, err := c.call(ctx, "json", service, method, nil, arg3, append(opts, jsonHeaders(headers)))
+	res, err := c.call(ctx, "json", service, method, nil, headers, arg3, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -39,12 +39,6 @@ func (c *Client) CallJSON(ctx context.Context, service, method string, headers m
 		}
 	}
 	return resHeaders, nil
-}
-
-// jsonHeaders has the call's application headers encoded once its tracing
-// is known: the trace context goes into them too.
-func jsonHeaders(h map[string]string) CallOption {
-	return func(c *call) { c.jsonHeaders, c.json = h, true }
 }
 
 func encodeJSONHeaders(h map[string]string, t frame.Tracing) ([]byte, error) {
