@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -158,25 +160,22 @@ func (d *direct) attempt(ctx context.Context, addr string, req *conn.Request, tr
 }
 
 func (d *direct) close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var errs []error
-	for _, c := range d.conns {
-		errs = append(errs, c.Close())
-	}
-	return errors.Join(errs...)
+	return d.each(func(c *conn.Conn) error { return c.Close() })
 }
 
 func (d *direct) shutdown(ctx context.Context) error {
+	return d.each(func(c *conn.Conn) error { return c.Shutdown(ctx) })
+}
+
+// each runs f on every connection made so far (not under the lock: a
+// shutdown waits for calls in flight).
+func (d *direct) each(f func(*conn.Conn) error) error {
 	d.mu.Lock()
-	conns := make([]*conn.Conn, 0, len(d.conns))
-	for _, c := range d.conns {
-		conns = append(conns, c)
-	}
+	conns := slices.Collect(maps.Values(d.conns))
 	d.mu.Unlock()
 	var errs []error
 	for _, c := range conns {
-		errs = append(errs, c.Shutdown(ctx))
+		errs = append(errs, f(c))
 	}
 	return errors.Join(errs...)
 }
