@@ -150,11 +150,7 @@ func TestTChannelGoAdvertisesThroughHyperbahnClient(t *testing.T) {
 		t.Fatalf("hyperbahn advertise: %v", err)
 	}
 
-	c, err := client.Dial(context.Background(), c3.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, c3.Addr())
 	got, err := callEcho(c, "tgo-svc", []byte("hi"))
 	if err != nil || string(got) != "tgo:hi" {
 		t.Fatalf("mesh SDK via meshd C: %q %v", got, err)
@@ -221,11 +217,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown(context.Background())
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	result := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -256,6 +248,17 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	}
 }
 
+// dialMeshd connects an SDK client to a meshd, closed when the test ends.
+func dialMeshd(t *testing.T, addr string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), addr, client.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // countingServer advertises service with a handler that answers with code
 // (0: success) and counts its calls.
 func countingServer(t *testing.T, meshdAddr, service string, code frame.ErrCode, calls *atomic.Int64) {
@@ -282,11 +285,7 @@ func TestRetriesGoElsewhere(t *testing.T) {
 	countingServer(t, a.Addr(), "svc", frame.ErrCodeBusy, &busy)
 	countingServer(t, a.Addr(), "svc", 0, &good)
 	countingServer(t, a.Addr(), "svc", 0, &good)
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	const n = 300
 	for i := range n {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -363,11 +362,7 @@ func TestRetriesMultiFrameRequests(t *testing.T) {
 			t.Cleanup(func() { s.Shutdown(context.Background()) })
 		}
 	}
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	body := make([]byte, 150<<10) // three frames
 	for i := range body {
 		body[i] = byte(i * 7)
@@ -412,11 +407,7 @@ func TestRetryBudgetHoldsInOutage(t *testing.T) {
 	for range 3 {
 		countingServer(t, a.Addr(), "down", frame.ErrCodeDeclined, &attempts)
 	}
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	const calls = 1000
 	for range calls {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -452,11 +443,7 @@ func TestTryTimeoutRetriesElsewhere(t *testing.T) {
 	defer hung.Shutdown(context.Background())
 	var good atomic.Int64
 	countingServer(t, a.Addr(), "flaky", 0, &good)
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	for i := range 20 {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		start := time.Now()
@@ -494,11 +481,7 @@ func TestSilentInstanceIsLeftAtTheAttemptTimeout(t *testing.T) {
 	}
 	var good atomic.Int64
 	countingServer(t, a.Addr(), "mute", 0, &good)
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	for i := range 20 {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		start := time.Now()
@@ -529,11 +512,7 @@ func TestCancelCrossesTheRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown(context.Background())
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialMeshd(t, a.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	go func() { <-started; cancel() }()
 	if _, err := c.Call(ctx, "slow", "wait", nil, nil); client.CodeOf(err) != frame.ErrCodeCancelled {
