@@ -14,3 +14,6 @@ func TracingFromHeaders(arg2 []byte) string {
 	}
 	return s
 }
+
+// HeaderParent exposes headerParent for tests.
+var HeaderParent = headerParent

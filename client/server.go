@@ -200,12 +200,8 @@ func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 		return nil, Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", req.Service, req.Method)
 	}
 	parent := req.Tracing
-	if as, _ := req.Headers.Get(frame.HeaderArgScheme); string(as) == "json" {
-		// A caller whose tracer cannot fill the frame's field (tchannel-go
-		// then sends random unsampled ids) still says in the headers.
-		if t, ok := tracingFromHeaders(req.Arg2); ok && t.TraceID != parent.TraceID {
-			parent = t
-		}
+	if as, _ := req.Headers.Get(frame.HeaderArgScheme); s.tracer != nil && string(as) == "json" {
+		parent = headerParent(req.Arg2, parent)
 	}
 	ctx, span, _ := s.tracer.Start(ctx, req.Method, trace.SpanKindServer, parent, false)
 	defer span.End()

@@ -2,6 +2,8 @@ package client
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -50,6 +52,26 @@ func addTracingHeaders(h map[string]string, t frame.Tracing) {
 	}
 	h[b3Sampled] = sampled
 	h[uberTraceID] = fmt.Sprintf("%x:%x:%x:%s", t.TraceID, t.SpanID, t.ParentID, sampled)
+}
+
+// headerParent is the parent of a JSON call's server span: the frame's
+// tracing field, unless the $tracing$ headers name another trace. A caller
+// whose tracer cannot fill the frame's field (tchannel-go then sends random
+// unsampled ids) still says in the headers. The headers are parsed only when
+// they do not already show the frame's trace id (mesh's own callers write
+// the same context in both).
+func headerParent(arg2 []byte, f frame.Tracing) frame.Tracing {
+	if f.TraceID != 0 {
+		var id [16]byte
+		hex.Encode(id[:], binary.BigEndian.AppendUint64(nil, f.TraceID))
+		if bytes.Contains(arg2, id[:]) {
+			return f
+		}
+	}
+	if t, ok := tracingFromHeaders(arg2); ok && t.TraceID != f.TraceID {
+		return t
+	}
+	return f
 }
 
 // tracingFromHeaders reads a trace context from JSON application headers

@@ -188,3 +188,29 @@ func TestTracingHeadersForms(t *testing.T) {
 		})
 	}
 }
+
+// A JSON call's server span takes the headers' trace only when it differs
+// from the frame's.
+func TestHeaderParent(t *testing.T) {
+	frameCtx := frame.Tracing{TraceID: 0xaa, SpanID: 0x11, Flags: frame.TracingSampled}
+	same := []byte(`{"$tracing$x-b3-traceid":"00000000000000aa","$tracing$x-b3-spanid":"0000000000000009","$tracing$x-b3-sampled":"1"}`)
+	other := []byte(`{"$tracing$x-b3-traceid":"00000000000000bb","$tracing$x-b3-spanid":"0000000000000009","$tracing$x-b3-sampled":"1"}`)
+	for _, tc := range []struct {
+		name  string
+		arg2  []byte
+		frame frame.Tracing
+		want  frame.Tracing
+	}{
+		{"same trace in both", same, frameCtx, frameCtx},
+		{"another trace in the headers", other, frameCtx, frame.Tracing{TraceID: 0xbb, SpanID: 9, Flags: frame.TracingSampled}},
+		{"none in the frame", same, frame.Tracing{}, frame.Tracing{TraceID: 0xaa, SpanID: 9, Flags: frame.TracingSampled}},
+		{"none in the headers", []byte(`{"a":"b"}`), frameCtx, frameCtx},
+		{"headers not JSON", []byte(`{"$tracing$x-b3-traceid":`), frameCtx, frameCtx},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := client.HeaderParent(tc.arg2, tc.frame); got != tc.want {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
