@@ -281,6 +281,12 @@ func countingServer(t *testing.T, meshdAddr, service string, code frame.ErrCode,
 // opens and takes it out; "re: n" hands the busy answers to the caller.
 func TestRetriesGoElsewhere(t *testing.T) {
 	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	// Round robin keeps sending the busy instance its share until the
+	// breaker takes it out (P2C may shun it after one or two busy answers,
+	// before the breaker has seen enough).
+	if err := a.SetPolicies(router.Policies{"svc": {Balancer: router.BalancerRoundRobin}}); err != nil {
+		t.Fatal(err)
+	}
 	var busy, good atomic.Int64
 	countingServer(t, a.Addr(), "svc", frame.ErrCodeBusy, &busy)
 	countingServer(t, a.Addr(), "svc", 0, &good)
