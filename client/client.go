@@ -34,6 +34,9 @@ type Options struct {
 	// Zipkin, when set, is the Zipkin v2 endpoint spans of this process go
 	// to (e.g. http://127.0.0.1:9411/api/v2/spans), named after ServiceName.
 	Zipkin string
+	// ZipkinEncoding is how spans are posted: "proto" (the default,
+	// Zipkin's proto3: smaller and cheaper to write) or "json".
+	ZipkinEncoding string
 	// SampleRate is the share of new traces recorded (default 1 when Zipkin
 	// is set; 0 < rate <= 1). Calls arriving with a trace keep its decision.
 	SampleRate float64
@@ -59,7 +62,7 @@ func (o Options) tracer() (*tracing.Tracer, error) {
 	if name == "" {
 		name = o.ProcessName
 	}
-	return tracing.New(tracing.Config{ZipkinURL: o.Zipkin, SampleRate: rate, ServiceName: name})
+	return tracing.New(tracing.Config{ZipkinURL: o.Zipkin, Encoding: o.ZipkinEncoding, SampleRate: rate, ServiceName: name})
 }
 
 func (o Options) withDefaults() Options {

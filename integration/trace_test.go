@@ -125,12 +125,15 @@ func fetchTrace(t *testing.T, traceID string) ([]jaegerSpan, map[string]string) 
 func TestOneTraceAcrossTheMesh(t *testing.T) {
 	startJaeger(t)
 	agent := testconsul.Start(t)
+	// Spans reach the backend in both of Zipkin's encodings: proto (the
+	// default) from host A, s1 and meshctl, JSON from hosts B and C and s2.
 	z := []string{"--zipkin", zipkinURL}
+	zjson := []string{"--zipkin", zipkinURL, "--zipkin-encoding", "json"}
 	a := startHost(t, "127.0.0.1", agent.HTTPAddr, z...)
-	b := startHost(t, "127.0.0.2", agent.HTTPAddr, z...)
-	c := startHost(t, "127.0.0.3", agent.HTTPAddr, z...)
+	b := startHost(t, "127.0.0.2", agent.HTTPAddr, zjson...)
+	c := startHost(t, "127.0.0.3", agent.HTTPAddr, zjson...)
 
-	s2 := client.NewServer(client.Options{ServiceName: "s2", Zipkin: zipkinURL, Logger: quiet})
+	s2 := client.NewServer(client.Options{ServiceName: "s2", Zipkin: zipkinURL, ZipkinEncoding: "json", Logger: quiet})
 	s2.Register("s2", "leaf", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: append([]byte("leaf:"), call.Body...)}, nil
 	}))

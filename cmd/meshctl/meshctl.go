@@ -46,6 +46,7 @@ Flags (anywhere on the line):
   --explain           after a call, show how the meshd routed it
   --trace             record this call's trace whatever the sample rate
   --zipkin URL        send meshctl's own span there too (default $MESH_ZIPKIN)
+  --zipkin-encoding E proto or json, as the backend takes (default $MESH_ZIPKIN_ENCODING, else proto)
 `
 
 type headerFlags map[string]string
@@ -70,6 +71,7 @@ type opts struct {
 	explain  bool
 	trace    bool
 	zipkin   string
+	encoding string
 	traces   string
 }
 
@@ -91,6 +93,7 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs.BoolVar(&o.explain, "explain", false, "")
 	fs.BoolVar(&o.trace, "trace", false, "")
 	fs.StringVar(&o.zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "")
+	fs.StringVar(&o.encoding, "zipkin-encoding", os.Getenv("MESH_ZIPKIN_ENCODING"), "")
 	fs.StringVar(&o.traces, "traces", "", "")
 	var pos []string
 	for {
@@ -135,7 +138,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	c, err := client.Dial(ctx, o.via, client.Options{ServiceName: "meshctl", Zipkin: o.zipkin, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := client.Dial(ctx, o.via, client.Options{ServiceName: "meshctl", Zipkin: o.zipkin, ZipkinEncoding: o.encoding, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		fmt.Fprintf(stderr, "meshctl: cannot reach meshd at %s: %v\n", o.via, err)
 		return exitUnreachable

@@ -143,7 +143,8 @@ func tchannelPath(b *testing.B, viaRelay bool) benchload.Call {
 
 // BenchmarkTracing is the two-hop path (SDK → meshd → meshd → SDK server,
 // 1 KiB, 64 callers) with tracing off, at 1% and at 100% sampling, spans
-// going to a Zipkin endpoint that accepts and discards them.
+// going to a Zipkin endpoint that accepts and discards them: in proto3 (the
+// default) and, for comparison, in JSON.
 func BenchmarkTracing(b *testing.B) {
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
@@ -151,18 +152,19 @@ func BenchmarkTracing(b *testing.B) {
 	}))
 	defer sink.Close()
 	body := bytes.Repeat([]byte("x"), 1<<10)
-	for _, rate := range []float64{0, 0.01, 1} {
-		name := "off"
-		if rate > 0 {
-			name = fmt.Sprintf("sample=%g%%", rate*100)
-		}
-		b.Run(name, func(b *testing.B) {
+	for _, setting := range []struct {
+		name     string
+		rate     float64
+		encoding string
+	}{{"off", 0, ""}, {"sample=1%", 0.01, ""}, {"sample=100%", 1, ""}, {"json-sample=100%", 1, tracing.EncodingJSON}} {
+		rate := setting.rate
+		b.Run(setting.name, func(b *testing.B) {
 			url := ""
 			if rate > 0 {
 				url = sink.URL
 			}
 			newTracer := func(service string) *tracing.Tracer {
-				t, err := tracing.New(tracing.Config{ZipkinURL: url, SampleRate: rate, ServiceName: service})
+				t, err := tracing.New(tracing.Config{ZipkinURL: url, Encoding: setting.encoding, SampleRate: rate, ServiceName: service})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -172,7 +174,7 @@ func BenchmarkTracing(b *testing.B) {
 			reg := discovery.NewLocal()
 			a := startMeshdB(b, "127.0.0.1:0", reg, newTracer("meshd"))
 			home := startMeshdB(b, "127.0.0.2:0", reg, newTracer("meshd"))
-			opts := client.Options{Logger: quiet, Zipkin: url, SampleRate: rate}
+			opts := client.Options{Logger: quiet, Zipkin: url, ZipkinEncoding: setting.encoding, SampleRate: rate}
 			srvOpts := opts
 			srvOpts.ServiceName = "bench"
 			srv := client.NewServer(srvOpts)

@@ -36,6 +36,7 @@ type Options struct {
 	LogLevel     string        `yaml:"log_level"`
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	Zipkin       string        `yaml:"zipkin"`
+	ZipkinEnc    string        `yaml:"zipkin_encoding"`
 	TraceRate    string        `yaml:"trace_sample_rate"`
 	TraceService string        `yaml:"trace_service"`
 	// Policies per service ("*": the default), from the YAML file only;
@@ -56,6 +57,7 @@ func Defaults() Options {
 		LogFormat:    "text",
 		LogLevel:     "info",
 		DrainTimeout: 10 * time.Second,
+		ZipkinEnc:    tracing.EncodingProto,
 		TraceRate:    "1",
 		TraceService: "meshd",
 	}
@@ -83,6 +85,7 @@ func (o *Options) table() []option {
 		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil},
 		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout},
 		{"zipkin", "MESHD_ZIPKIN", "Zipkin v2 `URL` spans go to (e.g. http://127.0.0.1:9411/api/v2/spans); empty: no tracing", &o.Zipkin, nil},
+		{"zipkin-encoding", "MESHD_ZIPKIN_ENCODING", "`encoding` spans are posted in: proto (Zipkin's proto3, smaller and cheaper) or json", &o.ZipkinEnc, nil},
 		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil},
 		{"trace-service", "MESHD_TRACE_SERVICE", "service `name` of meshd's spans", &o.TraceService, nil},
 	}
@@ -173,6 +176,9 @@ func (o Options) validate() error {
 	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
 	}
+	if o.ZipkinEnc != tracing.EncodingProto && o.ZipkinEnc != tracing.EncodingJSON {
+		return fmt.Errorf("--zipkin-encoding %q: want proto or json", o.ZipkinEnc)
+	}
 	if r, err := strconv.ParseFloat(o.TraceRate, 64); err != nil || r < 0 || r > 1 {
 		return fmt.Errorf("--trace-sample-rate %q: want a number from 0 to 1", o.TraceRate)
 	}
@@ -204,7 +210,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		admin = ""
 	}
 	rate, _ := strconv.ParseFloat(o.TraceRate, 64)
-	tracer, err := tracing.New(tracing.Config{ZipkinURL: o.Zipkin, SampleRate: rate, ServiceName: o.TraceService})
+	tracer, err := tracing.New(tracing.Config{ZipkinURL: o.Zipkin, Encoding: o.ZipkinEnc, SampleRate: rate, ServiceName: o.TraceService})
 	if err != nil {
 		reg.Close()
 		return err

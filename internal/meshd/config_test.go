@@ -48,6 +48,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--log-format", "xml"}, nil, "--log-format"},
 		{[]string{"--log-level", "loud"}, nil, "--log-level"},
 		{[]string{"--consul-ttl", "100ms"}, nil, "--consul-ttl"},
+		{[]string{"--zipkin-encoding", "thrift"}, nil, "--zipkin-encoding"},
+		{[]string{"--trace-sample-rate", "2"}, nil, "--trace-sample-rate"},
 		{nil, map[string]string{"MESHD_DRAIN_TIMEOUT": "soon"}, "MESHD_DRAIN_TIMEOUT"},
 		{[]string{"--config", bad}, nil, "no_such_key"},
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, nil, "config file"},

@@ -48,8 +48,8 @@ type Record struct {
 	// Remote names the service a client span calls (its remote endpoint).
 	Remote     string
 	Start, End time.Time
-	// Tags are written as they are: keys must be unique, and not those the
-	// process, status or scope set (service.name, error, otel.*).
+	// Tags are written as they are: keys must be unique UTF-8 text, and not
+	// those the process, status or scope set (service.name, error, otel.*).
 	Tags   []Tag
 	Events []Event
 	// Code, when not empty, marks the span failed with this wire error code
@@ -71,37 +71,17 @@ type Event struct {
 	Attrs []attribute.KeyValue
 }
 
-// Emit writes r as a span of this process: the JSON is what the span API
-// would have produced for the same facts (a test holds the two equal).
+// Emit writes r as a span of this process: what the span API would have
+// sent for the same facts (a test holds the two equal).
 func (t *Tracer) Emit(r *Record) {
 	if t == nil {
 		return
 	}
-	t.queue.put(r.Tracing.SpanID, func(b []byte) []byte { return appendRecord(b, t, r) })
-}
-
-func appendRecord(b []byte, t *Tracer, r *Record) []byte {
-	tid, sid, pid := otelIDs(r.Tracing)
-	b = appendHead(b, tid, sid, pid, r.Kind, r.Name, r.Start, r.End, &t.parts)
-	if r.Remote != "" && (r.Kind == trace.SpanKindClient || r.Kind == trace.SpanKindProducer) {
-		b = append(b, `,"remoteEndpoint":{"serviceName":`...)
-		b = appendLowerString(b, r.Remote)
-		b = append(b, '}')
+	z := zspan{kind: r.Kind, name: r.Name, start: r.Start, end: r.End, events: r.Events, tags: r.Tags,
+		code: r.Code, message: r.Message, meshScope: true}
+	z.tid, z.sid, z.pid = otelIDs(r.Tracing)
+	if r.Kind == trace.SpanKindClient || r.Kind == trace.SpanKindProducer {
+		z.remote = r.Remote
 	}
-	b = appendEvents(b, r.Events)
-	b = append(b, t.parts.tags...)
-	for _, tag := range r.Tags {
-		if tag.Text != nil {
-			b = appendTag(b, tag.Key, tag.Text)
-		} else {
-			b = appendTag(b, tag.Key, tag.Value)
-		}
-	}
-	if r.Code != "" { // as Error on a span: the code, and the status saying so
-		b = appendTag(b, "mesh.error_message", r.Message)
-		b = appendTag(b, "otel.status_code", "ERROR")
-		b = appendTag(b, "error", r.Code+": "+r.Message) // failures only: the concatenation may allocate
-	}
-	b = append(b, meshScopeTag...)
-	return append(b, "}}"...)
+	t.queue.put(r.Tracing.SpanID, &z)
 }

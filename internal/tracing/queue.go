@@ -7,17 +7,18 @@ import (
 	"time"
 )
 
-// queue holds ended spans, already written as JSON, until the exporter
+// queue holds ended spans, already written in the exporter's encoding, until the exporter
 // sends them: adding never blocks; when the queue is full the span is
 // dropped and counted.
 //
 // A span is written when it ends, on the goroutine that ends it, while its
 // fields are still in cache (Emit writes a Record the same way). Written
-// spans, each after a comma, are appended to one of a few buffers (by span
+// spans are appended to one of a few buffers (by span
 // id, so concurrent calls rarely wait for each other); the exporter is woken
 // once per full batch (or by its ticker) and gathers them.
 type queue struct {
 	exp  *zipkinExporter
+	enc  encoder
 	size int
 
 	n      atomic.Int64 // spans pending, for the bound and the wakeup
@@ -39,9 +40,10 @@ const (
 // scratch holds a span's JSON between writing it and queueing it.
 var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-func newQueue(exp *zipkinExporter, size int) *queue {
+func newQueue(exp *zipkinExporter, enc encoder, size int) *queue {
 	q := &queue{
 		exp:  exp,
+		enc:  enc,
 		size: size,
 		wake: make(chan struct{}, 1),
 		stop: make(chan struct{}),
@@ -51,7 +53,8 @@ func newQueue(exp *zipkinExporter, size int) *queue {
 	return q
 }
 
-// shard is one of the queue's buffers: ",{span},{span}...".
+// shard is one of the queue's buffers: written spans, each as an element
+// of a list (encoder.entry).
 type shard struct {
 	mu  sync.Mutex
 	pen []byte
@@ -59,31 +62,33 @@ type shard struct {
 	_   [64]byte // its own cache line
 }
 
-// add queues an ended span's JSON.
+// add queues an ended span.
 func (q *queue) add(s *span) {
-	q.put(spanID64(s.sc.SpanID()), func(b []byte) []byte { return appendSpan(b, s) })
+	var tags [8]Tag
+	z := s.zipkin(tags[:0])
+	q.put(spanID64(s.sc.SpanID()), &z)
 }
 
-// put queues the JSON of span id that write appends, or drops the span
-// when the queue is full.
-func (q *queue) put(id uint64, write func(b []byte) []byte) {
+// put writes span z (whose id is id) and queues it, or drops it when the
+// queue is full.
+func (q *queue) put(id uint64, z *zspan) {
 	if q.n.Load() >= int64(q.size) {
 		q.dropped.Add(1)
 		return
 	}
 	bp := scratch.Get().(*[]byte)
-	b := write(append((*bp)[:0], ','))
+	b := q.enc.span((*bp)[:0], z)
 	q.push(b, id)
 	*bp = b
 	scratch.Put(bp)
 }
 
-// push queues one span's JSON (after its comma) in the shard of its span
-// id, waking the exporter when a batch is full.
-func (q *queue) push(b []byte, id uint64) {
+// push queues one written span in the shard of its span id, waking the
+// exporter when a batch is full.
+func (q *queue) push(span []byte, id uint64) {
 	sh := &q.shards[id%uint64(len(q.shards))]
 	sh.mu.Lock()
-	sh.pen = append(sh.pen, b...)
+	sh.pen = q.enc.entry(sh.pen, span)
 	sh.n++
 	sh.mu.Unlock()
 	if q.n.Add(1) == batchSize {
@@ -95,7 +100,7 @@ func (q *queue) push(b []byte, id uint64) {
 }
 
 // take gathers the pending spans into batch (emptied first): it returns
-// them as a JSON array, and how many there are.
+// them as the list the endpoint takes, and how many there are.
 func (q *queue) take(batch []byte) ([]byte, int) {
 	batch = batch[:0]
 	n := 0
@@ -111,8 +116,7 @@ func (q *queue) take(batch []byte) ([]byte, int) {
 	if n == 0 {
 		return batch, 0
 	}
-	batch[0] = '[' // the first span's comma
-	return append(batch, ']'), n
+	return q.enc.list(batch), n
 }
 
 func (q *queue) run() {

@@ -24,6 +24,9 @@ type Config struct {
 	SampleRate float64
 	// ServiceName names this process's spans.
 	ServiceName string
+	// Encoding is how spans are posted: EncodingProto (the default) or
+	// EncodingJSON.
+	Encoding string
 	// QueueSize bounds the spans waiting for export (default 4096); beyond
 	// it spans are dropped and counted, never waited for.
 	QueueSize int
@@ -37,8 +40,6 @@ type Tracer struct {
 	service string
 	// ids makes span and trace ids; tests make them predictable.
 	ids func() uint64
-	// parts are the JSON every span of this process shares.
-	parts jsonParts
 }
 
 // scope names the instrumentation of mesh's own spans, as OpenTelemetry
@@ -59,12 +60,15 @@ func New(cfg Config) (*Tracer, error) {
 	if u, err := url.Parse(cfg.ZipkinURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("zipkin endpoint %q: want an http(s) URL such as http://127.0.0.1:9411/api/v2/spans", cfg.ZipkinURL)
 	}
+	enc, err := newEncoder(cfg.Encoding, cfg.ServiceName)
+	if err != nil {
+		return nil, err
+	}
 	return &Tracer{
-		queue:   newQueue(newZipkinExporter(cfg.ZipkinURL), cfg.QueueSize),
+		queue:   newQueue(newZipkinExporter(cfg.ZipkinURL, enc.contentType()), enc, cfg.QueueSize),
 		rate:    cfg.SampleRate,
 		service: cfg.ServiceName,
 		ids:     nonZero,
-		parts:   newJSONParts(cfg.ServiceName),
 	}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,4 +90,19 @@ func TestQueueDropsInsteadOfBlocking(t *testing.T) {
 	}
 	close(release)
 	tr.Shutdown(context.Background())
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{ZipkinURL: "http://127.0.0.1:9411/api/v2/spans", SampleRate: 2}, "sample rate"},
+		{Config{ZipkinURL: "127.0.0.1:9411"}, "want an http(s) URL"},
+		{Config{ZipkinURL: "http://127.0.0.1:9411/api/v2/spans", Encoding: "thrift"}, `zipkin encoding "thrift"`},
+	} {
+		if tr, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: tracer %v, error %v; want one mentioning %q", tc.cfg, tr, err, tc.want)
+		}
+	}
 }

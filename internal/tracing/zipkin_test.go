@@ -18,6 +18,7 @@ import (
 	"time"
 
 	zkmodel "github.com/openzipkin/zipkin-go/model"
+	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/zipkin"
@@ -143,48 +144,81 @@ func official(t testing.TB, seed uint64, n int) []byte {
 }
 
 // ours records the same spans with mesh's Tracer and encodes them here.
-func ours(t testing.TB, seed uint64, n int) []byte {
-	tr := recorder("Mesh-Test", (&seq{}).next)
+func ours(t testing.TB, encoding string, seed uint64, n int) []byte {
+	tr := recorder(t, "Mesh-Test", encoding, (&seq{}).next)
 	recordRandom(provider{t: tr}, seed, n)
 	batch, _ := tr.queue.take(nil)
 	return batch
 }
 
+var encodings = []string{EncodingJSON, EncodingProto}
+
 // recorder is a Tracer whose spans stay queued for the test to take.
-func recorder(service string, ids func() uint64) *Tracer {
-	return &Tracer{queue: &queue{size: 1 << 30}, service: service, ids: ids, parts: newJSONParts(service)}
+func recorder(t testing.TB, service, encoding string, ids func() uint64) *Tracer {
+	enc, err := newEncoder(encoding, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Tracer{queue: &queue{size: 1 << 30, enc: enc}, service: service, ids: ids}
 }
 
-func decodeModels(t testing.TB, js []byte) []zkmodel.SpanModel {
+// decodeModels decodes a batch as a Zipkin endpoint would: JSON with
+// zipkin-go's model, proto with zipkin-go's proto3 decoder (the one the
+// OpenTelemetry Collector's Zipkin receiver uses).
+func decodeModels(t testing.TB, encoding string, batch []byte) []zkmodel.SpanModel {
 	var m []zkmodel.SpanModel
-	if err := json.Unmarshal(js, &m); err != nil {
-		t.Fatalf("%v in %s", err, js)
+	if encoding == EncodingJSON {
+		if err := json.Unmarshal(batch, &m); err != nil {
+			t.Fatalf("%v in %s", err, batch)
+		}
+		return m
+	}
+	spans, err := zipkin_proto3.ParseSpans(batch, false)
+	if err != nil {
+		t.Fatalf("%v in %q", err, batch)
+	}
+	for _, s := range spans {
+		if s.Kind == "SPAN_KIND_UNSPECIFIED" { // the proto enum's zero: no kind
+			s.Kind = ""
+		}
+		s.Timestamp = s.Timestamp.Local() // as encoding/json decodes times
+		if ep := s.RemoteEndpoint; ep != nil && ep.IPv4 != nil {
+			ep.IPv4 = ep.IPv4.To16() // as net.ParseIP gives IPv4 addresses
+		}
+		for i := range s.Annotations {
+			s.Annotations[i].Timestamp = s.Annotations[i].Timestamp.Local()
+		}
+		m = append(m, *s)
 	}
 	return m
 }
 
-// mesh's spans, written as JSON here, mean exactly what OpenTelemetry's SDK
-// and its Zipkin exporter send for the same API calls: both decode to the
-// same zipkin-go model, span by span.
-func TestZipkinJSONMatchesOpenTelemetryExporter(t *testing.T) {
-	for seed := range uint64(300) {
-		want, got := official(t, seed, 20), ours(t, seed, 20)
-		if !json.Valid(got) {
-			t.Fatalf("seed %d: invalid JSON %s", seed, got)
-		}
-		w, g := decodeModels(t, want), decodeModels(t, got)
-		if len(w) != len(g) {
-			t.Fatalf("seed %d: %d spans, want %d", seed, len(g), len(w))
-		}
-		// Batches need not keep the order spans ended in.
-		byID := func(a, b zkmodel.SpanModel) int { return cmp.Compare(a.ID, b.ID) }
-		slices.SortFunc(w, byID)
-		slices.SortFunc(g, byID)
-		for i := range w {
-			if !reflect.DeepEqual(w[i], g[i]) {
-				t.Fatalf("seed %d span %d:\nofficial %s\nours     %s", seed, i, js(w[i]), js(g[i]))
+// mesh's spans, written here in either encoding, mean exactly what
+// OpenTelemetry's SDK and its Zipkin exporter send for the same API calls:
+// both decode to the same zipkin-go model, span by span.
+func TestZipkinMatchesOpenTelemetryExporter(t *testing.T) {
+	for _, enc := range encodings {
+		t.Run(enc, func(t *testing.T) {
+			for seed := range uint64(300) {
+				want, got := official(t, seed, 20), ours(t, enc, seed, 20)
+				if enc == EncodingJSON && !json.Valid(got) {
+					t.Fatalf("seed %d: invalid JSON %s", seed, got)
+				}
+				w, g := decodeModels(t, EncodingJSON, want), decodeModels(t, enc, got)
+				if len(w) != len(g) {
+					t.Fatalf("seed %d: %d spans, want %d", seed, len(g), len(w))
+				}
+				// Batches need not keep the order spans ended in.
+				byID := func(a, b zkmodel.SpanModel) int { return cmp.Compare(a.ID, b.ID) }
+				slices.SortFunc(w, byID)
+				slices.SortFunc(g, byID)
+				for i := range w {
+					if !reflect.DeepEqual(w[i], g[i]) {
+						t.Fatalf("seed %d span %d:\nofficial %s\nours     %s", seed, i, js(w[i]), js(g[i]))
+					}
+				}
 			}
-		}
+		})
 	}
 }
 
@@ -206,6 +240,35 @@ func FuzzAppendString(f *testing.F) {
 	})
 }
 
+// Whatever bytes a span's texts hold, its proto decodes to what its JSON
+// does: proto3 strings must be UTF-8, so invalid bytes become U+FFFD, as
+// encoding/json writes them.
+func FuzzProtoMatchesJSON(f *testing.F) {
+	for _, s := range []string{"", "Echo", "a\"b", "\xff", "\xed\xa0\x80", "ÄÖÜ", "\u2028", strings.Repeat("x", 200)} {
+		f.Add(s, uint16(4040))
+	}
+	f.Fuzz(func(t *testing.T, s string, port uint16) {
+		start := time.Unix(1_700_000_000, 0)
+		var models [2][]zkmodel.SpanModel
+		for i, enc := range encodings {
+			tr := recorder(t, s, enc, (&seq{}).next)
+			tr.Emit(&Record{Name: s, Kind: trace.SpanKindClient, Remote: s, Start: start, End: start.Add(time.Duration(port)),
+				Tracing: frame.Tracing{TraceID: 1, SpanID: 2, ParentID: 3}, Tags: []Tag{{Key: "v", Value: s}, {Key: "t", Text: []byte(s)}},
+				Events: []Event{{Name: s, Time: start}}, Code: s, Message: s})
+			// and a span through the API: attribute keys, scope and peer address
+			_, sp := provider{t: tr}.Tracer(s).Start(trace.ContextWithSpanContext(context.Background(), FromFrame(frame.Tracing{TraceID: 1, SpanID: 4, Flags: frame.TracingSampled})),
+				s, trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(start), trace.WithAttributes(attribute.String(s, s),
+					attribute.String("network.peer.address", s), attribute.Int("network.peer.port", int(port))))
+			sp.End(trace.WithTimestamp(start.Add(time.Millisecond)))
+			batch, _ := tr.queue.take(nil)
+			models[i] = decodeModels(t, enc, batch)
+		}
+		if !reflect.DeepEqual(models[0], models[1]) {
+			t.Fatalf("%q:\njson  %+v\nproto %+v", s, models[0], models[1])
+		}
+	})
+}
+
 func TestAppendFloatAsEncodingJSON(t *testing.T) {
 	for _, f := range []float64{0, -0.0, 1, -1.5, 1e-6, 9.99e-7, 1e-7, 1e20, 1e21, 1.5e300, 5e-324, math.MaxFloat64, 123.456} {
 		want, _ := json.Marshal(f)
@@ -216,39 +279,44 @@ func TestAppendFloatAsEncodingJSON(t *testing.T) {
 	}
 }
 
-// A batch reaches the endpoint as one POST of JSON; a refusing endpoint is
-// an error (the queue counts those spans dropped).
+// A batch reaches the endpoint as one POST in the tracer's encoding; a
+// refusing endpoint is an error (the queue counts those spans dropped).
 func TestZipkinExporterPosts(t *testing.T) {
-	var got []zkmodel.SpanModel
-	status := http.StatusAccepted
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
-			t.Errorf("content type %q", ct)
-		}
-		body, _ := io.ReadAll(r.Body)
-		got = decodeModels(t, body)
-		w.WriteHeader(status)
-	}))
-	defer srv.Close()
-	e := newZipkinExporter(srv.URL + "/api/v2/spans")
-	tr := recorder("s", nonZero)
-	recordRandom(provider{t: tr}, 7, 50)
-	spans, _ := tr.queue.take(nil)
-	if err := e.export(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 50 || got[0].ID == 0 {
-		t.Fatalf("endpoint got %d spans", len(got))
-	}
-	status = http.StatusBadRequest
-	if err := e.export(context.Background(), spans); err == nil || !strings.Contains(err.Error(), "400") {
-		t.Fatalf("a refused batch gave %v", err)
+	for _, enc := range encodings {
+		t.Run(enc, func(t *testing.T) {
+			var got []zkmodel.SpanModel
+			status := http.StatusAccepted
+			tr := recorder(t, "s", enc, nonZero)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if ct := r.Header.Get("Content-Type"); ct != tr.queue.enc.contentType() {
+					t.Errorf("content type %q", ct)
+				}
+				body, _ := io.ReadAll(r.Body)
+				got = decodeModels(t, enc, body)
+				w.WriteHeader(status)
+			}))
+			defer srv.Close()
+			e := newZipkinExporter(srv.URL+"/api/v2/spans", tr.queue.enc.contentType())
+			recordRandom(provider{t: tr}, 7, 50)
+			spans, _ := tr.queue.take(nil)
+			if err := e.export(context.Background(), spans); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 50 || got[0].ID == 0 {
+				t.Fatalf("endpoint got %d spans", len(got))
+			}
+			status = http.StatusBadRequest
+			if err := e.export(context.Background(), spans); err == nil || !strings.Contains(err.Error(), "400") {
+				t.Fatalf("a refused batch gave %v", err)
+			}
+		})
 	}
 }
 
 // BenchmarkSpan is what one meshd hop's span costs, from its record to its
-// JSON in the queue, here (Emit) and with OpenTelemetry's SDK and Zipkin
-// exporter (a span through the API, then the exporter's model and JSON).
+// bytes in the queue, here (Emit, in either encoding) and with
+// OpenTelemetry's SDK and Zipkin exporter (a span through the API, then the
+// exporter's model and JSON).
 func BenchmarkSpan(b *testing.B) {
 	hop := func(tr trace.Tracer, ctx context.Context) {
 		_, s := tr.Start(ctx, "echo", trace.WithSpanKind(trace.SpanKindServer))
@@ -259,23 +327,26 @@ func BenchmarkSpan(b *testing.B) {
 	}
 	root := trace.ContextWithRemoteSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{15: 1}, SpanID: trace.SpanID{7: 1}, TraceFlags: trace.FlagsSampled, Remote: true}))
-	b.Run("mesh", func(b *testing.B) {
-		tr := recorder("meshd", nonZero)
-		ids := frame.Tracing{TraceID: 1, SpanID: 2, ParentID: 1, Flags: frame.TracingSampled}
-		var spare []byte
-		b.ReportAllocs()
-		for b.Loop() {
-			now := time.Now()
-			tags := [...]Tag{{Key: "mesh.service", Value: "bench"}, {Key: "mesh.caller", Value: "client"},
-				{Key: "peer.address", Value: "127.0.0.1:4040"}, {Key: "mesh.hop", Value: "first"},
-				{Key: "mesh.instance", Value: "127.0.0.2:4040"}, {Key: "mesh.result", Value: "ok"}}
-			tr.Emit(&Record{Name: "echo", Kind: trace.SpanKindServer, Tracing: ids, Start: now, End: now, Tags: tags[:]})
-			if tr.queue.n.Load() == batchSize {
-				batch, _ := tr.queue.take(spare)
-				spare = batch[:0]
+	for _, enc := range encodings {
+		b.Run("mesh-"+enc, func(b *testing.B) {
+			tr := recorder(b, "meshd", enc, nonZero)
+			ids := frame.Tracing{TraceID: 1, SpanID: 2, ParentID: 1, Flags: frame.TracingSampled}
+			var spare []byte
+			b.ReportAllocs()
+			for b.Loop() {
+				now := time.Now()
+				tags := [...]Tag{{Key: "mesh.service", Value: "bench"}, {Key: "mesh.caller", Value: "client"},
+					{Key: "peer.address", Value: "127.0.0.1:4040"}, {Key: "mesh.hop", Value: "first"},
+					{Key: "mesh.instance", Value: "127.0.0.2:4040"}, {Key: "mesh.result", Value: "ok"}}
+				tr.Emit(&Record{Name: "echo", Kind: trace.SpanKindServer, Tracing: ids, Start: now, End: now.Add(1234), Tags: tags[:]})
+				if tr.queue.n.Load() == batchSize {
+					batch, _ := tr.queue.take(spare)
+					b.SetBytes(int64(len(batch) / batchSize))
+					spare = batch[:0]
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("opentelemetry", func(b *testing.B) {
 		c := &collector{}
 		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(c),
@@ -292,9 +363,15 @@ func BenchmarkSpan(b *testing.B) {
 	})
 }
 
-// A span written by Emit from a Record is the span the SDK and its Zipkin
-// exporter send for the same facts.
+// A span written by Emit from a Record, in either encoding, is the span the
+// SDK and its Zipkin exporter send for the same facts.
 func TestEmitMatchesOpenTelemetryExporter(t *testing.T) {
+	for _, enc := range encodings {
+		t.Run(enc, func(t *testing.T) { testEmitMatches(t, enc) })
+	}
+}
+
+func testEmitMatches(t *testing.T, enc string) {
 	start := time.Unix(1_700_000_000, 123_456_789)
 	attrs := []attribute.KeyValue{attribute.String("mesh.service", "kv"), attribute.String("mesh.hop", "first"),
 		attribute.String("mesh.attempts", "2")}
@@ -315,7 +392,7 @@ func TestEmitMatchesOpenTelemetryExporter(t *testing.T) {
 			msg = "instance <i1> is busy"
 		}
 		// mesh: a relay's record, ids from the frame.
-		tr := recorder("meshd", nonZero)
+		tr := recorder(t, "meshd", enc, nonZero)
 		tr.Emit(&Record{Name: "get", Kind: kind, Remote: remote, Start: start, End: start.Add(3 * time.Millisecond),
 			Tracing: frame.Tracing{TraceID: 0xaa, SpanID: 0xbb, ParentID: 0xcc, Flags: frame.TracingSampled},
 			Tags:    tags, Events: events, Code: code, Message: msg})
@@ -338,7 +415,7 @@ func TestEmitMatchesOpenTelemetryExporter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, g := decodeModels(t, official), decodeModels(t, ours)
+		w, g := decodeModels(t, EncodingJSON, official), decodeModels(t, enc, ours)
 		if len(g) != 1 || !reflect.DeepEqual(w, g) {
 			t.Fatalf("code %q:\nofficial %s\nours     %s", code, official, ours)
 		}

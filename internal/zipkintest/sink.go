@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
 )
 
 // Span is what tests read of a posted span.
@@ -23,7 +25,8 @@ type Span struct {
 }
 
 // Sink is a Zipkin v2 endpoint at URL (…/api/v2/spans) that accepts every
-// batch and keeps its spans; a batch that is not a JSON array of spans
+// batch and keeps its spans; a batch that is neither a JSON array of spans
+// nor (as Content-Type application/x-protobuf) a zipkin.proto ListOfSpans
 // fails the test.
 type Sink struct {
 	URL string
@@ -37,8 +40,8 @@ func New(t testing.TB) *Sink {
 	s := &Sink{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var batch []Span
-		if err := json.Unmarshal(body, &batch); err != nil {
+		batch, err := decode(r.Header.Get("Content-Type"), body)
+		if err != nil {
 			t.Errorf("zipkin sink: %v", err)
 		}
 		s.mu.Lock()
@@ -62,4 +65,27 @@ func (s *Sink) Spans(keep func(Span) bool) []Span {
 		}
 	}
 	return out
+}
+
+func decode(contentType string, body []byte) ([]Span, error) {
+	var batch []Span
+	if contentType != "application/x-protobuf" {
+		err := json.Unmarshal(body, &batch)
+		return batch, err
+	}
+	models, err := zipkin_proto3.ParseSpans(body, false)
+	for _, m := range models {
+		sp := Span{TraceID: m.TraceID.String(), ID: m.ID.String(), Kind: string(m.Kind), Name: m.Name, Tags: m.Tags}
+		if m.ParentID != nil {
+			sp.ParentID = m.ParentID.String()
+		}
+		if m.Kind == "SPAN_KIND_UNSPECIFIED" {
+			sp.Kind = ""
+		}
+		if m.LocalEndpoint != nil {
+			sp.Local.ServiceName = m.LocalEndpoint.ServiceName
+		}
+		batch = append(batch, sp)
+	}
+	return batch, err
 }
