@@ -1,6 +1,7 @@
 // Package tracing gives mesh's processes (the SDK's clients and servers,
-// and meshd's relay) Zipkin-compatible traces: spans are exported as Zipkin
-// v2 JSON, so Zipkin or Jaeger show them.
+// and meshd's relay) Zipkin-compatible traces: spans are posted to a Zipkin
+// v2 endpoint as proto3 (zipkin.proto, the default) or JSON, so Zipkin,
+// Jaeger or an OpenTelemetry Collector show them.
 //
 // The trace context travels in the TChannel frame's 25-byte tracing field,
 // as every TChannel peer expects: 64-bit trace and span ids and the sampled
@@ -13,10 +14,10 @@
 // for code that already keeps what the span will say with the call (meshd's
 // relay, the SDK client): Decide makes the sampling decision and the ids, and
 // Emit writes the finished span in one go, with no span object in between.
-// Both write the JSON OpenTelemetry's Zipkin exporter would (tests hold them
-// to it), without its cost.
+// Both become the Zipkin span OpenTelemetry's Zipkin exporter would send
+// (tests hold them to it, in both encodings), without its cost.
 //
-// Exporting never slows calls down: a span's JSON is queued when it ends, and
+// Exporting never slows calls down: a span is written and queued when it ends, and
 // a background goroutine posts batches; when the queue is full (the backend is
 // down or slow) spans are dropped and counted.
 package tracing
