@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -235,8 +237,9 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 }
 
 // A call retried after a busy instance shows both attempts and the cause in
-// its meshd span; with the trace backend down, calls go on and the spans
-// that could not be sent are counted on /metrics.
+// its meshd span; with the trace backend down or hung, calls go on as
+// without tracing, nothing leaks, and the spans that could not be sent are
+// counted on /metrics.
 func TestTraceOfRetryAndBackendDown(t *testing.T) {
 	startJaeger(t)
 	a := startHost(t, "127.0.0.1", "off", "--zipkin", zipkinURL)
@@ -304,28 +307,107 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 		t.Fatalf("the span does not show both attempts and the retry's cause: %v", events)
 	}
 
-	// The backend goes away: calls are unaffected, lost spans are counted.
-	b := startHost(t, "127.0.0.2", "off", "--zipkin", "http://127.0.0.1:1/api/v2/spans")
-	faultyInstance(t, b.addr, "quiet", "q").delay.Store(0)
-	waitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") })
-	cb := dial(t, b.addr)
-	for i := range 200 {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := cb.Call(ctx, "quiet", "work", nil, nil, client.WithTrace())
-		cancel()
-		if err != nil {
-			t.Fatalf("call %d with the trace backend down: %v", i, err)
+	// The backend goes away, two ways: nothing listens (connections are
+	// refused at once), and a backend takes connections and never answers
+	// (every export waits out its timeout). Calls through that meshd, every
+	// one traced, take what calls through a meshd without tracing take; the
+	// meshd keeps no more goroutines; the lost spans are counted.
+	ref := startHost(t, "127.0.0.3", "off")
+	faultyInstance(t, ref.addr, "quiet", "r").delay.Store(0)
+	cref := dial(t, ref.addr)
+	for _, down := range []struct{ name, url string }{
+		{"refusing", "http://127.0.0.1:1/api/v2/spans"},
+		{"never answering", "http://" + silentListener(t) + "/api/v2/spans"},
+	} {
+		b := startHost(t, "127.0.0.2", "off", "--zipkin", down.url)
+		faultyInstance(t, b.addr, "quiet", "q").delay.Store(0)
+		waitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") && seesServices(t, ref, "quiet") })
+		cb := dial(t, b.addr)
+		call := func(c *client.Client, opts ...client.CallOption) time.Duration {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			begin := time.Now()
+			if _, err := c.Call(ctx, "quiet", "work", nil, nil, opts...); err != nil {
+				t.Fatalf("trace backend %s: %v", down.name, err)
+			}
+			return time.Since(begin)
+		}
+		for range 100 { // warm both up
+			call(cb, client.WithTrace())
+			call(cref)
+		}
+		before := goroutinesOf(t, b)
+		var traced, untraced []time.Duration
+		for range 1000 { // alternating, so both see the same machine
+			traced = append(traced, call(cb, client.WithTrace()))
+			untraced = append(untraced, call(cref))
+		}
+		after := goroutinesOf(t, b)
+		var dropped string
+		waitFor(t, 10*time.Second, "dropped spans counted", func() bool {
+			for _, line := range strings.Split(metricsOf(t, b), "\n") {
+				if v, ok := strings.CutPrefix(line, "mesh_trace_spans_dropped_total "); ok && v != "0" {
+					dropped = v
+					return true
+				}
+			}
+			return false
+		})
+		tp50, tp99, tmax := percentiles(traced)
+		up50, up99, _ := percentiles(untraced)
+		t.Logf("trace backend %s: 1,100 traced calls ok; p50 %v / p99 %v (max %v) against %v / %v without tracing; meshd goroutines %d → %d; %s spans dropped and counted",
+			down.name, tp50, tp99, tmax, up50, up99, before, after, dropped)
+		// A call that waited for the backend would take seconds (an export's
+		// timeout is 5s): the bounds leave room for a busy machine, no more.
+		if tmax > time.Second || tp99 > up99+50*time.Millisecond {
+			t.Fatalf("trace backend %s: calls slowed down: p99 %v (max %v) against %v without tracing", down.name, tp99, tmax, up99)
+		}
+		if after > before+10 {
+			t.Fatalf("trace backend %s: meshd goroutines grew from %d to %d over 1,000 calls", down.name, before, after)
 		}
 	}
-	var dropped string
-	waitFor(t, 10*time.Second, "dropped spans counted", func() bool {
-		for _, line := range strings.Split(metricsOf(t, b), "\n") {
-			if v, ok := strings.CutPrefix(line, "mesh_trace_spans_dropped_total "); ok && v != "0" {
-				dropped = v
-				return true
+}
+
+// silentListener accepts connections and reads them, never answering: a
+// trace backend that hangs.
+func silentListener(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
 			}
+			go func() {
+				defer conn.Close()
+				io.Copy(io.Discard, conn)
+			}()
 		}
-		return false
-	})
-	t.Logf("trace backend down: 200 calls ok, %s spans dropped and counted", dropped)
+	}()
+	return l.Addr().String()
+}
+
+// goroutinesOf is how many goroutines a host's meshd runs (its pprof page).
+func goroutinesOf(t *testing.T, h *host) int {
+	resp, err := http.Get("http://" + h.admin + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var n int
+	if _, err := fmt.Fscanf(resp.Body, "goroutine profile: total %d", &n); err != nil {
+		t.Fatalf("meshd goroutine profile: %v", err)
+	}
+	return n
+}
+
+// percentiles are the median, 99th percentile and maximum of ds.
+func percentiles(ds []time.Duration) (p50, p99, most time.Duration) {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
 }
