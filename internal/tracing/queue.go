@@ -7,15 +7,15 @@ import (
 	"time"
 )
 
-// queue holds ended spans, already written in the exporter's encoding, until the exporter
-// sends them: adding never blocks; when the queue is full the span is
-// dropped and counted.
+// queue holds ended spans, already written in the exporter's encoding,
+// until the exporter sends them: adding never blocks; when the queue is full
+// the span is dropped and counted.
 //
 // A span is written when it ends, on the goroutine that ends it, while its
 // fields are still in cache (Emit writes a Record the same way). Written
-// spans are appended to one of a few buffers (by span
-// id, so concurrent calls rarely wait for each other); the exporter is woken
-// once per full batch (or by its ticker) and gathers them.
+// spans are appended to one of a few buffers (by span id, so concurrent
+// calls rarely wait for each other); the exporter is woken once per full
+// batch (or by its ticker) and gathers them.
 type queue struct {
 	exp  *zipkinExporter
 	enc  encoder
@@ -37,7 +37,7 @@ const (
 	batchInterval = time.Second
 )
 
-// scratch holds a span's JSON between writing it and queueing it.
+// scratch holds a span's bytes between writing it and queueing it.
 var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 func newQueue(exp *zipkinExporter, enc encoder, size int) *queue {
