@@ -35,9 +35,8 @@ type Config struct {
 // Tracer starts spans for one process. A nil *Tracer is valid and records
 // nothing, so callers need not check whether tracing is on.
 type Tracer struct {
-	queue   *queue
-	rate    float64
-	service string
+	queue *queue
+	rate  float64
 	// ids makes span and trace ids; tests make them predictable.
 	ids func() uint64
 }
@@ -65,10 +64,9 @@ func New(cfg Config) (*Tracer, error) {
 		return nil, err
 	}
 	return &Tracer{
-		queue:   newQueue(newZipkinExporter(cfg.ZipkinURL, enc.contentType()), enc, cfg.QueueSize),
-		rate:    cfg.SampleRate,
-		service: cfg.ServiceName,
-		ids:     nonZero,
+		queue: newQueue(newZipkinExporter(cfg.ZipkinURL, enc.contentType()), enc, cfg.QueueSize),
+		rate:  cfg.SampleRate,
+		ids:   nonZero,
 	}, nil
 }
 

@@ -159,7 +159,7 @@ func recorder(t testing.TB, service, encoding string, ids func() uint64) *Tracer
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Tracer{queue: &queue{size: 1 << 30, enc: enc}, service: service, ids: ids}
+	return &Tracer{queue: &queue{size: 1 << 30, enc: enc}, ids: ids}
 }
 
 // decodeModels decodes a batch as a Zipkin endpoint would: JSON with
