@@ -118,18 +118,14 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 			if lastErr != nil {
 				return nil, lastErr // nowhere left to retry: the last failure says most
 			}
-			var ref *router.Refusal
-			if errors.As(err, &ref) {
-				return nil, &conn.Error{Code: ref.Code, Message: ref.Why}
-			}
-			return nil, err
+			return nil, err // a *frame.Error: the stage's refusal
 		}
 		start := time.Now()
 		d.bal.Sent(rc)
 		res, err := d.attempt(ctx, rc.Instance().Addr, req, tryTimeout)
 		var code frame.ErrCode
 		if err != nil {
-			code = conn.CodeOf(err)
+			code = frame.CodeOf(err)
 		}
 		d.bal.Done(rc, start, code)
 		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, code, re) {
@@ -149,7 +145,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 func (d *direct) attempt(ctx context.Context, addr string, req *conn.Request, tryTimeout time.Duration) (*conn.Response, error) {
 	c, err := d.conn(ctx, addr)
 	if err != nil {
-		return nil, &conn.Error{Code: frame.ErrCodeNetwork, Message: fmt.Sprintf("dial %s: %v", addr, err)}
+		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: fmt.Sprintf("dial %s: %v", addr, err)}
 	}
 	if tryTimeout > 0 {
 		var cancel context.CancelFunc

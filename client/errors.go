@@ -4,23 +4,29 @@ import (
 	"fmt"
 
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/internal/conn"
 )
 
-// Error is a call that failed with a TChannel error code, sent by the peer
-// or raised locally (deadline: frame.ErrCodeTimeout, lost connection:
-// frame.ErrCodeNetwork). Match it with errors.As. A Handler may return one to
-// answer with that code.
-type Error = conn.Error
+// Error is a call that failed with a TChannel error code: frame.Error, the
+// one wire-error type of every layer of mesh, with two fields:
+//
+//	Code    frame.ErrCode // Timeout, Cancelled, Busy, Declined, Unexpected, BadRequest, Network, ...
+//	Message string        // the peer's (or the local cause's) words
+//
+// It is sent by the peer or raised locally (a passed deadline is
+// frame.ErrCodeTimeout and also matches errors.Is(err,
+// context.DeadlineExceeded); a lost connection is frame.ErrCodeNetwork; a
+// call no instance can take is Declined or Busy). Match it with errors.As. A
+// Handler may return one to answer with that code.
+type Error = frame.Error
 
 // Errorf returns an *Error with the given code, for handlers to return.
 func Errorf(code frame.ErrCode, format string, args ...any) *Error {
-	return conn.Errorf(code, format, args...)
+	return frame.Errorf(code, format, args...)
 }
 
 // CodeOf returns the wire error code of err, frame.ErrCodeUnexpected for
 // errors without one.
-func CodeOf(err error) frame.ErrCode { return conn.CodeOf(err) }
+func CodeOf(err error) frame.ErrCode { return frame.CodeOf(err) }
 
 // ApplicationError is a failure answered by the called handler itself: a
 // call res with the application-error code. Headers and Body are the answer's

@@ -277,7 +277,7 @@ func (r *Router) route(req *frame.CallReq, c *Call, lastHop bool) (dst *conn.Con
 	if lastHop {
 		dst, code, why := r.deliver(c.Service, req)
 		if dst == nil {
-			return nil, "", nil, &Refusal{Code: code, Why: why}
+			return nil, "", nil, &frame.Error{Code: code, Message: why}
 		}
 		return dst, "", nil, nil
 	}
@@ -302,7 +302,7 @@ func (r *Router) route(req *frame.CallReq, c *Call, lastHop bool) (dst *conn.Con
 		c.Exclude()
 		if err := r.bal.Route(c); err != nil {
 			if lastErr != nil {
-				err.(*Refusal).Why += ": " + lastErr.Error()
+				err.(*frame.Error).Message += ": " + lastErr.Error()
 			}
 			return nil, "", nil, err
 		}
@@ -311,16 +311,16 @@ func (r *Router) route(req *frame.CallReq, c *Call, lastHop bool) (dst *conn.Con
 	if lastErr != nil {
 		why += ": " + lastErr.Error()
 	}
-	return nil, "", nil, &Refusal{Code: frame.ErrCodeDeclined, Why: why}
+	return nil, "", nil, &frame.Error{Code: frame.ErrCodeDeclined, Message: why}
 }
 
 // refuseWith answers a call a stage refused.
 func (r *Router) refuseWith(c *conn.Conn, id uint32, req *frame.CallReq, err error) {
-	ref, ok := err.(*Refusal)
+	ref, ok := err.(*frame.Error)
 	if !ok {
-		ref = &Refusal{Code: frame.ErrCodeUnexpected, Why: err.Error()}
+		ref = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 	}
-	r.refuseCall(c, id, req, ref.Code, ref.Why)
+	r.refuseCall(c, id, req, ref.Code, ref.Message)
 }
 
 // callerGate is the first hop's stage before discovery: the kill switch,
@@ -331,12 +331,12 @@ func (g callerGate) Route(c *Call) error {
 	lim := c.lim(g.r.bal)
 	if lim.blocked(c.Caller) {
 		g.r.serviceStats(c.Service).killSwitched.Add(1)
-		return refuse(frame.ErrCodeDeclined, "calls from %q to %q are blocked (kill switch)", c.Caller, c.Service)
+		return frame.Errorf(frame.ErrCodeDeclined, "calls from %q to %q are blocked (kill switch)", c.Caller, c.Service)
 	}
 	if !lim.callerAllowed(c.Caller, c.Now) {
 		g.r.stats.RateLimited.Add(1)
 		g.r.serviceStats(c.Service).rateLimited.Add(1)
-		return refuse(frame.ErrCodeBusy, "caller %q is over its limit of %g calls/s to %q", c.Caller, lim.policy.CallerRateLimit, c.Service)
+		return frame.Errorf(frame.ErrCodeBusy, "caller %q is over its limit of %g calls/s to %q", c.Caller, lim.policy.CallerRateLimit, c.Service)
 	}
 	return nil
 }
@@ -349,7 +349,7 @@ func (a admission) Route(c *Call) error {
 	if ok, why := c.lim(a.r.bal).admit(c.Now); !ok {
 		a.r.stats.RateLimited.Add(1)
 		a.r.serviceStats(c.Service).rateLimited.Add(1)
-		return refuse(frame.ErrCodeBusy, "service %q on this host: %s", c.Service, why)
+		return frame.Errorf(frame.ErrCodeBusy, "service %q on this host: %s", c.Service, why)
 	}
 	return nil
 }

@@ -16,7 +16,7 @@ import (
 
 // A Stage makes one routing decision for a call, reading what the stages
 // before it decided and writing its own into c. An error stops the call;
-// a *Refusal says which wire error the caller hears.
+// a *frame.Error says which wire error the caller hears.
 //
 // meshd runs policy gates, Discover, a Balancer and admission (see the
 // package comment); the SDK's direct mode runs Discover and a Balancer over
@@ -36,18 +36,6 @@ func (p Pipeline) Route(c *Call) error {
 		}
 	}
 	return nil
-}
-
-// Refusal is a call refused by a stage: the wire error code and why.
-type Refusal struct {
-	Code frame.ErrCode
-	Why  string
-}
-
-func (r *Refusal) Error() string { return r.Why }
-
-func refuse(code frame.ErrCode, format string, args ...any) *Refusal {
-	return &Refusal{Code: code, Why: fmt.Sprintf(format, args...)}
 }
 
 // Call is one call as the stages see it. The caller fills the request's
@@ -112,7 +100,7 @@ type Discover struct{ From Finder }
 func (d Discover) Route(c *Call) error {
 	insts, err := d.From.Instances(context.Background(), c.Service)
 	if err != nil || len(insts) == 0 {
-		return refuse(frame.ErrCodeDeclined, "no healthy instances of service %q", c.Service)
+		return frame.Errorf(frame.ErrCodeDeclined, "no healthy instances of service %q", c.Service)
 	}
 	c.Instances, c.eps, c.excluded, c.Picked = insts, nil, 0, -1
 	return nil
@@ -197,7 +185,7 @@ func (b *Balancer) Route(c *Call) error {
 		if ch.open > 0 {
 			why += fmt.Sprintf(" (%d behind open circuit breakers)", ch.open)
 		}
-		return &Refusal{Code: frame.ErrCodeDeclined, Why: why}
+		return &frame.Error{Code: frame.ErrCodeDeclined, Message: why}
 	}
 	ch.rival, ch.cost = nil, c.eps[i].cost()
 	if rival >= 0 {

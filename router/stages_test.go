@@ -20,9 +20,9 @@ func TestPipelineStopsAtTheFirstRefusal(t *testing.T) {
 	step := func(name string, err error) Stage {
 		return stageFunc(func(*Call) error { ran = append(ran, name); return err })
 	}
-	p := Pipeline{step("a", nil), step("b", &Refusal{Code: frame.ErrCodeBusy, Why: "full"}), step("c", nil)}
+	p := Pipeline{step("a", nil), step("b", &frame.Error{Code: frame.ErrCodeBusy, Message: "full"}), step("c", nil)}
 	err := p.Route(new(Call))
-	var ref *Refusal
+	var ref *frame.Error
 	if !errors.As(err, &ref) || ref.Code != frame.ErrCodeBusy || fmt.Sprint(ran) != "[a b]" {
 		t.Fatalf("err %v after %v", err, ran)
 	}
@@ -65,7 +65,7 @@ func TestDiscoverAndBalancerStages(t *testing.T) {
 				err = b.Route(&c)
 			}
 			if !tc.wantPick {
-				var ref *Refusal
+				var ref *frame.Error
 				if !errors.As(err, &ref) || ref.Code != frame.ErrCodeDeclined {
 					t.Fatalf("want a refusal, got %v (picked %d)", err, c.Picked)
 				}

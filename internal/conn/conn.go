@@ -140,7 +140,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
+		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
 	}
 	c, err := Client(nc, opts)
 	if err != nil {
@@ -253,17 +253,17 @@ func (c *Conn) handshakeClient() error {
 		return err
 	}
 	if _, err := c.nc.Write(b); err != nil {
-		return &Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
 	}
 	f, err := frame.NewReader(c.nc).ReadFrame()
 	if err != nil {
-		return &Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
 	}
 	switch f.Type {
 	case frame.TypeInitRes:
 	case frame.TypeError:
 		m, _ := frame.DecodeError(f.Payload)
-		return &Error{Code: m.Code, Message: "handshake refused: " + string(m.Message)}
+		return &frame.Error{Code: m.Code, Message: "handshake refused: " + string(m.Message)}
 	default:
 		return c.refuse(f.ID, fmt.Sprintf("expected init res, got %s", f.Type))
 	}
@@ -278,7 +278,7 @@ func (c *Conn) handshakeServer() error {
 		if frame.IsProtocolError(err) {
 			return c.refuse(frame.ConnErrorID, err.Error())
 		}
-		return &Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
 	}
 	if f.Type != frame.TypeInitReq {
 		return c.refuse(f.ID, fmt.Sprintf("expected init req, got %s", f.Type))
@@ -289,7 +289,7 @@ func (c *Conn) handshakeServer() error {
 	}
 	b, _ := frame.AppendInit(nil, frame.TypeInitRes, id, frame.Init{Version: frame.Version, Headers: c.initHeaders()})
 	if _, err := c.nc.Write(b); err != nil {
-		return &Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
 	}
 	return nil
 }
@@ -316,7 +316,7 @@ func (c *Conn) acceptInit(f *frame.Frame) error {
 func (c *Conn) refuse(id uint32, why string) error {
 	c.nc.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: frame.ErrCodeProtocol, Message: []byte(why)}))
 	c.nc.Close()
-	return &Error{Code: frame.ErrCodeProtocol, Message: "handshake: " + why}
+	return &frame.Error{Code: frame.ErrCodeProtocol, Message: "handshake: " + why}
 }
 
 // NewID reserves a message id for a call a Relayer sends on c.
@@ -444,20 +444,20 @@ func (c *Conn) close(err error) {
 
 func (c *Conn) networkError(err error) error {
 	if err == nil {
-		return &Error{Code: frame.ErrCodeNetwork, Message: "connection closed"}
+		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "connection closed"}
 	}
-	var e *Error
+	var e *frame.Error
 	if errors.As(err, &e) {
 		return e
 	}
-	return &Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
+	return &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
 }
 
 func ctxError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &Error{Code: frame.ErrCodeTimeout, Message: "deadline exceeded"}
+		return deadlineError{&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline exceeded"}}
 	}
-	return &Error{Code: frame.ErrCodeCancelled, Message: "call cancelled"}
+	return &frame.Error{Code: frame.ErrCodeCancelled, Message: "call cancelled"}
 }
 
 // readLoop decodes frames and routes them until the connection ends.
@@ -472,7 +472,7 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			for _, call := range st.assembling {
 				if call.pw != nil {
-					call.pw.CloseWithError(&Error{Code: frame.ErrCodeNetwork, Message: "connection closed mid-request"})
+					call.pw.CloseWithError(&frame.Error{Code: frame.ErrCodeNetwork, Message: "connection closed mid-request"})
 				}
 			}
 			if frame.IsProtocolError(err) {
@@ -577,7 +577,7 @@ func (c *Conn) onError(f *frame.Frame) error {
 		return err
 	}
 	if f.ID == frame.ConnErrorID {
-		return &Error{Code: m.Code, Message: "peer closed the connection: " + string(m.Message)}
+		return &frame.Error{Code: m.Code, Message: "peer closed the connection: " + string(m.Message)}
 	}
 	c.mu.Lock()
 	call := c.out[f.ID]
@@ -585,7 +585,7 @@ func (c *Conn) onError(f *frame.Frame) error {
 	c.checkIdleLocked()
 	c.mu.Unlock()
 	if call != nil {
-		call.finish(&Error{Code: m.Code, Message: string(m.Message)})
+		call.finish(&frame.Error{Code: m.Code, Message: string(m.Message)})
 	} else if c.opts.Relayer != nil {
 		c.opts.Relayer.Frame(c, f)
 	}

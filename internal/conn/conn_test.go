@@ -133,7 +133,7 @@ func TestTTLExpiry(t *testing.T) {
 	})
 	start := time.Now()
 	_, err := call(c, "slow", nil, 100*time.Millisecond)
-	var e *Error
+	var e *frame.Error
 	if !errors.As(err, &e) || e.Code != frame.ErrCodeTimeout {
 		t.Fatalf("got %v, want a timeout error", err)
 	}
@@ -166,7 +166,7 @@ func TestCancelReachesHandler(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-started; cancel() }()
 	_, err := c.Call(ctx, &Request{Service: "s", Method: "m"})
-	if CodeOf(err) != frame.ErrCodeCancelled {
+	if frame.CodeOf(err) != frame.ErrCodeCancelled {
 		t.Fatalf("got %v, want cancelled", err)
 	}
 	select {
@@ -180,16 +180,16 @@ func TestHandlerErrorsKeepTheirCode(t *testing.T) {
 	c, _ := pair(t, func(ctx context.Context, req *Request) (*Response, error) {
 		switch req.Method {
 		case "busy":
-			return nil, Errorf(frame.ErrCodeBusy, "too much")
+			return nil, frame.Errorf(frame.ErrCodeBusy, "too much")
 		case "app":
 			return &Response{Code: frame.ResAppError, Arg3: []byte("nope")}, nil
 		}
 		return nil, errors.New("boom")
 	})
-	if _, err := call(c, "busy", nil, time.Second); CodeOf(err) != frame.ErrCodeBusy {
+	if _, err := call(c, "busy", nil, time.Second); frame.CodeOf(err) != frame.ErrCodeBusy {
 		t.Fatalf("busy: %v", err)
 	}
-	if _, err := call(c, "other", nil, time.Second); CodeOf(err) != frame.ErrCodeUnexpected || err.(*Error).Message != "boom" {
+	if _, err := call(c, "other", nil, time.Second); frame.CodeOf(err) != frame.ErrCodeUnexpected || err.(*frame.Error).Message != "boom" {
 		t.Fatalf("plain error: %v", err)
 	}
 	res, err := call(c, "app", nil, time.Second)
@@ -275,7 +275,7 @@ func TestShutdownFinishesInFlightCalls(t *testing.T) {
 	go func() { shut <- sc.Shutdown(context.Background()) }()
 	// New calls are declined while the old one runs.
 	waitFor(t, func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return sc.draining })
-	if _, err := call(c, "m", nil, time.Second); CodeOf(err) != frame.ErrCodeDeclined {
+	if _, err := call(c, "m", nil, time.Second); frame.CodeOf(err) != frame.ErrCodeDeclined {
 		t.Fatalf("call during drain: %v", err)
 	}
 	close(release)
@@ -405,7 +405,7 @@ func TestPeerThatStopsReading(t *testing.T) {
 	defer c.Close()
 	start := time.Now()
 	_, err = c.Call(context.Background(), &Request{Service: "s", Method: "m", Body: io.LimitReader(zeros{}, 64<<20)})
-	if code := CodeOf(err); code != frame.ErrCodeNetwork {
+	if code := frame.CodeOf(err); code != frame.ErrCodeNetwork {
 		t.Fatalf("got %v, want a network error", err)
 	}
 	if d := time.Since(start); d > 10*time.Second {
@@ -429,5 +429,42 @@ func TestSilentPeerHandshakeTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("gave up after %v", d)
+	}
+}
+
+// A call that runs past its context's deadline fails as a *frame.Error with
+// ErrCodeTimeout that is also context.DeadlineExceeded, whichever timer
+// fires first (ours, or the peer's answering Timeout at the TTL); a Timeout
+// the peer answers while time is left is only the wire error.
+func TestDeadlineErrorsMatchBothWays(t *testing.T) {
+	c, _ := pair(t, func(ctx context.Context, req *Request) (*Response, error) {
+		if req.Method == "timeout-now" {
+			return nil, frame.Errorf(frame.ErrCodeTimeout, "my own backend timed out")
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	for _, tc := range []struct {
+		method   string
+		deadline bool
+	}{
+		{"hang", true},
+		{"timeout-now", false},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			_, err := call(c, tc.method, nil, 50*time.Millisecond)
+			var e *frame.Error
+			if !errors.As(err, &e) || e.Code != frame.ErrCodeTimeout {
+				t.Fatalf("got %v, want a Timeout *frame.Error", err)
+			}
+			if got := errors.Is(err, context.DeadlineExceeded); got != tc.deadline {
+				t.Fatalf("errors.Is(%v, DeadlineExceeded) = %v, want %v", err, got, tc.deadline)
+			}
+		})
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := c.Call(ctx, &Request{Service: "svc", Method: "hang"}); !errors.Is(err, context.DeadlineExceeded) || frame.CodeOf(err) != frame.ErrCodeTimeout {
+		t.Fatalf("a call sent past its deadline: %v", err)
 	}
 }

@@ -81,20 +81,20 @@ func (c *Conn) onCallReq(f *frame.Frame, st *readState) error {
 }
 
 // admit registers a new inbound call, or says why it is refused.
-func (c *Conn) admit(call *inCall, ttl uint32) *Error {
+func (c *Conn) admit(call *inCall, ttl uint32) *frame.Error {
 	if ttl == 0 {
-		return Errorf(frame.ErrCodeTimeout, "call arrived with no time left (ttl 0)")
+		return frame.Errorf(frame.ErrCodeTimeout, "call arrived with no time left (ttl 0)")
 	}
 	if c.opts.Handler == nil {
-		return Errorf(frame.ErrCodeBadRequest, "this peer serves no calls (service %q)", call.req.Service)
+		return frame.Errorf(frame.ErrCodeBadRequest, "this peer serves no calls (service %q)", call.req.Service)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.draining {
-		return Errorf(frame.ErrCodeDeclined, "connection is closing")
+		return frame.Errorf(frame.ErrCodeDeclined, "connection is closing")
 	}
 	if _, dup := c.in[call.id]; dup {
-		return Errorf(frame.ErrCodeBadRequest, "call id %d is already in use", call.id)
+		return frame.Errorf(frame.ErrCodeBadRequest, "call id %d is already in use", call.id)
 	}
 	c.in[call.id] = call
 	call.ctx, call.cancel = context.WithTimeout(c.base, call.req.TTL)
@@ -153,7 +153,7 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 		}
 	}
 	if tooBig && !call.discard {
-		c.abandon(call, Errorf(frame.ErrCodeBadRequest, "request arg2 exceeds %d bytes", limit))
+		c.abandon(call, frame.Errorf(frame.ErrCodeBadRequest, "request arg2 exceeds %d bytes", limit))
 	}
 	if !call.asm.Done() {
 		st.assembling[call.id] = call
@@ -170,7 +170,7 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 }
 
 // abandon answers a call that cannot be served and drops the rest of it.
-func (c *Conn) abandon(call *inCall, e *Error) {
+func (c *Conn) abandon(call *inCall, e *frame.Error) {
 	call.discard = true
 	if call.pw != nil {
 		call.pw.CloseWithError(e)
@@ -202,16 +202,16 @@ func (c *Conn) serve(call *inCall) {
 	case call.ctx.Err() != nil:
 		// The connection closed under the call: nobody to answer.
 	case err != nil:
-		var e *Error
+		var e *frame.Error
 		if !errors.As(err, &e) {
-			e = &Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
+			e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 		}
 		c.sendError(call.id, e.Code, t, e.Message)
 	case res == nil:
 		c.sendError(call.id, frame.ErrCodeUnexpected, t, "handler returned no response")
 	default:
 		if err := c.respond(call, res); err != nil {
-			var e *Error
+			var e *frame.Error
 			if errors.As(err, &e) && e.Code != frame.ErrCodeNetwork {
 				c.sendError(call.id, e.Code, t, e.Message)
 			}
@@ -228,7 +228,7 @@ func (c *Conn) respond(call *inCall, res *Response) error {
 	}
 	m := frame.CallRes{Code: res.Code, Tracing: tr, Headers: res.Headers, Checksum: res.Checksum}
 	if err := mw.BeginCallRes(call.id, &m); err != nil {
-		return Errorf(frame.ErrCodeUnexpected, "bad response: %v", err)
+		return frame.Errorf(frame.ErrCodeUnexpected, "bad response: %v", err)
 	}
 	return c.writeArgs(mw, nil, res.Arg2, res.Arg3, res.Body)
 }

@@ -50,7 +50,7 @@ type Response struct {
 
 // Handler serves one call the peer sent. The context ends when the call's TTL
 // runs out, the caller cancels, or the connection closes; an answer returned
-// after that is dropped. An error that is (or wraps) an *Error is sent with
+// after that is dropped. An error that is (or wraps) a *frame.Error is sent with
 // its code; any other error as ErrCodeUnexpected.
 type Handler func(ctx context.Context, req *Request) (*Response, error)
 
@@ -65,7 +65,7 @@ func (r *Request) ReadBody(limit int) ([]byte, error) {
 		return nil, err
 	}
 	if len(b) > limit {
-		return nil, Errorf(frame.ErrCodeBadRequest, "request body exceeds %d bytes", limit)
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "request body exceeds %d bytes", limit)
 	}
 	r.Arg3, r.Body = b, nil
 	return b, nil

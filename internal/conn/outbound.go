@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,7 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 	}
 	ttl := time.Until(deadline)
 	if ttl <= 0 {
-		return nil, &Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}
+		return nil, deadlineError{&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}}
 	}
 
 	call := &outCall{
@@ -89,7 +90,7 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 	select {
 	case <-call.done:
 		if call.err != nil {
-			return nil, call.err
+			return nil, pastDeadline(ctx, call.err)
 		}
 		if call.stream {
 			context.AfterFunc(ctx, func() {
@@ -105,6 +106,15 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 		}
 		return nil, ctxError(ctx)
 	}
+}
+
+// pastDeadline marks a Timeout answer that came once ctx's deadline had
+// passed (the peer's timer beat ours) as the deadline's, like ctxError.
+func pastDeadline(ctx context.Context, err error) error {
+	if e, ok := err.(*frame.Error); ok && e.Code == frame.ErrCodeTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return deadlineError{e}
+	}
+	return err
 }
 
 // ttlMillis rounds up so a call with time left never carries a ttl of 0.
@@ -125,7 +135,7 @@ func (c *Conn) send(id uint32, req *Request, ttl uint32) error {
 		Checksum: req.Checksum,
 	}
 	if err := mw.BeginCallReq(id, &m); err != nil {
-		return Errorf(frame.ErrCodeBadRequest, "%v", err)
+		return frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 	}
 	return c.writeArgs(mw, []byte(req.Method), req.Arg2, req.Arg3, req.Body)
 }
@@ -140,7 +150,7 @@ func (c *Conn) writeArgs(mw *frame.MessageWriter, arg1, arg2, arg3 []byte, body 
 		src := &sourceReader{r: body}
 		if _, err := io.Copy(mw, src); err != nil {
 			if src.err != nil {
-				return Errorf(frame.ErrCodeUnexpected, "reading body: %v", err)
+				return frame.Errorf(frame.ErrCodeUnexpected, "reading body: %v", err)
 			}
 			return c.networkError(err)
 		}
@@ -149,7 +159,7 @@ func (c *Conn) writeArgs(mw *frame.MessageWriter, arg1, arg2, arg3 []byte, body 
 	}
 	if err := mw.Close(); err != nil {
 		if frame.IsProtocolError(err) {
-			return Errorf(frame.ErrCodeBadRequest, "%v", err)
+			return frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 		}
 		return c.networkError(err)
 	}
@@ -249,7 +259,7 @@ func (c *Conn) addResFrame(id uint32, call *outCall, frag *frame.Fragment) error
 			call.res.Arg3 = append(call.res.Arg3, chunk...)
 		}
 		if len(call.res.Arg2)+len(call.res.Arg3) > call.limit {
-			failed = Errorf(frame.ErrCodeBadRequest, "response exceeds %d bytes", call.limit)
+			failed = frame.Errorf(frame.ErrCodeBadRequest, "response exceeds %d bytes", call.limit)
 		}
 	}
 	if failed != nil || call.asm.Done() {

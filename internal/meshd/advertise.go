@@ -49,12 +49,12 @@ func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn
 	}
 	var ad adRequest
 	if err := json.Unmarshal(body, &ad); err != nil {
-		return nil, conn.Errorf(frame.ErrCodeBadRequest, "advertise body is not JSON of the form {\"services\":[{\"serviceName\":...}]}: %v", err)
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "advertise body is not JSON of the form {\"services\":[{\"serviceName\":...}]}: %v", err)
 	}
 	var names []string
 	for _, s := range ad.Services {
 		if s.ServiceName == "" || len(s.ServiceName) > 255 {
-			return nil, conn.Errorf(frame.ErrCodeBadRequest, "advertise names an invalid service %q", s.ServiceName)
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, "advertise names an invalid service %q", s.ServiceName)
 		}
 		names = append(names, s.ServiceName)
 	}
@@ -64,7 +64,7 @@ func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn
 	case methodUnadvert:
 		err = d.unadvertise(ctx, from, names)
 	default:
-		return nil, conn.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", hyperbahnService, req.Method)
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", hyperbahnService, req.Method)
 	}
 	if err != nil {
 		return nil, err
@@ -107,7 +107,7 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 		d.router.AddLocal(inst, from)
 		if err := d.registry.Register(ctx, inst); err != nil {
 			d.log.Warn("registering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
-			return conn.Errorf(frame.ErrCodeUnexpected, "registering %s: %v", inst.Service, err)
+			return frame.Errorf(frame.ErrCodeUnexpected, "registering %s: %v", inst.Service, err)
 		}
 		d.log.Info("instance advertised", "service", inst.Service, "instance", inst.ID, "process", from.Peer().ProcessName)
 	}

@@ -244,7 +244,7 @@ func (d *Daemon) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 	case meshdService:
 		return d.handleMeshd(ctx, req)
 	}
-	return nil, conn.Errorf(frame.ErrCodeBadRequest, "meshd does not serve %q", req.Service)
+	return nil, frame.Errorf(frame.ErrCodeBadRequest, "meshd does not serve %q", req.Service)
 }
 
 // Shutdown drains: it declines new calls, withdraws local instances from the
@@ -358,7 +358,7 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 	case "services":
 		s, err := d.registry.Services(ctx)
 		if err != nil {
-			return nil, conn.Errorf(frame.ErrCodeUnexpected, "listing services: %v", err)
+			return nil, frame.Errorf(frame.ErrCodeUnexpected, "listing services: %v", err)
 		}
 		out = s
 	case "instances":
@@ -366,11 +366,11 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 			Service string `json:"service"`
 		}
 		if err := json.Unmarshal(req.Arg3, &q); err != nil || q.Service == "" {
-			return nil, conn.Errorf(frame.ErrCodeBadRequest, `instances wants {"service": NAME}`)
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, `instances wants {"service": NAME}`)
 		}
 		insts, err := d.registry.Instances(ctx, q.Service)
 		if err != nil && !errors.Is(err, discovery.ErrNoInstances) {
-			return nil, conn.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
+			return nil, frame.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
 		}
 		out = insts
 	case "explain":
@@ -383,11 +383,11 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 			span, err = strconv.ParseUint(q.SpanID, 16, 64)
 		}
 		if err != nil || span == 0 {
-			return nil, conn.Errorf(frame.ErrCodeBadRequest, `explain wants {"span_id": HEX}`)
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, `explain wants {"span_id": HEX}`)
 		}
 		out = d.router.Recent("", span, 1)
 	default:
-		return nil, conn.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", meshdService, req.Method)
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", meshdService, req.Method)
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
