@@ -45,7 +45,8 @@ type Status struct {
 // ErrNoInstances is (wrapped in) the error of a lookup that found none.
 var ErrNoInstances = errors.New("no healthy instances")
 
-func noInstances(service string) error {
+// NoInstances is the error of a lookup of service that found none.
+func NoInstances(service string) error {
 	return fmt.Errorf("service %q: %w", service, ErrNoInstances)
 }
 

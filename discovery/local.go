@@ -79,7 +79,7 @@ func (l *Local) Instances(_ context.Context, service string) ([]Instance, error)
 	list := l.instances[service]
 	l.mu.RUnlock()
 	if len(list) == 0 {
-		return nil, noInstances(service)
+		return nil, NoInstances(service)
 	}
 	return list, nil
 }

@@ -50,7 +50,7 @@ suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzzti
 # proxy (cached in .cache/bin after the first build), meshds, tchannel-go peers.
 echo "== building consul and jaeger (cached after the first run)"
 if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1 && scripts/tool.sh jaeger >>"$logs/consul-build.log" 2>&1; then
-  suite integration go test -tags integration -count=1 -timeout 30m -v ./discovery/ ./integration/...
+  suite integration go test -tags integration -count=1 -timeout 30m -v ./discovery/... ./integration/...
   echo "integration figures:"
   grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' "$logs/integration.log" | grep -v -- '--- log of' | sed 's/^ */  /' | head -40
 else

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
@@ -43,10 +44,6 @@ type Options struct {
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
 }
-
-// PolicyPrefix is where meshd reads per-service policies in Consul KV: the
-// key mesh/policies/SERVICE holds that service's policy as JSON.
-const PolicyPrefix = "mesh/policies/"
 
 // Defaults are the options of a meshd given nothing.
 func Defaults() Options {
@@ -223,8 +220,8 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		reg.Close()
 		return err
 	}
-	if c, ok := reg.(*discovery.Consul); ok {
-		c.WatchKV(PolicyPrefix, d.policiesFromKV(o.Policies))
+	if c, ok := reg.(*consul.Registry); ok {
+		d.watchPolicies(c, o.Policies)
 	}
 	<-ctx.Done()
 	log.Info("draining")
@@ -244,7 +241,7 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	if addr != "off" {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		reg, err := discovery.NewConsul(cctx, discovery.ConsulConfig{
+		reg, err := consul.New(cctx, consul.Config{
 			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, Logger: log,
 		})
 		if err == nil {

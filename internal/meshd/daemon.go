@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -120,47 +119,6 @@ func Start(cfg Config) (*Daemon, error) {
 // SetPolicies replaces the per-service policies; invalid ones are refused
 // and the policies in force stay.
 func (d *Daemon) SetPolicies(ps router.Policies) error { return d.router.SetPolicies(ps) }
-
-// policiesFromKV returns the handler of Consul KV policy updates: each key
-// overrides the file's policy of its service; a key that does not parse is
-// refused and logged, and that service keeps its last good policy.
-func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
-	lastGood := router.Policies{}
-	return func(kv map[string][]byte) {
-		next := router.Policies{}
-		for k, v := range file {
-			next[k] = v
-		}
-		seen := map[string]bool{}
-		for key, val := range kv {
-			service := strings.TrimPrefix(key, PolicyPrefix)
-			if service == "" {
-				continue
-			}
-			seen[service] = true
-			p, err := router.ParsePolicy(val)
-			if err != nil {
-				d.log.Error("policy in consul refused; keeping the last good one", "service", service, "key", key, "err", err)
-				if good, ok := lastGood[service]; ok {
-					next[service] = good
-				}
-				continue
-			}
-			lastGood[service] = p
-			next[service] = p
-		}
-		for s := range lastGood {
-			if !seen[s] {
-				delete(lastGood, s) // removed from KV: back to the file's policy
-			}
-		}
-		if err := d.SetPolicies(next); err != nil {
-			d.log.Error("policies refused", "err", err)
-			return
-		}
-		d.log.Info("policies updated from consul", "services", len(kv))
-	}
-}
 
 // Addr is the TChannel listener's address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }

@@ -1,6 +1,6 @@
 //go:build integration
 
-package discovery_test
+package consul_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/testconsul"
 )
 
@@ -39,12 +40,12 @@ func count(reg discovery.Registry, service string) int {
 func TestConsulRegisterWatchDeregister(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	reg, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	other, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, Logger: quiet})
+	other, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,11 +82,11 @@ func TestConsulRegisterWatchDeregister(t *testing.T) {
 func TestConsulTTLExpiresDeadMeshd(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	dying, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	dying, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	watcher, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, Logger: quiet})
+	watcher, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestConsulTTLExpiresDeadMeshd(t *testing.T) {
 func TestConsulDownServesStale(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	reg, err := discovery.NewConsul(ctx, discovery.ConsulConfig{Address: agent.HTTPAddr, TTL: time.Second, WaitTime: time.Second, Logger: quiet})
+	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: time.Second, WaitTime: time.Second, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

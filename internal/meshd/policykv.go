@@ -1,0 +1,81 @@
+package meshd
+
+import (
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/meshrpc/mesh/discovery/consul"
+	"github.com/meshrpc/mesh/router"
+)
+
+// Policies in Consul KV are the daemon's configuration, not discovery: they
+// are read from the same agent the registry uses, over the YAML file's.
+
+// PolicyPrefix is where meshd reads per-service policies in Consul KV: the
+// key mesh/policies/SERVICE holds that service's policy as JSON.
+const PolicyPrefix = "mesh/policies/"
+
+// watchPolicies follows the keys under PolicyPrefix in Consul KV, applying
+// them over the file's policies at once and after each change, until the
+// registry closes. While Consul is unreachable the last policies stay.
+func (d *Daemon) watchPolicies(reg *consul.Registry, file router.Policies) {
+	apply := d.policiesFromKV(file)
+	var seen uint64
+	reg.Follow(func(q *api.QueryOptions) (uint64, error) {
+		pairs, meta, err := reg.Client().KV().List(PolicyPrefix, q)
+		if err != nil {
+			return 0, err
+		}
+		if meta.LastIndex == seen {
+			return seen, nil // the wait ended with nothing new
+		}
+		seen = meta.LastIndex
+		kv := make(map[string][]byte, len(pairs))
+		for _, p := range pairs {
+			kv[p.Key] = p.Value
+		}
+		apply(kv)
+		return meta.LastIndex, nil
+	}, func(error) {})
+}
+
+// policiesFromKV returns the handler of Consul KV policy updates: each key
+// overrides the file's policy of its service; a key that does not parse is
+// refused and logged, and that service keeps its last good policy.
+func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
+	lastGood := router.Policies{}
+	return func(kv map[string][]byte) {
+		next := router.Policies{}
+		for k, v := range file {
+			next[k] = v
+		}
+		seen := map[string]bool{}
+		for key, val := range kv {
+			service := strings.TrimPrefix(key, PolicyPrefix)
+			if service == "" {
+				continue
+			}
+			seen[service] = true
+			p, err := router.ParsePolicy(val)
+			if err != nil {
+				d.log.Error("policy in consul refused; keeping the last good one", "service", service, "key", key, "err", err)
+				if good, ok := lastGood[service]; ok {
+					next[service] = good
+				}
+				continue
+			}
+			lastGood[service] = p
+			next[service] = p
+		}
+		for s := range lastGood {
+			if !seen[s] {
+				delete(lastGood, s) // removed from KV: back to the file's policy
+			}
+		}
+		if err := d.SetPolicies(next); err != nil {
+			d.log.Error("policies refused", "err", err)
+			return
+		}
+		d.log.Info("policies updated from consul", "services", len(kv))
+	}
+}
