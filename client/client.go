@@ -146,7 +146,10 @@ type call struct {
 // instance while it is healthy.
 func WithShardKey(key string) CallOption { return WithTransportHeader(frame.HeaderShardKey, key) }
 
-// WithRoutingKey sets the routing key ("rk"), routed on instead of the service.
+// WithRoutingKey sets the routing key ("rk"): meshd (and DialPeers) route
+// the call to an instance of the service key names, with its policy, as
+// tchannel-go's relay does; the call still names its own service, so that
+// instance must serve it (a proxy for others' services, say).
 func WithRoutingKey(key string) CallOption { return WithTransportHeader(frame.HeaderRoutingKey, key) }
 
 // WithRetryFlags sets the "re" header: "c" (retry on connection errors, the

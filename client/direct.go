@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -36,8 +34,15 @@ func DialPeers(ctx context.Context, peers []string, opts Options) (*Client, erro
 	if err != nil {
 		return nil, fmt.Errorf("DialPeers: %w", err)
 	}
-	d := &direct{bal: bal, opts: opts, peers: peers, caller: []byte(callerName(opts)), conns: make(map[string]*conn.Conn)}
-	d.stages = router.Pipeline{router.Discover{From: d}, bal}
+	d := &direct{bal: bal, opts: opts, peers: peers}
+	d.pool = conn.NewPool(func(ctx context.Context, addr string) (*conn.Conn, error) {
+		return conn.Dial(ctx, addr, d.opts.connOptions("", nil))
+	})
+	d.stages = router.Pipeline{
+		router.Discover{From: d},
+		bal,
+		router.Connect{Balancer: bal, Dial: func(inst discovery.Instance) (*conn.Conn, error) { return d.pool.Get(inst.Addr) }},
+	}
 	d.calls.New = func() any { return new(router.Call) }
 	return &Client{direct: d, opts: opts, caller: callerName(opts), tracer: tracer}, nil
 }
@@ -48,12 +53,9 @@ type direct struct {
 	stages router.Pipeline
 	opts   Options
 	peers  []string
-	caller []byte
+	pool   *conn.Pool
 	calls  sync.Pool // *router.Call
 	byName sync.Map  // service → []discovery.Instance
-
-	mu    sync.Mutex
-	conns map[string]*conn.Conn
 }
 
 // Instances makes every peer an instance of every service (router.Finder).
@@ -70,48 +72,20 @@ func (d *direct) Instances(_ context.Context, service string) ([]discovery.Insta
 	return v.([]discovery.Instance), nil
 }
 
-// conn returns the connection to addr, dialling it when there is none or it
-// closed.
-func (d *direct) conn(ctx context.Context, addr string) (*conn.Conn, error) {
-	d.mu.Lock()
-	c := d.conns[addr]
-	d.mu.Unlock()
-	if c != nil && !c.Closed() {
-		return c, nil
-	}
-	c, err := conn.Dial(ctx, addr, d.opts.connOptions("", nil))
-	if err != nil {
-		return nil, err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if old := d.conns[addr]; old != nil && !old.Closed() {
-		c.Close() // another call dialled first
-		return old, nil
-	}
-	d.conns[addr] = c
-	return c, nil
-}
-
 // call sends req to a peer the stages pick, and on a safe failure to
-// another one, as meshd's relay would.
+// another one, with the Balancer's feedback and retry decisions, as meshd's
+// relay does.
 func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, error) {
 	rc := d.calls.Get().(*router.Call)
 	defer d.calls.Put(rc)
-	key, sharded := req.Headers.Get(frame.HeaderShardKey)
-	if !sharded {
-		key = nil
-	} else if key == nil {
-		key = []byte{}
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, d.opts.Timeout) // one deadline for every attempt
 		defer cancel()
 	}
-	rc.Reset(req.Service, d.caller, key)
-	re, _ := req.Headers.Get(frame.HeaderRetryFlags)
-	tryTimeout := d.bal.Policy(req.Service).TryTimeout.D()
+	deadline, _ := ctx.Deadline()
+	rc.Reset(string(router.RoutingName([]byte(req.Service), req.Headers)), req.Headers)
+	tryTimeout := d.bal.Policy(rc.Service).TryTimeout.D()
 	var lastErr error
 	for {
 		if err := d.stages.Route(rc); err != nil {
@@ -120,21 +94,19 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 			}
 			return nil, err // a *frame.Error: the stage's refusal
 		}
-		start := time.Now()
-		d.bal.Sent(rc)
-		res, err := d.attempt(ctx, rc.Instance().Addr, req, tryTimeout)
-		var code frame.ErrCode
-		if err != nil {
-			code = frame.CodeOf(err)
+		att := d.bal.Send(rc)
+		res, err := attempt(ctx, rc.Conn, req, tryTimeout)
+		code := frame.CodeOf(err)
+		if err == nil {
+			code = 0
 		}
-		d.bal.Done(rc, start, code)
-		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, code, re) {
+		att.Done(router.Failed(code))
+		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, code, time.Until(deadline)) {
 			return res, err
 		}
 		lastErr = err
-		dl, _ := ctx.Deadline()
 		select {
-		case <-time.After(router.Backoff(len(rc.Tried), time.Until(dl))):
+		case <-time.After(router.Backoff(len(rc.Tried), time.Until(deadline))):
 		case <-ctx.Done():
 			return nil, err
 		}
@@ -142,11 +114,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 }
 
 // attempt is one try on one peer, within the per-attempt timeout.
-func (d *direct) attempt(ctx context.Context, addr string, req *conn.Request, tryTimeout time.Duration) (*conn.Response, error) {
-	c, err := d.conn(ctx, addr)
-	if err != nil {
-		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: fmt.Sprintf("dial %s: %v", addr, err)}
-	}
+func attempt(ctx context.Context, c *conn.Conn, req *conn.Request, tryTimeout time.Duration) (*conn.Response, error) {
 	if tryTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, tryTimeout)
@@ -156,30 +124,17 @@ func (d *direct) attempt(ctx context.Context, addr string, req *conn.Request, tr
 }
 
 func (d *direct) close() error {
-	return d.each(func(c *conn.Conn) error { return c.Close() })
+	return d.pool.Each(func(c *conn.Conn) error { return c.Close() })
 }
 
 func (d *direct) shutdown(ctx context.Context) error {
-	return d.each(func(c *conn.Conn) error { return c.Shutdown(ctx) })
-}
-
-// each runs f on every connection made so far (not under the lock: a
-// shutdown waits for calls in flight).
-func (d *direct) each(f func(*conn.Conn) error) error {
-	d.mu.Lock()
-	conns := slices.Collect(maps.Values(d.conns))
-	d.mu.Unlock()
-	var errs []error
-	for _, c := range conns {
-		errs = append(errs, f(c))
-	}
-	return errors.Join(errs...)
+	return d.pool.Each(func(c *conn.Conn) error { return c.Shutdown(ctx) })
 }
 
 func (d *direct) ping(ctx context.Context) error {
 	var errs []error
 	for _, p := range d.peers {
-		c, err := d.conn(ctx, p)
+		c, err := d.pool.Get(p)
 		if err == nil {
 			err = c.Ping(ctx)
 		}

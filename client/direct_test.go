@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,10 +12,9 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/router"
 )
-
-var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // peer is one real TChannel server of service "svc" on a loopback port.
 type peer struct {
@@ -33,7 +30,7 @@ func startPeer(t *testing.T, name string) *peer {
 	t.Helper()
 	p := &peer{name: name}
 	p.mode.Store("ok")
-	p.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: quietLog})
+	p.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: testkit.Quiet})
 	p.srv.Register("svc", "who", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		p.calls.Add(1)
 		switch p.mode.Load() {
@@ -79,7 +76,7 @@ func startPeers(t *testing.T, n int) ([]*peer, []string) {
 
 func dialPeers(t *testing.T, addrs []string, ps router.Policies) *client.Client {
 	t.Helper()
-	c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "caller", Logger: quietLog, Policies: ps})
+	c, err := client.DialPeers(context.Background(), addrs, client.Options{ServiceName: "caller", Logger: testkit.Quiet, Policies: ps})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +263,7 @@ func TestDirectModePeerComesBack(t *testing.T) {
 	// p0 again, on its old address.
 	again := &peer{name: "p0-again"}
 	again.mode.Store("ok")
-	again.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: quietLog})
+	again.srv = client.NewServer(client.Options{ServiceName: "svc", Logger: testkit.Quiet})
 	again.srv.Register("svc", "who", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: []byte("p0-again")}, nil
 	}))

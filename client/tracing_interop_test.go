@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/zipkintest"
 )
 
@@ -80,7 +81,7 @@ func find(sink *zipkintest.Sink, kind string) zipkintest.Span {
 // server: the server's span joins the client's trace, as its child.
 func TestTChannelGoB3ClientJoinsMeshServerTrace(t *testing.T) {
 	sink := zipkintest.New(t)
-	srv := client.NewServer(client.Options{ServiceName: "mesh", Zipkin: sink.URL, Logger: quietLog})
+	srv := client.NewServer(client.Options{ServiceName: "mesh", Zipkin: sink.URL, Logger: testkit.Quiet})
 	var got trace.SpanContext
 	srv.Register("mesh", "jecho", client.JSON(func(ctx context.Context, h map[string]string, in map[string]string) (map[string]string, error) {
 		got = trace.SpanFromContext(ctx).SpanContext()
@@ -146,7 +147,7 @@ func TestMeshClientTraceReachesTChannelGoB3Server(t *testing.T) {
 	if err := ch.ListenAndServe("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
-	c := dial(t, ch.PeerInfo().HostPort, client.Options{ServiceName: "caller", TraceService: "caller-canary", Zipkin: sink.URL, Logger: quietLog})
+	c := dial(t, ch.PeerInfo().HostPort, client.Options{ServiceName: "caller", TraceService: "caller-canary", Zipkin: sink.URL, Logger: testkit.Quiet})
 	var sent frame.Tracing
 	var out map[string]string
 	if _, err := c.CallJSON(context.Background(), "tgo", "jecho", map[string]string{"k": "v"}, map[string]string{"x": "y"}, &out, client.ReportTracing(&sent)); err != nil {

@@ -53,9 +53,6 @@ func (t Type) String() string {
 	return fmt.Sprintf("type 0x%02x", uint8(t))
 }
 
-// Known reports whether t is a message type of TChannel v2.
-func (t Type) Known() bool { return t.String()[0] != 't' }
-
 // Limits of the wire format.
 const (
 	HeaderSize     = 16

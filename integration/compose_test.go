@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // script runs one of scripts/ (images.sh, compose.sh) and fails the test loudly
@@ -82,7 +83,7 @@ func TestComposeMesh(t *testing.T) {
 	t.Run("routes between hosts", func(t *testing.T) {
 		// echo runs on every host and kv on host3; call both from every host.
 		for _, via := range []string{"127.0.0.1:21301", "127.0.0.1:21302", "127.0.0.1:21303"} {
-			waitFor(t, 30*time.Second, "echo and kv visible via "+via, func() bool {
+			testkit.WaitFor(t, 30*time.Second, "echo and kv visible via "+via, func() bool {
 				out, _, code := meshctl(t, "instances", "echo", "--via", via)
 				kv, _, _ := meshctl(t, "services", "--via", via)
 				return code == 0 && strings.Count(out, `"id"`) == 3 && strings.Contains(kv, `"kv"`)
@@ -113,7 +114,7 @@ func TestComposeMesh(t *testing.T) {
 		want := map[string]int{"meshd": 4, "front": 2, "kv": 1}
 		var spans []jaegerSpan
 		var svc map[string]string
-		waitFor(t, 20*time.Second, "the trace in Jaeger", func() bool {
+		testkit.WaitFor(t, 20*time.Second, "the trace in Jaeger", func() bool {
 			resp, err := http.Get("http://127.0.0.1:16686/api/traces/" + traceID)
 			if err != nil {
 				return false
@@ -174,7 +175,7 @@ func TestComposeMesh(t *testing.T) {
 		begin := time.Now()
 		for _, svc := range []string{"echo1", "echo2", "echo3"} {
 			c.docker("restart", "-t", "10", c.id(svc))
-			waitFor(t, 30*time.Second, svc+" back", func() bool {
+			testkit.WaitFor(t, 30*time.Second, svc+" back", func() bool {
 				out, _, _ := meshctl(t, "instances", "echo", "--via", "127.0.0.1:21301")
 				return strings.Count(out, `"id"`) == 3
 			})
@@ -242,7 +243,7 @@ func TestComposeMesh(t *testing.T) {
 		restarted := time.Now()
 		c.docker("restart", "-t", "10", c.id("meshd3"))
 		l.reset()
-		waitFor(t, 30*time.Second, "host3's echo answering again", func() bool {
+		testkit.WaitFor(t, 30*time.Second, "host3's echo answering again", func() bool {
 			n, _ := l.sharePrefix(host3 + " ")
 			return n > 0
 		})
@@ -286,7 +287,7 @@ func TestComposeMesh(t *testing.T) {
 		during := l.latencies()
 		c.docker("network", "connect", "--ip", "10.89.0.13", network, c.id("host3"))
 		reconnected := time.Now()
-		waitFor(t, 60*time.Second, "host3 answering again", func() bool {
+		testkit.WaitFor(t, 60*time.Second, "host3 answering again", func() bool {
 			n, _ := l.sharePrefix(host3 + " ")
 			return n > 0
 		})
@@ -315,12 +316,12 @@ func TestComposeMesh(t *testing.T) {
 		time.Sleep(2 * time.Second)
 		agent := c.id("agent1")
 		c.docker("stop", "-t", "5", agent)
-		waitFor(t, 10*time.Second, "meshd1 reports a stale registry", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "meshd1 reports a stale registry", func() bool {
 			return strings.Contains(metricsOfAddr(t, "127.0.0.1:21311"), "mesh_registry_stale{backend=\"consul\"} 1")
 		})
 		time.Sleep(60 * time.Second)
 		c.docker("start", agent)
-		waitFor(t, 30*time.Second, "meshd1's registry fresh again", func() bool {
+		testkit.WaitFor(t, 30*time.Second, "meshd1's registry fresh again", func() bool {
 			return strings.Contains(metricsOfAddr(t, "127.0.0.1:21311"), "mesh_registry_stale{backend=\"consul\"} 0")
 		})
 		time.Sleep(time.Second)

@@ -6,13 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // SIGTERM drains meshd: a call in flight finishes, then meshd exits 0.
 func TestMeshdSIGTERMDrains(t *testing.T) {
 	h := startHost(t, "127.0.0.1", "off")
 	start(t, "echo", "--meshd", h.addr)
-	waitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
+	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
 	type result struct {
 		out, errOut string
 		code        int

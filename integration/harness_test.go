@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -21,11 +19,11 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 var (
 	binDir string // meshd, meshctl and the examples, built once
-	quiet  = slog.New(slog.NewTextHandler(io.Discard, nil))
 )
 
 func TestMain(m *testing.M) {
@@ -130,7 +128,7 @@ func (h *host) launch(t *testing.T, extra ...string) {
 	t.Helper()
 	args := append([]string{"--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "host-" + h.ip, "--log-level", "debug"}, extra...)
 	h.meshd = start(t, "meshd", args...)
-	waitFor(t, 10*time.Second, "meshd "+h.addr+" healthy", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "meshd "+h.addr+" healthy", func() bool {
 		resp, err := http.Get("http://" + h.admin + "/health")
 		if err != nil {
 			return false
@@ -138,18 +136,6 @@ func (h *host) launch(t *testing.T, extra ...string) {
 		resp.Body.Close()
 		return resp.StatusCode == 200
 	})
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	begin := time.Now()
-	for !cond() {
-		if time.Since(begin) > limit {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(begin)
 }
 
 // meshctl runs the CLI and returns its stdout, stderr and exit code.
@@ -172,7 +158,7 @@ func dial(t *testing.T, addr string) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, addr, client.Options{ServiceName: "integration", Logger: quiet})
+	c, err := client.Dial(ctx, addr, client.Options{ServiceName: "integration", Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

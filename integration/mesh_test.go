@@ -18,6 +18,7 @@ import (
 	"github.com/uber/tchannel-go/raw"
 
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 func consulAPI(t *testing.T, addr string) *api.Client {
@@ -77,7 +78,7 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 	echo := start(t, "echo", "--meshd", b.addr)
 	start(t, "kv", "--meshd", c.addr)
 	for _, h := range hosts {
-		waitFor(t, 10*time.Second, "meshd "+h.addr+" sees echo and kv", func() bool { return seesServices(t, h, "echo", "kv") })
+		testkit.WaitFor(t, 10*time.Second, "meshd "+h.addr+" sees echo and kv", func() bool { return seesServices(t, h, "echo", "kv") })
 	}
 
 	// Consul holds exactly the advertised instances, at their hosts' meshds.
@@ -141,7 +142,7 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 	if err := hc.Advertise(); err != nil {
 		t.Fatalf("hyperbahn advertise to meshd: %v", err)
 	}
-	waitFor(t, 5*time.Second, "meshd C sees tgo-svc", func() bool { return seesServices(t, c, "tgo-svc") })
+	testkit.WaitFor(t, 5*time.Second, "meshd C sees tgo-svc", func() bool { return seesServices(t, c, "tgo-svc") })
 	// ...and is called from host C by meshctl and by a tchannel-go client.
 	if out, errOut, code := meshctl(t, "call", "tgo-svc", "echo", "x", "--raw", "--via", c.addr); code != 0 || strings.TrimSpace(out) != "tgo:x" {
 		t.Fatalf("meshctl to tchannel-go service: %q %q", out, errOut)
@@ -163,12 +164,12 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 
 	// An app that dies leaves Consul at once (its connection closes).
 	echo.kill()
-	d := waitFor(t, time.Second, "dead app leaves consul", func() bool { return len(passing(t, capi, "echo")) == 0 })
+	d := testkit.WaitFor(t, time.Second, "dead app leaves consul", func() bool { return len(passing(t, capi, "echo")) == 0 })
 	t.Logf("killed app left the healthy set after %v", d)
 
 	// A meshd killed with SIGKILL stops renewing: its instances expire with the TTL.
 	c.meshd.kill()
-	d = waitFor(t, 3*time.Second+time.Second, "killed meshd's instances leave the healthy set", func() bool { return len(passing(t, capi, "kv")) == 0 })
+	d = testkit.WaitFor(t, 3*time.Second+time.Second, "killed meshd's instances leave the healthy set", func() bool { return len(passing(t, capi, "kv")) == 0 })
 	t.Logf("SIGKILLed meshd's instance left the healthy set after %v (TTL 3s)", d)
 }
 
@@ -187,7 +188,7 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	a := startHost(t, "127.0.0.1", agent.HTTPAddr, "--consul-ttl", "2s")
 	b := startHost(t, "127.0.0.2", agent.HTTPAddr, "--consul-ttl", "2s")
 	start(t, "echo", "--meshd", b.addr)
-	waitFor(t, 10*time.Second, "meshd A sees echo", func() bool { return seesServices(t, a, "echo") })
+	testkit.WaitFor(t, 10*time.Second, "meshd A sees echo", func() bool { return seesServices(t, a, "echo") })
 
 	sdk := dial(t, a.addr)
 	stop := make(chan struct{})
@@ -198,7 +199,7 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	time.Sleep(30 * time.Second)
 	agent.Restart()
 	t.Log("consul restarted (empty)")
-	d := waitFor(t, 15*time.Second, "echo registered again", func() bool { return len(passing(t, capi, "echo")) == 1 })
+	d := testkit.WaitFor(t, 15*time.Second, "echo registered again", func() bool { return len(passing(t, capi, "echo")) == 1 })
 	t.Logf("registration restored %v after consul came back", d)
 	time.Sleep(3 * time.Second)
 	l.stop(stop)

@@ -14,6 +14,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // A policy written to Consul KV takes effect on every meshd within a second;
@@ -28,7 +29,7 @@ func TestPolicyFromConsulKV(t *testing.T) {
 	}
 	start(t, "echo", "--meshd", hosts[1].addr)
 	for _, h := range hosts {
-		waitFor(t, 10*time.Second, "echo visible", func() bool { return seesServices(t, h, "echo") })
+		testkit.WaitFor(t, 10*time.Second, "echo visible", func() bool { return seesServices(t, h, "echo") })
 	}
 	sdks := make([]*client.Client, len(hosts))
 	for i, h := range hosts {
@@ -54,11 +55,11 @@ func TestPolicyFromConsulKV(t *testing.T) {
 	}
 	at := put(`{"blocked": ["integration"]}`)
 	for i, c := range sdks {
-		waitFor(t, time.Second, "kill switch on meshd "+hosts[i].addr, func() bool { return blocked(c) })
+		testkit.WaitFor(t, time.Second, "kill switch on meshd "+hosts[i].addr, func() bool { return blocked(c) })
 		t.Logf("kill switch in force on meshd %d after %v", i+1, time.Since(at).Round(time.Millisecond))
 	}
 	put(`{"blocked": ["integration"], "max_attempts": "three"}`) // invalid
-	waitFor(t, 2*time.Second, "invalid policy logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "invalid policy logged", func() bool {
 		b, _ := os.ReadFile(hosts[0].meshd.log)
 		return strings.Contains(string(b), "policy in consul refused")
 	})
@@ -72,7 +73,7 @@ func TestPolicyFromConsulKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, c := range sdks {
-		waitFor(t, time.Second, "kill switch lifted on meshd "+hosts[i].addr, func() bool { return !blocked(c) })
+		testkit.WaitFor(t, time.Second, "kill switch lifted on meshd "+hosts[i].addr, func() bool { return !blocked(c) })
 	}
 	t.Logf("kill switch lifted everywhere after %v", time.Since(at).Round(time.Millisecond))
 }

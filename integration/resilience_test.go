@@ -18,6 +18,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // fault is an instance whose behaviour the test changes while it serves:
@@ -34,7 +35,7 @@ func faultyInstance(t *testing.T, meshdAddr, service, name string) *fault {
 	t.Helper()
 	f := &fault{name: name}
 	f.delay.Store(int64(time.Millisecond))
-	f.srv = client.NewServer(client.Options{Logger: quiet})
+	f.srv = client.NewServer(client.Options{Logger: testkit.Quiet})
 	f.srv.Register(service, "work", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		f.calls.Add(1)
 		if code := f.code.Load(); code != 0 {
@@ -184,7 +185,7 @@ func twoHosts(t *testing.T) (a, b *host) {
 func TestBreakerAndSlowInstance(t *testing.T) {
 	a, b := twoHosts(t)
 	inst := faultyInstances(t, b.addr, "work", "i", 3)
-	waitFor(t, 10*time.Second, "work visible from A", func() bool { return seesServices(t, a, "work") })
+	testkit.WaitFor(t, 10*time.Second, "work visible from A", func() bool { return seesServices(t, a, "work") })
 	c := dial(t, a.addr)
 	stop := make(chan struct{})
 	l := runLoad(c, "work", "work", 200, stop)
@@ -192,7 +193,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 
 	broken := time.Now()
 	inst[0].code.Store(int32(frame.ErrCodeBusy))
-	d := waitFor(t, time.Second, "i1's breaker opens", func() bool {
+	d := testkit.WaitFor(t, time.Second, "i1's breaker opens", func() bool {
 		m := metricsOf(t, a)
 		for _, line := range strings.Split(m, "\n") {
 			if strings.HasPrefix(line, "mesh_breaker_open{") && strings.Contains(line, "#") && strings.HasSuffix(line, " 1") {
@@ -235,7 +236,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 func TestOutageBudgetAndRecovery(t *testing.T) {
 	a, b := twoHosts(t)
 	inst := faultyInstances(t, b.addr, "down", "d", 3)
-	waitFor(t, 10*time.Second, "down visible from A", func() bool { return seesServices(t, a, "down") })
+	testkit.WaitFor(t, 10*time.Second, "down visible from A", func() bool { return seesServices(t, a, "down") })
 	c := dial(t, a.addr)
 	attempts := func() int64 { return inst[0].calls.Load() + inst[1].calls.Load() + inst[2].calls.Load() }
 	stop := make(chan struct{})
@@ -257,7 +258,7 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 		f.code.Store(0)
 	}
 	okBefore := l.ok.Load()
-	d := waitFor(t, 2*time.Second, "calls succeed again", func() bool { return l.ok.Load() > okBefore+50 })
+	d := testkit.WaitFor(t, 2*time.Second, "calls succeed again", func() bool { return l.ok.Load() > okBefore+50 })
 	close(stop)
 	t.Logf("traffic recovered %v after the instances came back", d.Round(time.Millisecond))
 	_ = back
@@ -268,7 +269,7 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 func TestShardKeyAffinity(t *testing.T) {
 	a, b := twoHosts(t)
 	inst := faultyInstances(t, b.addr, "sticky", "s", 5)
-	waitFor(t, 10*time.Second, "sticky visible", func() bool { return seesServices(t, a, "sticky") })
+	testkit.WaitFor(t, 10*time.Second, "sticky visible", func() bool { return seesServices(t, a, "sticky") })
 	c := dial(t, a.addr)
 	const keys = 10000
 	owners := func() []string {
@@ -309,7 +310,7 @@ func TestShardKeyAffinity(t *testing.T) {
 	if err := inst[2].srv.Withdraw(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "s2 withdrawn", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "s2 withdrawn", func() bool {
 		out, _, _ := meshctl(t, "instances", "sticky", "--via", a.addr)
 		return strings.Count(out, `"id"`) == 4
 	})
@@ -330,7 +331,7 @@ func TestShardKeyAffinity(t *testing.T) {
 	if err := inst[2].srv.Rejoin(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "s2 back", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "s2 back", func() bool {
 		out, _, _ := meshctl(t, "instances", "sticky", "--via", a.addr)
 		return strings.Count(out, `"id"`) == 5
 	})
@@ -350,13 +351,13 @@ func TestCallerRateLimit(t *testing.T) {
 	os.WriteFile(cfg, []byte("policies:\n  limited: {caller_rate_limit: 100}\n"), 0o644)
 	a := startHost(t, "127.0.0.1", "off", "--config", cfg)
 	faultyInstance(t, a.addr, "limited", "l1").delay.Store(0)
-	waitFor(t, 5*time.Second, "limited visible", func() bool { return seesServices(t, a, "limited") })
-	greedy, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "greedy", Logger: quiet})
+	testkit.WaitFor(t, 5*time.Second, "limited visible", func() bool { return seesServices(t, a, "limited") })
+	greedy, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "greedy", Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer greedy.Close()
-	modest, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "modest", Logger: quiet})
+	modest, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "modest", Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}

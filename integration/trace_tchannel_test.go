@@ -16,6 +16,7 @@ import (
 	"github.com/uber/tchannel-go/raw"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // zipkinTracer is an OpenTracing tracer that tchannel-go can put into and
@@ -97,12 +98,12 @@ func TestTChannelGoPeersJoinTheTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s1Out, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	s1Out, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1Out.Close()
-	s1 := client.NewServer(client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	s1 := client.NewServer(client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: testkit.Quiet})
 	s1.Register("s1", "front", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		res, err := s1Out.Call(ctx, "tgo-s2", "leaf", nil, call.Body)
 		if err != nil {
@@ -114,7 +115,7 @@ func TestTChannelGoPeersJoinTheTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s1.Shutdown(context.Background())
-	waitFor(t, 5*time.Second, "s1 and tgo-s2 visible", func() bool { return seesServices(t, a, "s1", "tgo-s2") })
+	testkit.WaitFor(t, 5*time.Second, "s1 and tgo-s2 visible", func() bool { return seesServices(t, a, "s1", "tgo-s2") })
 
 	clientTracer := zipkinTracer()
 	caller, err := tchannel.NewChannel("tgo-caller", &tchannel.ChannelOptions{Logger: tchannel.NullLogger, Tracer: clientTracer})
@@ -137,7 +138,7 @@ func TestTChannelGoPeersJoinTheTrace(t *testing.T) {
 	want := []string{"meshd", "s1", "s1", "meshd"}
 	var spans []jaegerSpan
 	var svc map[string]string
-	waitFor(t, 15*time.Second, "the mesh's spans in jaeger", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the mesh's spans in jaeger", func() bool {
 		spans, svc = fetchTrace(t, traceID)
 		return len(spans) >= len(want)
 	})

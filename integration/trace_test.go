@@ -23,6 +23,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 const zipkinURL = "http://127.0.0.1:9411/api/v2/spans"
@@ -48,7 +49,7 @@ func startJaeger(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, 30*time.Second, "jaeger up", func() bool {
+	testkit.WaitFor(t, 30*time.Second, "jaeger up", func() bool {
 		resp, err := http.Get("http://127.0.0.1:16686/api/services")
 		if err != nil {
 			return false
@@ -135,7 +136,7 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 	b := startHost(t, "127.0.0.2", agent.HTTPAddr, zjson...)
 	c := startHost(t, "127.0.0.3", agent.HTTPAddr, zjson...)
 
-	s2 := client.NewServer(client.Options{ServiceName: "s2", Zipkin: zipkinURL, ZipkinEncoding: "json", Logger: quiet})
+	s2 := client.NewServer(client.Options{ServiceName: "s2", Zipkin: zipkinURL, ZipkinEncoding: "json", Logger: testkit.Quiet})
 	s2.Register("s2", "leaf", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: append([]byte("leaf:"), call.Body...)}, nil
 	}))
@@ -143,12 +144,12 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Shutdown(context.Background())
-	s1Out, err := client.Dial(context.Background(), b.addr, client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	s1Out, err := client.Dial(context.Background(), b.addr, client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1Out.Close()
-	s1 := client.NewServer(client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: quiet})
+	s1 := client.NewServer(client.Options{ServiceName: "s1", Zipkin: zipkinURL, Logger: testkit.Quiet})
 	s1.Register("s1", "front", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		res, err := s1Out.Call(ctx, "s2", "leaf", nil, call.Body)
 		if err != nil {
@@ -160,7 +161,7 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s1.Shutdown(context.Background())
-	waitFor(t, 10*time.Second, "s1 and s2 visible", func() bool { return seesServices(t, a, "s1") && seesServices(t, b, "s2") })
+	testkit.WaitFor(t, 10*time.Second, "s1 and s2 visible", func() bool { return seesServices(t, a, "s1") && seesServices(t, b, "s2") })
 
 	out, errOut, code := meshctl(t, "call", "s1", "front", "x", "--raw", "--trace", "--zipkin", zipkinURL, "--via", a.addr)
 	if code != 0 || strings.TrimSpace(out) != "leaf:x" {
@@ -175,7 +176,7 @@ func TestOneTraceAcrossTheMesh(t *testing.T) {
 	want := []string{"meshctl", "meshd", "meshd", "s1", "s1", "meshd", "meshd", "s2"}
 	var spans []jaegerSpan
 	var svc map[string]string
-	waitFor(t, 15*time.Second, "all spans in jaeger", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "all spans in jaeger", func() bool {
 		spans, svc = fetchTrace(t, traceID)
 		return len(spans) >= len(want)
 	})
@@ -246,9 +247,9 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 	busy := faultyInstance(t, a.addr, "flaky", "busy")
 	busy.code.Store(int32(3)) // busy
 	faultyInstance(t, a.addr, "flaky", "fine").delay.Store(0)
-	waitFor(t, 5*time.Second, "flaky visible", func() bool { return seesServices(t, a, "flaky") })
+	testkit.WaitFor(t, 5*time.Second, "flaky visible", func() bool { return seesServices(t, a, "flaky") })
 
-	c, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "tester", Zipkin: zipkinURL, Logger: quiet})
+	c, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "tester", Zipkin: zipkinURL, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +272,7 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 		t.Fatal("no call tried the busy instance")
 	}
 	var hop jaegerSpan
-	waitFor(t, 15*time.Second, "the retried call's meshd span", func() bool {
+	testkit.WaitFor(t, 15*time.Second, "the retried call's meshd span", func() bool {
 		spans, svc := fetchTrace(t, retried)
 		for _, s := range spans {
 			if svc[s.SpanID] == "meshd" {
@@ -321,7 +322,7 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 	} {
 		b := startHost(t, "127.0.0.2", "off", "--zipkin", down.url)
 		faultyInstance(t, b.addr, "quiet", "q").delay.Store(0)
-		waitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") && seesServices(t, ref, "quiet") })
+		testkit.WaitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") && seesServices(t, ref, "quiet") })
 		cb := dial(t, b.addr)
 		call := func(c *client.Client, opts ...client.CallOption) time.Duration {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -344,7 +345,7 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 		}
 		after := goroutinesOf(t, b)
 		var dropped string
-		waitFor(t, 10*time.Second, "dropped spans counted", func() bool {
+		testkit.WaitFor(t, 10*time.Second, "dropped spans counted", func() bool {
 			for _, line := range strings.Split(metricsOf(t, b), "\n") {
 				if v, ok := strings.CutPrefix(line, "mesh_trace_spans_dropped_total "); ok && v != "0" {
 					dropped = v

@@ -1,96 +1,141 @@
 package router
 
 import (
-	"math"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
-	"github.com/sony/gobreaker/v2"
-
-	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
 )
 
-// peakEWMADecay is the time constant of the latency average: an observation
-// loses half its weight in about 0.7s. A latency above the average replaces
-// it at once (the "peak"), so a slowing instance is avoided within one call,
-// while a one-off stall of a fast instance is forgotten in well under a
-// second instead of sending traffic to a slow one meanwhile.
-const peakEWMADecay = time.Second
-
-// endpoint is what the router learns about one instance from the calls it
-// sends there: calls in flight, a peak-sensitive latency average, and a
-// circuit breaker.
-type endpoint struct {
-	id      string
-	hash    uint64 // of the id, for rendezvous hashing
-	pending atomic.Int64
-	breaker *gobreaker.CircuitBreaker[struct{}]
-	service string
-	addr    string // of the meshd that delivers to it
-	stats   endpointStats
-
-	mu    sync.Mutex
-	ewma  float64 // nanoseconds
-	stamp time.Time
+// Balancer is the stage that picks an instance, and what it learns from
+// every attempt: calls in flight and peak-EWMA latency per instance, a
+// circuit breaker per instance, a round-robin turn and a retry budget per
+// service, each service's policy. One Balancer serves every call of a
+// process (meshd or an SDK client), concurrently.
+//
+// Feedback goes through the pick itself: Send starts an attempt at the
+// picked instance and returns it, and the Attempt's Done says how it ended
+// (as grpc-go's PickResult.Done does); MayRetry decides whether a failed
+// attempt may go to another instance.
+type Balancer struct {
+	log      *slog.Logger
+	policies policyStore
+	eps      endpoints
+	rr       sync.Map // service → *atomic.Uint64
+	budgets  sync.Map // service → *retryBudget
 }
 
-// cost is the expected wait at this instance: latency times queue length.
-// The latency decays toward zero while the instance gets no calls, so one
-// that was avoided is tried again once it has been left alone a while.
-func (e *endpoint) cost() float64 {
-	e.mu.Lock()
-	l := e.ewma
-	if !e.stamp.IsZero() {
-		l *= math.Exp(-float64(time.Since(e.stamp)) / float64(peakEWMADecay))
+// NewBalancer returns a Balancer with per-service policies (nil: defaults).
+func NewBalancer(ps Policies, log *slog.Logger) (*Balancer, error) {
+	if log == nil {
+		log = slog.Default()
 	}
-	e.mu.Unlock()
-	return (l + 1000) * float64(e.pending.Load()+1)
-}
-
-// observe folds one call's latency into the average.
-func (e *endpoint) observe(rtt time.Duration, now time.Time) {
-	x := float64(rtt)
-	e.mu.Lock()
-	if x > e.ewma || e.stamp.IsZero() {
-		e.ewma = x
-	} else {
-		w := math.Exp(-float64(now.Sub(e.stamp)) / float64(peakEWMADecay))
-		e.ewma = e.ewma*w + x*(1-w)
+	b := &Balancer{log: log}
+	b.eps.settings = b.breakerSettings
+	if err := b.policies.set(ps); err != nil {
+		b.policies.set(nil)
+		return b, err
 	}
-	e.stamp = now
-	e.mu.Unlock()
+	return b, nil
 }
 
-// usable reports whether the breaker lets calls through: not while open,
-// and while half-open only as many at once as it takes probes.
-func (e *endpoint) usable() bool {
-	switch e.breaker.State() {
-	case gobreaker.StateOpen:
-		return false
-	case gobreaker.StateHalfOpen:
-		return e.pending.Load() < breakerProbes
+// SetPolicies replaces every service's policy; invalid ones are refused and
+// the ones in force stay. Services whose policy is unchanged keep their live
+// limits; changed ones carry their calls in flight over.
+func (b *Balancer) SetPolicies(ps Policies) error { return b.policies.set(ps) }
+
+// Policy is the policy in force for service.
+func (b *Balancer) Policy(service string) Policy { return b.policies.limits(service).policy }
+
+func (*Balancer) Name() string { return "balance" }
+
+// Route picks one of c.Instances not tried before: instances behind open
+// breakers are skipped while others exist (all open: pick among them all);
+// then rendezvous hashing on the shard key, round robin, or power of two
+// choices on peak-EWMA cost, as the service's policy says.
+func (b *Balancer) Route(c *Call) error {
+	insts := c.Instances
+	if c.eps == nil || len(c.eps) != len(insts) {
+		c.eps = c.epsBuf[:0]
+		for _, inst := range insts {
+			c.eps = append(c.eps, b.eps.get(inst))
+		}
 	}
-	return true
+	c.skip = append(c.skip[:0], c.unreachable...)
+	for i, inst := range insts {
+		if slices.Contains(c.Tried, inst.ID) {
+			c.skip.set(i)
+		}
+	}
+	ch := &c.choice
+	ch.considered, ch.open = len(insts), 0
+	for _, e := range c.eps {
+		if !e.usable() {
+			ch.open++
+		}
+	}
+	// With every instance behind an open breaker, pick among them anyway
+	// (panic mode): refusing everything would only delay recovery.
+	all := ch.open == len(c.eps)
+	ch.panic = all
+	var i, rival int
+	switch {
+	case c.ShardKey != nil:
+		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey, all), -1, byRendezvous
+	case c.lim(b).policy.Balancer == BalancerRoundRobin:
+		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.turn(c.Service)), -1, byRoundRobin
+	default:
+		i, rival = pickP2C(c.eps, c.skip, all)
+		ch.how = byP2C
+	}
+	c.Picked = i
+	if i < 0 {
+		why := fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), c.Service)
+		if ch.open > 0 {
+			why += fmt.Sprintf(" (%d behind open circuit breakers)", ch.open)
+		}
+		return &frame.Error{Code: frame.ErrCodeDeclined, Message: why}
+	}
+	ch.rival, ch.cost = nil, c.eps[i].cost()
+	if rival >= 0 {
+		ch.rival, ch.rivalCost = c.eps[rival], c.eps[rival].cost()
+	}
+	return nil
 }
 
-// ok reports whether candidate i may be picked: not excluded by the caller
-// (found unreachable during this call; only the first 64 can be) and, unless
-// all is set, not behind an open breaker.
-func ok(eps []*endpoint, excluded uint64, i int, all bool) bool {
-	return (i >= 64 || excluded&(1<<i) == 0) && (all || eps[i].usable())
+// Turn is the next round-robin turn of service, for a caller that takes
+// turns among instances the Balancer does not pick (a last hop's local
+// instances).
+func (b *Balancer) Turn(service string) uint64 { return b.turn(service) }
+
+func (b *Balancer) turn(service string) uint64 {
+	if v, ok := b.rr.Load(service); ok {
+		return v.(*atomic.Uint64).Add(1)
+	}
+	v, _ := b.rr.LoadOrStore(service, new(atomic.Uint64))
+	return v.(*atomic.Uint64).Add(1)
+}
+
+// ok reports whether candidate i may be picked: not skipped (tried, or
+// found unreachable during this call) and, unless all is set, not behind an
+// open breaker.
+func ok(eps []*endpoint, skip bitset, i int, all bool) bool {
+	return !skip.has(i) && (all || eps[i].usable())
 }
 
 // pickP2C chooses between two random usable candidates the one with the
 // lower cost (power of two choices), and returns the other as rival (-1 if
 // there was none). It returns -1 if none is usable.
-func pickP2C(eps []*endpoint, excluded uint64, all bool) (pick, rival int) {
-	a := randomUsable(eps, excluded, -1, all)
+func pickP2C(eps []*endpoint, skip bitset, all bool) (pick, rival int) {
+	a := randomUsable(eps, skip, -1, all)
 	if a < 0 {
 		return -1, -1
 	}
-	b := randomUsable(eps, excluded, a, all)
+	b := randomUsable(eps, skip, a, all)
 	if b < 0 || eps[a].cost() <= eps[b].cost() {
 		return a, b
 	}
@@ -98,12 +143,12 @@ func pickP2C(eps []*endpoint, excluded uint64, all bool) (pick, rival int) {
 }
 
 // randomUsable returns a random usable index other than not, or -1.
-func randomUsable(eps []*endpoint, excluded uint64, not int, all bool) int {
+func randomUsable(eps []*endpoint, skip bitset, not int, all bool) int {
 	n := len(eps)
 	start := rand.IntN(n)
 	for i := range n {
 		j := (start + i) % n
-		if j != not && ok(eps, excluded, j, all) {
+		if j != not && ok(eps, skip, j, all) {
 			return j
 		}
 	}
@@ -111,10 +156,10 @@ func randomUsable(eps []*endpoint, excluded uint64, not int, all bool) int {
 }
 
 // pickRoundRobin chooses the n-th usable candidate in turn.
-func pickRoundRobin(eps []*endpoint, excluded uint64, all bool, n uint64) int {
+func pickRoundRobin(eps []*endpoint, skip bitset, all bool, n uint64) int {
 	for i := range len(eps) {
 		j := int((n + uint64(i)) % uint64(len(eps)))
-		if ok(eps, excluded, j, all) {
+		if ok(eps, skip, j, all) {
 			return j
 		}
 	}
@@ -126,11 +171,11 @@ func pickRoundRobin(eps []*endpoint, excluded uint64, all bool, n uint64) int {
 // while it is usable; when one of N instances leaves only the keys it had
 // (about 1/N) move, spread evenly over the others, and they move back when
 // it returns. Every meshd computes the same choice.
-func pickRendezvous(eps []*endpoint, excluded uint64, key []byte, all bool) int {
+func pickRendezvous(eps []*endpoint, skip bitset, key []byte, all bool) int {
 	k := hashBytes(key)
 	best, bestScore := -1, uint64(0)
 	for i, e := range eps {
-		if !ok(eps, excluded, i, all) {
+		if !ok(eps, skip, i, all) {
 			continue
 		}
 		if s := mix64(k ^ e.hash); best < 0 || s > bestScore {
@@ -157,49 +202,4 @@ func mix64(x uint64) uint64 {
 	x ^= x >> 27
 	x *= 0x94d049bb133111eb
 	return x ^ x>>31
-}
-
-// endpoints keeps an endpoint per instance id.
-type endpoints struct {
-	m        sync.Map // id → *endpoint
-	settings func(e *endpoint) gobreaker.Settings
-}
-
-func (s *endpoints) get(inst discovery.Instance) *endpoint {
-	if v, ok := s.m.Load(inst.ID); ok {
-		return v.(*endpoint)
-	}
-	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID))}
-	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
-	v, _ := s.m.LoadOrStore(inst.ID, e)
-	return v.(*endpoint)
-}
-
-// Breaker defaults: a run of 5 failures, or half of at least 20 calls in a
-// 10s window, opens an instance's breaker; after 5s up to 3 probe calls
-// decide whether it closes again.
-const (
-	breakerConsecutive = 5
-	breakerMinCalls    = 20
-	breakerWindow      = 10 * time.Second
-	breakerOpenFor     = 5 * time.Second
-	breakerProbes      = 3
-)
-
-func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {
-	return gobreaker.Settings{
-		Name:        e.id,
-		MaxRequests: breakerProbes,
-		Interval:    breakerWindow,
-		Timeout:     b.policies.limits(e.service).policy.BreakerOpenFor.D(),
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			p := b.policies.limits(e.service).policy // thresholds follow policy changes
-			return c.ConsecutiveFailures >= uint32(p.BreakerFailures) ||
-				c.Requests >= breakerMinCalls && float64(c.TotalFailures) >= p.BreakerRatio*float64(c.Requests)
-		},
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			e.stats.breakerChanges[to].Add(1)
-			b.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
-		},
-	}
 }

@@ -1,25 +1,30 @@
 package router
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
-	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 func testEndpoints(n int) []*endpoint {
-	r := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	b, _ := NewBalancer(nil, testkit.Quiet)
 	eps := make([]*endpoint, n)
 	for i := range eps {
-		eps[i] = r.bal.eps.get(discovery.Instance{Service: "s", ID: fmt.Sprintf("s-%d", i), Addr: "a:1"})
+		eps[i] = b.eps.get(discovery.Instance{Service: "s", ID: fmt.Sprintf("s-%d", i), Addr: "a:1"})
 	}
 	return eps
+}
+
+// bits is a bitset with the given indexes set.
+func bits(is ...int) bitset {
+	var s bitset
+	for _, i := range is {
+		s.set(i)
+	}
+	return s
 }
 
 func TestRendezvousAffinity(t *testing.T) {
@@ -27,15 +32,15 @@ func TestRendezvousAffinity(t *testing.T) {
 	eps := testEndpoints(5)
 	owner := make([]int, keys)
 	for k := range keys {
-		owner[k] = pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false)
-		if again := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false); again != owner[k] {
+		owner[k] = pickRendezvous(eps, nil, []byte(fmt.Sprint("user-", k)), false)
+		if again := pickRendezvous(eps, nil, []byte(fmt.Sprint("user-", k)), false); again != owner[k] {
 			t.Fatalf("key %d moved from %d to %d with nothing changed", k, owner[k], again)
 		}
 	}
 	// Take instance 2 away: only its keys move, spread over the others.
 	moved, spread := 0, map[int]int{}
 	for k := range keys {
-		now := pickRendezvous(eps, 1<<2, []byte(fmt.Sprint("user-", k)), false)
+		now := pickRendezvous(eps, bits(2), []byte(fmt.Sprint("user-", k)), false)
 		if now != owner[k] {
 			moved++
 			spread[now]++
@@ -51,7 +56,7 @@ func TestRendezvousAffinity(t *testing.T) {
 	}
 	// Re-adding it moves them back: the same owners as before.
 	for k := range keys {
-		if now := pickRendezvous(eps, 0, []byte(fmt.Sprint("user-", k)), false); now != owner[k] {
+		if now := pickRendezvous(eps, nil, []byte(fmt.Sprint("user-", k)), false); now != owner[k] {
 			t.Fatalf("key %d did not move back", k)
 		}
 	}
@@ -63,7 +68,7 @@ func TestRendezvousBalance(t *testing.T) {
 	eps := testEndpoints(5)
 	count := make([]int, len(eps))
 	for k := range keys {
-		count[pickRendezvous(eps, 0, []byte(fmt.Sprint("k", k)), false)]++
+		count[pickRendezvous(eps, nil, []byte(fmt.Sprint("k", k)), false)]++
 	}
 	mean := float64(keys) / float64(len(eps))
 	worst := 0.0
@@ -84,7 +89,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	now := time.Now()
 	picks := make([]int, 3)
 	for i := range 10000 {
-		j, _ := pickP2C(eps, 0, false)
+		j, _ := pickP2C(eps, nil, false)
 		if i >= 100 { // after a warm-up that measured everyone
 			picks[j]++
 		}
@@ -99,7 +104,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 	// Calls in flight count too: a busy fast instance loses to an idle one.
 	eps[0].pending.Store(50)
 	for range 100 {
-		if j, _ := pickP2C(eps, 0, false); j == 0 {
+		if j, _ := pickP2C(eps, nil, false); j == 0 {
 			// only possible when the other pick was the slow one and it is costlier still
 			if eps[0].cost() > eps[2].cost() {
 				t.Fatal("picked the costlier instance")
@@ -117,11 +122,11 @@ func TestOpenBreakerIsSkipped(t *testing.T) {
 		t.Fatal("breaker still closed after consecutive failures")
 	}
 	for range 1000 {
-		if j, _ := pickP2C(eps, 0, false); j == 1 || pickRendezvous(eps, 0, []byte("k"), false) == 1 {
+		if j, _ := pickP2C(eps, nil, false); j == 1 || pickRendezvous(eps, nil, []byte("k"), false) == 1 {
 			t.Fatal("picked an instance behind an open breaker")
 		}
 	}
-	if j, _ := pickP2C(eps, 1<<0|1<<2, false); j != -1 {
+	if j, _ := pickP2C(eps, bits(0, 2), false); j != -1 {
 		t.Fatal("picked when every instance is excluded or open")
 	}
 	// Panic mode: with every breaker open, pick regardless.
@@ -130,7 +135,7 @@ func TestOpenBreakerIsSkipped(t *testing.T) {
 			e.breaker.Execute(broke)
 		}
 	}
-	if j, _ := pickP2C(eps, 0, true); j < 0 {
+	if j, _ := pickP2C(eps, nil, true); j < 0 {
 		t.Fatal("panic mode picked nothing")
 	}
 }
@@ -141,7 +146,7 @@ func BenchmarkPick(b *testing.B) {
 	b.Run("p2c-peak-ewma", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if j, _ := pickP2C(eps, 0, false); j < 0 {
+			if j, _ := pickP2C(eps, nil, false); j < 0 {
 				b.Fatal("no pick")
 			}
 		}
@@ -150,7 +155,7 @@ func BenchmarkPick(b *testing.B) {
 	b.Run("rendezvous", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if pickRendezvous(eps, 0, key, false) < 0 {
+			if pickRendezvous(eps, nil, key, false) < 0 {
 				b.Fatal("no pick")
 			}
 		}
@@ -165,42 +170,4 @@ func BenchmarkPick(b *testing.B) {
 			eps[0].breaker.Execute(passed)
 		}
 	})
-}
-
-// BenchmarkPipeline is the router's whole per-call decision path when nothing
-// fails: policy lookup, kill switch, caller limit, discovery read, pick,
-// admission, the explanation record, and the feedback at the end.
-func BenchmarkPipeline(b *testing.B) {
-	reg := discovery.NewLocal()
-	r := New(Config{Self: "self:1", Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Policies: Policies{"svc": {CallerRateLimit: 1e9, RateLimit: 1e9, Burst: 1 << 30, MaxConcurrent: 1 << 20}}})
-	app := new(conn.Conn)
-	for i := range 5 {
-		inst := discovery.Instance{Service: "svc", ID: fmt.Sprintf("svc-%d", i), Addr: "self:1"}
-		reg.Register(context.Background(), inst)
-		r.AddLocal(inst, app)
-	}
-	req := &frame.CallReq{Service: []byte("svc"), Headers: frame.AppendHeader(frame.AppendHeader(nil, "cn", "caller"), "as", "raw")}
-	b.ReportAllocs()
-	for b.Loop() {
-		c := r.newCall(req)
-		if err := r.gates.Route(c); err != nil {
-			b.Fatal(err)
-		}
-		dst, _, ep, err := r.route(req, c, false)
-		if dst == nil {
-			b.Fatal(err)
-		}
-		if err := (admission{r}).Route(c); err != nil {
-			b.Fatal(err)
-		}
-		ep.pending.Add(1)
-		var rec record
-		rec.add(ep, ep.addr, c.choice)
-		r.bal.budget(ep.service).deposit()
-		ep.judge(c.Now, answered(false))
-		rec.end(answered(false), 0)
-		c.lim(r.bal).release()
-		r.calls.Put(c)
-	}
 }

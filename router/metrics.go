@@ -16,14 +16,14 @@ import (
 // Result labels of mesh_calls_total, by slot.
 var resultNames = [...]string{"ok", "app_error", "timeout", "cancelled", "busy", "declined", "unexpected", "bad_request", "network", "unhealthy", "other"}
 
-func resultSlot(o outcome) int {
+func resultSlot(o Outcome) int {
 	switch {
-	case o.code == 0 && o.appErr:
+	case o.Code == 0 && o.AppErr:
 		return 1
-	case o.code == 0:
+	case o.Code == 0:
 		return 0
-	case o.code >= frame.ErrCodeTimeout && o.code <= frame.ErrCodeUnhealthy:
-		return int(o.code) + 1
+	case o.Code >= frame.ErrCodeTimeout && o.Code <= frame.ErrCodeUnhealthy:
+		return int(o.Code) + 1
 	}
 	return len(resultNames) - 1
 }
@@ -40,7 +40,7 @@ type endpointStats struct {
 	breakerChanges [3]atomic.Int64 // by the state changed to
 }
 
-func (s *endpointStats) record(o outcome, rtt time.Duration) {
+func (s *endpointStats) record(o Outcome, rtt time.Duration) {
 	s.calls[resultSlot(o)].Add(1)
 	secs := rtt.Seconds()
 	i := 0
@@ -51,23 +51,12 @@ func (s *endpointStats) record(o outcome, rtt time.Duration) {
 	s.sumNanos.Add(int64(rtt))
 }
 
-// serviceStats counts what the router did per service.
-type serviceStats struct {
-	retries, budgetExhausted, rateLimited, killSwitched atomic.Int64
-}
-
-func (r *Router) serviceStats(service string) *serviceStats {
-	if v, ok := r.svcStats.Load(service); ok {
-		return v.(*serviceStats)
-	}
-	v, _ := r.svcStats.LoadOrStore(service, new(serviceStats))
-	return v.(*serviceStats)
-}
-
-// WriteMetrics writes the router's metrics in the Prometheus text format.
-func (r *Router) WriteMetrics(w io.Writer) {
+// WriteMetrics writes what the Balancer learned, in the Prometheus text
+// format: calls, latency, calls in flight and breakers per instance;
+// retries and retries refused by the budget per service.
+func (b *Balancer) WriteMetrics(w io.Writer) {
 	var eps []*endpoint
-	r.bal.eps.m.Range(func(_, v any) bool { eps = append(eps, v.(*endpoint)); return true })
+	b.eps.m.Range(func(_, v any) bool { eps = append(eps, v.(*endpoint)); return true })
 	slices.SortFunc(eps, func(a, b *endpoint) int { return strings.Compare(a.id, b.id) })
 
 	fmt.Fprintln(w, "# HELP mesh_calls_total Calls relayed to an instance, by how they ended.")
@@ -119,26 +108,18 @@ func (r *Router) WriteMetrics(w io.Writer) {
 		}
 	}
 	var services []string
-	r.svcStats.Range(func(k, _ any) bool { services = append(services, k.(string)); return true })
+	b.budgets.Range(func(k, _ any) bool { services = append(services, k.(string)); return true })
 	slices.Sort(services)
 	for _, m := range []struct {
 		name, help string
-		get        func(*serviceStats) int64
+		get        func(*retryBudget) int64
 	}{
-		{"mesh_retries_total", "Attempts sent again to another instance.", func(s *serviceStats) int64 { return s.retries.Load() }},
-		{"mesh_retry_budget_exhausted_total", "Retries refused by the retry budget.", func(s *serviceStats) int64 { return s.budgetExhausted.Load() }},
-		{"mesh_rate_limited_total", "Calls refused by a rate or concurrency limit.", func(s *serviceStats) int64 { return s.rateLimited.Load() }},
-		{"mesh_kill_switch_total", "Calls refused by the kill switch.", func(s *serviceStats) int64 { return s.killSwitched.Load() }},
+		{"mesh_retries_total", "Attempts sent again to another instance.", func(r *retryBudget) int64 { return r.granted.Load() }},
+		{"mesh_retry_budget_exhausted_total", "Retries refused by the retry budget.", func(r *retryBudget) int64 { return r.exhausted.Load() }},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", m.name, m.help, m.name)
 		for _, s := range services {
-			fmt.Fprintf(w, "%s{service=%q} %d\n", m.name, s, m.get(r.serviceStats(s)))
+			fmt.Fprintf(w, "%s{service=%q} %d\n", m.name, s, m.get(b.budget(s)))
 		}
 	}
-	fmt.Fprintln(w, "# HELP mesh_relay_calls_in_flight Calls being relayed by this meshd.")
-	fmt.Fprintln(w, "# TYPE mesh_relay_calls_in_flight gauge")
-	fmt.Fprintf(w, "mesh_relay_calls_in_flight %d\n", r.InFlight())
-	fmt.Fprintln(w, "# HELP mesh_relay_timeouts_total Calls whose TTL ran out inside the relay.")
-	fmt.Fprintln(w, "# TYPE mesh_relay_timeouts_total counter")
-	fmt.Fprintf(w, "mesh_relay_timeouts_total %d\n", r.stats.TimedOut.Load())
 }

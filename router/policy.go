@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,20 +150,51 @@ func (ps Policies) Validate() error {
 	return nil
 }
 
-// limits is the live state of one service's policy on this meshd.
+// equal reports whether p and q are the same policy.
+func (p Policy) equal(q Policy) bool { return reflect.DeepEqual(p, q) }
+
+// of is the policy of service: its own over the "*" policy.
+func (ps Policies) of(service string) Policy { return ps[service].merged(ps["*"]) }
+
+// limits is the live state of one service's policy on this meshd. When the
+// policy changes, the new limits take over the old ones' state: calls in
+// flight (the counter is shared, so calls admitted before the change
+// release into it), the rate limiter's tokens, and per-caller limiters
+// while the caller rate stays.
 type limits struct {
 	policy   Policy
 	rate     *rate.Limiter // nil: unlimited
-	inflight atomic.Int64
-
-	mu      sync.RWMutex
-	callers map[string]*rate.Limiter
+	inflight *atomic.Int64
+	callers  *callerLimits
 }
 
-func newLimits(p Policy) *limits {
-	l := &limits{policy: p.withDefaults(), callers: make(map[string]*rate.Limiter)}
+// callerLimits are a service's rate limiters per caller.
+type callerLimits struct {
+	mu sync.RWMutex
+	m  map[string]*rate.Limiter
+}
+
+// newLimits returns the live limits of policy p, taking over prev's state
+// (nil: a service seen for the first time).
+func newLimits(p Policy, prev *limits) *limits {
+	l := &limits{policy: p.withDefaults(), inflight: new(atomic.Int64)}
+	if prev != nil {
+		l.inflight = prev.inflight
+	}
 	if p.RateLimit > 0 {
-		l.rate = rate.NewLimiter(rate.Limit(p.RateLimit), max(p.Burst, 1))
+		limit, burst := rate.Limit(p.RateLimit), max(p.Burst, 1)
+		if prev != nil && prev.rate != nil {
+			prev.rate.SetLimit(limit) // keeps the tokens it has: no fresh burst
+			prev.rate.SetBurst(burst)
+			l.rate = prev.rate
+		} else {
+			l.rate = rate.NewLimiter(limit, burst)
+		}
+	}
+	if prev != nil && prev.policy.CallerRateLimit == l.policy.CallerRateLimit {
+		l.callers = prev.callers
+	} else {
+		l.callers = &callerLimits{m: make(map[string]*rate.Limiter)}
 	}
 	return l
 }
@@ -181,17 +214,18 @@ func (l *limits) callerAllowed(caller []byte, now time.Time) bool {
 	if l.policy.CallerRateLimit <= 0 {
 		return true
 	}
-	l.mu.RLock()
-	lim := l.callers[string(caller)]
-	l.mu.RUnlock()
+	cl := l.callers
+	cl.mu.RLock()
+	lim := cl.m[string(caller)]
+	cl.mu.RUnlock()
 	if lim == nil {
-		l.mu.Lock()
-		if lim = l.callers[string(caller)]; lim == nil {
+		cl.mu.Lock()
+		if lim = cl.m[string(caller)]; lim == nil {
 			burst := max(int(l.policy.CallerRateLimit/5), 1) // 200ms of calls
 			lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
-			l.callers[string(caller)] = lim
+			cl.m[string(caller)] = lim
 		}
-		l.mu.Unlock()
+		cl.mu.Unlock()
 	}
 	return lim.AllowN(now, 1)
 }
@@ -211,23 +245,31 @@ func (l *limits) admit(now time.Time) (ok bool, why string) {
 
 func (l *limits) release() { l.inflight.Add(-1) }
 
-// policyStore holds the policies and each service's live limits. Setting
-// new policies rebuilds the limits of the services they change.
+// policyStore holds the policies and each service's live limits.
 type policyStore struct {
-	mu       sync.Mutex
-	policies atomic.Pointer[Policies]
+	mu       sync.Mutex // serializes set and the creation of limits
+	policies Policies
 	live     sync.Map // service → *limits
 }
 
+// set replaces the policies. Only services whose policy changed get new
+// limits, and those take over the old ones' state (newLimits): an update
+// of one service, or a repeat of the same policies, disturbs no other.
 func (s *policyStore) set(ps Policies) error {
 	if err := ps.Validate(); err != nil {
 		return err
 	}
-	ps = clonePolicies(ps)
+	ps = maps.Clone(ps)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.policies.Store(&ps)
-	s.live.Clear()
+	s.policies = ps
+	s.live.Range(func(k, v any) bool {
+		service, old := k.(string), v.(*limits)
+		if p := ps.of(service); !p.withDefaults().equal(old.policy) {
+			s.live.Store(service, newLimits(p, old))
+		}
+		return true
+	})
 	return nil
 }
 
@@ -236,20 +278,14 @@ func (s *policyStore) limits(service string) *limits {
 	if v, ok := s.live.Load(service); ok {
 		return v.(*limits)
 	}
-	var p Policy
-	if ps := s.policies.Load(); ps != nil {
-		p = (*ps)[service].merged((*ps)["*"])
+	s.mu.Lock() // so a concurrent set cannot be missed
+	defer s.mu.Unlock()
+	if v, ok := s.live.Load(service); ok {
+		return v.(*limits)
 	}
-	v, _ := s.live.LoadOrStore(service, newLimits(p))
-	return v.(*limits)
-}
-
-func clonePolicies(ps Policies) Policies {
-	out := make(Policies, len(ps))
-	for k, v := range ps {
-		out[k] = v
-	}
-	return out
+	l := newLimits(s.policies.of(service), nil)
+	s.live.Store(service, l)
+	return l
 }
 
 // Duration is a time.Duration written as "250ms" in JSON and YAML.

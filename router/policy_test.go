@@ -2,13 +2,12 @@ package router
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -61,7 +60,7 @@ func TestPoliciesInheritAndReplace(t *testing.T) {
 // A caller limited to 100 calls/s that offers 1,000/s gets 100/s (±10%);
 // another caller is unaffected.
 func TestCallerRateLimitHolds(t *testing.T) {
-	l := newLimits(Policy{CallerRateLimit: 100})
+	l := newLimits(Policy{CallerRateLimit: 100}, nil)
 	start := time.Now()
 	allowedA, allowedB := 0, 0
 	for ms := range 5000 { // 5 s at one call per ms from each caller
@@ -84,7 +83,7 @@ func TestCallerRateLimitHolds(t *testing.T) {
 }
 
 func TestConcurrencyLimitAndKillSwitch(t *testing.T) {
-	l := newLimits(Policy{MaxConcurrent: 2, Blocked: []string{"rogue"}})
+	l := newLimits(Policy{MaxConcurrent: 2, Blocked: []string{"rogue"}}, nil)
 	now := time.Now()
 	if ok, _ := l.admit(now); !ok {
 		t.Fatal("first call refused")
@@ -102,29 +101,34 @@ func TestConcurrencyLimitAndKillSwitch(t *testing.T) {
 	if !l.blocked([]byte("rogue")) || l.blocked([]byte("friend")) {
 		t.Fatal("kill switch blocks the wrong callers")
 	}
-	if !newLimits(Policy{Blocked: []string{"*"}}).blocked([]byte("anyone")) {
+	if !newLimits(Policy{Blocked: []string{"*"}}, nil).blocked([]byte("anyone")) {
 		t.Fatal(`"*" does not block everyone`)
 	}
 }
 
-func TestExplanationOfRecordedCall(t *testing.T) {
+// A pick's explanation says how it was made, against whom, and what was
+// left out.
+func TestChoiceWhy(t *testing.T) {
 	eps := testEndpoints(2)
-	var rec record
-	rec.service = "kv"
-	rec.setCaller([]byte("billing"))
-	rec.add(eps[0], "10.0.0.1:21300", choice{how: byP2C, considered: 2, rival: eps[1], cost: 2000, rivalCost: 9000})
-	rec.end(errored(0x03), 2*time.Millisecond)
-	rec.add(eps[1], "10.0.0.2:21300", choice{how: byP2C, considered: 2, open: 1})
-	rec.end(answered(false), time.Millisecond)
-	e := rec.explain()
-	if e.Caller != "billing" || len(e.Attempts) != 2 || e.Result != "ok" {
-		t.Fatalf("explanation = %+v", e)
-	}
-	if a := e.Attempts[0]; a.Result != "busy" || !strings.Contains(a.Why, "beat s-1 at 9.0µs") {
-		t.Fatalf("first attempt = %+v", a)
-	}
-	if a := e.Attempts[1]; !strings.HasPrefix(a.Why, "retry: ") || !strings.Contains(a.Why, "1 behind open breakers") {
-		t.Fatalf("second attempt = %+v", a)
+	for _, tc := range []struct {
+		ch    Choice
+		terse bool
+		want  string
+	}{
+		{Choice{how: byP2C, considered: 2, rival: eps[1], cost: 2000, rivalCost: 9000}, false,
+			"power of two choices: expected wait 2.0µs (peak-EWMA latency × calls in flight) beat s-1 at 9.0µs (2 instances)"},
+		{Choice{how: byP2C, considered: 2, rival: eps[1], cost: 2000, rivalCost: 9000}, true,
+			"power of two choices: expected wait 2.0µs beat s-1 at 9.0µs (2 instances)"},
+		{Choice{how: byP2C, considered: 1, cost: 1500}, false,
+			"power of two choices: expected wait 1.5µs (peak-EWMA latency × calls in flight), the only usable instance (1 instance)"},
+		{Choice{how: byRendezvous, considered: 3, open: 1, unreachable: 1}, false,
+			"shard key: the highest rendezvous hash (3 instances, 1 behind open breakers, 1 unreachable)"},
+		{Choice{how: byRoundRobin, considered: 2, open: 2, panic: true}, false,
+			"round robin (2 instances, 2 behind open breakers; all breakers open, so picked regardless)"},
+	} {
+		if got := string(tc.ch.AppendWhy(nil, tc.terse)); got != tc.want {
+			t.Errorf("got  %q\nwant %q", got, tc.want)
+		}
 	}
 }
 
@@ -132,19 +136,19 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 	eps := testEndpoints(3)
 	var got []int
 	for n := range uint64(6) {
-		got = append(got, pickRoundRobin(eps, 0, false, n))
+		got = append(got, pickRoundRobin(eps, nil, false, n))
 	}
 	if fmt.Sprint(got) != "[0 1 2 0 1 2]" {
 		t.Fatalf("round robin picked %v", got)
 	}
-	if j := pickRoundRobin(eps, 1<<1, false, 1); j != 2 {
+	if j := pickRoundRobin(eps, bits(1), false, 1); j != 2 {
 		t.Fatalf("round robin did not skip an excluded instance: %d", j)
 	}
 }
 
 func TestBreakerThresholdsFollowPolicy(t *testing.T) {
-	r := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Policies: Policies{"s": {BreakerFailures: 2}}})
-	e := r.bal.eps.get(discovery.Instance{Service: "s", ID: "s-1", Addr: "a:1"})
+	b, _ := NewBalancer(Policies{"s": {BreakerFailures: 2}}, testkit.Quiet)
+	e := b.eps.get(discovery.Instance{Service: "s", ID: "s-1", Addr: "a:1"})
 	e.breaker.Execute(broke)
 	if !e.usable() {
 		t.Fatal("open after 1 failure")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
@@ -13,6 +14,7 @@ import (
 // stageFunc makes a Stage of a function, for tests.
 type stageFunc func(c *Call) error
 
+func (f stageFunc) Name() string        { return "func" }
 func (f stageFunc) Route(c *Call) error { return f(c) }
 
 func TestPipelineStopsAtTheFirstRefusal(t *testing.T) {
@@ -54,7 +56,7 @@ func TestDiscoverAndBalancerStages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Call
-			c.Reset("svc", []byte("caller"), nil)
+			c.Reset("svc", frame.AppendHeader(nil, frame.HeaderCallerName, "caller"))
 			c.Tried = append(c.Tried, tc.tried...)
 			err := p.Route(&c)
 			for range tc.exclude {
@@ -79,13 +81,13 @@ func TestDiscoverAndBalancerStages(t *testing.T) {
 					t.Fatalf("picked %s, already tried", id)
 				}
 			}
-			if c.Explain() == "" {
+			if len(c.Choice().AppendWhy(nil, false)) == 0 {
 				t.Fatal("no explanation")
 			}
 		})
 	}
 	var c Call
-	c.Reset("nosuch", nil, nil)
+	c.Reset("nosuch", nil)
 	if err := p.Route(&c); err == nil {
 		t.Fatal("a service with no instances was routed")
 	}
@@ -113,11 +115,11 @@ func TestMayRetry(t *testing.T) {
 		{frame.ErrCodeBusy, "", 2, false}, // attempts used up
 	} {
 		var c Call
-		c.Reset("svc", nil, nil)
+		c.Reset("svc", frame.AppendHeader(nil, frame.HeaderRetryFlags, tc.re))
 		for i := range tc.tried {
 			c.Tried = append(c.Tried, fmt.Sprint(i))
 		}
-		if got := b.MayRetry(&c, tc.code, []byte(tc.re)); got != tc.want {
+		if got := b.MayRetry(&c, tc.code, time.Second); got != tc.want {
 			t.Errorf("%v with re %q after %d tries: %v, want %v", tc.code, tc.re, tc.tried, got, tc.want)
 		}
 	}

@@ -138,15 +138,6 @@ func (c *Registry) Follow(query func(*api.QueryOptions) (uint64, error), failed 
 // StaleLookups counts lookups answered from a cache Consul could not refresh.
 func (c *Registry) StaleLookups() int64 { return c.staleHit.Load() }
 
-// Abandon stops renewing and watching without deregistering anything, as a
-// killed meshd would: Consul then expires its instances after the TTL.
-func (c *Registry) Abandon() {
-	c.mu.Lock()
-	c.mine = make(map[string]discovery.Instance)
-	c.mu.Unlock()
-	c.Close()
-}
-
 // Close stops the watches and deregisters what this meshd registered.
 func (c *Registry) Close() error {
 	select {

@@ -5,29 +5,14 @@ package consul_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			t.Fatalf("%s: not within %v", what, limit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
 
 func count(reg discovery.Registry, service string) int {
 	got, err := reg.Instances(context.Background(), service)
@@ -40,12 +25,12 @@ func count(reg discovery.Registry, service string) int {
 func TestConsulRegisterWatchDeregister(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reg.Close()
-	other, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: quiet})
+	other, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +44,7 @@ func TestConsulRegisterWatchDeregister(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The other meshd's watch sees it through its blocking query.
-	d := waitUntil(t, time.Second, "registration seen", func() bool { return count(other, "orders") == 1 })
+	d := testkit.WaitFor(t, time.Second, "registration seen", func() bool { return count(other, "orders") == 1 })
 	t.Logf("registration reached the watcher in %v", d)
 	got, _ := other.Instances(ctx, "orders")
 	if got[0].Addr != inst.Addr || got[0].ID != inst.ID || got[0].Meta["node"] != "b" {
@@ -73,7 +58,7 @@ func TestConsulRegisterWatchDeregister(t *testing.T) {
 	if err := reg.Deregister(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	d = waitUntil(t, time.Second, "deregistration seen", func() bool { return count(other, "orders") == 0 })
+	d = testkit.WaitFor(t, time.Second, "deregistration seen", func() bool { return count(other, "orders") == 0 })
 	t.Logf("deregistration reached the watcher in %v", d)
 }
 
@@ -82,19 +67,19 @@ func TestConsulRegisterWatchDeregister(t *testing.T) {
 func TestConsulTTLExpiresDeadMeshd(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	dying, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: quiet})
+	dying, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 2 * time.Second, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	watcher, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: quiet})
+	watcher, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer watcher.Close()
 	dying.Register(ctx, discovery.Instance{Service: "kv", ID: "kv-1", Addr: "127.0.0.3:21300"})
-	waitUntil(t, time.Second, "registration seen", func() bool { return count(watcher, "kv") == 1 })
+	testkit.WaitFor(t, time.Second, "registration seen", func() bool { return count(watcher, "kv") == 1 })
 	dying.Abandon() // as if killed: no deregistration, no renewal
-	d := waitUntil(t, 4*time.Second, "expiry", func() bool { return count(watcher, "kv") == 0 })
+	d := testkit.WaitFor(t, 4*time.Second, "expiry", func() bool { return count(watcher, "kv") == 0 })
 	t.Logf("dead meshd's instance left the healthy set after %v (TTL 2s)", d)
 }
 
@@ -103,13 +88,13 @@ func TestConsulTTLExpiresDeadMeshd(t *testing.T) {
 func TestConsulDownServesStale(t *testing.T) {
 	agent := testconsul.Start(t)
 	ctx := context.Background()
-	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: time.Second, WaitTime: time.Second, Logger: quiet})
+	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: time.Second, WaitTime: time.Second, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer reg.Close()
 	reg.Register(ctx, discovery.Instance{Service: "s", ID: "s-1", Addr: "127.0.0.1:21300"})
-	waitUntil(t, time.Second, "registration seen", func() bool { return count(reg, "s") == 1 })
+	testkit.WaitFor(t, time.Second, "registration seen", func() bool { return count(reg, "s") == 1 })
 	agent.Kill()
 	time.Sleep(2 * time.Second)
 	if count(reg, "s") != 1 {
@@ -119,7 +104,7 @@ func TestConsulDownServesStale(t *testing.T) {
 		t.Fatalf("status while down = %+v", st)
 	}
 	agent.Restart()
-	waitUntil(t, 10*time.Second, "re-registration after restart", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "re-registration after restart", func() bool {
 		got, err := reg.Instances(ctx, "s")
 		return err == nil && len(got) == 1 && reg.Status().Healthy && !reg.Status().Stale
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // pair starts a listener whose connections serve h and returns a client
@@ -270,11 +271,11 @@ func TestShutdownFinishesInFlightCalls(t *testing.T) {
 		results <- err
 	}()
 	sc := <-servers
-	waitFor(t, func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return len(sc.in) == 1 })
+	testkit.WaitFor(t, 5*time.Second, "condition", func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return len(sc.in) == 1 })
 	shut := make(chan error, 1)
 	go func() { shut <- sc.Shutdown(context.Background()) }()
 	// New calls are declined while the old one runs.
-	waitFor(t, func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return sc.draining })
+	testkit.WaitFor(t, 5*time.Second, "condition", func() bool { sc.mu.Lock(); defer sc.mu.Unlock(); return sc.draining })
 	if _, err := call(c, "m", nil, time.Second); frame.CodeOf(err) != frame.ErrCodeDeclined {
 		t.Fatalf("call during drain: %v", err)
 	}
@@ -367,17 +368,6 @@ func TestHandshakeRefusals(t *testing.T) {
 	nc.Close()
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 5s")
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // A peer that stops reading cannot hold a caller forever: the write times
 // out, the connection closes, and the call fails with a network error.
 func TestPeerThatStopsReading(t *testing.T) {
@@ -398,7 +388,7 @@ func TestPeerThatStopsReading(t *testing.T) {
 		nc.Write(b)
 		time.Sleep(30 * time.Second)
 	}()
-	c, err := Dial(context.Background(), l.Addr().String(), Options{WriteTimeout: 300 * time.Millisecond, Logger: discardLogger})
+	c, err := Dial(context.Background(), l.Addr().String(), Options{WriteTimeout: 300 * time.Millisecond, Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +413,7 @@ func TestSilentPeerHandshakeTimeout(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	start := time.Now()
-	_, err := Server(b, Options{HandshakeTimeout: 200 * time.Millisecond, Logger: discardLogger})
+	_, err := Server(b, Options{HandshakeTimeout: 200 * time.Millisecond, Logger: testkit.Quiet})
 	if err == nil {
 		t.Fatal("handshake with a silent peer succeeded")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // FuzzConn feeds a live server connection a valid handshake followed by
@@ -58,7 +59,7 @@ func FuzzConn(f *testing.F) {
 			peer.Close()
 		}()
 		c, err := Server(local, Options{Handler: handler, HandshakeTimeout: time.Second, WriteTimeout: time.Second,
-			Logger: discardLogger})
+			Logger: testkit.Quiet})
 		if err != nil {
 			return
 		}

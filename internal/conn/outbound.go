@@ -2,7 +2,6 @@ package conn
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -109,12 +108,19 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 }
 
 // pastDeadline marks a Timeout answer that came once ctx's deadline had
-// passed (the peer's timer beat ours) as the deadline's, like ctxError.
+// passed (the peer's timer beat ours, which it does: the ttl it counts from
+// arrival is the time left when sent, rounded up) as the deadline's, like
+// ctxError.
 func pastDeadline(ctx context.Context, err error) error {
-	if e, ok := err.(*frame.Error); ok && e.Code == frame.ErrCodeTimeout && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if e, ok := err.(*frame.Error); ok && e.Code == frame.ErrCodeTimeout && !time.Now().Before(deadlineOf(ctx)) {
 		return deadlineError{e}
 	}
 	return err
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
 }
 
 // ttlMillis rounds up so a call with time left never carries a ttl of 0.

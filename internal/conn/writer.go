@@ -142,16 +142,6 @@ func (w *writer) loop() {
 	}
 }
 
-// fail makes every current and later write return err.
-func (w *writer) fail(err error) {
-	w.mu.Lock()
-	if w.err == nil {
-		w.err = err
-	}
-	w.drained.Broadcast()
-	w.mu.Unlock()
-}
-
 // stop ends the loop after it wrote what is queued, and waits for it.
 func (w *writer) stop() {
 	select {

@@ -39,11 +39,11 @@ func (d *Daemon) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(d.router.Recent(r.URL.Query().Get("service"), span, limit))
+		enc.Encode(d.relay.Recent(r.URL.Query().Get("service"), span, limit))
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		d.router.WriteMetrics(w)
+		d.relay.WriteMetrics(w)
 		st := d.registry.Status()
 		fmt.Fprintf(w, "# HELP mesh_registry_healthy Whether the registry backend answers.\n# TYPE mesh_registry_healthy gauge\nmesh_registry_healthy{backend=%q} %d\n", st.Backend, b2i(st.Healthy))
 		fmt.Fprintf(w, "# HELP mesh_registry_stale Whether lookups are answered from a cache the backend could not refresh.\n# TYPE mesh_registry_stale gauge\nmesh_registry_stale{backend=%q} %d\n", st.Backend, b2i(st.Stale))

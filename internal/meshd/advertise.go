@@ -104,7 +104,7 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 	}
 	d.apps.mu.Unlock()
 	for _, inst := range added {
-		d.router.AddLocal(inst, from)
+		d.relay.AddLocal(inst, from)
 		if err := d.registry.Register(ctx, inst); err != nil {
 			d.log.Warn("registering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
 			return frame.Errorf(frame.ErrCodeUnexpected, "registering %s: %v", inst.Service, err)
@@ -130,7 +130,7 @@ func (d *Daemon) unadvertise(ctx context.Context, from *conn.Conn, services []st
 	}
 	d.apps.mu.Unlock()
 	for _, inst := range gone {
-		d.router.RemoveLocal(inst)
+		d.relay.RemoveLocal(inst)
 		if err := d.registry.Deregister(ctx, inst); err != nil {
 			d.log.Warn("deregistering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
 		}

@@ -17,7 +17,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/benchload"
-	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
 )
 
@@ -46,7 +46,7 @@ func hopCaller(b *testing.B, path string) benchload.Call {
 }
 
 func meshPath(b *testing.B, path string) benchload.Call {
-	srv := client.NewServer(client.Options{Logger: quiet})
+	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
 	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: call.Body}, nil
 	}))
@@ -62,17 +62,17 @@ func meshPath(b *testing.B, path string) benchload.Call {
 		target = l.Addr().String()
 	default:
 		reg := discovery.NewLocal()
-		a := startMeshdB(b, "127.0.0.1:0", reg)
+		a := startMeshd(b, "127.0.0.1:0", reg)
 		home := a
 		if path == "mesh-2hop" {
-			home = startMeshdB(b, "127.0.0.2:0", reg)
+			home = startMeshd(b, "127.0.0.2:0", reg)
 		}
 		if err := srv.Advertise(context.Background(), home.Addr()); err != nil {
 			b.Fatal(err)
 		}
 		target = a.Addr()
 	}
-	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: quiet})
+	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: testkit.Quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -84,19 +84,6 @@ func meshPath(b *testing.B, path string) benchload.Call {
 		}
 		return res.Body, nil
 	}
-}
-
-func startMeshdB(b *testing.B, addr string, reg discovery.Registry, tracer ...*tracing.Tracer) *meshd.Daemon {
-	cfg := meshd.Config{Listen: addr, Registry: reg, Logger: quiet}
-	if len(tracer) > 0 {
-		cfg.Tracer = tracer[0]
-	}
-	d, err := meshd.Start(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.Shutdown(context.Background()) })
-	return d
 }
 
 type benchEcho struct{}
@@ -172,9 +159,9 @@ func BenchmarkTracing(b *testing.B) {
 				return t
 			}
 			reg := discovery.NewLocal()
-			a := startMeshdB(b, "127.0.0.1:0", reg, newTracer("meshd"))
-			home := startMeshdB(b, "127.0.0.2:0", reg, newTracer("meshd"))
-			opts := client.Options{Logger: quiet, Zipkin: url, ZipkinEncoding: setting.encoding, SampleRate: rate}
+			a := startMeshd(b, "127.0.0.1:0", reg, newTracer("meshd"))
+			home := startMeshd(b, "127.0.0.2:0", reg, newTracer("meshd"))
+			opts := client.Options{Logger: testkit.Quiet, Zipkin: url, ZipkinEncoding: setting.encoding, SampleRate: rate}
 			srvOpts := opts
 			srvOpts.ServiceName = "bench"
 			srv := client.NewServer(srvOpts)

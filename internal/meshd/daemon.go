@@ -16,6 +16,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
@@ -43,7 +44,7 @@ type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
 	registry discovery.Registry
-	router   *router.Router
+	relay    *relay.Relay
 	lis      net.Listener
 	admin    *http.Server
 	apps     apps
@@ -88,7 +89,7 @@ func Start(cfg Config) (*Daemon, error) {
 		started:  time.Now(),
 	}
 	d.apps.byCon = make(map[*conn.Conn]*app)
-	d.router = router.New(router.Config{
+	d.relay = relay.New(relay.Config{
 		Self:     cfg.Advertise,
 		Registry: cfg.Registry,
 		Own:      []string{hyperbahnService, meshdService},
@@ -118,7 +119,7 @@ func Start(cfg Config) (*Daemon, error) {
 
 // SetPolicies replaces the per-service policies; invalid ones are refused
 // and the policies in force stay.
-func (d *Daemon) SetPolicies(ps router.Policies) error { return d.router.SetPolicies(ps) }
+func (d *Daemon) SetPolicies(ps router.Policies) error { return d.relay.SetPolicies(ps) }
 
 // Addr is the TChannel listener's address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }
@@ -131,7 +132,7 @@ func (d *Daemon) connOptions() conn.Options {
 		HostPort:    d.cfg.Advertise,
 		ProcessName: "meshd " + d.cfg.NodeName,
 		Handler:     d.handle,
-		Relayer:     d.router,
+		Relayer:     d.relay,
 		Logger:      d.log,
 		OnClose:     d.connClosed,
 	}
@@ -141,7 +142,7 @@ func (d *Daemon) connOptions() conn.Options {
 // the role header tells the far end that calls on it are on their last hop.
 func (d *Daemon) peerOptions() conn.Options {
 	o := d.connOptions()
-	o.InitHeaders = map[string]string{router.InitRole: router.MeshdRole}
+	o.InitHeaders = map[string]string{relay.InitRole: relay.MeshdRole}
 	return o
 }
 
@@ -213,7 +214,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.ready = false
 	d.mu.Unlock()
 	d.lis.Close()
-	d.router.Drain()
+	d.relay.Drain()
 	for _, inst := range d.localInstances() {
 		if err := d.registry.Deregister(ctx, inst); err != nil {
 			d.log.Warn("deregister on drain failed", "instance", inst.ID, "err", err)
@@ -221,10 +222,10 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.DrainTimeout)
 	defer cancel()
-	for d.router.InFlight() > 0 && ctx.Err() == nil {
+	for d.relay.InFlight() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
-	left := d.router.InFlight()
+	left := d.relay.InFlight()
 	d.mu.Lock()
 	conns := make([]*conn.Conn, 0, len(d.conns))
 	for c := range d.conns {
@@ -278,6 +279,7 @@ func (d *Daemon) Status(ctx context.Context) Status {
 	d.mu.Lock()
 	ready, nconns := d.ready, len(d.conns)
 	d.mu.Unlock()
+	rs := d.relay.Stats()
 	st := Status{
 		Node:      d.cfg.NodeName,
 		Listen:    d.Addr(),
@@ -287,16 +289,16 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		Registry:  d.registry.Status(),
 		Local:     d.localInstances(),
 		Remote:    map[string][]string{},
-		Peers:     d.router.Peers(),
+		Peers:     d.relay.Peers(),
 		Conns:     nconns,
-		InFlight:  d.router.InFlight(),
-		Relayed:   d.router.Stats().Relayed.Load(),
-		Refused:   d.router.Stats().Refused.Load(),
-		TimedOut:  d.router.Stats().TimedOut.Load(),
-		Retried:   d.router.Stats().Retried.Load(),
-		Limited:   d.router.Stats().RateLimited.Load(),
+		InFlight:  d.relay.InFlight(),
+		Relayed:   rs.Relayed,
+		Refused:   rs.Refused,
+		TimedOut:  rs.TimedOut,
+		Retried:   rs.Retried,
+		Limited:   rs.RateLimited,
 
-		BudgetExhausted: d.router.Stats().BudgetExhausted.Load(),
+		BudgetExhausted: rs.BudgetExhausted,
 	}
 	services, _ := d.registry.Services(ctx)
 	for _, s := range services {
@@ -343,7 +345,7 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 		if err != nil || span == 0 {
 			return nil, frame.Errorf(frame.ErrCodeBadRequest, `explain wants {"span_id": HEX}`)
 		}
-		out = d.router.Recent("", span, 1)
+		out = d.relay.Recent("", span, 1)
 	default:
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, "no handler for service %q and method %q", meshdService, req.Method)
 	}

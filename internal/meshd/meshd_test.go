@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -21,26 +20,31 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
 
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
 // startMeshd runs a meshd on addr (host:0) sharing reg with the others, which
-// stands in for Consul in these in-process tests.
-func startMeshd(t *testing.T, addr string, reg discovery.Registry) *meshd.Daemon {
-	t.Helper()
-	d, err := meshd.Start(meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: quiet, DrainTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
+// stands in for Consul in these in-process tests and benchmarks; with a
+// tracer, it traces.
+func startMeshd(tb testing.TB, addr string, reg discovery.Registry, tracer ...*tracing.Tracer) *meshd.Daemon {
+	tb.Helper()
+	cfg := meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: 2 * time.Second}
+	if len(tracer) > 0 {
+		cfg.Tracer = tracer[0]
 	}
-	t.Cleanup(func() { d.Shutdown(context.Background()) })
+	d, err := meshd.Start(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.Shutdown(context.Background()) })
 	return d
 }
 
 func echoServer(t *testing.T, meshdAddr, service string) *client.Server {
 	t.Helper()
-	s := client.NewServer(client.Options{ServiceName: service, Logger: quiet})
+	s := client.NewServer(client.Options{ServiceName: service, Logger: testkit.Quiet})
 	s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Headers: call.Headers, Body: append([]byte(service+":"), call.Body...)}, nil
 	}))
@@ -65,9 +69,13 @@ func TestCallAcrossTwoMeshds(t *testing.T) {
 	reg := discovery.NewLocal()
 	a := startMeshd(t, "127.0.0.1:0", reg)
 	b := startMeshd(t, "127.0.0.2:0", reg)
+	// Round robin, so that without rk both orders instances surely get calls.
+	if err := a.SetPolicies(router.Policies{"orders": {Balancer: router.BalancerRoundRobin}}); err != nil {
+		t.Fatal(err)
+	}
 	echoServer(t, b.Addr(), "orders")
 
-	c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "test", Logger: quiet})
+	c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "test", Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +180,7 @@ func TestTChannelGoAdvertisesThroughHyperbahnClient(t *testing.T) {
 // The SDK reconnects to a restarted meshd and advertises again.
 func TestSDKReadvertisesAfterMeshdRestart(t *testing.T) {
 	reg := discovery.NewLocal()
-	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: reg, Logger: quiet, DrainTimeout: time.Second})
+	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,12 +188,12 @@ func TestSDKReadvertisesAfterMeshdRestart(t *testing.T) {
 	echoServer(t, addr, "phoenix")
 	d.Shutdown(context.Background())
 
-	d2, err := meshd.Start(meshd.Config{Listen: addr, Registry: discovery.NewLocal(), Logger: quiet})
+	d2, err := meshd.Start(meshd.Config{Listen: addr, Registry: discovery.NewLocal(), Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer d2.Shutdown(context.Background())
-	c, err := client.Dial(context.Background(), addr, client.Options{Logger: quiet})
+	c, err := client.Dial(context.Background(), addr, client.Options{Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +215,7 @@ func TestSDKReadvertisesAfterMeshdRestart(t *testing.T) {
 func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	reg := discovery.NewLocal()
 	a := startMeshd(t, "127.0.0.1:0", reg)
-	s := client.NewServer(client.Options{Logger: quiet})
+	s := client.NewServer(client.Options{Logger: testkit.Quiet})
 	release := make(chan struct{})
 	s.Register("slow", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		<-release
@@ -251,7 +259,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 // dialMeshd connects an SDK client to a meshd, closed when the test ends.
 func dialMeshd(t *testing.T, addr string) *client.Client {
 	t.Helper()
-	c, err := client.Dial(context.Background(), addr, client.Options{Logger: quiet})
+	c, err := client.Dial(context.Background(), addr, client.Options{Logger: testkit.Quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +271,7 @@ func dialMeshd(t *testing.T, addr string) *client.Client {
 // (0: success) and counts its calls.
 func countingServer(t *testing.T, meshdAddr, service string, code frame.ErrCode, calls *atomic.Int64) {
 	t.Helper()
-	s := client.NewServer(client.Options{Logger: quiet})
+	s := client.NewServer(client.Options{Logger: testkit.Quiet})
 	s.Register(service, "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		calls.Add(1)
 		if code != 0 {
@@ -354,7 +362,7 @@ func TestRetriesMultiFrameRequests(t *testing.T) {
 	var busy atomic.Int64
 	for _, service := range []string{"big", "huge"} {
 		for _, code := range []frame.ErrCode{frame.ErrCodeBusy, 0} {
-			s := client.NewServer(client.Options{Logger: quiet})
+			s := client.NewServer(client.Options{Logger: testkit.Quiet})
 			s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 				if code != 0 {
 					busy.Add(1)
@@ -435,7 +443,7 @@ func TestTryTimeoutRetriesElsewhere(t *testing.T) {
 	if err := a.SetPolicies(router.Policies{"flaky": {TryTimeout: router.Duration(100 * time.Millisecond)}}); err != nil {
 		t.Fatal(err)
 	}
-	hung := client.NewServer(client.Options{Logger: quiet})
+	hung := client.NewServer(client.Options{Logger: testkit.Quiet})
 	var hungTTL atomic.Int64
 	hung.Register("flaky", "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		dl, _ := ctx.Deadline()
@@ -477,7 +485,7 @@ func TestSilentInstanceIsLeftAtTheAttemptTimeout(t *testing.T) {
 	}
 	release := make(chan struct{})
 	defer close(release)
-	silent := client.NewServer(client.Options{Logger: quiet})
+	silent := client.NewServer(client.Options{Logger: testkit.Quiet})
 	silent.Register("mute", "m", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		<-release // ignores its deadline
 		return nil, ctx.Err()
@@ -507,7 +515,7 @@ func TestSilentInstanceIsLeftAtTheAttemptTimeout(t *testing.T) {
 func TestCancelCrossesTheRelay(t *testing.T) {
 	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
 	started, stopped := make(chan struct{}), make(chan struct{})
-	s := client.NewServer(client.Options{Logger: quiet})
+	s := client.NewServer(client.Options{Logger: testkit.Quiet})
 	s.Register("slow", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		close(started)
 		<-ctx.Done()
@@ -531,5 +539,122 @@ func TestCancelCrossesTheRelay(t *testing.T) {
 	}
 	if n := a.Status(context.Background()).InFlight; n != 0 {
 		t.Fatalf("%d calls still in flight in the relay", n)
+	}
+}
+
+// max_concurrent=2 holds across 20 policy updates while 2 calls are in
+// flight: each update (of another service, of this one, or the same
+// policies again) used to reset the count, so a third call got through.
+func TestConcurrencyLimitHoldsAcrossPolicyUpdates(t *testing.T) {
+	a := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	base := router.Policies{"slow": {MaxConcurrent: 2, MaxAttempts: 1}}
+	if err := a.SetPolicies(base); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var inside atomic.Int32
+	s := client.NewServer(client.Options{Logger: testkit.Quiet})
+	s.Register("slow", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		inside.Add(1)
+		defer inside.Add(-1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return &client.Response{Body: []byte("done")}, nil
+	}))
+	if err := s.Advertise(context.Background(), a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	c := dialMeshd(t, a.Addr())
+	call := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_, err := c.Call(ctx, "slow", "wait", nil, nil)
+		return err
+	}
+	held := make(chan error, 2)
+	for range 2 {
+		go func() { held <- call(20 * time.Second) }()
+	}
+	for deadline := time.Now().Add(5 * time.Second); inside.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two calls did not reach the handler")
+		}
+	}
+	for i := range 20 {
+		next := base
+		switch i % 3 {
+		case 0:
+			next = router.Policies{"slow": {MaxConcurrent: 2, MaxAttempts: 1}, fmt.Sprint("svc-", i): {RateLimit: 5}}
+		case 1:
+			next = router.Policies{"slow": {MaxConcurrent: 2, MaxAttempts: 1, RateLimit: 1e6, Burst: 1000}}
+		}
+		if err := a.SetPolicies(next); err != nil {
+			t.Fatal(err)
+		}
+		if err := call(2 * time.Second); client.CodeOf(err) != frame.ErrCodeBusy {
+			t.Fatalf("update %d: a third call with 2 in flight got %v, want Busy", i+1, err)
+		}
+	}
+	close(release)
+	for range 2 {
+		if err := <-held; err != nil {
+			t.Fatalf("a held call: %v", err)
+		}
+	}
+	if err := call(2 * time.Second); err != nil {
+		t.Fatalf("after the two finished: %v", err)
+	}
+}
+
+// A routing key ("rk") routes a call to an instance of the key's service,
+// on another host too, while the call keeps naming its own: here a proxy
+// that also serves "orders" gets every orders call sent with rk=proxy,
+// and the real orders instance none of them.
+func TestRoutingKeyRoutesOnAnotherService(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	b := startMeshd(t, "127.0.0.2:0", reg)
+	// Round robin, so that without rk both orders instances surely get calls.
+	if err := a.SetPolicies(router.Policies{"orders": {Balancer: router.BalancerRoundRobin}}); err != nil {
+		t.Fatal(err)
+	}
+	echoServer(t, b.Addr(), "orders")
+	proxy := client.NewServer(client.Options{ServiceName: "proxy", Logger: testkit.Quiet})
+	for _, svc := range []string{"proxy", "orders"} {
+		proxy.Register(svc, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+			return &client.Response{Body: []byte("proxy:" + call.Service)}, nil
+		}))
+	}
+	if err := proxy.Advertise(context.Background(), b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Shutdown(context.Background())
+	c := dialMeshd(t, a.Addr())
+	answers := map[string]int{}
+	for range 40 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := c.Call(ctx, "orders", "echo", nil, []byte("x"), client.WithRoutingKey("proxy"))
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers[string(res.Body)]++
+	}
+	if answers["proxy:orders"] != 40 {
+		t.Fatalf("with rk=proxy the answers were %v, want all 40 from the proxy, for service orders", answers)
+	}
+	clear(answers)
+	for range 40 {
+		body, err := callEcho(c, "orders", []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers[string(body)]++
+	}
+	if answers["orders:x"] != 20 || answers["proxy:orders"] != 20 {
+		t.Fatalf("without rk, round robin over both orders instances answered %v", answers)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/zipkintest"
 )
@@ -39,7 +40,7 @@ func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
 	}
 	reg := discovery.NewLocal()
 	start := func(addr string) *meshd.Daemon {
-		d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: quiet, Tracer: newTracer()})
+		d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: testkit.Quiet, Tracer: newTracer()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +48,7 @@ func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
 		return d
 	}
 	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
-	opts := client.Options{ServiceName: "svc", Zipkin: sink.URL, Logger: quiet}
+	opts := client.Options{ServiceName: "svc", Zipkin: sink.URL, Logger: testkit.Quiet}
 	var servers []*client.Server
 	for i, code := range []frame.ErrCode{frame.ErrCodeBusy, 0, 0} {
 		s := client.NewServer(opts)

@@ -1,4 +1,4 @@
-package router
+package relay
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/router"
 )
 
 // hopTrace is what a traced call's hop span will say, kept with the call
@@ -21,7 +22,7 @@ type hopTrace struct {
 	name, service, caller, peer, shardKey string
 	first                                 bool // this meshd chose the instance
 	start                                 time.Time
-	events                                []tracing.Event // retries; guarded by Router.mu
+	events                                []tracing.Event // retries; guarded by relayed.mu
 }
 
 // hopTraces recycles hopTraces: the relay alone holds one, from startSpan
@@ -32,18 +33,18 @@ var hopTraces = sync.Pool{New: func() any { return new(hopTrace) }}
 // traced (its caller sampled it) or has no trace yet (this meshd decides),
 // and writes the hop's tracing field into out: same trace, the incoming
 // span as parent, this hop's span id. Unsampled calls cost nothing here.
-func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out []byte) {
+func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out []byte) {
 	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
 		return
 	}
 	hop, record := r.cfg.Tracer.Decide(context.Background(), req.Tracing, false)
 	rc.hop = hop
-	hop.Put(out[frame.CallReqTracingOffset:])
+	frame.SetCallReqTracing(out, hop)
 	if !record {
 		return
 	}
 	ht := hopTraces.Get().(*hopTrace)
-	*ht = hopTrace{name: "call", service: r.names.intern(req.Service), first: rc.ep != nil, start: rc.start}
+	*ht = hopTrace{name: "call", service: rc.call.Service, first: !rc.lastHop, start: rc.start}
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}
@@ -62,15 +63,13 @@ func (r *Router) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out 
 // endSpan writes the hop's span with the call's outcome and its routing
 // decisions: the last attempt's as tags, and every attempt as an event when
 // there were several.
-func (r *Router) endSpan(rc *relayed, result outcome) {
-	r.mu.Lock()
-	ht := rc.trace
-	rc.trace = nil // written once
-	rec := rc.rec
-	r.mu.Unlock()
+// ht is the call's hopTrace, which finish took off it (so it is written
+// once).
+func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
 	if ht == nil {
 		return
 	}
+	rec := &rc.rec
 	hopKind := "last"
 	if ht.first {
 		hopKind = "first"
@@ -90,11 +89,7 @@ func (r *Router) endSpan(rc *relayed, result outcome) {
 	var why [192]byte
 	if rec.n > 0 {
 		last := &rec.attempts[rec.n-1]
-		var instance string
-		if last.ep != nil {
-			instance = last.ep.id
-		}
-		tag(tracing.Tag{Key: "mesh.instance", Value: instance})
+		tag(tracing.Tag{Key: "mesh.instance", Value: last.instance})
 		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1, true)})
 	}
 	events := ht.events
@@ -109,10 +104,10 @@ func (r *Router) endSpan(rc *relayed, result outcome) {
 			}})
 		}
 	}
-	tag(tracing.Tag{Key: "mesh.result", Value: resultName(result)})
+	tag(tracing.Tag{Key: "mesh.result", Value: result.String()})
 	var code string
-	if result.failed() || result.code != 0 {
-		code = result.code.String()
+	if result.Code != 0 {
+		code = result.Code.String()
 	}
 	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,
 		Start: ht.start, End: time.Now(), Tags: buf[:n], Events: events, Code: code})

@@ -1,0 +1,58 @@
+package frame
+
+import "encoding/binary"
+
+// In-place rewrites of encoded frames, for a relay: it forwards a frame's
+// bytes and changes only what a hop must (the message id, a call req's ttl
+// and tracing field, one added transport header), without decoding the rest.
+
+// SetID rewrites the message id of the frame that starts f.
+func SetID(f []byte, id uint32) { binary.BigEndian.PutUint32(f[4:8], id) }
+
+// SetIDs rewrites the message id of every frame in frames, whole frames laid
+// one after another (a request's first frame and its continuations).
+func SetIDs(frames []byte, id uint32) {
+	for at := 0; at+HeaderSize <= len(frames); {
+		size := int(binary.BigEndian.Uint16(frames[at:]))
+		if size < HeaderSize {
+			return
+		}
+		SetID(frames[at:], id)
+		at += size
+	}
+}
+
+// SetCallReqTTL rewrites the ttl, in milliseconds, of call req frame f.
+func SetCallReqTTL(f []byte, ttl uint32) { binary.BigEndian.PutUint32(f[HeaderSize+1:], ttl) }
+
+// SetCallReqTracing rewrites the tracing field of call req frame f.
+func SetCallReqTracing(f []byte, t Tracing) { t.Put(f[CallReqTracingOffset:]) }
+
+// AppendCallReqWithHeader appends to dst a copy of call req frame f (req
+// decoded from it) with key=value added to its transport headers; its args
+// and their checksum are untouched. It reports false, appending nothing,
+// when the frame has no header count to extend or the result would not fit
+// in a frame.
+func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value string) ([]byte, bool) {
+	p := f.Payload
+	hdrOff := 1 + 4 + TracingSize + 1 + len(req.Service)
+	hdrLen := len(req.Headers)
+	if hdrLen == 0 || req.Headers.Len() >= MaxHeaders || len(key) > 255 || len(value) > 255 {
+		return dst, false
+	}
+	size := len(f.Raw) + 2 + len(key) + len(value)
+	if size > MaxFrameSize {
+		return dst, false
+	}
+	at := len(dst)
+	dst = append(dst, f.Raw[:HeaderSize]...)
+	binary.BigEndian.PutUint16(dst[at:], uint16(size))
+	dst = append(dst, p[:hdrOff]...)
+	dst = append(dst, p[hdrOff]+1) // one more header
+	dst = append(dst, p[hdrOff+1:hdrOff+hdrLen]...)
+	dst = append(dst, byte(len(key)))
+	dst = append(dst, key...)
+	dst = append(dst, byte(len(value)))
+	dst = append(dst, value...)
+	return append(dst, p[hdrOff+hdrLen:]...), true
+}

@@ -1,8 +1,0 @@
-package conn
-
-import (
-	"io"
-	"log/slog"
-)
-
-var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -1,0 +1,181 @@
+package relay
+
+import (
+	"sync"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/router"
+)
+
+// relayed is one call in flight through this meshd.
+type relayed struct {
+	call    router.Call // the routing state, kept for the call's retries
+	lastHop bool        // the call came from another meshd
+	appErr  bool        // the answer is an application error; set by the callee's read loop
+	// src and srcID are the caller's side: set before the call is shared,
+	// never changed.
+	src   *conn.Conn
+	srcID uint32
+
+	mu       sync.Mutex // guards the rest once the call is in the tables
+	dst      *conn.Conn
+	dstID    uint32
+	reqDone  bool // the request's last frame went out
+	done     bool // finished: only the first finish counts
+	between  bool // an attempt failed and the next one is being routed
+	attempt  router.Attempt
+	start    time.Time // of the current attempt
+	deadline time.Time
+	timer    *time.Timer // ends the call at its TTL
+	tryTimer *time.Timer // ends the current attempt at the per-attempt timeout
+	// For retries: the request's frames as they arrived, one after another,
+	// until maxRetryBytes (nil: the call is not retried).
+	saved    *[]byte
+	firstLen int
+	tooBig   bool
+	rec      record        // the routing decisions, for explanations
+	trace    *hopTrace     // this hop's span to be, when the call is traced
+	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
+}
+
+// table holds the calls relayed through one connection: those its peer
+// sent (took, by the peer's message id) and those this meshd sent on it
+// (sent, by the id this meshd gave). Keeping them per connection, as
+// tchannel-go's relay does, means no lock is shared by all calls, and a
+// closed connection's calls are found without a scan.
+type table struct {
+	mu         sync.Mutex
+	took, sent map[uint32]*relayed
+}
+
+type entry struct {
+	id uint32
+	rc *relayed
+}
+
+func (r *Relay) table(c *conn.Conn) *table {
+	if v, ok := r.tables.Load(c); ok {
+		return v.(*table)
+	}
+	v, _ := r.tables.LoadOrStore(c, &table{took: make(map[uint32]*relayed), sent: make(map[uint32]*relayed)})
+	return v.(*table)
+}
+
+// lookup finds the call of message id on c: one c's peer sent (sent=false)
+// or one sent on c (sent=true).
+func (r *Relay) lookup(c *conn.Conn, id uint32, sent bool) *relayed {
+	v, ok := r.tables.Load(c)
+	if !ok {
+		return nil
+	}
+	t := v.(*table)
+	t.mu.Lock()
+	m := t.took
+	if sent {
+		m = t.sent
+	}
+	rc := m[id]
+	t.mu.Unlock()
+	return rc
+}
+
+// track puts a new call in its caller's and its callee's tables.
+func (r *Relay) track(rc *relayed) {
+	r.inflight.Add(1)
+	r.add(rc.src, rc.srcID, rc, false)
+	r.add(rc.dst, rc.dstID, rc, true)
+}
+
+func (r *Relay) add(c *conn.Conn, id uint32, rc *relayed, sent bool) {
+	t := r.table(c)
+	t.mu.Lock()
+	if sent {
+		t.sent[id] = rc
+	} else {
+		t.took[id] = rc
+	}
+	t.mu.Unlock()
+}
+
+// remove takes rc off c's table. A closed connection's table that is left
+// empty goes too (a call can reach it after Closed dropped the table).
+func (r *Relay) remove(c *conn.Conn, id uint32, rc *relayed, sent bool) {
+	v, ok := r.tables.Load(c)
+	if !ok {
+		return
+	}
+	t := v.(*table)
+	t.mu.Lock()
+	m := t.took
+	if sent {
+		m = t.sent
+	}
+	if m[id] == rc {
+		delete(m, id)
+	}
+	empty := len(t.took) == 0 && len(t.sent) == 0
+	t.mu.Unlock()
+	if empty && c.Closed() {
+		r.tables.CompareAndDelete(c, t)
+	}
+}
+
+// drain empties a closed connection's table.
+func (t *table) drain() (sent, took []entry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, rc := range t.sent {
+		sent = append(sent, entry{id, rc})
+	}
+	for id, rc := range t.took {
+		took = append(took, entry{id, rc})
+	}
+	clear(t.sent)
+	clear(t.took)
+	return sent, took
+}
+
+// finish forgets a call and tells the Balancer how its last attempt went;
+// it reports whether the call was still in flight (only the first finish
+// counts).
+func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
+	rc.mu.Lock()
+	if rc.done {
+		rc.mu.Unlock()
+		return false
+	}
+	rc.done = true
+	att := rc.attempt
+	rc.attempt = router.Attempt{}
+	if !rc.between {
+		rc.rec.end(o, time.Since(rc.start))
+	}
+	dst, dstID := rc.dst, rc.dstID
+	if rc.timer != nil {
+		rc.timer.Stop()
+	}
+	if rc.tryTimer != nil {
+		rc.tryTimer.Stop()
+	}
+	saved := rc.saved
+	rc.saved = nil
+	ht := rc.trace
+	rc.trace = nil
+	rc.mu.Unlock()
+
+	r.remove(dst, dstID, rc, true)
+	r.remove(rc.src, rc.srcID, rc, false)
+	r.inflight.Add(-1)
+	if rc.rec.n > 0 {
+		r.recent.add(&rc.rec)
+	}
+	att.Done(o)
+	r.endSpan(rc, ht, o)
+	if saved != nil {
+		r.saved.Put(saved)
+	}
+	rc.call.Release()
+	return true
+}

@@ -1,0 +1,154 @@
+package relay
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/router"
+)
+
+// attemptRecord is one attempt of a call, kept compactly: strings the call
+// already had and the Balancer's Choice, turned into words only when someone
+// asks.
+type attemptRecord struct {
+	instance string
+	addr     string
+	choice   router.Choice
+	result   router.Outcome
+	latency  time.Duration
+	done     bool
+}
+
+// record is one call's routing decisions.
+type record struct {
+	at       time.Time
+	service  string
+	caller   [32]byte
+	callerN  uint8
+	tracing  frame.Tracing
+	attempts [4]attemptRecord
+	n        int
+	stage    string // of a refusal: the stage that refused
+	refused  string
+	code     frame.ErrCode // of a refusal
+}
+
+func (rec *record) setCaller(c []byte) {
+	rec.callerN = uint8(copy(rec.caller[:], c))
+}
+
+func (rec *record) add(inst discovery.Instance, ch router.Choice) {
+	if rec.n < len(rec.attempts) {
+		rec.attempts[rec.n] = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
+		rec.n++
+	}
+}
+
+// end marks the current attempt finished.
+func (rec *record) end(o router.Outcome, latency time.Duration) {
+	if rec.n > 0 {
+		a := &rec.attempts[rec.n-1]
+		a.result, a.latency, a.done = o, latency, true
+	}
+}
+
+// recentCalls keeps the last calls' records in a fixed ring. Each slot has
+// its own lock and writers take slots with an atomic counter, so recording
+// a call shares no lock with the other calls.
+type recentCalls struct {
+	next  atomic.Uint64
+	slots [1024]struct {
+		mu  sync.Mutex
+		rec record
+	}
+}
+
+func (rc *recentCalls) add(rec *record) {
+	s := &rc.slots[(rc.next.Add(1)-1)%uint64(len(rc.slots))]
+	s.mu.Lock()
+	s.rec = *rec
+	s.mu.Unlock()
+}
+
+// Explanation is one call's routing decisions in words, for the admin API,
+// meshctl call --explain and trace tags.
+type Explanation struct {
+	At      time.Time `json:"at"`
+	Service string    `json:"service"`
+	Caller  string    `json:"caller,omitempty"`
+	TraceID string    `json:"trace_id"`
+	SpanID  string    `json:"span_id"`
+	// Stage names the stage that refused the call, with Refused its words.
+	Stage    string        `json:"stage,omitempty"`
+	Refused  string        `json:"refused,omitempty"`
+	Attempts []AttemptInfo `json:"attempts,omitempty"`
+	Result   string        `json:"result"`
+}
+
+// AttemptInfo is one attempt in words.
+type AttemptInfo struct {
+	Instance string  `json:"instance"`
+	Addr     string  `json:"addr,omitempty"`
+	Why      string  `json:"why"`
+	Result   string  `json:"result"`
+	Millis   float64 `json:"ms"`
+}
+
+func (rec *record) explain() Explanation {
+	e := Explanation{
+		At:      rec.at,
+		Service: rec.service,
+		Caller:  string(rec.caller[:rec.callerN]),
+		TraceID: fmt.Sprintf("%016x", rec.tracing.TraceID),
+		SpanID:  fmt.Sprintf("%016x", rec.tracing.SpanID),
+		Stage:   rec.stage,
+		Refused: rec.refused,
+	}
+	for i := range rec.n {
+		a := &rec.attempts[i]
+		info := AttemptInfo{Instance: a.instance, Addr: a.addr, Millis: float64(a.latency.Microseconds()) / 1000, Result: "in flight"}
+		info.Why = string(rec.appendWhy(nil, i, false))
+		if a.done {
+			info.Result = a.result.String()
+		}
+		e.Attempts = append(e.Attempts, info)
+	}
+	switch {
+	case rec.refused != "":
+		e.Result = "refused: " + rec.code.String()
+	case rec.n > 0:
+		e.Result = e.Attempts[rec.n-1].Result
+	}
+	return e
+}
+
+// appendWhy writes why attempt i went where it did, in words (terse: see
+// router.Choice.AppendWhy).
+func (rec *record) appendWhy(b []byte, i int, terse bool) []byte {
+	if i > 0 {
+		b = append(b, "retry: "...)
+	}
+	return rec.attempts[i].choice.AppendWhy(b, terse)
+}
+
+// Recent returns the explanations of recent calls, newest first: those of
+// service (all when empty) and, when spanID is not 0, only that call.
+func (r *Relay) Recent(service string, spanID uint64, limit int) []Explanation {
+	var out []Explanation
+	next := r.recent.next.Load()
+	n := uint64(len(r.recent.slots))
+	for i := uint64(1); i <= n && i <= next && len(out) < limit; i++ {
+		s := &r.recent.slots[(next-i)%n]
+		s.mu.Lock()
+		if (service == "" || s.rec.service == service) && (spanID == 0 || s.rec.tracing.SpanID == spanID) {
+			out = append(out, s.rec.explain())
+		}
+		s.mu.Unlock()
+	}
+	return slices.Clip(out)
+}

@@ -1,0 +1,67 @@
+package relay
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+)
+
+// refusalKey counts the calls one stage refused for one service.
+type refusalKey struct{ stage, service string }
+
+func (r *Relay) countRefusal(stage, service string) {
+	switch stage {
+	case "caller_limit", "admission":
+		r.stats.rateLimited.Add(1)
+	}
+	k := refusalKey{stage, service}
+	v, ok := r.refusals.Load(k)
+	if !ok {
+		v, _ = r.refusals.LoadOrStore(k, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Add(1)
+}
+
+// WriteMetrics writes the relay's metrics, with its Balancer's, in the
+// Prometheus text format.
+func (r *Relay) WriteMetrics(w io.Writer) {
+	r.bal.WriteMetrics(w)
+	var keys []refusalKey
+	refused := map[refusalKey]int64{}
+	services := map[string]bool{}
+	r.refusals.Range(func(k, v any) bool {
+		key := k.(refusalKey)
+		keys = append(keys, key)
+		refused[key] = v.(*atomic.Int64).Load()
+		services[key.service] = true
+		return true
+	})
+	slices.SortFunc(keys, func(a, b refusalKey) int {
+		return strings.Compare(a.stage+"\x00"+a.service, b.stage+"\x00"+b.service)
+	})
+	fmt.Fprintln(w, "# HELP mesh_stage_refusals_total Calls a routing stage refused, by stage.")
+	fmt.Fprintln(w, "# TYPE mesh_stage_refusals_total counter")
+	for _, k := range keys {
+		fmt.Fprintf(w, "mesh_stage_refusals_total{stage=%q,service=%q} %d\n", k.stage, k.service, refused[k])
+	}
+	seen := slices.Sorted(maps.Keys(services))
+	fmt.Fprintln(w, "# HELP mesh_rate_limited_total Calls refused by a rate or concurrency limit.")
+	fmt.Fprintln(w, "# TYPE mesh_rate_limited_total counter")
+	for _, s := range seen {
+		fmt.Fprintf(w, "mesh_rate_limited_total{service=%q} %d\n", s, refused[refusalKey{"caller_limit", s}]+refused[refusalKey{"admission", s}])
+	}
+	fmt.Fprintln(w, "# HELP mesh_kill_switch_total Calls refused by the kill switch.")
+	fmt.Fprintln(w, "# TYPE mesh_kill_switch_total counter")
+	for _, s := range seen {
+		fmt.Fprintf(w, "mesh_kill_switch_total{service=%q} %d\n", s, refused[refusalKey{"kill_switch", s}])
+	}
+	fmt.Fprintln(w, "# HELP mesh_relay_calls_in_flight Calls being relayed by this meshd.")
+	fmt.Fprintln(w, "# TYPE mesh_relay_calls_in_flight gauge")
+	fmt.Fprintf(w, "mesh_relay_calls_in_flight %d\n", r.InFlight())
+	fmt.Fprintln(w, "# HELP mesh_relay_timeouts_total Calls whose TTL ran out inside the relay.")
+	fmt.Fprintln(w, "# TYPE mesh_relay_timeouts_total counter")
+	fmt.Fprintf(w, "mesh_relay_timeouts_total %d\n", r.stats.timedOut.Load())
+}

@@ -1,0 +1,40 @@
+package relay
+
+import "github.com/meshrpc/mesh/router"
+
+// pipelines declares the stages of every call through this meshd, in
+// order. Adding a stage is one file and one line here.
+//
+// A call from an app on this host takes the first hop: it may be refused
+// at once (drain, kill switch, caller limit), then discovery, the
+// Balancer's pick and a connection to the picked instance (its app's own
+// connection, or its meshd's) decide where it goes, and admission applies
+// the service's local limits when that instance is on this host.
+//
+// A call another meshd routed here is on its last hop: deliver, the
+// discover variant that finds the named local instance, replaces
+// discovery, pick and connect. A retry picks again among the instances not
+// yet tried.
+func (r *Relay) pipelines() {
+	connect := router.Connect{Balancer: r.bal, Dial: r.reach}
+	admission := router.Admission{Balancer: r.bal, Self: r.cfg.Self}
+	r.firstHop = router.Pipeline{
+		draining{r},                           // drain.go
+		router.KillSwitch{Balancer: r.bal},    // router/killswitch.go
+		router.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
+		router.Discover{From: r.cfg.Registry}, // router/discover.go
+		r.bal,                                 // router/balancer.go
+		connect,                               // router/connect.go, with reach (relay.go)
+		admission,                             // router/admission.go
+	}
+	r.lastHop = router.Pipeline{
+		draining{r}, // drain.go
+		deliver{r},  // deliver.go
+		admission,
+	}
+	r.retry = router.Pipeline{
+		router.Discover{From: r.cfg.Registry},
+		r.bal,
+		connect,
+	}
+}

@@ -1,0 +1,439 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/router"
+)
+
+// HeaderInstance is the transport header that names the instance a call is
+// for, set by the first meshd and read by the instance's own meshd.
+const HeaderInstance = "mesh-instance"
+
+// InitRole: MeshdRole is the init header that marks a connection between
+// two meshds. A call arriving on such a connection is on its last hop.
+const (
+	InitRole  = "mesh_role"
+	MeshdRole = "meshd"
+)
+
+// Config configures a Relay.
+type Config struct {
+	// Self is this meshd's routable address, as registered with its
+	// instances: an instance at Self is delivered over its own connection.
+	Self string
+	// Registry answers where the instances of a service are.
+	Registry discovery.Registry
+	// Own lists the services the meshd serves itself (e.g. "hyperbahn"):
+	// calls for them are not relayed.
+	Own []string
+	// Dial opens a connection to another meshd; its connections must use
+	// this Relay as their Relayer.
+	Dial func(ctx context.Context, addr string) (*conn.Conn, error)
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Policies are the initial per-service policies (see SetPolicies).
+	Policies router.Policies
+	// Tracer records a span for each call this meshd relays (nil: none).
+	Tracer *tracing.Tracer
+}
+
+// Relay is the conn.Relayer of every meshd connection.
+type Relay struct {
+	cfg   Config
+	log   *slog.Logger
+	own   map[string]bool
+	peers *conn.Pool
+
+	localMu   sync.RWMutex
+	locals    map[string]*localInstance // by instance id
+	byService map[string][]string       // service → ids of its local instances
+
+	// bal's endpoints, breakers, budgets and policies are the relay's: it
+	// is the stage every routed call goes through.
+	bal                      *router.Balancer
+	firstHop, lastHop, retry router.Pipeline // pipeline.go
+
+	tables   sync.Map     // *conn.Conn → *table: the calls in flight, per connection
+	inflight atomic.Int64 // calls in the tables
+	saved    sync.Pool    // *[]byte: request frames kept for retries
+	bufs     sync.Pool    // *[]byte: first frames being rewritten
+	recent   recentCalls
+	refusals sync.Map // refusalKey → *atomic.Int64
+	names    names
+
+	draining atomic.Bool
+	stats    counters
+}
+
+// localInstance is an instance on this host and its app's connection.
+type localInstance struct {
+	inst []discovery.Instance // just it: what a delivered call's Instances are
+	conn *conn.Conn
+}
+
+// counters count what the relay did.
+type counters struct {
+	relayed, refused, timedOut, rateLimited atomic.Int64
+}
+
+// Stats are the relay's counters, for meshd's /status.
+type Stats struct {
+	Relayed  int64 // calls forwarded
+	Refused  int64 // calls answered with an error by the relay
+	TimedOut int64 // calls whose TTL ran out inside the relay
+	Retried  int64 // attempts sent again to another instance
+	// RateLimited counts calls refused by a rate or concurrency limit.
+	RateLimited int64
+	// BudgetExhausted counts retries refused by the retry budget.
+	BudgetExhausted int64
+}
+
+// New returns a Relay.
+func New(cfg Config) *Relay {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		own:       make(map[string]bool),
+		locals:    make(map[string]*localInstance),
+		byService: make(map[string][]string),
+	}
+	for _, s := range cfg.Own {
+		r.own[s] = true
+	}
+	r.peers = conn.NewPool(cfg.Dial)
+	var err error
+	if r.bal, err = router.NewBalancer(cfg.Policies, cfg.Logger); err != nil {
+		r.log.Error("invalid policies ignored", "err", err)
+	}
+	r.pipelines()
+	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	return r
+}
+
+// AddLocal makes a local instance deliverable over c, the app's connection.
+func (r *Relay) AddLocal(inst discovery.Instance, c *conn.Conn) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	if _, ok := r.locals[inst.ID]; !ok {
+		r.byService[inst.Service] = append(slices.Clone(r.byService[inst.Service]), inst.ID)
+	}
+	r.locals[inst.ID] = &localInstance{inst: []discovery.Instance{inst}, conn: c}
+}
+
+// RemoveLocal forgets a local instance.
+func (r *Relay) RemoveLocal(inst discovery.Instance) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	delete(r.locals, inst.ID)
+	ids := slices.DeleteFunc(slices.Clone(r.byService[inst.Service]), func(id string) bool { return id == inst.ID })
+	if len(ids) == 0 {
+		delete(r.byService, inst.Service)
+	} else {
+		r.byService[inst.Service] = ids
+	}
+}
+
+func (r *Relay) local(id string) *localInstance {
+	r.localMu.RLock()
+	l := r.locals[id]
+	r.localMu.RUnlock()
+	return l
+}
+
+// reach is the relay's way to the picked instance (router.Connect's Dial):
+// an instance on this host over its app's own connection, any other over
+// the connection to its meshd.
+func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {
+	if inst.Addr != r.cfg.Self {
+		return r.peers.Get(inst.Addr)
+	}
+	if l := r.local(inst.ID); l != nil {
+		return l.conn, nil
+	}
+	return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
+}
+
+// SetPolicies replaces every service's policy. Invalid policies are refused
+// with an error naming the service, and the ones in force stay.
+func (r *Relay) SetPolicies(ps router.Policies) error { return r.bal.SetPolicies(ps) }
+
+// Drain makes the relay decline new calls (callers retry elsewhere) while
+// those in flight finish.
+func (r *Relay) Drain() { r.draining.Store(true) }
+
+// InFlight is the number of calls being relayed.
+func (r *Relay) InFlight() int { return int(r.inflight.Load()) }
+
+// Stats returns the relay's counters.
+func (r *Relay) Stats() Stats {
+	retried, exhausted := r.bal.Retries()
+	return Stats{
+		Relayed: r.stats.relayed.Load(), Refused: r.stats.refused.Load(), TimedOut: r.stats.timedOut.Load(),
+		RateLimited: r.stats.rateLimited.Load(), Retried: retried, BudgetExhausted: exhausted,
+	}
+}
+
+// Peers lists the meshds this relay has connections to.
+func (r *Relay) Peers() []string { return r.peers.Addrs() }
+
+// OfferCall routes the first frame of a call (conn.Relayer): it runs the
+// call's pipeline, then forwards the frame to where it decided.
+func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) bool {
+	if r.own[string(req.Service)] {
+		return false
+	}
+	rc := new(relayed)
+	c := &rc.call
+	c.Reset(r.names.intern(router.RoutingName(req.Service, req.Headers)), req.Headers)
+	rc.lastHop = from.Peer().Headers[InitRole] == MeshdRole
+	p := r.firstHop
+	if rc.lastHop {
+		p = r.lastHop
+	}
+	if err := p.Route(c); err != nil {
+		c.Release()
+		r.refuseCall(from, f.ID, req, c.RefusedBy, err)
+		return true
+	}
+	r.forward(from, f, req, rc)
+	return true
+}
+
+// forward sends the first frame of a call to where its pipeline decided,
+// and keeps the call in the tables of both connections.
+func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *relayed) {
+	c := &rc.call
+	dst := c.Conn
+	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dst.NewID()
+	rc.start = time.Now()
+	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
+	ttl := time.Duration(req.TTL) * time.Millisecond
+	rc.deadline = rc.start.Add(ttl)
+
+	bp := r.bufs.Get().(*[]byte)
+	defer r.bufs.Put(bp)
+	out := r.firstFrame((*bp)[:0], f, req, c)
+	frame.SetID(out, rc.dstID)
+	var tryTimeout time.Duration
+	if !rc.lastHop {
+		rc.attempt = r.bal.Send(c)
+		rc.rec.at, rc.rec.service, rc.rec.tracing = rc.start, c.Service, req.Tracing
+		rc.rec.setCaller(c.Caller)
+		rc.rec.add(c.Instance(), c.Choice())
+		tryTimeout = r.bal.Policy(c.Service).TryTimeout.D()
+		frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
+		if r.bal.CanRetry(c) {
+			rc.save(&r.saved, f.Raw)
+		}
+	}
+	r.startSpan(rc, f, req, out)
+	*bp = out
+	// The headers alias the read loop's buffer, reused once OfferCall
+	// returns; a retry points them at its saved copy.
+	c.Headers, c.Caller, c.ShardKey = nil, nil, nil
+
+	r.track(rc)
+	tr := req.Tracing // req is reused by the read loop: copy what the timer needs
+	rc.mu.Lock()
+	if !rc.done { // a connection can close, and finish the call, at any time
+		rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tr) })
+	}
+	rc.mu.Unlock()
+	r.watchAttempt(rc, dst, rc.dstID, tryTimeout)
+
+	if err := dst.Write(out); err != nil {
+		r.finish(rc, router.Failed(frame.ErrCodeNetwork))
+		r.refuse(src, rc.srcID, req.Tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
+		return
+	}
+	r.stats.relayed.Add(1)
+}
+
+// firstFrame appends the first frame as it goes out: on a first hop to
+// another meshd with the instance's id added as a routing header (when a
+// full first frame has no room for it, the next meshd picks among its local
+// instances of the service instead).
+func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *router.Call) []byte {
+	if inst := c.Instance(); inst.Addr != r.cfg.Self {
+		if b, ok := frame.AppendCallReqWithHeader(out, f, req, HeaderInstance, inst.ID); ok {
+			return b
+		}
+	}
+	return append(out, f.Raw...)
+}
+
+// ttlMillis is the ttl to forward: the time left until deadline, or less
+// when a per-attempt timeout is shorter (the next hop then answers Timeout
+// when the attempt runs out, and the relay can retry elsewhere). A ttl is
+// never 0 on the wire: a call with less than 1ms left carries 1.
+func ttlMillis(deadline time.Time, perTry time.Duration) uint32 {
+	left := time.Until(deadline)
+	if perTry > 0 && perTry < left {
+		left = perTry
+	}
+	ms := max((left+time.Millisecond-1)/time.Millisecond, 1)
+	return uint32(min(ms, 1<<32-1))
+}
+
+// Frame forwards the later frames of relayed calls (conn.Relayer).
+func (r *Relay) Frame(from *conn.Conn, f *frame.Frame) {
+	switch f.Type {
+	case frame.TypeCallReqContinue:
+		rc := r.lookup(from, f.ID, false)
+		if rc == nil {
+			return // a call this meshd answered already, or a stray frame
+		}
+		rc.mu.Lock()
+		if rc.done || rc.reqDone {
+			rc.mu.Unlock()
+			return
+		}
+		rc.reqDone = len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
+		rc.keep(f.Raw) // before its id is rewritten below
+		dst, dstID := rc.dst, rc.dstID
+		rc.mu.Unlock()
+		frame.SetID(f.Raw, dstID)
+		dst.Write(f.Raw)
+	case frame.TypeCancel:
+		rc := r.lookup(from, f.ID, false)
+		if rc == nil {
+			return
+		}
+		rc.mu.Lock()
+		dst, dstID := rc.dst, rc.dstID
+		rc.mu.Unlock()
+		r.finish(rc, router.Outcome{Cancelled: true}) // forgotten before the callee hears of it
+		frame.SetID(f.Raw, dstID)
+		dst.Write(f.Raw)
+	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
+		rc := r.lookup(from, f.ID, true)
+		if rc == nil {
+			return // the call timed out or was cancelled here
+		}
+		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, frame.ErrCode(f.Payload[0])) {
+			return // another instance gets the call; the caller never sees this error
+		}
+		if f.Type == frame.TypeCallRes && len(f.Payload) > 1 {
+			rc.appErr = frame.ResCode(f.Payload[1]) != frame.ResOK
+		}
+		frame.SetID(f.Raw, rc.srcID)
+		rc.src.Write(f.Raw)
+		switch {
+		case f.Type == frame.TypeError:
+			r.finish(rc, router.Failed(frame.ErrCode(f.Payload[0])))
+		case f.Payload[0]&frame.FlagMoreFragments == 0:
+			r.finish(rc, router.Outcome{AppErr: rc.appErr})
+		}
+	}
+}
+
+// expire ends a call whose TTL ran out in the relay: the caller hears a
+// timeout, the callee a cancel.
+func (r *Relay) expire(rc *relayed, t frame.Tracing) {
+	if !r.finish(rc, router.Failed(frame.ErrCodeTimeout)) {
+		return
+	}
+	r.stats.timedOut.Add(1)
+	r.sendError(rc.src, rc.srcID, t, frame.ErrCodeTimeout, "call timed out in the mesh")
+	if b, err := frame.AppendCancel(nil, rc.dstID, frame.Cancel{Tracing: t, Why: []byte("ttl expired")}); err == nil {
+		rc.dst.Write(b)
+	}
+}
+
+// Closed fails the calls relayed through a closed connection (conn.Relayer):
+// only its own table is read.
+func (r *Relay) Closed(c *conn.Conn, err error) {
+	r.peers.Forget(c)
+	v, ok := r.tables.LoadAndDelete(c)
+	if !ok {
+		return
+	}
+	sent, took := v.(*table).drain()
+	for _, e := range sent { // calls sent to c: the callee was lost
+		if r.retryAfter(e.rc, c, e.id, frame.ErrCodeNetwork) {
+			continue
+		}
+		if r.finish(e.rc, router.Failed(frame.ErrCodeNetwork)) {
+			r.sendError(e.rc.src, e.rc.srcID, frame.Tracing{}, frame.ErrCodeNetwork, "connection to the callee was lost")
+		}
+	}
+	for _, e := range took { // calls c's peer sent: the caller went away
+		if !r.finish(e.rc, router.Outcome{Cancelled: true}) {
+			continue
+		}
+		e.rc.mu.Lock()
+		dst, dstID := e.rc.dst, e.rc.dstID
+		e.rc.mu.Unlock()
+		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("caller went away")}); err == nil {
+			dst.Write(b)
+		}
+	}
+}
+
+// refuseCall answers a call a stage refused, and records why.
+func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, stage string, err error) {
+	e, ok := err.(*frame.Error)
+	if !ok {
+		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
+	}
+	service := r.names.intern(router.RoutingName(req.Service, req.Headers))
+	r.countRefusal(stage, service)
+	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
+	caller, _ := req.Headers.Get(frame.HeaderCallerName)
+	rec.setCaller(caller)
+	r.recent.add(&rec)
+	r.refuse(c, id, req.Tracing, e.Code, e.Message)
+}
+
+func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
+	r.stats.refused.Add(1)
+	r.sendError(c, id, t, code, msg)
+}
+
+func (r *Relay) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
+	c.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
+}
+
+// names interns service names, so the call path turns the name bytes of a
+// frame into a string without allocating once a service has been seen.
+type names struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+func (n *names) intern(b []byte) string {
+	n.mu.RLock()
+	s, ok := n.m[string(b)]
+	n.mu.RUnlock()
+	if ok {
+		return s
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = make(map[string]string)
+	}
+	if s, ok := n.m[string(b)]; ok {
+		return s
+	}
+	if len(n.m) >= 100000 { // a flood of made-up names: stop remembering
+		return string(b)
+	}
+	s = string(b)
+	n.m[s] = s
+	return s
+}

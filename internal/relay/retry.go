@@ -1,0 +1,168 @@
+package relay
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/router"
+)
+
+// Whether a failed attempt is retried is the Balancer's decision
+// (MayRetry: the "re" flags, attempts left, time left, the retry budget),
+// the same one the SDK's direct mode asks. What is the relay's own is
+// resending: a call keeps its request's frames until answered, and once the
+// whole request has passed through it can send them again under a new id.
+
+// maxRetryBytes bounds the request frames kept for a retry: a larger
+// request is forwarded as it streams and not retried.
+const maxRetryBytes = 256 << 10
+
+// save keeps the first frame as it arrived, for a retry.
+func (rc *relayed) save(pool *sync.Pool, raw []byte) {
+	bp, _ := pool.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = append((*bp)[:0], raw...)
+	rc.saved, rc.firstLen = bp, len(raw)
+}
+
+// keep saves a continuation frame of the request, until the bound. Called
+// under rc.mu.
+func (rc *relayed) keep(raw []byte) {
+	if rc.saved == nil || rc.tooBig {
+		return
+	}
+	if len(*rc.saved)+len(raw) > maxRetryBytes {
+		rc.tooBig = true
+		return
+	}
+	*rc.saved = append(*rc.saved, raw...)
+}
+
+// retryAfter decides, when the attempt sent on dst as dstID failed with
+// code, whether to try another instance, and if so ends the attempt and
+// schedules the next. It reports whether it did (the caller must then not
+// forward the failure). Only a request that passed through whole, and was
+// kept whole, can be sent again.
+func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame.ErrCode) bool {
+	rc.mu.Lock()
+	if rc.done || rc.between || rc.dst != dst || rc.dstID != dstID || !rc.reqDone || rc.saved == nil || rc.tooBig ||
+		!r.bal.MayRetry(&rc.call, code, time.Until(rc.deadline)) {
+		rc.mu.Unlock()
+		return false
+	}
+	rc.between = true // this attempt is over; the call is not
+	att := rc.attempt
+	rc.attempt = router.Attempt{}
+	rc.rec.end(router.Failed(code), time.Since(rc.start))
+	if rc.tryTimer != nil {
+		rc.tryTimer.Stop() // the next attempt gets its own
+	}
+	if rc.trace != nil {
+		rc.trace.events = append(rc.trace.events, tracing.Event{Name: "retry", Time: time.Now(), Attrs: []attribute.KeyValue{
+			attribute.String("mesh.instance", rc.call.Instance().ID), attribute.String("mesh.cause", code.String())}})
+	}
+	n, left := len(rc.call.Tried), time.Until(rc.deadline)
+	rc.mu.Unlock()
+	r.remove(dst, dstID, rc, true)
+	att.Done(router.Failed(code))
+	time.AfterFunc(router.Backoff(n, left), func() { r.resend(rc, code) })
+	return true
+}
+
+// resend routes the call again (the retry pipeline) and sends its saved
+// request frames to the instance picked.
+func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
+	rc.mu.Lock()
+	if rc.done {
+		rc.mu.Unlock()
+		return
+	}
+	saved, firstLen := slices.Clone(*rc.saved), rc.firstLen
+	rc.mu.Unlock()
+	var req frame.CallReq
+	var frag frame.Fragment
+	f := &frame.Frame{Raw: saved[:firstLen], Payload: saved[frame.HeaderSize:firstLen]}
+	f.Header, _ = frame.ParseHeader(f.Raw)
+	frame.DecodeCallReq(f.Payload, &req, &frag)
+	c := &rc.call
+	c.SetHeaders(req.Headers) // in the saved copy, which this attempt keeps
+	if err := r.retry.Route(c); err != nil {
+		if r.finish(rc, router.Outcome{Cancelled: true}) {
+			r.sendError(rc.src, rc.srcID, rc.hop, lastCode, "retry found no other instance: "+err.Error())
+		}
+		return
+	}
+	out := r.firstFrame(make([]byte, 0, len(saved)+64), f, &req, c)
+	out = append(out, saved[firstLen:]...) // the continuation frames follow
+	tryTimeout := r.bal.Policy(c.Service).TryTimeout.D()
+	dst := c.Conn
+
+	rc.mu.Lock()
+	if rc.done {
+		rc.mu.Unlock()
+		return
+	}
+	rc.dst, rc.dstID, rc.start, rc.between = dst, dst.NewID(), time.Now(), false
+	rc.attempt = r.bal.Send(c)
+	rc.rec.add(c.Instance(), c.Choice())
+	frame.SetIDs(out, rc.dstID)
+	frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
+	if rc.hop.TraceID != 0 {
+		frame.SetCallReqTracing(out, rc.hop)
+	}
+	dstID := rc.dstID
+	rc.mu.Unlock()
+	r.add(dst, dstID, rc, true)
+	r.watchAttempt(rc, dst, dstID, tryTimeout)
+	if err := dst.Write(out); err != nil {
+		if r.finish(rc, router.Failed(frame.ErrCodeNetwork)) {
+			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
+		}
+	}
+}
+
+// watchAttempt ends the attempt sent on dst as dstID if no answer came
+// within the per-attempt timeout: the next hop should have answered Timeout
+// by then, so it is unreachable (a partition, a hung process). The attempt
+// counts as timed out: retried elsewhere when the flags allow, else the
+// caller hears it.
+func (r *Relay) watchAttempt(rc *relayed, dst *conn.Conn, dstID uint32, timeout time.Duration) {
+	if timeout <= 0 {
+		return
+	}
+	grace := timeout + timeout/4 + 50*time.Millisecond // room for the next hop's own Timeout answer
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.done {
+		return
+	}
+	if rc.tryTimer != nil {
+		rc.tryTimer.Stop()
+	}
+	rc.tryTimer = time.AfterFunc(grace, func() {
+		rc.mu.Lock()
+		current := !rc.done && !rc.between && rc.dst == dst && rc.dstID == dstID
+		rc.mu.Unlock()
+		if !current {
+			return
+		}
+		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
+			dst.Write(b)
+		}
+		if r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
+			return
+		}
+		if r.finish(rc, router.Failed(frame.ErrCodeTimeout)) {
+			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeTimeout, fmt.Sprintf("no answer within the %v attempt timeout", timeout))
+		}
+	})
+}

@@ -1,0 +1,65 @@
+package router
+
+import (
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// Attempt is one try of a call at the instance the Balancer picked, from
+// Send to its Done. The zero Attempt is none: its Done does nothing.
+type Attempt struct {
+	ep    *endpoint
+	start time.Time
+}
+
+// Send starts an attempt at c's picked instance: the instance has one more
+// call in flight, c.Tried lists it, and the call's first attempt counts
+// toward the service's retry budget. Done on the result tells the
+// Balancer how the attempt ended.
+func (b *Balancer) Send(c *Call) Attempt {
+	e := c.eps[c.Picked]
+	e.pending.Add(1)
+	if len(c.Tried) == 0 {
+		b.budget(c.Service).deposit()
+	}
+	c.Tried = append(c.Tried, e.id)
+	return Attempt{ep: e, start: time.Now()}
+}
+
+// Done tells the Balancer how the attempt ended: the instance's latency
+// average, breaker and counters learn from it (a cancelled attempt teaches
+// nothing but is no longer in flight). Call it once.
+func (a Attempt) Done(o Outcome) { a.ep.judge(a.start, o) }
+
+// Outcome is how an attempt ended. The zero Outcome is a good answer.
+type Outcome struct {
+	Code      frame.ErrCode // the error frame's code; 0 when answered
+	AppErr    bool          // answered with an application error (still an answer)
+	Cancelled bool          // the caller gave up: says nothing of the instance
+}
+
+// Failed is the Outcome of an attempt that ended with an error frame (or the
+// local equivalent) of code.
+func Failed(code frame.ErrCode) Outcome { return Outcome{Code: code} }
+
+// failed reports whether the outcome counts against the instance (its
+// breaker) rather than the call.
+func (o Outcome) failed() bool {
+	if o.Cancelled {
+		return false
+	}
+	switch o.Code {
+	case frame.ErrCodeTimeout, frame.ErrCodeNetwork, frame.ErrCodeUnexpected, frame.ErrCodeBusy, frame.ErrCodeUnhealthy:
+		return true
+	}
+	return false
+}
+
+// String is the outcome's result label, as in mesh_calls_total.
+func (o Outcome) String() string {
+	if o.Cancelled {
+		return "cancelled by caller"
+	}
+	return resultNames[resultSlot(o)]
+}

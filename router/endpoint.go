@@ -1,0 +1,147 @@
+package router
+
+import (
+	"errors"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/meshrpc/mesh/discovery"
+)
+
+// peakEWMADecay is the time constant of the latency average: an observation
+// loses half its weight in about 0.7s. A latency above the average replaces
+// it at once (the "peak"), so a slowing instance is avoided within one call,
+// while a one-off stall of a fast instance is forgotten in well under a
+// second instead of sending traffic to a slow one meanwhile.
+const peakEWMADecay = time.Second
+
+// endpoint is what the Balancer learns about one instance from the calls
+// sent there: calls in flight, a peak-sensitive latency average, and a
+// circuit breaker.
+type endpoint struct {
+	id      string
+	hash    uint64 // of the id, for rendezvous hashing
+	pending atomic.Int64
+	breaker *gobreaker.CircuitBreaker[struct{}]
+	service string
+	addr    string // of the meshd that delivers to it
+	stats   endpointStats
+
+	mu    sync.Mutex
+	ewma  float64 // nanoseconds
+	stamp time.Time
+}
+
+// cost is the expected wait at this instance: latency times queue length.
+// The latency decays toward zero while the instance gets no calls, so one
+// that was avoided is tried again once it has been left alone a while.
+func (e *endpoint) cost() float64 {
+	e.mu.Lock()
+	l := e.ewma
+	if !e.stamp.IsZero() {
+		l *= math.Exp(-float64(time.Since(e.stamp)) / float64(peakEWMADecay))
+	}
+	e.mu.Unlock()
+	return (l + 1000) * float64(e.pending.Load()+1)
+}
+
+// observe folds one call's latency into the average.
+func (e *endpoint) observe(rtt time.Duration, now time.Time) {
+	x := float64(rtt)
+	e.mu.Lock()
+	if x > e.ewma || e.stamp.IsZero() {
+		e.ewma = x
+	} else {
+		w := math.Exp(-float64(now.Sub(e.stamp)) / float64(peakEWMADecay))
+		e.ewma = e.ewma*w + x*(1-w)
+	}
+	e.stamp = now
+	e.mu.Unlock()
+}
+
+// usable reports whether the breaker lets calls through: not while open,
+// and while half-open only as many at once as it takes probes.
+func (e *endpoint) usable() bool {
+	switch e.breaker.State() {
+	case gobreaker.StateOpen:
+		return false
+	case gobreaker.StateHalfOpen:
+		return e.pending.Load() < breakerProbes
+	}
+	return true
+}
+
+// judge tells an endpoint how one attempt that started at start went.
+func (e *endpoint) judge(start time.Time, o Outcome) {
+	if e == nil {
+		return
+	}
+	e.pending.Add(-1)
+	if o.Cancelled {
+		return
+	}
+	now := time.Now()
+	rtt := now.Sub(start)
+	e.stats.record(o, rtt)
+	e.observe(rtt, now)
+	if o.failed() {
+		e.breaker.Execute(broke)
+	} else {
+		e.breaker.Execute(passed)
+	}
+}
+
+// The breaker learns outcomes after the fact: Execute runs one of these.
+var errInstanceFailed = errors.New("instance failed the call")
+
+func passed() (struct{}, error) { return struct{}{}, nil }
+func broke() (struct{}, error)  { return struct{}{}, errInstanceFailed }
+
+// endpoints keeps an endpoint per instance id.
+type endpoints struct {
+	m        sync.Map // id → *endpoint
+	settings func(e *endpoint) gobreaker.Settings
+}
+
+func (s *endpoints) get(inst discovery.Instance) *endpoint {
+	if v, ok := s.m.Load(inst.ID); ok {
+		return v.(*endpoint)
+	}
+	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID))}
+	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
+	v, _ := s.m.LoadOrStore(inst.ID, e)
+	return v.(*endpoint)
+}
+
+// Breaker defaults: a run of 5 failures, or half of at least 20 calls in a
+// 10s window, opens an instance's breaker; after 5s up to 3 probe calls
+// decide whether it closes again.
+const (
+	breakerConsecutive = 5
+	breakerMinCalls    = 20
+	breakerWindow      = 10 * time.Second
+	breakerOpenFor     = 5 * time.Second
+	breakerProbes      = 3
+)
+
+func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {
+	return gobreaker.Settings{
+		Name:        e.id,
+		MaxRequests: breakerProbes,
+		Interval:    breakerWindow,
+		Timeout:     b.policies.limits(e.service).policy.BreakerOpenFor.D(),
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			p := b.policies.limits(e.service).policy // thresholds follow policy changes
+			return c.ConsecutiveFailures >= uint32(p.BreakerFailures) ||
+				c.Requests >= breakerMinCalls && float64(c.TotalFailures) >= p.BreakerRatio*float64(c.Requests)
+		},
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			e.stats.breakerChanges[to].Add(1)
+			b.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
+		},
+	}
+}

@@ -1,0 +1,17 @@
+package router
+
+import "github.com/meshrpc/mesh/frame"
+
+// KillSwitch is the stage that refuses calls from callers the service's
+// policy blocks (Policy.Blocked; "*" blocks every caller), at once and
+// before discovery: the switch an operator throws to cut a caller off.
+type KillSwitch struct{ Balancer *Balancer }
+
+func (KillSwitch) Name() string { return "kill_switch" }
+
+func (k KillSwitch) Route(c *Call) error {
+	if c.lim(k.Balancer).blocked(c.Caller) {
+		return frame.Errorf(frame.ErrCodeDeclined, "calls from %q to %q are blocked (kill switch)", c.Caller, c.Service)
+	}
+	return nil
+}
