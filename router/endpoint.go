@@ -27,45 +27,59 @@ type endpoint struct {
 	hash    uint64 // of the id, for rendezvous hashing
 	pending atomic.Int64
 	breaker *gobreaker.CircuitBreaker[struct{}]
+	// state mirrors the breaker's state as its OnStateChange last set it:
+	// while it says closed, usable needs no lock.
+	state   atomic.Int32
 	service string
 	addr    string // of the meshd that delivers to it
 	stats   endpointStats
 
-	mu    sync.Mutex
-	ewma  float64 // nanoseconds
-	stamp time.Time
+	// The latency average, in nanoseconds (float64 bits), and when it was
+	// last updated (unix nanoseconds, 0: never): atomics, so that a pick
+	// reading costs takes no lock. Two observations racing may blend a
+	// little differently than in sequence, which a heuristic can afford.
+	ewma  atomic.Uint64
+	stamp atomic.Int64
 }
 
 // cost is the expected wait at this instance: latency times queue length.
 // The latency decays toward zero while the instance gets no calls, so one
 // that was avoided is tried again once it has been left alone a while.
 func (e *endpoint) cost() float64 {
-	e.mu.Lock()
-	l := e.ewma
-	if !e.stamp.IsZero() {
-		l *= math.Exp(-float64(time.Since(e.stamp)) / float64(peakEWMADecay))
+	l := math.Float64frombits(e.ewma.Load())
+	if stamp := e.stamp.Load(); stamp != 0 {
+		l *= math.Exp(-float64(time.Now().UnixNano()-stamp) / float64(peakEWMADecay))
 	}
-	e.mu.Unlock()
 	return (l + 1000) * float64(e.pending.Load()+1)
 }
 
 // observe folds one call's latency into the average.
 func (e *endpoint) observe(rtt time.Duration, now time.Time) {
-	x := float64(rtt)
-	e.mu.Lock()
-	if x > e.ewma || e.stamp.IsZero() {
-		e.ewma = x
-	} else {
-		w := math.Exp(-float64(now.Sub(e.stamp)) / float64(peakEWMADecay))
-		e.ewma = e.ewma*w + x*(1-w)
+	x, at := float64(rtt), now.UnixNano()
+	for {
+		old, stamp := e.ewma.Load(), e.stamp.Load()
+		avg := math.Float64frombits(old)
+		next := x
+		if x <= avg && stamp != 0 {
+			w := math.Exp(-float64(at-stamp) / float64(peakEWMADecay))
+			next = avg*w + x*(1-w)
+		}
+		if e.ewma.CompareAndSwap(old, math.Float64bits(next)) {
+			e.stamp.Store(at)
+			return
+		}
 	}
-	e.stamp = now
-	e.mu.Unlock()
 }
 
 // usable reports whether the breaker lets calls through: not while open,
-// and while half-open only as many at once as it takes probes.
+// and while half-open only as many at once as it takes probes. A closed
+// breaker only leaves that state through a failure that e learns of (its
+// OnStateChange), so the common case reads an atomic; only an open or
+// half-open breaker is asked, since its timeout moves it on when asked.
 func (e *endpoint) usable() bool {
+	if gobreaker.State(e.state.Load()) == gobreaker.StateClosed {
+		return true
+	}
 	switch e.breaker.State() {
 	case gobreaker.StateOpen:
 		return false
@@ -140,6 +154,7 @@ func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {
 				c.Requests >= breakerMinCalls && float64(c.TotalFailures) >= p.BreakerRatio*float64(c.Requests)
 		},
 		OnStateChange: func(name string, from, to gobreaker.State) {
+			e.state.Store(int32(to))
 			e.stats.breakerChanges[to].Add(1)
 			b.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
 		},
