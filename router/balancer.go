@@ -72,7 +72,7 @@ func (b *Balancer) Route(c *Call) error {
 		}
 	}
 	ch := &c.choice
-	ch.considered, ch.open = len(insts), 0
+	ch.considered, ch.open = int32(len(insts)), 0
 	for _, e := range c.eps {
 		if !e.usable() {
 			ch.open++
@@ -80,7 +80,7 @@ func (b *Balancer) Route(c *Call) error {
 	}
 	// With every instance behind an open breaker, pick among them anyway
 	// (panic mode): refusing everything would only delay recovery.
-	all := ch.open == len(c.eps)
+	all := int(ch.open) == len(c.eps)
 	ch.panic = all
 	var i, rival int
 	switch {

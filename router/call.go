@@ -37,13 +37,13 @@ type Call struct {
 	limits      *limits // the service's, looked up once per call
 	admitted    *limits // the local-delivery limits this call holds a place in
 	eps         []*endpoint
-	epsBuf      [16]*endpoint
-	unreachable bitset // instances found unreachable during this pick
-	skip        bitset // unreachable or tried, for one pick
+	epsBuf      [8]*endpoint // services with more instances allocate theirs
+	unreachable bitset       // instances found unreachable during this pick
+	skip        bitset       // unreachable or tried, for one pick
 	choice      Choice
 	unreachBuf  [1]uint64
 	skipBuf     [1]uint64
-	tryBuf      [4]string
+	tryBuf      [3]string // the default max_attempts
 }
 
 // Reset readies c for a new call to service with transport headers h,

@@ -16,14 +16,14 @@ const (
 // explanation: kept as numbers and pointers, turned into words only when
 // someone asks (AppendWhy), so recording it costs the call path nothing.
 type Choice struct {
-	how         pickKind
-	considered  int  // instances the registry returned
-	open        int  // of them behind open breakers
-	unreachable int  // of them found unreachable during this pick
-	panic       bool // all were behind open breakers, so breakers were ignored
 	rival       *endpoint
 	cost        float64
 	rivalCost   float64
+	considered  int32 // instances the registry returned
+	open        int32 // of them behind open breakers
+	unreachable int32 // of them found unreachable during this pick
+	how         pickKind
+	panic       bool // all were behind open breakers, so breakers were ignored
 }
 
 // AppendWhy writes why the instance was picked, in words; terse leaves out

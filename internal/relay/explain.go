@@ -31,7 +31,10 @@ type record struct {
 	caller   [32]byte
 	callerN  uint8
 	tracing  frame.Tracing
-	attempts [4]attemptRecord
+	// The first two attempts are kept inline, as most calls have one; a
+	// third and fourth go to more, allocated when needed.
+	attempts [2]attemptRecord
+	more     *[2]attemptRecord
 	n        int
 	stage    string // of a refusal: the stage that refused
 	refused  string
@@ -42,17 +45,32 @@ func (rec *record) setCaller(c []byte) {
 	rec.callerN = uint8(copy(rec.caller[:], c))
 }
 
-func (rec *record) add(inst discovery.Instance, ch router.Choice) {
-	if rec.n < len(rec.attempts) {
-		rec.attempts[rec.n] = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
-		rec.n++
+// maxRecorded is how many attempts of one call a record keeps.
+const maxRecorded = 4
+
+// attempt is the record of attempt i (0-based, below rec.n).
+func (rec *record) attempt(i int) *attemptRecord {
+	if i < len(rec.attempts) {
+		return &rec.attempts[i]
 	}
+	return &rec.more[i-len(rec.attempts)]
+}
+
+func (rec *record) add(inst discovery.Instance, ch router.Choice) {
+	if rec.n >= maxRecorded {
+		return
+	}
+	if rec.n == len(rec.attempts) && rec.more == nil {
+		rec.more = new([2]attemptRecord)
+	}
+	*rec.attempt(rec.n) = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
+	rec.n++
 }
 
 // end marks the current attempt finished.
 func (rec *record) end(o router.Outcome, latency time.Duration) {
 	if rec.n > 0 {
-		a := &rec.attempts[rec.n-1]
+		a := rec.attempt(rec.n - 1)
 		a.result, a.latency, a.done = o, latency, true
 	}
 }
@@ -110,7 +128,7 @@ func (rec *record) explain() Explanation {
 		Refused: rec.refused,
 	}
 	for i := range rec.n {
-		a := &rec.attempts[i]
+		a := rec.attempt(i)
 		info := AttemptInfo{Instance: a.instance, Addr: a.addr, Millis: float64(a.latency.Microseconds()) / 1000, Result: "in flight"}
 		info.Why = string(rec.appendWhy(nil, i, false))
 		if a.done {
@@ -133,7 +151,7 @@ func (rec *record) appendWhy(b []byte, i int, terse bool) []byte {
 	if i > 0 {
 		b = append(b, "retry: "...)
 	}
-	return rec.attempts[i].choice.AppendWhy(b, terse)
+	return rec.attempt(i).choice.AppendWhy(b, terse)
 }
 
 // Recent returns the explanations of recent calls, newest first: those of

@@ -88,7 +88,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
 	}
 	var why [192]byte
 	if rec.n > 0 {
-		last := &rec.attempts[rec.n-1]
+		last := rec.attempt(rec.n - 1)
 		tag(tracing.Tag{Key: "mesh.instance", Value: last.instance})
 		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1, true)})
 	}
