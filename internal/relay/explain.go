@@ -26,11 +26,11 @@ type attemptRecord struct {
 
 // record is one call's routing decisions.
 type record struct {
-	at       time.Time
-	service  string
-	caller   [32]byte
-	callerN  uint8
-	tracing  frame.Tracing
+	at      time.Time
+	service string
+	caller  [32]byte
+	callerN uint8
+	tracing frame.Tracing
 	// The first two attempts are kept inline, as most calls have one; a
 	// third and fourth go to more, allocated when needed.
 	attempts [2]attemptRecord
