@@ -12,5 +12,8 @@
 // JSON (headers are a string map, the body a JSON value), both interoperable
 // with tchannel-go's raw and json packages.
 //
-// It knows nothing of Consul or routing policy: that is meshd's job.
+// It knows nothing of Consul (nor links its client): through a meshd, where
+// instances are and which one gets a call are meshd's business. Without
+// one, DialPeers routes over the peers it is given with the same stages
+// meshd runs (package router).
 package client

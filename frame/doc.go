@@ -10,5 +10,7 @@
 // the next call to ReadFrame; copy what must live longer.
 //
 // Where it sits: the connection layer (internal/conn) reads and writes frames
-// with this package; the relay in router/ reads call headers in place with it.
+// with this package; meshd's relay (internal/relay) reads call headers in
+// place and rewrites ids, ttls and tracing fields with rewrite.go. Error is
+// the wire error every layer returns.
 package frame

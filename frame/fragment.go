@@ -14,7 +14,6 @@ type MessageWriter struct {
 	Emit func(frame []byte) error
 
 	buf      []byte
-	start    int // where the current frame begins in buf (always 0)
 	contType Type
 	csum     ChecksumType
 	sum      uint32
