@@ -49,6 +49,7 @@ func FuzzDecode(f *testing.F) {
 					if arg1 := CallReqArg1(fr.Payload, &req); frag.NumChunks > 0 && !bytes.Equal(arg1, frag.Chunks[0]) {
 						t.Fatalf("CallReqArg1 %q, decoded arg1 %q", arg1, frag.Chunks[0])
 					}
+					checkRewrites(t, fr, &req, &frag)
 					asm.Reset()
 				}
 			case TypeCallRes:
@@ -87,4 +88,43 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkRewrites holds the relay's in-place rewrites of a decoded call req to
+// their promise: the rewritten frame decodes, with only the rewritten field
+// changed (and, with a header added, the same args).
+func checkRewrites(t *testing.T, fr *Frame, req *CallReq, frag *Fragment) {
+	b := bytes.Clone(fr.Raw)
+	SetID(b, fr.ID+1)
+	SetCallReqTTL(b, req.TTL+1)
+	SetCallReqTracing(b, Tracing{SpanID: 7, TraceID: 9, Flags: 1})
+	var r2 CallReq
+	var f2 Fragment
+	if err := DecodeCallReq(b[HeaderSize:], &r2, &f2); err != nil {
+		t.Fatalf("rewritten call req does not decode: %v", err)
+	}
+	if h, _ := ParseHeader(b); h.ID != fr.ID+1 || r2.TTL != req.TTL+1 || r2.Tracing.SpanID != 7 || !bytes.Equal(r2.Service, req.Service) {
+		t.Fatalf("rewrites: id %d ttl %d tracing %+v service %q", h.ID, r2.TTL, r2.Tracing, r2.Service)
+	}
+	out, ok := AppendCallReqWithHeader(nil, fr, req, "mesh-instance", "svc@10.0.0.1:21300#1")
+	if !ok {
+		return
+	}
+	g, err := NewReader(bytes.NewReader(out)).ReadFrame()
+	if err != nil {
+		t.Fatalf("frame with a header added does not read: %v", err)
+	}
+	if err := DecodeCallReq(g.Payload, &r2, &f2); err != nil {
+		t.Fatalf("frame with a header added does not decode: %v", err)
+	}
+	want := req.Headers.Len() + 1
+	if _, had := req.Headers.Get("mesh-instance"); had {
+		want-- // set in place: a key never appears twice
+	}
+	if v, _ := r2.Headers.Get("mesh-instance"); string(v) != "svc@10.0.0.1:21300#1" || r2.Headers.Len() != want {
+		t.Fatalf("added header %q, %d headers from %d", v, r2.Headers.Len(), req.Headers.Len())
+	}
+	if f2.NumChunks != frag.NumChunks || !bytes.Equal(bytes.Join(f2.Chunks[:f2.NumChunks], nil), bytes.Join(frag.Chunks[:frag.NumChunks], nil)) {
+		t.Fatal("adding a header changed the args")
+	}
 }

@@ -29,18 +29,25 @@ func SetCallReqTTL(f []byte, ttl uint32) { binary.BigEndian.PutUint32(f[HeaderSi
 func SetCallReqTracing(f []byte, t Tracing) { t.Put(f[CallReqTracingOffset:]) }
 
 // AppendCallReqWithHeader appends to dst a copy of call req frame f (req
-// decoded from it) with key=value added to its transport headers; its args
-// and their checksum are untouched. It reports false, appending nothing,
-// when the frame has no header count to extend or the result would not fit
-// in a frame.
+// decoded from it) with key=value set in its transport headers: added, or in
+// place of the value the frame had (a duplicate key would make the frame
+// invalid); its args and their checksum are untouched. It reports false,
+// appending nothing, when the frame has no header block to extend, the
+// header is invalid, or the result would not fit in a frame.
 func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value string) ([]byte, bool) {
 	p := f.Payload
 	hdrOff := 1 + 4 + TracingSize + 1 + len(req.Service)
 	hdrLen := len(req.Headers)
-	if hdrLen == 0 || req.Headers.Len() >= MaxHeaders || len(key) > 255 || len(value) > 255 {
+	if hdrLen == 0 || len(key) == 0 || len(key) > MaxHeaderKeySize || len(value) > 255 {
 		return dst, false
 	}
+	n := req.Headers.Len()
 	size := len(f.Raw) + 2 + len(key) + len(value)
+	if old, had := req.Headers.Get(key); had {
+		size -= 2 + len(key) + len(old)
+	} else if n++; n > MaxHeaders {
+		return dst, false
+	}
 	if size > MaxFrameSize {
 		return dst, false
 	}
@@ -48,8 +55,16 @@ func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value stri
 	dst = append(dst, f.Raw[:HeaderSize]...)
 	binary.BigEndian.PutUint16(dst[at:], uint16(size))
 	dst = append(dst, p[:hdrOff]...)
-	dst = append(dst, p[hdrOff]+1) // one more header
-	dst = append(dst, p[hdrOff+1:hdrOff+hdrLen]...)
+	dst = append(dst, byte(n))
+	req.Headers.Each(func(k, v []byte) bool {
+		if string(k) != key {
+			dst = append(dst, byte(len(k)))
+			dst = append(dst, k...)
+			dst = append(dst, byte(len(v)))
+			dst = append(dst, v...)
+		}
+		return true
+	})
 	dst = append(dst, byte(len(key)))
 	dst = append(dst, key...)
 	dst = append(dst, byte(len(value)))

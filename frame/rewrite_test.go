@@ -30,6 +30,7 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 		fits    bool
 	}{
 		{"small call", 100, AppendHeader(nil, "as", "raw"), true},
+		{"header already set (by a caller)", 100, AppendHeader(AppendHeader(nil, "mesh-instance", "forged"), "as", "raw"), true},
 		{"no headers yet", 100, nil, true},
 		{"full first frame", 70000, AppendHeader(nil, "as", "raw"), false},
 	}
@@ -63,7 +64,11 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 			if v, _ := req2.Headers.Get("mesh-instance"); string(v) != "orders@10.0.0.1:21300#4" {
 				t.Fatalf("instance header = %q", v)
 			}
-			if req2.Headers.Len() != tc.headers.Len()+1 || string(req2.Service) != "orders" || req2.TTL != 100 {
+			want := tc.headers.Len() + 1
+			if _, had := tc.headers.Get("mesh-instance"); had {
+				want--
+			}
+			if req2.Headers.Len() != want || string(req2.Service) != "orders" || req2.TTL != 100 {
 				t.Fatalf("fields changed: %d headers, service %q, ttl %d", req2.Headers.Len(), req2.Service, req2.TTL)
 			}
 			// The args and their checksum are untouched.

@@ -69,10 +69,6 @@ func TestCallAcrossTwoMeshds(t *testing.T) {
 	reg := discovery.NewLocal()
 	a := startMeshd(t, "127.0.0.1:0", reg)
 	b := startMeshd(t, "127.0.0.2:0", reg)
-	// Round robin, so that without rk both orders instances surely get calls.
-	if err := a.SetPolicies(router.Policies{"orders": {Balancer: router.BalancerRoundRobin}}); err != nil {
-		t.Fatal(err)
-	}
 	echoServer(t, b.Addr(), "orders")
 
 	c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "test", Logger: testkit.Quiet})
@@ -656,5 +652,29 @@ func TestRoutingKeyRoutesOnAnotherService(t *testing.T) {
 	}
 	if answers["orders:x"] != 20 || answers["proxy:orders"] != 20 {
 		t.Fatalf("without rk, round robin over both orders instances answered %v", answers)
+	}
+}
+
+// A caller that sends the routing header itself cannot break the
+// connection between two meshds: the first meshd sets the header to its own
+// pick instead of adding a second one, which the next meshd would refuse as
+// a protocol error, failing every call between the two hosts.
+func TestCallerSentRoutingHeaderIsReplaced(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startMeshd(t, "127.0.0.1:0", reg)
+	b := startMeshd(t, "127.0.0.2:0", reg)
+	echoServer(t, b.Addr(), "svc")
+	c := dialMeshd(t, a.Addr())
+	other := dialMeshd(t, a.Addr())
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := c.Call(ctx, "svc", "echo", nil, []byte("x"), client.WithTransportHeader("mesh-instance", "svc@forged"))
+		cancel()
+		if err != nil || string(res.Body) != "svc:x" {
+			t.Fatalf("call %d with a forged routing header: %v", i, err)
+		}
+		if body, err := callEcho(other, "svc", []byte("y")); err != nil || string(body) != "svc:y" {
+			t.Fatalf("another caller's call %d: %q %v", i, body, err)
+		}
 	}
 }

@@ -2,9 +2,7 @@ package relay
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,12 +74,6 @@ type Relay struct {
 	stats    counters
 }
 
-// localInstance is an instance on this host and its app's connection.
-type localInstance struct {
-	inst []discovery.Instance // just it: what a delivered call's Instances are
-	conn *conn.Conn
-}
-
 // counters count what the relay did.
 type counters struct {
 	relayed, refused, timedOut, rateLimited atomic.Int64
@@ -122,49 +114,6 @@ func New(cfg Config) *Relay {
 	r.pipelines()
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
-}
-
-// AddLocal makes a local instance deliverable over c, the app's connection.
-func (r *Relay) AddLocal(inst discovery.Instance, c *conn.Conn) {
-	r.localMu.Lock()
-	defer r.localMu.Unlock()
-	if _, ok := r.locals[inst.ID]; !ok {
-		r.byService[inst.Service] = append(slices.Clone(r.byService[inst.Service]), inst.ID)
-	}
-	r.locals[inst.ID] = &localInstance{inst: []discovery.Instance{inst}, conn: c}
-}
-
-// RemoveLocal forgets a local instance.
-func (r *Relay) RemoveLocal(inst discovery.Instance) {
-	r.localMu.Lock()
-	defer r.localMu.Unlock()
-	delete(r.locals, inst.ID)
-	ids := slices.DeleteFunc(slices.Clone(r.byService[inst.Service]), func(id string) bool { return id == inst.ID })
-	if len(ids) == 0 {
-		delete(r.byService, inst.Service)
-	} else {
-		r.byService[inst.Service] = ids
-	}
-}
-
-func (r *Relay) local(id string) *localInstance {
-	r.localMu.RLock()
-	l := r.locals[id]
-	r.localMu.RUnlock()
-	return l
-}
-
-// reach is the relay's way to the picked instance (router.Connect's Dial):
-// an instance on this host over its app's own connection, any other over
-// the connection to its meshd.
-func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {
-	if inst.Addr != r.cfg.Self {
-		return r.peers.Get(inst.Addr)
-	}
-	if l := r.local(inst.ID); l != nil {
-		return l.conn, nil
-	}
-	return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
 }
 
 // SetPolicies replaces every service's policy. Invalid policies are refused
@@ -406,34 +355,4 @@ func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrC
 
 func (r *Relay) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
 	c.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
-}
-
-// names interns service names, so the call path turns the name bytes of a
-// frame into a string without allocating once a service has been seen.
-type names struct {
-	mu sync.RWMutex
-	m  map[string]string
-}
-
-func (n *names) intern(b []byte) string {
-	n.mu.RLock()
-	s, ok := n.m[string(b)]
-	n.mu.RUnlock()
-	if ok {
-		return s
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.m == nil {
-		n.m = make(map[string]string)
-	}
-	if s, ok := n.m[string(b)]; ok {
-		return s
-	}
-	if len(n.m) >= 100000 { // a flood of made-up names: stop remembering
-		return string(b)
-	}
-	s = string(b)
-	n.m[s] = s
-	return s
 }

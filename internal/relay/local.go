@@ -1,0 +1,60 @@
+package relay
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// The instances on this host, reached over their apps' own connections.
+
+// localInstance is an instance on this host and its app's connection.
+type localInstance struct {
+	inst []discovery.Instance // just it: what a delivered call's Instances are
+	conn *conn.Conn
+}
+
+// AddLocal makes a local instance deliverable over c, the app's connection.
+func (r *Relay) AddLocal(inst discovery.Instance, c *conn.Conn) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	if _, ok := r.locals[inst.ID]; !ok {
+		r.byService[inst.Service] = append(slices.Clone(r.byService[inst.Service]), inst.ID)
+	}
+	r.locals[inst.ID] = &localInstance{inst: []discovery.Instance{inst}, conn: c}
+}
+
+// RemoveLocal forgets a local instance.
+func (r *Relay) RemoveLocal(inst discovery.Instance) {
+	r.localMu.Lock()
+	defer r.localMu.Unlock()
+	delete(r.locals, inst.ID)
+	ids := slices.DeleteFunc(slices.Clone(r.byService[inst.Service]), func(id string) bool { return id == inst.ID })
+	if len(ids) == 0 {
+		delete(r.byService, inst.Service)
+	} else {
+		r.byService[inst.Service] = ids
+	}
+}
+
+func (r *Relay) local(id string) *localInstance {
+	r.localMu.RLock()
+	l := r.locals[id]
+	r.localMu.RUnlock()
+	return l
+}
+
+// reach is the relay's way to the picked instance (router.Connect's Dial):
+// an instance on this host over its app's own connection, any other over
+// the connection to its meshd.
+func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {
+	if inst.Addr != r.cfg.Self {
+		return r.peers.Get(inst.Addr)
+	}
+	if l := r.local(inst.ID); l != nil {
+		return l.conn, nil
+	}
+	return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
+}
