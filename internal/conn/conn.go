@@ -71,10 +71,12 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	return c, nil
 }
 
-// Client runs the dialer's side of the handshake on nc.
+// Client runs the dialer's side of the handshake on nc; on failure nc is
+// closed.
 func Client(nc net.Conn, opts Options) (*Conn, error) {
 	c := newConn(nc, opts)
 	if err := c.handshakeClient(); err != nil {
+		nc.Close()
 		return nil, err
 	}
 	c.start()
@@ -82,10 +84,13 @@ func Client(nc net.Conn, opts Options) (*Conn, error) {
 }
 
 // Server runs the acceptor's side of the handshake on nc. A peer that breaks
-// the handshake's rules is sent a protocol error and disconnected.
+// the handshake's rules is sent a protocol error and disconnected; one that
+// does not finish it within HandshakeTimeout is disconnected: on any failure
+// nc is closed.
 func Server(nc net.Conn, opts Options) (*Conn, error) {
 	c := newConn(nc, opts)
 	if err := c.handshakeServer(); err != nil {
+		nc.Close()
 		return nil, err
 	}
 	c.start()

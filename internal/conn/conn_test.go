@@ -458,3 +458,53 @@ func TestDeadlineErrorsMatchBothWays(t *testing.T) {
 		t.Fatalf("a call sent past its deadline: %v", err)
 	}
 }
+
+// Cancelled half-sent requests are dropped at once by the server: 1,500 of
+// them (over its 1,024 limit of requests in assembly) leave its connection
+// working, where before each one stayed in assembly until the connection
+// died of "more than 1024 calls half sent".
+func TestCancelledHalfSentCallsAreDropped(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	served := make(chan *Conn, 1)
+	go func() {
+		nc, err := l.Accept()
+		if err == nil {
+			if sc, err := Server(nc, Options{HostPort: l.Addr().String(), Handler: echo, Logger: testkit.Quiet}); err == nil {
+				served <- sc
+			}
+		}
+	}()
+	p := testkit.DialRaw(t, l.Addr().String(), nil)
+	sc := <-served
+	h := frame.AppendHeader(nil, "as", "raw")
+	for id := uint32(10); id < 1510; id++ {
+		frames := testkit.CallFrames(t, id, "svc", "echo", h, nil, bytes.Repeat([]byte("b"), 70<<10))
+		cancel, _ := frame.AppendCancel(nil, id, frame.Cancel{Why: []byte("gave up")})
+		p.Send(t, frames[0], cancel) // the first frame only, then the cancel
+	}
+	for _, f := range testkit.CallFrames(t, 2000, "svc", "echo", h, []byte("h"), []byte("still here")) {
+		p.Send(t, f)
+	}
+	for {
+		f := p.Next(t, 5*time.Second)
+		if f == nil {
+			t.Fatalf("no answer to a whole call after 1,500 cancelled half-sent ones (server closed: %v)", sc.Closed())
+		}
+		if f.ID == 2000 {
+			if f.Type != frame.TypeCallRes {
+				m, _ := frame.DecodeError(f.Payload)
+				t.Fatalf("the whole call got %s: %s", f.Type, m.Message)
+			}
+			break
+		}
+	}
+	testkit.WaitFor(t, 5*time.Second, "the cancelled calls forgotten", func() bool {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return len(sc.in) == 0
+	})
+}

@@ -59,7 +59,7 @@ func (c *Conn) onCallReq(f *frame.Frame, st *readState) error {
 	if _, dup := st.assembling[f.ID]; dup {
 		return &frame.ProtocolError{Rule: fmt.Sprintf("call req %d reuses the id of a call still arriving", f.ID)}
 	}
-	if c.opts.Relayer != nil && c.opts.Relayer.OfferCall(c, f, &st.req) {
+	if c.opts.Relayer != nil && c.opts.Relayer.OfferCall(c, f, &st.req, &st.frag) {
 		return nil
 	}
 	if len(st.assembling) >= maxPartialCalls {
@@ -108,7 +108,7 @@ func (c *Conn) onCallReqContinue(f *frame.Frame, st *readState) error {
 	call := st.assembling[f.ID]
 	if call == nil {
 		if c.opts.Relayer != nil {
-			c.opts.Relayer.Frame(c, f)
+			c.opts.Relayer.Frame(c, f, &st.frag)
 		}
 		return nil // else the rest of a call we already answered or never saw
 	}
@@ -167,6 +167,24 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 		c.runHandler(call)
 	}
 	return nil
+}
+
+// dropPartial forgets a cancelled request that has not fully arrived: the
+// rest of it is dropped, and a handler reading its body sees the cancel. So a
+// peer cancelling half-sent calls (a relay giving up on one) frees what
+// they held here at once.
+func (c *Conn) dropPartial(call *inCall, st *readState) {
+	if st.assembling[call.id] != call {
+		return
+	}
+	delete(st.assembling, call.id)
+	call.discard = true
+	if call.pw != nil {
+		call.pw.CloseWithError(frame.Errorf(frame.ErrCodeCancelled, "call cancelled by caller"))
+	}
+	if !call.dispatched {
+		c.release(call)
+	}
 }
 
 // abandon answers a call that cannot be served and drops the rest of it.

@@ -49,12 +49,14 @@ type Options struct {
 // (they may rewrite it in place).
 type Relayer interface {
 	// OfferCall gets the first frame of each call the peer sends on from, with
-	// its decoded fields. Returning false lets the connection serve the call.
-	OfferCall(from *Conn, f *frame.Frame, req *frame.CallReq) bool
+	// its decoded fields and args. Returning false lets the connection serve
+	// the call.
+	OfferCall(from *Conn, f *frame.Frame, req *frame.CallReq, frag *frame.Fragment) bool
 	// Frame gets every call frame on from that the connection does not own:
 	// continue frames and cancels of calls the relayer took, and answers to
-	// calls it sent on from with ids from NewID.
-	Frame(from *Conn, f *frame.Frame)
+	// calls it sent on from with ids from NewID. frag is the frame's decoded
+	// args (nil for cancels and errors), so a relayer can check them.
+	Frame(from *Conn, f *frame.Frame, frag *frame.Fragment)
 	// Closed says that c closed, so calls relayed through it must end.
 	Closed(c *Conn, err error)
 }

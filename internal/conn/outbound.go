@@ -196,12 +196,12 @@ func (c *Conn) sendCancel(id uint32, t frame.Tracing, ctx context.Context) {
 // answered finds the call an answer frame belongs to. Frames of calls it does
 // not know go to the Relayer, if any; else they are late or duplicate answers
 // to calls given up on, and dropped.
-func (c *Conn) answered(f *frame.Frame) *outCall {
+func (c *Conn) answered(f *frame.Frame, frag *frame.Fragment) *outCall {
 	c.mu.Lock()
 	call := c.out[f.ID]
 	c.mu.Unlock()
 	if call == nil && c.opts.Relayer != nil {
-		c.opts.Relayer.Frame(c, f)
+		c.opts.Relayer.Frame(c, f, frag)
 	}
 	return call
 }
@@ -210,7 +210,7 @@ func (c *Conn) onCallRes(f *frame.Frame, st *readState) error {
 	if err := frame.DecodeCallRes(f.Payload, &st.res, &st.frag); err != nil {
 		return err
 	}
-	call := c.answered(f)
+	call := c.answered(f, &st.frag)
 	if call == nil {
 		return nil
 	}
@@ -230,7 +230,7 @@ func (c *Conn) onCallResContinue(f *frame.Frame, st *readState) error {
 	if err := frame.DecodeContinue(f.Payload, &st.frag); err != nil {
 		return err
 	}
-	call := c.answered(f)
+	call := c.answered(f, &st.frag)
 	if call == nil {
 		return nil
 	}

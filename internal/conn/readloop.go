@@ -92,8 +92,9 @@ func (c *Conn) dispatch(f *frame.Frame, st *readState) error {
 		if call != nil {
 			call.cancelled.Store(true)
 			call.cancel()
+			c.dropPartial(call, st)
 		} else if c.opts.Relayer != nil {
-			c.opts.Relayer.Frame(c, f)
+			c.opts.Relayer.Frame(c, f, nil)
 		}
 		return nil
 	case frame.TypeClaim:
@@ -135,7 +136,7 @@ func (c *Conn) onError(f *frame.Frame) error {
 	if call != nil {
 		call.finish(&frame.Error{Code: m.Code, Message: string(m.Message)})
 	} else if c.opts.Relayer != nil {
-		c.opts.Relayer.Frame(c, f)
+		c.opts.Relayer.Frame(c, f, nil)
 	}
 	return nil
 }

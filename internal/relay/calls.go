@@ -18,6 +18,11 @@ type relayed struct {
 	// never changed.
 	src   *conn.Conn
 	srcID uint32
+	// At the mesh's edge the relay checks what an app sends (edge.go): the
+	// request when the caller is an app (checkReq, on src's read loop, under
+	// mu), the answer when the instance is (checkRes, on dst's read loop).
+	checkReq, checkRes bool
+	reqAsm, resAsm     frame.Assembler
 
 	mu       sync.Mutex // guards the rest once the call is in the tables
 	dst      *conn.Conn

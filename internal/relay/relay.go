@@ -77,6 +77,7 @@ type Relay struct {
 // counters count what the relay did.
 type counters struct {
 	relayed, refused, timedOut, rateLimited atomic.Int64
+	badRequests, badAnswers                 atomic.Int64 // failed the edge check
 }
 
 // Stats are the relay's counters, for meshd's /status.
@@ -141,14 +142,22 @@ func (r *Relay) Peers() []string { return r.peers.Addrs() }
 
 // OfferCall routes the first frame of a call (conn.Relayer): it runs the
 // call's pipeline, then forwards the frame to where it decided.
-func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq) bool {
+func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, frag *frame.Fragment) bool {
 	if r.own[string(req.Service)] {
 		return false
 	}
 	rc := new(relayed)
 	c := &rc.call
 	c.Reset(r.names.intern(router.RoutingName(req.Service, req.Headers)), req.Headers)
-	rc.lastHop = from.Peer().Headers[InitRole] == MeshdRole
+	rc.lastHop = fromMeshd(from)
+	if !rc.lastHop { // the call enters the mesh here: check it (edge.go)
+		rc.checkReq = true
+		if err := r.check(&rc.reqAsm, frag); err != nil {
+			r.stats.badRequests.Add(1)
+			r.refuseCall(from, f.ID, req, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
+			return true
+		}
+	}
 	p := r.firstHop
 	if rc.lastHop {
 		p = r.lastHop
@@ -168,6 +177,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	c := &rc.call
 	dst := c.Conn
 	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dst.NewID()
+	rc.checkRes = r.isLocal(c) // the answer comes from an app
 	rc.start = time.Now()
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
 	ttl := time.Duration(req.TTL) * time.Millisecond
@@ -239,7 +249,7 @@ func ttlMillis(deadline time.Time, perTry time.Duration) uint32 {
 }
 
 // Frame forwards the later frames of relayed calls (conn.Relayer).
-func (r *Relay) Frame(from *conn.Conn, f *frame.Frame) {
+func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 	switch f.Type {
 	case frame.TypeCallReqContinue:
 		rc := r.lookup(from, f.ID, false)
@@ -250,6 +260,14 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame) {
 		if rc.done || rc.reqDone {
 			rc.mu.Unlock()
 			return
+		}
+		if rc.checkReq {
+			if err := r.check(&rc.reqAsm, frag); err != nil {
+				rc.mu.Unlock()
+				r.stats.badRequests.Add(1)
+				r.abandon(rc, frame.ErrCodeBadRequest, "malformed call: "+err.Error())
+				return
+			}
 		}
 		rc.reqDone = len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
 		rc.keep(f.Raw) // before its id is rewritten below
@@ -275,6 +293,13 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame) {
 		}
 		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, frame.ErrCode(f.Payload[0])) {
 			return // another instance gets the call; the caller never sees this error
+		}
+		if f.Type != frame.TypeError && rc.checkRes {
+			if err := r.check(&rc.resAsm, frag); err != nil {
+				r.stats.badAnswers.Add(1)
+				r.abandon(rc, frame.ErrCodeUnexpected, "the instance answered with a malformed response: "+err.Error())
+				return
+			}
 		}
 		if f.Type == frame.TypeCallRes && len(f.Payload) > 1 {
 			rc.appErr = frame.ResCode(f.Payload[1]) != frame.ResOK

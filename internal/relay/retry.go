@@ -112,6 +112,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 		return
 	}
 	rc.dst, rc.dstID, rc.start, rc.between = dst, dst.NewID(), time.Now(), false
+	rc.checkRes, rc.resAsm = r.isLocal(c), frame.Assembler{} // a new answer to check
 	rc.attempt = r.bal.Send(c)
 	rc.rec.add(c.Instance(), c.Choice())
 	frame.SetIDs(out, rc.dstID)

@@ -1,0 +1,50 @@
+package relay
+
+import (
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/router"
+)
+
+// The mesh's edge is where a call or its answer comes from an app: the
+// caller's meshd checks the request, the instance's meshd its answer. Each
+// frame's args are checked against the message so far (frame.Assembler: the
+// number and order of args, the fragmentation rules, and the checksum of
+// every type), so a frame the next peer would refuse as a protocol error,
+// and close its connection over, never leaves this meshd: a malformed call
+// fails alone, and one app cannot break another's connection. Frames from
+// other meshds were checked at their edge.
+
+// fromMeshd reports whether c is a connection from another meshd.
+func fromMeshd(c *conn.Conn) bool { return c.Peer().Headers[InitRole] == MeshdRole }
+
+// isLocal reports whether c's instance is an app on this host.
+func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg.Self }
+
+// check adds one frame's args to the message asm follows.
+func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment) error {
+	if frag == nil {
+		return nil
+	}
+	_, err := asm.Add(frag)
+	return err
+}
+
+// abandon ends a call whose request or answer failed the edge check: the
+// instance is told to drop it, and the caller hears why, with code.
+func (r *Relay) abandon(rc *relayed, code frame.ErrCode, why string) {
+	rc.mu.Lock()
+	dst, dstID := rc.dst, rc.dstID
+	rc.mu.Unlock()
+	o := router.Outcome{Cancelled: true} // the caller's fault: nothing to learn about the instance
+	if code != frame.ErrCodeBadRequest {
+		o = router.Failed(code) // the instance's: its breaker learns it
+	}
+	if !r.finish(rc, o) {
+		return
+	}
+	if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte(why)}); err == nil {
+		dst.Write(b)
+	}
+	r.sendError(rc.src, rc.srcID, rc.hop, code, why)
+}
