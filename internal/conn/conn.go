@@ -164,6 +164,15 @@ func (c *Conn) NewID() uint32 { return c.newID() }
 // forward frames. It blocks while the peer is not keeping up.
 func (c *Conn) Write(frames []byte) error { return c.w.write(frames) }
 
+// TryWrite is Write for a Relayer's read loop: when the peer is not keeping
+// up (more than Options.MaxQueued bytes wait for it) it fails at once with
+// ErrFull instead of waiting, so one slow peer cannot stall the read loop's
+// other calls.
+func (c *Conn) TryWrite(frames []byte) error { return c.w.tryWrite(frames, c.opts.MaxQueued) }
+
+// ErrFull is TryWrite's error for a peer whose write buffer is full.
+var ErrFull = errFull
+
 // newID returns the next message id, skipping the reserved 0xFFFFFFFF.
 func (c *Conn) newID() uint32 {
 	for {

@@ -128,6 +128,10 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 		}
 		switch first + i {
 		case 0:
+			if len(call.method)+len(chunk) > frame.MaxArg1Size { // the protocol's bound, checked on receipt too
+				c.abandon(call, frame.Errorf(frame.ErrCodeBadRequest, "arg1 (the method) exceeds %d bytes", frame.MaxArg1Size))
+				continue
+			}
 			call.method = append(call.method, chunk...)
 		case 1:
 			call.req.Arg2 = append(call.req.Arg2, chunk...)

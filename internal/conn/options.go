@@ -27,6 +27,9 @@ type Options struct {
 	// WriteTimeout bounds one socket write, so a peer that stopped reading
 	// cannot hold the connection forever; default 30s.
 	WriteTimeout time.Duration
+	// MaxQueued bounds the bytes TryWrite queues for a peer that is not
+	// keeping up (Write waits past 1 MiB instead); default 16 MiB.
+	MaxQueued int
 	// MaxMessageSize bounds a message received into memory (args 2 and 3 of a
 	// request or response); default 64 MiB. Streamed args are not bounded.
 	MaxMessageSize int
@@ -61,6 +64,9 @@ type Relayer interface {
 	Closed(c *Conn, err error)
 }
 
+// DefaultMaxQueued is Options.MaxQueued's default.
+const DefaultMaxQueued = 16 << 20
+
 func (o *Options) fill() {
 	if o.HostPort == "" {
 		o.HostPort = frame.EphemeralHostPort
@@ -76,6 +82,9 @@ func (o *Options) fill() {
 	}
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 30 * time.Second
+	}
+	if o.MaxQueued == 0 {
+		o.MaxQueued = DefaultMaxQueued
 	}
 	if o.MaxMessageSize == 0 {
 		o.MaxMessageSize = 64 << 20

@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -58,9 +59,27 @@ func (w *writer) write(f []byte) error { return w.queue(f, false) }
 // writes them on the caller's goroutine.
 func (w *writer) writeInline(f []byte) error { return w.queue(f, true) }
 
-func (w *writer) queue(f []byte, inline bool) error {
+// errFull is tryWrite's answer when the peer is not keeping up.
+var errFull = errors.New("the peer is not reading: its write buffer is full")
+
+// tryWrite queues whole frames like write, unless the pending buffer holds
+// more than max bytes: then it returns errFull at once instead of waiting,
+// so a read loop that relays to many peers never waits on one that stopped
+// reading. max is above limit: a burst (a large answer) may queue past what
+// makes writers wait, a peer that does not read at all may not.
+func (w *writer) tryWrite(f []byte, max int) error { return w.enqueue(f, false, max) }
+
+func (w *writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
+
+// enqueue appends f to the pending batch; with max 0 it waits while the
+// batch is over the limit, else it fails past max.
+func (w *writer) enqueue(f []byte, inline bool, max int) error {
 	w.mu.Lock()
-	for w.err == nil && len(w.pending) > w.limit {
+	if max > 0 && w.err == nil && len(w.pending) > max {
+		w.mu.Unlock()
+		return errFull
+	}
+	for max == 0 && w.err == nil && len(w.pending) > w.limit {
 		w.drained.Wait()
 	}
 	if w.err != nil {

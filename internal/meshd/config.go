@@ -17,6 +17,8 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
@@ -40,6 +42,17 @@ type Options struct {
 	ZipkinEnc    string        `yaml:"zipkin_encoding"`
 	TraceRate    string        `yaml:"trace_sample_rate"`
 	TraceService string        `yaml:"trace_service"`
+	// Limits (docs/LIMITS.md).
+	MaxConns          int           `yaml:"max_connections"`
+	MaxConnsPerAddr   int           `yaml:"max_connections_per_addr"`
+	HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`
+	MaxQueued         int           `yaml:"max_queued_bytes"`
+	MaxCallsPerConn   int           `yaml:"max_calls_per_connection"`
+	MaxHalfSent       int           `yaml:"max_half_sent_per_connection"`
+	MaxHalfSentCaller int           `yaml:"max_half_sent_per_caller"`
+	MaxRetryBytesConn int           `yaml:"max_retry_bytes_per_connection"`
+	MaxRetryBytes     int           `yaml:"max_retry_bytes"`
+	MaxTTL            time.Duration `yaml:"max_ttl"`
 	// Policies per service ("*": the default), from the YAML file only;
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
@@ -57,6 +70,29 @@ func Defaults() Options {
 		ZipkinEnc:    tracing.EncodingProto,
 		TraceRate:    "1",
 		TraceService: "meshd",
+
+		MaxConns:          DefaultConnections,
+		MaxConnsPerAddr:   DefaultConnectionsPerAddr,
+		HandshakeTimeout:  DefaultHandshakeTimeout,
+		MaxQueued:         conn.DefaultMaxQueued,
+		MaxCallsPerConn:   relay.DefaultCallsPerConn,
+		MaxHalfSent:       relay.DefaultHalfSentPerConn,
+		MaxHalfSentCaller: relay.DefaultHalfSentPerCaller,
+		MaxRetryBytesConn: relay.DefaultSavedPerConn,
+		MaxRetryBytes:     relay.DefaultSavedTotal,
+		MaxTTL:            relay.DefaultMaxTTL,
+	}
+}
+
+// limits are the Limits the options set.
+func (o Options) limits() Limits {
+	return Limits{
+		Connections: o.MaxConns, ConnectionsPerAddr: o.MaxConnsPerAddr,
+		HandshakeTimeout: o.HandshakeTimeout, MaxQueued: o.MaxQueued,
+		Limits: relay.Limits{
+			CallsPerConn: o.MaxCallsPerConn, HalfSentPerConn: o.MaxHalfSent, HalfSentPerCaller: o.MaxHalfSentCaller,
+			SavedPerConn: int64(o.MaxRetryBytesConn), SavedTotal: int64(o.MaxRetryBytes), MaxTTL: o.MaxTTL,
+		},
 	}
 }
 
@@ -65,26 +101,37 @@ type option struct {
 	name, env, help string
 	str             *string
 	dur             *time.Duration
+	num             *int
 }
 
 func (o *Options) table() []option {
 	return []option{
-		{"listen", "MESHD_LISTEN", "TChannel `address` for local apps and other meshds", &o.Listen, nil},
-		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the listen address)", &o.Advertise, nil},
-		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /status, /debug/pprof); \"off\" disables it", &o.Admin, nil},
-		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil},
-		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil},
-		{"consul-token", "CONSUL_HTTP_TOKEN", "Consul ACL `token`", &o.ConsulToken, nil},
-		{"consul-datacenter", "MESHD_CONSUL_DATACENTER", "Consul `datacenter` (default: the agent's)", &o.ConsulDC, nil},
-		{"consul-ttl", "MESHD_CONSUL_TTL", "TTL of instance health checks: a dead meshd's instances leave the healthy set within it", nil, &o.ConsulTTL},
-		{"peers-file", "MESHD_PEERS_FILE", "JSON `file` of static remote instances for the embedded registry", &o.PeersFile, nil},
-		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil},
-		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil},
-		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout},
-		{"zipkin", "MESHD_ZIPKIN", "Zipkin v2 `URL` spans go to (e.g. http://127.0.0.1:9411/api/v2/spans); empty: no tracing", &o.Zipkin, nil},
-		{"zipkin-encoding", "MESHD_ZIPKIN_ENCODING", "`encoding` spans are posted in: proto (Zipkin's proto3, smaller and cheaper) or json", &o.ZipkinEnc, nil},
-		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil},
-		{"trace-service", "MESHD_TRACE_SERVICE", "service `name` of meshd's spans", &o.TraceService, nil},
+		{"listen", "MESHD_LISTEN", "TChannel `address` for local apps and other meshds", &o.Listen, nil, nil},
+		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the listen address)", &o.Advertise, nil, nil},
+		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /status, /debug/pprof); \"off\" disables it", &o.Admin, nil, nil},
+		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
+		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil, nil},
+		{"consul-token", "CONSUL_HTTP_TOKEN", "Consul ACL `token`", &o.ConsulToken, nil, nil},
+		{"consul-datacenter", "MESHD_CONSUL_DATACENTER", "Consul `datacenter` (default: the agent's)", &o.ConsulDC, nil, nil},
+		{"consul-ttl", "MESHD_CONSUL_TTL", "TTL of instance health checks: a dead meshd's instances leave the healthy set within it", nil, &o.ConsulTTL, nil},
+		{"peers-file", "MESHD_PEERS_FILE", "JSON `file` of static remote instances for the embedded registry", &o.PeersFile, nil, nil},
+		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil, nil},
+		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil, nil},
+		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout, nil},
+		{"zipkin", "MESHD_ZIPKIN", "Zipkin v2 `URL` spans go to (e.g. http://127.0.0.1:9411/api/v2/spans); empty: no tracing", &o.Zipkin, nil, nil},
+		{"zipkin-encoding", "MESHD_ZIPKIN_ENCODING", "`encoding` spans are posted in: proto (Zipkin's proto3, smaller and cheaper) or json", &o.ZipkinEnc, nil, nil},
+		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil, nil},
+		{"trace-service", "MESHD_TRACE_SERVICE", "service `name` of meshd's spans", &o.TraceService, nil, nil},
+		{"max-connections", "MESHD_MAX_CONNECTIONS", "TChannel connections meshd holds at most; more are closed at once", nil, nil, &o.MaxConns},
+		{"max-connections-per-addr", "MESHD_MAX_CONNECTIONS_PER_ADDR", "connections from one remote IP address at most", nil, nil, &o.MaxConnsPerAddr},
+		{"handshake-timeout", "MESHD_HANDSHAKE_TIMEOUT", "a new connection that has not completed the init exchange by then is closed", nil, &o.HandshakeTimeout, nil},
+		{"max-queued-bytes", "MESHD_MAX_QUEUED_BYTES", "bytes queued for a peer that is not reading before meshd gives up on it", nil, nil, &o.MaxQueued},
+		{"max-calls-per-connection", "MESHD_MAX_CALLS_PER_CONNECTION", "calls in flight through meshd from one app connection; more are answered busy", nil, nil, &o.MaxCallsPerConn},
+		{"max-half-sent-per-connection", "MESHD_MAX_HALF_SENT_PER_CONNECTION", "calls sent on one connection and not fully sent yet; an instance at it takes no new call", nil, nil, &o.MaxHalfSent},
+		{"max-half-sent-per-caller", "MESHD_MAX_HALF_SENT_PER_CALLER", "calls one app connection has started and not finished sending; more are answered busy", nil, nil, &o.MaxHalfSentCaller},
+		{"max-retry-bytes-per-connection", "MESHD_MAX_RETRY_BYTES_PER_CONNECTION", "request bytes kept for retries per app connection; calls past it are not retried", nil, nil, &o.MaxRetryBytesConn},
+		{"max-retry-bytes", "MESHD_MAX_RETRY_BYTES", "request bytes kept for retries in all", nil, nil, &o.MaxRetryBytes},
+		{"max-ttl", "MESHD_MAX_TTL", "the longest ttl a call may ask for; a longer one is cut to it", nil, &o.MaxTTL, nil},
 	}
 }
 
@@ -99,9 +146,12 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 	table := o.table()
 	for _, opt := range table {
 		help := opt.help + "; env " + opt.env
-		if opt.str != nil {
+		switch {
+		case opt.str != nil:
 			fs.StringVar(opt.str, opt.name, *opt.str, help)
-		} else {
+		case opt.num != nil:
+			fs.IntVar(opt.num, opt.name, *opt.num, help)
+		default:
 			fs.DurationVar(opt.dur, opt.name, *opt.dur, help)
 		}
 	}
@@ -133,9 +183,16 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 	ftable := final.table()
 	for i, opt := range ftable {
 		if v := getenv(opt.env); v != "" && !set[opt.name] {
-			if opt.str != nil {
+			switch {
+			case opt.str != nil:
 				*opt.str = v
-			} else {
+			case opt.num != nil:
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return o, fmt.Errorf("%s=%q: want a whole number", opt.env, v)
+				}
+				*opt.num = n
+			default:
 				d, err := time.ParseDuration(v)
 				if err != nil {
 					return o, fmt.Errorf("%s=%q: %w", opt.env, v, err)
@@ -144,9 +201,12 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 			}
 		}
 		if set[opt.name] {
-			if opt.str != nil {
+			switch {
+			case opt.str != nil:
 				*opt.str = *table[i].str
-			} else {
+			case opt.num != nil:
+				*opt.num = *table[i].num
+			default:
 				*opt.dur = *table[i].dur
 			}
 		}
@@ -182,6 +242,11 @@ func (o Options) validate() error {
 	if o.ConsulTTL < time.Second {
 		return fmt.Errorf("--consul-ttl %v: at least 1s", o.ConsulTTL)
 	}
+	for _, opt := range o.table() {
+		if opt.num != nil && *opt.num <= 0 || opt.dur != nil && opt.name != "consul-ttl" && opt.name != "drain-timeout" && *opt.dur <= 0 {
+			return fmt.Errorf("--%s must be above 0", opt.name)
+		}
+	}
 	return o.Policies.Validate()
 }
 
@@ -214,7 +279,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	d, err := Start(Config{
 		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, NodeName: o.Node,
-		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer,
+		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 	})
 	if err != nil {
 		reg.Close()

@@ -17,9 +17,9 @@ import (
 func TestParseOptionsPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "meshd.yaml")
-	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\npolicies:\n  kv: {max_attempts: 2, caller_rate_limit: 100, try_timeout: 150ms}\n"), 0o644)
-	env := map[string]string{"MESHD_CONFIG": file, "MESHD_NODE": "from-env", "MESHD_LOG_LEVEL": "debug"}
-	o, err := ParseOptions([]string{"--log-level", "warn"}, func(k string) string { return env[k] }, &bytes.Buffer{})
+	os.WriteFile(file, []byte("listen: 127.0.0.9:1\nadmin: \"off\"\nconsul_ttl: 7s\nlog_format: json\nnode: from-file\nmax_ttl: 1m\nmax_calls_per_connection: 50\npolicies:\n  kv: {max_attempts: 2, caller_rate_limit: 100, try_timeout: 150ms}\n"), 0o644)
+	env := map[string]string{"MESHD_CONFIG": file, "MESHD_NODE": "from-env", "MESHD_LOG_LEVEL": "debug", "MESHD_MAX_CALLS_PER_CONNECTION": "60", "MESHD_MAX_CONNECTIONS": "70"}
+	o, err := ParseOptions([]string{"--log-level", "warn", "--max-connections", "80"}, func(k string) string { return env[k] }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,6 +27,7 @@ func TestParseOptionsPrecedence(t *testing.T) {
 	want.Listen, want.Admin, want.ConsulTTL, want.LogFormat = "127.0.0.9:1", "off", 7*time.Second, "json" // file
 	want.Node = "from-env"                                                                                // env over file
 	want.LogLevel = "warn"                                                                                // flag over env
+	want.MaxTTL, want.MaxCallsPerConn, want.MaxConns = time.Minute, 60, 80                                // file; env over file; flag over env
 	want.Policies = router.Policies{"kv": {MaxAttempts: 2, CallerRateLimit: 100, TryTimeout: router.Duration(150 * time.Millisecond)}}
 	if !reflect.DeepEqual(o, want) {
 		t.Fatalf("got  %+v\nwant %+v", o, want)
@@ -55,6 +56,9 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--config", filepath.Join(dir, "missing.yaml")}, nil, "config file"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
 		{[]string{"--config", badPolicy}, nil, `policy of "kv"`},
+		{[]string{"--max-ttl", "0s"}, nil, "--max-ttl must be above 0"},
+		{[]string{"--max-half-sent-per-caller", "-1"}, nil, "--max-half-sent-per-caller must be above 0"},
+		{nil, map[string]string{"MESHD_MAX_CONNECTIONS": "many"}, "MESHD_MAX_CONNECTIONS"},
 	}
 	for _, tc := range cases {
 		_, err := ParseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})

@@ -37,6 +37,8 @@ type Config struct {
 	Policies router.Policies
 	// Tracer records spans of relayed calls (nil: no tracing).
 	Tracer *tracing.Tracer
+	// Limits bound what connections can make meshd hold (limits.go).
+	Limits Limits
 }
 
 // Daemon is a running meshd.
@@ -49,6 +51,9 @@ type Daemon struct {
 	admin    *http.Server
 	apps     apps
 	started  time.Time
+
+	limits Limits
+	adm    admission
 
 	mu    sync.Mutex
 	conns map[*conn.Conn]struct{}
@@ -87,6 +92,7 @@ func Start(cfg Config) (*Daemon, error) {
 		lis:      lis,
 		conns:    make(map[*conn.Conn]struct{}),
 		started:  time.Now(),
+		limits:   cfg.Limits.withDefaults(),
 	}
 	d.apps.byCon = make(map[*conn.Conn]*app)
 	d.relay = relay.New(relay.Config{
@@ -97,6 +103,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Logger:   cfg.Logger,
 		Policies: cfg.Policies,
 		Tracer:   cfg.Tracer,
+		Limits:   d.limits.Limits,
 	})
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
@@ -135,6 +142,9 @@ func (d *Daemon) connOptions() conn.Options {
 		Relayer:     d.relay,
 		Logger:      d.log,
 		OnClose:     d.connClosed,
+
+		HandshakeTimeout: d.limits.HandshakeTimeout,
+		MaxQueued:        d.limits.MaxQueued,
 	}
 }
 
@@ -157,9 +167,19 @@ func (d *Daemon) accept() {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		if !d.adm.admit(d.limits, nc.RemoteAddr()) {
+			nc.Close() // over the connection limits: refused before it costs anything
+			continue
+		}
 		go func() {
-			c, err := conn.Server(nc, d.connOptions())
+			o := d.connOptions()
+			o.OnClose = func(c *conn.Conn, err error) {
+				d.adm.leave(nc.RemoteAddr())
+				d.connClosed(c, err)
+			}
+			c, err := conn.Server(nc, o)
 			if err != nil {
+				d.adm.leave(nc.RemoteAddr())
 				d.log.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
 				return
 			}

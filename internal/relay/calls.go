@@ -2,6 +2,7 @@ package relay
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
@@ -23,6 +24,7 @@ type relayed struct {
 	// mu), the answer when the instance is (checkRes, on dst's read loop).
 	checkReq, checkRes bool
 	reqAsm, resAsm     frame.Assembler
+	arg1               int // bytes of the request's arg1 so far
 
 	mu       sync.Mutex // guards the rest once the call is in the tables
 	dst      *conn.Conn
@@ -40,6 +42,9 @@ type relayed struct {
 	saved    *[]byte
 	firstLen int
 	tooBig   bool
+	srcT     *table // the caller's table, which the saved bytes count against
+	half     *table // the tables whose halfSent and halfFrom count this call, while they do
+	halfFrom *table
 	rec      record        // the routing decisions, for explanations
 	trace    *hopTrace     // this hop's span to be, when the call is traced
 	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
@@ -53,6 +58,9 @@ type relayed struct {
 type table struct {
 	mu         sync.Mutex
 	took, sent map[uint32]*relayed
+	halfSent   atomic.Int64 // calls sent on it whose request has not ended
+	halfFrom   atomic.Int64 // calls its peer (an app) has not finished sending
+	saved      atomic.Int64 // bytes its peer's calls keep for retries
 }
 
 type entry struct {
@@ -91,6 +99,30 @@ func (r *Relay) track(rc *relayed) {
 	r.inflight.Add(1)
 	r.add(rc.src, rc.srcID, rc, false)
 	r.add(rc.dst, rc.dstID, rc, true)
+	if !rc.reqDone {
+		rc.mu.Lock()
+		if !rc.done && !rc.reqDone {
+			rc.half = r.table(rc.dst)
+			rc.half.halfSent.Add(1)
+			if !rc.lastHop {
+				rc.halfFrom = r.table(rc.src)
+				rc.halfFrom.halfFrom.Add(1)
+			}
+		}
+		rc.mu.Unlock()
+	}
+}
+
+// uncountHalf ends rc's counts as half sent. Called under rc.mu.
+func (rc *relayed) uncountHalf() {
+	if rc.half != nil {
+		rc.half.halfSent.Add(-1)
+		rc.half = nil
+	}
+	if rc.halfFrom != nil {
+		rc.halfFrom.halfFrom.Add(-1)
+		rc.halfFrom = nil
+	}
 }
 
 func (r *Relay) add(c *conn.Conn, id uint32, rc *relayed, sent bool) {
@@ -164,8 +196,12 @@ func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
 	if rc.tryTimer != nil {
 		rc.tryTimer.Stop()
 	}
-	saved := rc.saved
+	saved, savedN, srcT := rc.saved, 0, rc.srcT
+	if saved != nil {
+		savedN = len(*saved)
+	}
 	rc.saved = nil
+	rc.uncountHalf()
 	ht := rc.trace
 	rc.trace = nil
 	rc.mu.Unlock()
@@ -179,6 +215,7 @@ func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
 	att.Done(o)
 	r.endSpan(rc, ht, o)
 	if saved != nil {
+		r.unkeep(srcT, savedN)
 		r.saved.Put(saved)
 	}
 	rc.call.Release()

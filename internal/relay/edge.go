@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"fmt"
+
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/router"
@@ -21,13 +23,21 @@ func fromMeshd(c *conn.Conn) bool { return c.Peer().Headers[InitRole] == MeshdRo
 // isLocal reports whether c's instance is an app on this host.
 func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg.Self }
 
-// check adds one frame's args to the message asm follows.
-func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment) error {
+// check adds one frame's args to the message asm follows. For a request,
+// arg1 (counted in *arg1) may be at most frame.MaxArg1Size bytes, as the
+// protocol says: a method that never ends is refused, not forwarded.
+func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int) error {
 	if frag == nil {
 		return nil
 	}
-	_, err := asm.Add(frag)
-	return err
+	first, err := asm.Add(frag)
+	if err != nil || arg1 == nil || first > 0 || frag.NumChunks == 0 {
+		return err
+	}
+	if *arg1 += len(frag.Chunks[0]); *arg1 > frame.MaxArg1Size {
+		return fmt.Errorf("arg1 (the method) exceeds %d bytes", frame.MaxArg1Size)
+	}
+	return nil
 }
 
 // abandon ends a call whose request or answer failed the edge check: the

@@ -50,11 +50,19 @@ func (r *Relay) local(id string) *localInstance {
 // an instance on this host over its app's own connection, any other over
 // the connection to its meshd.
 func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {
+	var c *conn.Conn
 	if inst.Addr != r.cfg.Self {
-		return r.peers.Get(inst.Addr)
+		var err error
+		if c, err = r.peers.Get(inst.Addr); err != nil {
+			return nil, err
+		}
+	} else if l := r.local(inst.ID); l != nil {
+		c = l.conn
+	} else {
+		return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
 	}
-	if l := r.local(inst.ID); l != nil {
-		return l.conn, nil
+	if err := r.halfSentFull(c); err != nil {
+		return nil, fmt.Errorf("instance %s: %w", inst.ID, err)
 	}
-	return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
+	return c, nil
 }

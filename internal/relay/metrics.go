@@ -58,6 +58,18 @@ func (r *Relay) WriteMetrics(w io.Writer) {
 	for _, s := range seen {
 		fmt.Fprintf(w, "mesh_kill_switch_total{service=%q} %d\n", s, refused[refusalKey{"kill_switch", s}])
 	}
+	fmt.Fprintln(w, "# HELP mesh_limit_hits_total Times a limit on what one connection can make meshd hold was reached, by limit.")
+	fmt.Fprintln(w, "# TYPE mesh_limit_hits_total counter")
+	for i, name := range limitNames {
+		fmt.Fprintf(w, "mesh_limit_hits_total{limit=%q} %d\n", name, r.stats.limited[i].Load())
+	}
+	fmt.Fprintln(w, "# HELP mesh_edge_rejected_total Calls (request) and answers (answer) from apps that failed the edge check.")
+	fmt.Fprintln(w, "# TYPE mesh_edge_rejected_total counter")
+	fmt.Fprintf(w, "mesh_edge_rejected_total{what=\"request\"} %d\n", r.stats.badRequests.Load())
+	fmt.Fprintf(w, "mesh_edge_rejected_total{what=\"answer\"} %d\n", r.stats.badAnswers.Load())
+	fmt.Fprintln(w, "# HELP mesh_relay_retry_bytes Request bytes kept for retries.")
+	fmt.Fprintln(w, "# TYPE mesh_relay_retry_bytes gauge")
+	fmt.Fprintf(w, "mesh_relay_retry_bytes %d\n", r.savedTotal.Load())
 	fmt.Fprintln(w, "# HELP mesh_relay_calls_in_flight Calls being relayed by this meshd.")
 	fmt.Fprintln(w, "# TYPE mesh_relay_calls_in_flight gauge")
 	fmt.Fprintf(w, "mesh_relay_calls_in_flight %d\n", r.InFlight())

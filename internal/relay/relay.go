@@ -44,6 +44,8 @@ type Config struct {
 	Policies router.Policies
 	// Tracer records a span for each call this meshd relays (nil: none).
 	Tracer *tracing.Tracer
+	// Limits bound what a connection can make the relay hold (limits.go).
+	Limits Limits
 }
 
 // Relay is the conn.Relayer of every meshd connection.
@@ -62,13 +64,15 @@ type Relay struct {
 	bal                      *router.Balancer
 	firstHop, lastHop, retry router.Pipeline // pipeline.go
 
-	tables   sync.Map     // *conn.Conn → *table: the calls in flight, per connection
-	inflight atomic.Int64 // calls in the tables
-	saved    sync.Pool    // *[]byte: request frames kept for retries
-	bufs     sync.Pool    // *[]byte: first frames being rewritten
-	recent   recentCalls
-	refusals sync.Map // refusalKey → *atomic.Int64
-	names    names
+	tables     sync.Map     // *conn.Conn → *table: the calls in flight, per connection
+	inflight   atomic.Int64 // calls in the tables
+	limits     Limits
+	savedTotal atomic.Int64 // request bytes kept for retries
+	saved      sync.Pool    // *[]byte: request frames kept for retries
+	bufs       sync.Pool    // *[]byte: first frames being rewritten
+	recent     recentCalls
+	refusals   sync.Map // refusalKey → *atomic.Int64
+	names      names
 
 	draining atomic.Bool
 	stats    counters
@@ -78,6 +82,7 @@ type Relay struct {
 type counters struct {
 	relayed, refused, timedOut, rateLimited atomic.Int64
 	badRequests, badAnswers                 atomic.Int64 // failed the edge check
+	limited                                 [numLimits]atomic.Int64
 }
 
 // Stats are the relay's counters, for meshd's /status.
@@ -98,6 +103,7 @@ func New(cfg Config) *Relay {
 		cfg.Logger = slog.Default()
 	}
 	r := &Relay{
+		limits:    cfg.Limits.withDefaults(),
 		cfg:       cfg,
 		log:       cfg.Logger,
 		own:       make(map[string]bool),
@@ -152,9 +158,13 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	rc.lastHop = fromMeshd(from)
 	if !rc.lastHop { // the call enters the mesh here: check it (edge.go)
 		rc.checkReq = true
-		if err := r.check(&rc.reqAsm, frag); err != nil {
+		if err := r.check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 			r.stats.badRequests.Add(1)
 			r.refuseCall(from, f.ID, req, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
+			return true
+		}
+		if err := r.admitFrom(from, req.Flags&frame.FlagMoreFragments != 0); err != nil {
+			r.refuseCall(from, f.ID, req, "conn_limit", err)
 			return true
 		}
 	}
@@ -181,12 +191,20 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	rc.start = time.Now()
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
 	ttl := time.Duration(req.TTL) * time.Millisecond
+	capped := ttl > r.limits.MaxTTL
+	if capped {
+		ttl = r.limits.MaxTTL
+		r.stats.limited[limitTTL].Add(1)
+	}
 	rc.deadline = rc.start.Add(ttl)
 
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
 	out := r.firstFrame((*bp)[:0], f, req, c)
 	frame.SetID(out, rc.dstID)
+	if capped {
+		frame.SetCallReqTTL(out, uint32(ttl/time.Millisecond))
+	}
 	var tryTimeout time.Duration
 	if !rc.lastHop {
 		rc.attempt = r.bal.Send(c)
@@ -196,7 +214,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		tryTimeout = r.bal.Policy(c.Service).TryTimeout.D()
 		frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
 		if r.bal.CanRetry(c) {
-			rc.save(&r.saved, f.Raw)
+			r.save(rc, f.Raw)
 		}
 	}
 	r.startSpan(rc, f, req, out)
@@ -262,7 +280,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			return
 		}
 		if rc.checkReq {
-			if err := r.check(&rc.reqAsm, frag); err != nil {
+			if err := r.check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 				rc.mu.Unlock()
 				r.stats.badRequests.Add(1)
 				r.abandon(rc, frame.ErrCodeBadRequest, "malformed call: "+err.Error())
@@ -270,7 +288,10 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			}
 		}
 		rc.reqDone = len(f.Payload) > 0 && f.Payload[0]&frame.FlagMoreFragments == 0
-		rc.keep(f.Raw) // before its id is rewritten below
+		if rc.reqDone {
+			rc.uncountHalf()
+		}
+		r.keep(rc, f.Raw) // before its id is rewritten below
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
 		frame.SetID(f.Raw, dstID)
@@ -295,7 +316,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			return // another instance gets the call; the caller never sees this error
 		}
 		if f.Type != frame.TypeError && rc.checkRes {
-			if err := r.check(&rc.resAsm, frag); err != nil {
+			if err := r.check(&rc.resAsm, frag, nil); err != nil {
 				r.stats.badAnswers.Add(1)
 				r.abandon(rc, frame.ErrCodeUnexpected, "the instance answered with a malformed response: "+err.Error())
 				return
@@ -305,7 +326,11 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			rc.appErr = frame.ResCode(f.Payload[1]) != frame.ResOK
 		}
 		frame.SetID(f.Raw, rc.srcID)
-		rc.src.Write(f.Raw)
+		if err := rc.src.TryWrite(f.Raw); err != nil { // the caller is not reading its answers
+			r.slowPeer(rc.src)
+			r.finish(rc, router.Outcome{Cancelled: true})
+			return
+		}
 		switch {
 		case f.Type == frame.TypeError:
 			r.finish(rc, router.Failed(frame.ErrCode(f.Payload[0])))
@@ -379,5 +404,18 @@ func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrC
 }
 
 func (r *Relay) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
-	c.Write(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
+	if c.TryWrite(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)})) != nil {
+		r.slowPeer(c)
+	}
+}
+
+// slowPeer deals with a peer whose write buffer is full, found from a read
+// loop that must not wait for it: an app that stopped reading loses its
+// connection (its calls fail, no one else's); from another meshd the frame
+// is dropped and the call ends (that meshd's own timer answers its caller).
+func (r *Relay) slowPeer(c *conn.Conn) {
+	r.stats.limited[limitSlowPeer].Add(1)
+	if !fromMeshd(c) {
+		c.Close()
+	}
 }

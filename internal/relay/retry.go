@@ -3,7 +3,6 @@ package relay
 import (
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -24,9 +23,15 @@ import (
 // request is forwarded as it streams and not retried.
 const maxRetryBytes = 256 << 10
 
-// save keeps the first frame as it arrived, for a retry.
-func (rc *relayed) save(pool *sync.Pool, raw []byte) {
-	bp, _ := pool.Get().(*[]byte)
+// save keeps the first frame as it arrived, for a retry, if the caller's
+// connection and the meshd have room for it (Limits.SavedPerConn, SavedTotal).
+// Called before rc is shared.
+func (r *Relay) save(rc *relayed, raw []byte) {
+	rc.srcT = r.table(rc.src)
+	if !r.mayKeep(rc.srcT, len(raw)) {
+		return
+	}
+	bp, _ := r.saved.Get().(*[]byte)
 	if bp == nil {
 		bp = new([]byte)
 	}
@@ -34,13 +39,13 @@ func (rc *relayed) save(pool *sync.Pool, raw []byte) {
 	rc.saved, rc.firstLen = bp, len(raw)
 }
 
-// keep saves a continuation frame of the request, until the bound. Called
-// under rc.mu.
-func (rc *relayed) keep(raw []byte) {
+// keep saves a continuation frame of the request, until the bounds: one
+// call's maxRetryBytes, and the limits on what is kept. Called under rc.mu.
+func (r *Relay) keep(rc *relayed, raw []byte) {
 	if rc.saved == nil || rc.tooBig {
 		return
 	}
-	if len(*rc.saved)+len(raw) > maxRetryBytes {
+	if len(*rc.saved)+len(raw) > maxRetryBytes || !r.mayKeep(rc.srcT, len(raw)) {
 		rc.tooBig = true
 		return
 	}

@@ -1,0 +1,131 @@
+package relay
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// Limits bound what one connection, or all of them, can make the relay hold
+// or do to others. The zero value of a field is its default.
+type Limits struct {
+	// CallsPerConn bounds the calls in flight that one caller's connection
+	// has through this meshd; past it a new call is answered Busy (the
+	// connection stays).
+	CallsPerConn int
+	// HalfSentPerConn bounds the calls forwarded on one connection whose
+	// request has not fully gone out: an instance's connection at the bound
+	// takes no new call (the Balancer picks another, or the call is answered
+	// Busy), since its peer fails the whole connection past its own bound
+	// (1,024 in mesh's SDK).
+	HalfSentPerConn int
+	// HalfSentPerCaller bounds the calls one app's connection has started
+	// and not finished sending; past it its next multi-frame call is
+	// answered Busy. It keeps one caller from using up HalfSentPerConn of an
+	// instance that others call too.
+	HalfSentPerCaller int
+	// SavedPerConn and SavedTotal bound the request bytes kept for retries,
+	// per caller connection and for the whole meshd; a call past them is
+	// forwarded as usual but not retried.
+	SavedPerConn, SavedTotal int64
+	// MaxTTL caps the ttl a call may ask for: the relay holds a call (and
+	// its memory) at most this long.
+	MaxTTL time.Duration
+}
+
+// The defaults of Limits.
+const (
+	DefaultCallsPerConn      = 10000
+	DefaultHalfSentPerConn   = 512
+	DefaultHalfSentPerCaller = 64
+	DefaultSavedPerConn      = 16 << 20
+	DefaultSavedTotal        = 256 << 20
+	DefaultMaxTTL            = 10 * time.Minute
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.CallsPerConn <= 0 {
+		l.CallsPerConn = DefaultCallsPerConn
+	}
+	if l.HalfSentPerConn <= 0 {
+		l.HalfSentPerConn = DefaultHalfSentPerConn
+	}
+	if l.HalfSentPerCaller <= 0 {
+		l.HalfSentPerCaller = DefaultHalfSentPerCaller
+	}
+	if l.SavedPerConn <= 0 {
+		l.SavedPerConn = DefaultSavedPerConn
+	}
+	if l.SavedTotal <= 0 {
+		l.SavedTotal = DefaultSavedTotal
+	}
+	if l.MaxTTL <= 0 {
+		l.MaxTTL = DefaultMaxTTL
+	}
+	return l
+}
+
+// admitFrom checks the per-connection limits for a new call from an app's
+// connection c: calls in flight, and calls half sent when this one will be.
+func (r *Relay) admitFrom(c *conn.Conn, multiFrame bool) error {
+	t := r.table(c)
+	t.mu.Lock()
+	n := len(t.took)
+	t.mu.Unlock()
+	if n >= r.limits.CallsPerConn {
+		r.stats.limited[limitCalls].Add(1)
+		return frame.Errorf(frame.ErrCodeBusy, "this connection has %d calls in flight through meshd, the limit", n)
+	}
+	if h := t.halfFrom.Load(); multiFrame && h >= int64(r.limits.HalfSentPerCaller) {
+		r.stats.limited[limitHalfFrom].Add(1)
+		return frame.Errorf(frame.ErrCodeBusy, "this connection has %d calls half sent through meshd, the limit", h)
+	}
+	return nil
+}
+
+// halfSentFull reports why the connection c takes no new call, if it has
+// as many half-sent calls as it may.
+func (r *Relay) halfSentFull(c *conn.Conn) error {
+	v, ok := r.tables.Load(c)
+	if !ok {
+		return nil
+	}
+	if n := v.(*table).halfSent.Load(); n >= int64(r.limits.HalfSentPerConn) {
+		r.stats.limited[limitHalfSent].Add(1)
+		return fmt.Errorf("its connection has %d calls half sent, the limit", n)
+	}
+	return nil
+}
+
+// mayKeep reports whether n more request bytes may be kept for a retry of a
+// call from t, and if so counts them.
+func (r *Relay) mayKeep(t *table, n int) bool {
+	if t.saved.Load()+int64(n) > r.limits.SavedPerConn || r.savedTotal.Load()+int64(n) > r.limits.SavedTotal {
+		r.stats.limited[limitSaved].Add(1)
+		return false
+	}
+	t.saved.Add(int64(n))
+	r.savedTotal.Add(int64(n))
+	return true
+}
+
+// unkeep gives back what a call kept for retries.
+func (r *Relay) unkeep(t *table, n int) {
+	t.saved.Add(-int64(n))
+	r.savedTotal.Add(-int64(n))
+}
+
+// The limits counted in mesh_limit_hits_total.
+const (
+	limitCalls = iota
+	limitHalfSent
+	limitHalfFrom
+	limitSaved
+	limitTTL
+	limitSlowPeer
+	numLimits
+)
+
+var limitNames = [numLimits]string{"calls_per_conn", "half_sent_per_conn", "half_sent_per_caller", "saved_bytes", "max_ttl", "slow_peer"}
