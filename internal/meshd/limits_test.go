@@ -1,0 +1,193 @@
+package meshd_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/relay"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// startLimited runs a meshd with limits and the echo service behind it.
+func startLimited(t *testing.T, l meshd.Limits) *meshd.Daemon {
+	t.Helper()
+	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet, Limits: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Shutdown(context.Background()) })
+	echoServer(t, d.Addr(), "echo")
+	return d
+}
+
+// metric reads one line's value from d's /metrics.
+func metric(t *testing.T, d *meshd.Daemon, series string) string {
+	t.Helper()
+	res, err := http.Get("http://" + d.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("no series %s in /metrics", series)
+	return ""
+}
+
+// 1,100 calls a caller starts and never finishes sending cannot kill the
+// echo service's connection (its SDK fails a connection past 1,024 calls
+// in assembly): past 64 the caller's own calls are answered busy, and
+// everyone else's calls go on.
+func TestHalfSentCallsCannotKillTheService(t *testing.T) {
+	d := startLimited(t, meshd.Limits{})
+	stop := benign(t, d)
+	p := testkit.DialRaw(t, d.Addr(), nil)
+	h := frame.AppendHeader(nil, "as", "raw")
+	first := testkit.CallFrames(t, 1, "echo", "echo", h, nil, make([]byte, 100<<10))[0]
+	for id := uint32(1); id <= 1100; id++ {
+		f := bytes.Clone(first)
+		frame.SetID(f, id)
+		p.Send(t, f)
+	}
+	busy := 0
+	for busy < 1100-relay.DefaultHalfSentPerCaller {
+		f := p.Next(t, 5*time.Second)
+		if f == nil {
+			t.Fatalf("only %d busy answers", busy)
+		}
+		if m, err := frame.DecodeError(f.Payload); f.Type == frame.TypeError && err == nil && m.Code == frame.ErrCodeBusy {
+			busy++
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // benign calls go on while the 64 half-sent calls are held
+	calls, failed := stop()
+	t.Logf("1,100 half-sent calls from one connection: %d answered busy; %d benign calls, %d failed", busy, calls, failed)
+	if failed != 0 {
+		t.Fatalf("%d of %d benign calls failed", failed, calls)
+	}
+	if st := d.Status(context.Background()); len(st.Local) != 1 {
+		t.Fatalf("the echo instance is gone: %v", st.Local)
+	}
+	if got := metric(t, d, `mesh_limit_hits_total{limit="half_sent_per_caller"}`); got == "0" {
+		t.Fatal("the limit's hits were not counted")
+	}
+}
+
+// A call asking for a ttl over MaxTTL is held at most MaxTTL.
+func TestMaxTTLCapsACall(t *testing.T) {
+	d := startLimited(t, meshd.Limits{Limits: relay.Limits{MaxTTL: 300 * time.Millisecond}})
+	s := client.NewServer(client.Options{Logger: testkit.Quiet})
+	s.Register("mute", "wait", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	if err := s.Advertise(context.Background(), d.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	c := dialMeshd(t, d.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err := c.Call(ctx, "mute", "wait", nil, nil, client.WithRetryFlags("n"))
+	took := time.Since(start)
+	if client.CodeOf(err) != frame.ErrCodeTimeout || took > 5*time.Second {
+		t.Fatalf("a 1-minute call to a mute service: %v after %v, want a timeout after about 300ms", err, took)
+	}
+	if got := metric(t, d, `mesh_limit_hits_total{limit="max_ttl"}`); got == "0" {
+		t.Fatal("the cap was not counted")
+	}
+}
+
+// A caller that sends calls and never reads the answers loses its own
+// connection once MaxQueued bytes wait for it; the echo service's read loop,
+// which writes those answers, never waits on it, so other callers see
+// nothing.
+func TestCallerThatNeverReadsLosesOnlyItsConnection(t *testing.T) {
+	d := startLimited(t, meshd.Limits{MaxQueued: 256 << 10})
+	stop := benign(t, d)
+	p := testkit.DialRaw(t, d.Addr(), nil)
+	p.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	h := frame.AppendHeader(nil, "as", "raw")
+	body := make([]byte, 1<<10)
+	var sent int
+	deadline := time.Now().Add(20 * time.Second)
+	for id := uint32(1); time.Now().Before(deadline); id++ {
+		p.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if _, err := p.Write(testkit.CallFrames(t, id, "echo", "echo", h, nil, body)[0]); err != nil {
+			break // meshd closed the connection
+		}
+		sent++
+	}
+	calls, failed := stop()
+	t.Logf("a caller that never reads sent %d calls before meshd closed it; %d benign calls, %d failed", sent, calls, failed)
+	if time.Now().After(deadline) {
+		t.Fatal("meshd never closed the connection of a caller that does not read")
+	}
+	if failed != 0 {
+		t.Fatalf("%d of %d benign calls failed", failed, calls)
+	}
+	if got := metric(t, d, `mesh_limit_hits_total{limit="slow_peer"}`); got == "0" {
+		t.Fatal("the slow peer was not counted")
+	}
+}
+
+// Connections past the limit per address are closed at once, and those
+// that never complete the handshake are closed at its deadline; the
+// connections already serving calls are untouched.
+func TestConnectionLimits(t *testing.T) {
+	d := startLimited(t, meshd.Limits{ConnectionsPerAddr: 30, HandshakeTimeout: 300 * time.Millisecond})
+	c := dialMeshd(t, d.Addr()) // the echo server's and this client's connections count too
+	closedAfter := make(chan time.Duration, 40)
+	for range 40 {
+		nc, err := net.Dial("tcp", d.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		start := time.Now()
+		go func() {
+			nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := nc.Read(make([]byte, 1)); err == io.EOF {
+				closedAfter <- time.Since(start)
+			} else {
+				closedAfter <- -1 // not closed
+			}
+		}()
+	}
+	early, atDeadline := 0, 0
+	for range 40 {
+		switch took := <-closedAfter; {
+		case took < 0:
+			t.Fatal("a connection that never handshakes was not closed within 5s")
+		case took < 150*time.Millisecond:
+			early++
+		case took < 2*time.Second:
+			atDeadline++
+		}
+	}
+	t.Logf("40 connections that never handshake: %d closed at once (over 30 per address), %d at the 300ms handshake deadline", early, atDeadline)
+	if early != 12 || atDeadline != 28 { // 2 of the 30 are the echo server's and the client's
+		t.Fatalf("%d closed at once and %d at the deadline, want 12 and 28", early, atDeadline)
+	}
+	if body, err := callEcho(c, "echo", []byte("x")); err != nil || string(body) != "echo:x" {
+		t.Fatalf("a connection serving calls: %q %v", body, err)
+	}
+	if got := metric(t, d, "mesh_connections_refused_total"); got == "0" {
+		t.Fatal("the refused connections were not counted")
+	}
+}
