@@ -327,6 +327,14 @@ func TestControlMessages(t *testing.T) {
 	if err != nil || in.Version != 2 || in.Headers[InitHostPort] != "1.2.3.4:5" || len(in.Headers) != 2 {
 		t.Fatalf("init = %+v, %v", in, err)
 	}
+	many := map[string]string{}
+	for i := range MaxInitHeaders + 1 {
+		many[fmt.Sprint("h", i)] = "v"
+	}
+	b, _ = AppendInit(nil, TypeInitReq, 1, Init{Version: 2, Headers: many})
+	if _, err := ParseInit(b[HeaderSize:]); !IsProtocolError(err) {
+		t.Fatalf("an init with %d headers: %v, want a protocol error", len(many), err)
+	}
 	b, _ = AppendCancel(nil, 3, Cancel{TTL: 5, Tracing: tr, Why: []byte("bye")})
 	c, err := DecodeCancel(b[HeaderSize:])
 	if err != nil || c.TTL != 5 || c.Tracing != tr || string(c.Why) != "bye" {

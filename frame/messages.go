@@ -47,12 +47,21 @@ func AppendInit(dst []byte, t Type, id uint32, m Init) ([]byte, error) {
 	return finishFrame(dst, start)
 }
 
-// ParseInit decodes an init req or init res payload. It checks the layout,
-// not the version or the required keys: the connection layer answers those.
+// MaxInitHeaders bounds the headers of an init message: TChannel peers send
+// about six, and each costs the receiver memory for the connection's life.
+// Their size is bounded by the frame's.
+const MaxInitHeaders = 64
+
+// ParseInit decodes an init req or init res payload. It checks the layout
+// and MaxInitHeaders, not the version or the required keys: the connection
+// layer answers those.
 func ParseInit(payload []byte) (Init, error) {
 	c := cursor{b: payload}
 	m := Init{Version: c.u16("init version")}
 	n := int(c.u16("init header count"))
+	if c.err == nil && n > MaxInitHeaders {
+		return Init{}, errf("init has %d headers, the limit is %d", n, MaxInitHeaders)
+	}
 	if c.err == nil && n > len(c.b)/4 {
 		return Init{}, errf("init claims %d headers in %d bytes", n, len(c.b))
 	}

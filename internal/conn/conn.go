@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -32,6 +33,7 @@ type Conn struct {
 	peer   Peer
 	w      *writer
 	nextID atomic.Uint32
+	frames atomic.Uint64 // frames read, for the idle check
 
 	mu       sync.Mutex
 	out      map[uint32]*outCall // calls we sent, awaiting answers
@@ -121,6 +123,34 @@ func newConn(nc net.Conn, opts Options) *Conn {
 func (c *Conn) start() {
 	go c.w.loop()
 	go c.readLoop()
+	if c.opts.IdleTimeout > 0 {
+		c.idleCheck(c.frames.Load())
+	}
+}
+
+// idleCheck runs every IdleTimeout while the connection is open: when no
+// frame came since the last check (seen: the count then), the peer is
+// pinged, and a peer that answers nothing within half the timeout is gone
+// (a half-open connection, a hung process) and the connection is closed.
+// A peer that reads and answers stays, calls or not.
+func (c *Conn) idleCheck(seen uint64) {
+	time.AfterFunc(c.opts.IdleTimeout, func() {
+		if c.Closed() {
+			return
+		}
+		if now := c.frames.Load(); now != seen {
+			c.idleCheck(now)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.IdleTimeout/2)
+		defer cancel()
+		if err := c.Ping(ctx); err != nil && !c.Closed() {
+			c.log.Debug("idle peer did not answer a ping; closing", "err", err)
+			c.fail(fmt.Errorf("idle for %v and no answer to a ping", c.opts.IdleTimeout))
+			return
+		}
+		c.idleCheck(c.frames.Load())
+	})
 }
 
 // Peer returns what the far end said about itself in the handshake.

@@ -24,6 +24,9 @@ type Options struct {
 	Logger *slog.Logger
 	// HandshakeTimeout bounds the init exchange; default 5s.
 	HandshakeTimeout time.Duration
+	// IdleTimeout, if set, pings a peer that sent nothing for that long and
+	// closes the connection when no answer comes within half of it.
+	IdleTimeout time.Duration
 	// WriteTimeout bounds one socket write, so a peer that stopped reading
 	// cannot hold the connection forever; default 30s.
 	WriteTimeout time.Duration

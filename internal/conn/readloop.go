@@ -15,6 +15,7 @@ func (c *Conn) readLoop() {
 	for {
 		f, err := r.ReadFrame()
 		if err == nil {
+			c.frames.Add(1)
 			err = c.dispatch(f, &st)
 		}
 		if err != nil {

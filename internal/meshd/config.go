@@ -46,6 +46,7 @@ type Options struct {
 	MaxConns          int           `yaml:"max_connections"`
 	MaxConnsPerAddr   int           `yaml:"max_connections_per_addr"`
 	HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxQueued         int           `yaml:"max_queued_bytes"`
 	MaxCallsPerConn   int           `yaml:"max_calls_per_connection"`
 	MaxHalfSent       int           `yaml:"max_half_sent_per_connection"`
@@ -74,6 +75,7 @@ func Defaults() Options {
 		MaxConns:          DefaultConnections,
 		MaxConnsPerAddr:   DefaultConnectionsPerAddr,
 		HandshakeTimeout:  DefaultHandshakeTimeout,
+		IdleTimeout:       DefaultIdleTimeout,
 		MaxQueued:         conn.DefaultMaxQueued,
 		MaxCallsPerConn:   relay.DefaultCallsPerConn,
 		MaxHalfSent:       relay.DefaultHalfSentPerConn,
@@ -88,7 +90,7 @@ func Defaults() Options {
 func (o Options) limits() Limits {
 	return Limits{
 		Connections: o.MaxConns, ConnectionsPerAddr: o.MaxConnsPerAddr,
-		HandshakeTimeout: o.HandshakeTimeout, MaxQueued: o.MaxQueued,
+		HandshakeTimeout: o.HandshakeTimeout, IdleTimeout: o.IdleTimeout, MaxQueued: o.MaxQueued,
 		Limits: relay.Limits{
 			CallsPerConn: o.MaxCallsPerConn, HalfSentPerConn: o.MaxHalfSent, HalfSentPerCaller: o.MaxHalfSentCaller,
 			SavedPerConn: int64(o.MaxRetryBytesConn), SavedTotal: int64(o.MaxRetryBytes), MaxTTL: o.MaxTTL,
@@ -125,6 +127,7 @@ func (o *Options) table() []option {
 		{"max-connections", "MESHD_MAX_CONNECTIONS", "TChannel connections meshd holds at most; more are closed at once", nil, nil, &o.MaxConns},
 		{"max-connections-per-addr", "MESHD_MAX_CONNECTIONS_PER_ADDR", "connections from one remote IP address at most", nil, nil, &o.MaxConnsPerAddr},
 		{"handshake-timeout", "MESHD_HANDSHAKE_TIMEOUT", "a new connection that has not completed the init exchange by then is closed", nil, &o.HandshakeTimeout, nil},
+		{"idle-timeout", "MESHD_IDLE_TIMEOUT", "a connection silent that long is pinged, and closed if it does not answer within half of it", nil, &o.IdleTimeout, nil},
 		{"max-queued-bytes", "MESHD_MAX_QUEUED_BYTES", "bytes queued for a peer that is not reading before meshd gives up on it", nil, nil, &o.MaxQueued},
 		{"max-calls-per-connection", "MESHD_MAX_CALLS_PER_CONNECTION", "calls in flight through meshd from one app connection; more are answered busy", nil, nil, &o.MaxCallsPerConn},
 		{"max-half-sent-per-connection", "MESHD_MAX_HALF_SENT_PER_CONNECTION", "calls sent on one connection and not fully sent yet; an instance at it takes no new call", nil, nil, &o.MaxHalfSent},

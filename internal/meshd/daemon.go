@@ -144,6 +144,7 @@ func (d *Daemon) connOptions() conn.Options {
 		OnClose:     d.connClosed,
 
 		HandshakeTimeout: d.limits.HandshakeTimeout,
+		IdleTimeout:      d.limits.IdleTimeout,
 		MaxQueued:        d.limits.MaxQueued,
 	}
 }

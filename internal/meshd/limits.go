@@ -21,6 +21,9 @@ type Limits struct {
 	// HandshakeTimeout is how long a new connection has to complete the
 	// init exchange before it is closed.
 	HandshakeTimeout time.Duration
+	// IdleTimeout is how long a connection may be silent before meshd pings
+	// it; one that does not answer within half of it is closed.
+	IdleTimeout time.Duration
 	// MaxQueued bounds the bytes queued for a peer that is not reading; past
 	// it the relay gives up on it (an app's connection is closed).
 	MaxQueued int
@@ -34,6 +37,7 @@ const (
 	DefaultConnections        = 10000
 	DefaultConnectionsPerAddr = 2000
 	DefaultHandshakeTimeout   = 5 * time.Second
+	DefaultIdleTimeout        = 5 * time.Minute
 )
 
 func (l Limits) withDefaults() Limits {
@@ -45,6 +49,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.HandshakeTimeout <= 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = DefaultIdleTimeout
 	}
 	if l.MaxQueued <= 0 {
 		l.MaxQueued = conn.DefaultMaxQueued

@@ -191,3 +191,50 @@ func TestConnectionLimits(t *testing.T) {
 		t.Fatal("the refused connections were not counted")
 	}
 }
+
+// A silent connection is pinged after IdleTimeout and closed when it does
+// not answer; one whose peer answers pings (any TChannel peer does) stays,
+// calls or not. An init with more headers than frame.MaxInitHeaders is
+// refused.
+func TestIdleConnectionsArePinged(t *testing.T) {
+	d := startLimited(t, meshd.Limits{IdleTimeout: 200 * time.Millisecond})
+	c := dialMeshd(t, d.Addr())
+	mute := testkit.DialRaw(t, d.Addr(), nil) // answers nothing, pings included
+	start := time.Now()
+	for {
+		f := mute.Next(t, 3*time.Second)
+		if f == nil {
+			break // closed
+		}
+		if time.Since(start) > 3*time.Second {
+			t.Fatal("a peer that does not answer pings was not closed")
+		}
+	}
+	took := time.Since(start)
+	time.Sleep(600 * time.Millisecond) // the SDK client and the echo server sit idle, answering pings
+	if body, err := callEcho(c, "echo", []byte("x")); err != nil || string(body) != "echo:x" {
+		t.Fatalf("an idle client that answers pings: %q %v", body, err)
+	}
+	t.Logf("a peer that does not answer pings was closed after %v (idle timeout 200ms)", took.Round(time.Millisecond))
+	if took > 2*time.Second {
+		t.Fatalf("closed only after %v", took)
+	}
+
+	many := map[string]string{}
+	for i := range frame.MaxInitHeaders + 1 {
+		many["x-"+strings.Repeat("h", i%10)+string(rune('a'+i%26))+string(rune('a'+i/26))] = "v"
+	}
+	nc, err := net.Dial("tcp", d.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	many[frame.InitHostPort], many[frame.InitProcessName] = frame.EphemeralHostPort, "many-headers"
+	b, _ := frame.AppendInit(nil, frame.TypeInitReq, 1, frame.Init{Version: frame.Version, Headers: many})
+	nc.Write(b)
+	nc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	f, err := frame.NewReader(nc).ReadFrame()
+	if err != nil || f.Type != frame.TypeError {
+		t.Fatalf("an init with %d headers: %v %v, want a protocol error", len(many), f, err)
+	}
+}
