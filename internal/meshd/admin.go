@@ -56,6 +56,7 @@ func (d *Daemon) adminHandler() http.Handler {
 		n := len(d.conns)
 		d.mu.Unlock()
 		fmt.Fprintf(w, "# HELP mesh_connections Open TChannel connections.\n# TYPE mesh_connections gauge\nmesh_connections %d\n", n)
+		fmt.Fprintf(w, "# HELP mesh_log_suppressed_total Log records not written because the same message came too often.\n# TYPE mesh_log_suppressed_total counter\nmesh_log_suppressed_total %d\n", d.logLimit.Suppressed())
 		fmt.Fprintf(w, "# HELP mesh_connections_accepted Accepted connections held, handshaking ones included.\n# TYPE mesh_connections_accepted gauge\nmesh_connections_accepted %d\n", d.adm.count())
 		fmt.Fprintf(w, "# HELP mesh_connections_refused_total Connections closed at once for being over --max-connections or --max-connections-per-addr.\n# TYPE mesh_connections_refused_total counter\nmesh_connections_refused_total %d\n", d.adm.refused.Load())
 	})

@@ -16,6 +16,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/lograte"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
@@ -52,8 +53,9 @@ type Daemon struct {
 	apps     apps
 	started  time.Time
 
-	limits Limits
-	adm    admission
+	limits   Limits
+	adm      admission
+	logLimit *lograte.Handler
 
 	mu    sync.Mutex
 	conns map[*conn.Conn]struct{}
@@ -65,6 +67,10 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// One kind of fault (a peer's garbage on many connections) writes a few
+	// lines a second at most; the rest is counted (mesh_log_suppressed_total).
+	logLimit := lograte.New(cfg.Logger.Handler())
+	cfg.Logger = slog.New(logLimit)
 	if cfg.Registry == nil {
 		cfg.Registry = discovery.NewLocal()
 	}
@@ -93,6 +99,7 @@ func Start(cfg Config) (*Daemon, error) {
 		conns:    make(map[*conn.Conn]struct{}),
 		started:  time.Now(),
 		limits:   cfg.Limits.withDefaults(),
+		logLimit: logLimit,
 	}
 	d.apps.byCon = make(map[*conn.Conn]*app)
 	d.relay = relay.New(relay.Config{

@@ -40,9 +40,17 @@ const (
 	DefaultIdleTimeout        = 5 * time.Minute
 )
 
+// reservedFiles are the file descriptors Connections leaves for the rest of
+// meshd (admin and health, Consul, other meshds, logs), so that a flood of
+// connections is refused cleanly while /health still answers.
+const reservedFiles = 256
+
 func (l Limits) withDefaults() Limits {
 	if l.Connections <= 0 {
 		l.Connections = DefaultConnections
+	}
+	if n := openFiles() - reservedFiles; n > 0 && l.Connections > n {
+		l.Connections = n // never more than the process may open, less the reserve
 	}
 	if l.ConnectionsPerAddr <= 0 {
 		l.ConnectionsPerAddr = DefaultConnectionsPerAddr
