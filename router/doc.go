@@ -8,9 +8,9 @@
 // internal/relay/pipeline.go declares meshd's pipelines, client/direct.go
 // the SDK's. The stages here, one file each:
 //
+//	Discover     discover.go     the service's healthy instances, a cached read
 //	KillSwitch   killswitch.go   refuse callers the policy blocks
 //	CallerLimit  callerlimit.go  hold each caller to the per-caller rate
-//	Discover     discover.go     the service's healthy instances, a cached read
 //	Balancer     balancer.go     skip open breakers (all open: pick anyway),
 //	                             then P2C on peak-EWMA cost, rendezvous
 //	                             hashing on the shard key ("sk"), or round robin

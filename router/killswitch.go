@@ -3,8 +3,8 @@ package router
 import "github.com/meshrpc/mesh/frame"
 
 // KillSwitch is the stage that refuses calls from callers the service's
-// policy blocks (Policy.Blocked; "*" blocks every caller), at once and
-// before discovery: the switch an operator throws to cut a caller off.
+// policy blocks (Policy.Blocked; "*" blocks every caller), before any
+// instance is picked: the switch an operator throws to cut a caller off.
 type KillSwitch struct{ Balancer *Balancer }
 
 func (KillSwitch) Name() string { return "kill_switch" }

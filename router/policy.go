@@ -168,6 +168,10 @@ type limits struct {
 	callers  *callerLimits
 }
 
+// maxCallers bounds the callers a service keeps a rate limiter for: caller
+// names are the callers' own words, so a flood of made-up ones shares one.
+const maxCallers = 10000
+
 // callerLimits are a service's rate limiters per caller.
 type callerLimits struct {
 	mu sync.RWMutex
@@ -221,9 +225,15 @@ func (l *limits) callerAllowed(caller []byte, now time.Time) bool {
 	if lim == nil {
 		cl.mu.Lock()
 		if lim = cl.m[string(caller)]; lim == nil {
-			burst := max(int(l.policy.CallerRateLimit/5), 1) // 200ms of calls
-			lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
-			cl.m[string(caller)] = lim
+			key := string(caller)
+			if len(cl.m) >= maxCallers {
+				key = "" // past the bound, new callers share one limiter
+			}
+			if lim = cl.m[key]; lim == nil {
+				burst := max(int(l.policy.CallerRateLimit/5), 1) // 200ms of calls
+				lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
+				cl.m[key] = lim
+			}
 		}
 		cl.mu.Unlock()
 	}

@@ -3,9 +3,11 @@ package meshd_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +238,43 @@ func TestIdleConnectionsArePinged(t *testing.T) {
 	f, err := frame.NewReader(nc).ReadFrame()
 	if err != nil || f.Type != frame.TypeError {
 		t.Fatalf("an init with %d headers: %v %v, want a protocol error", len(many), f, err)
+	}
+}
+
+// Calls to 20,000 made-up service names (and as many made-up caller names)
+// are refused and leave nothing behind that grows with them: the refusal
+// metric keeps at most 1,000 series plus "_other", and the heap after a GC is
+// within a few MiB of where it started.
+func TestMadeUpNamesCostNothingAfter(t *testing.T) {
+	d := startLimited(t, meshd.Limits{})
+	p := testkit.DialRaw(t, d.Addr(), nil)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const n = 20000
+	go func() {
+		for i := range n {
+			h := frame.AppendHeader(frame.AppendHeader(nil, "as", "raw"), "cn", fmt.Sprintf("caller-%d", i))
+			p.Write(testkit.CallFrames(t, uint32(i+1), fmt.Sprintf("nosuch-%d-%s", i, strings.Repeat("x", 100)), "m", h, nil, nil)[0])
+		}
+	}()
+	for got := 0; got < n; got++ {
+		if f := p.Next(t, 5*time.Second); f == nil || f.Type != frame.TypeError {
+			t.Fatalf("answer %d: %v", got, f)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	res, err := http.Get("http://" + d.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	series := strings.Count(string(b), "mesh_stage_refusals_total{")
+	t.Logf("%d calls to made-up names: heap %+d KiB after GC, %d refusal series", n, grew>>10, series)
+	if series > 1001 || grew > 8<<20 {
+		t.Fatalf("%d refusal series, heap grew %d KiB", series, grew>>10)
 	}
 }

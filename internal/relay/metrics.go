@@ -12,6 +12,11 @@ import (
 // refusalKey counts the calls one stage refused for one service.
 type refusalKey struct{ stage, service string }
 
+// maxRefusalSeries bounds the series of mesh_stage_refusals_total: past it,
+// refusals of services not yet counted go to service="_other", so calls to
+// made-up names cannot grow the metrics (or the memory behind them).
+const maxRefusalSeries = 1000
+
 func (r *Relay) countRefusal(stage, service string) {
 	switch stage {
 	case "caller_limit", "admission":
@@ -19,8 +24,15 @@ func (r *Relay) countRefusal(stage, service string) {
 	}
 	k := refusalKey{stage, service}
 	v, ok := r.refusals.Load(k)
+	if !ok && r.refusalSeries.Load() >= maxRefusalSeries {
+		k.service = "_other"
+		v, ok = r.refusals.Load(k)
+	}
 	if !ok {
-		v, _ = r.refusals.LoadOrStore(k, new(atomic.Int64))
+		var loaded bool
+		if v, loaded = r.refusals.LoadOrStore(k, new(atomic.Int64)); !loaded {
+			r.refusalSeries.Add(1)
+		}
 	}
 	v.(*atomic.Int64).Add(1)
 }

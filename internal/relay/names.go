@@ -2,13 +2,35 @@ package relay
 
 import "sync"
 
-// names interns service names, so the call path turns the name bytes of a
-// frame into a string without allocating once a service has been seen.
+// names interns the names calls carry (services, methods, callers), so the
+// call path turns a frame's name bytes into a string without allocating once
+// the name has been seen. Only names of calls that were routed are kept, and
+// only short ones, up to maxNames: made-up names (a caller trying a million
+// services or methods) cost one allocation each and leave nothing behind.
 type names struct {
 	mu sync.RWMutex
 	m  map[string]string
 }
 
+// Bounds of the names kept.
+const (
+	maxNames   = 10000
+	maxNameLen = 128
+)
+
+// get returns b as a string: the kept one if b was seen, else a new one.
+func (n *names) get(b []byte) string {
+	n.mu.RLock()
+	s, ok := n.m[string(b)]
+	n.mu.RUnlock()
+	if ok {
+		return s
+	}
+	return string(b)
+}
+
+// intern returns b as a string and keeps it for later calls, within the
+// bounds.
 func (n *names) intern(b []byte) string {
 	n.mu.RLock()
 	s, ok := n.m[string(b)]
@@ -16,18 +38,22 @@ func (n *names) intern(b []byte) string {
 	if ok {
 		return s
 	}
+	s = string(b)
+	n.keep(s)
+	return s
+}
+
+// keep remembers s, within the bounds.
+func (n *names) keep(s string) {
+	if len(s) > maxNameLen {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.m == nil {
 		n.m = make(map[string]string)
 	}
-	if s, ok := n.m[string(b)]; ok {
-		return s
+	if _, ok := n.m[s]; !ok && len(n.m) < maxNames {
+		n.m[s] = s
 	}
-	if len(n.m) >= 100000 { // a flood of made-up names: stop remembering
-		return string(b)
-	}
-	s = string(b)
-	n.m[s] = s
-	return s
 }

@@ -5,11 +5,13 @@ import "github.com/meshrpc/mesh/router"
 // pipelines declares the stages of every call through this meshd, in
 // order. Adding a stage is one file and one line here.
 //
-// A call from an app on this host takes the first hop: it may be refused
-// at once (drain, kill switch, caller limit), then discovery, the
-// Balancer's pick and a connection to the picked instance (its app's own
-// connection, or its meshd's) decide where it goes, and admission applies
-// the service's local limits when that instance is on this host.
+// A call from an app on this host takes the first hop: a draining meshd
+// declines it; discovery finds the service's instances (a name that is no
+// service is refused here, before any per-service state exists for it); the
+// kill switch and the caller's limit may refuse it; then the Balancer's pick
+// and a connection to the picked instance (its app's own connection, or its
+// meshd's) decide where it goes, and admission applies the service's local
+// limits when that instance is on this host.
 //
 // A call another meshd routed here is on its last hop: deliver, the
 // discover variant that finds the named local instance, replaces
@@ -20,9 +22,9 @@ func (r *Relay) pipelines() {
 	admission := router.Admission{Balancer: r.bal, Self: r.cfg.Self}
 	r.firstHop = router.Pipeline{
 		draining{r},                           // drain.go
+		router.Discover{From: r.cfg.Registry}, // router/discover.go
 		router.KillSwitch{Balancer: r.bal},    // router/killswitch.go
 		router.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
-		router.Discover{From: r.cfg.Registry}, // router/discover.go
 		r.bal,                                 // router/balancer.go
 		connect,                               // router/connect.go, with reach (relay.go)
 		admission,                             // router/admission.go

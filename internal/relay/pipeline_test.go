@@ -30,7 +30,7 @@ func TestPipelineOrder(t *testing.T) {
 		p    router.Pipeline
 		want []string
 	}{
-		{"first hop", r.firstHop, []string{"drain", "kill_switch", "caller_limit", "discover", "balance", "connect", "admission"}},
+		{"first hop", r.firstHop, []string{"drain", "discover", "kill_switch", "caller_limit", "balance", "connect", "admission"}},
 		{"last hop", r.lastHop, []string{"drain", "deliver", "admission"}},
 		{"retry", r.retry, []string{"discover", "balance", "connect"}},
 	} {

@@ -64,15 +64,16 @@ type Relay struct {
 	bal                      *router.Balancer
 	firstHop, lastHop, retry router.Pipeline // pipeline.go
 
-	tables     sync.Map     // *conn.Conn → *table: the calls in flight, per connection
-	inflight   atomic.Int64 // calls in the tables
-	limits     Limits
-	savedTotal atomic.Int64 // request bytes kept for retries
-	saved      sync.Pool    // *[]byte: request frames kept for retries
-	bufs       sync.Pool    // *[]byte: first frames being rewritten
-	recent     recentCalls
-	refusals   sync.Map // refusalKey → *atomic.Int64
-	names      names
+	tables        sync.Map     // *conn.Conn → *table: the calls in flight, per connection
+	inflight      atomic.Int64 // calls in the tables
+	limits        Limits
+	savedTotal    atomic.Int64 // request bytes kept for retries
+	saved         sync.Pool    // *[]byte: request frames kept for retries
+	bufs          sync.Pool    // *[]byte: first frames being rewritten
+	recent        recentCalls
+	refusals      sync.Map // refusalKey → *atomic.Int64
+	refusalSeries atomic.Int64
+	names         names
 
 	draining atomic.Bool
 	stats    counters
@@ -154,7 +155,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	rc := new(relayed)
 	c := &rc.call
-	c.Reset(r.names.intern(router.RoutingName(req.Service, req.Headers)), req.Headers)
+	c.Reset(r.names.get(router.RoutingName(req.Service, req.Headers)), req.Headers)
 	rc.lastHop = fromMeshd(from)
 	if !rc.lastHop { // the call enters the mesh here: check it (edge.go)
 		rc.checkReq = true
@@ -177,6 +178,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 		r.refuseCall(from, f.ID, req, c.RefusedBy, err)
 		return true
 	}
+	r.names.keep(c.Service) // a service that was routed to: worth keeping
 	r.forward(from, f, req, rc)
 	return true
 }
@@ -389,7 +391,7 @@ func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, stage st
 	if !ok {
 		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 	}
-	service := r.names.intern(router.RoutingName(req.Service, req.Headers))
+	service := r.names.get(router.RoutingName(req.Service, req.Headers))
 	r.countRefusal(stage, service)
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)
