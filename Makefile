@@ -26,10 +26,11 @@ bench:
 bench-tracing:
 	./scripts/bench-tracing.sh
 
-# Long fuzz runs of the frame decoder and a live connection (FUZZTIME=10m).
+# Long fuzz runs of the frame decoder, a live connection and a meshd with a service behind it (FUZZTIME=10m).
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./frame
 	go test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/conn
+	go test -run '^$$' -fuzz '^FuzzMeshd$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
 
 # A real Consul agent built from the Go module proxy, in .cache/bin.
 consul:

@@ -44,6 +44,7 @@ suite unit go test -race -count=1 -v ./...
 suite fuzz-frame go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -v ./frame
 suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./internal/conn
 suite fuzz-zipkin go test -run '^$' -fuzz '^FuzzAppendString$' -fuzztime "$FUZZTIME" -v ./internal/tracing
+suite fuzz-meshd go test -run '^$' -fuzz '^FuzzMeshd$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s -v ./internal/meshd
 suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzztime "$FUZZTIME" -v ./internal/tracing
 
 # Integration suites run real programs: a Consul agent built from the module

@@ -42,7 +42,7 @@ func startMeshd(tb testing.TB, addr string, reg discovery.Registry, tracer ...*t
 	return d
 }
 
-func echoServer(t *testing.T, meshdAddr, service string) *client.Server {
+func echoServer(t testing.TB, meshdAddr, service string) *client.Server {
 	t.Helper()
 	s := client.NewServer(client.Options{ServiceName: service, Logger: testkit.Quiet})
 	s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
@@ -253,7 +253,7 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 }
 
 // dialMeshd connects an SDK client to a meshd, closed when the test ends.
-func dialMeshd(t *testing.T, addr string) *client.Client {
+func dialMeshd(t testing.TB, addr string) *client.Client {
 	t.Helper()
 	c, err := client.Dial(context.Background(), addr, client.Options{Logger: testkit.Quiet})
 	if err != nil {
