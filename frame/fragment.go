@@ -229,9 +229,9 @@ func (w *MessageWriter) startContinue() {
 // checksums and the fragmentation rules, and says which arg each chunk
 // belongs to and when each arg is complete.
 type Assembler struct {
-	arg     int
-	csum    ChecksumType
 	sum     uint32
+	arg     uint8 // the arg the next chunk belongs to: 0, 1 or 2
+	csum    ChecksumType
 	started bool // a frame has been added
 	hashed  bool // a chunk has been checksummed
 	done    bool
@@ -256,7 +256,7 @@ func (a *Assembler) Add(f *Fragment) (first int, err error) {
 	} else if f.Checksum != a.csum {
 		return 0, errf("checksum type changed from %s to %s within a message", a.csum, f.Checksum)
 	}
-	last := a.arg + max(f.NumChunks-1, 0)
+	last := int(a.arg) + max(f.NumChunks-1, 0)
 	if last > 2 {
 		return 0, errf("message carries more than 3 args")
 	}
@@ -277,8 +277,8 @@ func (a *Assembler) Add(f *Fragment) (first int, err error) {
 	if f.NumChunks > 0 {
 		a.hashed = true
 	}
-	first = a.arg
-	a.arg = last
+	first = int(a.arg)
+	a.arg = uint8(last)
 	a.done = !f.More()
 	return first, nil
 }

@@ -27,6 +27,9 @@ func (b *Balancer) Send(c *Call) Attempt {
 	return Attempt{ep: e, start: time.Now()}
 }
 
+// Start is when the attempt was sent (zero for the zero Attempt).
+func (a Attempt) Start() time.Time { return a.start }
+
 // Done tells the Balancer how the attempt ended: the instance's latency
 // average, breaker and counters learn from it (a cancelled attempt teaches
 // nothing but is no longer in flight). Call it once.

@@ -10,44 +10,45 @@ import (
 	"github.com/meshrpc/mesh/router"
 )
 
-// relayed is one call in flight through this meshd.
+// relayed is one call in flight through this meshd. Its fields are
+// ordered to keep it within 1,024 bytes, one allocation size class: its
+// size is what a relayed call costs the garbage collector.
 type relayed struct {
-	call    router.Call // the routing state, kept for the call's retries
-	lastHop bool        // the call came from another meshd
-	appErr  bool        // the answer is an application error; set by the callee's read loop
+	call router.Call // the routing state, kept for the call's retries
 	// src and srcID are the caller's side: set before the call is shared,
 	// never changed.
 	src   *conn.Conn
 	srcID uint32
+	arg1  int32 // bytes of the request's arg1 so far
 	// At the mesh's edge the relay checks what an app sends (edge.go): the
 	// request when the caller is an app (checkReq, on src's read loop, under
 	// mu), the answer when the instance is (checkRes, on dst's read loop).
-	checkReq, checkRes bool
 	reqAsm, resAsm     frame.Assembler
-	arg1               int // bytes of the request's arg1 so far
+	checkReq, checkRes bool
+	lastHop            bool // the call came from another meshd
+	appErr             bool // the answer is an application error; set by the callee's read loop
 
-	mu       sync.Mutex // guards the rest once the call is in the tables
-	dst      *conn.Conn
-	dstID    uint32
-	reqDone  bool // the request's last frame went out
-	done     bool // finished: only the first finish counts
-	between  bool // an attempt failed and the next one is being routed
-	attempt  router.Attempt
-	start    time.Time // of the current attempt
-	deadline time.Time
-	timer    *time.Timer // ends the call at its TTL
-	tryTimer *time.Timer // ends the current attempt at the per-attempt timeout
+	mu          sync.Mutex // guards the rest once the call is in the tables
+	reqDone     bool       // the request's last frame went out
+	done        bool       // finished: only the first finish counts
+	between     bool       // an attempt failed and the next one is being routed
+	tooBig      bool       // the request passed what may be kept for a retry
+	countedFrom bool       // srcT's halfFrom counts this call
+	dstID       uint32
+	firstLen    int32 // of the saved request's first frame
+	dst         *conn.Conn
+	attempt     router.Attempt // of the instance picked here (first hop); its Start is the attempt's
+	deadline    time.Time
+	timer       *time.Timer // ends the call at its TTL
+	tryTimer    *time.Timer // ends the current attempt at the per-attempt timeout
 	// For retries: the request's frames as they arrived, one after another,
 	// until maxRetryBytes (nil: the call is not retried).
-	saved    *[]byte
-	firstLen int
-	tooBig   bool
-	srcT     *table // the caller's table, which the saved bytes count against
-	half     *table // the tables whose halfSent and halfFrom count this call, while they do
-	halfFrom *table
-	rec      record        // the routing decisions, for explanations
-	trace    *hopTrace     // this hop's span to be, when the call is traced
-	hop      frame.Tracing // the tracing field this hop sends on (retries reuse it)
+	saved *[]byte
+	srcT  *table        // the caller's table (first hop), which saved bytes and halfFrom count against
+	half  *table        // the table whose halfSent counts this call, while it does
+	rec   record        // the routing decisions, for explanations
+	trace *hopTrace     // this hop's span to be, when the call is traced
+	hop   frame.Tracing // the tracing field this hop sends on (retries reuse it)
 }
 
 // table holds the calls relayed through one connection: those its peer
@@ -104,9 +105,9 @@ func (r *Relay) track(rc *relayed) {
 		if !rc.done && !rc.reqDone {
 			rc.half = r.table(rc.dst)
 			rc.half.halfSent.Add(1)
-			if !rc.lastHop {
-				rc.halfFrom = r.table(rc.src)
-				rc.halfFrom.halfFrom.Add(1)
+			if rc.srcT != nil {
+				rc.srcT.halfFrom.Add(1)
+				rc.countedFrom = true
 			}
 		}
 		rc.mu.Unlock()
@@ -119,9 +120,9 @@ func (rc *relayed) uncountHalf() {
 		rc.half.halfSent.Add(-1)
 		rc.half = nil
 	}
-	if rc.halfFrom != nil {
-		rc.halfFrom.halfFrom.Add(-1)
-		rc.halfFrom = nil
+	if rc.countedFrom {
+		rc.srcT.halfFrom.Add(-1)
+		rc.countedFrom = false
 	}
 }
 
@@ -187,7 +188,7 @@ func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
 	att := rc.attempt
 	rc.attempt = router.Attempt{}
 	if !rc.between {
-		rc.rec.end(o, time.Since(rc.start))
+		rc.rec.end(o, time.Since(att.Start()))
 	}
 	dst, dstID := rc.dst, rc.dstID
 	if rc.timer != nil {

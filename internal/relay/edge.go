@@ -26,7 +26,7 @@ func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg
 // check adds one frame's args to the message asm follows. For a request,
 // arg1 (counted in *arg1) may be at most frame.MaxArg1Size bytes, as the
 // protocol says: a method that never ends is refused, not forwarded.
-func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int) error {
+func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int32) error {
 	if frag == nil {
 		return nil
 	}
@@ -34,7 +34,7 @@ func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int) err
 	if err != nil || arg1 == nil || first > 0 || frag.NumChunks == 0 {
 		return err
 	}
-	if *arg1 += len(frag.Chunks[0]); *arg1 > frame.MaxArg1Size {
+	if *arg1 += int32(len(frag.Chunks[0])); *arg1 > frame.MaxArg1Size {
 		return fmt.Errorf("arg1 (the method) exceeds %d bytes", frame.MaxArg1Size)
 	}
 	return nil

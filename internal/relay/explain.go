@@ -28,17 +28,17 @@ type attemptRecord struct {
 type record struct {
 	at      time.Time
 	service string
-	caller  [32]byte
-	callerN uint8
-	tracing frame.Tracing
+	stage   string // of a refusal: the stage that refused
+	refused string
 	// The first two attempts are kept inline, as most calls have one; a
 	// third and fourth go to more, allocated when needed.
 	attempts [2]attemptRecord
 	more     *[2]attemptRecord
-	n        int
-	stage    string // of a refusal: the stage that refused
-	refused  string
+	tracing  frame.Tracing
+	n        uint8         // attempts recorded
 	code     frame.ErrCode // of a refusal
+	callerN  uint8
+	caller   [32]byte
 }
 
 func (rec *record) setCaller(c []byte) {
@@ -60,17 +60,17 @@ func (rec *record) add(inst discovery.Instance, ch router.Choice) {
 	if rec.n >= maxRecorded {
 		return
 	}
-	if rec.n == len(rec.attempts) && rec.more == nil {
+	if int(rec.n) == len(rec.attempts) && rec.more == nil {
 		rec.more = new([2]attemptRecord)
 	}
-	*rec.attempt(rec.n) = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
+	*rec.attempt(int(rec.n)) = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
 	rec.n++
 }
 
 // end marks the current attempt finished.
 func (rec *record) end(o router.Outcome, latency time.Duration) {
 	if rec.n > 0 {
-		a := rec.attempt(rec.n - 1)
+		a := rec.attempt(int(rec.n) - 1)
 		a.result, a.latency, a.done = o, latency, true
 	}
 }
@@ -127,7 +127,7 @@ func (rec *record) explain() Explanation {
 		Stage:   rec.stage,
 		Refused: rec.refused,
 	}
-	for i := range rec.n {
+	for i := range int(rec.n) {
 		a := rec.attempt(i)
 		info := AttemptInfo{Instance: a.instance, Addr: a.addr, Millis: float64(a.latency.Microseconds()) / 1000, Result: "in flight"}
 		info.Why = string(rec.appendWhy(nil, i, false))

@@ -190,7 +190,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	dst := c.Conn
 	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dst.NewID()
 	rc.checkRes = r.isLocal(c) // the answer comes from an app
-	rc.start = time.Now()
+	now := time.Now()
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
 	ttl := time.Duration(req.TTL) * time.Millisecond
 	capped := ttl > r.limits.MaxTTL
@@ -198,7 +198,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		ttl = r.limits.MaxTTL
 		r.stats.limited[limitTTL].Add(1)
 	}
-	rc.deadline = rc.start.Add(ttl)
+	rc.deadline = now.Add(ttl)
 
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
@@ -209,8 +209,9 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	}
 	var tryTimeout time.Duration
 	if !rc.lastHop {
+		rc.srcT = r.table(src)
 		rc.attempt = r.bal.Send(c)
-		rc.rec.at, rc.rec.service, rc.rec.tracing = rc.start, c.Service, req.Tracing
+		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
 		rc.rec.setCaller(c.Caller)
 		rc.rec.add(c.Instance(), c.Choice())
 		tryTimeout = r.bal.Policy(c.Service).TryTimeout.D()
@@ -219,7 +220,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 			r.save(rc, f.Raw)
 		}
 	}
-	r.startSpan(rc, f, req, out)
+	r.startSpan(rc, f, req, out, now)
 	*bp = out
 	// The headers alias the read loop's buffer, reused once OfferCall
 	// returns; a retry points them at its saved copy.

@@ -27,7 +27,6 @@ const maxRetryBytes = 256 << 10
 // connection and the meshd have room for it (Limits.SavedPerConn, SavedTotal).
 // Called before rc is shared.
 func (r *Relay) save(rc *relayed, raw []byte) {
-	rc.srcT = r.table(rc.src)
 	if !r.mayKeep(rc.srcT, len(raw)) {
 		return
 	}
@@ -36,7 +35,7 @@ func (r *Relay) save(rc *relayed, raw []byte) {
 		bp = new([]byte)
 	}
 	*bp = append((*bp)[:0], raw...)
-	rc.saved, rc.firstLen = bp, len(raw)
+	rc.saved, rc.firstLen = bp, int32(len(raw))
 }
 
 // keep saves a continuation frame of the request, until the bounds: one
@@ -67,7 +66,7 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	rc.between = true // this attempt is over; the call is not
 	att := rc.attempt
 	rc.attempt = router.Attempt{}
-	rc.rec.end(router.Failed(code), time.Since(rc.start))
+	rc.rec.end(router.Failed(code), time.Since(att.Start()))
 	if rc.tryTimer != nil {
 		rc.tryTimer.Stop() // the next attempt gets its own
 	}
@@ -91,7 +90,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 		rc.mu.Unlock()
 		return
 	}
-	saved, firstLen := slices.Clone(*rc.saved), rc.firstLen
+	saved, firstLen := slices.Clone(*rc.saved), int(rc.firstLen)
 	rc.mu.Unlock()
 	var req frame.CallReq
 	var frag frame.Fragment
@@ -116,7 +115,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 		rc.mu.Unlock()
 		return
 	}
-	rc.dst, rc.dstID, rc.start, rc.between = dst, dst.NewID(), time.Now(), false
+	rc.dst, rc.dstID, rc.between = dst, dst.NewID(), false
 	rc.checkRes, rc.resAsm = r.isLocal(c), frame.Assembler{} // a new answer to check
 	rc.attempt = r.bal.Send(c)
 	rc.rec.add(c.Instance(), c.Choice())

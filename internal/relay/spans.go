@@ -33,7 +33,7 @@ var hopTraces = sync.Pool{New: func() any { return new(hopTrace) }}
 // traced (its caller sampled it) or has no trace yet (this meshd decides),
 // and writes the hop's tracing field into out: same trace, the incoming
 // span as parent, this hop's span id. Unsampled calls cost nothing here.
-func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out []byte) {
+func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out []byte, start time.Time) {
 	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
 		return
 	}
@@ -44,7 +44,7 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 		return
 	}
 	ht := hopTraces.Get().(*hopTrace)
-	*ht = hopTrace{name: "call", service: rc.call.Service, first: !rc.lastHop, start: rc.start}
+	*ht = hopTrace{name: "call", service: rc.call.Service, first: !rc.lastHop, start: start}
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}
@@ -88,13 +88,13 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
 	}
 	var why [192]byte
 	if rec.n > 0 {
-		last := rec.attempt(rec.n - 1)
+		last := rec.attempt(int(rec.n) - 1)
 		tag(tracing.Tag{Key: "mesh.instance", Value: last.instance})
-		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], rec.n-1, true)})
+		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], int(rec.n)-1, true)})
 	}
 	events := ht.events
 	if rec.n > 1 {
-		tag(tracing.Tag{Key: "mesh.attempts", Value: strconv.Itoa(rec.n)})
+		tag(tracing.Tag{Key: "mesh.attempts", Value: strconv.Itoa(int(rec.n))})
 		for i, a := range rec.explain().Attempts {
 			events = append(events, tracing.Event{Name: fmt.Sprintf("attempt %d", i+1), Time: time.Now(), Attrs: []attribute.KeyValue{
 				attribute.String("mesh.instance", a.Instance),
