@@ -107,12 +107,17 @@ type Frame struct {
 	Raw     []byte // the whole frame, header included, as read
 }
 
-// Reader reads frames from an io.Reader into one reused buffer.
+// Reader reads frames from an io.Reader into one reused buffer, which grows
+// to the largest frame read (at most MaxFrameSize): a connection that only
+// ever sees small frames holds a small buffer.
 type Reader struct {
 	r   io.Reader
-	buf [MaxFrameSize]byte
+	buf []byte
 	f   Frame
 }
+
+// readerStart is a Reader's first buffer: most frames (a 1 KiB call) fit.
+const readerStart = 4 << 10
 
 // NewReader returns a Reader of r. Wrap r in a bufio.Reader to batch reads.
 func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
@@ -124,6 +129,9 @@ func (r *Reader) Reset(rd io.Reader) { r.r = rd }
 // cleanly between frames, and io.ErrUnexpectedEOF when it ends inside one.
 // The returned frame is valid until the next call.
 func (r *Reader) ReadFrame() (*Frame, error) {
+	if r.buf == nil {
+		r.buf = make([]byte, readerStart)
+	}
 	if _, err := io.ReadFull(r.r, r.buf[:HeaderSize]); err != nil {
 		return nil, err
 	}
@@ -132,6 +140,11 @@ func (r *Reader) ReadFrame() (*Frame, error) {
 		return nil, err
 	}
 	n := int(h.Size)
+	if n > len(r.buf) {
+		grown := make([]byte, min(max(n, 2*len(r.buf)), MaxFrameSize))
+		copy(grown, r.buf[:HeaderSize])
+		r.buf = grown
+	}
 	if _, err := io.ReadFull(r.r, r.buf[HeaderSize:n]); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF

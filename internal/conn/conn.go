@@ -200,6 +200,11 @@ func (c *Conn) Write(frames []byte) error { return c.w.write(frames) }
 // other calls.
 func (c *Conn) TryWrite(frames []byte) error { return c.w.tryWrite(frames, c.opts.MaxQueued) }
 
+// Backlogged reports whether the peer is not keeping up with what is sent to
+// it (over 1 MiB waits): a Relayer then takes no new call from that peer, so a
+// caller that does not read its answers cannot keep sending.
+func (c *Conn) Backlogged() bool { return c.w.backlogged() }
+
 // ErrFull is TryWrite's error for a peer whose write buffer is full.
 var ErrFull = errFull
 

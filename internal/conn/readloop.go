@@ -10,7 +10,7 @@ import (
 
 // readLoop decodes frames and routes them until the connection ends.
 func (c *Conn) readLoop() {
-	r := frame.NewReader(&directReader{br: bufio.NewReaderSize(c.nc, 64<<10), r: c.nc})
+	r := frame.NewReader(&directReader{br: bufio.NewReaderSize(c.nc, readBuffer), r: c.nc})
 	st := readState{assembling: make(map[uint32]*inCall)}
 	for {
 		f, err := r.ReadFrame()
@@ -45,6 +45,9 @@ func (c *Conn) readLoop() {
 	}
 }
 
+// readBuffer batches small frames' reads; larger reads skip it (directReader).
+const readBuffer = 16 << 10
+
 // directReader is a bufio.Reader that lets large reads skip its buffer:
 // small frames arrive many to a system call, a large frame's payload goes
 // straight from the socket to the frame buffer instead of being copied twice.
@@ -54,7 +57,7 @@ type directReader struct {
 }
 
 func (d *directReader) Read(p []byte) (int, error) {
-	if n := d.br.Buffered(); len(p) >= 16<<10 && n < len(p) {
+	if n := d.br.Buffered(); len(p) >= readBuffer && n < len(p) {
 		if n > 0 {
 			return d.br.Read(p[:n])
 		}

@@ -41,11 +41,10 @@ func newWriter(nc net.Conn, limit int, timeout time.Duration, onFail func(error)
 		timeout: timeout,
 		limit:   limit,
 		onFail:  onFail,
-		pending: make([]byte, 0, 64<<10),
-		spare:   make([]byte, 0, 64<<10),
-		wake:    make(chan struct{}, 1),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
+		// The batches grow with use: an idle connection holds no buffer.
+		wake: make(chan struct{}, 1),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
 	}
 	w.drained.L = &w.mu
 	return w
@@ -61,6 +60,14 @@ func (w *writer) writeInline(f []byte) error { return w.queue(f, true) }
 
 // errFull is tryWrite's answer when the peer is not keeping up.
 var errFull = errors.New("the peer is not reading: its write buffer is full")
+
+// backlogged reports whether more than the limit waits to be written: the
+// peer is not keeping up with what is sent to it.
+func (w *writer) backlogged() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending) > w.limit
+}
 
 // tryWrite queues whole frames like write, unless the pending buffer holds
 // more than max bytes: then it returns errFull at once instead of waiting,
@@ -126,7 +133,7 @@ func (w *writer) flushLocked() error {
 		_, err := w.nc.Write(batch)
 		w.mu.Lock()
 		if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
-			batch = make([]byte, 0, 64<<10)
+			batch = nil
 		}
 		w.spare = batch[:0]
 		if err != nil && w.err == nil {

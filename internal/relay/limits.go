@@ -70,6 +70,10 @@ func (l Limits) withDefaults() Limits {
 // admitFrom checks the per-connection limits for a new call from an app's
 // connection c: calls in flight, and calls half sent when this one will be.
 func (r *Relay) admitFrom(c *conn.Conn, multiFrame bool) error {
+	if c.Backlogged() { // it does not read its answers: it gets no new call served
+		r.stats.limited[limitBacklog].Add(1)
+		return frame.Errorf(frame.ErrCodeBusy, "this connection does not read its answers (over 1 MiB wait for it)")
+	}
 	t := r.table(c)
 	t.mu.Lock()
 	n := len(t.took)
@@ -125,7 +129,8 @@ const (
 	limitSaved
 	limitTTL
 	limitSlowPeer
+	limitBacklog
 	numLimits
 )
 
-var limitNames = [numLimits]string{"calls_per_conn", "half_sent_per_conn", "half_sent_per_caller", "saved_bytes", "max_ttl", "slow_peer"}
+var limitNames = [numLimits]string{"calls_per_conn", "half_sent_per_conn", "half_sent_per_caller", "saved_bytes", "max_ttl", "slow_peer", "backlogged_caller"}
