@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testconsul"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
@@ -352,4 +354,61 @@ func rawFrame(typ frame.Type, id uint32, payload []byte) []byte {
 	h[0], h[1], h[2] = byte(size>>8), byte(size), byte(typ)
 	h[4], h[5], h[6], h[7] = byte(id>>24), byte(id>>16), byte(id>>8), byte(id)
 	return append(h, payload...)
+}
+
+// At its open-file limit meshd refuses new connections cleanly and keeps
+// answering /health and its callers' calls: it holds TChannel connections to
+// the limit less a reserve, which the admin listener and its peers use.
+func TestFileDescriptorExhaustion(t *testing.T) {
+	ports := testconsul.FreePorts(t, "127.0.0.1", 2)
+	h := &host{ip: "127.0.0.1", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), admin: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))}
+	// A shell sets the limit: 300 open files, so 44 TChannel connections.
+	h.meshd = start(t, "/bin/sh", "-c", "ulimit -n 300 && exec "+filepath.Join(binDir, "meshd")+" --listen "+h.addr+" --admin "+h.admin+" --consul off --handshake-timeout 3s")
+	testkit.WaitFor(t, 10*time.Second, "meshd healthy", func() bool {
+		resp, err := http.Get("http://" + h.admin + "/health")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	start(t, "echo", "--meshd", h.addr)
+	sdk, err := client.Dial(context.Background(), h.addr, client.Options{ServiceName: "benign", Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdk.Close()
+	testkit.WaitFor(t, 10*time.Second, "echo routable", func() bool {
+		_, err := sdk.Call(context.Background(), "echo", "echo", nil, []byte("x"))
+		return err == nil
+	})
+	stop, result := benignLoad(sdk)
+	var conns []net.Conn
+	for range 1000 {
+		nc, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			break
+		}
+		conns = append(conns, nc)
+	}
+	healthy := 0
+	for range 20 {
+		resp, err := http.Get("http://" + h.admin + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				healthy++
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	refused := adminMetric(t, h, "mesh_connections_refused_total")
+	for _, nc := range conns {
+		nc.Close()
+	}
+	calls, failed := stop()
+	t.Logf("1,000 connections to a meshd limited to 300 open files: %s refused at once; /health answered %d of 20 times meanwhile; benign calls %d, failed %d (%s)",
+		refused, healthy, calls, failed, result())
+	if healthy != 20 || failed != 0 || refused == "0" {
+		t.Fatalf("health %d of 20, %d benign calls failed, %s connections refused", healthy, failed, refused)
+	}
 }
