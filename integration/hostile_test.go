@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -36,15 +35,7 @@ const hostileBound = 256 << 20
 func TestHostilePeers(t *testing.T) {
 	h := startHost(t, "127.0.0.1", "off", "--handshake-timeout", "1s", "--idle-timeout", "1s", "--log-level", "info")
 	start(t, "echo", "--meshd", h.addr)
-	sdk, err := client.Dial(context.Background(), h.addr, client.Options{ServiceName: "benign", Logger: testkit.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdk.Close()
-	testkit.WaitFor(t, 10*time.Second, "echo routable", func() bool {
-		_, err := sdk.Call(context.Background(), "echo", "echo", nil, []byte("x"))
-		return err == nil
-	})
+	sdk := benignClient(t, h)
 	pid := h.meshd.cmd.Process.Pid
 	hdr := frame.AppendHeader(nil, "as", "raw")
 	for _, sc := range []struct {
@@ -102,7 +93,7 @@ func TestHostilePeers(t *testing.T) {
 					break // closed by meshd
 				}
 			}
-			refused := adminMetric(t, h, `mesh_limit_hits_total{limit="backlogged_caller"}`)
+			refused := testkit.Metric(t, h.admin, `mesh_limit_hits_total{limit="backlogged_caller"}`)
 			if refused == "0" {
 				t.Errorf("no call of a caller that reads nothing was refused")
 			}
@@ -175,16 +166,16 @@ func TestHostilePeers(t *testing.T) {
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			fds0 := fdCount(t, pid)
-			stop, result := benignLoad(sdk)
+			stop := benignLoad(sdk)
 			peak := watchRSS(pid)
 			did := sc.attack(t)
 			time.Sleep(300 * time.Millisecond) // benign calls go on after the attack too
-			calls, failed := stop()
+			calls, failed, first := stop()
 			maxRSS := peak()
 			var fds int
 			ok := testkit.WaitFor(t, 15*time.Second, "fds back to baseline", func() bool { fds = fdCount(t, pid); return fds <= fds0+4 })
-			t.Logf("%s: %s; benign calls %d, failed %d (%s); meshd peak RSS %d MiB; fds %d → %d (after %v)",
-				sc.name, did, calls, failed, result(), maxRSS>>20, fds0, fds, ok.Round(10*time.Millisecond))
+			t.Logf("%s: %s; benign calls %d, failed %d (first: %v); meshd peak RSS %d MiB; fds %d → %d (after %v)",
+				sc.name, did, calls, failed, first, maxRSS>>20, fds0, fds, ok.Round(10*time.Millisecond))
 			if failed != 0 {
 				t.Errorf("%d of %d benign calls failed", failed, calls)
 			}
@@ -195,49 +186,31 @@ func TestHostilePeers(t *testing.T) {
 	}
 }
 
-// benignLoad calls echo from 4 goroutines until stopped.
-func benignLoad(sdk *client.Client) (stop func() (calls, failed int64), firstErr func() string) {
-	done := make(chan struct{})
-	var n, bad atomic.Int64
-	var mu sync.Mutex
-	var first string
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				res, err := sdk.Call(ctx, "echo", "echo", nil, []byte("benign"))
-				cancel()
-				n.Add(1)
-				if err != nil || string(res.Body) != "benign" {
-					bad.Add(1)
-					mu.Lock()
-					if first == "" {
-						first = fmt.Sprint(err)
-					}
-					mu.Unlock()
-				}
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
-	return func() (int64, int64) {
-			close(done)
-			wg.Wait()
-			return n.Load(), bad.Load()
-		}, func() string {
-			mu.Lock()
-			defer mu.Unlock()
-			if first == "" {
-				return "no error"
-			}
-			return "first error: " + first
+// benignLoad calls echo through sdk from 4 goroutines until stopped.
+func benignLoad(sdk *client.Client) func() (calls, failed int64, first error) {
+	return testkit.Load(4, func(ctx context.Context) error {
+		res, err := sdk.Call(ctx, "echo", "echo", nil, []byte("benign"))
+		if err == nil && string(res.Body) != "benign" {
+			err = fmt.Errorf("echo answered %q", res.Body)
 		}
+		time.Sleep(time.Millisecond)
+		return err
+	})
+}
+
+// benignClient dials h as an SDK app and waits until echo answers through it.
+func benignClient(t *testing.T, h *host) *client.Client {
+	t.Helper()
+	sdk, err := client.Dial(context.Background(), h.addr, client.Options{ServiceName: "benign", Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sdk.Close() })
+	testkit.WaitFor(t, 10*time.Second, "echo routable", func() bool {
+		_, err := sdk.Call(context.Background(), "echo", "echo", nil, []byte("x"))
+		return err == nil
+	})
+	return sdk
 }
 
 // watchRSS samples pid's resident memory every 20ms until the returned
@@ -277,23 +250,6 @@ func fdCount(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return len(es)
-}
-
-// adminMetric reads one series' value from h's /metrics.
-func adminMetric(t *testing.T, h *host, series string) string {
-	res, err := http.Get("http://" + h.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return v
-		}
-	}
-	t.Fatalf("no series %s", series)
-	return ""
 }
 
 func logLines(t *testing.T, h *host) int {
@@ -372,16 +328,8 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 		return err == nil && resp.StatusCode == 200
 	})
 	start(t, "echo", "--meshd", h.addr)
-	sdk, err := client.Dial(context.Background(), h.addr, client.Options{ServiceName: "benign", Logger: testkit.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sdk.Close()
-	testkit.WaitFor(t, 10*time.Second, "echo routable", func() bool {
-		_, err := sdk.Call(context.Background(), "echo", "echo", nil, []byte("x"))
-		return err == nil
-	})
-	stop, result := benignLoad(sdk)
+	sdk := benignClient(t, h)
+	stop := benignLoad(sdk)
 	var conns []net.Conn
 	for range 1000 {
 		nc, err := net.Dial("tcp", h.addr)
@@ -401,13 +349,13 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	refused := adminMetric(t, h, "mesh_connections_refused_total")
+	refused := testkit.Metric(t, h.admin, "mesh_connections_refused_total")
 	for _, nc := range conns {
 		nc.Close()
 	}
-	calls, failed := stop()
-	t.Logf("1,000 connections to a meshd limited to 300 open files: %s refused at once; /health answered %d of 20 times meanwhile; benign calls %d, failed %d (%s)",
-		refused, healthy, calls, failed, result())
+	calls, failed, first := stop()
+	t.Logf("1,000 connections to a meshd limited to 300 open files: %s refused at once; /health answered %d of 20 times meanwhile; benign calls %d, failed %d (first: %v)",
+		refused, healthy, calls, failed, first)
 	if healthy != 20 || failed != 0 || refused == "0" {
 		t.Fatalf("health %d of 20, %d benign calls failed, %s connections refused", healthy, failed, refused)
 	}

@@ -3,8 +3,7 @@ package meshd_test
 import (
 	"context"
 	"encoding/binary"
-	"sync"
-	"sync/atomic"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,32 +14,22 @@ import (
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
-// benign calls echo through d until stop, counting calls and failures.
+// benign calls echo through d from 4 goroutines until stop.
 func benign(t *testing.T, d *meshd.Daemon) (stop func() (calls, failed int64)) {
 	c := dialMeshd(t, d.Addr())
-	done := make(chan struct{})
-	var n, bad atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				if body, err := callEcho(c, "echo", []byte("ok")); err != nil || string(body) != "echo:ok" {
-					bad.Add(1)
-					t.Logf("benign call failed: %v", err)
-				}
-				n.Add(1)
-			}
-		})
-	}
+	stopLoad := testkit.Load(4, func(context.Context) error {
+		body, err := callEcho(c, "echo", []byte("ok"))
+		if err == nil && string(body) != "echo:ok" {
+			err = fmt.Errorf("echo answered %q", body)
+		}
+		return err
+	})
 	return func() (int64, int64) {
-		close(done)
-		wg.Wait()
-		return n.Load(), bad.Load()
+		calls, failed, first := stopLoad()
+		if first != nil {
+			t.Logf("first benign failure: %v", first)
+		}
+		return calls, failed
 	}
 }
 

@@ -32,24 +32,6 @@ func startLimited(t *testing.T, l meshd.Limits) *meshd.Daemon {
 	return d
 }
 
-// metric reads one line's value from d's /metrics.
-func metric(t *testing.T, d *meshd.Daemon, series string) string {
-	t.Helper()
-	res, err := http.Get("http://" + d.AdminAddr() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			return v
-		}
-	}
-	t.Fatalf("no series %s in /metrics", series)
-	return ""
-}
-
 // 1,100 calls a caller starts and never finishes sending cannot kill the
 // echo service's connection (its SDK fails a connection past 1,024 calls
 // in assembly): past 64 the caller's own calls are answered busy, and
@@ -84,7 +66,7 @@ func TestHalfSentCallsCannotKillTheService(t *testing.T) {
 	if st := d.Status(context.Background()); len(st.Local) != 1 {
 		t.Fatalf("the echo instance is gone: %v", st.Local)
 	}
-	if got := metric(t, d, `mesh_limit_hits_total{limit="half_sent_per_caller"}`); got == "0" {
+	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="half_sent_per_caller"}`); got == "0" {
 		t.Fatal("the limit's hits were not counted")
 	}
 }
@@ -110,7 +92,7 @@ func TestMaxTTLCapsACall(t *testing.T) {
 	if client.CodeOf(err) != frame.ErrCodeTimeout || took > 5*time.Second {
 		t.Fatalf("a 1-minute call to a mute service: %v after %v, want a timeout after about 300ms", err, took)
 	}
-	if got := metric(t, d, `mesh_limit_hits_total{limit="max_ttl"}`); got == "0" {
+	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="max_ttl"}`); got == "0" {
 		t.Fatal("the cap was not counted")
 	}
 }
@@ -143,7 +125,7 @@ func TestCallerThatNeverReadsLosesOnlyItsConnection(t *testing.T) {
 	if failed != 0 {
 		t.Fatalf("%d of %d benign calls failed", failed, calls)
 	}
-	if got := metric(t, d, `mesh_limit_hits_total{limit="slow_peer"}`); got == "0" {
+	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="slow_peer"}`); got == "0" {
 		t.Fatal("the slow peer was not counted")
 	}
 }
@@ -189,7 +171,7 @@ func TestConnectionLimits(t *testing.T) {
 	if body, err := callEcho(c, "echo", []byte("x")); err != nil || string(body) != "echo:x" {
 		t.Fatalf("a connection serving calls: %q %v", body, err)
 	}
-	if got := metric(t, d, "mesh_connections_refused_total"); got == "0" {
+	if got := testkit.Metric(t, d.AdminAddr(), "mesh_connections_refused_total"); got == "0" {
 		t.Fatal("the refused connections were not counted")
 	}
 }
