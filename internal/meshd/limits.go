@@ -1,6 +1,7 @@
 package meshd
 
 import (
+	"cmp"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -46,24 +47,14 @@ const (
 const reservedFiles = 256
 
 func (l Limits) withDefaults() Limits {
-	if l.Connections <= 0 {
-		l.Connections = DefaultConnections
-	}
+	l.Connections = cmp.Or(l.Connections, DefaultConnections)
 	if n := openFiles() - reservedFiles; n > 0 && l.Connections > n {
 		l.Connections = n // never more than the process may open, less the reserve
 	}
-	if l.ConnectionsPerAddr <= 0 {
-		l.ConnectionsPerAddr = DefaultConnectionsPerAddr
-	}
-	if l.HandshakeTimeout <= 0 {
-		l.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if l.IdleTimeout <= 0 {
-		l.IdleTimeout = DefaultIdleTimeout
-	}
-	if l.MaxQueued <= 0 {
-		l.MaxQueued = conn.DefaultMaxQueued
-	}
+	l.ConnectionsPerAddr = cmp.Or(l.ConnectionsPerAddr, DefaultConnectionsPerAddr)
+	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, DefaultHandshakeTimeout)
+	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
+	l.MaxQueued = cmp.Or(l.MaxQueued, conn.DefaultMaxQueued)
 	return l
 }
 

@@ -98,12 +98,17 @@ func (r *Relay) lookup(c *conn.Conn, id uint32, sent bool) *relayed {
 // track puts a new call in its caller's and its callee's tables.
 func (r *Relay) track(rc *relayed) {
 	r.inflight.Add(1)
-	r.add(rc.src, rc.srcID, rc, false)
-	r.add(rc.dst, rc.dstID, rc, true)
+	src := rc.srcT // looked up already on a first hop
+	if src == nil {
+		src = r.table(rc.src)
+	}
+	src.add(rc.srcID, rc, false)
+	dst := r.table(rc.dst)
+	dst.add(rc.dstID, rc, true)
 	if !rc.reqDone {
 		rc.mu.Lock()
 		if !rc.done && !rc.reqDone {
-			rc.half = r.table(rc.dst)
+			rc.half = dst
 			rc.half.halfSent.Add(1)
 			if rc.srcT != nil {
 				rc.srcT.halfFrom.Add(1)
@@ -126,8 +131,7 @@ func (rc *relayed) uncountHalf() {
 	}
 }
 
-func (r *Relay) add(c *conn.Conn, id uint32, rc *relayed, sent bool) {
-	t := r.table(c)
+func (t *table) add(id uint32, rc *relayed, sent bool) {
 	t.mu.Lock()
 	if sent {
 		t.sent[id] = rc

@@ -26,7 +26,7 @@ func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg
 // check adds one frame's args to the message asm follows. For a request,
 // arg1 (counted in *arg1) may be at most frame.MaxArg1Size bytes, as the
 // protocol says: a method that never ends is refused, not forwarded.
-func (r *Relay) check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int32) error {
+func check(asm *frame.Assembler, frag *frame.Fragment, arg1 *int32) error {
 	if frag == nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"cmp"
 	"fmt"
 	"time"
 
@@ -46,35 +47,23 @@ const (
 )
 
 func (l Limits) withDefaults() Limits {
-	if l.CallsPerConn <= 0 {
-		l.CallsPerConn = DefaultCallsPerConn
-	}
-	if l.HalfSentPerConn <= 0 {
-		l.HalfSentPerConn = DefaultHalfSentPerConn
-	}
-	if l.HalfSentPerCaller <= 0 {
-		l.HalfSentPerCaller = DefaultHalfSentPerCaller
-	}
-	if l.SavedPerConn <= 0 {
-		l.SavedPerConn = DefaultSavedPerConn
-	}
-	if l.SavedTotal <= 0 {
-		l.SavedTotal = DefaultSavedTotal
-	}
-	if l.MaxTTL <= 0 {
-		l.MaxTTL = DefaultMaxTTL
-	}
+	l.CallsPerConn = cmp.Or(l.CallsPerConn, DefaultCallsPerConn)
+	l.HalfSentPerConn = cmp.Or(l.HalfSentPerConn, DefaultHalfSentPerConn)
+	l.HalfSentPerCaller = cmp.Or(l.HalfSentPerCaller, DefaultHalfSentPerCaller)
+	l.SavedPerConn = cmp.Or(l.SavedPerConn, DefaultSavedPerConn)
+	l.SavedTotal = cmp.Or(l.SavedTotal, DefaultSavedTotal)
+	l.MaxTTL = cmp.Or(l.MaxTTL, DefaultMaxTTL)
 	return l
 }
 
 // admitFrom checks the per-connection limits for a new call from an app's
-// connection c: calls in flight, and calls half sent when this one will be.
-func (r *Relay) admitFrom(c *conn.Conn, multiFrame bool) error {
+// connection c, whose table is t: its answers are read, calls in flight, and
+// calls half sent when this one will be.
+func (r *Relay) admitFrom(c *conn.Conn, t *table, multiFrame bool) error {
 	if c.Backlogged() { // it does not read its answers: it gets no new call served
 		r.stats.limited[limitBacklog].Add(1)
 		return frame.Errorf(frame.ErrCodeBusy, "this connection does not read its answers (over 1 MiB wait for it)")
 	}
-	t := r.table(c)
 	t.mu.Lock()
 	n := len(t.took)
 	t.mu.Unlock()

@@ -18,28 +18,25 @@ const (
 	maxNameLen = 128
 )
 
-// get returns b as a string: the kept one if b was seen, else a new one.
-func (n *names) get(b []byte) string {
+// get returns b as a string: the kept one if b was seen (known), else a
+// new one.
+func (n *names) get(b []byte) (s string, known bool) {
 	n.mu.RLock()
-	s, ok := n.m[string(b)]
+	s, known = n.m[string(b)]
 	n.mu.RUnlock()
-	if ok {
-		return s
+	if !known {
+		s = string(b)
 	}
-	return string(b)
+	return s, known
 }
 
 // intern returns b as a string and keeps it for later calls, within the
 // bounds.
 func (n *names) intern(b []byte) string {
-	n.mu.RLock()
-	s, ok := n.m[string(b)]
-	n.mu.RUnlock()
-	if ok {
-		return s
+	s, known := n.get(b)
+	if !known {
+		n.keep(s)
 	}
-	s = string(b)
-	n.keep(s)
 	return s
 }
 

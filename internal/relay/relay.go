@@ -155,17 +155,19 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	rc := new(relayed)
 	c := &rc.call
-	c.Reset(r.names.get(router.RoutingName(req.Service, req.Headers)), req.Headers)
+	service, known := r.names.get(router.RoutingName(req.Service, req.Headers))
+	c.Reset(service, req.Headers)
 	rc.lastHop = fromMeshd(from)
 	if !rc.lastHop { // the call enters the mesh here: check it (edge.go)
 		rc.checkReq = true
-		if err := r.check(&rc.reqAsm, frag, &rc.arg1); err != nil {
+		if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 			r.stats.badRequests.Add(1)
-			r.refuseCall(from, f.ID, req, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
+			r.refuseCall(from, f.ID, req, service, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
 			return true
 		}
-		if err := r.admitFrom(from, req.Flags&frame.FlagMoreFragments != 0); err != nil {
-			r.refuseCall(from, f.ID, req, "conn_limit", err)
+		rc.srcT = r.table(from)
+		if err := r.admitFrom(from, rc.srcT, req.Flags&frame.FlagMoreFragments != 0); err != nil {
+			r.refuseCall(from, f.ID, req, service, "conn_limit", err)
 			return true
 		}
 	}
@@ -175,10 +177,12 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	if err := p.Route(c); err != nil {
 		c.Release()
-		r.refuseCall(from, f.ID, req, c.RefusedBy, err)
+		r.refuseCall(from, f.ID, req, service, c.RefusedBy, err)
 		return true
 	}
-	r.names.keep(c.Service) // a service that was routed to: worth keeping
+	if !known {
+		r.names.keep(c.Service) // a service that was routed to: worth keeping
+	}
 	r.forward(from, f, req, rc)
 	return true
 }
@@ -209,7 +213,6 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	}
 	var tryTimeout time.Duration
 	if !rc.lastHop {
-		rc.srcT = r.table(src)
 		rc.attempt = r.bal.Send(c)
 		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
 		rc.rec.setCaller(c.Caller)
@@ -283,7 +286,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			return
 		}
 		if rc.checkReq {
-			if err := r.check(&rc.reqAsm, frag, &rc.arg1); err != nil {
+			if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 				rc.mu.Unlock()
 				r.stats.badRequests.Add(1)
 				r.abandon(rc, frame.ErrCodeBadRequest, "malformed call: "+err.Error())
@@ -319,7 +322,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 			return // another instance gets the call; the caller never sees this error
 		}
 		if f.Type != frame.TypeError && rc.checkRes {
-			if err := r.check(&rc.resAsm, frag, nil); err != nil {
+			if err := check(&rc.resAsm, frag, nil); err != nil {
 				r.stats.badAnswers.Add(1)
 				r.abandon(rc, frame.ErrCodeUnexpected, "the instance answered with a malformed response: "+err.Error())
 				return
@@ -387,12 +390,11 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 }
 
 // refuseCall answers a call a stage refused, and records why.
-func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, stage string, err error) {
+func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, service, stage string, err error) {
 	e, ok := err.(*frame.Error)
 	if !ok {
 		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 	}
-	service := r.names.get(router.RoutingName(req.Service, req.Headers))
 	r.countRefusal(stage, service)
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
 	caller, _ := req.Headers.Get(frame.HeaderCallerName)

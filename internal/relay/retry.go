@@ -126,7 +126,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	}
 	dstID := rc.dstID
 	rc.mu.Unlock()
-	r.add(dst, dstID, rc, true)
+	r.table(dst).add(dstID, rc, true)
 	r.watchAttempt(rc, dst, dstID, tryTimeout)
 	if err := dst.Write(out); err != nil {
 		if r.finish(rc, router.Failed(frame.ErrCodeNetwork)) {
