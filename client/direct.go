@@ -85,7 +85,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 	}
 	deadline, _ := ctx.Deadline()
 	rc.Reset(string(router.RoutingName([]byte(req.Service), req.Headers)), req.Headers)
-	tryTimeout := d.bal.Policy(rc.Service).TryTimeout.D()
+	tryTimeout := d.bal.TryTimeout(rc)
 	var lastErr error
 	for {
 		if err := d.stages.Route(rc); err != nil {

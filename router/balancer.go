@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -48,8 +49,9 @@ func NewBalancer(ps Policies, log *slog.Logger) (*Balancer, error) {
 // limits; changed ones carry their calls in flight over.
 func (b *Balancer) SetPolicies(ps Policies) error { return b.policies.set(ps) }
 
-// Policy is the policy in force for service.
-func (b *Balancer) Policy(service string) Policy { return b.policies.limits(service).policy }
+// TryTimeout bounds one attempt of c (Policy.TryTimeout; 0: none), from the
+// policy c already looked up.
+func (b *Balancer) TryTimeout(c *Call) time.Duration { return c.lim(b).policy.TryTimeout.D() }
 
 func (*Balancer) Name() string { return "balance" }
 
@@ -87,7 +89,7 @@ func (b *Balancer) Route(c *Call) error {
 	case c.ShardKey != nil:
 		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey, all), -1, byRendezvous
 	case c.lim(b).policy.Balancer == BalancerRoundRobin:
-		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.turn(c.Service)), -1, byRoundRobin
+		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.Turn(c.Service)), -1, byRoundRobin
 	default:
 		i, rival = pickP2C(c.eps, c.skip, all)
 		ch.how = byP2C
@@ -107,12 +109,10 @@ func (b *Balancer) Route(c *Call) error {
 	return nil
 }
 
-// Turn is the next round-robin turn of service, for a caller that takes
-// turns among instances the Balancer does not pick (a last hop's local
-// instances).
-func (b *Balancer) Turn(service string) uint64 { return b.turn(service) }
-
-func (b *Balancer) turn(service string) uint64 {
+// Turn is the next round-robin turn of service: the Balancer's own, and a
+// caller's that takes turns among instances the Balancer does not pick (a
+// last hop's local instances).
+func (b *Balancer) Turn(service string) uint64 {
 	if v, ok := b.rr.Load(service); ok {
 		return v.(*atomic.Uint64).Add(1)
 	}

@@ -217,7 +217,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
 		rc.rec.setCaller(c.Caller)
 		rc.rec.add(c.Instance(), c.Choice())
-		tryTimeout = r.bal.Policy(c.Service).TryTimeout.D()
+		tryTimeout = r.bal.TryTimeout(c)
 		frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
 		if r.bal.CanRetry(c) {
 			r.save(rc, f.Raw)

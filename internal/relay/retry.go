@@ -107,7 +107,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	}
 	out := r.firstFrame(make([]byte, 0, len(saved)+64), f, &req, c)
 	out = append(out, saved[firstLen:]...) // the continuation frames follow
-	tryTimeout := r.bal.Policy(c.Service).TryTimeout.D()
+	tryTimeout := r.bal.TryTimeout(c)
 	dst := c.Conn
 
 	rc.mu.Lock()
