@@ -113,7 +113,7 @@ func newConn(nc net.Conn, opts Options) *Conn {
 	c.base = context.WithValue(context.Background(), connKey{}, c)
 	c.remote = nc.RemoteAddr().String()
 	c.log = opts.Logger.With("peer", c.remote)
-	c.w = newWriter(nc, 1<<20, opts.WriteTimeout, func(err error) { c.fail(fmt.Errorf("write: %w", err)) })
+	c.w = newWriter(nc, 1<<20, opts.WriteTimeout, opts.QueueBudget, func(err error) { c.Fail(fmt.Errorf("write: %w", err)) })
 	// Messages are written by the goroutines making or answering calls, so
 	// they may write to the socket themselves.
 	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.writeInline} }
@@ -146,7 +146,7 @@ func (c *Conn) idleCheck(seen uint64) {
 		defer cancel()
 		if err := c.Ping(ctx); err != nil && !c.Closed() {
 			c.log.Debug("idle peer did not answer a ping; closing", "err", err)
-			c.fail(fmt.Errorf("idle for %v and no answer to a ping", c.opts.IdleTimeout))
+			c.Fail(fmt.Errorf("%w (for %v)", ErrIdle, c.opts.IdleTimeout))
 			return
 		}
 		c.idleCheck(c.frames.Load())
@@ -205,8 +205,10 @@ func (c *Conn) TryWrite(frames []byte) error { return c.w.tryWrite(frames, c.opt
 // caller that does not read its answers cannot keep sending.
 func (c *Conn) Backlogged() bool { return c.w.backlogged() }
 
-// ErrFull is TryWrite's error for a peer whose write buffer is full.
-var ErrFull = errFull
+// ErrFull is TryWrite's error for a peer whose write buffer is full, and
+// ErrQueuesFull its error for one of the peers queuing the most when the
+// connections sharing a QueueBudget hold all of it.
+var ErrFull, ErrQueuesFull = errFull, errQueuesFull
 
 // newID returns the next message id, skipping the reserved 0xFFFFFFFF.
 func (c *Conn) newID() uint32 {
@@ -291,14 +293,18 @@ func (c *Conn) checkIdleLocked() {
 	}
 }
 
-// fail closes the connection because of err.
-func (c *Conn) fail(err error) { c.close(err) }
+// Fail closes the connection at once because of err, which Err and OnClose
+// then report.
+func (c *Conn) Fail(err error) { c.close(err) }
 
 func (c *Conn) close(err error) {
 	c.closeOnce.Do(func() {
 		c.closeErr = err
 		if err != nil && !errors.Is(err, net.ErrClosed) {
 			c.log.Debug("connection closed", "err", err)
+		}
+		if err != nil {
+			c.w.abort() // a write stuck on the peer ends now
 		}
 		c.w.stop()
 		c.nc.Close()
@@ -337,7 +343,7 @@ func (c *Conn) networkError(err error) error {
 
 func ctxError(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return deadlineError{&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline exceeded"}}
+		return deadlineError(&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline exceeded"})
 	}
 	return &frame.Error{Code: frame.ErrCodeCancelled, Message: "call cancelled"}
 }

@@ -20,6 +20,12 @@ import (
 // connection to it.
 func pair(t testing.TB, h Handler) (*Conn, chan *Conn) {
 	t.Helper()
+	return pairWith(t, h, Options{ProcessName: "test-client"})
+}
+
+// pairWith is pair with the client connection's options.
+func pairWith(t testing.TB, h Handler, o Options) (*Conn, chan *Conn) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +45,7 @@ func pair(t testing.TB, h Handler) (*Conn, chan *Conn) {
 			}()
 		}
 	}()
-	c, err := Dial(context.Background(), l.Addr().String(), Options{ProcessName: "test-client"})
+	c, err := Dial(context.Background(), l.Addr().String(), o)
 	if err != nil {
 		t.Fatal(err)
 	}

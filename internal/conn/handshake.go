@@ -1,7 +1,9 @@
 package conn
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"time"
 
@@ -37,7 +39,7 @@ func (c *Conn) handshakeClient() error {
 	}
 	f, err := frame.NewReader(c.nc).ReadFrame()
 	if err != nil {
-		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return handshakeError(err)
 	}
 	switch f.Type {
 	case frame.TypeInitRes:
@@ -58,7 +60,7 @@ func (c *Conn) handshakeServer() error {
 		if frame.IsProtocolError(err) {
 			return c.refuse(frame.ConnErrorID, err.Error())
 		}
-		return &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+		return handshakeError(err)
 	}
 	if f.Type != frame.TypeInitReq {
 		return c.refuse(f.ID, fmt.Sprintf("expected init req, got %s", f.Type))
@@ -90,6 +92,16 @@ func (c *Conn) acceptInit(f *frame.Frame) error {
 	}
 	c.peer = Peer{HostPort: m.Headers[frame.InitHostPort], ProcessName: m.Headers[frame.InitProcessName], Headers: m.Headers}
 	return nil
+}
+
+// handshakeError is the network error of a failed init read; past the
+// deadline it is also ErrHandshakeTimeout.
+func handshakeError(err error) error {
+	wire := &frame.Error{Code: frame.ErrCodeNetwork, Message: "handshake: " + err.Error()}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return causeError{wire, ErrHandshakeTimeout}
+	}
+	return wire
 }
 
 // refuse sends a fatal protocol error during the handshake and fails it.

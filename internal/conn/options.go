@@ -33,6 +33,9 @@ type Options struct {
 	// MaxQueued bounds the bytes TryWrite queues for a peer that is not
 	// keeping up (Write waits past 1 MiB instead); default 16 MiB.
 	MaxQueued int
+	// QueueBudget, if set, bounds the bytes queued for slow peers by all the
+	// connections sharing it (see QueueBudget).
+	QueueBudget *QueueBudget
 	// MaxMessageSize bounds a message received into memory (args 2 and 3 of a
 	// request or response); default 64 MiB. Streamed args are not bounded.
 	MaxMessageSize int

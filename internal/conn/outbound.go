@@ -58,7 +58,7 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 	}
 	ttl := time.Until(deadline)
 	if ttl <= 0 {
-		return nil, deadlineError{&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}}
+		return nil, deadlineError(&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"})
 	}
 
 	call := &outCall{
@@ -113,7 +113,7 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 // ctxError.
 func pastDeadline(ctx context.Context, err error) error {
 	if e, ok := err.(*frame.Error); ok && e.Code == frame.ErrCodeTimeout && !time.Now().Before(deadlineOf(ctx)) {
-		return deadlineError{e}
+		return deadlineError(e)
 	}
 	return err
 }

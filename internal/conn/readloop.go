@@ -39,7 +39,7 @@ func (c *Conn) readLoop() {
 					err = io.EOF
 				}
 			}
-			c.fail(err)
+			c.Fail(err)
 			return
 		}
 	}

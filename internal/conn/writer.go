@@ -21,13 +21,17 @@ type writer struct {
 	nc      net.Conn
 	timeout time.Duration
 	limit   int
-	onFail  func(error) // runs once, on its own goroutine, when a write fails
+	onFail  func(error)  // runs once, on its own goroutine, when a write fails
+	budget  *QueueBudget // nil: not shared
 
 	mu       sync.Mutex
 	drained  sync.Cond // pending was taken for writing, or the writer failed
 	pending  []byte
 	spare    []byte
 	flushing bool      // a goroutine is writing to the socket
+	writing  int       // bytes of the batch being written
+	aborted  bool      // the deadline is short and stays so
+	counted  int       // bytes counted in budget
 	deadline time.Time // the socket's write deadline, set by the flusher
 	err      error
 	wake     chan struct{}
@@ -35,12 +39,13 @@ type writer struct {
 	done     chan struct{}
 }
 
-func newWriter(nc net.Conn, limit int, timeout time.Duration, onFail func(error)) *writer {
+func newWriter(nc net.Conn, limit int, timeout time.Duration, budget *QueueBudget, onFail func(error)) *writer {
 	w := &writer{
 		nc:      nc,
 		timeout: timeout,
 		limit:   limit,
 		onFail:  onFail,
+		budget:  budget,
 		// The batches grow with use: an idle connection holds no buffer.
 		wake: make(chan struct{}, 1),
 		quit: make(chan struct{}),
@@ -82,9 +87,15 @@ func (w *writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline
 // batch is over the limit, else it fails past max.
 func (w *writer) enqueue(f []byte, inline bool, max int) error {
 	w.mu.Lock()
-	if max > 0 && w.err == nil && len(w.pending) > max {
-		w.mu.Unlock()
-		return errFull
+	if max > 0 && w.err == nil {
+		if len(w.pending) > max {
+			w.mu.Unlock()
+			return errFull
+		}
+		if w.budget != nil && w.budget.refuses(w.counted) {
+			w.mu.Unlock()
+			return errQueuesFull
+		}
 	}
 	for max == 0 && w.err == nil && len(w.pending) > w.limit {
 		w.drained.Wait()
@@ -95,6 +106,7 @@ func (w *writer) enqueue(f []byte, inline bool, max int) error {
 		return err
 	}
 	w.pending = append(w.pending, f...)
+	w.count()
 	if w.flushing {
 		w.mu.Unlock() // the goroutine writing takes these bytes too
 		return nil
@@ -119,31 +131,47 @@ func (w *writer) flushLocked() error {
 	for len(w.pending) > 0 && w.err == nil {
 		batch := w.pending
 		w.pending = w.spare[:0]
+		w.writing = len(batch)
 		w.drained.Broadcast()
-		w.mu.Unlock()
-		if w.timeout > 0 {
+		if w.timeout > 0 && !w.aborted {
 			// Moving the deadline costs a timer update, so it moves only once
 			// half of it is used: every write gets between half and all of
-			// the timeout to finish.
+			// the timeout to finish. (Under mu, so abort's stays.)
 			if now := time.Now(); now.After(w.deadline.Add(-w.timeout / 2)) {
 				w.deadline = now.Add(w.timeout)
 				w.nc.SetWriteDeadline(w.deadline)
 			}
 		}
+		w.mu.Unlock()
 		_, err := w.nc.Write(batch)
 		w.mu.Lock()
+		w.writing = 0
+		w.count()
 		if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
 			batch = nil
 		}
 		w.spare = batch[:0]
 		if err != nil && w.err == nil {
 			w.err = err
+			w.pending = w.pending[:0] // never to be sent
+			w.count()
 			w.drained.Broadcast()
 			go w.onFail(err)
 		}
 	}
 	w.flushing = false
 	return w.err
+}
+
+// count keeps the budget's share of this connection current: the bytes
+// pending and being written, past the free share. Called with mu held.
+func (w *writer) count() {
+	if w.budget == nil {
+		return
+	}
+	now := max(len(w.pending)+w.writing-budgetFree, 0)
+	w.budget.update(w.counted, now)
+	w.counted = now
 }
 
 // loop sends what non-inline callers queued, until stop.
@@ -166,6 +194,21 @@ func (w *writer) loop() {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// abortGrace is how long a failed connection's last frames (the error that
+// says why) have to go out.
+const abortGrace = 100 * time.Millisecond
+
+// abort cuts the socket's write deadline to abortGrace: what is queued
+// still goes out to a peer that reads, and a write stuck on one that does
+// not ends, instead of holding the connection's close for the whole
+// timeout.
+func (w *writer) abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.aborted = true
+	w.nc.SetWriteDeadline(time.Now().Add(abortGrace))
 }
 
 // stop ends the loop after it wrote what is queued, and waits for it.

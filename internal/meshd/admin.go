@@ -59,6 +59,8 @@ func (d *Daemon) adminHandler() http.Handler {
 		fmt.Fprintf(w, "# HELP mesh_log_suppressed_total Log records not written because the same message came too often.\n# TYPE mesh_log_suppressed_total counter\nmesh_log_suppressed_total %d\n", d.logLimit.Suppressed())
 		fmt.Fprintf(w, "# HELP mesh_connections_accepted Accepted connections held, handshaking ones included.\n# TYPE mesh_connections_accepted gauge\nmesh_connections_accepted %d\n", d.adm.count())
 		fmt.Fprintf(w, "# HELP mesh_connections_refused_total Connections closed at once for being over --max-connections or --max-connections-per-addr.\n# TYPE mesh_connections_refused_total counter\nmesh_connections_refused_total %d\n", d.adm.refused.Load())
+		d.closed.writeMetrics(w)
+		fmt.Fprintf(w, "# HELP mesh_queued_bytes Bytes queued for peers that are not keeping up, past each connection's first 64 KiB (bounded by --max-queued-bytes-total).\n# TYPE mesh_queued_bytes gauge\nmesh_queued_bytes %d\n", d.queued.Bytes())
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

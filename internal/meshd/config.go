@@ -48,6 +48,7 @@ type Options struct {
 	HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`
 	IdleTimeout       time.Duration `yaml:"idle_timeout"`
 	MaxQueued         int           `yaml:"max_queued_bytes"`
+	MaxQueuedTotal    int           `yaml:"max_queued_bytes_total"`
 	MaxCallsPerConn   int           `yaml:"max_calls_per_connection"`
 	MaxHalfSent       int           `yaml:"max_half_sent_per_connection"`
 	MaxHalfSentCaller int           `yaml:"max_half_sent_per_caller"`
@@ -77,6 +78,7 @@ func Defaults() Options {
 		HandshakeTimeout:  DefaultHandshakeTimeout,
 		IdleTimeout:       DefaultIdleTimeout,
 		MaxQueued:         conn.DefaultMaxQueued,
+		MaxQueuedTotal:    DefaultMaxQueuedTotal,
 		MaxCallsPerConn:   relay.DefaultCallsPerConn,
 		MaxHalfSent:       relay.DefaultHalfSentPerConn,
 		MaxHalfSentCaller: relay.DefaultHalfSentPerCaller,
@@ -90,7 +92,8 @@ func Defaults() Options {
 func (o Options) limits() Limits {
 	return Limits{
 		Connections: o.MaxConns, ConnectionsPerAddr: o.MaxConnsPerAddr,
-		HandshakeTimeout: o.HandshakeTimeout, IdleTimeout: o.IdleTimeout, MaxQueued: o.MaxQueued,
+		HandshakeTimeout: o.HandshakeTimeout, IdleTimeout: o.IdleTimeout,
+		MaxQueued: o.MaxQueued, MaxQueuedTotal: o.MaxQueuedTotal,
 		Limits: relay.Limits{
 			CallsPerConn: o.MaxCallsPerConn, HalfSentPerConn: o.MaxHalfSent, HalfSentPerCaller: o.MaxHalfSentCaller,
 			SavedPerConn: int64(o.MaxRetryBytesConn), SavedTotal: int64(o.MaxRetryBytes), MaxTTL: o.MaxTTL,
@@ -129,6 +132,7 @@ func (o *Options) table() []option {
 		{"handshake-timeout", "MESHD_HANDSHAKE_TIMEOUT", "a new connection that has not completed the init exchange by then is closed", nil, &o.HandshakeTimeout, nil},
 		{"idle-timeout", "MESHD_IDLE_TIMEOUT", "a connection silent that long is pinged, and closed if it does not answer within half of it", nil, &o.IdleTimeout, nil},
 		{"max-queued-bytes", "MESHD_MAX_QUEUED_BYTES", "bytes queued for a peer that is not reading before meshd gives up on it", nil, nil, &o.MaxQueued},
+		{"max-queued-bytes-total", "MESHD_MAX_QUEUED_BYTES_TOTAL", "bytes queued for slow peers in all (past 64 KiB each); past it those holding more are refused", nil, nil, &o.MaxQueuedTotal},
 		{"max-calls-per-connection", "MESHD_MAX_CALLS_PER_CONNECTION", "calls in flight through meshd from one app connection; more are answered busy", nil, nil, &o.MaxCallsPerConn},
 		{"max-half-sent-per-connection", "MESHD_MAX_HALF_SENT_PER_CONNECTION", "calls sent on one connection and not fully sent yet; an instance at it takes no new call", nil, nil, &o.MaxHalfSent},
 		{"max-half-sent-per-caller", "MESHD_MAX_HALF_SENT_PER_CALLER", "calls one app connection has started and not finished sending; more are answered busy", nil, nil, &o.MaxHalfSentCaller},

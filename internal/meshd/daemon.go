@@ -55,6 +55,8 @@ type Daemon struct {
 
 	limits   Limits
 	adm      admission
+	closed   closures
+	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
 
 	mu    sync.Mutex
@@ -101,6 +103,7 @@ func Start(cfg Config) (*Daemon, error) {
 		limits:   cfg.Limits.withDefaults(),
 		logLimit: logLimit,
 	}
+	d.queued = &conn.QueueBudget{Max: int64(d.limits.MaxQueuedTotal)}
 	d.apps.byCon = make(map[*conn.Conn]*app)
 	d.relay = relay.New(relay.Config{
 		Self:     cfg.Advertise,
@@ -153,6 +156,7 @@ func (d *Daemon) connOptions() conn.Options {
 		HandshakeTimeout: d.limits.HandshakeTimeout,
 		IdleTimeout:      d.limits.IdleTimeout,
 		MaxQueued:        d.limits.MaxQueued,
+		QueueBudget:      d.queued,
 	}
 }
 
@@ -188,6 +192,7 @@ func (d *Daemon) accept() {
 			c, err := conn.Server(nc, o)
 			if err != nil {
 				d.adm.leave(nc.RemoteAddr())
+				d.closed.handshake(err)
 				d.log.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
 				return
 			}
@@ -216,6 +221,7 @@ func (d *Daemon) track(c *conn.Conn) {
 }
 
 func (d *Daemon) connClosed(c *conn.Conn, err error) {
+	d.closed.closed(err)
 	d.mu.Lock()
 	delete(d.conns, c)
 	d.mu.Unlock()

@@ -2,11 +2,15 @@ package meshd
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/relay"
 )
@@ -28,6 +32,9 @@ type Limits struct {
 	// MaxQueued bounds the bytes queued for a peer that is not reading; past
 	// it the relay gives up on it (an app's connection is closed).
 	MaxQueued int
+	// MaxQueuedTotal bounds the bytes queued for slow peers in all (past
+	// each connection's first 64 KiB, see conn.QueueBudget).
+	MaxQueuedTotal int
 	// The relay's own: calls per connection, half-sent calls, bytes kept for
 	// retries, the longest ttl.
 	relay.Limits
@@ -39,6 +46,7 @@ const (
 	DefaultConnectionsPerAddr = 2000
 	DefaultHandshakeTimeout   = 5 * time.Second
 	DefaultIdleTimeout        = 5 * time.Minute
+	DefaultMaxQueuedTotal     = 128 << 20
 )
 
 // reservedFiles are the file descriptors Connections leaves for the rest of
@@ -55,6 +63,7 @@ func (l Limits) withDefaults() Limits {
 	l.HandshakeTimeout = cmp.Or(l.HandshakeTimeout, DefaultHandshakeTimeout)
 	l.IdleTimeout = cmp.Or(l.IdleTimeout, DefaultIdleTimeout)
 	l.MaxQueued = cmp.Or(l.MaxQueued, conn.DefaultMaxQueued)
+	l.MaxQueuedTotal = cmp.Or(l.MaxQueuedTotal, DefaultMaxQueuedTotal)
 	return l
 }
 
@@ -107,4 +116,61 @@ func hostOf(addr net.Addr) string {
 	}
 	host, _, _ := net.SplitHostPort(addr.String())
 	return host
+}
+
+// Why meshd's connections ended, counted in mesh_connections_closed_total.
+const (
+	closedHandshakeTimeout = iota // no init within HandshakeTimeout
+	closedHandshakeRefused        // a malformed init: bad version, headers missing, too many
+	closedHandshakeFailed         // the peer went away during the init exchange
+	closedIdle                    // silent for IdleTimeout, and no answer to a ping
+	closedSlowPeer                // not reading what meshd queued for it
+	closedProtocolError           // a malformed frame
+	closedByPeer                  // the peer closed it
+	closedNetwork                 // a reset, a write timeout, a cut-off frame
+	closedByMeshd                 // meshd closed it: drain or shutdown
+	numClosed
+)
+
+var closedNames = [numClosed]string{"handshake_timeout", "handshake_refused", "handshake_failed", "idle",
+	"slow_peer", "protocol_error", "peer_closed", "network", "meshd"}
+
+// closures counts connections by why they ended.
+type closures [numClosed]atomic.Int64
+
+// handshake counts a connection whose init exchange failed with err.
+func (cs *closures) handshake(err error) {
+	switch {
+	case errors.Is(err, conn.ErrHandshakeTimeout):
+		cs[closedHandshakeTimeout].Add(1)
+	case frame.CodeOf(err) == frame.ErrCodeProtocol:
+		cs[closedHandshakeRefused].Add(1)
+	default:
+		cs[closedHandshakeFailed].Add(1)
+	}
+}
+
+// closed counts an established connection that ended with err.
+func (cs *closures) closed(err error) {
+	why := closedNetwork
+	switch {
+	case err == nil:
+		why = closedByMeshd
+	case errors.Is(err, io.EOF):
+		why = closedByPeer
+	case errors.Is(err, conn.ErrIdle):
+		why = closedIdle
+	case errors.Is(err, conn.ErrFull), errors.Is(err, conn.ErrQueuesFull):
+		why = closedSlowPeer
+	case frame.IsProtocolError(err):
+		why = closedProtocolError
+	}
+	cs[why].Add(1)
+}
+
+func (cs *closures) writeMetrics(w io.Writer) {
+	fmt.Fprintf(w, "# HELP mesh_connections_closed_total TChannel connections closed, by why.\n# TYPE mesh_connections_closed_total counter\n")
+	for i := range cs {
+		fmt.Fprintf(w, "mesh_connections_closed_total{reason=%q} %d\n", closedNames[i], cs[i].Load())
+	}
 }

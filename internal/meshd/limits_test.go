@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,22 +106,10 @@ func TestMaxTTLCapsACall(t *testing.T) {
 func TestCallerThatNeverReadsLosesOnlyItsConnection(t *testing.T) {
 	d := startLimited(t, meshd.Limits{MaxQueued: 256 << 10})
 	stop := benign(t, d)
-	p := testkit.DialRaw(t, d.Addr(), nil)
-	p.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
-	h := frame.AppendHeader(nil, "as", "raw")
-	body := make([]byte, 1<<10)
-	var sent int
-	deadline := time.Now().Add(20 * time.Second)
-	for id := uint32(1); time.Now().Before(deadline); id++ {
-		p.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		if _, err := p.Write(testkit.CallFrames(t, id, "echo", "echo", h, nil, body)[0]); err != nil {
-			break // meshd closed the connection
-		}
-		sent++
-	}
+	sent, closed := neverReads(t, d, 20*time.Second)
 	calls, failed := stop()
 	t.Logf("a caller that never reads sent %d calls before meshd closed it; %d benign calls, %d failed", sent, calls, failed)
-	if time.Now().After(deadline) {
+	if !closed {
 		t.Fatal("meshd never closed the connection of a caller that does not read")
 	}
 	if failed != 0 {
@@ -128,6 +118,59 @@ func TestCallerThatNeverReadsLosesOnlyItsConnection(t *testing.T) {
 	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="slow_peer"}`); got == "0" {
 		t.Fatal("the slow peer was not counted")
 	}
+	testkit.WaitFor(t, 5*time.Second, "the closure counted", func() bool {
+		return testkit.Metric(t, d.AdminAddr(), `mesh_connections_closed_total{reason="slow_peer"}`) == "1"
+	})
+}
+
+// Callers that never read, each far under its own MaxQueued, together pass
+// MaxQueuedTotal: they lose their connections, and what meshd queued for
+// them goes back to 0, while a benign caller sees nothing.
+func TestSlowPeersShareOneBudget(t *testing.T) {
+	d := startLimited(t, meshd.Limits{MaxQueued: 256 << 20, MaxQueuedTotal: 1 << 20})
+	stop := benign(t, d)
+	const slow = 4
+	done := make(chan bool, slow)
+	for range slow {
+		go func() {
+			_, closed := neverReads(t, d, 30*time.Second)
+			done <- closed
+		}()
+	}
+	for range slow {
+		if !<-done {
+			t.Fatal("meshd never closed a caller that does not read")
+		}
+	}
+	calls, failed := stop()
+	t.Logf("%d callers that never read, 1 MiB for all: closed; %d benign calls, %d failed", slow, calls, failed)
+	if failed != 0 {
+		t.Fatalf("%d of %d benign calls failed", failed, calls)
+	}
+	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="queued_total"}`); got == "0" {
+		t.Fatal("the shared bound was not counted")
+	}
+	testkit.WaitFor(t, 5*time.Second, "mesh_queued_bytes back to 0", func() bool {
+		return testkit.Metric(t, d.AdminAddr(), "mesh_queued_bytes") == "0"
+	})
+}
+
+// neverReads sends 1 KiB echo calls on a raw connection that reads nothing
+// until meshd closes it (closed) or limit passes, and returns the calls sent.
+func neverReads(t *testing.T, d *meshd.Daemon, limit time.Duration) (sent int, closed bool) {
+	p := testkit.DialRaw(t, d.Addr(), nil)
+	p.Conn.(*net.TCPConn).SetReadBuffer(4 << 10)
+	h := frame.AppendHeader(nil, "as", "raw")
+	body := make([]byte, 1<<10)
+	deadline := time.Now().Add(limit)
+	for id := uint32(1); time.Now().Before(deadline); id++ {
+		p.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		if _, err := p.Write(testkit.CallFrames(t, id, "echo", "echo", h, nil, body)[0]); err != nil {
+			return sent, true // meshd closed the connection
+		}
+		sent++
+	}
+	return sent, false
 }
 
 // Connections past the limit per address are closed at once, and those
@@ -173,6 +216,9 @@ func TestConnectionLimits(t *testing.T) {
 	}
 	if got := testkit.Metric(t, d.AdminAddr(), "mesh_connections_refused_total"); got == "0" {
 		t.Fatal("the refused connections were not counted")
+	}
+	if got := testkit.Metric(t, d.AdminAddr(), `mesh_connections_closed_total{reason="handshake_timeout"}`); got != "28" {
+		t.Fatalf("handshake timeouts counted: %s, want 28", got)
 	}
 }
 
@@ -221,6 +267,11 @@ func TestIdleConnectionsArePinged(t *testing.T) {
 	if err != nil || f.Type != frame.TypeError {
 		t.Fatalf("an init with %d headers: %v %v, want a protocol error", len(many), f, err)
 	}
+	for reason, want := range map[string]string{"idle": "1", "handshake_refused": "1"} {
+		testkit.WaitFor(t, 5*time.Second, reason+" counted", func() bool {
+			return testkit.Metric(t, d.AdminAddr(), `mesh_connections_closed_total{reason="`+reason+`"}`) == want
+		})
+	}
 }
 
 // Calls to 20,000 made-up service names (and as many made-up caller names)
@@ -259,4 +310,113 @@ func TestMadeUpNamesCostNothingAfter(t *testing.T) {
 	if series > 1001 || grew > 8<<20 {
 		t.Fatalf("%d refusal series, heap grew %d KiB", series, grew>>10)
 	}
+}
+
+// An instance that stops reading its requests cannot stall another host's
+// calls: the last meshd before it writes to it from the read loop of the
+// connection from the first meshd, which carries every call between the two
+// hosts, so past its queue bound the calls to it are refused (busy) and the
+// benign calls on the same connection go on.
+func TestInstanceThatStopsReadingStallsNoOneElse(t *testing.T) {
+	reg := discovery.NewLocal()
+	start := func(addr string) *meshd.Daemon {
+		d, err := meshd.Start(meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet,
+			Limits: meshd.Limits{MaxQueued: 1 << 20}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Shutdown(context.Background()) })
+		return d
+	}
+	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
+	echoServer(t, b.Addr(), "echo")
+	proxy, freeze := freezingProxy(t, b.Addr())
+	echoServer(t, proxy, "stuck")
+	freeze() // from now on the stuck instance reads nothing meshd sends it
+
+	c := dialMeshd(t, a.Addr())
+	stop := testkit.Load(4, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		res, err := c.Call(ctx, "echo", "echo", nil, []byte("ok"))
+		if err == nil && string(res.Body) != "echo:ok" {
+			err = fmt.Errorf("echo answered %q", res.Body)
+		}
+		return err
+	})
+	flood := dialMeshd(t, a.Addr())
+	body := make([]byte, 256<<10)
+	var busy, other atomic.Int64
+	stopFlood := testkit.Load(64, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := flood.Call(ctx, "stuck", "echo", nil, body)
+		if frame.CodeOf(err) == frame.ErrCodeBusy {
+			busy.Add(1)
+		} else {
+			other.Add(1)
+		}
+		return err
+	})
+	time.Sleep(3 * time.Second)
+	stopFlood()
+	calls, failed, first := stop()
+	if first != nil {
+		t.Logf("first benign failure: %v", first)
+	}
+	t.Logf("calls to an instance that stopped reading: %d busy, %d other; benign calls on the same hosts: %d, %d failed",
+		busy.Load(), other.Load(), calls, failed)
+	if failed != 0 {
+		t.Fatalf("%d of %d benign calls failed", failed, calls)
+	}
+	if busy.Load() == 0 {
+		t.Fatal("no call to the stuck instance was refused busy: its queue never filled")
+	}
+	if got := testkit.Metric(t, b.AdminAddr(), `mesh_limit_hits_total{limit="slow_peer"}`); got == "0" {
+		t.Fatal("the slow instance was not counted")
+	}
+}
+
+// freezingProxy forwards TCP connections to target until freeze, after
+// which it stops reading from target: the process behind it looks like one
+// that stopped reading.
+func freezingProxy(t *testing.T, target string) (addr string, freeze func()) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	frozen := make(chan struct{})
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			t.Cleanup(func() { in.Close(); out.Close() })
+			out.(*net.TCPConn).SetReadBuffer(16 << 10)
+			go io.Copy(out, in)
+			go func() {
+				buf := make([]byte, 16<<10)
+				for {
+					select {
+					case <-frozen:
+						return // reads nothing more from target
+					default:
+					}
+					n, err := out.Read(buf)
+					if err != nil {
+						return
+					}
+					in.Write(buf[:n])
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), sync.OnceFunc(func() { close(frozen) })
 }

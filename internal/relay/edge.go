@@ -54,7 +54,7 @@ func (r *Relay) abandon(rc *relayed, code frame.ErrCode, why string) {
 		return
 	}
 	if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte(why)}); err == nil {
-		dst.Write(b)
+		r.send(dst, b, false)
 	}
 	r.sendError(rc.src, rc.srcID, rc.hop, code, why)
 }

@@ -119,7 +119,8 @@ const (
 	limitTTL
 	limitSlowPeer
 	limitBacklog
+	limitQueuesFull
 	numLimits
 )
 
-var limitNames = [numLimits]string{"calls_per_conn", "half_sent_per_conn", "half_sent_per_caller", "saved_bytes", "max_ttl", "slow_peer", "backlogged_caller"}
+var limitNames = [numLimits]string{"calls_per_conn", "half_sent_per_conn", "half_sent_per_caller", "saved_bytes", "max_ttl", "slow_peer", "backlogged_caller", "queued_total"}

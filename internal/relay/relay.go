@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -238,9 +239,13 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	rc.mu.Unlock()
 	r.watchAttempt(rc, dst, rc.dstID, tryTimeout)
 
-	if err := dst.Write(out); err != nil {
-		r.finish(rc, router.Failed(frame.ErrCodeNetwork))
-		r.refuse(src, rc.srcID, req.Tracing, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
+	if err := r.send(dst, out, !fromMeshd(src)); err != nil {
+		code := frame.ErrCodeNetwork
+		if slow(err) {
+			code = frame.ErrCodeBusy
+		}
+		r.finish(rc, router.Failed(code))
+		r.refuse(src, rc.srcID, req.Tracing, code, "forwarding failed: "+err.Error())
 		return
 	}
 	r.stats.relayed.Add(1)
@@ -301,7 +306,10 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
 		frame.SetID(f.Raw, dstID)
-		dst.Write(f.Raw)
+		if err := r.send(dst, f.Raw, !fromMeshd(from)); err != nil {
+			// The callee missed a fragment: the call cannot go on.
+			r.abandon(rc, frame.ErrCodeBusy, "forwarding failed: "+err.Error())
+		}
 	case frame.TypeCancel:
 		rc := r.lookup(from, f.ID, false)
 		if rc == nil {
@@ -312,7 +320,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		rc.mu.Unlock()
 		r.finish(rc, router.Outcome{Cancelled: true}) // forgotten before the callee hears of it
 		frame.SetID(f.Raw, dstID)
-		dst.Write(f.Raw)
+		r.send(dst, f.Raw, !fromMeshd(from))
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
 		rc := r.lookup(from, f.ID, true)
 		if rc == nil {
@@ -333,7 +341,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		}
 		frame.SetID(f.Raw, rc.srcID)
 		if err := rc.src.TryWrite(f.Raw); err != nil { // the caller is not reading its answers
-			r.slowPeer(rc.src)
+			r.slowPeer(rc.src, err)
 			r.finish(rc, router.Outcome{Cancelled: true})
 			return
 		}
@@ -355,7 +363,7 @@ func (r *Relay) expire(rc *relayed, t frame.Tracing) {
 	r.stats.timedOut.Add(1)
 	r.sendError(rc.src, rc.srcID, t, frame.ErrCodeTimeout, "call timed out in the mesh")
 	if b, err := frame.AppendCancel(nil, rc.dstID, frame.Cancel{Tracing: t, Why: []byte("ttl expired")}); err == nil {
-		rc.dst.Write(b)
+		r.send(rc.dst, b, false)
 	}
 }
 
@@ -384,7 +392,7 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 		dst, dstID := e.rc.dst, e.rc.dstID
 		e.rc.mu.Unlock()
 		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("caller went away")}); err == nil {
-			dst.Write(b)
+			r.send(dst, b, false)
 		}
 	}
 }
@@ -409,18 +417,46 @@ func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrC
 }
 
 func (r *Relay) sendError(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {
-	if c.TryWrite(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)})) != nil {
-		r.slowPeer(c)
+	if err := c.TryWrite(frame.AppendError(nil, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)})); err != nil {
+		r.slowPeer(c, err)
 	}
 }
 
-// slowPeer deals with a peer whose write buffer is full, found from a read
+// slowPeer deals with a caller whose write buffer is full, found from a read
 // loop that must not wait for it: an app that stopped reading loses its
 // connection (its calls fail, no one else's); from another meshd the frame
 // is dropped and the call ends (that meshd's own timer answers its caller).
-func (r *Relay) slowPeer(c *conn.Conn) {
-	r.stats.limited[limitSlowPeer].Add(1)
-	if !fromMeshd(c) {
-		c.Close()
+func (r *Relay) slowPeer(c *conn.Conn, err error) {
+	r.countSlow(err)
+	if !fromMeshd(c) && slow(err) {
+		c.Fail(err)
+	}
+}
+
+// send writes frames to a callee. Only an app's own read loop may wait
+// for a slow callee (wait): that pushes back on the app alone. Every other
+// writer (another meshd's read loop, which serves all its host's calls; an
+// instance's read loop retrying elsewhere; timers) must not, so the frames
+// a callee's full queue refuses are counted, and fail their call.
+func (r *Relay) send(dst *conn.Conn, b []byte, wait bool) error {
+	if wait {
+		return dst.Write(b)
+	}
+	err := dst.TryWrite(b)
+	if err != nil {
+		r.countSlow(err)
+	}
+	return err
+}
+
+// slow reports whether a write failed for a peer not keeping up.
+func slow(err error) bool { return errors.Is(err, conn.ErrFull) || errors.Is(err, conn.ErrQueuesFull) }
+
+func (r *Relay) countSlow(err error) {
+	switch {
+	case errors.Is(err, conn.ErrQueuesFull):
+		r.stats.limited[limitQueuesFull].Add(1)
+	case errors.Is(err, conn.ErrFull):
+		r.stats.limited[limitSlowPeer].Add(1)
 	}
 }

@@ -128,7 +128,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.mu.Unlock()
 	r.table(dst).add(dstID, rc, true)
 	r.watchAttempt(rc, dst, dstID, tryTimeout)
-	if err := dst.Write(out); err != nil {
+	if err := r.send(dst, out, false); err != nil { // on the read loop of the instance that failed
 		if r.finish(rc, router.Failed(frame.ErrCodeNetwork)) {
 			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		}
@@ -161,7 +161,7 @@ func (r *Relay) watchAttempt(rc *relayed, dst *conn.Conn, dstID uint32, timeout 
 			return
 		}
 		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
-			dst.Write(b)
+			r.send(dst, b, false)
 		}
 		if r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
 			return
