@@ -37,6 +37,9 @@ type Registry interface {
 // Status is what a registry says about itself on meshd's /status.
 type Status struct {
 	Backend string `json:"backend"`
+	// Ready: the backend has answered since meshd started; until then
+	// meshd reports not ready.
+	Ready   bool   `json:"ready"`
 	Healthy bool   `json:"healthy"`
 	Stale   bool   `json:"stale"` // answering from a cache the backend could not refresh
 	Detail  string `json:"detail,omitempty"`

@@ -100,7 +100,7 @@ func (l *Local) Services(context.Context) ([]string, error) {
 func (l *Local) Status() Status {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return Status{Backend: "local", Healthy: true, Detail: fmt.Sprintf("%d services, %d static instances", len(l.instances), l.static)}
+	return Status{Backend: "local", Ready: true, Healthy: true, Detail: fmt.Sprintf("%d services, %d static instances", len(l.instances), l.static)}
 }
 
 // Close does nothing: the local registry holds no outside state.

@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,8 +30,28 @@ type Config struct {
 	DeregisterAfter time.Duration
 	// WaitTime bounds one blocking query. Default 30s.
 	WaitTime time.Duration
+	// MaxWatches bounds the services followed by their own blocking query
+	// (each holds one of the 200 HTTP connections Consul allows a client
+	// address by default); services past it share one query. Default 128.
+	MaxWatches int
+	// MaxNames bounds the service names cached, followed or not; a lookup of
+	// a new name past it fails. Default 10,000.
+	MaxNames int
+	// IdleAfter stops following a service no one looked up that long.
+	// Default 10m.
+	IdleAfter time.Duration
+	// UseCache reads through the agent's cache (?cached), which on Consul
+	// v1.20 serves service health from its streaming backend.
+	UseCache bool
 	Logger   *slog.Logger
 }
+
+// The defaults of Config.
+const (
+	DefaultMaxWatches = 128
+	DefaultMaxNames   = 10000
+	DefaultIdleAfter  = 10 * time.Minute
+)
 
 // Registry is the discovery.Registry backed by a Consul agent.
 type Registry struct {
@@ -38,17 +59,23 @@ type Registry struct {
 	client *api.Client
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	mine    map[string]discovery.Instance // registered by this meshd, by id
-	watches map[string]*watch             // by service
+	mu         sync.RWMutex
+	mine       map[string]discovery.Instance // registered by this meshd, by id
+	watches    map[string]*watch             // by service
+	owned      int                           // watches with their own query
+	sharedWake chan struct{}                 // the shared query's services changed
 
-	failing  atomic.Bool  // the last request to Consul failed
-	staleHit atomic.Int64 // lookups answered from a cache Consul could not refresh
-	stop     chan struct{}
-	done     sync.WaitGroup
+	connected atomic.Bool  // the agent answered once: meshd may serve
+	failing   atomic.Bool  // the last request to Consul failed
+	staleHit  atomic.Int64 // lookups answered from a cache Consul could not refresh
+	stop      chan struct{}
+	done      sync.WaitGroup
 }
 
-// New connects to the Consul agent and checks that it answers.
+// New returns the registry of the Consul agent at cfg.Address. If the agent
+// does not answer within ctx, New still returns it, not connected (Status's
+// Ready is false): it keeps trying in the background, and registers what it
+// was given when the agent answers.
 func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if cfg.TTL == 0 {
 		cfg.TTL = 10 * time.Second
@@ -62,6 +89,9 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.MaxWatches = cmp.Or(cfg.MaxWatches, DefaultMaxWatches)
+	cfg.MaxNames = cmp.Or(cfg.MaxNames, DefaultMaxNames)
+	cfg.IdleAfter = cmp.Or(cfg.IdleAfter, DefaultIdleAfter)
 	ac := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...
 	if cfg.Address != "" {
 		ac.Address = cfg.Address
@@ -77,21 +107,66 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	c := &Registry{
-		cfg:     cfg,
-		client:  client,
-		log:     cfg.Logger.With("registry", "consul", "consul", ac.Address),
-		mine:    make(map[string]discovery.Instance),
-		watches: make(map[string]*watch),
-		stop:    make(chan struct{}),
+		cfg:        cfg,
+		client:     client,
+		log:        cfg.Logger.With("registry", "consul", "consul", ac.Address),
+		mine:       make(map[string]discovery.Instance),
+		watches:    make(map[string]*watch),
+		sharedWake: make(chan struct{}, 1),
+		stop:       make(chan struct{}),
 	}
-	if _, err := client.Agent().Self(); err != nil {
-		return nil, fmt.Errorf("consul agent at %s does not answer: %w", ac.Address, err)
-	}
-	c.done.Add(2)
+	c.done.Add(3)
 	go c.renew()
-	go c.detect()
+	go c.sweep()
+	go c.followShared()
+	if err := c.answers(ctx); err != nil {
+		c.log.Warn("consul agent does not answer; retrying, and meshd is not ready until it does", "err", err)
+		c.failing.Store(true)
+		c.done.Add(1)
+		go c.connect()
+		return c, nil
+	}
+	c.connected.Store(true)
 	return c, nil
 }
+
+// connect waits for the agent to answer, then registers what was
+// registered meanwhile.
+func (c *Registry) connect() {
+	defer c.done.Done()
+	backoff := 250 * time.Millisecond
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(backoff):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := c.answers(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	c.connected.Store(true)
+	c.failing.Store(false)
+	c.log.Info("consul agent answers; meshd is ready")
+	c.renewAll()
+}
+
+// answers checks that the agent answers and knows a leader.
+func (c *Registry) answers(ctx context.Context) error {
+	leader, err := c.client.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+	if err == nil && leader == "" {
+		err = errors.New("the agent knows no leader yet")
+	}
+	return err
+}
+
+// Ready reports whether the agent has answered: before that meshd routes only
+// to its own instances.
+func (c *Registry) Ready() bool { return c.connected.Load() }
 
 // note records whether Consul answered.
 func (c *Registry) note(err error) {
@@ -109,18 +184,25 @@ func (c *Registry) note(err error) {
 // Status reports whether Consul answers and whether lookups are stale.
 func (c *Registry) Status() discovery.Status {
 	stale := false
-	c.mu.Lock()
+	var count [3]int
+	c.mu.RLock()
 	for _, w := range c.watches {
 		stale = stale || w.stale.Load()
+		count[w.mode]++
 	}
-	n := len(c.watches)
-	c.mu.Unlock()
-	return discovery.Status{
+	c.mu.RUnlock()
+	st := discovery.Status{
 		Backend: "consul",
+		Ready:   c.connected.Load(),
 		Healthy: !c.failing.Load(),
 		Stale:   stale,
-		Detail:  fmt.Sprintf("%d services watched, %d stale lookups", n, c.staleHit.Load()),
+		Detail: fmt.Sprintf("%d services followed by their own query, %d by the shared one, %d names without instances; %d stale lookups",
+			count[own], count[shared], count[absent], c.staleHit.Load()),
 	}
+	if !st.Ready {
+		st.Detail = "waiting for the consul agent to answer; " + st.Detail
+	}
+	return st
 }
 
 // Client is the Consul API client the registry uses, for the daemon's other
@@ -132,7 +214,7 @@ func (c *Registry) Client() *api.Client { return c.client }
 // query is retried with backoff (failed hears each failure).
 func (c *Registry) Follow(query func(*api.QueryOptions) (uint64, error), failed func(error)) {
 	c.done.Add(1)
-	go c.poll(query, failed)
+	go c.poll(context.Background(), query, failed)
 }
 
 // StaleLookups counts lookups answered from a cache Consul could not refresh.

@@ -43,8 +43,9 @@ func TestConsulRegisterWatchDeregister(t *testing.T) {
 	if err := reg.Register(ctx, inst); err != nil {
 		t.Fatal(err)
 	}
-	// The other meshd's watch sees it through its blocking query.
-	d := testkit.WaitFor(t, time.Second, "registration seen", func() bool { return count(other, "orders") == 1 })
+	// The other meshd looked the name up before it had instances: it looks
+	// again within a second while asked, then follows it.
+	d := testkit.WaitFor(t, 2*time.Second, "registration seen", func() bool { return count(other, "orders") == 1 })
 	t.Logf("registration reached the watcher in %v", d)
 	got, _ := other.Instances(ctx, "orders")
 	if got[0].Addr != inst.Addr || got[0].ID != inst.ID || got[0].Meta["node"] != "b" {

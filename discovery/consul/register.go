@@ -2,8 +2,10 @@ package consul
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,17 +15,29 @@ import (
 
 func checkID(id string) string { return "mesh:" + id }
 
-// Register adds the instance to the local Consul agent with a TTL check.
+// checkOutput is what every renewal says: the same output and status each
+// time, so that the agent has nothing to sync to the servers (a changed
+// output would be a catalog write every check_update_interval).
+const checkOutput = "app connected"
+
+// Register adds the instance to the local Consul agent with a TTL check and
+// MeshTag. This meshd's lookups list it at once. If the agent is
+// unreachable the instance is kept and registered when it answers; if the
+// agent refuses it (an ACL, a bad field) Register fails and keeps nothing.
 func (c *Registry) Register(ctx context.Context, inst discovery.Instance) error {
 	if err := inst.Validate(); err != nil {
 		return err
 	}
-	if err := c.register(ctx, inst); err != nil {
-		return err
+	c.remember(inst)
+	err := c.register(ctx, inst)
+	var refused api.StatusError
+	if errors.As(err, &refused) {
+		c.forget(inst)
+		return fmt.Errorf("consul refused %s: %w", inst.ID, err)
 	}
-	c.mu.Lock()
-	c.mine[inst.ID] = inst
-	c.mu.Unlock()
+	if err != nil {
+		c.log.Warn("consul unreachable; the instance is served here and registered when consul answers", "instance", inst.ID, "err", err)
+	}
 	return nil
 }
 
@@ -33,40 +47,63 @@ func (c *Registry) register(ctx context.Context, inst discovery.Instance) error 
 		return fmt.Errorf("instance %s address %q: %w", inst.ID, inst.Addr, err)
 	}
 	port, _ := strconv.Atoi(portStr)
+	tags := inst.Tags
+	if !slices.Contains(tags, MeshTag) {
+		tags = append(slices.Clip(tags), MeshTag)
+	}
 	reg := &api.AgentServiceRegistration{
 		ID:      inst.ID,
 		Name:    inst.Service,
 		Address: host,
 		Port:    port,
-		Tags:    inst.Tags,
+		Tags:    tags,
 		Meta:    inst.Meta,
 		Check: &api.AgentServiceCheck{
 			CheckID:                        checkID(inst.ID),
 			Name:                           "mesh app connection",
 			TTL:                            c.cfg.TTL.String(),
 			Status:                         api.HealthPassing,
+			Notes:                          "meshd renews it while the app's connection is open",
 			DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
 		},
 	}
 	err = c.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
 	c.note(err)
-	if err != nil {
-		return fmt.Errorf("consul register %s: %w", inst.ID, err)
-	}
-	return nil
+	return err
 }
 
 // Deregister removes the instance from Consul at once.
 func (c *Registry) Deregister(ctx context.Context, inst discovery.Instance) error {
-	c.mu.Lock()
-	delete(c.mine, inst.ID)
-	c.mu.Unlock()
+	c.forget(inst)
 	err := c.client.Agent().ServiceDeregisterOpts(inst.ID, (&api.QueryOptions{}).WithContext(ctx))
 	c.note(err)
 	if err != nil {
 		return fmt.Errorf("consul deregister %s: %w", inst.ID, err)
 	}
 	return nil
+}
+
+// remember and forget keep this meshd's own instances, and its lookups'
+// answers with them.
+func (c *Registry) remember(inst discovery.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mine[inst.ID] = inst
+	if w := c.watches[inst.Service]; w != nil {
+		c.merge(w)
+		if w.mode == absent && !w.probing.Load() {
+			c.follow(w) // a service this meshd serves is real
+		}
+	}
+}
+
+func (c *Registry) forget(inst discovery.Instance) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.mine, inst.ID)
+	if w := c.watches[inst.Service]; w != nil {
+		c.merge(w)
+	}
 }
 
 // renew keeps this meshd's checks passing, and re-registers instances Consul
@@ -81,23 +118,29 @@ func (c *Registry) renew() {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
-		mine := make([]discovery.Instance, 0, len(c.mine))
-		for _, inst := range c.mine {
-			mine = append(mine, inst)
+		if c.connected.Load() {
+			c.renewAll()
 		}
-		c.mu.Unlock()
-		for _, inst := range mine {
-			err := c.client.Agent().UpdateTTL(checkID(inst.ID), "app connected", api.HealthPassing)
-			if err != nil { // the agent may have lost it (restarted): register again
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err = c.register(ctx, inst)
-				cancel()
-				if err == nil {
-					c.log.Info("re-registered instance Consul had lost", "instance", inst.ID)
-				}
+	}
+}
+
+func (c *Registry) renewAll() {
+	c.mu.RLock()
+	mine := make([]discovery.Instance, 0, len(c.mine))
+	for _, inst := range c.mine {
+		mine = append(mine, inst)
+	}
+	c.mu.RUnlock()
+	for _, inst := range mine {
+		err := c.client.Agent().UpdateTTL(checkID(inst.ID), checkOutput, api.HealthPassing)
+		if err != nil { // the agent may have lost it (restarted): register again
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = c.register(ctx, inst)
+			cancel()
+			if err == nil {
+				c.log.Info("registered instance with consul", "instance", inst.ID)
 			}
-			c.note(err)
 		}
+		c.note(err)
 	}
 }

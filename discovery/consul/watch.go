@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,36 +14,73 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 )
 
-// watch caches one service's healthy instances. One blocking query per
-// meshd (on the state of every health check) finds which services changed,
-// and only those are fetched again: a meshd watching a thousand services
-// holds one long poll against its agent, not a thousand (Consul allows 200
-// connections per client by default).
+// MeshTag marks the Consul registrations of mesh instances. meshd routes only
+// to instances that carry it, so a plain HTTP service registered in the same
+// Consul is never sent TChannel frames.
+const MeshTag = "meshrpc"
+
+// A watch caches one looked-up service's passing mesh instances. meshd
+// follows only the services its callers use: a service Consul has instances
+// of gets its own blocking query on /v1/health/service/NAME, so a health
+// change costs Consul one small answer per meshd that uses the service, not
+// the whole catalog per meshd. Past Config.MaxWatches (each query holds an
+// HTTP connection, and Consul allows 200 per client address), services share
+// one query. A name Consul has no instance of is not followed: it is looked
+// at again at most every absentRecheck while callers ask for it (unless this
+// meshd has instances of it: then it is followed). A watch no one looked up
+// for Config.IdleAfter stops.
 type watch struct {
-	ready   chan struct{} // closed after the first fetch, good or bad
+	service string
+	ready   chan struct{} // closed after the first answer, good or bad
 	current atomic.Pointer[[]discovery.Instance]
 	stale   atomic.Bool
+	used    atomic.Bool  // looked up since the last sweep
+	recheck atomic.Int64 // unix nanos after which an absent service is looked at again; 0 while followed
+	probing atomic.Bool
+
+	// Under Registry.mu:
+	remote []discovery.Instance // Consul's answer
+	mode   mode
+	idle   int                // sweeps without a lookup
+	stop   context.CancelFunc // ends an own watch's query
+	index  uint64             // of the answer remote came from
 }
 
-// Instances returns the passing instances of service. The first lookup of a
-// service waits (up to 2s) for Consul's answer; after that lookups read a
-// cache kept current in the background, and kept, stale, while Consul is
-// unreachable.
+type mode int
+
+const (
+	absent mode = iota // Consul had no instance at the last look
+	own                // followed by its own blocking query
+	shared             // followed by the query the services past MaxWatches share
+)
+
+// absentRecheck is how often a name with no instance is looked at again
+// while callers ask for it: a service deployed after its callers is found
+// that much later.
+const absentRecheck = time.Second
+
+// Instances returns the passing instances of service: those Consul knows,
+// and this meshd's own from the moment they are registered, before Consul
+// echoes them. The first lookup of a service waits (up to 2s) for Consul's
+// answer; later ones read the cache, kept current in the background and
+// kept, stale, while Consul is unreachable.
 func (c *Registry) Instances(ctx context.Context, service string) ([]discovery.Instance, error) {
-	c.mu.Lock()
+	c.mu.RLock()
 	w := c.watches[service]
+	c.mu.RUnlock()
 	if w == nil {
-		w = &watch{ready: make(chan struct{})}
-		c.watches[service] = w
-		go func() {
-			c.fetch(service, w)
-			close(w.ready)
-		}()
+		var err error
+		if w, err = c.newWatch(service); err != nil {
+			return nil, err
+		}
 	}
-	c.mu.Unlock()
-	select {
-	case <-w.ready:
-	default:
+	if !w.used.Load() {
+		w.used.Store(true)
+	}
+	if at := w.recheck.Load(); at != 0 && time.Now().UnixNano() > at {
+		c.probe(w)
+	}
+	if cur := w.current.Load(); cur == nil {
 		select {
 		case <-w.ready:
 		case <-ctx.Done():
@@ -53,27 +89,134 @@ func (c *Registry) Instances(ctx context.Context, service string) ([]discovery.I
 			return nil, fmt.Errorf("service %q: consul has not answered yet", service)
 		}
 	}
-	cur := w.current.Load()
 	if w.stale.Load() {
 		c.staleHit.Add(1)
 	}
+	cur := w.current.Load()
 	if cur == nil || len(*cur) == 0 {
 		return nil, discovery.NoInstances(service)
 	}
 	return *cur, nil
 }
 
-// fetch reads the passing instances of one service into its watch.
-func (c *Registry) fetch(service string, w *watch) {
+// newWatch starts caching service, unless the registry holds MaxNames
+// already (after dropping the absent names due for a look).
+func (c *Registry) newWatch(service string) (*watch, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if w := c.watches[service]; w != nil {
+		return w, nil
+	}
+	if len(c.watches) >= c.cfg.MaxNames {
+		now := time.Now().UnixNano()
+		for s, w := range c.watches {
+			if w.mode == absent && w.recheck.Load() < now && !w.probing.Load() {
+				delete(c.watches, s)
+			}
+		}
+		if len(c.watches) >= c.cfg.MaxNames {
+			return nil, fmt.Errorf("service %q: meshd follows %d service names, its limit", service, len(c.watches))
+		}
+	}
+	w := &watch{service: service, ready: make(chan struct{})}
+	if mine := c.mineOf(service); len(mine) > 0 {
+		w.current.Store(&mine) // answer at once with this meshd's own
+	}
+	c.watches[service] = w
+	w.probing.Store(true)
+	go c.look(w)
+	return w, nil
+}
+
+// probe looks at an absent service again, once at a time.
+func (c *Registry) probe(w *watch) {
+	if w.probing.CompareAndSwap(false, true) {
+		go c.look(w)
+	}
+}
+
+// look reads service once; if Consul has instances of it, it is followed
+// from then on.
+func (c *Registry) look(w *watch) {
+	defer w.probing.Store(false)
+	defer closeOnce(w.ready)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	entries, _, err := c.client.Health().Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	list, index, err := c.read(w.service, &api.QueryOptions{}, ctx)
 	c.note(err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watches[w.service] != w {
+		return // dropped meanwhile
+	}
 	if err != nil {
 		if !w.stale.Swap(true) {
-			c.log.Warn("lookup of service failed; keeping its last known instances", "service", service, "err", err)
+			c.log.Warn("lookup of service failed; keeping its last known instances", "service", w.service, "err", err)
+		}
+		if w.mode == absent && len(c.mineOf(w.service)) > 0 {
+			c.follow(w) // a service this meshd serves is real: its query retries
+		} else if w.mode == absent {
+			w.recheck.Store(time.Now().Add(absentRecheck).UnixNano())
 		}
 		return
+	}
+	c.setRemote(w, list, index)
+	if w.mode != absent {
+		return
+	}
+	if len(list) == 0 && len(c.mineOf(w.service)) == 0 {
+		w.recheck.Store(time.Now().Add(absentRecheck).UnixNano())
+		return
+	}
+	c.follow(w)
+}
+
+// follow starts following w: by its own query while there is room, else by
+// the shared one. Called with mu held.
+func (c *Registry) follow(w *watch) {
+	w.recheck.Store(0)
+	if c.owned < c.cfg.MaxWatches {
+		c.owned++
+		w.mode = own
+		ctx, cancel := context.WithCancel(context.Background())
+		w.stop = cancel
+		c.done.Add(1)
+		go c.poll(ctx, func(q *api.QueryOptions) (uint64, error) { return c.update(w, q) }, func(err error) {
+			if !w.stale.Swap(true) {
+				c.log.Warn("watch of service failed; keeping its last known instances", "service", w.service, "err", err)
+			}
+		})
+		return
+	}
+	w.mode = shared
+	c.sharedChanged()
+}
+
+// update runs one blocking query of w's service.
+func (c *Registry) update(w *watch, q *api.QueryOptions) (uint64, error) {
+	c.mu.RLock()
+	if q.WaitIndex == 0 {
+		q.WaitIndex = w.index // continue from what look read
+	}
+	c.mu.RUnlock()
+	list, index, err := c.read(w.service, q, q.Context())
+	if err != nil {
+		return 0, err
+	}
+	c.mu.Lock()
+	if c.watches[w.service] == w {
+		c.setRemote(w, list, index)
+	}
+	c.mu.Unlock()
+	return index, nil
+}
+
+// read fetches the passing mesh instances of service.
+func (c *Registry) read(service string, q *api.QueryOptions, ctx context.Context) ([]discovery.Instance, uint64, error) {
+	q.UseCache = c.cfg.UseCache
+	entries, meta, err := c.client.Health().Service(service, MeshTag, true, q.WithContext(ctx))
+	if err != nil {
+		return nil, 0, err
 	}
 	list := make([]discovery.Instance, 0, len(entries))
 	for _, e := range entries {
@@ -86,51 +229,149 @@ func (c *Registry) fetch(service string, w *watch) {
 		})
 	}
 	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
-	w.current.Store(&list)
-	w.stale.Store(false)
+	return list, meta.LastIndex, nil
 }
 
-// poll runs a blocking query until Close. query is given the options to
-// wait with and returns the index of its answer; a failed query is retried
-// with backoff after failed runs. An index that goes backwards (a restarted
-// agent) starts over from 0.
-func (c *Registry) poll(query func(*api.QueryOptions) (uint64, error), failed func(error)) {
-	defer c.done.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() { <-c.stop; cancel() }()
-	var index uint64
-	backoff := 100 * time.Millisecond
-	for {
-		last, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx))
-		select {
-		case <-c.stop:
-			return
-		default:
-		}
-		c.note(err)
-		if err != nil {
-			failed(err)
-			time.Sleep(backoff)
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		if last < index {
-			last = 0
-		}
-		index = last
+// setRemote stores Consul's answer for w. Called with mu held.
+func (c *Registry) setRemote(w *watch, list []discovery.Instance, index uint64) {
+	same := w.remote != nil && slices.EqualFunc(list, w.remote, func(a, b discovery.Instance) bool { return a.ID == b.ID })
+	w.remote, w.index = list, index
+	w.stale.Store(false)
+	c.merge(w)
+	if !same {
+		// At debug level, with its time: make bench-discovery measures propagation from it.
+		c.log.Debug("instances changed", "service", w.service, "instances", len(list), "index", index)
 	}
 }
 
-// detect follows every health check in the datacenter with one blocking
-// query and fetches again the watched services whose checks changed. After
-// an outage it fetches every watched service.
-func (c *Registry) detect() {
-	var (
-		prev map[string]string // check id → service, instance and status
-		lost bool              // the last query failed: refresh everything when back
-	)
-	c.poll(func(q *api.QueryOptions) (uint64, error) {
+// merge makes w's answer Consul's instances plus this meshd's own that
+// Consul does not list (yet). Called with mu held.
+func (c *Registry) merge(w *watch) {
+	list := w.remote
+	for _, inst := range c.mineOf(w.service) {
+		if !slices.ContainsFunc(list, func(i discovery.Instance) bool { return i.ID == inst.ID }) {
+			list = append(slices.Clip(list), inst)
+		}
+	}
+	w.current.Store(&list)
+}
+
+// mineOf lists this meshd's own instances of service. Called with mu held.
+func (c *Registry) mineOf(service string) []discovery.Instance {
+	var out []discovery.Instance
+	for _, inst := range c.mine {
+		if inst.Service == service {
+			out = append(out, inst)
+		}
+	}
+	slices.SortFunc(out, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// sweep stops the watches no one looked up for IdleAfter, and gives the
+// freed own queries to shared services.
+func (c *Registry) sweep() {
+	defer c.done.Done()
+	t := time.NewTicker(c.cfg.IdleAfter / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		dropped := false
+		for s, w := range c.watches {
+			if w.used.Swap(false) {
+				w.idle = 0
+				continue
+			}
+			if w.idle++; w.idle < 2 {
+				continue
+			}
+			switch w.mode {
+			case own:
+				w.stop()
+				c.owned--
+			case shared:
+				dropped = true
+			}
+			delete(c.watches, s)
+		}
+		for _, w := range c.watches {
+			if c.owned >= c.cfg.MaxWatches {
+				break
+			}
+			if w.mode == shared {
+				c.follow(w)
+				dropped = true
+			}
+		}
+		if dropped {
+			c.sharedChanged()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// sharedChanged restarts the shared query with the services it follows
+// now. Called with mu held.
+func (c *Registry) sharedChanged() {
+	select {
+	case c.sharedWake <- struct{}{}:
+	default:
+	}
+}
+
+// followShared runs the one query the services past MaxWatches share: a
+// blocking query on the state of their health checks (Consul filters them
+// by name), after which the services whose checks changed are read again.
+// It is idle while no service is shared.
+func (c *Registry) followShared() {
+	defer c.done.Done()
+	for {
+		c.mu.RLock()
+		var names []string
+		for s, w := range c.watches {
+			if w.mode == shared {
+				names = append(names, s)
+			}
+		}
+		c.mu.RUnlock()
+		ctx, cancel := context.WithCancel(context.Background())
+		ended := make(chan struct{})
+		if len(names) > 0 {
+			c.done.Add(1)
+			go func() {
+				defer close(ended)
+				c.pollShared(ctx, names)
+			}()
+		} else {
+			close(ended)
+		}
+		select {
+		case <-c.stop:
+			cancel()
+			<-ended
+			return
+		case <-c.sharedWake:
+			cancel()
+			<-ended
+		}
+	}
+}
+
+// pollShared follows the health checks of names until ctx ends.
+func (c *Registry) pollShared(ctx context.Context, names []string) {
+	quoted := make([]string, len(names))
+	for i, s := range names {
+		quoted[i] = "ServiceName == " + strconv.Quote(s)
+	}
+	filter := strings.Join(quoted, " or ")
+	var prev map[string]string // check → its service, instance and status
+	c.poll(ctx, func(q *api.QueryOptions) (uint64, error) {
+		q.Filter = filter
 		checks, meta, err := c.client.Health().State(api.HealthAny, q)
 		if err != nil {
 			return 0, err
@@ -138,9 +379,6 @@ func (c *Registry) detect() {
 		cur := make(map[string]string, len(checks))
 		changed := map[string]bool{}
 		for _, ch := range checks {
-			if ch.ServiceName == "" {
-				continue // node checks
-			}
 			key := ch.Node + "/" + ch.CheckID
 			v := ch.ServiceName + "\x00" + ch.ServiceID + "\x00" + ch.Status
 			cur[key] = v
@@ -153,72 +391,105 @@ func (c *Registry) detect() {
 				changed[v[:strings.IndexByte(v, 0)]] = true
 			}
 		}
-		prev = cur
-		c.refresh(changed, lost)
-		lost = false
-		return meta.LastIndex, nil
-	}, func(error) {
-		if !lost {
-			c.markStale()
+		if prev == nil { // the first answer: read them all
+			for _, s := range names {
+				changed[s] = true
+			}
 		}
-		lost = true
+		prev = cur
+		for s := range changed {
+			c.mu.RLock()
+			w := c.watches[s]
+			c.mu.RUnlock()
+			if w == nil {
+				continue
+			}
+			list, index, err := c.read(s, &api.QueryOptions{}, ctx)
+			if err != nil {
+				return 0, err
+			}
+			c.mu.Lock()
+			if c.watches[s] == w {
+				c.setRemote(w, list, index)
+			}
+			c.mu.Unlock()
+		}
+		return meta.LastIndex, nil
+	}, func(err error) {
+		prev = nil // read everything again once Consul answers
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		for _, s := range names {
+			if w := c.watches[s]; w != nil {
+				w.stale.Store(true)
+			}
+		}
 	})
 }
 
-// refresh fetches the watched services in changed (all of them if all).
-func (c *Registry) refresh(changed map[string]bool, all bool) {
-	c.mu.Lock()
-	var todo []string
-	for s := range c.watches {
-		if all || changed[s] {
-			todo = append(todo, s)
+// poll runs a blocking query until ctx ends or Close. query is given the
+// options to wait with and returns the index of its answer; a failed query
+// is retried with backoff after failed runs. An index that goes backwards
+// (a restarted agent) starts over from 0.
+func (c *Registry) poll(ctx context.Context, query func(*api.QueryOptions) (uint64, error), failed func(error)) {
+	defer c.done.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
 		}
-	}
-	c.mu.Unlock()
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range min(8, len(todo)) {
-		wg.Go(func() {
-			for s := range work {
-				c.mu.Lock()
-				w := c.watches[s]
-				c.mu.Unlock()
-				c.fetch(s, w)
+	}()
+	var index uint64
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		last, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx))
+		if ctx.Err() != nil {
+			return
+		}
+		c.note(err)
+		if err != nil {
+			failed(err)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
 			}
-		})
-	}
-	for _, s := range todo {
-		work <- s
-	}
-	close(work)
-	wg.Wait()
-}
-
-func (c *Registry) markStale() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, w := range c.watches {
-		w.stale.Store(true)
-	}
-}
-
-// Services lists services with passing instances.
-func (c *Registry) Services(ctx context.Context) ([]string, error) {
-	all, _, err := c.client.Catalog().Services((&api.QueryOptions{}).WithContext(ctx))
-	c.note(err)
-	if err != nil {
-		return nil, fmt.Errorf("consul catalog: %w", err)
-	}
-	var out []string
-	for name := range all {
-		if name == "consul" {
+			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		entries, _, err := c.client.Health().Service(name, "", true, (&api.QueryOptions{}).WithContext(ctx))
-		if err == nil && len(entries) > 0 {
-			out = append(out, name)
+		backoff = 100 * time.Millisecond
+		if last < index {
+			last = 0
+		}
+		index = last
+	}
+}
+
+func closeOnce(ch chan struct{}) {
+	select {
+	case <-ch:
+	default:
+		close(ch)
+	}
+}
+
+// Services lists the mesh services with passing instances, with one read
+// of the passing checks of mesh-tagged services.
+func (c *Registry) Services(ctx context.Context) ([]string, error) {
+	q := (&api.QueryOptions{Filter: strconv.Quote(MeshTag) + " in ServiceTags"}).WithContext(ctx)
+	checks, _, err := c.client.Health().State(api.HealthPassing, q)
+	c.note(err)
+	if err != nil {
+		return nil, fmt.Errorf("consul health: %w", err)
+	}
+	var out []string
+	for _, ch := range checks {
+		if ch.ServiceName != "" {
+			out = append(out, ch.ServiceName)
 		}
 	}
 	slices.Sort(out)
-	return out, nil
+	return slices.Compact(out), nil
 }

@@ -22,6 +22,10 @@ func (d *Daemon) adminHandler() http.Handler {
 			http.Error(w, "not ready: draining or starting", http.StatusServiceUnavailable)
 			return
 		}
+		if st := d.registry.Status(); !st.Ready {
+			http.Error(w, "not ready: "+st.Backend+": "+st.Detail, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {

@@ -316,14 +316,16 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 		reg, err := consul.New(cctx, consul.Config{
 			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, Logger: log,
 		})
-		if err == nil {
+		switch {
+		case err != nil:
+			return nil, err
+		case explicit || reg.Ready():
+			// A configured agent that does not answer yet is waited for, never
+			// silently replaced: meshd reports not ready until it answers.
 			return reg, nil
 		}
-		if explicit {
-			log.Warn("consul unreachable at start; using the embedded registry (this host only)", "consul", addr, "err", err)
-		} else {
-			log.Info("no consul agent found; using the embedded registry (this host only)", "tried", addr)
-		}
+		reg.Close()
+		log.Info("no consul agent found; using the embedded registry (this host only)", "tried", addr)
 	}
 	local := discovery.NewLocal()
 	if o.PeersFile != "" {
