@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/testconsul"
 )
 
@@ -25,10 +26,12 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 	const services, perService, changes = 1000, 3, 60
 	agent := testconsul.Start(t)
 	capi := consulAPI(t, agent.HTTPAddr)
+	// The three meshds reach the agent from one address, so they share its
+	// 200 HTTP connections: 50 own watches each, the rest shared.
 	hosts := []*host{
-		startHost(t, "127.0.0.1", agent.HTTPAddr),
-		startHost(t, "127.0.0.2", agent.HTTPAddr),
-		startHost(t, "127.0.0.3", agent.HTTPAddr),
+		startHost(t, "127.0.0.1", agent.HTTPAddr, "--consul-max-watches", "50"),
+		startHost(t, "127.0.0.2", agent.HTTPAddr, "--consul-max-watches", "50"),
+		startHost(t, "127.0.0.3", agent.HTTPAddr, "--consul-max-watches", "50"),
 	}
 	name := func(i int) string { return fmt.Sprintf("svc-%04d", i) }
 	// Instances of other hosts' meshds, written to the catalog as an agent's
@@ -36,7 +39,7 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 	register := func(svc, id string, port int) error {
 		_, err := capi.Catalog().Register(&api.CatalogRegistration{
 			Node: "remote-node", Address: "10.9.0.1",
-			Service: &api.AgentService{ID: id, Service: svc, Address: "10.9.0.1", Port: port},
+			Service: &api.AgentService{ID: id, Service: svc, Address: "10.9.0.1", Port: port, Tags: []string{consul.MeshTag}},
 			Check:   &api.AgentCheck{Node: "remote-node", CheckID: "check:" + id, Name: "app", Status: api.HealthPassing, ServiceID: id},
 		}, nil)
 		return err

@@ -315,8 +315,7 @@ func (c *Registry) sweep() {
 	}
 }
 
-// sharedChanged restarts the shared query with the services it follows
-// now. Called with mu held.
+// sharedChanged wakes the shared query if it is idle. Called with mu held.
 func (c *Registry) sharedChanged() {
 	select {
 	case c.sharedWake <- struct{}{}:
@@ -324,107 +323,98 @@ func (c *Registry) sharedChanged() {
 	}
 }
 
-// followShared runs the one query the services past MaxWatches share: a
-// blocking query on the state of their health checks (Consul filters them
-// by name), after which the services whose checks changed are read again.
-// It is idle while no service is shared.
+// followShared runs the one query the services past MaxWatches share while
+// there are any: a blocking query on the state of every mesh service's
+// health checks, after which the shared services whose checks changed are
+// read again. A host calling that many services pays what following the whole
+// catalog costs; the others never do.
 func (c *Registry) followShared() {
 	defer c.done.Done()
+	var prev map[string]string // check → its service, instance and status
 	for {
-		c.mu.RLock()
-		var names []string
-		for s, w := range c.watches {
-			if w.mode == shared {
-				names = append(names, s)
-			}
-		}
-		c.mu.RUnlock()
-		ctx, cancel := context.WithCancel(context.Background())
-		ended := make(chan struct{})
-		if len(names) > 0 {
-			c.done.Add(1)
-			go func() {
-				defer close(ended)
-				c.pollShared(ctx, names)
-			}()
-		} else {
-			close(ended)
-		}
 		select {
 		case <-c.stop:
-			cancel()
-			<-ended
 			return
 		case <-c.sharedWake:
-			cancel()
-			<-ended
 		}
-	}
-}
-
-// pollShared follows the health checks of names until ctx ends.
-func (c *Registry) pollShared(ctx context.Context, names []string) {
-	quoted := make([]string, len(names))
-	for i, s := range names {
-		quoted[i] = "ServiceName == " + strconv.Quote(s)
-	}
-	filter := strings.Join(quoted, " or ")
-	var prev map[string]string // check → its service, instance and status
-	c.poll(ctx, func(q *api.QueryOptions) (uint64, error) {
-		q.Filter = filter
-		checks, meta, err := c.client.Health().State(api.HealthAny, q)
-		if err != nil {
-			return 0, err
-		}
-		cur := make(map[string]string, len(checks))
-		changed := map[string]bool{}
-		for _, ch := range checks {
-			key := ch.Node + "/" + ch.CheckID
-			v := ch.ServiceName + "\x00" + ch.ServiceID + "\x00" + ch.Status
-			cur[key] = v
-			if prev[key] != v {
-				changed[ch.ServiceName] = true
+		ctx, cancel := context.WithCancel(context.Background())
+		c.done.Add(1)
+		c.poll(ctx, func(q *api.QueryOptions) (uint64, error) {
+			if c.sharedCount() == 0 {
+				cancel() // idle until a service is shared again
+				return q.WaitIndex, nil
 			}
-		}
-		for key, v := range prev {
-			if _, ok := cur[key]; !ok {
-				changed[v[:strings.IndexByte(v, 0)]] = true
-			}
-		}
-		if prev == nil { // the first answer: read them all
-			for _, s := range names {
-				changed[s] = true
-			}
-		}
-		prev = cur
-		for s := range changed {
-			c.mu.RLock()
-			w := c.watches[s]
-			c.mu.RUnlock()
-			if w == nil {
-				continue
-			}
-			list, index, err := c.read(s, &api.QueryOptions{}, ctx)
+			q.Filter = strconv.Quote(MeshTag) + " in ServiceTags"
+			checks, meta, err := c.client.Health().State(api.HealthAny, q)
 			if err != nil {
 				return 0, err
 			}
-			c.mu.Lock()
-			if c.watches[s] == w {
-				c.setRemote(w, list, index)
+			cur := make(map[string]string, len(checks))
+			changed := map[string]bool{}
+			for _, ch := range checks {
+				key := ch.Node + "/" + ch.CheckID
+				v := ch.ServiceName + "\x00" + ch.ServiceID + "\x00" + ch.Status
+				cur[key] = v
+				if prev != nil && prev[key] != v {
+					changed[ch.ServiceName] = true
+				}
 			}
-			c.mu.Unlock()
-		}
-		return meta.LastIndex, nil
-	}, func(err error) {
-		prev = nil // read everything again once Consul answers
-		c.mu.RLock()
-		defer c.mu.RUnlock()
-		for _, s := range names {
-			if w := c.watches[s]; w != nil {
-				w.stale.Store(true)
+			for key, v := range prev {
+				if _, ok := cur[key]; !ok {
+					changed[v[:strings.IndexByte(v, 0)]] = true
+				}
 			}
+			all := prev == nil // the first answer, or the first after a failure
+			prev = cur
+			return meta.LastIndex, c.readShared(ctx, changed, all)
+		}, func(error) {
+			prev = nil
+			c.mu.RLock()
+			defer c.mu.RUnlock()
+			for _, w := range c.watches {
+				if w.mode == shared {
+					w.stale.Store(true)
+				}
+			}
+		})
+		cancel()
+	}
+}
+
+// readShared reads again the shared services in changed (all if all).
+func (c *Registry) readShared(ctx context.Context, changed map[string]bool, all bool) error {
+	c.mu.RLock()
+	var todo []*watch
+	for s, w := range c.watches {
+		if w.mode == shared && (all || changed[s]) {
+			todo = append(todo, w)
 		}
-	})
+	}
+	c.mu.RUnlock()
+	for _, w := range todo {
+		list, index, err := c.read(w.service, &api.QueryOptions{}, ctx)
+		if err != nil {
+			return err
+		}
+		c.mu.Lock()
+		if c.watches[w.service] == w && w.mode == shared {
+			c.setRemote(w, list, index)
+		}
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+func (c *Registry) sharedCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	n := 0
+	for _, w := range c.watches {
+		if w.mode == shared {
+			n++
+		}
+	}
+	return n
 }
 
 // poll runs a blocking query until ctx ends or Close. query is given the

@@ -26,22 +26,23 @@ import (
 // Options is meshd's configuration as users write it: flags, MESHD_*
 // environment variables, or a YAML file, in that order of precedence.
 type Options struct {
-	Listen       string        `yaml:"listen"`
-	Advertise    string        `yaml:"advertise"`
-	Admin        string        `yaml:"admin"`
-	Node         string        `yaml:"node"`
-	Consul       string        `yaml:"consul"`
-	ConsulToken  string        `yaml:"consul_token"`
-	ConsulDC     string        `yaml:"consul_datacenter"`
-	ConsulTTL    time.Duration `yaml:"consul_ttl"`
-	PeersFile    string        `yaml:"peers_file"`
-	LogFormat    string        `yaml:"log_format"`
-	LogLevel     string        `yaml:"log_level"`
-	DrainTimeout time.Duration `yaml:"drain_timeout"`
-	Zipkin       string        `yaml:"zipkin"`
-	ZipkinEnc    string        `yaml:"zipkin_encoding"`
-	TraceRate    string        `yaml:"trace_sample_rate"`
-	TraceService string        `yaml:"trace_service"`
+	Listen        string        `yaml:"listen"`
+	Advertise     string        `yaml:"advertise"`
+	Admin         string        `yaml:"admin"`
+	Node          string        `yaml:"node"`
+	Consul        string        `yaml:"consul"`
+	ConsulToken   string        `yaml:"consul_token"`
+	ConsulDC      string        `yaml:"consul_datacenter"`
+	ConsulTTL     time.Duration `yaml:"consul_ttl"`
+	ConsulWatches int           `yaml:"consul_max_watches"`
+	PeersFile     string        `yaml:"peers_file"`
+	LogFormat     string        `yaml:"log_format"`
+	LogLevel      string        `yaml:"log_level"`
+	DrainTimeout  time.Duration `yaml:"drain_timeout"`
+	Zipkin        string        `yaml:"zipkin"`
+	ZipkinEnc     string        `yaml:"zipkin_encoding"`
+	TraceRate     string        `yaml:"trace_sample_rate"`
+	TraceService  string        `yaml:"trace_service"`
 	// Limits (docs/LIMITS.md).
 	MaxConns          int           `yaml:"max_connections"`
 	MaxConnsPerAddr   int           `yaml:"max_connections_per_addr"`
@@ -63,15 +64,16 @@ type Options struct {
 // Defaults are the options of a meshd given nothing.
 func Defaults() Options {
 	return Options{
-		Listen:       "127.0.0.1:21300",
-		Admin:        "127.0.0.1:21301",
-		ConsulTTL:    10 * time.Second,
-		LogFormat:    "text",
-		LogLevel:     "info",
-		DrainTimeout: 10 * time.Second,
-		ZipkinEnc:    tracing.EncodingProto,
-		TraceRate:    "1",
-		TraceService: "meshd",
+		Listen:        "127.0.0.1:21300",
+		Admin:         "127.0.0.1:21301",
+		ConsulTTL:     10 * time.Second,
+		ConsulWatches: consul.DefaultMaxWatches,
+		LogFormat:     "text",
+		LogLevel:      "info",
+		DrainTimeout:  10 * time.Second,
+		ZipkinEnc:     tracing.EncodingProto,
+		TraceRate:     "1",
+		TraceService:  "meshd",
 
 		MaxConns:          DefaultConnections,
 		MaxConnsPerAddr:   DefaultConnectionsPerAddr,
@@ -119,6 +121,7 @@ func (o *Options) table() []option {
 		{"consul-token", "CONSUL_HTTP_TOKEN", "Consul ACL `token`", &o.ConsulToken, nil, nil},
 		{"consul-datacenter", "MESHD_CONSUL_DATACENTER", "Consul `datacenter` (default: the agent's)", &o.ConsulDC, nil, nil},
 		{"consul-ttl", "MESHD_CONSUL_TTL", "TTL of instance health checks: a dead meshd's instances leave the healthy set within it", nil, &o.ConsulTTL, nil},
+		{"consul-max-watches", "MESHD_CONSUL_MAX_WATCHES", "services followed by their own blocking query (each holds one of the HTTP connections Consul allows an address, 200 by default); more share one query", nil, nil, &o.ConsulWatches},
 		{"peers-file", "MESHD_PEERS_FILE", "JSON `file` of static remote instances for the embedded registry", &o.PeersFile, nil, nil},
 		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil, nil},
 		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil, nil},
@@ -314,7 +317,7 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		reg, err := consul.New(cctx, consul.Config{
-			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, Logger: log,
+			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, MaxWatches: o.ConsulWatches, Logger: log,
 		})
 		switch {
 		case err != nil:
