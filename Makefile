@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: run run-consul test bench bench-tracing build fuzz consul jaeger images up down
+.PHONY: run run-consul test bench bench-tracing bench-discovery build fuzz consul jaeger images up down
 
 # Quick start: a meshd with the example services on this host, and calls to them.
 run:
@@ -25,6 +25,10 @@ bench:
 # What tracing costs (off, 1%, 100% sampling), over alternating rounds.
 bench-tracing:
 	./scripts/bench-tracing.sh
+
+# What following Consul costs: S services x K meshds, health flips (SERVICES=..., MESHDS=..., MESHD=...).
+bench-discovery:
+	./scripts/bench-discovery.sh
 
 # Long fuzz runs of the frame decoder, a live connection and a meshd with a service behind it (FUZZTIME=10m).
 fuzz:

@@ -50,7 +50,7 @@ type proc struct {
 	log  string
 }
 
-func start(t *testing.T, name string, args ...string) *proc {
+func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), filepath.Base(name)+".log")
 	f, err := os.Create(logPath)
@@ -118,7 +118,7 @@ type host struct {
 	consul string
 }
 
-func startHost(t *testing.T, ip, consulAddr string, extra ...string) *host {
+func startHost(t testing.TB, ip, consulAddr string, extra ...string) *host {
 	t.Helper()
 	h := &host{ip: ip, consul: consulAddr}
 	ports := testconsul.FreePorts(t, ip, 2)
@@ -128,7 +128,7 @@ func startHost(t *testing.T, ip, consulAddr string, extra ...string) *host {
 	return h
 }
 
-func (h *host) launch(t *testing.T, extra ...string) {
+func (h *host) launch(t testing.TB, extra ...string) {
 	t.Helper()
 	args := append([]string{"--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "host-" + h.ip, "--log-level", "debug"}, extra...)
 	h.meshd = start(t, "meshd", args...)
@@ -158,7 +158,7 @@ func meshctl(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func dial(t *testing.T, addr string) *client.Client {
+func dial(t testing.TB, addr string) *client.Client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -21,7 +21,7 @@ import (
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
-func consulAPI(t *testing.T, addr string) *api.Client {
+func consulAPI(t testing.TB, addr string) *api.Client {
 	t.Helper()
 	cfg := api.DefaultConfig()
 	cfg.Address = addr

@@ -320,7 +320,7 @@ func TestTraceOfRetryAndBackendDown(t *testing.T) {
 		{"refusing", "http://127.0.0.1:1/api/v2/spans"},
 		{"never answering", "http://" + silentListener(t) + "/api/v2/spans"},
 	} {
-		b := startHost(t, "127.0.0.2", "off", "--zipkin", down.url)
+		b := startHost(t, "127.0.0.2", "off", "--zipkin", down.url, "--pprof", "on") // goroutinesOf reads its pprof page
 		faultyInstance(t, b.addr, "quiet", "q").delay.Store(0)
 		testkit.WaitFor(t, 5*time.Second, "quiet visible", func() bool { return seesServices(t, b, "quiet") && seesServices(t, ref, "quiet") })
 		cb := dial(t, b.addr)

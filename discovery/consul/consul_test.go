@@ -4,7 +4,11 @@ package consul_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
 	"testing"
 	"time"
 
@@ -111,5 +115,56 @@ func TestConsulDownServesStale(t *testing.T) {
 	})
 	if _, err := reg.Instances(ctx, "nosuch"); !errors.Is(err, discovery.ErrNoInstances) {
 		t.Fatalf("unknown service: %v", err)
+	}
+}
+
+// raftIndex is the agent's (a dev server's) last applied raft index: every
+// catalog write moves it.
+func raftIndex(t *testing.T, addr string) int {
+	t.Helper()
+	res, err := http.Get("http://" + addr + "/v1/agent/self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var self struct {
+		Stats struct {
+			Raft struct {
+				AppliedIndex string `json:"applied_index"`
+			} `json:"raft"`
+		} `json:"Stats"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&self); err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(self.Stats.Raft.AppliedIndex)
+	if err != nil {
+		t.Fatalf("applied_index %q: %v", self.Stats.Raft.AppliedIndex, err)
+	}
+	return n
+}
+
+// Renewing the TTL checks of 1,000 instances, every TTL/3, writes nothing to
+// the servers while nothing changed: the raft index stands still.
+func TestRenewalsWriteNothing(t *testing.T) {
+	agent := testconsul.Start(t)
+	ctx := context.Background()
+	reg, err := consul.New(ctx, consul.Config{Address: agent.HTTPAddr, TTL: 3 * time.Second, Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	for i := range 1000 {
+		if err := reg.Register(ctx, discovery.Instance{Service: fmt.Sprintf("svc-%03d", i%100), ID: fmt.Sprintf("inst-%04d", i), Addr: "127.0.0.1:21300"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second) // registrations synced to the catalog
+	before := raftIndex(t, agent.HTTPAddr)
+	time.Sleep(6 * time.Second) // 6 rounds of 1,000 renewals
+	moved := raftIndex(t, agent.HTTPAddr) - before
+	t.Logf("6,000 renewals of 1,000 instances moved the raft index by %d", moved)
+	if moved > 5 {
+		t.Fatalf("renewals moved the raft index by %d: they write to the servers", moved)
 	}
 }

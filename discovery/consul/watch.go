@@ -268,12 +268,18 @@ func (c *Registry) mineOf(service string) []discovery.Instance {
 	return out
 }
 
-// sweep stops the watches no one looked up for IdleAfter, and gives the
-// freed own queries to shared services.
+// sweepEvery is how often sweep looks for watches no one looked up: a name
+// without instances is dropped after one such round, a followed service
+// after IdleAfter.
+const sweepEvery = 30 * time.Second
+
+// sweep stops the watches no one looked up, and gives the own queries it
+// frees to shared services.
 func (c *Registry) sweep() {
 	defer c.done.Done()
-	t := time.NewTicker(c.cfg.IdleAfter / 2)
+	t := time.NewTicker(min(sweepEvery, c.cfg.IdleAfter))
 	defer t.Stop()
+	rounds := max(int(c.cfg.IdleAfter/sweepEvery), 1)
 	for {
 		select {
 		case <-c.stop:
@@ -281,21 +287,17 @@ func (c *Registry) sweep() {
 		case <-t.C:
 		}
 		c.mu.Lock()
-		dropped := false
 		for s, w := range c.watches {
 			if w.used.Swap(false) {
 				w.idle = 0
 				continue
 			}
-			if w.idle++; w.idle < 2 {
+			if w.idle++; w.mode != absent && w.idle < rounds {
 				continue
 			}
-			switch w.mode {
-			case own:
+			if w.mode == own {
 				w.stop()
 				c.owned--
-			case shared:
-				dropped = true
 			}
 			delete(c.watches, s)
 		}
@@ -305,11 +307,7 @@ func (c *Registry) sweep() {
 			}
 			if w.mode == shared {
 				c.follow(w)
-				dropped = true
 			}
-		}
-		if dropped {
-			c.sharedChanged()
 		}
 		c.mu.Unlock()
 	}

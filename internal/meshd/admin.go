@@ -10,8 +10,8 @@ import (
 	"github.com/meshrpc/mesh/discovery/consul"
 )
 
-// adminHandler serves /health, /status, /calls (recent routing decisions),
-// /metrics and /debug/pprof.
+// adminHandler serves /health (ready), /live, /status, /calls (recent
+// routing decisions), /metrics and, when enabled, /debug/pprof.
 func (d *Daemon) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -28,6 +28,9 @@ func (d *Daemon) adminHandler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	// /live answers while the process serves, ready or not: a liveness probe
+	// must not restart a meshd that waits for its Consul agent.
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -66,11 +69,13 @@ func (d *Daemon) adminHandler() http.Handler {
 		d.closed.writeMetrics(w)
 		fmt.Fprintf(w, "# HELP mesh_queued_bytes Bytes queued for peers that are not keeping up, past each connection's first 64 KiB (bounded by --max-queued-bytes-total).\n# TYPE mesh_queued_bytes gauge\nmesh_queued_bytes %d\n", d.queued.Bytes())
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if d.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -26,23 +27,26 @@ import (
 // Options is meshd's configuration as users write it: flags, MESHD_*
 // environment variables, or a YAML file, in that order of precedence.
 type Options struct {
-	Listen        string        `yaml:"listen"`
-	Advertise     string        `yaml:"advertise"`
-	Admin         string        `yaml:"admin"`
-	Node          string        `yaml:"node"`
-	Consul        string        `yaml:"consul"`
-	ConsulToken   string        `yaml:"consul_token"`
-	ConsulDC      string        `yaml:"consul_datacenter"`
-	ConsulTTL     time.Duration `yaml:"consul_ttl"`
-	ConsulWatches int           `yaml:"consul_max_watches"`
-	PeersFile     string        `yaml:"peers_file"`
-	LogFormat     string        `yaml:"log_format"`
-	LogLevel      string        `yaml:"log_level"`
-	DrainTimeout  time.Duration `yaml:"drain_timeout"`
-	Zipkin        string        `yaml:"zipkin"`
-	ZipkinEnc     string        `yaml:"zipkin_encoding"`
-	TraceRate     string        `yaml:"trace_sample_rate"`
-	TraceService  string        `yaml:"trace_service"`
+	Listen          string        `yaml:"listen"`
+	Advertise       string        `yaml:"advertise"`
+	Admin           string        `yaml:"admin"`
+	Pprof           string        `yaml:"pprof"`
+	Node            string        `yaml:"node"`
+	Consul          string        `yaml:"consul"`
+	ConsulToken     string        `yaml:"consul_token"` // or CONSUL_HTTP_TOKEN; never a flag
+	ConsulTokenFile string        `yaml:"consul_token_file"`
+	ConsulDC        string        `yaml:"consul_datacenter"`
+	ConsulTTL       time.Duration `yaml:"consul_ttl"`
+	ConsulWatches   int           `yaml:"consul_max_watches"`
+	ConsulReads     string        `yaml:"consul_reads"`
+	PeersFile       string        `yaml:"peers_file"`
+	LogFormat       string        `yaml:"log_format"`
+	LogLevel        string        `yaml:"log_level"`
+	DrainTimeout    time.Duration `yaml:"drain_timeout"`
+	Zipkin          string        `yaml:"zipkin"`
+	ZipkinEnc       string        `yaml:"zipkin_encoding"`
+	TraceRate       string        `yaml:"trace_sample_rate"`
+	TraceService    string        `yaml:"trace_service"`
 	// Limits (docs/LIMITS.md).
 	MaxConns          int           `yaml:"max_connections"`
 	MaxConnsPerAddr   int           `yaml:"max_connections_per_addr"`
@@ -66,8 +70,10 @@ func Defaults() Options {
 	return Options{
 		Listen:        "127.0.0.1:21300",
 		Admin:         "127.0.0.1:21301",
+		Pprof:         "off",
 		ConsulTTL:     10 * time.Second,
 		ConsulWatches: consul.DefaultMaxWatches,
+		ConsulReads:   "blocking",
 		LogFormat:     "text",
 		LogLevel:      "info",
 		DrainTimeout:  10 * time.Second,
@@ -115,12 +121,14 @@ func (o *Options) table() []option {
 	return []option{
 		{"listen", "MESHD_LISTEN", "TChannel `address` for local apps and other meshds", &o.Listen, nil, nil},
 		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the listen address)", &o.Advertise, nil, nil},
-		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /status, /debug/pprof); \"off\" disables it", &o.Admin, nil, nil},
+		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},
+		{"pprof", "MESHD_PPROF", "`on` also serves /debug/pprof on the admin address (off by default: a profile can carry secrets)", &o.Pprof, nil, nil},
 		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
 		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil, nil},
-		{"consul-token", "CONSUL_HTTP_TOKEN", "Consul ACL `token`", &o.ConsulToken, nil, nil},
+		{"consul-token-file", "MESHD_CONSUL_TOKEN_FILE", "`file` holding the Consul ACL token (or set CONSUL_HTTP_TOKEN; a token is never a flag, since argv is public)", &o.ConsulTokenFile, nil, nil},
 		{"consul-datacenter", "MESHD_CONSUL_DATACENTER", "Consul `datacenter` (default: the agent's)", &o.ConsulDC, nil, nil},
 		{"consul-ttl", "MESHD_CONSUL_TTL", "TTL of instance health checks: a dead meshd's instances leave the healthy set within it", nil, &o.ConsulTTL, nil},
+		{"consul-reads", "MESHD_CONSUL_READS", "how service health is read: `blocking` (a blocking query each, answered by the servers) or cached (through the agent's cache and its streaming backend)", &o.ConsulReads, nil, nil},
 		{"consul-max-watches", "MESHD_CONSUL_MAX_WATCHES", "services followed by their own blocking query (each holds one of the HTTP connections Consul allows an address, 200 by default); more share one query", nil, nil, &o.ConsulWatches},
 		{"peers-file", "MESHD_PEERS_FILE", "JSON `file` of static remote instances for the embedded registry", &o.PeersFile, nil, nil},
 		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil, nil},
@@ -153,6 +161,9 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 	fs := flag.NewFlagSet("meshd", flag.ContinueOnError)
 	fs.SetOutput(out)
 	configPath := fs.String("config", getenv("MESHD_CONFIG"), "YAML config `file` (keys: the flag names with _ for -); env MESHD_CONFIG")
+	fs.Func("consul-token", "not accepted: use CONSUL_HTTP_TOKEN or --consul-token-file", func(string) error {
+		return errors.New("a token on the command line is visible to every user of the host (ps, /proc/PID/cmdline): set CONSUL_HTTP_TOKEN or --consul-token-file instead")
+	})
 	table := o.table()
 	for _, opt := range table {
 		help := opt.help + "; env " + opt.env
@@ -221,6 +232,16 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 			}
 		}
 	}
+	if v := getenv("CONSUL_HTTP_TOKEN"); v != "" {
+		final.ConsulToken = v
+	}
+	if final.ConsulTokenFile != "" {
+		b, err := os.ReadFile(final.ConsulTokenFile)
+		if err != nil {
+			return o, fmt.Errorf("--consul-token-file: %w", err)
+		}
+		final.ConsulToken = strings.TrimSpace(string(b))
+	}
 	return final, final.validate()
 }
 
@@ -235,6 +256,12 @@ func (o Options) validate() error {
 		if _, _, err := net.SplitHostPort(a.v); err != nil {
 			return fmt.Errorf("--%s %q: %w", a.name, a.v, err)
 		}
+	}
+	if o.Pprof != "off" && o.Pprof != "on" {
+		return fmt.Errorf("--pprof %q: want on or off", o.Pprof)
+	}
+	if o.ConsulReads != "blocking" && o.ConsulReads != "cached" {
+		return fmt.Errorf("--consul-reads %q: want blocking or cached", o.ConsulReads)
 	}
 	if o.LogFormat != "text" && o.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", o.LogFormat)
@@ -288,7 +315,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	d, err := Start(Config{
-		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, NodeName: o.Node,
+		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 	})
 	if err != nil {
@@ -317,7 +344,7 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		reg, err := consul.New(cctx, consul.Config{
-			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, MaxWatches: o.ConsulWatches, Logger: log,
+			Address: addr, Token: o.ConsulToken, Datacenter: o.ConsulDC, TTL: o.ConsulTTL, MaxWatches: o.ConsulWatches, UseCache: o.ConsulReads == "cached", Logger: log,
 		})
 		switch {
 		case err != nil:

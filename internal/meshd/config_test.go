@@ -34,6 +34,27 @@ func TestParseOptionsPrecedence(t *testing.T) {
 	}
 }
 
+// The Consul token comes from CONSUL_HTTP_TOKEN or a file, never argv, and
+// never shows in --help.
+func TestConsulTokenSources(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, map[string]string{"CONSUL_HTTP_TOKEN": "from-env"}, "from-env"},
+		{[]string{"--consul-token-file", file}, map[string]string{"CONSUL_HTTP_TOKEN": "from-env"}, "from-file"},
+		{nil, map[string]string{"MESHD_CONSUL_TOKEN_FILE": file}, "from-file"},
+	} {
+		o, err := ParseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})
+		if err != nil || o.ConsulToken != tc.want {
+			t.Errorf("%v %v: token %q, %v; want %q", tc.args, tc.env, o.ConsulToken, err, tc.want)
+		}
+	}
+}
+
 func TestParseOptionsErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
@@ -59,6 +80,10 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--max-ttl", "0s"}, nil, "--max-ttl must be above 0"},
 		{[]string{"--max-half-sent-per-caller", "-1"}, nil, "--max-half-sent-per-caller must be above 0"},
 		{nil, map[string]string{"MESHD_MAX_CONNECTIONS": "many"}, "MESHD_MAX_CONNECTIONS"},
+		{[]string{"--consul-token", "s3cret"}, nil, "CONSUL_HTTP_TOKEN or --consul-token-file"},
+		{[]string{"--consul-token-file", filepath.Join(dir, "missing-token")}, nil, "--consul-token-file"},
+		{[]string{"--pprof", "yes"}, nil, "--pprof"},
+		{[]string{"--consul-reads", "eventual"}, nil, "--consul-reads"},
 	}
 	for _, tc := range cases {
 		_, err := ParseOptions(tc.args, func(k string) string { return tc.env[k] }, &bytes.Buffer{})

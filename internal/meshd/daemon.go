@@ -28,6 +28,7 @@ type Config struct {
 	Listen    string // TChannel listener for apps and other meshds
 	Advertise string // routable address registered for local instances; default: Listen
 	Admin     string // admin HTTP listener; empty disables it
+	Pprof     bool   // serve /debug/pprof on the admin listener
 	NodeName  string // this host's name in the registry; default: hostname
 	// Registry is where instances are registered and looked up.
 	Registry discovery.Registry

@@ -678,3 +678,29 @@ func TestCallerSentRoutingHeaderIsReplaced(t *testing.T) {
 		}
 	}
 }
+
+// The admin listener serves /health, /live and /metrics; /debug/pprof only
+// when enabled, since a profile or the command line can carry secrets.
+func TestAdminEndpoints(t *testing.T) {
+	for _, pprofOn := range []bool{false, true} {
+		d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Pprof: pprofOn, Registry: discovery.NewLocal(), Logger: testkit.Quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantPprof := http.StatusNotFound
+		if pprofOn {
+			wantPprof = http.StatusOK
+		}
+		for path, want := range map[string]int{"/health": 200, "/live": 200, "/metrics": 200, "/debug/pprof/cmdline": wantPprof, "/debug/pprof/": wantPprof} {
+			res, err := http.Get("http://" + d.AdminAddr() + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != want {
+				t.Errorf("pprof %v: %s answered %d, want %d", pprofOn, path, res.StatusCode, want)
+			}
+		}
+		d.Shutdown(context.Background())
+	}
+}

@@ -57,8 +57,9 @@ func FreePorts(t testing.TB, ip string, n int) []int {
 	return ports
 }
 
-// Start runs a dev agent and waits until it has a leader.
-func Start(t testing.TB) *Agent {
+// Start runs a dev agent and waits until it has a leader; extra are more
+// agent arguments (e.g. "-hcl", "limits { ... }").
+func Start(t testing.TB, extra ...string) *Agent {
 	t.Helper()
 	p := FreePorts(t, "127.0.0.1", 4)
 	port := func(i int) string { return strconv.Itoa(p[i]) }
@@ -67,6 +68,7 @@ func Start(t testing.TB) *Agent {
 	a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", port(0), "-serf-lan-port", port(1), "-serf-wan-port", port(2), "-server-port", port(3),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn", "-node", "mesh-test"}
+	a.args = append(a.args, extra...)
 	a.start()
 	t.Cleanup(a.Kill)
 	return a
@@ -117,6 +119,14 @@ func (a *Agent) Restart() {
 	a.Kill()
 	time.Sleep(100 * time.Millisecond)
 	a.start()
+}
+
+// PID is the running agent's process id (0 if it is not running).
+func (a *Agent) PID() int {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
 }
 
 func (a *Agent) String() string { return fmt.Sprintf("consul dev agent at %s", a.HTTPAddr) }
