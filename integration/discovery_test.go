@@ -122,8 +122,8 @@ func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 		t.Logf("%s: a new instance reached meshd's routing in %v", svc, time.Since(start).Round(time.Millisecond))
 	}
 	b, _ := os.ReadFile(h.meshd.log)
-	if strings.Contains(string(b), "429") {
-		t.Fatal("Consul refused meshd for too many connections (429)")
+	if strings.Contains(string(b), "response code: 429") {
+		t.Fatalf("Consul refused meshd for too many connections (429):\n%s", lastLines(b, 20))
 	}
 }
 
