@@ -214,7 +214,7 @@ func (c *Registry) Client() *api.Client { return c.client }
 // query is retried with backoff (failed hears each failure).
 func (c *Registry) Follow(query func(*api.QueryOptions) (uint64, error), failed func(error)) {
 	c.done.Add(1)
-	go c.poll(context.Background(), query, failed)
+	go c.poll(context.Background(), 0, query, failed)
 }
 
 // StaleLookups counts lookups answered from a cache Consul could not refresh.

@@ -181,7 +181,7 @@ func (c *Registry) follow(w *watch) {
 		ctx, cancel := context.WithCancel(context.Background())
 		w.stop = cancel
 		c.done.Add(1)
-		go c.poll(ctx, func(q *api.QueryOptions) (uint64, error) { return c.update(w, q) }, func(err error) {
+		go c.poll(ctx, w.index, func(q *api.QueryOptions) (uint64, error) { return c.update(w, q) }, func(err error) {
 			if !w.stale.Swap(true) {
 				c.log.Warn("watch of service failed; keeping its last known instances", "service", w.service, "err", err)
 			}
@@ -194,11 +194,6 @@ func (c *Registry) follow(w *watch) {
 
 // update runs one blocking query of w's service.
 func (c *Registry) update(w *watch, q *api.QueryOptions) (uint64, error) {
-	c.mu.RLock()
-	if q.WaitIndex == 0 {
-		q.WaitIndex = w.index // continue from what look read
-	}
-	c.mu.RUnlock()
 	list, index, err := c.read(w.service, q, q.Context())
 	if err != nil {
 		return 0, err
@@ -337,7 +332,7 @@ func (c *Registry) followShared() {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		c.done.Add(1)
-		c.poll(ctx, func(q *api.QueryOptions) (uint64, error) {
+		c.poll(ctx, 0, func(q *api.QueryOptions) (uint64, error) {
 			if c.sharedCount() == 0 {
 				cancel() // idle until a service is shared again
 				return q.WaitIndex, nil
@@ -415,11 +410,13 @@ func (c *Registry) sharedCount() int {
 	return n
 }
 
-// poll runs a blocking query until ctx ends or Close. query is given the
-// options to wait with and returns the index of its answer; a failed query
-// is retried with backoff after failed runs. An index that goes backwards
-// (a restarted agent) starts over from 0.
-func (c *Registry) poll(ctx context.Context, query func(*api.QueryOptions) (uint64, error), failed func(error)) {
+// poll runs a blocking query until ctx ends or Close, from index (0: answer
+// at once). query is given the options to wait with and returns the index
+// of its answer; a failed query is retried with backoff after failed runs,
+// from 0, so that the first answer after an outage comes at once rather than
+// at the next change. An index that goes backwards (a restarted agent)
+// starts over from 0.
+func (c *Registry) poll(ctx context.Context, index uint64, query func(*api.QueryOptions) (uint64, error), failed func(error)) {
 	defer c.done.Done()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -430,7 +427,6 @@ func (c *Registry) poll(ctx context.Context, query func(*api.QueryOptions) (uint
 		case <-ctx.Done():
 		}
 	}()
-	var index uint64
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		last, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx))
@@ -440,6 +436,7 @@ func (c *Registry) poll(ctx context.Context, query func(*api.QueryOptions) (uint
 		c.note(err)
 		if err != nil {
 			failed(err)
+			index = 0
 			select {
 			case <-time.After(backoff):
 			case <-ctx.Done():
