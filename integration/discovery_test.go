@@ -28,7 +28,7 @@ import (
 // registerRemote writes an instance of another host's meshd to the catalog,
 // as that host's agent would, with a passing check; mesh says whether it
 // carries the mesh tag.
-func registerRemote(t *testing.T, c *api.Client, svc, id string, port int, mesh bool) {
+func registerRemote(t testing.TB, c *api.Client, svc, id string, port int, mesh bool) {
 	t.Helper()
 	var tags []string
 	if mesh {
@@ -40,7 +40,7 @@ func registerRemote(t *testing.T, c *api.Client, svc, id string, port int, mesh 
 		Check:   &api.AgentCheck{Node: "remote-node", CheckID: "check:" + id, Name: "app", Status: api.HealthPassing, ServiceID: id},
 	}, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err) // not Fatal: called from goroutines
 	}
 }
 
@@ -79,7 +79,8 @@ func connectionsTo(t *testing.T, port int) int {
 // A meshd whose callers use 500 services follows every one of them while it
 // holds at most --consul-max-watches (128) blocking queries: Consul never
 // refuses it for too many connections, and a change reaches its routing both
-// for a service with its own query and for one on the shared query.
+// for a service with its own query and for one on the shared query. The 50
+// services no caller uses are not followed, /status included.
 func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 	const services = 500
 	agent := testconsul.Start(t)
@@ -90,6 +91,9 @@ func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 		wg.Go(func() {
 			for i := w; i < services; i += 8 {
 				registerRemote(t, capi, name(i), name(i)+"-0", 30000, true)
+				if i < 50 { // services no caller of this meshd uses
+					registerRemote(t, capi, fmt.Sprintf("unused-%02d", i), fmt.Sprintf("unused-%02d-0", i), 30000, true)
+				}
 			}
 		})
 	}
@@ -109,6 +113,7 @@ func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 	if conns > 200 || conns < 128 {
 		t.Fatalf("%d connections to the agent, want 128 own watches and a few more, at most 200", conns)
 	}
+	status(t, h) // /status lists what meshd follows, and must not follow the unused services to do it
 	st := status(t, h)
 	t.Logf("registry: %s", st.Registry.Detail)
 	if !strings.Contains(st.Registry.Detail, "128 services followed by their own query, 372 by the shared one") {

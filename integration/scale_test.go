@@ -16,7 +16,6 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
-	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/testconsul"
 )
 
@@ -34,16 +33,6 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 		startHost(t, "127.0.0.3", agent.HTTPAddr, "--consul-max-watches", "50"),
 	}
 	name := func(i int) string { return fmt.Sprintf("svc-%04d", i) }
-	// Instances of other hosts' meshds, written to the catalog as an agent's
-	// sync would, each with a passing check.
-	register := func(svc, id string, port int) error {
-		_, err := capi.Catalog().Register(&api.CatalogRegistration{
-			Node: "remote-node", Address: "10.9.0.1",
-			Service: &api.AgentService{ID: id, Service: svc, Address: "10.9.0.1", Port: port, Tags: []string{consul.MeshTag}},
-			Check:   &api.AgentCheck{Node: "remote-node", CheckID: "check:" + id, Name: "app", Status: api.HealthPassing, ServiceID: id},
-		}, nil)
-		return err
-	}
 	begin := time.Now()
 	var wg sync.WaitGroup
 	work := make(chan int)
@@ -51,9 +40,7 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 		wg.Go(func() {
 			for i := range work {
 				for n := range perService {
-					if err := register(name(i), fmt.Sprintf("%s-%d", name(i), n), 30000+n); err != nil {
-						t.Error(err)
-					}
+					registerRemote(t, capi, name(i), fmt.Sprintf("%s-%d", name(i), n), 30000+n, true)
 				}
 			}
 		})
@@ -96,9 +83,7 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 		svc := name(rand.IntN(services))
 		id := fmt.Sprintf("%s-x%d", svc, c)
 		start := time.Now()
-		if err := register(svc, id, 40000+c); err != nil {
-			t.Fatal(err)
-		}
+		registerRemote(t, capi, svc, id, 40000+c, true)
 		for _, sdk := range sdks {
 			for {
 				if slices.ContainsFunc(instances(sdk, svc), func(i discovery.Instance) bool { return i.ID == id }) {

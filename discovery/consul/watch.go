@@ -460,6 +460,20 @@ func closeOnce(ch chan struct{}) {
 	}
 }
 
+// Followed returns the instances of the services this meshd follows now,
+// without following more.
+func (c *Registry) Followed() map[string][]discovery.Instance {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[string][]discovery.Instance)
+	for s, w := range c.watches {
+		if cur := w.current.Load(); w.mode != absent && cur != nil && len(*cur) > 0 {
+			out[s] = *cur
+		}
+	}
+	return out
+}
+
 // Services lists the mesh services with passing instances, with one read
 // of the passing checks of mesh-tagged services.
 func (c *Registry) Services(ctx context.Context) ([]string, error) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/lograte"
@@ -296,7 +297,7 @@ type Status struct {
 	Ready     bool                 `json:"ready"`
 	Registry  discovery.Status     `json:"registry"`
 	Local     []discovery.Instance `json:"local_instances"`
-	Remote    map[string][]string  `json:"services"` // service → instance ids, as routing sees them
+	Remote    map[string][]string  `json:"services"` // service → instance ids, as routing sees them (with Consul: the services this meshd follows)
 	Peers     []string             `json:"peers"`
 	Conns     int                  `json:"connections"`
 	InFlight  int                  `json:"calls_in_flight"`
@@ -335,9 +336,16 @@ func (d *Daemon) Status(ctx context.Context) Status {
 
 		BudgetExhausted: rs.BudgetExhausted,
 	}
-	services, _ := d.registry.Services(ctx)
-	for _, s := range services {
-		insts, _ := d.registry.Instances(ctx, s)
+	known := map[string][]discovery.Instance{}
+	if c, ok := d.registry.(*consul.Registry); ok {
+		known = c.Followed() // looking every service up would follow them all
+	} else {
+		services, _ := d.registry.Services(ctx)
+		for _, s := range services {
+			known[s], _ = d.registry.Instances(ctx, s)
+		}
+	}
+	for s, insts := range known {
 		for _, i := range insts {
 			st.Remote[s] = append(st.Remote[s], i.ID)
 		}
