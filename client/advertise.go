@@ -26,8 +26,13 @@ const (
 // the registration alive, re-advertising periodically and reconnecting with
 // backoff (then advertising again) until Shutdown. The process needs no
 // listener of its own.
+//
+// With Options.Wait it keeps trying to reach meshd until ctx ends.
 func (s *Server) Advertise(ctx context.Context, addr string) error {
-	c, err := s.advertiseOnce(ctx, addr)
+	if len(s.Services()) == 0 {
+		return ErrNothingToAdvertise
+	}
+	c, err := retrying(ctx, s.opts.Wait, func() (*conn.Conn, error) { return s.advertiseOnce(ctx, addr) })
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,6 +44,10 @@ type Options struct {
 	// TraceService names this process's spans in traces; default
 	// ServiceName (then ProcessName).
 	TraceService string
+	// Wait makes Dial and Server.Advertise retry, with backoff, until their
+	// context ends, instead of failing at once when meshd is not up yet: for
+	// programs started alongside their meshd.
+	Wait bool
 	// Policies are per-service routing policies for a Client of DialPeers
 	// (attempts, per-attempt timeout, balancer, breaker thresholds, retry
 	// budget); services not named get the defaults.
@@ -109,11 +114,29 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := conn.Dial(ctx, addr, opts.connOptions("", nil))
+	c, err := retrying(ctx, opts.Wait, func() (*conn.Conn, error) { return conn.Dial(ctx, addr, opts.connOptions("", nil)) })
 	if err != nil {
 		return nil, err
 	}
 	return &Client{c: c, opts: opts, caller: callerName(opts), tracer: tracer}, nil
+}
+
+// retrying runs connect once, or with wait until it succeeds or ctx ends
+// (then the last error is returned).
+func retrying(ctx context.Context, wait bool, connect func() (*conn.Conn, error)) (*conn.Conn, error) {
+	backoff := backoffMin
+	for {
+		c, err := connect()
+		if err == nil || !wait || errors.Is(err, ErrServerClosed) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // callerName is what calls say they come from ("cn").

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/meshrpc/mesh/frame"
@@ -27,6 +28,14 @@ func Errorf(code frame.ErrCode, format string, args ...any) *Error {
 // CodeOf returns the wire error code of err, frame.ErrCodeUnexpected for
 // errors without one.
 func CodeOf(err error) frame.ErrCode { return frame.CodeOf(err) }
+
+// ErrEncoding marks (errors.Is) a failure to encode a call's arguments or to
+// decode its answer in this process. It is not an *Error: nothing failed on
+// the wire, and when an answer does not decode the call itself succeeded.
+var ErrEncoding = errors.New("encoding")
+
+// ErrNothingToAdvertise is Advertise's error for a Server with no handler.
+var ErrNothingToAdvertise = errors.New("nothing to advertise: register a handler first (Server.Register)")
 
 // ApplicationError is a failure answered by the called handler itself: a
 // call res with the application-error code. Headers and Body are the answer's

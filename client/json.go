@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/meshrpc/mesh/frame"
@@ -15,7 +16,7 @@ import (
 func (c *Client) CallJSON(ctx context.Context, service, method string, headers map[string]string, in, out any, opts ...CallOption) (map[string]string, error) {
 	arg3, err := json.Marshal(in)
 	if err != nil {
-		return nil, Errorf(frame.ErrCodeBadRequest, "encoding request body: %v", err)
+		return nil, fmt.Errorf("%w the request body as JSON: %v", ErrEncoding, err)
 	}
 	res, err := c.call(ctx, "json", service, method, nil, headers, arg3, opts)
 	if err != nil {
@@ -35,7 +36,7 @@ func (c *Client) CallJSON(ctx context.Context, service, method string, headers m
 	}
 	if out != nil && len(bytes.TrimSpace(res.Arg3)) > 0 {
 		if err := json.Unmarshal(res.Arg3, out); err != nil {
-			return resHeaders, Errorf(frame.ErrCodeUnexpected, "decoding response body: %v", err)
+			return resHeaders, fmt.Errorf("%w: %s::%s answered, but its %d-byte body does not decode into %T: %v", ErrEncoding, service, method, len(res.Arg3), out, err)
 		}
 	}
 	return resHeaders, nil
