@@ -12,7 +12,7 @@ run-consul:
 	CONSUL=1 ./scripts/quickstart.sh
 
 build:
-	go build -o bin/ ./cmd/... ./examples/...
+	go build -ldflags "$$(scripts/ldflags.sh)" -o bin/ ./cmd/... ./examples/...
 
 # Every suite: static checks, unit + interop tests under -race, fuzz smoke runs.
 test:

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	build := exec.Command("go", "build", "-o", dir+"/", "../cmd/meshd", "../cmd/meshctl", "../examples/echo", "../examples/kv")
+	build := exec.Command("go", "build", "-ldflags", versionFlags(), "-o", dir+"/", "../cmd/meshd", "../cmd/meshctl", "../examples/echo", "../examples/kv")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
@@ -41,6 +42,16 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// versionFlags link the checkout's commit into the binaries (--version), as
+// scripts/ldflags.sh does for mesh's other builds.
+func versionFlags() string {
+	out, err := exec.Command("../scripts/ldflags.sh").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // proc is a program the test started.

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local CGO_ENABLED=0
 out=.cache/static
 mkdir -p "$out"
-go build -o "$out/" ./cmd/meshd ./cmd/meshctl ./examples/echo ./examples/kv ./deploy/pause
+go build -ldflags "$(scripts/ldflags.sh)" -o "$out/" ./cmd/meshd ./cmd/meshctl ./examples/echo ./examples/kv ./deploy/pause
 consul=$(scripts/tool.sh consul)
 jaeger=$(scripts/tool.sh jaeger)
 

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 mkdir -p bin .cache/run
-go build -o bin/ ./cmd/... ./examples/...
+go build -ldflags "$(scripts/ldflags.sh)" -o bin/ ./cmd/... ./examples/...
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM

@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/version"
 )
 
 // Exit codes: 0 ok, 1 the call failed (application or wire error), 2 usage
@@ -36,6 +37,7 @@ Usage:
   meshctl status [flags]                               show the meshd's status
   meshctl trace TRACE_ID [--traces URL]                draw a trace from a Zipkin or Jaeger API
                                                        (default $MESH_TRACES or http://127.0.0.1:16686)
+  meshctl version                                      print meshctl's version and commit (also --version)
 
 Flags (anywhere on the line):
   --via HOST:PORT     the meshd to talk to (default $MESH_VIA or 127.0.0.1:21300)
@@ -115,6 +117,10 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	if args[0] == "version" || args[0] == "--version" {
+		fmt.Fprintln(stdout, version.String("meshctl"))
 		return exitOK
 	}
 	o, pos, err := parse(args, stderr)

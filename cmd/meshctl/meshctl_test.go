@@ -50,6 +50,8 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"call", "svc", "--via", via}, exitUsage, "", "wrong number of arguments"},
 		{[]string{"frobnicate"}, exitUsage, "", "unknown command"},
 		{[]string{"status", "--via", "127.0.0.1:1"}, exitUnreachable, "", "cannot reach meshd"},
+		{[]string{"version"}, exitOK, "meshctl ", ""},
+		{[]string{"--version"}, exitOK, "(commit ", ""},
 	}
 	for _, tc := range cases {
 		var out, errb bytes.Buffer

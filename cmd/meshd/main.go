@@ -15,7 +15,7 @@ import (
 
 func main() {
 	opts, err := meshd.ParseOptions(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, meshd.ErrVersion) {
 		return
 	}
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/version"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -153,6 +154,9 @@ func (o *Options) table() []option {
 	}
 }
 
+// ErrVersion is ParseOptions's answer to --version, after printing it.
+var ErrVersion = errors.New("version requested")
+
 // ParseOptions reads the options from a YAML file (--config or
 // MESHD_CONFIG), then the environment, then args. It returns flag.ErrHelp
 // after printing usage to out for -h/--help.
@@ -161,6 +165,7 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 	fs := flag.NewFlagSet("meshd", flag.ContinueOnError)
 	fs.SetOutput(out)
 	configPath := fs.String("config", getenv("MESHD_CONFIG"), "YAML config `file` (keys: the flag names with _ for -); env MESHD_CONFIG")
+	showVersion := fs.Bool("version", false, "print meshd's version and commit, and exit")
 	fs.Func("consul-token", "not accepted: use CONSUL_HTTP_TOKEN or --consul-token-file", func(string) error {
 		return errors.New("a token on the command line is visible to every user of the host (ps, /proc/PID/cmdline): set CONSUL_HTTP_TOKEN or --consul-token-file instead")
 	})
@@ -185,6 +190,10 @@ func ParseOptions(args []string, getenv func(string) string, out io.Writer) (Opt
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if *showVersion {
+		fmt.Fprintln(out, version.String("meshd"))
+		return o, ErrVersion
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -91,6 +91,10 @@ func TestParseOptionsErrors(t *testing.T) {
 			t.Errorf("%v %v: error %v, want one mentioning %q", tc.args, tc.env, err, tc.want)
 		}
 	}
+	var ver bytes.Buffer
+	if _, err := ParseOptions([]string{"--version"}, func(string) string { return "" }, &ver); !errors.Is(err, ErrVersion) || !strings.HasPrefix(ver.String(), "meshd ") {
+		t.Fatalf("--version: %v, printed %q", err, ver.String())
+	}
 	var help bytes.Buffer
 	if _, err := ParseOptions([]string{"--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
