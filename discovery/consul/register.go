@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -124,23 +125,39 @@ func (c *Registry) renew() {
 	}
 }
 
+// renewWorkers renew checks side by side: one after another, a thousand
+// instances on a slow agent could take longer than their TTL, and a check
+// that lapses is two writes on the servers (critical, then passing).
+const renewWorkers = 8
+
 func (c *Registry) renewAll() {
 	c.mu.RLock()
-	mine := make([]discovery.Instance, 0, len(c.mine))
+	work := make(chan discovery.Instance, len(c.mine))
 	for _, inst := range c.mine {
-		mine = append(mine, inst)
+		work <- inst
 	}
 	c.mu.RUnlock()
-	for _, inst := range mine {
-		err := c.client.Agent().UpdateTTL(checkID(inst.ID), checkOutput, api.HealthPassing)
-		if err != nil { // the agent may have lost it (restarted): register again
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err = c.register(ctx, inst)
-			cancel()
-			if err == nil {
-				c.log.Info("registered instance with consul", "instance", inst.ID)
+	close(work)
+	var wg sync.WaitGroup
+	for range min(renewWorkers, len(work)) {
+		wg.Go(func() {
+			for inst := range work {
+				c.renewOne(inst)
 			}
-		}
-		c.note(err)
+		})
 	}
+	wg.Wait()
+}
+
+func (c *Registry) renewOne(inst discovery.Instance) {
+	err := c.client.Agent().UpdateTTL(checkID(inst.ID), checkOutput, api.HealthPassing)
+	if err != nil { // the agent may have lost it (restarted): register again
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = c.register(ctx, inst)
+		cancel()
+		if err == nil {
+			c.log.Info("registered instance with consul", "instance", inst.ID)
+		}
+	}
+	c.note(err)
 }
