@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,7 +51,7 @@ func BenchmarkDiscovery(b *testing.B) {
 
 func sizes(b *testing.B, env, def string) []int {
 	var out []int
-	for _, f := range strings.Split(cmpOr(os.Getenv(env), def), ",") {
+	for _, f := range strings.Split(cmp.Or(os.Getenv(env), def), ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
 			b.Fatalf("%s: %q is not a size", env, f)
@@ -59,13 +59,6 @@ func sizes(b *testing.B, env, def string) []int {
 		out = append(out, n)
 	}
 	return out
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 const (
@@ -91,26 +84,15 @@ func benchDiscovery(b *testing.B, services, meshds int) {
 		}, nil)
 		return err
 	}
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range 16 {
-		wg.Go(func() {
-			for i := range work {
-				for n := range benchInstances {
-					if err := check(i, n, api.HealthPassing); err != nil {
-						b.Error(err)
-					}
-				}
+	inParallel(services, func(i int) {
+		for n := range benchInstances {
+			if err := check(i, n, api.HealthPassing); err != nil {
+				b.Error(err)
 			}
-		})
-	}
-	for i := range services {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+		}
+	})
 
-	bin := cmpOr(os.Getenv("MESH_BENCH_MESHD"), "meshd")
+	bin := cmp.Or(os.Getenv("MESH_BENCH_MESHD"), "meshd")
 	rng := rand.New(rand.NewPCG(uint64(services), uint64(meshds)))
 	type meshdProc struct {
 		p    *proc
@@ -221,9 +203,9 @@ func benchDiscovery(b *testing.B, services, meshds int) {
 		}
 		return float64(lat[int(p*float64(len(lat)-1))]) / float64(time.Millisecond)
 	}
-	var rss int64
+	var rssSum int64
 	for _, pid := range pids {
-		rss += vmRSS(b, pid)
+		rssSum += rss(pid)
 	}
 	b.ReportMetric(float64(c1-c0+c3-c2)/float64(2*idle)*1000, "consul-idle-ms/s")
 	b.ReportMetric(consulMs, "consul-ms/flip")
@@ -231,7 +213,7 @@ func benchDiscovery(b *testing.B, services, meshds int) {
 	b.ReportMetric(bytesPerFlip, "meshd-B/flip")
 	b.ReportMetric(q(0.5), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
-	b.ReportMetric(float64(rss)/float64(meshds)/(1<<20), "meshd-MiB")
+	b.ReportMetric(float64(rssSum)/float64(meshds)/(1<<20), "meshd-MiB")
 	b.ReportMetric(float64(missed), "missed")
 	b.ReportMetric(0, "ns/op")
 }
@@ -312,18 +294,4 @@ func readAll(b *testing.B, pids []int) int64 {
 		}
 	}
 	return n
-}
-
-func vmRSS(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }

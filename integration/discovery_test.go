@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -86,18 +85,12 @@ func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 	agent := testconsul.Start(t)
 	capi := consulAPI(t, agent.HTTPAddr)
 	name := func(i int) string { return fmt.Sprintf("used-%03d", i) }
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			for i := w; i < services; i += 8 {
-				registerRemote(t, capi, name(i), name(i)+"-0", 30000, true)
-				if i < 50 { // services no caller of this meshd uses
-					registerRemote(t, capi, fmt.Sprintf("unused-%02d", i), fmt.Sprintf("unused-%02d-0", i), 30000, true)
-				}
-			}
-		})
-	}
-	wg.Wait()
+	inParallel(services, func(i int) {
+		registerRemote(t, capi, name(i), name(i)+"-0", 30000, true)
+		if i < 50 { // services no caller of this meshd uses
+			registerRemote(t, capi, fmt.Sprintf("unused-%02d", i), fmt.Sprintf("unused-%02d-0", i), 30000, true)
+		}
+	})
 	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
 	sdk := dial(t, h.addr)
 	for i := range services {

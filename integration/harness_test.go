@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,25 @@ func versionFlags() string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// inParallel runs f(0) to f(n-1) on 16 goroutines and waits for them (to
+// fill a catalog quickly).
+func inParallel(n int, f func(i int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for i := range work {
+				f(i)
+			}
+		})
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
 }
 
 // proc is a program the test started.

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,22 +33,11 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 	}
 	name := func(i int) string { return fmt.Sprintf("svc-%04d", i) }
 	begin := time.Now()
-	var wg sync.WaitGroup
-	work := make(chan int)
-	for range 16 {
-		wg.Go(func() {
-			for i := range work {
-				for n := range perService {
-					registerRemote(t, capi, name(i), fmt.Sprintf("%s-%d", name(i), n), 30000+n, true)
-				}
-			}
-		})
-	}
-	for i := range services {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	inParallel(services, func(i int) {
+		for n := range perService {
+			registerRemote(t, capi, name(i), fmt.Sprintf("%s-%d", name(i), n), 30000+n, true)
+		}
+	})
 	t.Logf("registered %d instances in %v", services*perService, time.Since(begin).Round(time.Millisecond))
 
 	// Each meshd resolves every service once, so its routing follows all 1,000.

@@ -239,7 +239,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	rc.mu.Unlock()
 	r.watchAttempt(rc, dst, rc.dstID, tryTimeout)
 
-	if err := r.send(dst, out, !fromMeshd(src)); err != nil {
+	if err := r.send(dst, out, !rc.lastHop); err != nil {
 		code := frame.ErrCodeNetwork
 		if slow(err) {
 			code = frame.ErrCodeBusy
@@ -306,7 +306,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
 		frame.SetID(f.Raw, dstID)
-		if err := r.send(dst, f.Raw, !fromMeshd(from)); err != nil {
+		if err := r.send(dst, f.Raw, !rc.lastHop); err != nil {
 			// The callee missed a fragment: the call cannot go on.
 			r.abandon(rc, frame.ErrCodeBusy, "forwarding failed: "+err.Error())
 		}
@@ -320,7 +320,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		rc.mu.Unlock()
 		r.finish(rc, router.Outcome{Cancelled: true}) // forgotten before the callee hears of it
 		frame.SetID(f.Raw, dstID)
-		r.send(dst, f.Raw, !fromMeshd(from))
+		r.send(dst, f.Raw, !rc.lastHop)
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
 		rc := r.lookup(from, f.ID, true)
 		if rc == nil {

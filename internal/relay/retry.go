@@ -128,7 +128,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	rc.mu.Unlock()
 	r.table(dst).add(dstID, rc, true)
 	r.watchAttempt(rc, dst, dstID, tryTimeout)
-	if err := r.send(dst, out, false); err != nil { // on the read loop of the instance that failed
+	if err := r.send(dst, out, false); err != nil { // from a timer or the failed instance's read loop: never waits
 		if r.finish(rc, router.Failed(frame.ErrCodeNetwork)) {
 			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		}
