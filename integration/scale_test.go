@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -45,19 +44,10 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 	for i, h := range hosts {
 		sdks[i] = dial(t, h.addr)
 	}
-	instances := func(sdk *client.Client, svc string) []discovery.Instance {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		var out []discovery.Instance
-		if _, err := sdk.CallJSON(ctx, "meshd", "instances", nil, map[string]string{"service": svc}, &out); err != nil {
-			t.Fatalf("instances %s: %v", svc, err)
-		}
-		return out
-	}
 	begin = time.Now()
 	for _, sdk := range sdks {
 		for i := range services {
-			if got := len(instances(sdk, name(i))); got != perService {
+			if got := len(meshdInstances(t, sdk, name(i))); got != perService {
 				t.Fatalf("%s: meshd sees %d instances, want %d", name(i), got, perService)
 			}
 		}
@@ -74,7 +64,7 @@ func TestChangePropagationAt1000Services(t *testing.T) {
 		registerRemote(t, capi, svc, id, 40000+c, true)
 		for _, sdk := range sdks {
 			for {
-				if slices.ContainsFunc(instances(sdk, svc), func(i discovery.Instance) bool { return i.ID == id }) {
+				if slices.ContainsFunc(meshdInstances(t, sdk, svc), func(i discovery.Instance) bool { return i.ID == id }) {
 					lat = append(lat, time.Since(start))
 					break
 				}
