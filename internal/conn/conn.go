@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -155,6 +156,17 @@ func (c *Conn) idleCheck(seen uint64) {
 
 // Peer returns what the far end said about itself in the handshake.
 func (c *Conn) Peer() Peer { return c.peer }
+
+// Tag is Options.Tag.
+func (c *Conn) Tag() any { return c.opts.Tag }
+
+// TLS is the connection's TLS state; ok is false on a plaintext one.
+func (c *Conn) TLS() (state tls.ConnectionState, ok bool) {
+	if tc, isTLS := c.nc.(*tls.Conn); isTLS {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
 
 // LocalAddr and RemoteAddr are the socket's addresses.
 func (c *Conn) LocalAddr() net.Addr  { return c.nc.LocalAddr() }

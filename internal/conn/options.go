@@ -50,6 +50,9 @@ type Options struct {
 	// Relayer, if set, is offered every call the peer sends, and receives
 	// the frames of the calls it takes and of the calls it sent (see Relayer).
 	Relayer Relayer
+	// Tag is the owner's own value for the connection, returned by
+	// Conn.Tag (meshd keeps there what it knows of who is on the far end).
+	Tag any
 }
 
 // Relayer forwards calls frame by frame instead of serving them: meshd's

@@ -10,13 +10,6 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// ConsulConfig says where the agent is and with which token to ask it.
-type ConsulConfig struct {
-	Address    string
-	Token      string // needs service:write on "meshd" for its leaf
-	Datacenter string
-}
-
 // FromConsul follows the local agent's connect CA: GET
 // /v1/agent/connect/ca/roots and /v1/agent/connect/ca/leaf/meshd, each with
 // blocking queries, so a new root or a renewed leaf (the agent renews it
@@ -25,22 +18,15 @@ type ConsulConfig struct {
 // point for native apps; they are served by the local agent's cache, so a
 // fleet of meshds costs the servers one request per change, not per meshd.
 //
-// It returns at once; Ready is closed when the first roots and leaf are in.
-func FromConsul(cfg ConsulConfig, log *slog.Logger) (*Store, error) {
-	ac := api.DefaultConfig()
-	ac.Address = cfg.Address
-	ac.Token = cfg.Token
-	ac.Datacenter = cfg.Datacenter
-	client, err := api.NewClient(ac)
-	if err != nil {
-		return nil, err
-	}
+// The client's token needs service:write on "meshd" for the leaf. It
+// returns at once; Ready is closed when the first roots and leaf are in.
+func FromConsul(client *api.Client, log *slog.Logger) *Store {
 	s := newStore("consul", log)
 	f := &follower{s: s, agent: client.Agent()}
 	s.done.Add(2)
 	go f.follow("roots", f.roots)
 	go f.follow("leaf", f.leaf)
-	return s, nil
+	return s
 }
 
 type follower struct {

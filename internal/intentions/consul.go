@@ -1,0 +1,61 @@
+package intentions
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// FollowConsul keeps t current with Consul's intentions: one blocking query
+// on /v1/connect/intentions (all of them, a few KiB even for hundreds), so a
+// change is in force as soon as the servers answer. It runs until stop is
+// closed. An L7 intention (permissions instead of an action) cannot be
+// decided by meshd, which sees no HTTP paths: it denies, and says so.
+// Until the first answer t keeps what it had (deny by default).
+func FollowConsul(client *api.Client, t *Table, defaultAllow bool, stop <-chan struct{}, log *slog.Logger) {
+	var index uint64
+	backoff := time.Second
+	for {
+		list, meta, err := client.Connect().Intentions(&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute})
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if err != nil {
+			log.Warn("consul intentions not read; the last ones stay in force", "err", err, "retry_in", backoff)
+			select {
+			case <-stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff, index = min(2*backoff, 30*time.Second), 0
+			continue
+		}
+		backoff = time.Second
+		switch {
+		case meta.LastIndex < index: // a restarted agent: start over
+			index = 0
+			continue
+		case meta.LastIndex == index: // the wait ended with no change
+			continue
+		}
+		index = meta.LastIndex
+		rules := make([]Rule, 0, len(list))
+		for _, in := range list {
+			action := string(in.Action)
+			if action == "" { // an L7 intention: permissions on HTTP paths
+				action = "deny"
+			}
+			rules = append(rules, Rule{Source: in.SourceName, Destination: in.DestinationName, Action: action})
+		}
+		s, err := Compile(rules, defaultAllow)
+		if err != nil {
+			log.Warn("consul intentions do not compile; the last ones stay in force", "err", err)
+			continue
+		}
+		t.Set(s)
+		log.Debug("intentions in force", "rules", s.Len())
+	}
+}
