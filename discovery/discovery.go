@@ -13,6 +13,10 @@ type Instance struct {
 	Addr    string            `json:"addr"` // host:port of the meshd that delivers to it
 	Tags    []string          `json:"tags,omitempty"`
 	Meta    map[string]string `json:"meta,omitempty"`
+	// Token is the ACL token the instance is registered, renewed and
+	// withdrawn with: the app's own, its proof that it may serve Service;
+	// empty for the registry's. Never shown.
+	Token string `json:"-"`
 }
 
 // Registry stores and looks up instances.

@@ -35,18 +35,36 @@ func SetCallReqTracing(f []byte, t Tracing) { t.Put(f[CallReqTracingOffset:]) }
 // appending nothing, when the frame has no header block to extend, the
 // header is invalid, or the result would not fit in a frame.
 func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value string) ([]byte, bool) {
+	return AppendCallReqWithHeaders(dst, f, req, [2]string{key, value}, [2]string{})
+}
+
+// AppendCallReqWithHeaders is AppendCallReqWithHeader for two headers at
+// once (a relay hop's instance and caller); a pair with an empty key is
+// left out.
+func AppendCallReqWithHeaders(dst []byte, f *Frame, req *CallReq, a, b [2]string) ([]byte, bool) {
 	p := f.Payload
 	hdrOff := 1 + 4 + TracingSize + 1 + len(req.Service)
 	hdrLen := len(req.Headers)
-	if hdrLen == 0 || len(key) == 0 || len(key) > MaxHeaderKeySize || len(value) > 255 {
+	if hdrLen == 0 || a[0] == "" || a[0] == b[0] {
 		return dst, false
 	}
+	set := [2][2]string{a, b}
 	n := req.Headers.Len()
-	size := len(f.Raw) + 2 + len(key) + len(value)
-	if old, had := req.Headers.Get(key); had {
-		size -= 2 + len(key) + len(old)
-	} else if n++; n > MaxHeaders {
-		return dst, false
+	size := len(f.Raw)
+	for _, kv := range set {
+		key, value := kv[0], kv[1]
+		if key == "" {
+			continue
+		}
+		if len(key) > MaxHeaderKeySize || len(value) > 255 {
+			return dst, false
+		}
+		size += 2 + len(key) + len(value)
+		if old, had := req.Headers.Get(key); had {
+			size -= 2 + len(key) + len(old)
+		} else if n++; n > MaxHeaders {
+			return dst, false
+		}
 	}
 	if size > MaxFrameSize {
 		return dst, false
@@ -57,7 +75,7 @@ func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value stri
 	dst = append(dst, p[:hdrOff]...)
 	dst = append(dst, byte(n))
 	req.Headers.Each(func(k, v []byte) bool {
-		if string(k) != key {
+		if string(k) != a[0] && string(k) != b[0] {
 			dst = append(dst, byte(len(k)))
 			dst = append(dst, k...)
 			dst = append(dst, byte(len(v)))
@@ -65,9 +83,14 @@ func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value stri
 		}
 		return true
 	})
-	dst = append(dst, byte(len(key)))
-	dst = append(dst, key...)
-	dst = append(dst, byte(len(value)))
-	dst = append(dst, value...)
+	for _, kv := range set {
+		if kv[0] == "" {
+			continue
+		}
+		dst = append(dst, byte(len(kv[0])))
+		dst = append(dst, kv[0]...)
+		dst = append(dst, byte(len(kv[1])))
+		dst = append(dst, kv[1]...)
+	}
 	return append(dst, p[hdrOff+hdrLen:]...), true
 }

@@ -28,11 +28,15 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 		arg3    int
 		headers Headers
 		fits    bool
+		caller  string // a second header, mesh-caller, when set
 	}{
-		{"small call", 100, AppendHeader(nil, "as", "raw"), true},
-		{"header already set (by a caller)", 100, AppendHeader(AppendHeader(nil, "mesh-instance", "forged"), "as", "raw"), true},
-		{"no headers yet", 100, nil, true},
-		{"full first frame", 70000, AppendHeader(nil, "as", "raw"), false},
+		{"small call", 100, AppendHeader(nil, "as", "raw"), true, ""},
+		{"header already set (by a caller)", 100, AppendHeader(AppendHeader(nil, "mesh-instance", "forged"), "as", "raw"), true, ""},
+		{"no headers yet", 100, nil, true, ""},
+		{"full first frame", 70000, AppendHeader(nil, "as", "raw"), false, ""},
+		{"two headers", 100, AppendHeader(nil, "as", "raw"), true, "web"},
+		{"two headers, both already set", 100, AppendHeader(AppendHeader(AppendHeader(nil, "mesh-caller", "forged"), "as", "raw"), "mesh-instance", "x"), true, "web"},
+		{"two headers, full first frame", 70000, AppendHeader(nil, "as", "raw"), false, "web"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,6 +47,9 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 				t.Fatal(err)
 			}
 			out, ok := AppendCallReqWithHeader(nil, f, &req, "mesh-instance", "orders@10.0.0.1:21300#4")
+			if tc.caller != "" {
+				out, ok = AppendCallReqWithHeaders(nil, f, &req, [2]string{"mesh-instance", "orders@10.0.0.1:21300#4"}, [2]string{"mesh-caller", tc.caller})
+			}
 			if ok != tc.fits {
 				t.Fatalf("fits = %v, want %v", ok, tc.fits)
 			}
@@ -67,6 +74,14 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 			want := tc.headers.Len() + 1
 			if _, had := tc.headers.Get("mesh-instance"); had {
 				want--
+			}
+			if tc.caller != "" {
+				if v, _ := req2.Headers.Get("mesh-caller"); string(v) != tc.caller {
+					t.Fatalf("caller header = %q", v)
+				}
+				if _, had := tc.headers.Get("mesh-caller"); !had {
+					want++
+				}
 			}
 			if req2.Headers.Len() != want || string(req2.Service) != "orders" || req2.TTL != 100 {
 				t.Fatalf("fields changed: %d headers, service %q, ttl %d", req2.Headers.Len(), req2.Service, req2.TTL)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -122,5 +123,39 @@ func TestMayRetry(t *testing.T) {
 		if got := b.MayRetry(&c, tc.code, time.Second); got != tc.want {
 			t.Errorf("%v with re %q after %d tries: %v, want %v", tc.code, tc.re, tc.tried, got, tc.want)
 		}
+	}
+}
+
+func TestAuthorizeDecidesOnTheProvenCaller(t *testing.T) {
+	allowed := func(caller []byte, service string) (bool, string) {
+		if string(caller) == "web" && service == "payments" {
+			return true, "intention web => payments (allow)"
+		}
+		return false, "default deny (no intention matches)"
+	}
+	for _, tc := range []struct {
+		caller, service string
+		rule            string // in the refusal; "" for allowed
+	}{
+		{"web", "payments", ""},
+		{"batch", "payments", "default deny"},
+		{"anonymous", "payments", "default deny"},
+	} {
+		var c Call
+		c.Reset(tc.service, frame.AppendHeader(nil, frame.HeaderCallerName, "web")) // cn says web: not what counts
+		c.Caller = []byte(tc.caller)
+		err := Pipeline{Authorize{Allowed: allowed}}.Route(&c)
+		var ref *frame.Error
+		switch {
+		case tc.rule == "" && err != nil:
+			t.Errorf("%s => %s refused: %v", tc.caller, tc.service, err)
+		case tc.rule != "" && (!errors.As(err, &ref) || ref.Code != frame.ErrCodeBadRequest || !strings.Contains(ref.Message, tc.rule) || c.RefusedBy != "authorize"):
+			t.Errorf("%s => %s: %v (by %q), want a bad request naming %q", tc.caller, tc.service, err, c.RefusedBy, tc.rule)
+		}
+	}
+	var c Call
+	c.Reset("any", nil)
+	if err := (Authorize{}).Route(&c); err != nil {
+		t.Errorf("no intentions: %v", err)
 	}
 }

@@ -42,6 +42,13 @@ func (c *Registry) Register(ctx context.Context, inst discovery.Instance) error 
 	return nil
 }
 
+// IsPermissionDenied reports whether err is Consul refusing a token (403):
+// an ACL that does not allow what was asked.
+func IsPermissionDenied(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == 403
+}
+
 func (c *Registry) register(ctx context.Context, inst discovery.Instance) error {
 	host, portStr, err := net.SplitHostPort(inst.Addr)
 	if err != nil {
@@ -68,7 +75,7 @@ func (c *Registry) register(ctx context.Context, inst discovery.Instance) error 
 			DeregisterCriticalServiceAfter: c.cfg.DeregisterAfter.String(),
 		},
 	}
-	err = c.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{}.WithContext(ctx))
+	err = c.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{Token: inst.Token}.WithContext(ctx))
 	c.note(err)
 	return err
 }
@@ -76,7 +83,7 @@ func (c *Registry) register(ctx context.Context, inst discovery.Instance) error 
 // Deregister removes the instance from Consul at once.
 func (c *Registry) Deregister(ctx context.Context, inst discovery.Instance) error {
 	c.forget(inst)
-	err := c.client.Agent().ServiceDeregisterOpts(inst.ID, (&api.QueryOptions{}).WithContext(ctx))
+	err := c.client.Agent().ServiceDeregisterOpts(inst.ID, (&api.QueryOptions{Token: inst.Token}).WithContext(ctx))
 	c.note(err)
 	if err != nil {
 		return fmt.Errorf("consul deregister %s: %w", inst.ID, err)
@@ -150,7 +157,7 @@ func (c *Registry) renewAll() {
 }
 
 func (c *Registry) renewOne(inst discovery.Instance) {
-	err := c.client.Agent().UpdateTTL(checkID(inst.ID), checkOutput, api.HealthPassing)
+	err := c.client.Agent().UpdateTTLOpts(checkID(inst.ID), checkOutput, api.HealthPassing, &api.QueryOptions{Token: inst.Token})
 	if err != nil { // the agent may have lost it (restarted): register again
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err = c.register(ctx, inst)

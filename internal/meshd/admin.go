@@ -67,6 +67,7 @@ func (d *Daemon) adminHandler() http.Handler {
 		fmt.Fprintf(w, "# HELP mesh_connections_accepted Accepted connections held, handshaking ones included.\n# TYPE mesh_connections_accepted gauge\nmesh_connections_accepted %d\n", d.adm.count())
 		fmt.Fprintf(w, "# HELP mesh_connections_refused_total Connections closed at once for being over --max-connections or --max-connections-per-addr.\n# TYPE mesh_connections_refused_total counter\nmesh_connections_refused_total %d\n", d.adm.refused.Load())
 		d.closed.writeMetrics(w)
+		fmt.Fprintf(w, "# HELP mesh_advertise_refused_total Advertise calls refused: no proof the app may serve the name (advertise rule, or Consul refused its token).\n# TYPE mesh_advertise_refused_total counter\nmesh_advertise_refused_total %d\n", d.advertRefused.Load())
 		fmt.Fprintf(w, "# HELP mesh_queued_bytes Bytes queued for peers that are not keeping up, past each connection's first 64 KiB (bounded by --max-queued-bytes-total).\n# TYPE mesh_queued_bytes gauge\nmesh_queued_bytes %d\n", d.queued.Bytes())
 	})
 	if d.cfg.Pprof {

@@ -8,8 +8,10 @@ import (
 	"sync"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/relay"
 )
 
 // The Hyperbahn advertise protocol, as tchannel-go's hyperbahn client speaks it.
@@ -42,7 +44,14 @@ type app struct {
 	instances map[string]discovery.Instance // by service
 }
 
+// HeaderToken is the advertise call's header (in arg2, JSON) with the
+// app's Consul ACL token: its proof that it may serve the names.
+const HeaderToken = "mesh-token"
+
 func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn.Request) (*conn.Response, error) {
+	if src, _ := from.Tag().(*relay.Source); src == nil || src.Meshd {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "advertise on the host listener: apps advertise to the meshd of their own host")
+	}
 	body, err := req.ReadBody(1 << 20)
 	if err != nil {
 		return nil, err
@@ -56,11 +65,14 @@ func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn
 		if s.ServiceName == "" || len(s.ServiceName) > 255 {
 			return nil, frame.Errorf(frame.ErrCodeBadRequest, "advertise names an invalid service %q", s.ServiceName)
 		}
+		if s.ServiceName == hyperbahnService || s.ServiceName == meshdService {
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, "%q is meshd's own service and cannot be advertised", s.ServiceName)
+		}
 		names = append(names, s.ServiceName)
 	}
 	switch req.Method {
 	case methodAdvertise:
-		err = d.advertise(ctx, from, names)
+		err = d.advertise(ctx, from, names, tokenOf(req.Arg2))
 	case methodUnadvert:
 		err = d.unadvertise(ctx, from, names)
 	default:
@@ -73,10 +85,30 @@ func (d *Daemon) handleHyperbahn(ctx context.Context, from *conn.Conn, req *conn
 	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: out, Checksum: req.Checksum}, nil
 }
 
-// advertise registers the app on from as an instance of each service.
-// Advertising again (apps re-advertise every ~50s) renews nothing but is
-// harmless: the instance ids are stable per connection.
-func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []string) error {
+// tokenOf reads the token from an advertise's JSON headers (arg2); any
+// other form (tchannel-go's empty or null headers) carries none.
+func tokenOf(arg2 []byte) string {
+	var h map[string]string
+	if json.Unmarshal(arg2, &h) != nil {
+		return ""
+	}
+	return h[HeaderToken]
+}
+
+// advertise registers the app on from as an instance of each service, once
+// the advertise rule lets it (rule.go). Advertising again (apps re-advertise
+// every ~50s) renews nothing but is harmless: the instance ids are stable
+// per connection.
+func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []string, token string) error {
+	byToken, err := d.cfg.AdvertiseRule.check(from.LocalAddr(), from.RemoteAddr(), services, token)
+	if err != nil {
+		d.advertRefused.Add(1)
+		d.log.Warn("advertise refused", "services", services, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
+		return frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+	}
+	if !byToken {
+		token = "" // registered with meshd's own token
+	}
 	d.apps.mu.Lock()
 	a := d.apps.byCon[from]
 	if a == nil {
@@ -93,6 +125,7 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 			Service: s,
 			ID:      fmt.Sprintf("%s@%s#%d", s, d.cfg.Advertise, a.n),
 			Addr:    d.cfg.Advertise,
+			Token:   token,
 			Meta: map[string]string{
 				"process":   from.Peer().ProcessName,
 				"host_port": from.Peer().HostPort,
@@ -104,12 +137,22 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 	}
 	d.apps.mu.Unlock()
 	for _, inst := range added {
-		d.relay.AddLocal(inst, from)
 		if err := d.registry.Register(ctx, inst); err != nil {
+			d.apps.mu.Lock()
+			delete(a.instances, inst.Service)
+			d.apps.mu.Unlock()
 			d.log.Warn("registering instance failed", "service", inst.Service, "instance", inst.ID, "err", err)
+			if byToken && consul.IsPermissionDenied(err) {
+				d.advertRefused.Add(1)
+				return frame.Errorf(frame.ErrCodeBadRequest, "%v: consul says the token may not register %q: %v", errRefused, inst.Service, err)
+			}
 			return frame.Errorf(frame.ErrCodeUnexpected, "registering %s: %v", inst.Service, err)
 		}
+		d.relay.AddLocal(inst, from) // only now: a refused instance never gets a call
 		d.log.Info("instance advertised", "service", inst.Service, "instance", inst.ID, "process", from.Peer().ProcessName)
+	}
+	if src, _ := from.Tag().(*relay.Source); len(services) > 0 {
+		src.SetCaller(services[0]) // proven: the connection's calls carry this identity
 	}
 	return nil
 }

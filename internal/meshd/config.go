@@ -19,6 +19,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/version"
@@ -29,6 +30,11 @@ import (
 // environment variables, or a YAML file, in that order of precedence.
 type Options struct {
 	Listen          string        `yaml:"listen"`
+	PeerListen      string        `yaml:"peer_listen"`
+	TLS             string        `yaml:"tls"`
+	TLSCert         string        `yaml:"tls_cert"`
+	TLSKey          string        `yaml:"tls_key"`
+	TLSCA           string        `yaml:"tls_ca"`
 	Advertise       string        `yaml:"advertise"`
 	Admin           string        `yaml:"admin"`
 	Pprof           string        `yaml:"pprof"`
@@ -64,23 +70,31 @@ type Options struct {
 	// Policies per service ("*": the default), from the YAML file only;
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
+	// Who may advertise and call what (docs/SECURITY.md).
+	AdvertiseSameUser string            `yaml:"advertise_same_user"`
+	AdvertiseGrants   []Grant           `yaml:"advertise_grants"` // YAML only
+	DefaultIntention  string            `yaml:"default_intention"`
+	Intentions        []intentions.Rule `yaml:"intentions"` // YAML only, for the embedded registry
 }
 
 // Defaults are the options of a meshd given nothing.
 func Defaults() Options {
 	return Options{
-		Listen:        "127.0.0.1:21300",
-		Admin:         "127.0.0.1:21301",
-		Pprof:         "off",
-		ConsulTTL:     10 * time.Second,
-		ConsulWatches: consul.DefaultMaxWatches,
-		ConsulReads:   "blocking",
-		LogFormat:     "text",
-		LogLevel:      "info",
-		DrainTimeout:  10 * time.Second,
-		ZipkinEnc:     tracing.EncodingProto,
-		TraceRate:     "1",
-		TraceService:  "meshd",
+		Listen: "127.0.0.1:21300",
+		TLS:    "auto",
+		Admin:  "127.0.0.1:21301",
+
+		AdvertiseSameUser: "on",
+		Pprof:             "off",
+		ConsulTTL:         10 * time.Second,
+		ConsulWatches:     consul.DefaultMaxWatches,
+		ConsulReads:       "blocking",
+		LogFormat:         "text",
+		LogLevel:          "info",
+		DrainTimeout:      10 * time.Second,
+		ZipkinEnc:         tracing.EncodingProto,
+		TraceRate:         "1",
+		TraceService:      "meshd",
 
 		MaxConns:          DefaultConnections,
 		MaxConnsPerAddr:   DefaultConnectionsPerAddr,
@@ -120,8 +134,15 @@ type option struct {
 
 func (o *Options) table() []option {
 	return []option{
-		{"listen", "MESHD_LISTEN", "TChannel `address` for local apps and other meshds", &o.Listen, nil, nil},
-		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the listen address)", &o.Advertise, nil, nil},
+		{"listen", "MESHD_LISTEN", "TChannel `address` for this host's apps (plaintext; keep it on loopback)", &o.Listen, nil, nil},
+		{"peer-listen", "MESHD_PEER_LISTEN", "TChannel `address` other meshds call, with mutual TLS 1.3 (empty: no calls from other hosts; needed with Consul)", &o.PeerListen, nil, nil},
+		{"tls", "MESHD_TLS", "identities of the host boundary: `auto` (Consul's CA with Consul, else the --tls-* files), consul, files, or off (plaintext: any process reaching --peer-listen acts as a meshd)", &o.TLS, nil, nil},
+		{"tls-cert", "MESHD_TLS_CERT", "PEM `file`: this meshd's certificate chain, with a URI SAN spiffe://<trust-domain>/ns/default/dc/<dc>/svc/meshd (read again when it changes)", &o.TLSCert, nil, nil},
+		{"tls-key", "MESHD_TLS_KEY", "PEM `file`: the certificate's private key", &o.TLSKey, nil, nil},
+		{"tls-ca", "MESHD_TLS_CA", "PEM `file`: the CA certificates peers' chains must end in", &o.TLSCA, nil, nil},
+		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the peer-listen address)", &o.Advertise, nil, nil},
+		{"advertise-same-user", "MESHD_ADVERTISE_SAME_USER", "`on`: apps on this host run by meshd's own Unix user may advertise any name; off: only a Consul token or advertise_grants (YAML) prove a name", &o.AdvertiseSameUser, nil, nil},
+		{"default-intention", "MESHD_DEFAULT_INTENTION", "`allow` or deny calls no intention matches (default: deny when Consul's ACLs are on, else allow)", &o.DefaultIntention, nil, nil},
 		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},
 		{"pprof", "MESHD_PPROF", "`on` also serves /debug/pprof on the admin address (off by default: a profile can carry secrets)", &o.Pprof, nil, nil},
 		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
@@ -258,7 +279,7 @@ func (o Options) validate() error {
 	if o.Listen == "" {
 		return errors.New("--listen is empty")
 	}
-	for _, a := range []struct{ name, v string }{{"listen", o.Listen}, {"advertise", o.Advertise}, {"admin", o.Admin}} {
+	for _, a := range []struct{ name, v string }{{"listen", o.Listen}, {"peer-listen", o.PeerListen}, {"advertise", o.Advertise}, {"admin", o.Admin}} {
 		if a.v == "" || a.v == "off" && a.name == "admin" {
 			continue // optional
 		}
@@ -268,6 +289,27 @@ func (o Options) validate() error {
 	}
 	if o.Pprof != "off" && o.Pprof != "on" {
 		return fmt.Errorf("--pprof %q: want on or off", o.Pprof)
+	}
+	if o.AdvertiseSameUser != "off" && o.AdvertiseSameUser != "on" {
+		return fmt.Errorf("--advertise-same-user %q: want on or off", o.AdvertiseSameUser)
+	}
+	switch o.TLS {
+	case "auto", "consul", "off":
+	case "files":
+		if o.TLSCert == "" || o.TLSKey == "" || o.TLSCA == "" {
+			return errors.New("--tls files needs --tls-cert, --tls-key and --tls-ca")
+		}
+	default:
+		return fmt.Errorf("--tls %q: want auto, consul, files or off", o.TLS)
+	}
+	if (o.TLSCert != "" || o.TLSKey != "" || o.TLSCA != "") && (o.TLSCert == "" || o.TLSKey == "" || o.TLSCA == "") {
+		return errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	if o.DefaultIntention != "" && o.DefaultIntention != "allow" && o.DefaultIntention != "deny" {
+		return fmt.Errorf("--default-intention %q: want allow or deny", o.DefaultIntention)
+	}
+	if _, err := intentions.Compile(o.Intentions, true); err != nil {
+		return err
 	}
 	if o.ConsulReads != "blocking" && o.ConsulReads != "cached" {
 		return fmt.Errorf("--consul-reads %q: want blocking or cached", o.ConsulReads)
@@ -323,9 +365,16 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		reg.Close()
 		return err
 	}
+	sec, err := openSecurity(o, reg, log)
+	if err != nil {
+		reg.Close()
+		return err
+	}
+	defer sec.close()
 	d, err := Start(Config{
-		Listen: o.Listen, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
+		Listen: o.Listen, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
+		Intentions: sec.intentions, AdvertiseRule: sec.rule,
 	})
 	if err != nil {
 		reg.Close()
@@ -349,7 +398,10 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 	if addr == "" {
 		addr = "127.0.0.1:8500"
 	}
-	if addr != "off" {
+	if addr != "off" && (explicit || o.PeerListen != "") {
+		if o.PeerListen == "" {
+			return nil, fmt.Errorf("consul at %s: set --peer-listen, the address other meshds call this one at (or --consul off for this host alone)", addr)
+		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		reg, err := consul.New(cctx, consul.Config{
@@ -365,6 +417,9 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 		}
 		reg.Close()
 		log.Info("no consul agent found; using the embedded registry (this host only)", "tried", addr)
+	}
+	if o.PeerListen != "" && o.PeersFile == "" {
+		return nil, errors.New("--peer-listen without Consul or --peers-file: no other meshd would know of this one")
 	}
 	local := discovery.NewLocal()
 	if o.PeersFile != "" {

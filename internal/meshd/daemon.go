@@ -2,6 +2,7 @@ package meshd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,23 +12,39 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/lograte"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/trust"
 	"github.com/meshrpc/mesh/router"
 )
 
 // Config is everything meshd needs to run. cmd/meshd fills it from flags,
 // environment and a config file.
 type Config struct {
-	Listen    string // TChannel listener for apps and other meshds
-	Advertise string // routable address registered for local instances; default: Listen
+	// Listen is the app boundary: plaintext TChannel for the apps of this
+	// host (loopback), so any TChannel program can use it unchanged. A
+	// connection there is never taken for another meshd.
+	Listen string
+	// PeerListen is the host boundary: the listener other meshds call,
+	// with TLS 1.3 and a meshd certificate required both ways when Trust is
+	// set. Empty: this meshd takes no calls from other hosts.
+	PeerListen string
+	// Trust holds this meshd's certificate and the CA it checks peers
+	// against; nil leaves the host boundary plaintext (--tls off).
+	Trust *trust.Store
+	// Advertise is the routable address registered for local instances,
+	// where other meshds reach them; default: PeerListen's address (Listen's
+	// when there is no host listener).
+	Advertise string
 	Admin     string // admin HTTP listener; empty disables it
 	Pprof     bool   // serve /debug/pprof on the admin listener
 	NodeName  string // this host's name in the registry; default: hostname
@@ -42,6 +59,11 @@ type Config struct {
 	Tracer *tracing.Tracer
 	// Limits bound what connections can make meshd hold (limits.go).
 	Limits Limits
+	// Intentions decide who may call whom; nil allows every call.
+	Intentions *intentions.Table
+	// AdvertiseRule decides which app may advertise which name (rule.go);
+	// nil lets any app advertise any name.
+	AdvertiseRule *AdvertiseRule
 }
 
 // Daemon is a running meshd.
@@ -50,7 +72,8 @@ type Daemon struct {
 	log      *slog.Logger
 	registry discovery.Registry
 	relay    *relay.Relay
-	lis      net.Listener
+	lis      net.Listener // apps
+	peerLis  net.Listener // other meshds; nil without a host listener
 	admin    *http.Server
 	apps     apps
 	started  time.Time
@@ -60,6 +83,8 @@ type Daemon struct {
 	closed   closures
 	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
+
+	advertRefused atomic.Int64 // advertises the rule or Consul refused
 
 	mu    sync.Mutex
 	conns map[*conn.Conn]struct{}
@@ -88,11 +113,27 @@ func Start(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	var peerLis net.Listener
+	if cfg.PeerListen != "" {
+		if peerLis, err = net.Listen("tcp", cfg.PeerListen); err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
+		}
+	}
+	closeAll := func() {
+		lis.Close()
+		if peerLis != nil {
+			peerLis.Close()
+		}
+	}
 	if cfg.Advertise == "" {
 		cfg.Advertise = lis.Addr().String()
+		if peerLis != nil {
+			cfg.Advertise = peerLis.Addr().String()
+		}
 	}
 	if host, _, _ := net.SplitHostPort(cfg.Advertise); host == "0.0.0.0" || host == "::" || host == "" {
-		lis.Close()
+		closeAll()
 		return nil, fmt.Errorf("listening on %s: set an advertise address other hosts can reach", cfg.Advertise)
 	}
 	d := &Daemon{
@@ -100,6 +141,7 @@ func Start(cfg Config) (*Daemon, error) {
 		log:      cfg.Logger,
 		registry: cfg.Registry,
 		lis:      lis,
+		peerLis:  peerLis,
 		conns:    make(map[*conn.Conn]struct{}),
 		started:  time.Now(),
 		limits:   cfg.Limits.withDefaults(),
@@ -116,24 +158,52 @@ func Start(cfg Config) (*Daemon, error) {
 		Policies: cfg.Policies,
 		Tracer:   cfg.Tracer,
 		Limits:   d.limits.Limits,
+		Allowed:  d.allowed,
 	})
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {
-			lis.Close()
+			closeAll()
 			return nil, fmt.Errorf("admin listen %s: %w", cfg.Admin, err)
 		}
 		d.admin = &http.Server{Handler: d.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go d.admin.Serve(al)
 		d.cfg.Admin = al.Addr().String()
 	}
-	go d.accept()
+	go d.accept(lis, false)
+	if peerLis != nil {
+		go d.accept(peerLis, true)
+	}
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
-	d.log.Info("meshd started", "listen", lis.Addr().String(), "advertise", cfg.Advertise,
-		"admin", d.cfg.Admin, "registry", cfg.Registry.Status().Backend)
+	d.log.Info("meshd started", "listen", lis.Addr().String(), "peer_listen", d.PeerAddr(), "advertise", cfg.Advertise,
+		"admin", d.cfg.Admin, "registry", cfg.Registry.Status().Backend, "host_tls", d.hostTLS(),
+		"advertise_rule", d.cfg.AdvertiseRule.String())
+	if peerLis != nil && cfg.Trust == nil {
+		d.log.Warn("the host listener is plaintext (--tls off): any process that reaches it can act as a meshd", "peer_listen", d.PeerAddr())
+	}
 	return d, nil
+}
+
+// hostTLS describes the host boundary for logs and /status.
+func (d *Daemon) hostTLS() string {
+	switch {
+	case d.peerLis == nil:
+		return "none (no host listener)"
+	case d.cfg.Trust == nil:
+		return "off (plaintext)"
+	}
+	return "mTLS 1.3, identities from " + d.cfg.Trust.Status().Source
+}
+
+// allowed is the relay's authorization: the intentions in force.
+func (d *Daemon) allowed(caller []byte, service string) (bool, string) {
+	if d.cfg.Intentions == nil {
+		return true, ""
+	}
+	dec := d.cfg.Intentions.Decide(caller, service)
+	return dec.Allow, dec.Rule
 }
 
 // SetPolicies replaces the per-service policies; invalid ones are refused
@@ -143,11 +213,22 @@ func (d *Daemon) SetPolicies(ps router.Policies) error { return d.relay.SetPolic
 // Addr is the TChannel listener's address.
 func (d *Daemon) Addr() string { return d.lis.Addr().String() }
 
+// PeerAddr is the host listener's address ("" without one).
+func (d *Daemon) PeerAddr() string {
+	if d.peerLis == nil {
+		return ""
+	}
+	return d.peerLis.Addr().String()
+}
+
 // AdminAddr is the admin HTTP listener's address ("" if disabled).
 func (d *Daemon) AdminAddr() string { return d.cfg.Admin }
 
-func (d *Daemon) connOptions() conn.Options {
+// connOptions are those of every connection; src is what meshd knows of
+// its far end.
+func (d *Daemon) connOptions(src *relay.Source) conn.Options {
 	return conn.Options{
+		Tag:         src,
 		HostPort:    d.cfg.Advertise,
 		ProcessName: "meshd " + d.cfg.NodeName,
 		Handler:     d.handle,
@@ -162,17 +243,11 @@ func (d *Daemon) connOptions() conn.Options {
 	}
 }
 
-// peerOptions are those of connections this meshd dials to other meshds;
-// the role header tells the far end that calls on it are on their last hop.
-func (d *Daemon) peerOptions() conn.Options {
-	o := d.connOptions()
-	o.InitHeaders = map[string]string{relay.InitRole: relay.MeshdRole}
-	return o
-}
-
-func (d *Daemon) accept() {
+// accept serves one listener; on the host listener (peer) a connection is
+// another meshd once it proved it with its certificate.
+func (d *Daemon) accept(lis net.Listener, peer bool) {
 	for {
-		nc, err := d.lis.Accept()
+		nc, err := lis.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -186,12 +261,16 @@ func (d *Daemon) accept() {
 			continue
 		}
 		go func() {
-			o := d.connOptions()
+			o := d.connOptions(&relay.Source{Meshd: peer})
 			o.OnClose = func(c *conn.Conn, err error) {
 				d.adm.leave(nc.RemoteAddr())
 				d.connClosed(c, err)
 			}
-			c, err := conn.Server(nc, o)
+			var c *conn.Conn
+			tnc, err := d.serverTLS(nc, peer)
+			if err == nil {
+				c, err = conn.Server(tnc, o)
+			}
 			if err != nil {
 				d.adm.leave(nc.RemoteAddr())
 				d.closed.handshake(err)
@@ -203,9 +282,49 @@ func (d *Daemon) accept() {
 	}
 }
 
-// dialPeer connects to another meshd for the router.
+// serverTLS runs the TLS handshake of a host listener's connection, within
+// the handshake timeout; an app connection stays as it is.
+func (d *Daemon) serverTLS(nc net.Conn, peer bool) (net.Conn, error) {
+	if !peer || d.cfg.Trust == nil {
+		return nc, nil
+	}
+	tc := tls.Server(nc, d.cfg.Trust.ServerConfig())
+	tc.SetDeadline(time.Now().Add(d.limits.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		nc.Close()
+		return nil, &tlsError{err}
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// tlsError is a refused TLS handshake: a peer that is no meshd of this
+// mesh, or none at all.
+type tlsError struct{ err error }
+
+func (e *tlsError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *tlsError) Unwrap() error { return e.err }
+
+// dialPeer connects to another meshd for the router, over TLS when the host
+// boundary has it.
 func (d *Daemon) dialPeer(ctx context.Context, addr string) (*conn.Conn, error) {
-	c, err := conn.Dial(ctx, addr, d.peerOptions())
+	var dialer net.Dialer
+	nc, err := dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
+	}
+	if d.cfg.Trust != nil {
+		tc := tls.Client(nc, d.cfg.Trust.ClientConfig())
+		hctx, cancel := context.WithTimeout(ctx, d.limits.HandshakeTimeout)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			nc.Close()
+			return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: "tls handshake with " + addr + ": " + err.Error()}
+		}
+		nc = tc
+	}
+	c, err := conn.Client(nc, d.connOptions(&relay.Source{Meshd: true}))
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +369,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.ready = false
 	d.mu.Unlock()
 	d.lis.Close()
+	if d.peerLis != nil {
+		d.peerLis.Close()
+	}
 	d.relay.Drain()
 	for _, inst := range d.localInstances() {
 		if err := d.registry.Deregister(ctx, inst); err != nil {

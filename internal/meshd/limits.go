@@ -123,6 +123,7 @@ const (
 	closedHandshakeTimeout = iota // no init within HandshakeTimeout
 	closedHandshakeRefused        // a malformed init: bad version, headers missing, too many
 	closedHandshakeFailed         // the peer went away during the init exchange
+	closedTLSRefused              // on the host listener: no meshd certificate of this mesh, or no TLS
 	closedIdle                    // silent for IdleTimeout, and no answer to a ping
 	closedSlowPeer                // not reading what meshd queued for it
 	closedProtocolError           // a malformed frame
@@ -132,7 +133,7 @@ const (
 	numClosed
 )
 
-var closedNames = [numClosed]string{"handshake_timeout", "handshake_refused", "handshake_failed", "idle",
+var closedNames = [numClosed]string{"handshake_timeout", "handshake_refused", "handshake_failed", "tls_refused", "idle",
 	"slow_peer", "protocol_error", "peer_closed", "network", "meshd"}
 
 // closures counts connections by why they ended.
@@ -140,7 +141,10 @@ type closures [numClosed]atomic.Int64
 
 // handshake counts a connection whose init exchange failed with err.
 func (cs *closures) handshake(err error) {
+	var refused *tlsError
 	switch {
+	case errors.As(err, &refused):
+		cs[closedTLSRefused].Add(1)
 	case errors.Is(err, conn.ErrHandshakeTimeout):
 		cs[closedHandshakeTimeout].Add(1)
 	case frame.CodeOf(err) == frame.ErrCodeProtocol:

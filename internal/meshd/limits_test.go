@@ -320,13 +320,9 @@ func TestMadeUpNamesCostNothingAfter(t *testing.T) {
 func TestInstanceThatStopsReadingStallsNoOneElse(t *testing.T) {
 	reg := discovery.NewLocal()
 	start := func(addr string) *meshd.Daemon {
-		d, err := meshd.Start(meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet,
+		host, _, _ := net.SplitHostPort(addr)
+		return startWith(t, meshd.Config{Listen: addr, PeerListen: host + ":0", Trust: meshdTrust(t), Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet,
 			Limits: meshd.Limits{MaxQueued: 1 << 20}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Shutdown(context.Background()) })
-		return d
 	}
 	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
 	echoServer(t, b.Addr(), "echo")

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,20 +22,50 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/trust"
 	"github.com/meshrpc/mesh/router"
 )
 
-// startMeshd runs a meshd on addr (host:0) sharing reg with the others, which
-// stands in for Consul in these in-process tests and benchmarks; with a
-// tracer, it traces.
+// testCA signs the certificates of every in-process meshd, so their host
+// boundary is mutual TLS as in production.
+var testCA = sync.OnceValue(func() *testkit.CA {
+	ca, err := testkit.MakeCA("mesh.test")
+	if err != nil {
+		panic(err)
+	}
+	return ca
+})
+
+// meshdTrust is a Store with a fresh meshd certificate of testCA.
+func meshdTrust(tb testing.TB) *trust.Store {
+	tb.Helper()
+	cert, key := testCA().Issue(tb, trust.MeshdService)
+	b, err := trust.NewBundle(cert, key, testCA().PEM)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return trust.NewStore(b)
+}
+
+// startMeshd runs a meshd for apps on addr (host:0), with its host listener
+// (mTLS) on the same IP, sharing reg with the others, which stands in for
+// Consul in these in-process tests and benchmarks; with a tracer, it traces.
 func startMeshd(tb testing.TB, addr string, reg discovery.Registry, tracer ...*tracing.Tracer) *meshd.Daemon {
 	tb.Helper()
-	cfg := meshd.Config{Listen: addr, Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: 2 * time.Second}
+	host, _, _ := net.SplitHostPort(addr)
+	cfg := meshd.Config{Listen: addr, PeerListen: net.JoinHostPort(host, "0"), Trust: meshdTrust(tb),
+		Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: 2 * time.Second}
 	if len(tracer) > 0 {
 		cfg.Tracer = tracer[0]
 	}
+	return startWith(tb, cfg)
+}
+
+func startWith(tb testing.TB, cfg meshd.Config) *meshd.Daemon {
+	tb.Helper()
 	d, err := meshd.Start(cfg)
 	if err != nil {
 		tb.Fatal(err)
@@ -87,7 +119,7 @@ func TestCallAcrossTwoMeshds(t *testing.T) {
 		}
 	}
 	st := a.Status(context.Background())
-	if st.Relayed < 3 || len(st.Peers) != 1 || st.Peers[0] != b.Addr() {
+	if st.Relayed < 3 || len(st.Peers) != 1 || st.Peers[0] != b.PeerAddr() {
 		t.Fatalf("meshd A status: relayed %d, peers %v", st.Relayed, st.Peers)
 	}
 	if n := len(b.Status(context.Background()).Local); n != 1 {
@@ -655,11 +687,12 @@ func TestRoutingKeyRoutesOnAnotherService(t *testing.T) {
 	}
 }
 
-// A caller that sends the routing header itself cannot break the
-// connection between two meshds: the first meshd sets the header to its own
-// pick instead of adding a second one, which the next meshd would refuse as
-// a protocol error, failing every call between the two hosts.
-func TestCallerSentRoutingHeaderIsReplaced(t *testing.T) {
+// A caller that sends meshd's routing headers itself (the instance to
+// deliver to, the caller's proven identity) is refused with a clear error:
+// only another meshd, on its authenticated connection, may set them. Its
+// calls fail alone; the connection between the two hosts and other callers'
+// calls are untouched.
+func TestCallerSentRoutingHeadersAreRefused(t *testing.T) {
 	reg := discovery.NewLocal()
 	a := startMeshd(t, "127.0.0.1:0", reg)
 	b := startMeshd(t, "127.0.0.2:0", reg)
@@ -667,11 +700,13 @@ func TestCallerSentRoutingHeaderIsReplaced(t *testing.T) {
 	c := dialMeshd(t, a.Addr())
 	other := dialMeshd(t, a.Addr())
 	for i := range 20 {
+		header := [...]string{relay.HeaderInstance, relay.HeaderCaller}[i%2]
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		res, err := c.Call(ctx, "svc", "echo", nil, []byte("x"), client.WithTransportHeader("mesh-instance", "svc@forged"))
+		_, err := c.Call(ctx, "svc", "echo", nil, []byte("x"), client.WithTransportHeader(header, "forged"))
 		cancel()
-		if err != nil || string(res.Body) != "svc:x" {
-			t.Fatalf("call %d with a forged routing header: %v", i, err)
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != frame.ErrCodeBadRequest || !strings.Contains(ce.Message, header) {
+			t.Fatalf("call %d with a forged %s header: %v, want a bad request naming it", i, header, err)
 		}
 		if body, err := callEcho(other, "svc", []byte("y")); err != nil || string(body) != "svc:y" {
 			t.Fatalf("another caller's call %d: %q %v", i, body, err)

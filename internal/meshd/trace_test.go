@@ -2,6 +2,7 @@ package meshd_test
 
 import (
 	"context"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -40,12 +41,8 @@ func TestTracedCallsAcrossTwoMeshds(t *testing.T) {
 	}
 	reg := discovery.NewLocal()
 	start := func(addr string) *meshd.Daemon {
-		d, err := meshd.Start(meshd.Config{Listen: addr, Registry: reg, Logger: testkit.Quiet, Tracer: newTracer()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { d.Shutdown(context.Background()) })
-		return d
+		host, _, _ := net.SplitHostPort(addr)
+		return startWith(t, meshd.Config{Listen: addr, PeerListen: host + ":0", Trust: meshdTrust(t), Registry: reg, Logger: testkit.Quiet, Tracer: newTracer()})
 	}
 	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
 	opts := client.Options{ServiceName: "svc", Zipkin: sink.URL, Logger: testkit.Quiet}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -16,9 +15,6 @@ import (
 // and close its connection over, never leaves this meshd: a malformed call
 // fails alone, and one app cannot break another's connection. Frames from
 // other meshds were checked at their edge.
-
-// fromMeshd reports whether c is a connection from another meshd.
-func fromMeshd(c *conn.Conn) bool { return c.Peer().Headers[InitRole] == MeshdRole }
 
 // isLocal reports whether c's instance is an app on this host.
 func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg.Self }

@@ -7,7 +7,8 @@ import "github.com/meshrpc/mesh/router"
 //
 // A call from an app on this host takes the first hop: a draining meshd
 // declines it; discovery finds the service's instances (a name that is no
-// service is refused here, before any per-service state exists for it); the
+// service is refused here, before any per-service state exists for it);
+// intentions may deny the caller (its proven identity, source.go); the
 // kill switch and the caller's limit may refuse it; then the Balancer's pick
 // and a connection to the picked instance (its app's own connection, or its
 // meshd's) decide where it goes, and admission applies the service's local
@@ -15,14 +16,17 @@ import "github.com/meshrpc/mesh/router"
 //
 // A call another meshd routed here is on its last hop: deliver, the
 // discover variant that finds the named local instance, replaces
-// discovery, pick and connect. A retry picks again among the instances not
+// discovery, pick and connect, and the intentions are asked again, here
+// where the instance is. A retry picks again among the instances not
 // yet tried.
 func (r *Relay) pipelines() {
 	connect := router.Connect{Balancer: r.bal, Dial: r.reach}
 	admission := router.Admission{Balancer: r.bal, Self: r.cfg.Self}
+	authorize := router.Authorize{Allowed: r.cfg.Allowed}
 	r.firstHop = router.Pipeline{
 		draining{r},                           // drain.go
 		router.Discover{From: r.cfg.Registry}, // router/discover.go
+		authorize,                             // router/authorize.go
 		router.KillSwitch{Balancer: r.bal},    // router/killswitch.go
 		router.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
 		r.bal,                                 // router/balancer.go
@@ -32,6 +36,7 @@ func (r *Relay) pipelines() {
 	r.lastHop = router.Pipeline{
 		draining{r}, // drain.go
 		deliver{r},  // deliver.go
+		authorize,   // the destination's own decision
 		admission,
 	}
 	r.retry = router.Pipeline{

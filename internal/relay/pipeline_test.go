@@ -30,8 +30,8 @@ func TestPipelineOrder(t *testing.T) {
 		p    router.Pipeline
 		want []string
 	}{
-		{"first hop", r.firstHop, []string{"drain", "discover", "kill_switch", "caller_limit", "balance", "connect", "admission"}},
-		{"last hop", r.lastHop, []string{"drain", "deliver", "admission"}},
+		{"first hop", r.firstHop, []string{"drain", "discover", "authorize", "kill_switch", "caller_limit", "balance", "connect", "admission"}},
+		{"last hop", r.lastHop, []string{"drain", "deliver", "authorize", "admission"}},
 		{"retry", r.retry, []string{"discover", "balance", "connect"}},
 	} {
 		if got := stageNames(tc.p); !slices.Equal(got, tc.want) {

@@ -19,13 +19,6 @@ import (
 // for, set by the first meshd and read by the instance's own meshd.
 const HeaderInstance = "mesh-instance"
 
-// InitRole: MeshdRole is the init header that marks a connection between
-// two meshds. A call arriving on such a connection is on its last hop.
-const (
-	InitRole  = "mesh_role"
-	MeshdRole = "meshd"
-)
-
 // Config configures a Relay.
 type Config struct {
 	// Self is this meshd's routable address, as registered with its
@@ -47,6 +40,9 @@ type Config struct {
 	Tracer *tracing.Tracer
 	// Limits bound what a connection can make the relay hold (limits.go).
 	Limits Limits
+	// Allowed decides whether a caller may call a service (intentions); nil
+	// allows every call.
+	Allowed func(caller []byte, service string) (ok bool, rule string)
 }
 
 // Relay is the conn.Relayer of every meshd connection.
@@ -159,16 +155,21 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	service, known := r.names.get(router.RoutingName(req.Service, req.Headers))
 	c.Reset(service, req.Headers)
 	rc.lastHop = fromMeshd(from)
-	if !rc.lastHop { // the call enters the mesh here: check it (edge.go)
+	c.Caller, _ = callerOf(from, req.Headers) // who proved it, never what "cn" says
+	if !rc.lastHop {                          // the call enters the mesh here: check it (edge.go)
 		rc.checkReq = true
+		if h := reservedHeader(req.Headers); h != "" {
+			r.refuseCall(from, f.ID, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h))
+			return true
+		}
 		if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 			r.stats.badRequests.Add(1)
-			r.refuseCall(from, f.ID, req, service, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
+			r.refuseCall(from, f.ID, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
 			return true
 		}
 		rc.srcT = r.table(from)
 		if err := r.admitFrom(from, rc.srcT, req.Flags&frame.FlagMoreFragments != 0); err != nil {
-			r.refuseCall(from, f.ID, req, service, "conn_limit", err)
+			r.refuseCall(from, f.ID, req, service, c.Caller, "conn_limit", err)
 			return true
 		}
 	}
@@ -178,7 +179,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	if err := p.Route(c); err != nil {
 		c.Release()
-		r.refuseCall(from, f.ID, req, service, c.RefusedBy, err)
+		r.refuseCall(from, f.ID, req, service, c.Caller, c.RefusedBy, err)
 		return true
 	}
 	if !known {
@@ -207,7 +208,8 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
-	out := r.firstFrame((*bp)[:0], f, req, c)
+	_, callerName := callerOf(src, nil)
+	out := r.firstFrame((*bp)[:0], f, req, c, callerName)
 	frame.SetID(out, rc.dstID)
 	if capped {
 		frame.SetCallReqTTL(out, uint32(ttl/time.Millisecond))
@@ -255,9 +257,13 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 // another meshd with the instance's id added as a routing header (when a
 // full first frame has no room for it, the next meshd picks among its local
 // instances of the service instead).
-func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *router.Call) []byte {
+func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *router.Call, callerName string) []byte {
 	if inst := c.Instance(); inst.Addr != r.cfg.Self {
-		if b, ok := frame.AppendCallReqWithHeader(out, f, req, HeaderInstance, inst.ID); ok {
+		var caller [2]string // none for Anonymous
+		if callerName != "" {
+			caller = [2]string{HeaderCaller, callerName}
+		}
+		if b, ok := frame.AppendCallReqWithHeaders(out, f, req, [2]string{HeaderInstance, inst.ID}, caller); ok {
 			return b
 		}
 	}
@@ -398,14 +404,13 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 }
 
 // refuseCall answers a call a stage refused, and records why.
-func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, service, stage string, err error) {
+func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, service string, caller []byte, stage string, err error) {
 	e, ok := err.(*frame.Error)
 	if !ok {
 		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 	}
 	r.countRefusal(stage, service)
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
-	caller, _ := req.Headers.Get(frame.HeaderCallerName)
 	rec.setCaller(caller)
 	r.recent.add(&rec)
 	r.refuse(c, id, req.Tracing, e.Code, e.Message)

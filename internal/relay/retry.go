@@ -98,14 +98,16 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	f.Header, _ = frame.ParseHeader(f.Raw)
 	frame.DecodeCallReq(f.Payload, &req, &frag)
 	c := &rc.call
-	c.SetHeaders(req.Headers) // in the saved copy, which this attempt keeps
+	c.SetHeaders(req.Headers)                   // in the saved copy, which this attempt keeps
+	caller, callerName := callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
+	c.Caller = caller
 	if err := r.retry.Route(c); err != nil {
 		if r.finish(rc, router.Outcome{Cancelled: true}) {
 			r.sendError(rc.src, rc.srcID, rc.hop, lastCode, "retry found no other instance: "+err.Error())
 		}
 		return
 	}
-	out := r.firstFrame(make([]byte, 0, len(saved)+64), f, &req, c)
+	out := r.firstFrame(make([]byte, 0, len(saved)+64), f, &req, c, callerName)
 	out = append(out, saved[firstLen:]...) // the continuation frames follow
 	tryTimeout := r.bal.TryTimeout(c)
 	dst := c.Conn

@@ -106,7 +106,7 @@ func newStore(source string, log *slog.Logger) *Store {
 // NewStore returns a Store that holds b and never changes (for tests and
 // callers that manage rotation themselves through Set).
 func NewStore(b *Bundle) *Store {
-	s := newStore("static", nil)
+	s := newStore("static", slog.New(slog.DiscardHandler))
 	s.Set(b)
 	return s
 }
