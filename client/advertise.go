@@ -86,7 +86,7 @@ func (s *Server) adCall(ctx context.Context, c *conn.Conn, method string) error 
 	h = frame.AppendHeader(h, frame.HeaderRetryFlags, "c")
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	res, err := c.Call(ctx, &conn.Request{Service: "hyperbahn", Method: method, Headers: h, Arg2: []byte("{}"), Arg3: arg3, Checksum: s.opts.Checksum})
+	res, err := c.Call(ctx, &conn.Request{Service: "hyperbahn", Method: method, Headers: h, Arg2: tokenHeaders(s.opts.Token), Arg3: arg3, Checksum: s.opts.Checksum})
 	if err != nil {
 		return err
 	}

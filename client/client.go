@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
@@ -18,8 +20,16 @@ import (
 // Options configure a Client or a Server. The zero value works.
 type Options struct {
 	// ServiceName is this program's own service name, sent as the caller
-	// name ("cn") on every call; default: the process name.
+	// name ("cn") on every call; default: the process name. Dial to a meshd
+	// also proves it (see Client.Identity), so that intentions, caller
+	// limits and the kill switch know the calls are this service's.
 	ServiceName string
+	// Token is a Consul ACL token allowing service:write on the services this
+	// program is (ServiceName) and serves (Server.Advertise): its proof to a
+	// meshd that uses Consul. Without it meshd goes by the program's Unix
+	// user (its advertise grants). It is sent only to meshd, in the
+	// advertise and identify calls.
+	Token string
 	// ProcessName is sent in the handshake; default: binary name and pid.
 	ProcessName string
 	// Timeout applies to calls whose context has no deadline; default 10s.
@@ -100,11 +110,12 @@ func (o Options) connOptions(hostPort string, h conn.Handler) conn.Options {
 // Client calls services over one TChannel connection (Dial), or over
 // several peers chosen per call (DialPeers).
 type Client struct {
-	c      *conn.Conn
-	direct *direct
-	opts   Options
-	caller string
-	tracer *tracing.Tracer
+	c        *conn.Conn
+	direct   *direct
+	opts     Options
+	caller   string
+	tracer   *tracing.Tracer
+	identity atomic.Pointer[string]
 }
 
 // Dial connects to a TChannel peer (a meshd, or a service directly).
@@ -118,7 +129,57 @@ func Dial(ctx context.Context, addr string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{c: c, opts: opts, caller: callerName(opts), tracer: tracer}, nil
+	cl := &Client{c: c, opts: opts, caller: callerName(opts), tracer: tracer}
+	if opts.ServiceName != "" {
+		if err := cl.identify(ctx); err != nil && opts.Token != "" {
+			c.Close()
+			return nil, err // a token means the program wants its identity: say why it has none
+		}
+	}
+	return cl, nil
+}
+
+// identify proves ServiceName to meshd (its "identify" call). Without a
+// token a refusal only leaves the calls anonymous; a peer that is not a
+// meshd has no such call, and needs none.
+func (c *Client) identify(ctx context.Context) error {
+	arg3, _ := json.Marshal(map[string]string{"service": c.opts.ServiceName})
+	h := frame.AppendHeader(nil, frame.HeaderArgScheme, "json")
+	h = frame.AppendHeader(h, frame.HeaderCallerName, c.caller)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	res, err := c.c.Call(ctx, &conn.Request{Service: "meshd", Method: "identify", Headers: h, Arg2: tokenHeaders(c.opts.Token), Arg3: arg3, Checksum: c.opts.Checksum})
+	if err == nil && res.Code != frame.ResOK {
+		err = &ApplicationError{Headers: res.Arg2, Body: res.Arg3, Message: "identify refused: " + string(res.Arg3)}
+	}
+	if err != nil {
+		c.opts.Logger.Debug("calls go out anonymous: meshd did not take this program for "+c.opts.ServiceName, "err", err)
+		return fmt.Errorf("proving the identity %q to meshd: %w", c.opts.ServiceName, err)
+	}
+	var out struct {
+		Identity string `json:"identity"`
+	}
+	json.Unmarshal(res.Arg3, &out)
+	c.identity.Store(&out.Identity)
+	return nil
+}
+
+// Identity is the service meshd took this program for (proven by Token or
+// by its Unix user), or "" when its calls go out anonymous.
+func (c *Client) Identity() string {
+	if id := c.identity.Load(); id != nil {
+		return *id
+	}
+	return ""
+}
+
+// tokenHeaders is arg2 of meshd's own calls: JSON headers with the token.
+func tokenHeaders(token string) []byte {
+	if token == "" {
+		return []byte("{}")
+	}
+	b, _ := json.Marshal(map[string]string{"mesh-token": token})
+	return b
 }
 
 // retrying runs connect once, or with wait until it succeeds or ctx ends

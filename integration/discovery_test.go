@@ -207,10 +207,11 @@ func TestMeshdWaitsForItsAgent(t *testing.T) {
 	agent := testconsul.Start(t)
 	agent.Kill()
 	h := &host{ip: "127.0.0.1", consul: agent.HTTPAddr}
-	ports := testconsul.FreePorts(t, "127.0.0.1", 2)
+	ports := testconsul.FreePorts(t, "127.0.0.1", 3)
 	h.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	h.admin = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1]))
-	h.meshd = start(t, "meshd", "--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "waiting")
+	h.peer = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[2]))
+	h.meshd = start(t, "meshd", "--listen", h.addr, "--peer-listen", h.peer, "--admin", h.admin, "--consul", h.consul, "--node", "waiting")
 	health := func() int {
 		res, err := http.Get("http://" + h.admin + "/health")
 		if err != nil {

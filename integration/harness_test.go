@@ -143,7 +143,8 @@ func (p *proc) stop(t *testing.T) {
 // host is one meshd, standing for one machine.
 type host struct {
 	ip     string
-	addr   string // TChannel
+	addr   string // TChannel, for apps
+	peer   string // TChannel, for other meshds (mTLS from the agent's CA)
 	admin  string // HTTP
 	meshd  *proc
 	consul string
@@ -152,16 +153,21 @@ type host struct {
 func startHost(t testing.TB, ip, consulAddr string, extra ...string) *host {
 	t.Helper()
 	h := &host{ip: ip, consul: consulAddr}
-	ports := testconsul.FreePorts(t, ip, 2)
+	ports := testconsul.FreePorts(t, ip, 3)
 	h.addr = net.JoinHostPort(ip, strconv.Itoa(ports[0]))
 	h.admin = net.JoinHostPort(ip, strconv.Itoa(ports[1]))
+	h.peer = net.JoinHostPort(ip, strconv.Itoa(ports[2]))
 	h.launch(t, extra...)
 	return h
 }
 
 func (h *host) launch(t testing.TB, extra ...string) {
 	t.Helper()
-	args := append([]string{"--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "host-" + h.ip, "--log-level", "debug"}, extra...)
+	args := []string{"--listen", h.addr, "--admin", h.admin, "--consul", h.consul, "--node", "host-" + h.ip, "--log-level", "debug"}
+	if h.consul != "off" { // a host of a mesh: other meshds call it on its host listener
+		args = append(args, "--peer-listen", h.peer)
+	}
+	args = append(args, extra...)
 	h.meshd = start(t, "meshd", args...)
 	testkit.WaitFor(t, 10*time.Second, "meshd "+h.addr+" healthy", func() bool {
 		resp, err := http.Get("http://" + h.admin + "/health")

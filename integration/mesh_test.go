@@ -92,8 +92,8 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 	}
 	for svc, h := range map[string]*host{"echo": b, "kv": c} {
 		e := passing(t, capi, svc)
-		if len(e) != 1 || addrOf(e[0]) != h.addr {
-			t.Fatalf("consul has %d passing %s instances (first at %s), want 1 at %s", len(e), svc, addrOf(e[0]), h.addr)
+		if len(e) != 1 || addrOf(e[0]) != h.peer {
+			t.Fatalf("consul has %d passing %s instances (first at %s), want 1 at %s", len(e), svc, addrOf(e[0]), h.peer)
 		}
 	}
 

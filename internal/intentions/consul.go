@@ -12,8 +12,12 @@ import (
 // change is in force as soon as the servers answer. It runs until stop is
 // closed. An L7 intention (permissions instead of an action) cannot be
 // decided by meshd, which sees no HTTP paths: it denies, and says so.
-// Until the first answer t keeps what it had (deny by default).
-func FollowConsul(client *api.Client, t *Table, defaultAllow bool, stop <-chan struct{}, log *slog.Logger) {
+// Until the first answer t keeps what it had.
+//
+// deflt is "allow" or "deny" for calls no intention matches, or "" for
+// Consul's own default: its ACL default policy, which every answer carries
+// (X-Consul-Default-Acl-Policy), so a meshd follows it as Consul's proxies do.
+func FollowConsul(client *api.Client, t *Table, deflt string, stop <-chan struct{}, log *slog.Logger) {
 	var index uint64
 	backoff := time.Second
 	for {
@@ -50,6 +54,7 @@ func FollowConsul(client *api.Client, t *Table, defaultAllow bool, stop <-chan s
 			}
 			rules = append(rules, Rule{Source: in.SourceName, Destination: in.DestinationName, Action: action})
 		}
+		defaultAllow := deflt == "allow" || deflt == "" && meta.DefaultACLPolicy == "allow"
 		s, err := Compile(rules, defaultAllow)
 		if err != nil {
 			log.Warn("consul intentions do not compile; the last ones stay in force", "err", err)

@@ -26,6 +26,10 @@ func (d *Daemon) adminHandler() http.Handler {
 			http.Error(w, "not ready: "+st.Backend+": "+st.Detail, http.StatusServiceUnavailable)
 			return
 		}
+		if t := d.cfg.Trust; t != nil && !t.Status().Ready {
+			http.Error(w, "not ready: no identity yet for the host boundary: "+t.Status().Error, http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	// /live answers while the process serves, ready or not: a liveness probe
@@ -67,7 +71,7 @@ func (d *Daemon) adminHandler() http.Handler {
 		fmt.Fprintf(w, "# HELP mesh_connections_accepted Accepted connections held, handshaking ones included.\n# TYPE mesh_connections_accepted gauge\nmesh_connections_accepted %d\n", d.adm.count())
 		fmt.Fprintf(w, "# HELP mesh_connections_refused_total Connections closed at once for being over --max-connections or --max-connections-per-addr.\n# TYPE mesh_connections_refused_total counter\nmesh_connections_refused_total %d\n", d.adm.refused.Load())
 		d.closed.writeMetrics(w)
-		fmt.Fprintf(w, "# HELP mesh_advertise_refused_total Advertise calls refused: no proof the app may serve the name (advertise rule, or Consul refused its token).\n# TYPE mesh_advertise_refused_total counter\nmesh_advertise_refused_total %d\n", d.advertRefused.Load())
+		fmt.Fprintf(w, "# HELP mesh_proof_refused_total Advertise and identify calls refused: no proof the app is the service it names (advertise rule, or Consul refused its token).\n# TYPE mesh_proof_refused_total counter\nmesh_proof_refused_total{call=\"advertise\"} %d\nmesh_proof_refused_total{call=\"identify\"} %d\n", d.advertRefused.Load(), d.identifyRefused.Load())
 		fmt.Fprintf(w, "# HELP mesh_queued_bytes Bytes queued for peers that are not keeping up, past each connection's first 64 KiB (bounded by --max-queued-bytes-total).\n# TYPE mesh_queued_bytes gauge\nmesh_queued_bytes %d\n", d.queued.Bytes())
 	})
 	if d.cfg.Pprof {

@@ -182,6 +182,41 @@ func (d *Daemon) unadvertise(ctx context.Context, from *conn.Conn, services []st
 	return nil
 }
 
+// methodIdentify is meshd's call (service "meshd") in which an app that
+// serves nothing, a caller only, proves the service it is, by the same rule
+// as an advertise: {"service": NAME}, with its token in arg2's mesh-token.
+const methodIdentify = "identify"
+
+func (d *Daemon) handleIdentify(ctx context.Context, from *conn.Conn, req *conn.Request) (*conn.Response, error) {
+	src, _ := from.Tag().(*relay.Source)
+	if src == nil || src.Meshd {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "identify on the host listener: apps identify to the meshd of their own host")
+	}
+	var q struct {
+		Service string `json:"service"`
+	}
+	if err := json.Unmarshal(req.Arg3, &q); err != nil || q.Service == "" || len(q.Service) > 255 {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, `identify wants {"service": NAME}`)
+	}
+	token := tokenOf(req.Arg2)
+	byToken, err := d.cfg.AdvertiseRule.check(from.LocalAddr(), from.RemoteAddr(), []string{q.Service}, token)
+	if err == nil && byToken {
+		if d.cfg.ProveToken == nil {
+			err = fmt.Errorf("%w: no registry here can check a token", errRefused)
+		} else if perr := d.cfg.ProveToken(ctx, q.Service, token); perr != nil {
+			err = fmt.Errorf("%w: consul says the token is not %q's: %v", errRefused, q.Service, perr)
+		}
+	}
+	if err != nil {
+		d.identifyRefused.Add(1)
+		d.log.Warn("identify refused", "service", q.Service, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+	}
+	src.SetCaller(q.Service)
+	body, _ := json.Marshal(map[string]string{"identity": src.Caller()})
+	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: body}, nil
+}
+
 // appGone withdraws everything a closed connection advertised.
 func (d *Daemon) appGone(c *conn.Conn) {
 	d.unadvertise(context.Background(), c, nil)

@@ -142,7 +142,7 @@ func (o *Options) table() []option {
 		{"tls-ca", "MESHD_TLS_CA", "PEM `file`: the CA certificates peers' chains must end in", &o.TLSCA, nil, nil},
 		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the peer-listen address)", &o.Advertise, nil, nil},
 		{"advertise-same-user", "MESHD_ADVERTISE_SAME_USER", "`on`: apps on this host run by meshd's own Unix user may advertise any name; off: only a Consul token or advertise_grants (YAML) prove a name", &o.AdvertiseSameUser, nil, nil},
-		{"default-intention", "MESHD_DEFAULT_INTENTION", "`allow` or deny calls no intention matches (default: deny when Consul's ACLs are on, else allow)", &o.DefaultIntention, nil, nil},
+		{"default-intention", "MESHD_DEFAULT_INTENTION", "`allow` or deny calls no intention matches (default: with Consul, its ACL default policy, as Consul's own proxies; else allow)", &o.DefaultIntention, nil, nil},
 		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},
 		{"pprof", "MESHD_PPROF", "`on` also serves /debug/pprof on the admin address (off by default: a profile can carry secrets)", &o.Pprof, nil, nil},
 		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
@@ -374,7 +374,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	d, err := Start(Config{
 		Listen: o.Listen, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
-		Intentions: sec.intentions, AdvertiseRule: sec.rule,
+		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove,
 	})
 	if err != nil {
 		reg.Close()

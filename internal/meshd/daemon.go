@@ -64,6 +64,10 @@ type Config struct {
 	// AdvertiseRule decides which app may advertise which name (rule.go);
 	// nil lets any app advertise any name.
 	AdvertiseRule *AdvertiseRule
+	// ProveToken checks that an ACL token allows service:write on a service,
+	// for apps that prove who they are without advertising (identify); nil:
+	// no registry can check tokens.
+	ProveToken func(ctx context.Context, service, token string) error
 }
 
 // Daemon is a running meshd.
@@ -84,7 +88,8 @@ type Daemon struct {
 	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
 
-	advertRefused atomic.Int64 // advertises the rule or Consul refused
+	advertRefused   atomic.Int64 // advertises the rule or Consul refused
+	identifyRefused atomic.Int64 // identify calls without proof
 
 	mu    sync.Mutex
 	conns map[*conn.Conn]struct{}
@@ -356,6 +361,9 @@ func (d *Daemon) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 	case hyperbahnService:
 		return d.handleHyperbahn(ctx, from, req)
 	case meshdService:
+		if req.Method == methodIdentify {
+			return d.handleIdentify(ctx, from, req)
+		}
 		return d.handleMeshd(ctx, req)
 	}
 	return nil, frame.Errorf(frame.ErrCodeBadRequest, "meshd does not serve %q", req.Service)
@@ -412,22 +420,25 @@ const meshdService = "meshd"
 
 // Status is what /status and `meshctl status` show.
 type Status struct {
-	Node      string               `json:"node"`
-	Listen    string               `json:"listen"`
-	Advertise string               `json:"advertise"`
-	Uptime    string               `json:"uptime"`
-	Ready     bool                 `json:"ready"`
-	Registry  discovery.Status     `json:"registry"`
-	Local     []discovery.Instance `json:"local_instances"`
-	Remote    map[string][]string  `json:"services"` // service → instance ids, as routing sees them (with Consul: the services this meshd follows)
-	Peers     []string             `json:"peers"`
-	Conns     int                  `json:"connections"`
-	InFlight  int                  `json:"calls_in_flight"`
-	Relayed   int64                `json:"calls_relayed"`
-	Refused   int64                `json:"calls_refused"`
-	TimedOut  int64                `json:"calls_timed_out"`
-	Limited   int64                `json:"calls_rate_limited"`
-	Retried   int64                `json:"calls_retried"`
+	Node       string `json:"node"`
+	Listen     string `json:"listen"`
+	PeerListen string `json:"peer_listen,omitempty"`
+	Advertise  string `json:"advertise"`
+	// Trust is the host boundary: how it is secured, and this meshd's identity.
+	Trust    Trust                `json:"trust"`
+	Uptime   string               `json:"uptime"`
+	Ready    bool                 `json:"ready"`
+	Registry discovery.Status     `json:"registry"`
+	Local    []discovery.Instance `json:"local_instances"`
+	Remote   map[string][]string  `json:"services"` // service → instance ids, as routing sees them (with Consul: the services this meshd follows)
+	Peers    []string             `json:"peers"`
+	Conns    int                  `json:"connections"`
+	InFlight int                  `json:"calls_in_flight"`
+	Relayed  int64                `json:"calls_relayed"`
+	Refused  int64                `json:"calls_refused"`
+	TimedOut int64                `json:"calls_timed_out"`
+	Limited  int64                `json:"calls_rate_limited"`
+	Retried  int64                `json:"calls_retried"`
 	// BudgetExhausted counts retries the retry budget refused.
 	BudgetExhausted int64 `json:"retries_refused_by_budget"`
 }
@@ -439,22 +450,24 @@ func (d *Daemon) Status(ctx context.Context) Status {
 	d.mu.Unlock()
 	rs := d.relay.Stats()
 	st := Status{
-		Node:      d.cfg.NodeName,
-		Listen:    d.Addr(),
-		Advertise: d.cfg.Advertise,
-		Uptime:    time.Since(d.started).Round(time.Second).String(),
-		Ready:     ready,
-		Registry:  d.registry.Status(),
-		Local:     d.localInstances(),
-		Remote:    map[string][]string{},
-		Peers:     d.relay.Peers(),
-		Conns:     nconns,
-		InFlight:  d.relay.InFlight(),
-		Relayed:   rs.Relayed,
-		Refused:   rs.Refused,
-		TimedOut:  rs.TimedOut,
-		Retried:   rs.Retried,
-		Limited:   rs.RateLimited,
+		Node:       d.cfg.NodeName,
+		Listen:     d.Addr(),
+		PeerListen: d.PeerAddr(),
+		Advertise:  d.cfg.Advertise,
+		Trust:      d.trustStatus(),
+		Uptime:     time.Since(d.started).Round(time.Second).String(),
+		Ready:      ready,
+		Registry:   d.registry.Status(),
+		Local:      d.localInstances(),
+		Remote:     map[string][]string{},
+		Peers:      d.relay.Peers(),
+		Conns:      nconns,
+		InFlight:   d.relay.InFlight(),
+		Relayed:    rs.Relayed,
+		Refused:    rs.Refused,
+		TimedOut:   rs.TimedOut,
+		Retried:    rs.Retried,
+		Limited:    rs.RateLimited,
 
 		BudgetExhausted: rs.BudgetExhausted,
 	}
@@ -473,6 +486,28 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		}
 	}
 	return st
+}
+
+// Trust is what /status shows of the boundaries and the rules.
+type Trust struct {
+	HostBoundary     string        `json:"host_boundary"`
+	Identity         *trust.Status `json:"identity,omitempty"`
+	AdvertiseRule    string        `json:"advertise_rule"`
+	AdvertiseRefused int64         `json:"advertise_refused"`
+	Intentions       int           `json:"intentions"` // rules in force
+	IntentionChanges int64         `json:"intention_changes"`
+}
+
+func (d *Daemon) trustStatus() Trust {
+	t := Trust{HostBoundary: d.hostTLS(), AdvertiseRule: d.cfg.AdvertiseRule.String(), AdvertiseRefused: d.advertRefused.Load()}
+	if d.cfg.Trust != nil {
+		st := d.cfg.Trust.Status()
+		t.Identity = &st
+	}
+	if in := d.cfg.Intentions; in != nil {
+		t.Intentions, t.IntentionChanges = in.Current().Len(), in.Changes()
+	}
+	return t
 }
 
 func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Response, error) {

@@ -1,6 +1,7 @@
 package meshd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 // security is what the options say of trust: the host boundary's
 // identities, the advertise rule and the intentions, with what feeds them.
 type security struct {
+	prove      func(ctx context.Context, service, token string) error
 	trust      *trust.Store
 	rule       *AdvertiseRule
 	intentions *intentions.Table
@@ -37,6 +39,15 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		var err error
 		if client, err = consulClient(o); err != nil {
 			return nil, err
+		}
+	}
+	if withConsul {
+		sec.prove = func(ctx context.Context, service, token string) error {
+			// The agent signs a leaf for a service only for a token with
+			// service:write on it: the same proof a registration needs,
+			// asked of a documented endpoint the agent answers from its cache.
+			_, _, err := client.Agent().ConnectCALeaf(service, (&api.QueryOptions{Token: token}).WithContext(ctx))
+			return err
 		}
 	}
 	sec.rule = &AdvertiseRule{Grants: o.AdvertiseGrants, SameUser: o.AdvertiseSameUser == "on", Tokens: withConsul}
@@ -75,13 +86,9 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		if len(o.Intentions) > 0 {
 			return nil, errors.New("intentions in the config file apply to the embedded registry; with Consul write them in Consul (consul intention create)")
 		}
-		defaultAllow := o.DefaultIntention == "allow"
-		if o.DefaultIntention == "" {
-			defaultAllow = !aclsEnabled(client, log)
-		}
 		empty, _ := intentions.Compile(nil, false) // until Consul answers
 		sec.intentions = intentions.NewTable(empty)
-		go intentions.FollowConsul(client, sec.intentions, defaultAllow, sec.stop, log)
+		go intentions.FollowConsul(client, sec.intentions, o.DefaultIntention, sec.stop, log)
 	} else {
 		set, err := intentions.Compile(o.Intentions, o.DefaultIntention != "deny")
 		if err != nil {
@@ -101,20 +108,4 @@ func consulClient(o Options) (*api.Client, error) {
 	ac.Token = o.ConsulToken
 	ac.Datacenter = o.ConsulDC
 	return api.NewClient(ac)
-}
-
-// aclsEnabled asks the agent whether ACLs are on, which is what Consul's own
-// default for intentions follows (its ACL default policy): an agent without
-// ACLs answers "ACL support disabled". An agent that does not answer counts
-// as on: a meshd that cannot tell denies.
-func aclsEnabled(client *api.Client, log *slog.Logger) bool {
-	_, _, err := client.ACL().TokenReadSelf(nil)
-	if err != nil && !consul.IsPermissionDenied(err) {
-		var se api.StatusError
-		if errors.As(err, &se) && se.Code == 401 {
-			return false
-		}
-		log.Warn("could not tell whether consul's ACLs are on; calls no intention allows are denied", "err", err)
-	}
-	return true
 }
