@@ -114,6 +114,11 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}
+	if cfg.AdvertiseRule != nil {
+		if err := cfg.AdvertiseRule.compile(); err != nil {
+			return nil, err
+		}
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Listen, err)

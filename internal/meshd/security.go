@@ -51,7 +51,7 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		}
 	}
 	sec.rule = &AdvertiseRule{Grants: o.AdvertiseGrants, SameUser: o.AdvertiseSameUser == "on", Tokens: withConsul}
-	if err := sec.rule.compile(); err != nil {
+	if err := sec.rule.compile(); err != nil { // also in Start: here so a bad grant stops meshd before anything opens
 		return nil, err
 	}
 

@@ -159,17 +159,17 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	if !rc.lastHop {                          // the call enters the mesh here: check it (edge.go)
 		rc.checkReq = true
 		if h := reservedHeader(req.Headers); h != "" {
-			r.refuseCall(from, f.ID, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h))
+			r.refuseCall(from, f, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h))
 			return true
 		}
 		if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
 			r.stats.badRequests.Add(1)
-			r.refuseCall(from, f.ID, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
+			r.refuseCall(from, f, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
 			return true
 		}
 		rc.srcT = r.table(from)
 		if err := r.admitFrom(from, rc.srcT, req.Flags&frame.FlagMoreFragments != 0); err != nil {
-			r.refuseCall(from, f.ID, req, service, c.Caller, "conn_limit", err)
+			r.refuseCall(from, f, req, service, c.Caller, "conn_limit", err)
 			return true
 		}
 	}
@@ -179,7 +179,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	if err := p.Route(c); err != nil {
 		c.Release()
-		r.refuseCall(from, f.ID, req, service, c.Caller, c.RefusedBy, err)
+		r.refuseCall(from, f, req, service, c.Caller, c.RefusedBy, err)
 		return true
 	}
 	if !known {
@@ -404,7 +404,7 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 }
 
 // refuseCall answers a call a stage refused, and records why.
-func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, service string, caller []byte, stage string, err error) {
+func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, err error) {
 	e, ok := err.(*frame.Error)
 	if !ok {
 		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
@@ -413,7 +413,8 @@ func (r *Relay) refuseCall(c *conn.Conn, id uint32, req *frame.CallReq, service 
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
 	rec.setCaller(caller)
 	r.recent.add(&rec)
-	r.refuse(c, id, req.Tracing, e.Code, e.Message)
+	r.refusedSpan(f, req, service, caller, stage, e)
+	r.refuse(c, f.ID, req.Tracing, e.Code, e.Message)
 }
 
 func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {

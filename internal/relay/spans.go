@@ -48,8 +48,8 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}
-	caller, _ := req.Headers.Get(frame.HeaderCallerName)
-	ht.caller = r.names.intern(caller)
+	ht.caller = r.names.intern(rc.call.Caller) // the proven identity, not "cn"
+
 	ht.peer = rc.dst.Peer().HostPort
 	if rc.dst.Peer().Ephemeral() {
 		ht.peer = rc.dst.RemoteHostPort()
@@ -58,6 +58,31 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 		ht.shardKey = string(key)
 	}
 	rc.trace = ht
+}
+
+// refusedSpan records, for a traced call, the span of a hop that refused
+// it (a stage's refusal: an intention, the kill switch, a limit), so the
+// trace shows where and why the call stopped.
+func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, e *frame.Error) {
+	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
+		return
+	}
+	hop, record := r.cfg.Tracer.Decide(context.Background(), req.Tracing, false)
+	if !record {
+		return
+	}
+	name := "call"
+	if method := frame.CallReqArg1(f.Payload, req); method != nil {
+		name = r.names.intern(method)
+	}
+	now := time.Now()
+	tags := [...]tracing.Tag{
+		{Key: "mesh.service", Value: service},
+		{Key: "mesh.caller", Value: r.names.intern(caller)},
+		{Key: "mesh.refused_by", Value: stage},
+		{Key: "mesh.result", Value: e.Message},
+	}
+	r.cfg.Tracer.Emit(&tracing.Record{Name: name, Kind: trace.SpanKindServer, Tracing: hop, Start: now, End: now, Tags: tags[:], Code: e.Code.String()})
 }
 
 // endSpan writes the hop's span with the call's outcome and its routing
