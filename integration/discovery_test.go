@@ -20,6 +20,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
+	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testconsul"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
@@ -125,9 +126,7 @@ func TestFollowing500ServicesStaysWithinConsulsConnectionLimit(t *testing.T) {
 	}
 }
 
-type statusDoc struct {
-	Registry discovery.Status `json:"registry"`
-}
+type statusDoc = meshd.Status
 
 func status(t *testing.T, h *host) statusDoc {
 	t.Helper()

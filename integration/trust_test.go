@@ -1,0 +1,276 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// managementToken is the test agents' bootstrap token (a UUID, as Consul
+// wants).
+const managementToken = "6a1c3b2e-8f4d-4c1a-9e7b-2d5f0a9c8b71"
+
+// aclAgent runs a dev agent with ACLs on and deny by default, as a
+// production mesh runs; its client is the management token's.
+func aclAgent(t *testing.T) (*testconsul.Agent, *api.Client) {
+	t.Helper()
+	agent := testconsul.Start(t, "-hcl", `acl { enabled = true  default_policy = "deny"  enable_token_persistence = true
+		tokens { initial_management = "`+managementToken+`"  agent = "`+managementToken+`" } }`)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = agent.HTTPAddr, managementToken
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, "acl system up", func() bool {
+		_, _, err := c.ACL().TokenReadSelf(nil)
+		return err == nil
+	})
+	return agent, c
+}
+
+// token makes a token with the given rules and returns its secret.
+func token(t *testing.T, c *api.Client, name, rules string) string {
+	t.Helper()
+	p, _, err := c.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := c.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: p.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.SecretID
+}
+
+// meshdPolicy is what a meshd's own token needs (deploy/README.md): read
+// the catalog and intentions, its policies in KV, and its own leaf.
+const meshdPolicy = `service_prefix "" { policy = "read" intentions = "read" }
+node_prefix "" { policy = "read" }
+key_prefix "mesh/" { policy = "read" }
+service "meshd" { policy = "write" }`
+
+func serviceWrite(name string) string {
+	return `service "` + name + `" { policy = "write" }` + "\nservice_prefix \"\" { policy = \"read\" }"
+}
+
+// aclHosts starts meshds on the agent with a meshd token, taking advertise
+// proof from Consul tokens only.
+func aclHosts(t *testing.T, agent *testconsul.Agent, c *api.Client, ips ...string) []*host {
+	t.Helper()
+	tokFile := filepath.Join(t.TempDir(), "meshd.token")
+	if err := os.WriteFile(tokFile, []byte(token(t, c, "meshd", meshdPolicy)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []*host
+	for _, ip := range ips {
+		hosts = append(hosts, startHost(t, ip, agent.HTTPAddr, "--consul-token-file", tokFile, "--advertise-same-user", "off"))
+	}
+	return hosts
+}
+
+func intention(t *testing.T, c *api.Client, source, dest, action string) time.Time {
+	t.Helper()
+	_, err := c.Connect().IntentionUpsert(&api.Intention{SourceName: source, DestinationName: dest, Action: api.IntentionAction(action)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return time.Now()
+}
+
+func server(t *testing.T, addr, service, tok, marker string) (*client.Server, error) {
+	s := client.NewServer(client.Options{ServiceName: service, Token: tok, Logger: testkit.Quiet})
+	s.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte(marker)}, nil
+	}))
+	err := s.Advertise(context.Background(), addr)
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	return s, err
+}
+
+// The impostor: a second program that advertises echo without echo's token
+// (none, or another service's) is refused with the reason and gets no
+// call; with echo's token it joins and gets its share.
+func TestImpostorIsRefusedByConsul(t *testing.T) {
+	agent, mgmt := aclAgent(t)
+	hosts := aclHosts(t, agent, mgmt, "127.0.0.1", "127.0.0.2")
+	a, b := hosts[0], hosts[1]
+	echoTok := token(t, mgmt, "echo", serviceWrite("echo"))
+	webTok := token(t, mgmt, "web", serviceWrite("web"))
+	intention(t, mgmt, "*", "echo", "allow") // anyone may call echo; deny by default otherwise
+
+	if _, err := server(t, b.addr, "echo", echoTok, "real"); err != nil {
+		t.Fatalf("echo with its token: %v", err)
+	}
+	for _, tc := range []struct{ name, tok, why string }{
+		{"no token", "", "advertise refused"},
+		{"web's token", webTok, `consul says the token may not register "echo"`},
+	} {
+		if _, err := server(t, a.addr, "echo", tc.tok, "impostor"); err == nil || !strings.Contains(err.Error(), tc.why) {
+			t.Fatalf("impostor with %s: %v, want %q", tc.name, err, tc.why)
+		}
+	}
+	if got := testkit.Metric(t, a.admin, `mesh_proof_refused_total{call="advertise"}`); got != "2" {
+		t.Fatalf("refusals counted: %s", got)
+	}
+	caller := dial(t, a.addr)
+	count := func(n int) map[string]int {
+		seen := map[string]int{}
+		for range n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			res, err := caller.Call(ctx, "echo", "echo", nil, nil)
+			cancel()
+			if err != nil {
+				t.Fatalf("call to echo: %v", err)
+			}
+			seen[string(res.Body)]++
+		}
+		return seen
+	}
+	testkit.WaitFor(t, 10*time.Second, "echo visible on a", func() bool { return seesServices(t, a, "echo") })
+	if seen := count(200); seen["real"] != 200 {
+		t.Fatalf("200 calls answered %v, want all by the real echo", seen)
+	}
+
+	if _, err := server(t, a.addr, "echo", echoTok, "second"); err != nil {
+		t.Fatalf("a second echo with echo's token: %v", err)
+	}
+	var seen map[string]int
+	testkit.WaitFor(t, 10*time.Second, "the second instance gets calls", func() bool {
+		seen = count(50)
+		return seen["second"] > 0 && seen["real"] > 0
+	})
+	t.Logf("impostors refused (no token, another's token); with echo's token the second instance shares: %v", seen)
+}
+
+// Intentions in Consul, enforced per call: web may not call payments until
+// an intention allows it; a deny is in force within a second, with the
+// rule named; an allow again within a second. The caller is web by its
+// proof (its token), not by its caller name.
+func TestIntentionsFromConsul(t *testing.T) {
+	agent, mgmt := aclAgent(t)
+	hosts := aclHosts(t, agent, mgmt, "127.0.0.1", "127.0.0.2")
+	a, b := hosts[0], hosts[1]
+	if _, err := server(t, b.addr, "payments", token(t, mgmt, "payments", serviceWrite("payments")), "paid"); err != nil {
+		t.Fatal(err)
+	}
+	web, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "web", Token: token(t, mgmt, "web", serviceWrite("web")), Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatalf("web proving its name with its token: %v", err)
+	}
+	defer web.Close()
+	if web.Identity() != "web" {
+		t.Fatalf("identity %q", web.Identity())
+	}
+	if _, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "payments", Token: "00000000-0000-0000-0000-000000000001", Logger: testkit.Quiet}); err == nil {
+		t.Fatal("a caller with a bogus token took the name payments")
+	}
+	testkit.WaitFor(t, 10*time.Second, "payments visible on a", func() bool { return seesServices(t, a, "payments") })
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := web.Call(ctx, "payments", "echo", nil, nil)
+		return err
+	}
+	denied := func(rule string) bool {
+		var ce *client.Error
+		err := call()
+		return errors.As(err, &ce) && ce.Code == frame.ErrCodeBadRequest && strings.Contains(ce.Message, rule)
+	}
+	if !denied("default deny") {
+		t.Fatalf("with no intention and ACLs default deny: %v", call())
+	}
+	for _, step := range []struct {
+		action string
+		ok     func() bool
+	}{
+		{"allow", func() bool { return call() == nil }},
+		{"deny", func() bool { return denied("intention web => payments (deny)") }},
+		{"allow", func() bool { return call() == nil }},
+	} {
+		at := intention(t, mgmt, "web", "payments", step.action)
+		took := testkit.WaitFor(t, time.Second, "intention "+step.action+" in force", step.ok)
+		t.Logf("intention web => payments %s in force after %v", step.action, took.Round(time.Millisecond))
+		_ = at
+	}
+	if got := testkit.Metric(t, b.admin, `mesh_stage_refusals_total{stage="authorize",service="payments"}`); got == "0" {
+		t.Fatal("the destination counted no denial")
+	}
+}
+
+// Consul's CA rotates (a new root, new leaves) while calls flow between two
+// meshds: no call fails, both meshds take the new identity, and a meshd that
+// starts after the rotation calls through.
+func TestConsulCARotationUnderLoad(t *testing.T) {
+	agent := testconsul.Start(t)
+	capi := consulAPI(t, agent.HTTPAddr)
+	a := startHost(t, "127.0.0.1", agent.HTTPAddr)
+	b := startHost(t, "127.0.0.2", agent.HTTPAddr)
+	start(t, "echo", "--meshd", b.addr)
+	testkit.WaitFor(t, 10*time.Second, "echo visible", func() bool { return seesServices(t, a, "echo") })
+	rotations := func(h *host) int64 { return status(t, h).Trust.Identity.Rotations }
+
+	var calls, failed atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			c := dial(t, a.addr)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				calls.Add(1)
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := c.Call(ctx, "echo", "echo", nil, []byte("r"))
+				cancel()
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				}
+			}
+		})
+	}
+	time.Sleep(time.Second)
+	before := calls.Load()
+	// A new key type makes Consul generate a new root and sign new leaves.
+	if _, err := capi.Connect().CASetConfig(&api.CAConfig{Provider: "consul", Config: map[string]any{"PrivateKeyType": "ec", "PrivateKeyBits": 384}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []*host{a, b} {
+		testkit.WaitFor(t, 20*time.Second, "meshd "+h.addr+" rotated", func() bool { return rotations(h) >= 1 })
+	}
+	time.Sleep(time.Second)
+	c := startHost(t, "127.0.0.3", agent.HTTPAddr)
+	testkit.WaitFor(t, 10*time.Second, "echo visible on c", func() bool { return seesServices(t, c, "echo") })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := dial(t, c.addr).Call(ctx, "echo", "echo", nil, []byte("new")); err != nil {
+		t.Fatalf("a meshd started after the rotation: %v", err)
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d calls failed across the CA rotation (first: %v)", failed.Load(), calls.Load(), firstErr.Load())
+	}
+	t.Logf("consul CA rotated under load: %d calls (%d after the rotation began), 0 failed; identity now %s",
+		calls.Load(), calls.Load()-before, status(t, a).Trust.Identity.ID)
+}
