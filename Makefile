@@ -1,7 +1,7 @@
 # mesh: common tasks. `make test` is what CI runs (see .ci/run).
 export GOTOOLCHAIN := local
 
-.PHONY: run run-consul test bench bench-tracing bench-discovery build fuzz consul jaeger images up down
+.PHONY: run run-consul test bench bench-tracing bench-trust bench-discovery build fuzz consul jaeger images up down
 
 # Quick start: a meshd with the example services on this host, and calls to them.
 run:
@@ -25,6 +25,10 @@ bench:
 # What tracing costs (off, 1%, 100% sampling), over alternating rounds.
 bench-tracing:
 	./scripts/bench-tracing.sh
+
+# What mTLS between hosts and per-call intentions cost, over alternating rounds.
+bench-trust:
+	./scripts/bench-trust.sh
 
 # What following Consul costs: S services x K meshds, health flips (SERVICES=..., MESHDS=..., MESHD=...).
 bench-discovery:

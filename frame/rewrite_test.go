@@ -22,6 +22,100 @@ func firstFrame(t *testing.T, arg3 int, headers Headers) *Frame {
 	return f
 }
 
+// messageArgs reads the frames in b (a call req, then its continue frames),
+// checks them in order with an Assembler, and returns all their args' bytes
+// joined, the number of frames, and the Assembler's verdict.
+func messageArgs(t testing.TB, b []byte) (args []byte, frames int, err error) {
+	t.Helper()
+	r := NewReader(bytes.NewReader(b))
+	var a Assembler
+	for {
+		f, rerr := r.ReadFrame()
+		if rerr == io.EOF {
+			return args, frames, err
+		}
+		if rerr != nil {
+			t.Fatalf("frame %d does not read: %v", frames, rerr)
+		}
+		var frag Fragment
+		if frames == 0 {
+			var req CallReq
+			rerr = DecodeCallReq(f.Payload, &req, &frag)
+		} else {
+			if f.Type != TypeCallReqContinue {
+				t.Fatalf("frame %d is %v", frames, f.Type)
+			}
+			rerr = DecodeContinue(f.Payload, &frag)
+		}
+		if rerr != nil {
+			t.Fatalf("frame %d does not decode: %v", frames, rerr)
+		}
+		if _, aerr := a.Add(&frag); aerr != nil && err == nil {
+			err = aerr
+		}
+		args = append(args, bytes.Join(frag.Chunks[:frag.NumChunks], nil)...)
+		frames++
+	}
+}
+
+// A whole message whose first frame is full gets its headers: the first
+// frame is split, and the message (split frames, then its own later frames
+// untouched) checks and carries the same args, for every checksum type that
+// runs as one stream; farmhash, which does not, is left alone.
+func TestFullFirstFrameIsSplitForHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		csum  ChecksumType
+		arg3  int
+		split bool
+	}{
+		{ChecksumCRC32C, 70000, true},
+		{ChecksumCRC32, 200000, true},
+		{ChecksumNone, 65520, true},
+		{ChecksumFarm32, 70000, false},
+	} {
+		var frames [][]byte
+		w := MessageWriter{Emit: func(b []byte) error { frames = append(frames, bytes.Clone(b)); return nil }}
+		w.BeginCallReq(9, &CallReq{TTL: 100, Service: []byte("orders"), Headers: AppendHeader(nil, "as", "raw"), Checksum: tc.csum})
+		body := make([]byte, tc.arg3)
+		for i := range body {
+			body[i] = byte(i * 7)
+		}
+		if err := w.WriteArgs([]byte("get"), []byte("h"), body); err != nil {
+			t.Fatal(err)
+		}
+		whole := bytes.Join(frames, nil)
+		wantArgs, _, err := messageArgs(t, whole)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, _ := NewReader(bytes.NewReader(frames[0])).ReadFrame()
+		var req CallReq
+		var frag Fragment
+		if err := DecodeCallReq(f.Payload, &req, &frag); err != nil {
+			t.Fatal(err)
+		}
+		out, ok := AppendCallReqWithHeaders(nil, f, &req, [2]string{"mesh-instance", "orders@10.0.0.1:21302#4"}, [2]string{"mesh-caller", "web"})
+		if ok != tc.split {
+			t.Fatalf("%s: split = %v, want %v", tc.csum, ok, tc.split)
+		}
+		if !ok {
+			continue
+		}
+		out = append(out, bytes.Join(frames[1:], nil)...)
+		got, n, err := messageArgs(t, out)
+		if err != nil || n != len(frames)+1 || !bytes.Equal(got, wantArgs) {
+			t.Fatalf("%s: %d frames (from %d), args equal %v, check %v", tc.csum, n, len(frames), bytes.Equal(got, wantArgs), err)
+		}
+		g, _ := NewReader(bytes.NewReader(out)).ReadFrame()
+		var req2 CallReq
+		var frag2 Fragment
+		DecodeCallReq(g.Payload, &req2, &frag2)
+		if v, _ := req2.Headers.Get("mesh-caller"); string(v) != "web" || len(g.Raw) > MaxFrameSize {
+			t.Fatalf("%s: caller %q in a first frame of %d bytes", tc.csum, v, len(g.Raw))
+		}
+	}
+}
+
 func TestAppendCallReqWithHeader(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -33,10 +127,10 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 		{"small call", 100, AppendHeader(nil, "as", "raw"), true, ""},
 		{"header already set (by a caller)", 100, AppendHeader(AppendHeader(nil, "mesh-instance", "forged"), "as", "raw"), true, ""},
 		{"no headers yet", 100, nil, true, ""},
-		{"full first frame", 70000, AppendHeader(nil, "as", "raw"), false, ""},
+		{"full first frame", 70000, AppendHeader(nil, "as", "raw"), true, ""},
 		{"two headers", 100, AppendHeader(nil, "as", "raw"), true, "web"},
 		{"two headers, both already set", 100, AppendHeader(AppendHeader(AppendHeader(nil, "mesh-caller", "forged"), "as", "raw"), "mesh-instance", "x"), true, "web"},
-		{"two headers, full first frame", 70000, AppendHeader(nil, "as", "raw"), false, "web"},
+		{"two headers, full first frame", 70000, AppendHeader(nil, "as", "raw"), true, "web"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -60,6 +154,7 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 			if err != nil {
 				t.Fatalf("rewritten frame does not read back: %v", err)
 			}
+			allArgs, _, _ := messageArgs(t, out)
 			var req2 CallReq
 			var frag2 Fragment
 			if err := DecodeCallReq(g.Payload, &req2, &frag2); err != nil {
@@ -86,12 +181,12 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 			if req2.Headers.Len() != want || string(req2.Service) != "orders" || req2.TTL != 100 {
 				t.Fatalf("fields changed: %d headers, service %q, ttl %d", req2.Headers.Len(), req2.Service, req2.TTL)
 			}
-			// The args and their checksum are untouched.
+			// The args are untouched, and check (a full first frame is split in two).
 			var a Assembler
 			if _, err := a.Add(&frag2); err != nil {
 				t.Fatalf("args no longer check: %v", err)
 			}
-			if !bytes.Equal(bytes.Join(frag2.Chunks[:frag2.NumChunks], nil), bytes.Join(frag.Chunks[:frag.NumChunks], nil)) {
+			if !bytes.Equal(allArgs, bytes.Join(frag.Chunks[:frag.NumChunks], nil)) {
 				t.Fatal("args changed")
 			}
 		})

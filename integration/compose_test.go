@@ -4,6 +4,8 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os/exec"
@@ -19,6 +21,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
@@ -60,6 +63,21 @@ func (c *cluster) docker(args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// composeManagementToken is deploy/compose.yaml's (x-acl.management).
+const composeManagementToken = "8d3c5a90-1f2e-4b6a-9c7d-0e1f2a3b4c5d"
+
+func statusOfAddr(t *testing.T, admin string) meshd.Status {
+	t.Helper()
+	var st meshd.Status
+	res, err := http.Get("http://" + admin + "/status")
+	if err != nil {
+		return st
+	}
+	defer res.Body.Close()
+	json.NewDecoder(res.Body).Decode(&st)
+	return st
+}
+
 // The three-host mesh of deploy/compose.yaml comes up from locally built
 // images, routes calls between its hosts, and holds under faults: each
 // subtest prints its figures.
@@ -97,9 +115,41 @@ func TestComposeMesh(t *testing.T) {
 			}
 		}
 		out, _, _ := meshctl(t, "instances", "kv", "--via", "127.0.0.1:21301")
-		if !strings.Contains(out, "10.89.0.13:21300") {
+		if !strings.Contains(out, "10.89.0.13:21302") {
 			t.Fatalf("kv should be registered at host3's meshd: %s", out)
 		}
+	})
+
+	t.Run("trust is on", func(t *testing.T) {
+		// Each meshd: mTLS between hosts with its identity from Consul's CA,
+		// advertise proof by token only, and Consul's intentions in force.
+		for i, admin := range []string{"127.0.0.1:21311", "127.0.0.1:21312", "127.0.0.1:21313"} {
+			var st meshd.Status
+			testkit.WaitFor(t, 30*time.Second, "identity on host"+fmt.Sprint(i+1), func() bool {
+				st = statusOfAddr(t, admin)
+				return st.Trust.Identity != nil && st.Trust.Identity.Ready
+			})
+			tr := st.Trust
+			if !strings.HasPrefix(tr.HostBoundary, "mTLS 1.3") || !strings.HasSuffix(tr.Identity.ID, "/svc/meshd") ||
+				tr.Intentions < 3 || !strings.Contains(tr.AdvertiseRule, "Consul token") || strings.Contains(tr.AdvertiseRule, "own user") {
+				t.Fatalf("host%d trust: %+v, identity %+v", i+1, tr, *tr.Identity)
+			}
+		}
+		// An impostor on the machine, through host1's published app port,
+		// without echo's token: refused, and echo still has its 3 instances.
+		s := client.NewServer(client.Options{ServiceName: "echo", Logger: testkit.Quiet})
+		s.Register("echo", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+			return &client.Response{Body: []byte("impostor")}, nil
+		}))
+		defer s.Shutdown(context.Background())
+		if err := s.Advertise(context.Background(), "127.0.0.1:21301"); err == nil || !strings.Contains(err.Error(), "advertise refused") {
+			t.Fatalf("impostor's advertise: %v", err)
+		}
+		out, _, _ := meshctl(t, "instances", "echo", "--via", "127.0.0.1:21301")
+		if n := strings.Count(out, `"id"`); n != 3 {
+			t.Fatalf("echo has %d instances after the impostor tried", n)
+		}
+		t.Logf("compose meshds: %s; impostor refused", statusOfAddr(t, "127.0.0.1:21311").Trust.HostBoundary)
 	})
 
 	t.Run("one trace across the three hosts", func(t *testing.T) {
@@ -262,6 +312,7 @@ func TestComposeMesh(t *testing.T) {
 		// that may be retried on timeouts ("re: ct") move off a host that
 		// stops answering.
 		capi := consulAPI(t, "127.0.0.1:8511")
+		capi.AddHeader("X-Consul-Token", composeManagementToken) // ACLs deny by default there
 		if _, err := capi.KV().Put(&api.KVPair{Key: "mesh/policies/echo", Value: []byte(`{"try_timeout": "300ms"}`)}, nil); err != nil {
 			t.Fatal(err)
 		}

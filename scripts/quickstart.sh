@@ -19,7 +19,7 @@ if [ "${CONSUL:-0}" = 1 ]; then
   "$consul" agent -dev -bind 127.0.0.1 -client 127.0.0.1 -dns-port -1 -grpc-port -1 -log-level warn \
     >.cache/run/consul.log 2>&1 & pids+=($!)
   for _ in $(seq 100); do "$consul" catalog services >/dev/null 2>&1 && break; sleep 0.1; done
-  consul_flag=(--consul 127.0.0.1:8500)
+  consul_flag=(--consul 127.0.0.1:8500 --peer-listen 127.0.0.1:21302) # the host listener, mTLS from the agent's CA
   echo "consul: http://127.0.0.1:8500/ui (log .cache/run/consul.log)"
 fi
 

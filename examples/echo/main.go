@@ -22,14 +22,15 @@ func main() {
 	s := client.NewServer(f.Options(log))
 	// forward calls another service through the same meshd, so one call can
 	// cross several hosts (and show as one trace).
-	out, err := client.Dial(context.Background(), f.Meshd, f.Options(log))
-	if err != nil {
-		log.Warn("no client to forward with", "err", err)
-	}
+	forwarder := run.Dial(f, log)
 	s.Register(*name, "forward", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		var to struct{ Service, Method, Body string }
-		if err := json.Unmarshal(call.Body, &to); err != nil || to.Service == "" || out == nil {
+		if err := json.Unmarshal(call.Body, &to); err != nil || to.Service == "" {
 			return nil, &client.ApplicationError{Body: []byte(`forward wants {"service":..., "method":..., "body":...}`)}
+		}
+		out := forwarder.Get()
+		if out == nil {
+			return nil, &client.ApplicationError{Body: []byte("not connected to meshd yet (see this service's log)")}
 		}
 		res, err := out.Call(ctx, to.Service, to.Method, nil, []byte(to.Body))
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 
@@ -209,7 +210,11 @@ func (d *Daemon) handleIdentify(ctx context.Context, from *conn.Conn, req *conn.
 	}
 	if err != nil {
 		d.identifyRefused.Add(1)
-		d.log.Warn("identify refused", "service", q.Service, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
+		lvl := slog.LevelDebug // no proof offered: the app's calls are anonymous, as it may well expect
+		if token != "" {
+			lvl = slog.LevelWarn // a token that does not prove the name: someone should look
+		}
+		d.log.Log(ctx, lvl, "identify refused", "service", q.Service, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 	}
 	src.SetCaller(q.Service)

@@ -216,11 +216,17 @@ func TestIntentionsAreDecidedWhereTheInstanceIs(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != frame.ErrCodeBadRequest || !strings.Contains(ce.Message, `call from "web" to "payments" denied by intention web => payments (deny)`) {
 		t.Fatalf("web => payments: %v, want a denial naming the intention", err)
 	}
+	// A call whose first frame is full carries its caller too (the frame is
+	// split to make room): web is still web with a 200 KiB body.
+	big := bytes.Repeat([]byte("$"), 200<<10)
+	if _, err := callEcho(web, "payments", big); !errors.As(err, &ce) || !strings.Contains(ce.Message, "intention web => payments (deny)") {
+		t.Fatalf("web => payments, 200 KiB: %v, want the same denial", err)
+	}
 	if body, err := callEcho(dialMeshd(t, a.Addr()), "payments", []byte("y")); err != nil || string(body) != "payments:y" {
 		t.Fatalf("an anonymous caller (allowed by * => payments): %q %v", body, err)
 	}
-	if got := testkit.Metric(t, b.AdminAddr(), `mesh_stage_refusals_total{stage="authorize",service="payments"}`); got != "1" {
-		t.Fatalf("denials counted at the destination: %q, want 1", got)
+	if got := testkit.Metric(t, b.AdminAddr(), `mesh_stage_refusals_total{stage="authorize",service="payments"}`); got != "2" {
+		t.Fatalf("denials counted at the destination: %q, want 2", got)
 	}
 	if res, err := http.Get("http://" + a.AdminAddr() + "/metrics"); err != nil {
 		t.Fatal(err)
@@ -240,6 +246,9 @@ func TestIntentionsAreDecidedWhereTheInstanceIs(t *testing.T) {
 	atB.Set(allowAll)
 	if body, err := callEcho(web, "payments", []byte("z")); err != nil || string(body) != "payments:z" {
 		t.Fatalf("after the intention is lifted: %q %v", body, err)
+	}
+	if body, err := callEcho(web, "payments", big); err != nil || !bytes.Equal(body, append([]byte("payments:"), big...)) {
+		t.Fatalf("200 KiB after the intention is lifted: %d bytes, %v", len(body), err)
 	}
 }
 

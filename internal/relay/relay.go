@@ -210,7 +210,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	defer r.bufs.Put(bp)
 	_, callerName := callerOf(src, nil)
 	out := r.firstFrame((*bp)[:0], f, req, c, callerName)
-	frame.SetID(out, rc.dstID)
+	frame.SetIDs(out, rc.dstID) // a full first frame may have been split in two (firstFrame)
 	if capped {
 		frame.SetCallReqTTL(out, uint32(ttl/time.Millisecond))
 	}
@@ -254,9 +254,11 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 }
 
 // firstFrame appends the first frame as it goes out: on a first hop to
-// another meshd with the instance's id added as a routing header (when a
-// full first frame has no room for it, the next meshd picks among its local
-// instances of the service instead).
+// another meshd with the instance's id and the caller's proven identity
+// added as routing headers. A full first frame is split in two to make room
+// (frame.AppendCallReqWithHeaders); one that cannot be (a farmhash checksum,
+// a huge method) goes as it is, and the next meshd then picks among its
+// local instances of the service and sees an anonymous caller.
 func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *router.Call, callerName string) []byte {
 	if inst := c.Instance(); inst.Addr != r.cfg.Self {
 		var caller [2]string // none for Anonymous

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,15 +20,17 @@ type Flags struct {
 	Meshd   string
 	Service string
 	Zipkin  string // where this service's spans go ("": no tracing)
+	Token   string // Consul ACL token proving the service's name ($MESH_TOKEN; never a flag)
 }
 
 // Options are the SDK options the flags ask for.
 func (f Flags) Options(log *slog.Logger) client.Options {
-	return client.Options{ServiceName: f.Service, Zipkin: f.Zipkin, Logger: log}
+	return client.Options{ServiceName: f.Service, Zipkin: f.Zipkin, Token: f.Token, Logger: log}
 }
 
 // ParseFlags reads --meshd (default $MESH_VIA or 127.0.0.1:21300) and
-// --service (default defaultName).
+// --service (default defaultName), and the token from $MESH_TOKEN (argv is
+// public).
 func ParseFlags(defaultName string) Flags {
 	via := os.Getenv("MESH_VIA")
 	if via == "" {
@@ -38,6 +41,7 @@ func ParseFlags(defaultName string) Flags {
 	flag.StringVar(&f.Service, "service", defaultName, "service `name` to advertise")
 	flag.StringVar(&f.Zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "Zipkin v2 `URL` for this service's spans (default $MESH_ZIPKIN)")
 	flag.Parse()
+	f.Token = os.Getenv("MESH_TOKEN")
 	return f
 }
 
@@ -67,3 +71,29 @@ func Serve(s *client.Server, meshd string, log *slog.Logger) {
 	<-ctx.Done()
 	s.Shutdown(context.Background())
 }
+
+// Dial returns a client of the meshd at once, and proves the service's name
+// to it in the background (retrying every second: with a token, a proof
+// can fail until the token exists, as when the mesh and its ACLs come up
+// together); until then Ready reports false and calls should wait.
+func Dial(f Flags, log *slog.Logger) *Client {
+	c := &Client{}
+	go func() {
+		for {
+			out, err := client.Dial(context.Background(), f.Meshd, f.Options(log))
+			if err == nil {
+				c.c.Store(out)
+				return
+			}
+			log.Warn("client to meshd not ready, retrying", "meshd", f.Meshd, "err", err)
+			time.Sleep(time.Second)
+		}
+	}()
+	return c
+}
+
+// Client is a client of meshd that may not be dialed yet.
+type Client struct{ c atomic.Pointer[client.Client] }
+
+// Get is the client, nil until it is ready.
+func (c *Client) Get() *client.Client { return c.c.Load() }
