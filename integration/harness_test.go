@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
 		os.Exit(1)
 	}
+	os.Chmod(dir, 0o755) // tests run the examples as another user too
 	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -83,6 +84,12 @@ type proc struct {
 
 func start(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
+	return startAs(t, -1, name, args...)
+}
+
+// startAs is start with the process run as Unix user uid (-1: this one's).
+func startAs(t testing.TB, uid int, name string, args ...string) *proc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), filepath.Base(name)+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -95,6 +102,9 @@ func start(t testing.TB, name string, args ...string) *proc {
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if uid >= 0 {
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
 	}

@@ -4,7 +4,9 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,8 +19,10 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/testconsul"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/trust"
 )
 
 // managementToken is the test agents' bootstrap token (a UUID, as Consul
@@ -273,4 +277,109 @@ func TestConsulCARotationUnderLoad(t *testing.T) {
 	}
 	t.Logf("consul CA rotated under load: %d calls (%d after the rotation began), 0 failed; identity now %s",
 		calls.Load(), calls.Load()-before, status(t, a).Trust.Identity.ID)
+}
+
+// A real meshd's host listener, with its identity from the agent's CA, lets
+// in a client with a meshd leaf of that CA and no one else: not plaintext
+// TChannel, not an app's leaf of the same CA, not a meshd certificate of
+// another CA.
+func TestHostListenerAdmitsOnlyMeshds(t *testing.T) {
+	agent := testconsul.Start(t)
+	capi := consulAPI(t, agent.HTTPAddr)
+	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
+	roots, _, err := capi.Agent().ConnectCARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rootsPEM []byte
+	for _, r := range roots.Roots {
+		rootsPEM = append(rootsPEM, r.RootCertPEM...)
+	}
+	leafConfig := func(service string) *tls.Config {
+		leaf, _, err := capi.Agent().ConnectCALeaf(service, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := trust.NewBundle([]byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM), rootsPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return trust.NewStore(b).ClientConfig()
+	}
+	other := testkit.NewCA(t, roots.TrustDomain) // same trust domain name, another key
+	cert, key := other.Issue(t, "meshd")
+	ob, err := trust.NewBundle(cert, key, other.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(cfg *tls.Config) error {
+		if cfg == nil {
+			_, err := conn.Dial(context.Background(), h.peer, conn.Options{Logger: testkit.Quiet, HandshakeTimeout: 5 * time.Second})
+			return err
+		}
+		nc, err := tls.Dial("tcp", h.peer, cfg)
+		if err != nil {
+			return err
+		}
+		c, err := conn.Client(nc, conn.Options{Logger: testkit.Quiet, HandshakeTimeout: 5 * time.Second})
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	testkit.WaitFor(t, 10*time.Second, "meshd's identity", func() bool { return status(t, h).Trust.Identity.Ready })
+	for name, cfg := range map[string]*tls.Config{
+		"plaintext TChannel":           nil,
+		"an app's leaf of the same CA": leafConfig("web"),
+		"a meshd cert of another CA":   trust.NewStore(ob).ClientConfig(),
+	} {
+		if err := connect(cfg); err == nil {
+			t.Errorf("%s: let in", name)
+		}
+	}
+	if err := connect(leafConfig("meshd")); err != nil {
+		t.Fatalf("a meshd leaf of the agent's CA refused: %v", err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "3 refusals counted", func() bool {
+		return testkit.Metric(t, h.admin, `mesh_connections_closed_total{reason="tls_refused"}`) == "3"
+	})
+}
+
+// The impostor of the issue, as a real program of another Unix user: an
+// echo run as nobody advertises echo to a meshd whose rule is "meshd's own
+// user" (the quick start's), over the loopback and over the Unix socket, and
+// is refused both ways, naming its uid; every call goes to the real echo.
+func TestAnotherUsersImpostorIsRefused(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test runs a program as another user, which needs root (CI runs as root)")
+	}
+	dir, err := os.MkdirTemp("", "mesh-sock") // t.TempDir's parent is closed to other users
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	sock := filepath.Join(dir, "meshd.sock")
+	h := startHost(t, "127.0.0.1", "off", "--listen-unix", sock)
+	real := start(t, "echo", "--meshd", h.addr)
+	imp1 := startAs(t, 65534, "echo", "--meshd", h.addr)
+	imp2 := startAs(t, 65534, "echo", "--meshd", "unix:"+sock)
+	testkit.WaitFor(t, 10*time.Second, "the real echo advertised", func() bool { return seesServices(t, h, "echo") })
+	for _, p := range []*proc{imp1, imp2} {
+		testkit.WaitFor(t, 5*time.Second, "the impostor told why", func() bool {
+			b, _ := os.ReadFile(p.log)
+			return strings.Contains(string(b), `advertise refused: uid 65534 may not advertise \"echo\"`)
+		})
+	}
+	c := dial(t, h.addr)
+	pid := fmt.Sprint(real.cmd.Process.Pid)
+	for i := range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := c.Call(ctx, "echo", "whoami", nil, nil)
+		cancel()
+		if err != nil || !strings.HasSuffix(string(res.Body), " pid "+pid) {
+			t.Fatalf("call %d answered %q (%v), want the real echo, pid %s", i, res.Body, err, pid)
+		}
+	}
+	t.Logf("an echo of uid 65534 refused over TCP and the Unix socket; 100 of 100 calls answered by the real one")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,10 +60,15 @@ func FromContext(ctx context.Context) *Conn {
 	return c
 }
 
-// Dial connects to a TChannel peer at addr and completes the handshake.
+// Dial connects to a TChannel peer at addr (host:port, or unix:PATH for a
+// Unix socket) and completes the handshake.
 func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", path
+	}
+	nc, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
 	}
@@ -159,6 +165,11 @@ func (c *Conn) Peer() Peer { return c.peer }
 
 // Tag is Options.Tag.
 func (c *Conn) Tag() any { return c.opts.Tag }
+
+// NetConn is the socket under the connection, for its owner's checks of
+// who is on the far end (peer credentials); reading or writing it would
+// break the connection.
+func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // TLS is the connection's TLS state; ok is false on a plaintext one.
 func (c *Conn) TLS() (state tls.ConnectionState, ok bool) {

@@ -101,7 +101,7 @@ func tokenOf(arg2 []byte) string {
 // every ~50s) renews nothing but is harmless: the instance ids are stable
 // per connection.
 func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []string, token string) error {
-	byToken, err := d.cfg.AdvertiseRule.check(from.LocalAddr(), from.RemoteAddr(), services, token)
+	byToken, err := d.cfg.AdvertiseRule.check(from.NetConn(), services, token)
 	if err != nil {
 		d.advertRefused.Add(1)
 		d.log.Warn("advertise refused", "services", services, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
@@ -200,7 +200,7 @@ func (d *Daemon) handleIdentify(ctx context.Context, from *conn.Conn, req *conn.
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, `identify wants {"service": NAME}`)
 	}
 	token := tokenOf(req.Arg2)
-	byToken, err := d.cfg.AdvertiseRule.check(from.LocalAddr(), from.RemoteAddr(), []string{q.Service}, token)
+	byToken, err := d.cfg.AdvertiseRule.check(from.NetConn(), []string{q.Service}, token)
 	if err == nil && byToken {
 		if d.cfg.ProveToken == nil {
 			err = fmt.Errorf("%w: no registry here can check a token", errRefused)

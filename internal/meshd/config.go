@@ -30,6 +30,7 @@ import (
 // environment variables, or a YAML file, in that order of precedence.
 type Options struct {
 	Listen          string        `yaml:"listen"`
+	ListenUnix      string        `yaml:"listen_unix"`
 	PeerListen      string        `yaml:"peer_listen"`
 	TLS             string        `yaml:"tls"`
 	TLSCert         string        `yaml:"tls_cert"`
@@ -135,6 +136,7 @@ type option struct {
 func (o *Options) table() []option {
 	return []option{
 		{"listen", "MESHD_LISTEN", "TChannel `address` for this host's apps (plaintext; keep it on loopback)", &o.Listen, nil, nil},
+		{"listen-unix", "MESHD_LISTEN_UNIX", "Unix socket `path` for this host's apps too (SDK: unix:PATH); meshd learns each app's Unix user from the kernel", &o.ListenUnix, nil, nil},
 		{"peer-listen", "MESHD_PEER_LISTEN", "TChannel `address` other meshds call, with mutual TLS 1.3 (empty: no calls from other hosts; needed with Consul)", &o.PeerListen, nil, nil},
 		{"tls", "MESHD_TLS", "identities of the host boundary: `auto` (Consul's CA with Consul, else the --tls-* files), consul, files, or off (plaintext: any process reaching --peer-listen acts as a meshd)", &o.TLS, nil, nil},
 		{"tls-cert", "MESHD_TLS_CERT", "PEM `file`: this meshd's certificate chain, with a URI SAN spiffe://<trust-domain>/ns/default/dc/<dc>/svc/meshd (read again when it changes)", &o.TLSCert, nil, nil},
@@ -372,7 +374,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	defer sec.close()
 	d, err := Start(Config{
-		Listen: o.Listen, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
+		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove,
 	})

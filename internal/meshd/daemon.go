@@ -34,6 +34,9 @@ type Config struct {
 	// host (loopback), so any TChannel program can use it unchanged. A
 	// connection there is never taken for another meshd.
 	Listen string
+	// ListenUnix, if set, is a Unix socket path apps may use instead: the
+	// kernel tells meshd the Unix user of each process that connects.
+	ListenUnix string
 	// PeerListen is the host boundary: the listener other meshds call,
 	// with TLS 1.3 and a meshd certificate required both ways when Trust is
 	// set. Empty: this meshd takes no calls from other hosts.
@@ -77,6 +80,7 @@ type Daemon struct {
 	registry discovery.Registry
 	relay    *relay.Relay
 	lis      net.Listener // apps
+	unixLis  net.Listener // apps on the Unix socket; nil without one
 	peerLis  net.Listener // other meshds; nil without a host listener
 	admin    *http.Server
 	apps     apps
@@ -136,6 +140,15 @@ func Start(cfg Config) (*Daemon, error) {
 			peerLis.Close()
 		}
 	}
+	var unixLis net.Listener
+	if cfg.ListenUnix != "" {
+		if unixLis, err = listenUnix(cfg.ListenUnix); err != nil {
+			closeAll()
+			return nil, err
+		}
+		peerClose := closeAll
+		closeAll = func() { peerClose(); unixLis.Close() }
+	}
 	if cfg.Advertise == "" {
 		cfg.Advertise = lis.Addr().String()
 		if peerLis != nil {
@@ -151,6 +164,7 @@ func Start(cfg Config) (*Daemon, error) {
 		log:      cfg.Logger,
 		registry: cfg.Registry,
 		lis:      lis,
+		unixLis:  unixLis,
 		peerLis:  peerLis,
 		conns:    make(map[*conn.Conn]struct{}),
 		started:  time.Now(),
@@ -181,19 +195,47 @@ func Start(cfg Config) (*Daemon, error) {
 		d.cfg.Admin = al.Addr().String()
 	}
 	go d.accept(lis, false)
+	if unixLis != nil {
+		go d.accept(unixLis, false)
+	}
 	if peerLis != nil {
 		go d.accept(peerLis, true)
 	}
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
-	d.log.Info("meshd started", "listen", lis.Addr().String(), "peer_listen", d.PeerAddr(), "advertise", cfg.Advertise,
+	d.log.Info("meshd started", "listen", lis.Addr().String(), "listen_unix", cfg.ListenUnix, "peer_listen", d.PeerAddr(), "advertise", cfg.Advertise,
 		"admin", d.cfg.Admin, "registry", cfg.Registry.Status().Backend, "host_tls", d.hostTLS(),
 		"advertise_rule", d.cfg.AdvertiseRule.String())
 	if peerLis != nil && cfg.Trust == nil {
 		d.log.Warn("the host listener is plaintext (--tls off): any process that reaches it can act as a meshd", "peer_listen", d.PeerAddr())
 	}
 	return d, nil
+}
+
+// listenUnix opens the app socket at path, in place of a stale one a
+// meshd that died left behind (but never of a file that is not a socket),
+// open to every local user: the advertise rule decides what each may do.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("listen unix %s: exists and is not a socket", path)
+		}
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen unix %s: another meshd serves it", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+	}
+	return l, nil
 }
 
 // hostTLS describes the host boundary for logs and /status.
@@ -384,6 +426,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.lis.Close()
 	if d.peerLis != nil {
 		d.peerLis.Close()
+	}
+	if d.unixLis != nil {
+		d.unixLis.Close() // and removes the socket file
 	}
 	d.relay.Drain()
 	for _, inst := range d.localInstances() {

@@ -25,9 +25,10 @@ type Grant struct {
 //   - a Consul ACL token sent with the advertise (SDK: client.Options.Token;
 //     the "mesh-token" header of the Hyperbahn call): meshd registers the
 //     instance with that token, so Consul decides (service:write on the name);
-//   - the Unix user of its process, for apps on this host's loopback (how
-//     tchannel-go's Hyperbahn client, which has no token to send, is let in):
-//     a Grant for that user, or SameUser for meshd's own user.
+//   - the Unix user of its process, for apps on this host's loopback or on
+//     meshd's Unix socket (how tchannel-go's Hyperbahn client, which has no
+//     token to send, is let in): a Grant for that user, or SameUser for
+//     meshd's own user.
 type AdvertiseRule struct {
 	Grants   []Grant
 	SameUser bool // processes of meshd's own user may advertise any name
@@ -36,14 +37,14 @@ type AdvertiseRule struct {
 
 	uid    int              // meshd's own
 	byUID  map[int][]string // compiled Grants
-	lookup func(local, remote net.Addr) (int, error)
+	lookup func(nc net.Conn) (int, error)
 }
 
 // compile resolves the grants' users once, at start.
 func (r *AdvertiseRule) compile() error {
 	r.uid, r.byUID = os.Getuid(), map[int][]string{}
 	if r.lookup == nil {
-		r.lookup = loopbackUID
+		r.lookup = peerUID
 	}
 	for _, g := range r.Grants {
 		uid, err := strconv.Atoi(g.User)
@@ -87,15 +88,15 @@ func (r *AdvertiseRule) String() string {
 var errRefused = errors.New("advertise refused")
 
 // check decides an advertise of names by an app; token is what it
-// sent (may be ""); local and remote are its connection's addresses. byToken says Consul is to decide, with that token.
-func (r *AdvertiseRule) check(local, remote net.Addr, names []string, token string) (byToken bool, err error) {
+// sent (may be ""); nc is its connection's socket. byToken says Consul is to decide, with that token.
+func (r *AdvertiseRule) check(nc net.Conn, names []string, token string) (byToken bool, err error) {
 	if r == nil {
 		return false, nil
 	}
 	if token != "" && r.Tokens {
 		return true, nil
 	}
-	uid, err := r.lookup(local, remote)
+	uid, err := r.lookup(nc)
 	if err != nil {
 		how := "send a Consul token (client.Options.Token)"
 		if !r.Tokens {
@@ -113,15 +114,19 @@ func (r *AdvertiseRule) check(local, remote net.Addr, names []string, token stri
 	return false, nil
 }
 
-// loopbackUID finds the Unix user of the process at the far end of a TCP
-// connection on this host: the kernel lists every socket, with its owner,
-// in /proc/net/tcp and tcp6, and the app's socket is the one whose local
-// address is the connection's remote one.
-func loopbackUID(localAddr, remoteAddr net.Addr) (int, error) {
-	local, lok := localAddr.(*net.TCPAddr)
-	remote, rok := remoteAddr.(*net.TCPAddr)
+// peerUID finds the Unix user of the process at the far end of nc: on a
+// Unix socket the kernel's peer credentials (SO_PEERCRED); on TCP from this
+// host, /proc/net/tcp and tcp6, which list every socket with its owner (the
+// app's socket is the one whose local address is the connection's remote
+// one).
+func peerUID(nc net.Conn) (int, error) {
+	if uc, ok := nc.(*net.UnixConn); ok {
+		return unixPeerUID(uc)
+	}
+	local, lok := nc.LocalAddr().(*net.TCPAddr)
+	remote, rok := nc.RemoteAddr().(*net.TCPAddr)
 	if !lok || !rok {
-		return 0, errors.New("not a TCP connection")
+		return 0, errors.New("neither a Unix socket nor TCP")
 	}
 	if !remote.IP.IsLoopback() && !remote.IP.Equal(local.IP) {
 		return 0, fmt.Errorf("the app at %s is not on this host", remote)

@@ -23,6 +23,7 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/trust"
@@ -589,8 +590,17 @@ func TestDeniedCallShowsInItsTrace(t *testing.T) {
 	var sent frame.Tracing
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := dialAs(t, d.Addr(), "web").Call(ctx, "payments", "charge", nil, nil, client.WithTrace(), client.ReportTracing(&sent)); err == nil {
+	web := dialAs(t, d.Addr(), "web")
+	if _, err := web.Call(ctx, "payments", "charge", nil, nil, client.WithTrace(), client.ReportTracing(&sent)); err == nil {
 		t.Fatal("denied call passed")
+	}
+	// meshctl call --explain asks the same: the refusing stage and its rule.
+	var recs []relay.Explanation
+	if _, err := web.CallJSON(ctx, "meshd", "explain", nil, map[string]string{"span_id": fmt.Sprintf("%016x", sent.SpanID)}, &recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Stage != "authorize" || !strings.Contains(recs[0].Refused, "intention web => payments (deny)") || recs[0].Caller != "web" {
+		t.Fatalf("explanation of the denied call: %+v", recs)
 	}
 	tr.Shutdown(ctx)
 	testkit.WaitFor(t, 5*time.Second, "the refusal's span", func() bool {
@@ -602,4 +612,37 @@ func TestDeniedCallShowsInItsTrace(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// Apps may reach meshd on a Unix socket (SDK: unix:PATH), where the kernel
+// tells meshd each process's user: the same rule as on the loopback.
+func TestUnixSocketAppsProveTheirUser(t *testing.T) {
+	sock := t.TempDir() + "/meshd.sock"
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", ListenUnix: sock, Registry: discovery.NewLocal(), Logger: testkit.Quiet,
+		AdvertiseRule: &meshd.AdvertiseRule{Grants: []meshd.Grant{{User: uid, Services: []string{"echo"}}}}})
+	srv, err := advertise("unix:"+sock, "echo")
+	if err != nil {
+		t.Fatalf("granted name over the Unix socket: %v", err)
+	}
+	defer srv.Shutdown(context.Background())
+	if s, err := advertise("unix:"+sock, "payments"); err == nil || !strings.Contains(err.Error(), `uid `+uid+` may not advertise "payments"`) {
+		t.Fatalf("a name not granted, over the Unix socket: %v", err)
+	} else {
+		s.Shutdown(context.Background())
+	}
+	c := dialAs(t, "unix:"+sock, "echo")
+	if c.Identity() != "echo" {
+		t.Fatalf("identity over the Unix socket: %q", c.Identity())
+	}
+	if body, err := callEcho(c, "echo", []byte("u")); err != nil || string(body) != "echo:u" {
+		t.Fatalf("call over the Unix socket: %q %v", body, err)
+	}
+	// A second meshd does not take over a socket in use; a stale one is replaced.
+	if _, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", ListenUnix: sock, Registry: discovery.NewLocal(), Logger: testkit.Quiet}); err == nil || !strings.Contains(err.Error(), "another meshd serves it") {
+		t.Fatalf("second meshd on the same socket: %v", err)
+	}
+	d.Shutdown(context.Background())
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket left after shutdown: %v", err)
+	}
 }

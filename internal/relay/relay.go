@@ -156,7 +156,8 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	c.Reset(service, req.Headers)
 	rc.lastHop = fromMeshd(from)
 	c.Caller, _ = callerOf(from, req.Headers) // who proved it, never what "cn" says
-	if !rc.lastHop {                          // the call enters the mesh here: check it (edge.go)
+	// A call from an app enters the mesh here: check it (edge.go).
+	if !rc.lastHop {
 		rc.checkReq = true
 		if h := reservedHeader(req.Headers); h != "" {
 			r.refuseCall(from, f, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h))
