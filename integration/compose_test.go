@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,14 +14,13 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/loadgen"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
@@ -194,35 +194,19 @@ func TestComposeMesh(t *testing.T) {
 	})
 
 	t.Run("rolling restart of every instance", func(t *testing.T) {
-		// 200 callers in a closed loop through host1 while echo1..3 restart one
-		// by one: each drains (withdraws, finishes in-flight calls, exits) and
-		// comes back.
-		sdk := dial(t, "127.0.0.1:21301")
-		var ok, failed atomic.Int64
-		var firstErr atomic.Value
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		for range 200 {
-			wg.Go(func() {
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-					_, err := sdk.Call(ctx, "echo", "echo", nil, []byte("r"))
-					cancel()
-					if err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, err.Error())
-					} else {
-						ok.Add(1)
-					}
-				}
-			})
+		// meshctl bench through host1, open loop at 1,000 calls/s for 30s,
+		// while echo1..3 restart one by one: each drains (withdraws, finishes
+		// in-flight calls, exits) and comes back. The bench's JSON must show
+		// every call answered.
+		bench := exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", "r", "--via", "127.0.0.1:21301",
+			"-d", "30s", "--rps", "1000", "-c", "200", "--warmup", "0s", "-o", "json")
+		var out, errb bytes.Buffer
+		bench.Stdout, bench.Stderr = &out, &errb
+		if err := bench.Start(); err != nil {
+			t.Fatal(err)
 		}
-		begin := time.Now()
+		began := time.Now()
+		time.Sleep(2 * time.Second)
 		for _, svc := range []string{"echo1", "echo2", "echo3"} {
 			c.docker("restart", "-t", "10", c.id(svc))
 			testkit.WaitFor(t, 30*time.Second, svc+" back", func() bool {
@@ -230,18 +214,22 @@ func TestComposeMesh(t *testing.T) {
 				return strings.Count(out, `"id"`) == 3
 			})
 		}
-		for ok.Load()+failed.Load() < 20000 && time.Since(begin) < time.Minute {
-			time.Sleep(100 * time.Millisecond)
+		restarts := time.Since(began)
+		benchErr := bench.Wait()
+		var r loadgen.Result
+		if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+			t.Fatalf("meshctl bench: %v, %v: %q %q", benchErr, err, out.String(), errb.String())
 		}
-		close(stop)
-		wg.Wait()
-		t.Logf("rolling restart of 3 instances under 200 concurrent callers: %d ok, %d failed in %v",
-			ok.Load(), failed.Load(), time.Since(begin).Round(time.Millisecond))
-		if failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", failed.Load(), firstErr.Load())
+		t.Logf("rolling restart of 3 instances (done %v into the bench) under meshctl bench, %s: %d calls, %d errors %v; p50 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms",
+			restarts.Round(time.Millisecond), r.Mode, r.Calls, r.Errors, r.ErrorsBy, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max)
+		if restarts > 28*time.Second {
+			t.Fatalf("the restarts took %v, longer than the bench", restarts)
 		}
-		if ok.Load() < 20000 {
-			t.Fatalf("only %d calls made", ok.Load())
+		if r.Errors != 0 || benchErr != nil {
+			t.Fatalf("%d calls failed (%v), meshctl exit %v", r.Errors, r.ErrorsBy, benchErr)
+		}
+		if r.Calls < 28000 {
+			t.Fatalf("only %d calls made in 30s at 1,000/s", r.Calls)
 		}
 	})
 

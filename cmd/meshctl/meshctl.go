@@ -32,6 +32,8 @@ const usage = `meshctl: talk to a mesh.
 
 Usage:
   meshctl call SERVICE METHOD [BODY|@FILE|-] [flags]   call a method (body from the argument, a file, or stdin)
+  meshctl bench SERVICE METHOD [BODY|@FILE|-] [flags]  load a method: -n calls or -d duration, -c callers, --rps
+                                                       (open loop), --connections, --warmup, -o text|json
   meshctl services [flags]                             list services with healthy instances
   meshctl instances SERVICE [flags]                    list a service's instances
   meshctl status [flags]                               show the meshd's status
@@ -49,6 +51,18 @@ Flags (anywhere on the line):
   --trace             record this call's trace whatever the sample rate
   --zipkin URL        send meshctl's own span there too (default $MESH_ZIPKIN)
   --zipkin-encoding E proto or json, as the backend takes (default $MESH_ZIPKIN_ENCODING, else proto)
+
+Bench flags (raw calls; --timeout is each call's):
+  -n N                calls to count (default: -d 10s)
+  -d DURATION         run this long instead
+  -c N                callers: calls in flight at most (default 16)
+  --rps R             open loop: start R calls a second whatever the answers (latency counts from when a call
+                      was due, so a stall is not hidden); 0: closed loop, each caller calls again when answered
+  --connections N     connections to --via (default 2)
+  --warmup DURATION   calls made before this are not counted (default 1s)
+  -o text|json        what to print (default text; json for scripts)
+  Through a meshd, or straight at any TChannel peer that serves SERVICE (--via its address).
+  Exit status 1 when a call failed.
 `
 
 type headerFlags map[string]string
@@ -75,6 +89,11 @@ type opts struct {
 	zipkin   string
 	encoding string
 	traces   string
+	// bench
+	calls, concurrency, connections int
+	duration, warmup                time.Duration
+	rps                             float64
+	output                          string
 }
 
 // parse reads flags wherever they stand among the arguments.
@@ -97,6 +116,13 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs.StringVar(&o.zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "")
 	fs.StringVar(&o.encoding, "zipkin-encoding", os.Getenv("MESH_ZIPKIN_ENCODING"), "")
 	fs.StringVar(&o.traces, "traces", "", "")
+	fs.IntVar(&o.calls, "n", 0, "")
+	fs.DurationVar(&o.duration, "d", 0, "")
+	fs.IntVar(&o.concurrency, "c", 16, "")
+	fs.IntVar(&o.connections, "connections", 2, "")
+	fs.Float64Var(&o.rps, "rps", 0, "")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "")
+	fs.StringVar(&o.output, "o", "text", "")
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -129,7 +155,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmd, rest := pos[0], pos[1:]
-	want := map[string][2]int{"call": {2, 3}, "services": {0, 0}, "instances": {1, 1}, "status": {0, 0}, "trace": {1, 1}}
+	want := map[string][2]int{"call": {2, 3}, "bench": {2, 3}, "services": {0, 0}, "instances": {1, 1}, "status": {0, 0}, "trace": {1, 1}}
 	n, ok := want[cmd]
 	if !ok {
 		fmt.Fprintf(stderr, "meshctl: unknown command %q\n\n%s", cmd, usage)
@@ -141,6 +167,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if cmd == "trace" {
 		return traceCmd(rest[0], o.traces, stdout, stderr)
+	}
+	if cmd == "bench" {
+		return bench(o, rest, stdin, stdout, stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"strings"
 	"testing"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/loadgen"
 )
 
 func TestParseFlagsAnywhere(t *testing.T) {
@@ -59,6 +61,50 @@ func TestRunExitCodes(t *testing.T) {
 		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.err) {
 			t.Errorf("%v: exit %d, out %q, err %q; want exit %d, out %q, err containing %q",
 				tc.args, code, out.String(), errb.String(), tc.code, tc.out, tc.err)
+		}
+	}
+}
+
+// meshctl bench straight at a TChannel peer: the counts, the JSON for
+// scripts, errors by code and the exit status they give.
+func TestBench(t *testing.T) {
+	s := client.NewServer(client.Options{})
+	s.Register("svc", "echo", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
+		return &client.Response{Body: c.Body}, nil
+	}))
+	s.Register("svc", "fail", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
+		return nil, &client.ApplicationError{Body: []byte("nope")}
+	}))
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(l)
+	defer s.Shutdown(context.Background())
+	via := l.Addr().String()
+	result := func(args ...string) (loadgen.Result, int, string) {
+		var out, errb bytes.Buffer
+		code := run(append(args, "--via", via, "--warmup", "0s"), strings.NewReader(""), &out, &errb)
+		var r loadgen.Result
+		if strings.Contains(strings.Join(args, " "), "-o json") {
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatalf("%v: not JSON: %q (%s)", args, out.String(), errb.String())
+			}
+		}
+		return r, code, out.String() + errb.String()
+	}
+	if r, code, _ := result("bench", "svc", "echo", "x", "-n", "300", "-c", "4", "-o", "json"); code != exitOK || r.Calls != 300 || r.Errors != 0 || r.Latency.P50 <= 0 {
+		t.Fatalf("300 echo calls: exit %d, %+v", code, r)
+	}
+	if r, code, _ := result("bench", "svc", "echo", "x", "-d", "500ms", "--rps", "200", "-o", "json"); code != exitOK || r.Calls < 80 || r.Calls > 101 || !strings.Contains(r.Mode, "open loop at 200 calls/s") {
+		t.Fatalf("open loop 200/s for 500ms: exit %d, %+v", code, r)
+	}
+	if r, code, _ := result("bench", "svc", "fail", "x", "-n", "10", "-o", "json"); code != exitCallFailed || r.ErrorsBy["application"] != 10 {
+		t.Fatalf("10 failing calls: exit %d, %+v", code, r)
+	}
+	if _, code, text := result("bench", "svc", "nosuch", "-n", "5"); code != exitCallFailed || !strings.Contains(text, "errors: bad request 5") || !strings.Contains(text, "p99.9") {
+		t.Fatalf("text output: exit %d\n%s", code, text)
+	}
+	for _, bad := range [][]string{{"bench", "svc", "echo", "-n", "5", "-d", "1s"}, {"bench", "svc", "echo", "-o", "yaml"}, {"bench", "svc", "echo", "-c", "0"}} {
+		if _, code, _ := result(bad...); code != exitUsage {
+			t.Errorf("%v: exit %d, want usage", bad, code)
 		}
 	}
 }
