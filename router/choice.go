@@ -72,8 +72,14 @@ func (ch Choice) AppendWhy(b []byte, terse bool) []byte {
 	return append(b, ')')
 }
 
-// appendMicros writes a cost in nanoseconds as microseconds, one decimal.
+// appendMicros writes a cost in nanoseconds in the unit a person reads it
+// in: µs below a millisecond, ms below a second, then s; one decimal.
 func appendMicros(b []byte, ns float64) []byte {
-	b = strconv.AppendFloat(b, ns/1e3, 'f', 1, 64)
-	return append(b, "µs"...)
+	switch {
+	case ns < 1e6:
+		return append(strconv.AppendFloat(b, ns/1e3, 'f', 1, 64), "µs"...)
+	case ns < 1e9:
+		return append(strconv.AppendFloat(b, ns/1e6, 'f', 1, 64), "ms"...)
+	}
+	return append(strconv.AppendFloat(b, ns/1e9, 'f', 1, 64), 's')
 }

@@ -121,6 +121,8 @@ func TestChoiceWhy(t *testing.T) {
 			"power of two choices: expected wait 2.0µs beat s-1 at 9.0µs (2 instances)"},
 		{Choice{how: byP2C, considered: 1, cost: 1500}, false,
 			"power of two choices: expected wait 1.5µs (peak-EWMA latency × calls in flight), the only usable instance (1 instance)"},
+		{Choice{how: byP2C, considered: 2, rival: eps[1], cost: 97_790_000, rivalCost: 2_500_000_000}, true, // in the unit a person reads
+			"power of two choices: expected wait 97.8ms beat s-1 at 2.5s (2 instances)"},
 		{Choice{how: byRendezvous, considered: 3, open: 1, unreachable: 1}, false,
 			"shard key: the highest rendezvous hash (3 instances, 1 behind open breakers, 1 unreachable)"},
 		{Choice{how: byRoundRobin, considered: 2, open: 2, panic: true}, false,

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,14 +44,17 @@ Usage:
 
 Flags (anywhere on the line):
   --via HOST:PORT     the meshd to talk to (default $MESH_VIA or 127.0.0.1:21300)
-  --timeout DURATION  deadline of the call (default 5s)
+  --timeout DURATION  deadline of the call: 250ms, 1.5s, or bare milliseconds (default 5s)
   --json | --raw      arg scheme of a call (default: json if the body is JSON, else raw)
-  -H KEY=VALUE        an application header (repeatable)
+  -H KEY=VALUE        an application header, also "KEY: VALUE" (repeatable; JSON calls)
   --shard-key KEY     route by shard key (affinity)
   --explain           after a call, show how the meshd routed it
   --trace             record this call's trace whatever the sample rate
   --zipkin URL        send meshctl's own span there too (default $MESH_ZIPKIN)
   --zipkin-encoding E proto or json, as the backend takes (default $MESH_ZIPKIN_ENCODING, else proto)
+
+Exit status: 0 ok; 1 the call failed (an application or wire error, a bench call that failed, a service
+with no healthy instances); 2 usage or bad input; 3 meshd unreachable.
 
 Bench flags (raw calls; --timeout is each call's):
   -n N                calls to count (default: -d 10s)
@@ -68,12 +72,36 @@ Bench flags (raw calls; --timeout is each call's):
 type headerFlags map[string]string
 
 func (h headerFlags) String() string { return fmt.Sprint(map[string]string(h)) }
+
+// Set takes KEY=VALUE or, as curl, yab and grpcurl write it, "KEY: VALUE":
+// whichever of = and : comes first separates the two.
 func (h headerFlags) Set(v string) error {
-	k, val, ok := strings.Cut(v, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("header %q: want KEY=VALUE", v)
+	i := strings.IndexAny(v, "=:")
+	k := strings.TrimSpace(v[:max(i, 0)])
+	if i < 0 || k == "" {
+		return fmt.Errorf("header %q: want KEY=VALUE or \"KEY: VALUE\"", v)
 	}
-	h[k] = val
+	h[k] = strings.TrimSpace(v[i+1:])
+	return nil
+}
+
+// timeoutFlag is --timeout: a duration (250ms, 1.5s) or bare milliseconds,
+// at least 1ms, since a call's ttl is in whole milliseconds.
+type timeoutFlag time.Duration
+
+func (f *timeoutFlag) String() string { return time.Duration(*f).String() }
+func (f *timeoutFlag) Set(v string) error {
+	d, err := time.ParseDuration(v)
+	if ms, nerr := strconv.ParseFloat(v, 64); nerr == nil {
+		d, err = time.Duration(ms*float64(time.Millisecond)), nil
+	}
+	if err != nil {
+		return fmt.Errorf("--timeout %q: want a duration (250ms, 1.5s) or milliseconds (250)", v)
+	}
+	if d < time.Millisecond {
+		return fmt.Errorf("--timeout %s: at least 1ms (a call's ttl is in whole milliseconds)", d)
+	}
+	*f = timeoutFlag(d)
 	return nil
 }
 
@@ -106,7 +134,8 @@ func parse(args []string, stderr io.Writer) (opts, []string, error) {
 	fs := flag.NewFlagSet("meshctl", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.via, "via", via, "")
-	fs.DurationVar(&o.timeout, "timeout", 5*time.Second, "")
+	o.timeout = 5 * time.Second
+	fs.Var((*timeoutFlag)(&o.timeout), "timeout", "")
 	fs.BoolVar(&o.json, "json", false, "")
 	fs.BoolVar(&o.raw, "raw", false, "")
 	fs.Var(o.headers, "H", "")
@@ -187,7 +216,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "services":
 		return meshdQuery(ctx, c, "services", nil, stdout, stderr)
 	case "instances":
-		return meshdQuery(ctx, c, "instances", map[string]string{"service": rest[0]}, stdout, stderr)
+		var out []json.RawMessage
+		if _, err := c.CallJSON(ctx, "meshd", "instances", nil, map[string]string{"service": rest[0]}, &out); err != nil {
+			return fail(err, stdout, stderr)
+		}
+		b, _ := json.Marshal(out)
+		if len(out) == 0 {
+			b = []byte("[]")
+		}
+		printJSON(b, stdout)
+		if len(out) == 0 {
+			fmt.Fprintf(stderr, "meshctl: no healthy instances of %q (meshctl services lists those with some)\n", rest[0])
+			return exitCallFailed
+		}
+		return exitOK
 	default:
 		return meshdQuery(ctx, c, "status", nil, stdout, stderr)
 	}

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/loadgen"
+	"github.com/meshrpc/mesh/internal/meshd"
 )
 
 func TestParseFlagsAnywhere(t *testing.T) {
@@ -25,6 +29,31 @@ func TestParseFlagsAnywhere(t *testing.T) {
 	}
 	if _, _, err := parse([]string{"call", "-H", "novalue"}, nil); err == nil {
 		t.Fatal("accepted a header without =")
+	}
+	for _, tc := range []struct{ flag, key, value string }{
+		{"a=b", "a", "b"}, {"a: b", "a", "b"}, {"url: http://x:1/?q=1", "url", "http://x:1/?q=1"}, {"k=v:w", "k", "v:w"}, {"e=", "e", ""},
+	} {
+		o, _, err := parse([]string{"call", "-H", tc.flag}, nil)
+		if err != nil || len(o.headers) != 1 || o.headers[tc.key] != tc.value {
+			t.Errorf("-H %q: %v %v", tc.flag, o.headers, err)
+		}
+	}
+	for _, tc := range []struct {
+		flag string
+		want time.Duration
+		err  string
+	}{
+		{"250ms", 250 * time.Millisecond, ""}, {"100", 100 * time.Millisecond, ""}, {"1.5s", 1500 * time.Millisecond, ""},
+		{"1ns", 0, "at least 1ms"}, {"0", 0, "at least 1ms"}, {"soon", 0, "want a duration"},
+	} {
+		o, _, err := parse([]string{"status", "--timeout", tc.flag}, nil)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("--timeout %s: %v, want %q", tc.flag, err, tc.err)
+			}
+		} else if err != nil || o.timeout != tc.want {
+			t.Errorf("--timeout %s: %v %v", tc.flag, o.timeout, err)
+		}
 	}
 }
 
@@ -106,5 +135,20 @@ func TestBench(t *testing.T) {
 		if _, code, _ := result(bad...); code != exitUsage {
 			t.Errorf("%v: exit %d, want usage", bad, code)
 		}
+	}
+}
+
+// instances of a service with none says so: [] on stdout, a line on
+// stderr, exit 1 (as grep finding nothing), not "null" and 0.
+func TestInstancesOfNoService(t *testing.T) {
+	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(context.Background())
+	var out, errb bytes.Buffer
+	code := run([]string{"instances", "nosuch", "--via", d.Addr()}, strings.NewReader(""), &out, &errb)
+	if code != exitCallFailed || strings.TrimSpace(out.String()) != "[]" || !strings.Contains(errb.String(), `no healthy instances of "nosuch"`) {
+		t.Fatalf("exit %d, out %q, err %q", code, out.String(), errb.String())
 	}
 }
