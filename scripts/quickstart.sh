@@ -23,8 +23,16 @@ if [ "${CONSUL:-0}" = 1 ]; then
   echo "consul: http://127.0.0.1:8500/ui (log .cache/run/consul.log)"
 fi
 
-bin/meshd "${consul_flag[@]}" --listen 127.0.0.1:21300 --admin 127.0.0.1:21301 >.cache/run/meshd.log 2>&1 & pids+=($!)
-for _ in $(seq 100); do bin/meshctl status >/dev/null 2>&1 && break; sleep 0.1; done
+bin/meshd "${consul_flag[@]}" --listen 127.0.0.1:21300 --admin 127.0.0.1:21301 >.cache/run/meshd.log 2>&1 & meshd=$!; pids+=($meshd)
+# Ready when this meshd answers; if it exited (a port taken by another meshd,
+# say), stop here rather than demo against whatever holds the port.
+for _ in $(seq 100); do
+  if ! kill -0 "$meshd" 2>/dev/null; then
+    echo "meshd did not start:" >&2; cat .cache/run/meshd.log >&2; exit 1
+  fi
+  bin/meshctl status >/dev/null 2>&1 && sleep 0.2 && kill -0 "$meshd" 2>/dev/null && break; sleep 0.1
+done
+kill -0 "$meshd" 2>/dev/null || { echo "meshd did not start:" >&2; cat .cache/run/meshd.log >&2; exit 1; }
 bin/echo --meshd 127.0.0.1:21300 >.cache/run/echo.log 2>&1 & pids+=($!)
 bin/kv --meshd 127.0.0.1:21300 >.cache/run/kv.log 2>&1 & pids+=($!)
 for _ in $(seq 100); do bin/meshctl services 2>/dev/null | grep -q '"kv"' && bin/meshctl services | grep -q '"echo"' && break; sleep 0.1; done

@@ -142,7 +142,7 @@ func (o *Options) table() []option {
 		{"tls-cert", "MESHD_TLS_CERT", "PEM `file`: this meshd's certificate chain, with a URI SAN spiffe://<trust-domain>/ns/default/dc/<dc>/svc/meshd (read again when it changes)", &o.TLSCert, nil, nil},
 		{"tls-key", "MESHD_TLS_KEY", "PEM `file`: the certificate's private key", &o.TLSKey, nil, nil},
 		{"tls-ca", "MESHD_TLS_CA", "PEM `file`: the CA certificates peers' chains must end in", &o.TLSCA, nil, nil},
-		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the peer-listen address)", &o.Advertise, nil, nil},
+		{"advertise", "MESHD_ADVERTISE", "`address` other hosts reach this meshd at (default: the peer-listen address; on 0.0.0.0, this host's address on its default route, logged at start)", &o.Advertise, nil, nil},
 		{"advertise-same-user", "MESHD_ADVERTISE_SAME_USER", "`on`: apps on this host run by meshd's own Unix user may advertise any name; off: only a Consul token or advertise_grants (YAML) prove a name", &o.AdvertiseSameUser, nil, nil},
 		{"default-intention", "MESHD_DEFAULT_INTENTION", "`allow` or deny calls no intention matches (default: with Consul, its ACL default policy, as Consul's own proxies; else allow)", &o.DefaultIntention, nil, nil},
 		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},

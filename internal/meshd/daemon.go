@@ -149,15 +149,21 @@ func Start(cfg Config) (*Daemon, error) {
 		peerClose := closeAll
 		closeAll = func() { peerClose(); unixLis.Close() }
 	}
-	if cfg.Advertise == "" {
+	defaulted := cfg.Advertise == ""
+	if defaulted {
 		cfg.Advertise = lis.Addr().String()
 		if peerLis != nil {
 			cfg.Advertise = peerLis.Addr().String()
 		}
 	}
-	if host, _, _ := net.SplitHostPort(cfg.Advertise); host == "0.0.0.0" || host == "::" || host == "" {
-		closeAll()
-		return nil, fmt.Errorf("listening on %s: set an advertise address other hosts can reach", cfg.Advertise)
+	if host, port, _ := net.SplitHostPort(cfg.Advertise); host == "0.0.0.0" || host == "::" || host == "" {
+		ip, err := routeIP()
+		if !defaulted || err != nil {
+			closeAll()
+			return nil, fmt.Errorf("listening on %s: set an advertise address other hosts can reach (%v)", cfg.Advertise, err)
+		}
+		cfg.Advertise = net.JoinHostPort(ip.String(), port)
+		cfg.Logger.Info("advertise address not set: using this host's address on its default route; set --advertise to choose", "advertise", cfg.Advertise)
 	}
 	d := &Daemon{
 		cfg:      cfg,
@@ -211,6 +217,18 @@ func Start(cfg Config) (*Daemon, error) {
 		d.log.Warn("the host listener is plaintext (--tls off): any process that reaches it can act as a meshd", "peer_listen", d.PeerAddr())
 	}
 	return d, nil
+}
+
+// routeIP is this host's address on its default route: the source address
+// the kernel picks for a UDP "connection" to a public address (no packet is
+// sent).
+func routeIP() (net.IP, error) {
+	c, err := net.Dial("udp", "192.0.2.1:9") // TEST-NET-1: never routed anywhere real
+	if err != nil {
+		return nil, fmt.Errorf("no default route: %w", err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP, nil
 }
 
 // listenUnix opens the app socket at path, in place of a stale one a

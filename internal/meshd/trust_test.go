@@ -646,3 +646,18 @@ func TestUnixSocketAppsProveTheirUser(t *testing.T) {
 		t.Fatalf("socket left after shutdown: %v", err)
 	}
 }
+
+// A host listener on every address with no advertise address set takes the
+// address of the default route, as the systemd config relies on; an
+// unroutable advertise address given explicitly is refused.
+func TestAdvertiseDefaultsToTheRouteAddress(t *testing.T) {
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", PeerListen: "0.0.0.0:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet})
+	host, port, _ := net.SplitHostPort(d.Status(context.Background()).Advertise)
+	_, peerPort, _ := net.SplitHostPort(d.PeerAddr())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() || port != peerPort {
+		t.Fatalf("advertise %s:%s for a host listener on %s", host, port, d.PeerAddr())
+	}
+	if _, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Advertise: "0.0.0.0:21302", Registry: discovery.NewLocal(), Logger: testkit.Quiet}); err == nil || !strings.Contains(err.Error(), "set an advertise address") {
+		t.Fatalf("explicit 0.0.0.0 advertise: %v", err)
+	}
+}
