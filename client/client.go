@@ -224,6 +224,7 @@ type CallOption func(*call)
 type call struct {
 	req    conn.Request
 	report *frame.Tracing
+	caller string // "cn"
 }
 
 // WithShardKey routes the call by key ("sk"): the same key reaches the same
@@ -246,6 +247,11 @@ func WithRetryFlags(flags string) CallOption {
 func WithTransportHeader(key, value string) CallOption {
 	return func(c *call) { c.req.Headers = frame.AppendHeader(c.req.Headers, key, value) }
 }
+
+// WithCaller sets the call's caller name ("cn") in place of the client's
+// (Options.ServiceName). It is a name only: meshd goes by what the
+// connection proved (Client.Identity), not by this.
+func WithCaller(name string) CallOption { return func(c *call) { c.caller = name } }
 
 // WithTracing sets the call's tracing field.
 func WithTracing(t frame.Tracing) CallOption { return func(c *call) { c.req.Tracing = t } }
@@ -293,11 +299,12 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2 
 		Checksum: c.opts.Checksum,
 	}}
 	req := &cl.req
+	cl.caller = c.caller
 	req.Headers = frame.AppendHeader(make(frame.Headers, 0, 64), frame.HeaderArgScheme, scheme)
-	req.Headers = frame.AppendHeader(req.Headers, frame.HeaderCallerName, c.caller)
 	for _, o := range opts {
 		o(&cl)
 	}
+	req.Headers = frame.AppendHeader(req.Headers, frame.HeaderCallerName, cl.caller)
 	forced := req.Tracing.TraceID == 0 && req.Tracing.Sampled() // WithTrace
 	// traced: this call's span is recorded, and written when it ends.
 	var traced bool

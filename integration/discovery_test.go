@@ -175,7 +175,7 @@ func TestPlainConsulServiceIsNeverRouted(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
-	start(t, "echo", "--meshd", h.addr)
+	start(t, "echo", "--via", h.addr)
 	testkit.WaitFor(t, 10*time.Second, "echo listed", func() bool { return seesServices(t, h, "echo") })
 	out, _, _ := meshctl(t, "services", "--via", h.addr)
 	if strings.Contains(out, "web") {
@@ -230,7 +230,7 @@ func TestMeshdWaitsForItsAgent(t *testing.T) {
 	if st.Registry.Backend != "consul" || st.Registry.Ready || !strings.Contains(st.Registry.Detail, "waiting for the consul agent") {
 		t.Fatalf("/status registry while the agent is down: %+v", st.Registry)
 	}
-	start(t, "echo", "--meshd", h.addr) // accepted meanwhile, registered when the agent answers
+	start(t, "echo", "--via", h.addr) // accepted meanwhile, registered when the agent answers
 	agent.Restart()
 	d := testkit.WaitFor(t, 15*time.Second, "ready once the agent answers", func() bool { return health() == http.StatusOK })
 	t.Logf("meshd was ready %v after its agent came up", d.Round(time.Millisecond))

@@ -13,7 +13,7 @@ import (
 // SIGTERM drains meshd: a call in flight finishes, then meshd exits 0.
 func TestMeshdSIGTERMDrains(t *testing.T) {
 	h := startHost(t, "127.0.0.1", "off")
-	start(t, "echo", "--meshd", h.addr)
+	start(t, "echo", "--via", h.addr)
 	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
 	type result struct {
 		out, errOut string

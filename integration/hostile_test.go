@@ -34,7 +34,7 @@ const hostileBound = 256 << 20
 // back to where they were.
 func TestHostilePeers(t *testing.T) {
 	h := startHost(t, "127.0.0.1", "off", "--handshake-timeout", "1s", "--idle-timeout", "1s", "--log-level", "info")
-	start(t, "echo", "--meshd", h.addr)
+	start(t, "echo", "--via", h.addr)
 	sdk := benignClient(t, h)
 	pid := h.meshd.cmd.Process.Pid
 	hdr := frame.AppendHeader(nil, "as", "raw")
@@ -327,7 +327,7 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 		}
 		return err == nil && resp.StatusCode == 200
 	})
-	start(t, "echo", "--meshd", h.addr)
+	start(t, "echo", "--via", h.addr)
 	sdk := benignClient(t, h)
 	stop := benignLoad(sdk)
 	var conns []net.Conn

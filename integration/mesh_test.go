@@ -75,8 +75,8 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 	c := startHost(t, "127.0.0.3", agent.HTTPAddr, "--consul-ttl", "3s")
 	hosts := []*host{a, b, c}
 
-	echo := start(t, "echo", "--meshd", b.addr)
-	start(t, "kv", "--meshd", c.addr)
+	echo := start(t, "echo", "--via", b.addr)
+	start(t, "kv", "--via", c.addr)
 	for _, h := range hosts {
 		testkit.WaitFor(t, 10*time.Second, "meshd "+h.addr+" sees echo and kv", func() bool { return seesServices(t, h, "echo", "kv") })
 	}
@@ -187,7 +187,7 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	capi := consulAPI(t, agent.HTTPAddr)
 	a := startHost(t, "127.0.0.1", agent.HTTPAddr, "--consul-ttl", "2s")
 	b := startHost(t, "127.0.0.2", agent.HTTPAddr, "--consul-ttl", "2s")
-	start(t, "echo", "--meshd", b.addr)
+	start(t, "echo", "--via", b.addr)
 	testkit.WaitFor(t, 10*time.Second, "meshd A sees echo", func() bool { return seesServices(t, a, "echo") })
 
 	sdk := dial(t, a.addr)

@@ -27,7 +27,7 @@ func TestPolicyFromConsulKV(t *testing.T) {
 		startHost(t, "127.0.0.2", agent.HTTPAddr),
 		startHost(t, "127.0.0.3", agent.HTTPAddr),
 	}
-	start(t, "echo", "--meshd", hosts[1].addr)
+	start(t, "echo", "--via", hosts[1].addr)
 	for _, h := range hosts {
 		testkit.WaitFor(t, 10*time.Second, "echo visible", func() bool { return seesServices(t, h, "echo") })
 	}

@@ -227,7 +227,7 @@ func TestConsulCARotationUnderLoad(t *testing.T) {
 	capi := consulAPI(t, agent.HTTPAddr)
 	a := startHost(t, "127.0.0.1", agent.HTTPAddr)
 	b := startHost(t, "127.0.0.2", agent.HTTPAddr)
-	start(t, "echo", "--meshd", b.addr)
+	start(t, "echo", "--via", b.addr)
 	testkit.WaitFor(t, 10*time.Second, "echo visible", func() bool { return seesServices(t, a, "echo") })
 	rotations := func(h *host) int64 { return status(t, h).Trust.Identity.Rotations }
 
@@ -363,9 +363,9 @@ func TestAnotherUsersImpostorIsRefused(t *testing.T) {
 	os.Chmod(dir, 0o755)
 	sock := filepath.Join(dir, "meshd.sock")
 	h := startHost(t, "127.0.0.1", "off", "--listen-unix", sock)
-	real := start(t, "echo", "--meshd", h.addr)
-	imp1 := startAs(t, 65534, "echo", "--meshd", h.addr)
-	imp2 := startAs(t, 65534, "echo", "--meshd", "unix:"+sock)
+	real := start(t, "echo", "--via", h.addr)
+	imp1 := startAs(t, 65534, "echo", "--via", h.addr)
+	imp2 := startAs(t, 65534, "echo", "--via", "unix:"+sock)
 	testkit.WaitFor(t, 10*time.Second, "the real echo advertised", func() bool { return seesServices(t, h, "echo") })
 	for _, p := range []*proc{imp1, imp2} {
 		testkit.WaitFor(t, 5*time.Second, "the impostor told why", func() bool {

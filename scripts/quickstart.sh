@@ -33,8 +33,8 @@ for _ in $(seq 100); do
   bin/meshctl status >/dev/null 2>&1 && sleep 0.2 && kill -0 "$meshd" 2>/dev/null && break; sleep 0.1
 done
 kill -0 "$meshd" 2>/dev/null || { echo "meshd did not start:" >&2; cat .cache/run/meshd.log >&2; exit 1; }
-bin/echo --meshd 127.0.0.1:21300 >.cache/run/echo.log 2>&1 & pids+=($!)
-bin/kv --meshd 127.0.0.1:21300 >.cache/run/kv.log 2>&1 & pids+=($!)
+bin/echo --via 127.0.0.1:21300 >.cache/run/echo.log 2>&1 & pids+=($!)
+bin/kv --via 127.0.0.1:21300 >.cache/run/kv.log 2>&1 & pids+=($!)
 for _ in $(seq 100); do bin/meshctl services 2>/dev/null | grep -q '"kv"' && bin/meshctl services | grep -q '"echo"' && break; sleep 0.1; done
 
 show() { echo "\$ $*"; "$@"; echo; }

@@ -19,7 +19,7 @@ import (
 // bench drives load at SERVICE METHOD through the meshd at --via (or
 // straight at a TChannel peer there that serves SERVICE), then prints what
 // it measured: as text, or as JSON with -o json for scripts.
-func bench(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func benchCmd(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	service, method := args[0], args[1]
 	var body []byte
 	if len(args) == 3 {
@@ -28,6 +28,9 @@ func bench(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) int
 			fmt.Fprintf(stderr, "meshctl bench: reading body: %v\n", err)
 			return exitUsage
 		}
+	}
+	if o.output == "" {
+		o.output = "text"
 	}
 	if o.output != "text" && o.output != "json" {
 		fmt.Fprintf(stderr, "meshctl bench: -o %q: want text or json\n", o.output)
@@ -58,10 +61,7 @@ func bench(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		defer c.Close()
 		clients[i] = c
 	}
-	var copts []client.CallOption
-	if o.shardKey != "" {
-		copts = append(copts, client.WithShardKey(o.shardKey))
-	}
+	copts := o.routing()
 	var next atomic.Uint64
 	call := func(ctx context.Context) error {
 		c := clients[int(next.Add(1)%uint64(len(clients)))]

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -16,26 +17,37 @@ import (
 	"github.com/meshrpc/mesh/internal/meshd"
 )
 
+// parsed runs meshctl's flag parsing on args (a command that is not run)
+// and returns what the flags set.
+func parsed(args ...string) (*opts, error) {
+	root, o := newRoot(strings.NewReader(""), io.Discard, io.Discard)
+	c, rest, err := root.Find(args)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.ParseFlags(rest); err != nil {
+		return nil, err
+	}
+	return o, c.ValidateArgs(c.Flags().Args())
+}
+
 func TestParseFlagsAnywhere(t *testing.T) {
-	o, pos, err := parse([]string{"call", "--via", "h:1", "kv", "get", "-H", "a=b", `{"key":"x"}`, "--json", "--shard-key", "k"}, nil)
+	o, err := parsed("call", "--via", "h:1", "kv", "get", "-H", "a=b", `{"key":"x"}`, "--json", "--shard-key", "k", "--rk", "proxy", "--caller", "me")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.via != "h:1" || !o.json || o.headers["a"] != "b" || o.shardKey != "k" || strings.Join(pos, " ") != `call kv get {"key":"x"}` {
-		t.Fatalf("parsed %+v %q", o, pos)
+	if o.via != "h:1" || !o.json || o.headers["a"] != "b" || o.shardKey != "k" || o.routeKey != "proxy" || o.caller != "me" {
+		t.Fatalf("parsed %+v", o)
 	}
-	if _, _, err := parse([]string{"call", "s", "m", "--json", "--raw"}, nil); err == nil {
-		t.Fatal("accepted --json with --raw")
-	}
-	if _, _, err := parse([]string{"call", "-H", "novalue"}, nil); err == nil {
+	if _, err := parsed("call", "-H", "novalue", "s", "m"); err == nil {
 		t.Fatal("accepted a header without =")
 	}
 	for _, tc := range []struct{ flag, key, value string }{
 		{"a=b", "a", "b"}, {"a: b", "a", "b"}, {"url: http://x:1/?q=1", "url", "http://x:1/?q=1"}, {"k=v:w", "k", "v:w"}, {"e=", "e", ""},
 	} {
-		o, _, err := parse([]string{"call", "-H", tc.flag}, nil)
+		o, err := parsed("call", "s", "m", "-H", tc.flag)
 		if err != nil || len(o.headers) != 1 || o.headers[tc.key] != tc.value {
-			t.Errorf("-H %q: %v %v", tc.flag, o.headers, err)
+			t.Errorf("-H %q: %v %v", tc.flag, o, err)
 		}
 	}
 	for _, tc := range []struct {
@@ -46,13 +58,13 @@ func TestParseFlagsAnywhere(t *testing.T) {
 		{"250ms", 250 * time.Millisecond, ""}, {"100", 100 * time.Millisecond, ""}, {"1.5s", 1500 * time.Millisecond, ""},
 		{"1ns", 0, "at least 1ms"}, {"0", 0, "at least 1ms"}, {"soon", 0, "want a duration"},
 	} {
-		o, _, err := parse([]string{"status", "--timeout", tc.flag}, nil)
+		o, err := parsed("status", "--timeout", tc.flag)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("--timeout %s: %v, want %q", tc.flag, err, tc.err)
 			}
 		} else if err != nil || o.timeout != tc.want {
-			t.Errorf("--timeout %s: %v %v", tc.flag, o.timeout, err)
+			t.Errorf("--timeout %s: %v %v", tc.flag, o, err)
 		}
 	}
 }
@@ -82,6 +94,15 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"frobnicate"}, exitUsage, "", "unknown command"},
 		{[]string{"status", "--via", "127.0.0.1:1"}, exitUnreachable, "", "cannot reach meshd"},
 		{[]string{"version"}, exitOK, "meshctl ", ""},
+		{[]string{"call", "--help"}, exitOK, "--shard-key", ""},
+		{[]string{"bench", "--help"}, exitOK, "--rps", ""},
+		{[]string{"--help"}, exitOK, "Exit status: 0 ok", ""},
+		{[]string{"completion", "bash"}, exitOK, "bash completion", ""},
+		{[]string{"completion", "zsh"}, exitOK, "compdef", ""},
+		{[]string{"call", "svc", "echo", "hi", "--timeout", "1ns", "--via", via}, exitUsage, "", "at least 1ms"},
+		{[]string{"call", "svc", "echo", "hi", "--nosuchflag"}, exitUsage, "", "unknown flag"},
+		{[]string{"call", "svc", "fail", "notjson", "--via", via}, exitCallFailed, "", "it went raw"},
+		{[]string{"call", "svc", "echo", "x", "--raw", "-H", "a=b", "--via", via}, exitUsage, "", "-H needs the JSON scheme"},
 		{[]string{"--version"}, exitOK, "(commit ", ""},
 	}
 	for _, tc := range cases {

@@ -28,7 +28,8 @@ func (f Flags) Options(log *slog.Logger) client.Options {
 	return client.Options{ServiceName: f.Service, Zipkin: f.Zipkin, Token: f.Token, Logger: log}
 }
 
-// ParseFlags reads --meshd (default $MESH_VIA or 127.0.0.1:21300) and
+// ParseFlags reads --via (default $MESH_VIA or 127.0.0.1:21300; --meshd is
+// its old name) and
 // --service (default defaultName), and the token from $MESH_TOKEN (argv is
 // public).
 func ParseFlags(defaultName string) Flags {
@@ -37,7 +38,8 @@ func ParseFlags(defaultName string) Flags {
 		via = "127.0.0.1:21300"
 	}
 	var f Flags
-	flag.StringVar(&f.Meshd, "meshd", via, "meshd `address` to advertise to")
+	flag.StringVar(&f.Meshd, "via", via, "meshd `address` to advertise to (HOST:PORT or unix:PATH), as meshctl's --via")
+	flag.StringVar(&f.Meshd, "meshd", via, "the old name of --via")
 	flag.StringVar(&f.Service, "service", defaultName, "service `name` to advertise")
 	flag.StringVar(&f.Zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "Zipkin v2 `URL` for this service's spans (default $MESH_ZIPKIN)")
 	flag.Parse()
