@@ -24,42 +24,10 @@ func BenchmarkRelayParallel(b *testing.B) {
 	reg := discovery.NewLocal()
 	a := startMeshd(b, "127.0.0.1:0", reg)
 	for range 4 {
-		srv := client.NewServer(client.Options{Logger: testkit.Quiet})
-		srv.Register("par", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
-			return &client.Response{Body: call.Body}, nil
-		}))
-		b.Cleanup(func() { srv.Shutdown(context.Background()) })
-		if err := srv.Advertise(context.Background(), a.Addr()); err != nil {
-			b.Fatal(err)
-		}
+		advertiseEcho(b, a.Addr(), "par")
 	}
-	clients := make([]*client.Client, 8)
-	for i := range clients {
-		c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "par-client", Logger: testkit.Quiet})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { c.Close() })
-		clients[i] = c
-	}
-	body := bytes.Repeat([]byte("x"), 256)
-	var next atomic.Uint32
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c := clients[next.Add(1)%uint32(len(clients))]
-		for pb.Next() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			res, err := c.Call(ctx, "par", "echo", nil, body)
-			cancel()
-			if err != nil || len(res.Body) != len(body) {
-				b.Errorf("call: %v", err)
-				return
-			}
-		}
-	})
+	b.SetBytes(256)
+	callParallel(b, a.Addr(), "par", 16)
 }
 
 // BenchmarkHostBoundary is a call through two meshds with 64 callers at
@@ -92,42 +60,53 @@ func BenchmarkHostBoundary(b *testing.B) {
 				return c
 			}
 			a, home := startWith(b, cfg("127.0.0.1")), startWith(b, cfg("127.0.0.2"))
-			srv := client.NewServer(client.Options{Logger: testkit.Quiet})
-			srv.Register("hop", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
-				return &client.Response{Body: call.Body}, nil
-			}))
-			b.Cleanup(func() { srv.Shutdown(context.Background()) })
-			if err := srv.Advertise(context.Background(), home.Addr()); err != nil {
-				b.Fatal(err)
-			}
-			clients := make([]*client.Client, 8)
-			for i := range clients {
-				c, err := client.Dial(context.Background(), a.Addr(), client.Options{ServiceName: "bench", Logger: testkit.Quiet})
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { c.Close() })
-				clients[i] = c
-			}
-			body := bytes.Repeat([]byte("x"), 256)
-			var next atomic.Uint32
-			b.ReportAllocs()
-			b.SetParallelism(32) // 64 callers on 2 cores
-			b.ResetTimer()
+			advertiseEcho(b, home.Addr(), "hop")
 			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				c := clients[next.Add(1)%uint32(len(clients))]
-				for pb.Next() {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					res, err := c.Call(ctx, "hop", "echo", nil, body)
-					cancel()
-					if err != nil || len(res.Body) != len(body) {
-						b.Errorf("call: %v", err)
-						return
-					}
-				}
-			})
+			callParallel(b, a.Addr(), "hop", 32) // 64 callers on 2 cores
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 		})
 	}
+}
+
+// advertiseEcho advertises an echo of service to the meshd at addr.
+func advertiseEcho(b *testing.B, addr, service string) {
+	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
+	srv.Register(service, "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: call.Body}, nil
+	}))
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	if err := srv.Advertise(context.Background(), addr); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// callParallel makes b.N calls of 256 B to service's echo through the meshd
+// at addr, from parallelism goroutines per core over 8 SDK connections.
+func callParallel(b *testing.B, addr, service string, parallelism int) {
+	clients := make([]*client.Client, 8)
+	for i := range clients {
+		c, err := client.Dial(context.Background(), addr, client.Options{ServiceName: "bench", Logger: testkit.Quiet})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		clients[i] = c
+	}
+	body := bytes.Repeat([]byte("x"), 256)
+	var next atomic.Uint32
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := clients[next.Add(1)%uint32(len(clients))]
+		for pb.Next() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			res, err := c.Call(ctx, service, "echo", nil, body)
+			cancel()
+			if err != nil || len(res.Body) != len(body) {
+				b.Errorf("call: %v", err)
+				return
+			}
+		}
+	})
 }
