@@ -26,6 +26,7 @@ type opts struct {
 	encoding string
 	// call and bench
 	json, raw          bool
+	thrift             string // a Thrift IDL file
 	headers            headerFlags
 	shardKey, routeKey string
 	caller             string
@@ -146,11 +147,12 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 		Short: "call a method (body from the argument, a file, or stdin)",
 		Long: "call a method. The scheme is JSON when the body is JSON, else raw; --json or --raw decide.\n" +
 			"Prints the answer on stdout, its headers, the latency and any trace id on stderr.\n\n" + exitHelp,
-		Example: "  meshctl call kv get '{\"key\":\"a\"}'\n  meshctl call echo echo hello --raw -H 'x-request: 1' --json",
-		Args:    argsBetween(2, 3),
+		Example: "  meshctl call kv get '{\"key\":\"a\"}'\n  meshctl call echo echo hello --raw\n" +
+			"  meshctl call kv 'KV::get' --thrift kv.thrift '{\"key\": \"a\"}' -H 'x-request: 1'",
+		Args: argsBetween(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
-			if o.json && o.raw {
-				return usagef("--json and --raw exclude each other")
+			if o.json && o.raw || o.thrift != "" && (o.json || o.raw) {
+				return usagef("--json, --raw and --thrift exclude each other")
 			}
 			return withClient(o, stderr, func(ctx context.Context, cl *client.Client) int {
 				return callCmd(ctx, cl, *o, args, stdin, stdout, stderr)
@@ -160,6 +162,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 	cf := call.Flags()
 	cf.BoolVar(&o.json, "json", false, "send the body as JSON")
 	cf.BoolVar(&o.raw, "raw", false, "send the body as raw bytes")
+	cf.StringVar(&o.thrift, "thrift", "", "a Thrift IDL `file`: METHOD is Service::method, the body a JSON object of its arguments, the answer printed as JSON")
 	cf.VarP(o.headers, "header", "H", "an application header, KEY=VALUE or \"KEY: VALUE\" (repeatable; JSON calls)")
 	cf.BoolVar(&o.explain, "explain", false, "after the call, show how the meshd routed it")
 	cf.BoolVar(&o.trace, "trace", false, "record this call's trace whatever the sample rate")

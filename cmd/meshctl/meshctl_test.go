@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/loadgen"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/thriftjson"
 )
 
 // parsed runs meshctl's flag parsing on args (a command that is not run)
@@ -171,5 +173,53 @@ func TestInstancesOfNoService(t *testing.T) {
 	code := run([]string{"instances", "nosuch", "--via", d.Addr()}, strings.NewReader(""), &out, &errb)
 	if code != exitCallFailed || strings.TrimSpace(out.String()) != "[]" || !strings.Contains(errb.String(), `no healthy instances of "nosuch"`) {
 		t.Fatalf("exit %d, out %q, err %q", code, out.String(), errb.String())
+	}
+}
+
+// meshctl call --thrift: JSON in, the IDL's binary on the wire, JSON out;
+// a declared exception is an error naming it; a wrong argument is a usage
+// error saying which.
+func TestCallThrift(t *testing.T) {
+	idlPath := t.TempDir() + "/kv.thrift"
+	os.WriteFile(idlPath, []byte(`exception NotFound { 1: string key }
+service KV { map<string, i64> get(1: string key) throws (1: NotFound notFound) }`), 0o644)
+	idl, err := thriftjson.Load(idlPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, _ := idl.Function("KV::get")
+	s := client.NewServer(client.Options{})
+	s.Register("kv", "KV::get", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
+		args, err := fn.DecodeArgs(c.Body)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(string(args), "missing") {
+			res, _ := fn.EncodeResult([]byte(`{"key":"missing"}`), "notFound")
+			return nil, &client.ApplicationError{Headers: client.ThriftHeaders(nil), Body: res}
+		}
+		res, err := fn.EncodeResult([]byte(`{"a": 1, "b": 9007199254740993}`), "")
+		return &client.Response{Headers: client.ThriftHeaders(map[string]string{"echo": "yes"}), Body: res}, err
+	}))
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(l)
+	defer s.Shutdown(context.Background())
+	via := l.Addr().String()
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"call", "kv", "KV::get", `{"key": "k"}`, "--thrift", idlPath, "-H", "x: 1"}, exitOK, `"b": 9007199254740993`, "< echo: yes"},
+		{[]string{"call", "kv", "KV::get", `{"key": "missing"}`, "--thrift", idlPath}, exitCallFailed, "", `KV::get raised notFound: {"key":"missing"}`},
+		{[]string{"call", "kv", "KV::get", `{"key": 5}`, "--thrift", idlPath}, exitUsage, "", "get arguments.key: want a string"},
+		{[]string{"call", "kv", "KV::put", `{}`, "--thrift", idlPath}, exitUsage, "", `no method "put"`},
+		{[]string{"call", "kv", "KV::get", `{}`, "--thrift", idlPath, "--raw"}, exitUsage, "", "exclude each other"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append(tc.args, "--via", via), strings.NewReader(""), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.err) {
+			t.Errorf("%v: exit %d, out %q, err %q; want %d, %q, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.out, tc.err)
+		}
 	}
 }
