@@ -71,3 +71,10 @@ func ParseThriftHeaders(b []byte) (map[string]string, error) {
 	}
 	return h, nil
 }
+
+// ThriftException is what a Thrift handler returns for a declared
+// exception: result is the result struct that holds it. The caller gets an
+// application error with it, as tchannel-go's thrift servers send one.
+func ThriftException(result []byte) error {
+	return &ApplicationError{Headers: ThriftHeaders(nil), Body: result}
+}

@@ -225,8 +225,15 @@ func TestThriftCallToTChannelGo(t *testing.T) {
 }
 
 // A tchannel-go Thrift client calls an SDK server whose handler works in
-// JSON through the IDL.
+// JSON through the IDL: straight, and through a meshd the server advertised
+// to (which relays the thrift scheme as it is).
 func TestTChannelGoThriftClientCallsSDK(t *testing.T) {
+	for _, via := range []string{"direct", "meshd"} {
+		t.Run(via, func(t *testing.T) { thriftClientCallsSDK(t, via == "meshd") })
+	}
+}
+
+func thriftClientCallsSDK(t *testing.T, viaMeshd bool) {
 	fn := kvFunction(t)
 	s := client.NewServer(client.Options{Logger: testkit.Quiet})
 	s.Register("kv", "KV::get", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
@@ -240,7 +247,7 @@ func TestTChannelGoThriftClientCallsSDK(t *testing.T) {
 			if err != nil {
 				return nil, err
 			}
-			return nil, &client.ApplicationError{Headers: client.ThriftHeaders(nil), Body: res}
+			return nil, client.ThriftException(res)
 		}
 		res, err := fn.EncodeResult([]byte(`{"key":"`+key+`","version":9}`), "")
 		if err != nil {
@@ -248,13 +255,22 @@ func TestTChannelGoThriftClientCallsSDK(t *testing.T) {
 		}
 		return &client.Response{Headers: client.ThriftHeaders(map[string]string{"from": "sdk"}), Body: res}, nil
 	}))
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addr string
+	if viaMeshd {
+		addr = localMeshd()
+		if err := s.Advertise(context.Background(), addr); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Shutdown(context.Background())
+	} else {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go s.Serve(l)
+		defer s.Shutdown(context.Background())
+		addr = l.Addr().String()
 	}
-	go s.Serve(l)
-	defer s.Shutdown(context.Background())
-	addr := l.Addr().String()
 	ch, err := tchannel.NewChannel("tgo-caller", nil)
 	if err != nil {
 		t.Fatal(err)

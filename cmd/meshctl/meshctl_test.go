@@ -196,7 +196,7 @@ service KV { map<string, i64> get(1: string key) throws (1: NotFound notFound) }
 		}
 		if strings.Contains(string(args), "missing") {
 			res, _ := fn.EncodeResult([]byte(`{"key":"missing"}`), "notFound")
-			return nil, &client.ApplicationError{Headers: client.ThriftHeaders(nil), Body: res}
+			return nil, client.ThriftException(res)
 		}
 		res, err := fn.EncodeResult([]byte(`{"a": 1, "b": 9007199254740993}`), "")
 		return &client.Response{Headers: client.ThriftHeaders(map[string]string{"echo": "yes"}), Body: res}, err
