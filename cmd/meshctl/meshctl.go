@@ -91,11 +91,14 @@ func callCmd(ctx context.Context, c *client.Client, o opts, args []string, stdin
 		printJSON(out, stdout)
 		return exitOK
 	}
+	// A raw call's arg2 is opaque bytes; headers given with -H go in it as a
+	// JSON object, the form of the JSON scheme's arg2, which is what raw
+	// services that read headers at all take.
+	var arg2 []byte
 	if len(o.headers) > 0 {
-		fmt.Fprintln(stderr, "meshctl: -H needs the JSON scheme (--json): a raw call's headers (arg2) are opaque bytes, with no keys")
-		return exitUsage
+		arg2, _ = json.Marshal(map[string]string(o.headers))
 	}
-	res, err := c.Call(ctx, service, method, nil, body, copts...)
+	res, err := c.Call(ctx, service, method, arg2, body, copts...)
 	if err != nil {
 		code := fail(err, stdout, stderr)
 		if !o.raw && len(body) > 0 {

@@ -79,6 +79,9 @@ func TestRunExitCodes(t *testing.T) {
 	s.Register("svc", "fail", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
 		return nil, &client.ApplicationError{Body: []byte("nope")}
 	}))
+	s.Register("svc", "arg2", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
+		return &client.Response{Body: c.Headers}, nil // what the raw call's arg2 held
+	}))
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go s.Serve(l)
 	defer s.Shutdown(context.Background())
@@ -104,7 +107,7 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"call", "svc", "echo", "hi", "--timeout", "1ns", "--via", via}, exitUsage, "", "at least 1ms"},
 		{[]string{"call", "svc", "echo", "hi", "--nosuchflag"}, exitUsage, "", "unknown flag"},
 		{[]string{"call", "svc", "fail", "notjson", "--via", via}, exitCallFailed, "", "it went raw"},
-		{[]string{"call", "svc", "echo", "x", "--raw", "-H", "a=b", "--via", via}, exitUsage, "", "-H needs the JSON scheme"},
+		{[]string{"call", "svc", "arg2", "x", "--raw", "-H", "a: b", "--via", via}, exitOK, `{"a":"b"}`, ""},
 		{[]string{"--version"}, exitOK, "(commit ", ""},
 	}
 	for _, tc := range cases {
