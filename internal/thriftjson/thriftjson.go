@@ -75,7 +75,12 @@ func (f *Function) EncodeArgs(js []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("arguments of %s: want a JSON object of them by name", f.spec.Name)
 	}
-	s, err := structToWire(compile.FieldGroup(f.spec.ArgsSpec), obj, f.spec.Name+" arguments")
+	return encodeStruct(compile.FieldGroup(f.spec.ArgsSpec), obj, f.spec.Name+" arguments")
+}
+
+// encodeStruct encodes obj as the struct of fields, in Thrift's binary protocol.
+func encodeStruct(fields compile.FieldGroup, obj map[string]any, what string) ([]byte, error) {
+	s, err := structToWire(fields, obj, what)
 	if err != nil {
 		return nil, err
 	}
@@ -147,15 +152,7 @@ func (f *Function) EncodeResult(js []byte, exception string) ([]byte, error) {
 	} else if v != nil || exception != "" {
 		obj[name] = v
 	}
-	s, err := structToWire(f.resultFields(), obj, f.spec.Name+" result")
-	if err != nil {
-		return nil, err
-	}
-	var b bytes.Buffer
-	if err := binary.Default.Encode(wire.NewValueStruct(s), &b); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return encodeStruct(f.resultFields(), obj, f.spec.Name+" result")
 }
 
 func decodeJSON(js []byte) (any, error) {
