@@ -265,16 +265,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	err := root.Execute()
 	var code exitCode
-	var usage usageError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &code):
+	case errors.As(err, &code): // the command said why already
 		return int(code)
-	case errors.As(err, &usage), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
-		fmt.Fprintf(stderr, "meshctl: %v\nRun 'meshctl --help' (or 'meshctl COMMAND --help') for usage.\n", err)
-		return exitUsage
 	}
-	fmt.Fprintf(stderr, "meshctl: %v\n", err)
+	// Anything else is a command line meshctl cannot run: a bad flag or
+	// argument count (usageError), an unknown command (cobra's own).
+	fmt.Fprintf(stderr, "meshctl: %v\nRun 'meshctl --help' (or 'meshctl COMMAND --help') for usage.\n", err)
 	return exitUsage
 }

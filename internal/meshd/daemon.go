@@ -134,10 +134,13 @@ func Start(cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("peer listen %s: %w", cfg.PeerListen, err)
 		}
 	}
+	opened := []net.Listener{lis}
+	if peerLis != nil {
+		opened = append(opened, peerLis)
+	}
 	closeAll := func() {
-		lis.Close()
-		if peerLis != nil {
-			peerLis.Close()
+		for _, l := range opened {
+			l.Close()
 		}
 	}
 	var unixLis net.Listener
@@ -146,8 +149,7 @@ func Start(cfg Config) (*Daemon, error) {
 			closeAll()
 			return nil, err
 		}
-		peerClose := closeAll
-		closeAll = func() { peerClose(); unixLis.Close() }
+		opened = append(opened, unixLis)
 	}
 	defaulted := cfg.Advertise == ""
 	if defaulted {

@@ -51,9 +51,6 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		}
 	}
 	sec.rule = &AdvertiseRule{Grants: o.AdvertiseGrants, SameUser: o.AdvertiseSameUser == "on", Tokens: withConsul}
-	if err := sec.rule.compile(); err != nil { // also in Start: here so a bad grant stops meshd before anything opens
-		return nil, err
-	}
 
 	hostBoundary := o.PeerListen != "" || o.PeersFile != ""
 	mode := o.TLS

@@ -93,6 +93,11 @@ func TestAdvertiseNeedsProof(t *testing.T) {
 	} else {
 		s.Shutdown(context.Background())
 	}
+	// A grant for a user this host does not have stops meshd at start.
+	if _, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet,
+		AdvertiseRule: &meshd.AdvertiseRule{Grants: []meshd.Grant{{User: "no-such-user-here", Services: []string{"x"}}}}}); err == nil || !strings.Contains(err.Error(), `grant for user "no-such-user-here"`) {
+		t.Fatalf("unknown user in a grant: %v", err)
+	}
 	// meshd's own names are never an app's.
 	for _, name := range []string{"meshd", "hyperbahn"} {
 		if s, err := advertise(d.Addr(), name); err == nil || !strings.Contains(err.Error(), "meshd's own service") {

@@ -155,7 +155,8 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	service, known := r.names.get(router.RoutingName(req.Service, req.Headers))
 	c.Reset(service, req.Headers)
 	rc.lastHop = fromMeshd(from)
-	c.Caller, _ = callerOf(from, req.Headers) // who proved it, never what "cn" says
+	var callerName string                              // "" for Anonymous and on a last hop
+	c.Caller, callerName = callerOf(from, req.Headers) // who proved it, never what "cn" says
 	// A call from an app enters the mesh here: check it (edge.go).
 	if !rc.lastHop {
 		rc.checkReq = true
@@ -186,13 +187,14 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	if !known {
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
 	}
-	r.forward(from, f, req, rc)
+	r.forward(from, f, req, rc, callerName)
 	return true
 }
 
 // forward sends the first frame of a call to where its pipeline decided,
-// and keeps the call in the tables of both connections.
-func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *relayed) {
+// and keeps the call in the tables of both connections. callerName is the
+// proven identity the next meshd is told ("" for none).
+func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *relayed, callerName string) {
 	c := &rc.call
 	dst := c.Conn
 	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dst.NewID()
@@ -209,7 +211,6 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
-	_, callerName := callerOf(src, nil)
 	out := r.firstFrame((*bp)[:0], f, req, c, callerName)
 	frame.SetIDs(out, rc.dstID) // a full first frame may have been split in two (firstFrame)
 	if capped {
