@@ -96,10 +96,6 @@ type exitCode int
 
 func (e exitCode) Error() string { return "exit " + strconv.Itoa(int(e)) }
 
-// usageError is a command line meshctl cannot run: exit 2.
-type usageError struct{ error }
-
-func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
 
 const exitHelp = `Exit status: 0 ok; 1 the call failed (an application or wire error, a bench call that failed, a service
 with no healthy instances); 2 usage or bad input; 3 meshd unreachable.`
@@ -124,7 +120,6 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.via, "via", via, "the meshd (or, for call and bench, any TChannel peer) to talk to: HOST:PORT or unix:PATH; env MESH_VIA")
 	o.timeout = 5 * time.Second
@@ -152,7 +147,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 		Args: argsBetween(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
 			if o.json && o.raw || o.thrift != "" && (o.json || o.raw) {
-				return usagef("--json, --raw and --thrift exclude each other")
+				return fmt.Errorf("--json, --raw and --thrift exclude each other")
 			}
 			return withClient(o, stderr, func(ctx context.Context, cl *client.Client) int {
 				return callCmd(ctx, cl, *o, args, stdin, stdout, stderr)
@@ -231,7 +226,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 func argsBetween(lo, hi int) cobra.PositionalArgs {
 	return func(c *cobra.Command, args []string) error {
 		if len(args) < lo || len(args) > hi {
-			return usagef("%s: wrong number of arguments (%d); usage: meshctl %s", c.Name(), len(args), c.Use)
+			return fmt.Errorf("%s: wrong number of arguments (%d); usage: meshctl %s", c.Name(), len(args), c.Use)
 		}
 		return nil
 	}
@@ -271,8 +266,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.As(err, &code): // the command said why already
 		return int(code)
 	}
-	// Anything else is a command line meshctl cannot run: a bad flag or
-	// argument count (usageError), an unknown command (cobra's own).
+	// Anything else is a command line meshctl cannot run: a bad flag, the
+	// wrong number of arguments, an unknown command.
 	fmt.Fprintf(stderr, "meshctl: %v\nRun 'meshctl --help' (or 'meshctl COMMAND --help') for usage.\n", err)
 	return exitUsage
 }
