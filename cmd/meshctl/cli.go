@@ -96,7 +96,6 @@ type exitCode int
 
 func (e exitCode) Error() string { return "exit " + strconv.Itoa(int(e)) }
 
-
 const exitHelp = `Exit status: 0 ok; 1 the call failed (an application or wire error, a bench call that failed, a service
 with no healthy instances); 2 usage or bad input; 3 meshd unreachable.`
 
