@@ -381,12 +381,39 @@ func TestInstanceThatStopsReadingStallsNoOneElse(t *testing.T) {
 // which it stops reading from target: the process behind it looks like one
 // that stopped reading.
 func freezingProxy(t *testing.T, target string) (addr string, freeze func()) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	frozen := make(chan struct{})
+	addr = proxy(t, "127.0.0.1", target, func(dst, src net.Conn, toTarget bool) {
+		if toTarget {
+			io.Copy(dst, src)
+			return
+		}
+		src.(*net.TCPConn).SetReadBuffer(16 << 10)
+		buf := make([]byte, 16<<10)
+		for {
+			select {
+			case <-frozen:
+				return // reads nothing more from target
+			default:
+			}
+			n, err := src.Read(buf)
+			if err != nil {
+				return
+			}
+			dst.Write(buf[:n])
+		}
+	})
+	return addr, sync.OnceFunc(func() { close(frozen) })
+}
+
+// proxy forwards the TCP connections made to a listener on ip to target,
+// each direction through pipe (toTarget: from the client to target), and
+// returns the listener's address.
+func proxy(t *testing.T, ip, target string, pipe func(dst, src net.Conn, toTarget bool)) string {
+	l, err := net.Listen("tcp", ip+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	frozen := make(chan struct{})
 	go func() {
 		for {
 			in, err := l.Accept()
@@ -399,24 +426,9 @@ func freezingProxy(t *testing.T, target string) (addr string, freeze func()) {
 				continue
 			}
 			t.Cleanup(func() { in.Close(); out.Close() })
-			out.(*net.TCPConn).SetReadBuffer(16 << 10)
-			go io.Copy(out, in)
-			go func() {
-				buf := make([]byte, 16<<10)
-				for {
-					select {
-					case <-frozen:
-						return // reads nothing more from target
-					default:
-					}
-					n, err := out.Read(buf)
-					if err != nil {
-						return
-					}
-					in.Write(buf[:n])
-				}
-			}()
+			go pipe(out, in, true)
+			go pipe(in, out, false)
 		}
 	}()
-	return l.Addr().String(), sync.OnceFunc(func() { close(frozen) })
+	return l.Addr().String()
 }

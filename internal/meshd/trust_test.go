@@ -258,52 +258,32 @@ func TestIntentionsAreDecidedWhereTheInstanceIs(t *testing.T) {
 	}
 }
 
-// recorder is a TCP proxy that keeps every byte it forwards, both ways: a
-// packet capture of the connection between two meshds.
+// recorder keeps every byte a proxy forwards, both ways: a packet capture
+// of the connection between two meshds.
 type recorder struct {
-	lis  net.Listener
+	addr string
 	mu   sync.Mutex
 	seen bytes.Buffer
 }
 
-func record(t testing.TB, to string) *recorder {
-	l, err := net.Listen("tcp", "127.0.0.3:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &recorder{lis: l}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+func record(t *testing.T, to string) *recorder {
+	r := &recorder{}
+	r.addr = proxy(t, "127.0.0.3", to, func(dst, src net.Conn, _ bool) {
+		buf := make([]byte, 32<<10)
 		for {
-			in, err := l.Accept()
+			n, err := src.Read(buf)
+			if n > 0 {
+				r.mu.Lock()
+				r.seen.Write(buf[:n])
+				r.mu.Unlock()
+				dst.Write(buf[:n])
+			}
 			if err != nil {
+				dst.Close()
 				return
 			}
-			out, err := net.Dial("tcp", to)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			pipe := func(dst, src net.Conn) {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := src.Read(buf)
-					if n > 0 {
-						r.mu.Lock()
-						r.seen.Write(buf[:n])
-						r.mu.Unlock()
-						dst.Write(buf[:n])
-					}
-					if err != nil {
-						dst.Close()
-						return
-					}
-				}
-			}
-			go pipe(out, in)
-			go pipe(in, out)
 		}
-	}()
+	})
 	return r
 }
 
@@ -331,7 +311,7 @@ func TestNoPlaintextBetweenHosts(t *testing.T) {
 			bPeer := freeAddr(t, "127.0.0.2")
 			rec := record(t, bPeer)
 			a := startWith(t, meshd.Config{Listen: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Trust: ta, Registry: reg, Logger: testkit.Quiet})
-			b := startWith(t, meshd.Config{Listen: "127.0.0.2:0", PeerListen: bPeer, Advertise: rec.lis.Addr().String(), Trust: tb, Registry: reg, Logger: testkit.Quiet})
+			b := startWith(t, meshd.Config{Listen: "127.0.0.2:0", PeerListen: bPeer, Advertise: rec.addr, Trust: tb, Registry: reg, Logger: testkit.Quiet})
 			srv, err := advertise(b.Addr(), "vault")
 			if err != nil {
 				t.Fatal(err)
