@@ -4,20 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/backoff"
 	"github.com/meshrpc/mesh/internal/conn"
 )
 
-// Re-advertise period, as Hyperbahn clients use (jittered), and the bounds of
-// the reconnect backoff.
-const (
-	readvertiseEvery = 50 * time.Second
-	backoffMin       = 100 * time.Millisecond
-	backoffMax       = 10 * time.Second
-)
+// Re-advertise period, as Hyperbahn clients use (jittered).
+const readvertiseEvery = 50 * time.Second
+
+// reconnect is the backoff of reaching meshd again (and of Options.Wait).
+func reconnect() backoff.Backoff {
+	return backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+}
 
 // Advertise connects to the meshd at addr, serves this server's handlers over
 // that connection, and advertises every registered service there (the
@@ -97,9 +97,9 @@ func (s *Server) adCall(ctx context.Context, c *conn.Conn, method string) error 
 }
 
 func (s *Server) keepAdvertised(addr string, c *conn.Conn) {
-	backoff := backoffMin
+	bo := reconnect()
 	for {
-		timer := time.NewTimer(jitter(readvertiseEvery))
+		timer := time.NewTimer(backoff.Jitter(readvertiseEvery))
 		select {
 		case <-s.done:
 			timer.Stop()
@@ -117,29 +117,22 @@ func (s *Server) keepAdvertised(addr string, c *conn.Conn) {
 		}
 		// The connection to meshd is gone: reconnect and advertise again.
 		for {
-			select {
-			case <-s.done:
+			if !bo.Wait(s.done) {
 				return
-			case <-time.After(jitter(backoff)):
 			}
 			next, err := s.advertiseOnce(context.Background(), addr)
 			if err == nil {
 				s.opts.Logger.Info("re-advertised after reconnect", "meshd", addr)
-				c, backoff = next, backoffMin
+				c = next
+				bo.Reset()
 				break
 			}
 			if err == ErrServerClosed {
 				return
 			}
 			s.opts.Logger.Debug("reconnect to meshd failed", "meshd", addr, "err", err)
-			backoff = min(2*backoff, backoffMax)
 		}
 	}
-}
-
-// jitter spreads d by ±20% so many processes do not act in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return d*8/10 + time.Duration(rand.Int64N(int64(d)*4/10+1))
 }
 
 // Withdraw takes this server out of rotation on every meshd it advertised

@@ -185,18 +185,16 @@ func tokenHeaders(token string) []byte {
 // retrying runs connect once, or with wait until it succeeds or ctx ends
 // (then the last error is returned).
 func retrying(ctx context.Context, wait bool, connect func() (*conn.Conn, error)) (*conn.Conn, error) {
-	backoff := backoffMin
+	bo := reconnect()
+	bo.Max = 2 * time.Second // a program waiting to start wants meshd soon after it is up
 	for {
 		c, err := connect()
 		if err == nil || !wait || errors.Is(err, ErrServerClosed) {
 			return c, err
 		}
-		select {
-		case <-ctx.Done():
+		if !bo.Wait(ctx.Done()) {
 			return nil, err
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 }
 

@@ -43,10 +43,23 @@ type Status struct {
 	Backend string `json:"backend"`
 	// Ready: the backend has answered since meshd started; until then
 	// meshd reports not ready.
-	Ready   bool   `json:"ready"`
-	Healthy bool   `json:"healthy"`
-	Stale   bool   `json:"stale"` // answering from a cache the backend could not refresh
-	Detail  string `json:"detail,omitempty"`
+	Ready   bool `json:"ready"`
+	Healthy bool `json:"healthy"`
+	Stale   bool `json:"stale"` // answering from a cache the backend could not refresh
+	// StaleLookups counts lookups answered from a cache the backend could
+	// not refresh (0 for a backend without a cache).
+	StaleLookups int64  `json:"stale_lookups"`
+	Detail       string `json:"detail,omitempty"`
+}
+
+// Following is a Registry that caches only the services looked up, and
+// follows those: Followed lists them with their instances, without looking
+// up (and so following) any more. meshd's /status shows it rather than
+// looking every service up. Optional: a Registry without it is listed by
+// Services and Instances.
+type Following interface {
+	Registry
+	Followed() map[string][]Instance
 }
 
 // ErrNoInstances is (wrapped in) the error of a lookup that found none.

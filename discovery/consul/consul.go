@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/backoff"
 )
 
 // Config configures the Consul backend. Address, Token and Datacenter
@@ -65,10 +66,11 @@ type Registry struct {
 	owned      int                           // watches with their own query
 	sharedWake chan struct{}                 // the shared query's services changed
 
-	connected atomic.Bool  // the agent answered once: meshd may serve
-	failing   atomic.Bool  // the last request to Consul failed
-	staleHit  atomic.Int64 // lookups answered from a cache Consul could not refresh
-	stop      chan struct{}
+	connected atomic.Bool     // the agent answered once: meshd may serve
+	failing   atomic.Bool     // the last request to Consul failed
+	staleHit  atomic.Int64    // lookups answered from a cache Consul could not refresh
+	ctx       context.Context // of every background query, ended by Close
+	stop      context.CancelFunc
 	done      sync.WaitGroup
 }
 
@@ -113,8 +115,8 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 		mine:       make(map[string]discovery.Instance),
 		watches:    make(map[string]*watch),
 		sharedWake: make(chan struct{}, 1),
-		stop:       make(chan struct{}),
 	}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	c.done.Add(3)
 	go c.renew()
 	go c.sweep()
@@ -134,20 +136,17 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 // registered meanwhile.
 func (c *Registry) connect() {
 	defer c.done.Done()
-	backoff := 250 * time.Millisecond
+	bo := backoff.Backoff{Min: 250 * time.Millisecond, Max: 2 * time.Second}
 	for {
-		select {
-		case <-c.stop:
+		if !bo.Wait(c.ctx.Done()) {
 			return
-		case <-time.After(backoff):
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
 		err := c.answers(ctx)
 		cancel()
 		if err == nil {
 			break
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
 	c.connected.Store(true)
 	c.failing.Store(false)
@@ -192,10 +191,11 @@ func (c *Registry) Status() discovery.Status {
 	}
 	c.mu.RUnlock()
 	st := discovery.Status{
-		Backend: "consul",
-		Ready:   c.connected.Load(),
-		Healthy: !c.failing.Load(),
-		Stale:   stale,
+		Backend:      "consul",
+		Ready:        c.connected.Load(),
+		Healthy:      !c.failing.Load(),
+		Stale:        stale,
+		StaleLookups: c.staleHit.Load(),
 		Detail: fmt.Sprintf("%d services followed by their own query, %d by the shared one, %d names without instances; %d stale lookups",
 			count[own], count[shared], count[absent], c.staleHit.Load()),
 	}
@@ -206,28 +206,15 @@ func (c *Registry) Status() discovery.Status {
 }
 
 // Client is the Consul API client the registry uses, for the daemon's other
-// reads of the same agent (policies in KV).
+// reads of the same agent (its CA, intentions, policies in KV).
 func (c *Registry) Client() *api.Client { return c.client }
-
-// Follow runs a blocking query until Close, on its own goroutine: query gets
-// the options to wait with and returns the index of its answer; a failed
-// query is retried with backoff (failed hears each failure).
-func (c *Registry) Follow(query func(*api.QueryOptions) (uint64, error), failed func(error)) {
-	c.done.Add(1)
-	go c.poll(context.Background(), 0, query, failed)
-}
-
-// StaleLookups counts lookups answered from a cache Consul could not refresh.
-func (c *Registry) StaleLookups() int64 { return c.staleHit.Load() }
 
 // Close stops the watches and deregisters what this meshd registered.
 func (c *Registry) Close() error {
-	select {
-	case <-c.stop:
+	if c.ctx.Err() != nil {
 		return nil
-	default:
 	}
-	close(c.stop)
+	c.stop()
 	c.mu.Lock()
 	mine := make([]discovery.Instance, 0, len(c.mine))
 	for _, inst := range c.mine {

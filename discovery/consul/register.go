@@ -122,7 +122,7 @@ func (c *Registry) renew() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/follow"
 )
 
 // MeshTag marks the Consul registrations of mesh instances. meshd routes only
@@ -140,10 +141,9 @@ func (c *Registry) probe(w *watch) {
 func (c *Registry) look(w *watch) {
 	defer w.probing.Store(false)
 	defer closeOnce(w.ready)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	list, index, err := c.read(w.service, &api.QueryOptions{}, ctx)
-	c.note(err)
+	list, meta, err := c.read(w.service, (&api.QueryOptions{}).WithContext(ctx))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.watches[w.service] != w {
@@ -160,7 +160,7 @@ func (c *Registry) look(w *watch) {
 		}
 		return
 	}
-	c.setRemote(w, list, index)
+	c.setRemote(w, list, meta.LastIndex)
 	if w.mode != absent {
 		return
 	}
@@ -178,13 +178,23 @@ func (c *Registry) follow(w *watch) {
 	if c.owned < c.cfg.MaxWatches {
 		c.owned++
 		w.mode = own
-		ctx, cancel := context.WithCancel(context.Background())
+		ctx, cancel := context.WithCancel(c.ctx)
 		w.stop = cancel
-		c.done.Add(1)
-		go c.poll(ctx, w.index, func(q *api.QueryOptions) (uint64, error) { return c.update(w, q) }, func(err error) {
+		cfg := follow.Config{Wait: c.cfg.WaitTime, From: w.index, Failed: func(err error) {
 			if !w.stale.Swap(true) {
 				c.log.Warn("watch of service failed; keeping its last known instances", "service", w.service, "err", err)
 			}
+		}}
+		c.done.Go(func() {
+			follow.Run(ctx, cfg, func(q *api.QueryOptions) ([]discovery.Instance, *api.QueryMeta, error) {
+				return c.read(w.service, q)
+			}, func(list []discovery.Instance, meta *api.QueryMeta) {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				if c.watches[w.service] == w {
+					c.setRemote(w, list, meta.LastIndex)
+				}
+			})
 		})
 		return
 	}
@@ -192,26 +202,14 @@ func (c *Registry) follow(w *watch) {
 	c.sharedChanged()
 }
 
-// update runs one blocking query of w's service.
-func (c *Registry) update(w *watch, q *api.QueryOptions) (uint64, error) {
-	list, index, err := c.read(w.service, q, q.Context())
-	if err != nil {
-		return 0, err
-	}
-	c.mu.Lock()
-	if c.watches[w.service] == w {
-		c.setRemote(w, list, index)
-	}
-	c.mu.Unlock()
-	return index, nil
-}
-
-// read fetches the passing mesh instances of service.
-func (c *Registry) read(service string, q *api.QueryOptions, ctx context.Context) ([]discovery.Instance, uint64, error) {
+// read fetches the passing mesh instances of service (q's context bounds
+// it), and notes whether Consul answered.
+func (c *Registry) read(service string, q *api.QueryOptions) ([]discovery.Instance, *api.QueryMeta, error) {
 	q.UseCache = c.cfg.UseCache
-	entries, meta, err := c.client.Health().Service(service, MeshTag, true, q.WithContext(ctx))
+	entries, meta, err := c.client.Health().Service(service, MeshTag, true, q)
+	c.note(err)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	list := make([]discovery.Instance, 0, len(entries))
 	for _, e := range entries {
@@ -224,7 +222,7 @@ func (c *Registry) read(service string, q *api.QueryOptions, ctx context.Context
 		})
 	}
 	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
-	return list, meta.LastIndex, nil
+	return list, meta, nil
 }
 
 // setRemote stores Consul's answer for w. Called with mu held.
@@ -277,7 +275,7 @@ func (c *Registry) sweep() {
 	rounds := max(int(c.cfg.IdleAfter/sweepEvery), 1)
 	for {
 		select {
-		case <-c.stop:
+		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}
@@ -324,23 +322,33 @@ func (c *Registry) sharedChanged() {
 func (c *Registry) followShared() {
 	defer c.done.Done()
 	var prev map[string]string // check → its service, instance and status
+	cfg := follow.Config{Wait: c.cfg.WaitTime, Failed: func(error) {
+		prev = nil
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		for _, w := range c.watches {
+			if w.mode == shared {
+				w.stale.Store(true)
+			}
+		}
+	}}
 	for {
 		select {
-		case <-c.stop:
+		case <-c.ctx.Done():
 			return
 		case <-c.sharedWake:
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		c.done.Add(1)
-		c.poll(ctx, 0, func(q *api.QueryOptions) (uint64, error) {
+		ctx, cancel := context.WithCancel(c.ctx)
+		follow.Run(ctx, cfg, func(q *api.QueryOptions) (struct{}, *api.QueryMeta, error) {
 			if c.sharedCount() == 0 {
 				cancel() // idle until a service is shared again
-				return q.WaitIndex, nil
+				return struct{}{}, nil, ctx.Err()
 			}
 			q.Filter = strconv.Quote(MeshTag) + " in ServiceTags"
 			checks, meta, err := c.client.Health().State(api.HealthAny, q)
+			c.note(err)
 			if err != nil {
-				return 0, err
+				return struct{}{}, nil, err
 			}
 			cur := make(map[string]string, len(checks))
 			changed := map[string]bool{}
@@ -359,17 +367,8 @@ func (c *Registry) followShared() {
 			}
 			all := prev == nil // the first answer, or the first after a failure
 			prev = cur
-			return meta.LastIndex, c.readShared(ctx, changed, all)
-		}, func(error) {
-			prev = nil
-			c.mu.RLock()
-			defer c.mu.RUnlock()
-			for _, w := range c.watches {
-				if w.mode == shared {
-					w.stale.Store(true)
-				}
-			}
-		})
+			return struct{}{}, meta, c.readShared(ctx, changed, all)
+		}, func(struct{}, *api.QueryMeta) {})
 		cancel()
 	}
 }
@@ -385,13 +384,13 @@ func (c *Registry) readShared(ctx context.Context, changed map[string]bool, all 
 	}
 	c.mu.RUnlock()
 	for _, w := range todo {
-		list, index, err := c.read(w.service, &api.QueryOptions{}, ctx)
+		list, meta, err := c.read(w.service, (&api.QueryOptions{}).WithContext(ctx))
 		if err != nil {
 			return err
 		}
 		c.mu.Lock()
 		if c.watches[w.service] == w && w.mode == shared {
-			c.setRemote(w, list, index)
+			c.setRemote(w, list, meta.LastIndex)
 		}
 		c.mu.Unlock()
 	}
@@ -408,48 +407,6 @@ func (c *Registry) sharedCount() int {
 		}
 	}
 	return n
-}
-
-// poll runs a blocking query until ctx ends or Close, from index (0: answer
-// at once). query is given the options to wait with and returns the index
-// of its answer; a failed query is retried with backoff after failed runs,
-// from 0, so that the first answer after an outage comes at once rather than
-// at the next change. An index that goes backwards (a restarted agent)
-// starts over from 0.
-func (c *Registry) poll(ctx context.Context, index uint64, query func(*api.QueryOptions) (uint64, error), failed func(error)) {
-	defer c.done.Done()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-c.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		last, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: c.cfg.WaitTime}).WithContext(ctx))
-		if ctx.Err() != nil {
-			return
-		}
-		c.note(err)
-		if err != nil {
-			failed(err)
-			index = 0
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
-			backoff = min(2*backoff, 5*time.Second)
-			continue
-		}
-		backoff = 100 * time.Millisecond
-		if last < index {
-			last = 0
-		}
-		index = last
-	}
 }
 
 func closeOnce(ch chan struct{}) {

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-
-	"github.com/meshrpc/mesh/discovery/consul"
 )
 
 // adminHandler serves /health (ready), /live, /status, /calls (recent
@@ -58,9 +56,7 @@ func (d *Daemon) adminHandler() http.Handler {
 		st := d.registry.Status()
 		fmt.Fprintf(w, "# HELP mesh_registry_healthy Whether the registry backend answers.\n# TYPE mesh_registry_healthy gauge\nmesh_registry_healthy{backend=%q} %d\n", st.Backend, b2i(st.Healthy))
 		fmt.Fprintf(w, "# HELP mesh_registry_stale Whether lookups are answered from a cache the backend could not refresh.\n# TYPE mesh_registry_stale gauge\nmesh_registry_stale{backend=%q} %d\n", st.Backend, b2i(st.Stale))
-		if c, ok := d.registry.(*consul.Registry); ok {
-			fmt.Fprintf(w, "# HELP mesh_registry_stale_lookups_total Lookups answered from a stale cache.\n# TYPE mesh_registry_stale_lookups_total counter\nmesh_registry_stale_lookups_total %d\n", c.StaleLookups())
-		}
+		fmt.Fprintf(w, "# HELP mesh_registry_stale_lookups_total Lookups answered from a stale cache.\n# TYPE mesh_registry_stale_lookups_total counter\nmesh_registry_stale_lookups_total %d\n", st.StaleLookups)
 		fmt.Fprintf(w, "# HELP mesh_trace_spans_dropped_total Spans dropped because the export queue was full or the backend failed.\n# TYPE mesh_trace_spans_dropped_total counter\nmesh_trace_spans_dropped_total %d\n", d.cfg.Tracer.Dropped())
 		fmt.Fprintf(w, "# HELP mesh_trace_spans_exported_total Spans sent to the trace backend.\n# TYPE mesh_trace_spans_exported_total counter\nmesh_trace_spans_exported_total %d\n", d.cfg.Tracer.Exported())
 		d.mu.Lock()

@@ -12,8 +12,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshrpc/mesh/discovery"
@@ -367,27 +369,41 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		reg.Close()
 		return err
 	}
-	sec, err := openSecurity(o, reg, log)
+	// With Consul, meshd's other configuration (its CA, intentions, policies
+	// in KV) comes from the registry's agent.
+	var agent *api.Client
+	if c, ok := reg.(interface{ Client() *api.Client }); ok {
+		agent = c.Client()
+	}
+	sec, err := openSecurity(o, agent, log)
 	if err != nil {
 		reg.Close()
 		return err
 	}
-	defer sec.close()
 	d, err := Start(Config{
 		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove,
 	})
 	if err != nil {
+		sec.close()
 		reg.Close()
 		return err
 	}
-	if c, ok := reg.(*consul.Registry); ok {
-		d.watchPolicies(c, o.Policies)
+	policies, stopPolicies := context.WithCancel(context.Background())
+	var following sync.WaitGroup
+	if agent != nil {
+		following.Go(func() { d.followPolicies(policies, agent, o.Policies) })
 	}
 	<-ctx.Done()
 	log.Info("draining")
-	return d.Shutdown(context.Background())
+	err = d.Shutdown(context.Background())
+	// Every follower of Consul ends at once, mid-query: meshd exits within
+	// its drain time.
+	stopPolicies()
+	following.Wait()
+	sec.close()
+	return err
 }
 
 // openRegistry picks Consul when configured or found, else the embedded one.

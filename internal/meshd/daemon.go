@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
-	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/intentions"
@@ -542,8 +541,8 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		BudgetExhausted: rs.BudgetExhausted,
 	}
 	known := map[string][]discovery.Instance{}
-	if c, ok := d.registry.(*consul.Registry); ok {
-		known = c.Followed() // looking every service up would follow them all
+	if f, ok := d.registry.(discovery.Following); ok {
+		known = f.Followed() // looking every service up would follow them all
 	} else {
 		services, _ := d.registry.Services(ctx)
 		for _, s := range services {

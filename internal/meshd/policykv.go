@@ -1,10 +1,12 @@
 package meshd
 
 import (
+	"context"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/meshrpc/mesh/discovery/consul"
+
+	"github.com/meshrpc/mesh/internal/follow"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -15,28 +17,24 @@ import (
 // key mesh/policies/SERVICE holds that service's policy as JSON.
 const PolicyPrefix = "mesh/policies/"
 
-// watchPolicies follows the keys under PolicyPrefix in Consul KV, applying
-// them over the file's policies at once and after each change, until the
-// registry closes. While Consul is unreachable the last policies stay.
-func (d *Daemon) watchPolicies(reg *consul.Registry, file router.Policies) {
+// followPolicies follows the keys under PolicyPrefix in Consul KV, applying
+// them over the file's policies at once and after each change, until ctx
+// ends. While Consul is unreachable the last policies stay.
+func (d *Daemon) followPolicies(ctx context.Context, client *api.Client, file router.Policies) {
 	apply := d.policiesFromKV(file)
-	var seen uint64
-	reg.Follow(func(q *api.QueryOptions) (uint64, error) {
-		pairs, meta, err := reg.Client().KV().List(PolicyPrefix, q)
-		if err != nil {
-			return 0, err
-		}
-		if meta.LastIndex == seen {
-			return seen, nil // the wait ended with nothing new
-		}
-		seen = meta.LastIndex
+	list := func(q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error) {
+		return client.KV().List(PolicyPrefix, q)
+	}
+	cfg := follow.Config{Failed: func(err error) {
+		d.log.Warn("policies in consul not read; the last ones stay in force", "err", err)
+	}}
+	follow.Run(ctx, cfg, list, func(pairs api.KVPairs, _ *api.QueryMeta) {
 		kv := make(map[string][]byte, len(pairs))
 		for _, p := range pairs {
 			kv[p.Key] = p.Value
 		}
 		apply(kv)
-		return meta.LastIndex, nil
-	}, func(error) {})
+	})
 }
 
 // policiesFromKV returns the handler of Consul KV policy updates: each key

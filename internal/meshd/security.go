@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/meshrpc/mesh/discovery"
-	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/trust"
 )
@@ -21,26 +20,24 @@ type security struct {
 	trust      *trust.Store
 	rule       *AdvertiseRule
 	intentions *intentions.Table
-	stop       chan struct{}
+	stop       context.CancelFunc // ends following Consul's intentions
+	following  sync.WaitGroup
 }
 
+// close stops what feeds the rules, at once, and waits for it.
 func (s *security) close() {
-	close(s.stop)
+	s.stop()
+	s.following.Wait()
 	if s.trust != nil {
 		s.trust.Close()
 	}
 }
 
-func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*security, error) {
-	_, withConsul := reg.(*consul.Registry)
-	sec := &security{stop: make(chan struct{})}
-	var client *api.Client
-	if withConsul {
-		var err error
-		if client, err = consulClient(o); err != nil {
-			return nil, err
-		}
-	}
+// openSecurity sets up trust from the options; client is the Consul agent
+// the registry uses (nil: the embedded registry).
+func openSecurity(o Options, client *api.Client, log *slog.Logger) (*security, error) {
+	withConsul := client != nil
+	sec := &security{stop: func() {}}
 	if withConsul {
 		sec.prove = func(ctx context.Context, service, token string) error {
 			// The agent signs a leaf for a service only for a token with
@@ -85,7 +82,9 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		}
 		empty, _ := intentions.Compile(nil, false) // until Consul answers
 		sec.intentions = intentions.NewTable(empty)
-		go intentions.FollowConsul(client, sec.intentions, o.DefaultIntention, sec.stop, log)
+		var ctx context.Context
+		ctx, sec.stop = context.WithCancel(context.Background())
+		sec.following.Go(func() { intentions.FollowConsul(ctx, client, sec.intentions, o.DefaultIntention, log) })
 	} else {
 		set, err := intentions.Compile(o.Intentions, o.DefaultIntention != "deny")
 		if err != nil {
@@ -94,15 +93,4 @@ func openSecurity(o Options, reg discovery.Registry, log *slog.Logger) (*securit
 		sec.intentions = intentions.NewTable(set)
 	}
 	return sec, nil
-}
-
-// consulClient is an API client for the agent the registry uses.
-func consulClient(o Options) (*api.Client, error) {
-	ac := api.DefaultConfig()
-	if o.Consul != "" {
-		ac.Address = o.Consul
-	}
-	ac.Token = o.ConsulToken
-	ac.Datacenter = o.ConsulDC
-	return api.NewClient(ac)
 }

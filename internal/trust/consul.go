@@ -5,9 +5,10 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/meshrpc/mesh/internal/follow"
 )
 
 // FromConsul follows the local agent's connect CA: GET
@@ -20,18 +21,28 @@ import (
 //
 // The client's token needs service:write on "meshd" for the leaf. It
 // returns at once; Ready is closed when the first roots and leaf are in.
+// Close ends both queries at once.
 func FromConsul(client *api.Client, log *slog.Logger) *Store {
 	s := newStore("consul", log)
-	f := &follower{s: s, agent: client.Agent()}
+	f := &follower{s: s}
+	agent := client.Agent()
 	s.done.Add(2)
-	go f.follow("roots", f.roots)
-	go f.follow("leaf", f.leaf)
+	go func() {
+		defer s.done.Done()
+		follow.Run(s.ctx, f.config("roots"), agent.ConnectCARoots, f.roots)
+	}()
+	go func() {
+		defer s.done.Done()
+		leaf := func(q *api.QueryOptions) (*api.LeafCert, *api.QueryMeta, error) {
+			return agent.ConnectCALeaf(MeshdService, q)
+		}
+		follow.Run(s.ctx, f.config("leaf"), leaf, f.leaf)
+	}()
 	return s
 }
 
 type follower struct {
-	s     *Store
-	agent *api.Agent
+	s *Store
 
 	mu           sync.Mutex
 	rootsPEM     []byte
@@ -39,72 +50,35 @@ type follower struct {
 	lastCombined string
 }
 
-// follow runs one blocking-query loop until the Store closes: on an error
-// it waits (1s, doubling to 30s) and asks again from scratch.
-func (f *follower) follow(what string, get func(index uint64) (uint64, error)) {
-	defer f.s.done.Done()
-	var index uint64
-	backoff := time.Second
-	for {
-		next, err := get(index)
-		select {
-		case <-f.s.stop:
-			return
-		default:
-		}
-		if err != nil {
-			f.s.setErr(err)
-			f.s.log.Warn("consul connect CA: "+what+" not fetched", "err", err, "retry_in", backoff)
-			select {
-			case <-f.s.stop:
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, 30*time.Second)
-			index = 0
-			continue
-		}
-		backoff = time.Second
-		if next < index { // the index went back (a restarted agent): start over
-			next = 0
-		}
-		index = next
-	}
+// config is the follow loop of what ("roots" or "leaf"): its failures show
+// in Status and the log.
+func (f *follower) config(what string) follow.Config {
+	return follow.Config{Failed: func(err error) {
+		f.s.setErr(err)
+		f.s.log.Warn("consul connect CA: "+what+" not fetched", "err", err)
+	}}
 }
 
-func (f *follower) query(index uint64) *api.QueryOptions {
-	return &api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}
-}
-
-func (f *follower) roots(index uint64) (uint64, error) {
-	list, meta, err := f.agent.ConnectCARoots(f.query(index))
-	if err != nil {
-		return 0, err
-	}
+func (f *follower) roots(list *api.CARootList, _ *api.QueryMeta) {
 	var pems []string
 	for _, r := range list.Roots {
 		pems = append(pems, r.RootCertPEM)
 	}
 	if len(pems) == 0 {
-		return 0, errors.New("consul has no CA roots (is connect enabled on the servers?)")
+		f.s.setErr(errors.New("consul has no CA roots (is connect enabled on the servers?)"))
+		return
 	}
 	f.mu.Lock()
 	f.rootsPEM = []byte(strings.Join(pems, "\n"))
 	f.mu.Unlock()
 	f.combine()
-	return meta.LastIndex, nil
 }
 
-func (f *follower) leaf(index uint64) (uint64, error) {
-	leaf, meta, err := f.agent.ConnectCALeaf(MeshdService, f.query(index))
-	if err != nil {
-		return 0, err
-	}
+func (f *follower) leaf(leaf *api.LeafCert, _ *api.QueryMeta) {
 	f.mu.Lock()
 	f.certPEM, f.key = []byte(leaf.CertPEM), []byte(leaf.PrivateKeyPEM)
 	f.mu.Unlock()
 	f.combine()
-	return meta.LastIndex, nil
 }
 
 // combine makes a bundle once roots and leaf are both in, and again when

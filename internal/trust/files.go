@@ -46,7 +46,7 @@ func FromFiles(certFile, keyFile, caFile string, log *slog.Logger) (*Store, erro
 		defer t.Stop()
 		for {
 			select {
-			case <-s.stop:
+			case <-s.ctx.Done():
 				return
 			case <-t.C:
 			}

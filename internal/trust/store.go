@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -88,8 +89,8 @@ type Store struct {
 	rotations atomic.Int64
 	ready     chan struct{}
 	readyOnce sync.Once
-	stop      chan struct{}
-	stopOnce  sync.Once
+	ctx       context.Context // of the source's goroutines, ended by Close
+	stop      context.CancelFunc
 	done      sync.WaitGroup
 
 	mu      sync.Mutex
@@ -100,7 +101,8 @@ func newStore(source string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{source: source, log: log, ready: make(chan struct{}), stop: make(chan struct{})}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Store{source: source, log: log, ready: make(chan struct{}), ctx: ctx, stop: stop}
 }
 
 // NewStore returns a Store that holds b and never changes (for tests and
@@ -138,9 +140,10 @@ func (s *Store) Ready() <-chan struct{} { return s.ready }
 // Current is the bundle in use, nil before the first.
 func (s *Store) Current() *Bundle { return s.cur.Load() }
 
-// Close stops the source feeding the Store.
+// Close stops the source feeding the Store and waits for it: at once, even
+// in the middle of a blocking query.
 func (s *Store) Close() {
-	s.stopOnce.Do(func() { close(s.stop) })
+	s.stop()
 	s.done.Wait()
 }
 

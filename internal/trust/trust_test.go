@@ -4,11 +4,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/trust"
@@ -221,5 +225,35 @@ func TestFromFilesSaysWhatIsWrong(t *testing.T) {
 	}
 	if _, err := trust.FromFiles(caFile, key, caFile, testkit.Quiet); err == nil {
 		t.Error("the CA as the cert: no error")
+	}
+}
+
+// Close returns at once while both blocking queries of FromConsul wait on
+// an agent that never answers (as a real agent does for up to 5 minutes).
+func TestFromConsulClosesMidQuery(t *testing.T) {
+	asked := make(chan string, 2)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- r.URL.Path
+		<-r.Context().Done()
+	}))
+	defer agent.Close()
+	client, err := api.NewClient(&api.Config{Address: agent.Listener.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := trust.FromConsul(client, testkit.Quiet)
+	for range 2 {
+		select {
+		case <-asked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("FromConsul did not ask the agent for its roots and leaf")
+		}
+	}
+	start := time.Now()
+	s.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %v with two queries waiting", took)
+	} else {
+		t.Logf("Close took %v", took)
 	}
 }
