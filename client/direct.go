@@ -96,12 +96,9 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 		}
 		att := d.bal.Send(rc)
 		res, err := attempt(ctx, rc.Conn, req, tryTimeout)
-		var code frame.ErrCode // 0: answered
-		if err != nil {
-			code = frame.CodeOf(err)
-		}
-		att.Done(router.Failed(code))
-		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, code, time.Until(deadline)) {
+		o := router.OutcomeOf(res != nil && res.Code != frame.ResOK, err)
+		att.Done(o)
+		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, o.Code, time.Until(deadline)) {
 			return res, err
 		}
 		lastErr = err

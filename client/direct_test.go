@@ -22,7 +22,7 @@ type peer struct {
 	addr   string
 	srv    *client.Server
 	calls  atomic.Int64
-	mode   atomic.Value // "ok", "busy", "slow"
+	mode   atomic.Value // "ok", "slow", or the error to answer: "busy", "timeout", "unexpected", "badrequest"
 	closed bool
 }
 
@@ -36,6 +36,12 @@ func startPeer(t *testing.T, name string) *peer {
 		switch p.mode.Load() {
 		case "busy":
 			return nil, client.Errorf(frame.ErrCodeBusy, "%s is overloaded", p.name)
+		case "timeout":
+			return nil, client.Errorf(frame.ErrCodeTimeout, "%s ran out of time", p.name)
+		case "unexpected":
+			return nil, errors.New("the handler failed") // a plain error: Unexpected
+		case "badrequest":
+			return nil, client.Errorf(frame.ErrCodeBadRequest, "%s refuses the arguments", p.name)
 		case "slow":
 			select {
 			case <-time.After(2 * time.Second):
@@ -221,25 +227,54 @@ func TestDirectModeTryTimeout(t *testing.T) {
 	}
 }
 
-// Errors that are not safe to retry come back as they are, after one try.
+// An error the handler answered goes to another peer only when it is safe
+// to retry under the call's "re" flags: Busy always (the handler did not
+// start the call; it is the control that shows retries are counted here),
+// a Timeout only with "t", and never Unexpected or BadRequest, nor anything
+// under "n". Each case counts the attempts that reached a handler.
 func TestDirectModeDoesNotRetryUnsafeErrors(t *testing.T) {
-	peers, addrs := startPeers(t, 3)
-	c := dialPeers(t, addrs, nil)
-	_, err := c.Call(context.Background(), "svc", "nosuchmethod", nil, nil)
-	if client.CodeOf(err) != frame.ErrCodeBadRequest {
-		t.Fatalf("unknown method: %v", err)
+	for _, tc := range []struct {
+		mode  string
+		flags string // the "re" header; "" leaves it out (meaning "c")
+		code  frame.ErrCode
+		tries int64
+	}{
+		{"busy", "", frame.ErrCodeBusy, 3},
+		{"busy", "n", frame.ErrCodeBusy, 1},
+		{"timeout", "", frame.ErrCodeTimeout, 1},
+		{"timeout", "c", frame.ErrCodeTimeout, 1},
+		{"timeout", "ct", frame.ErrCodeTimeout, 3},
+		{"unexpected", "", frame.ErrCodeUnexpected, 1},
+		{"unexpected", "ct", frame.ErrCodeUnexpected, 1},
+		{"badrequest", "ct", frame.ErrCodeBadRequest, 1},
+	} {
+		t.Run(tc.mode+"/re="+tc.flags, func(t *testing.T) {
+			peers, addrs := startPeers(t, 3)
+			for _, p := range peers {
+				p.mode.Store(tc.mode)
+			}
+			c := dialPeers(t, addrs, nil)
+			var opts []client.CallOption
+			if tc.flags != "" {
+				opts = append(opts, client.WithRetryFlags(tc.flags))
+			}
+			_, err := c.Call(context.Background(), "svc", "who", nil, nil, opts...)
+			if frame.CodeOf(err) != tc.code {
+				t.Fatalf("answered %v, want code %v", err, tc.code)
+			}
+			var tries int64
+			for _, p := range peers {
+				tries += p.calls.Load()
+			}
+			if tries != tc.tries {
+				t.Fatalf("handlers ran %d times, want %d", tries, tc.tries)
+			}
+		})
 	}
-	var total int64
-	for _, p := range peers {
-		total += p.calls.Load()
-	}
-	if total != 0 {
-		t.Fatalf("handlers ran %d times for an unknown method", total)
-	}
-	var ae *client.ApplicationError
-	if _, err := c.Call(context.Background(), "svc", "who", nil, nil); err != nil && !errors.As(err, &ae) {
-		t.Fatal(err)
-	}
+}
+
+func TestDialPeersRefusesBadOptions(t *testing.T) {
+	_, addrs := startPeers(t, 1)
 	if _, err := client.DialPeers(context.Background(), nil, client.Options{}); err == nil {
 		t.Fatal("no peers accepted")
 	}

@@ -1,6 +1,9 @@
 package client
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // TracingFromHeaders shows tracingFromHeaders' answer in a word, for tests.
 func TracingFromHeaders(arg2 []byte) string {
@@ -17,3 +20,11 @@ func TracingFromHeaders(arg2 []byte) string {
 
 // HeaderParent exposes headerParent for tests.
 var HeaderParent = headerParent
+
+// DirectMetrics is what a DialPeers Client's Balancer learned, in the
+// Prometheus text format meshd serves its own Balancer's in.
+func DirectMetrics(c *Client) string {
+	var b strings.Builder
+	c.direct.bal.WriteMetrics(&b)
+	return b.String()
+}

@@ -37,21 +37,47 @@ func (a Attempt) Done(o Outcome) { a.ep.judge(a.start, o) }
 
 // Outcome is how an attempt ended. The zero Outcome is a good answer.
 type Outcome struct {
-	Code      frame.ErrCode // the error frame's code; 0 when answered
-	AppErr    bool          // answered with an application error (still an answer)
-	Cancelled bool          // the caller gave up: says nothing of the instance
+	Code   frame.ErrCode // the error frame's code, or the local equivalent; 0 when answered
+	AppErr bool          // answered with an application error (still an answer)
 }
 
+// The one mapping from how an attempt ended to its Outcome, for the relay
+// (which sees frames) and the SDK's direct mode (which sees errors):
+//
+//	answered                  Answered(appErr): ok or app_error
+//	an error frame, or a      Failed(code): timeout, busy, network, ... the
+//	local error with a code   breaker counts Timeout, Network, Unexpected,
+//	                          Busy and Unhealthy against the instance
+//	the caller gave up        CallerGone (code Cancelled): a cancel, a caller
+//	                          gone or not reading; nothing is learned of the
+//	                          instance, and it is not recorded
+var CallerGone = Outcome{Code: frame.ErrCodeCancelled}
+
+// Answered is the Outcome of an attempt that got an answer; appErr marks an
+// application error.
+func Answered(appErr bool) Outcome { return Outcome{AppErr: appErr} }
+
 // Failed is the Outcome of an attempt that ended with an error frame (or the
-// local equivalent) of code.
+// local equivalent) of code; ErrCodeCancelled is CallerGone.
 func Failed(code frame.ErrCode) Outcome { return Outcome{Code: code} }
+
+// OutcomeOf is the Outcome of an attempt from what its caller in this
+// process saw: an answer (err nil; appErr marks an application error), or
+// err, judged by its wire code (frame.CodeOf: a cancelled context is
+// Cancelled, a passed deadline Timeout).
+func OutcomeOf(appErr bool, err error) Outcome {
+	if err != nil {
+		return Failed(frame.CodeOf(err))
+	}
+	return Answered(appErr)
+}
+
+// callerGone reports whether the attempt ended because its caller gave up.
+func (o Outcome) callerGone() bool { return o.Code == frame.ErrCodeCancelled }
 
 // failed reports whether the outcome counts against the instance (its
 // breaker) rather than the call.
 func (o Outcome) failed() bool {
-	if o.Cancelled {
-		return false
-	}
 	switch o.Code {
 	case frame.ErrCodeTimeout, frame.ErrCodeNetwork, frame.ErrCodeUnexpected, frame.ErrCodeBusy, frame.ErrCodeUnhealthy:
 		return true
@@ -61,7 +87,7 @@ func (o Outcome) failed() bool {
 
 // String is the outcome's result label, as in mesh_calls_total.
 func (o Outcome) String() string {
-	if o.Cancelled {
+	if o.callerGone() {
 		return "cancelled by caller"
 	}
 	return resultNames[resultSlot(o)]

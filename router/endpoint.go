@@ -95,7 +95,7 @@ func (e *endpoint) judge(start time.Time, o Outcome) {
 		return
 	}
 	e.pending.Add(-1)
-	if o.Cancelled {
+	if o.callerGone() {
 		return
 	}
 	now := time.Now()

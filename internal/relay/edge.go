@@ -42,7 +42,7 @@ func (r *Relay) abandon(rc *relayed, code frame.ErrCode, why string) {
 	rc.mu.Lock()
 	dst, dstID := rc.dst, rc.dstID
 	rc.mu.Unlock()
-	o := router.Outcome{Cancelled: true} // the caller's fault: nothing to learn about the instance
+	o := router.CallerGone // the caller's fault: nothing to learn about the instance
 	if code != frame.ErrCodeBadRequest {
 		o = router.Failed(code) // the instance's: its breaker learns it
 	}

@@ -328,7 +328,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		rc.mu.Lock()
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
-		r.finish(rc, router.Outcome{Cancelled: true}) // forgotten before the callee hears of it
+		r.finish(rc, router.CallerGone) // forgotten before the callee hears of it
 		frame.SetID(f.Raw, dstID)
 		r.send(dst, f.Raw, !rc.lastHop)
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
@@ -352,14 +352,14 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		frame.SetID(f.Raw, rc.srcID)
 		if err := rc.src.TryWrite(f.Raw); err != nil { // the caller is not reading its answers
 			r.slowPeer(rc.src, err)
-			r.finish(rc, router.Outcome{Cancelled: true})
+			r.finish(rc, router.CallerGone)
 			return
 		}
 		switch {
 		case f.Type == frame.TypeError:
 			r.finish(rc, router.Failed(frame.ErrCode(f.Payload[0])))
 		case f.Payload[0]&frame.FlagMoreFragments == 0:
-			r.finish(rc, router.Outcome{AppErr: rc.appErr})
+			r.finish(rc, router.Answered(rc.appErr))
 		}
 	}
 }
@@ -395,7 +395,7 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 		}
 	}
 	for _, e := range took { // calls c's peer sent: the caller went away
-		if !r.finish(e.rc, router.Outcome{Cancelled: true}) {
+		if !r.finish(e.rc, router.CallerGone) {
 			continue
 		}
 		e.rc.mu.Lock()

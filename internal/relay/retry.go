@@ -102,7 +102,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	caller, callerName := callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
 	c.Caller = caller
 	if err := r.retry.Route(c); err != nil {
-		if r.finish(rc, router.Outcome{Cancelled: true}) {
+		if r.finish(rc, router.CallerGone) {
 			r.sendError(rc.src, rc.srcID, rc.hop, lastCode, "retry found no other instance: "+err.Error())
 		}
 		return

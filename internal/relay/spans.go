@@ -131,7 +131,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
 	}
 	tag(tracing.Tag{Key: "mesh.result", Value: result.String()})
 	var code string
-	if result.Code != 0 {
+	if result.Code != 0 && result != router.CallerGone { // a caller giving up is no error of the hop
 		code = result.Code.String()
 	}
 	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,
