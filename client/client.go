@@ -339,7 +339,7 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2 
 			Remote: service, Tags: []tracing.Tag{{Key: "peer.service", Value: service}, {Key: "mesh.scheme", Value: scheme}}}
 		switch {
 		case err != nil:
-			rec.Code, rec.Message = CodeOf(err).String(), err.Error()
+			rec.Code, rec.Message = frame.CodeOf(err).String(), err.Error()
 		case res.Code != frame.ResOK:
 			rec.Code = "application error"
 		}

@@ -10,12 +10,12 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // DialPeers returns a Client that calls services directly on peers (TChannel
 // servers' host:port), with no meshd in between. Every call is routed by the
-// stages meshd uses (router.Discover and router.Balancer): power of two
+// stages meshd uses (routing.Discover and routing.Balancer): power of two
 // choices on peak-EWMA latency, or rendezvous hashing on a shard key, or
 // round robin; a circuit breaker per peer and service; retries of safe
 // failures on another peer within the deadline and a retry budget; a
@@ -30,7 +30,7 @@ func DialPeers(ctx context.Context, peers []string, opts Options) (*Client, erro
 	if err != nil {
 		return nil, err
 	}
-	bal, err := router.NewBalancer(opts.Policies, opts.Logger)
+	bal, err := routing.NewBalancer(opts.Policies, opts.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("DialPeers: %w", err)
 	}
@@ -38,27 +38,27 @@ func DialPeers(ctx context.Context, peers []string, opts Options) (*Client, erro
 	d.pool = conn.NewPool(func(ctx context.Context, addr string) (*conn.Conn, error) {
 		return conn.Dial(ctx, addr, d.opts.connOptions("", nil))
 	})
-	d.stages = router.Pipeline{
-		router.Discover{From: d},
+	d.stages = routing.Pipeline{
+		routing.Discover{From: d},
 		bal,
-		router.Connect{Balancer: bal, Dial: func(inst discovery.Instance) (*conn.Conn, error) { return d.pool.Get(inst.Addr) }},
+		routing.Connect{Balancer: bal, Dial: func(inst discovery.Instance) (*conn.Conn, error) { return d.pool.Get(inst.Addr) }},
 	}
-	d.calls.New = func() any { return new(router.Call) }
+	d.calls.New = func() any { return new(routing.Call) }
 	return &Client{direct: d, opts: opts, caller: callerName(opts), tracer: tracer}, nil
 }
 
 // direct routes a Client's calls over several peers.
 type direct struct {
-	bal    *router.Balancer
-	stages router.Pipeline
+	bal    *routing.Balancer
+	stages routing.Pipeline
 	opts   Options
 	peers  []string
 	pool   *conn.Pool
-	calls  sync.Pool // *router.Call
+	calls  sync.Pool // *routing.Call
 	byName sync.Map  // service → []discovery.Instance
 }
 
-// Instances makes every peer an instance of every service (router.Finder).
+// Instances makes every peer an instance of every service (routing.Finder).
 // The id names the service too, so breakers and latency are per service.
 func (d *direct) Instances(_ context.Context, service string) ([]discovery.Instance, error) {
 	if v, ok := d.byName.Load(service); ok {
@@ -76,7 +76,7 @@ func (d *direct) Instances(_ context.Context, service string) ([]discovery.Insta
 // another one, with the Balancer's feedback and retry decisions, as meshd's
 // relay does.
 func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, error) {
-	rc := d.calls.Get().(*router.Call)
+	rc := d.calls.Get().(*routing.Call)
 	defer d.calls.Put(rc)
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -84,7 +84,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 		defer cancel()
 	}
 	deadline, _ := ctx.Deadline()
-	rc.Reset(string(router.RoutingName([]byte(req.Service), req.Headers)), req.Headers)
+	rc.Reset(string(routing.RoutingName([]byte(req.Service), req.Headers)), req.Headers)
 	tryTimeout := d.bal.TryTimeout(rc)
 	var lastErr error
 	for {
@@ -96,14 +96,14 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 		}
 		att := d.bal.Send(rc)
 		res, err := attempt(ctx, rc.Conn, req, tryTimeout)
-		o := router.OutcomeOf(res != nil && res.Code != frame.ResOK, err)
+		o := routing.OutcomeOf(res != nil && res.Code != frame.ResOK, err)
 		att.Done(o)
 		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, o.Code, time.Until(deadline)) {
 			return res, err
 		}
 		lastErr = err
 		select {
-		case <-time.After(router.Backoff(len(rc.Tried), time.Until(deadline))):
+		case <-time.After(routing.Backoff(len(rc.Tried), time.Until(deadline))):
 		case <-ctx.Done():
 			return nil, err
 		}

@@ -218,7 +218,7 @@ func TestDirectModeTryTimeout(t *testing.T) {
 	took := time.Since(start)
 	start = time.Now()
 	_, err = c.Call(ctx, "svc", "who", nil, nil, client.WithShardKey(key), client.WithRetryFlags("c"))
-	if client.CodeOf(err) != frame.ErrCodeTimeout {
+	if frame.CodeOf(err) != frame.ErrCodeTimeout {
 		t.Fatalf("re: c: %v", err)
 	}
 	t.Logf("hung owner of the key: re: ct answered by p1 after %v; re: c timed out after %v (deadline 2s)", took, time.Since(start))

@@ -16,18 +16,15 @@ import (
 // It is sent by the peer or raised locally (a passed deadline is
 // frame.ErrCodeTimeout and also matches errors.Is(err,
 // context.DeadlineExceeded); a lost connection is frame.ErrCodeNetwork; a
-// call no instance can take is Declined or Busy). Match it with errors.As. A
-// Handler may return one to answer with that code.
+// call no instance can take is Declined or Busy). Match it with errors.As,
+// or read the code with frame.CodeOf(err). A Handler may return one to
+// answer with that code.
 type Error = frame.Error
 
 // Errorf returns an *Error with the given code, for handlers to return.
 func Errorf(code frame.ErrCode, format string, args ...any) *Error {
 	return frame.Errorf(code, format, args...)
 }
-
-// CodeOf returns the wire error code of err, frame.ErrCodeUnexpected for
-// errors without one.
-func CodeOf(err error) frame.ErrCode { return frame.CodeOf(err) }
 
 // ErrEncoding marks (errors.Is) a failure to encode a call's arguments or to
 // decode its answer in this process. It is not an *Error: nothing failed on

@@ -123,16 +123,16 @@ func TestMeshClientSeesTChannelGoErrors(t *testing.T) {
 		t.Fatalf("ping: %v", err)
 	}
 	_, err := c.Call(ctxTimeout(time.Second), "tgo", "nosuchmethod", nil, nil)
-	if client.CodeOf(err) != frame.ErrCodeBadRequest {
+	if frame.CodeOf(err) != frame.ErrCodeBadRequest {
 		t.Fatalf("unknown method: %v, want bad request", err)
 	}
 	_, err = c.Call(ctxTimeout(time.Second), "nosuchservice", "echo", nil, nil)
-	if client.CodeOf(err) != frame.ErrCodeBadRequest {
+	if frame.CodeOf(err) != frame.ErrCodeBadRequest {
 		t.Fatalf("unknown service: %v, want bad request", err)
 	}
 	start := time.Now()
 	_, err = c.Call(ctxTimeout(100*time.Millisecond), "tgo", "sleep", nil, nil)
-	if client.CodeOf(err) != frame.ErrCodeTimeout || time.Since(start) > 400*time.Millisecond {
+	if frame.CodeOf(err) != frame.ErrCodeTimeout || time.Since(start) > 400*time.Millisecond {
 		t.Fatalf("call past its TTL: %v after %v", err, time.Since(start))
 	}
 	var ae *client.ApplicationError

@@ -1,6 +1,10 @@
 package client
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/meshrpc/mesh/frame"
+)
 
 func TestJSONHeadersForms(t *testing.T) {
 	for _, in := range []string{"", "null", " {} "} {
@@ -13,7 +17,7 @@ func TestJSONHeadersForms(t *testing.T) {
 	if err != nil || len(h) != 1 || h["k"] != "v" {
 		t.Fatalf("tracing headers not dropped: %v %v", h, err)
 	}
-	if _, err := decodeJSONHeaders([]byte(`{"k":1}`)); CodeOf(err) != 0x06 {
+	if _, err := decodeJSONHeaders([]byte(`{"k":1}`)); frame.CodeOf(err) != 0x06 {
 		t.Fatalf("non-string header: %v", err)
 	}
 }

@@ -211,7 +211,7 @@ func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 	case errors.As(err, &ae) || err == nil && res.Code != frame.ResOK:
 		tracing.Error(span, "application error", "")
 	case err != nil:
-		tracing.Error(span, CodeOf(err).String(), err.Error())
+		tracing.Error(span, frame.CodeOf(err).String(), err.Error())
 	}
 	return res, err
 }

@@ -106,7 +106,7 @@ func checkRewrites(t *testing.T, fr *Frame, req *CallReq, frag *Fragment) {
 	if h, _ := ParseHeader(b); h.ID != fr.ID+1 || r2.TTL != req.TTL+1 || r2.Tracing.SpanID != 7 || !bytes.Equal(r2.Service, req.Service) {
 		t.Fatalf("rewrites: id %d ttl %d tracing %+v service %q", h.ID, r2.TTL, r2.Tracing, r2.Service)
 	}
-	out, ok := AppendCallReqWithHeader(nil, fr, req, "mesh-instance", "svc@10.0.0.1:21300#1")
+	out, ok := AppendCallReqWithHeaders(nil, fr, req, [2]string{"mesh-instance", "svc@10.0.0.1:21300#1"}, [2]string{})
 	if !ok {
 		return
 	}

@@ -262,15 +262,6 @@ func DecodeCancel(payload []byte) (Cancel, error) {
 	return m, c.err
 }
 
-// AppendClaim appends a whole claim frame to dst.
-func AppendClaim(dst []byte, id uint32, ttl uint32, t Tracing) ([]byte, error) {
-	start := len(dst)
-	dst = beginFrame(dst, TypeClaim, id)
-	dst = appendU32(dst, ttl)
-	dst = t.appendTo(dst)
-	return finishFrame(dst, start)
-}
-
 // DecodeClaim decodes a claim payload.
 func DecodeClaim(payload []byte) (ttl uint32, t Tracing, err error) {
 	c := cursor{b: payload}

@@ -28,19 +28,14 @@ func SetCallReqTTL(f []byte, ttl uint32) { binary.BigEndian.PutUint32(f[HeaderSi
 // SetCallReqTracing rewrites the tracing field of call req frame f.
 func SetCallReqTracing(f []byte, t Tracing) { t.Put(f[CallReqTracingOffset:]) }
 
-// AppendCallReqWithHeader appends to dst a copy of call req frame f (req
-// decoded from it) with key=value set in its transport headers: added, or in
-// place of the value the frame had (a duplicate key would make the frame
-// invalid); its args and their checksum are untouched. It reports false,
-// appending nothing, when the frame has no header block to extend, the
-// header is invalid, or the result would not fit in a frame.
-func AppendCallReqWithHeader(dst []byte, f *Frame, req *CallReq, key, value string) ([]byte, bool) {
-	return AppendCallReqWithHeaders(dst, f, req, [2]string{key, value}, [2]string{})
-}
-
-// AppendCallReqWithHeaders is AppendCallReqWithHeader for two headers at
-// once (a relay hop's instance and caller); a pair with an empty key is
-// left out.
+// AppendCallReqWithHeaders appends to dst a copy of call req frame f (req
+// decoded from it) with headers a and b (key, value) set in its transport
+// headers: added, or in place of the values the frame had (a duplicate key
+// would make the frame invalid); a pair with an empty key is left out (a
+// relay hop sets its instance and, when proven, its caller). Its args and
+// their checksum are untouched. It reports false, appending nothing, when
+// the frame has no header block to extend, a header is invalid, or the
+// result would not fit in the frames below.
 //
 // A first frame too full for the headers (a call whose body fills it) is
 // split in two, when its checksum runs over the bytes as one stream (none,

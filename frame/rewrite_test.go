@@ -116,7 +116,7 @@ func TestFullFirstFrameIsSplitForHeaders(t *testing.T) {
 	}
 }
 
-func TestAppendCallReqWithHeader(t *testing.T) {
+func TestAppendCallReqWithAHeader(t *testing.T) {
 	cases := []struct {
 		name    string
 		arg3    int
@@ -140,7 +140,7 @@ func TestAppendCallReqWithHeader(t *testing.T) {
 			if err := DecodeCallReq(f.Payload, &req, &frag); err != nil {
 				t.Fatal(err)
 			}
-			out, ok := AppendCallReqWithHeader(nil, f, &req, "mesh-instance", "orders@10.0.0.1:21300#4")
+			out, ok := AppendCallReqWithHeaders(nil, f, &req, [2]string{"mesh-instance", "orders@10.0.0.1:21300#4"}, [2]string{})
 			if tc.caller != "" {
 				out, ok = AppendCallReqWithHeaders(nil, f, &req, [2]string{"mesh-instance", "orders@10.0.0.1:21300#4"}, [2]string{"mesh-caller", tc.caller})
 			}

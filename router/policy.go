@@ -5,13 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"reflect"
-	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Policy is how the mesh treats calls to one service. The zero value of a
@@ -124,16 +118,19 @@ func or[T comparable](v, fallback T) T {
 	return v
 }
 
-// withDefaults fills what is still unset with the built-in defaults.
-func (p Policy) withDefaults() Policy {
-	return p.merged(Policy{
-		MaxAttempts:     maxAttempts,
+// Defaults is the built-in policy every unset field falls back to: at most
+// 3 attempts, retries within 20% of recent calls, P2C on peak-EWMA
+// latency, and a breaker that opens after 5 consecutive failures (or half
+// of at least 20 calls in 10s) for 5s. No rate or concurrency limit.
+func Defaults() Policy {
+	return Policy{
+		MaxAttempts:     3,
 		Balancer:        BalancerP2C,
-		RetryBudget:     budgetRatio,
-		BreakerFailures: breakerConsecutive,
+		RetryBudget:     0.2,
+		BreakerFailures: 5,
 		BreakerRatio:    0.5,
-		BreakerOpenFor:  Duration(breakerOpenFor),
-	})
+		BreakerOpenFor:  Duration(5 * time.Second),
+	}
 }
 
 // Policies are every service's policies, by service name; "*" applies to
@@ -150,152 +147,10 @@ func (ps Policies) Validate() error {
 	return nil
 }
 
-// equal reports whether p and q are the same policy.
-func (p Policy) equal(q Policy) bool { return reflect.DeepEqual(p, q) }
-
-// of is the policy of service: its own over the "*" policy.
-func (ps Policies) of(service string) Policy { return ps[service].merged(ps["*"]) }
-
-// limits is the live state of one service's policy on this meshd. When the
-// policy changes, the new limits take over the old ones' state: calls in
-// flight (the counter is shared, so calls admitted before the change
-// release into it), the rate limiter's tokens, and per-caller limiters
-// while the caller rate stays.
-type limits struct {
-	policy   Policy
-	rate     *rate.Limiter // nil: unlimited
-	inflight *atomic.Int64
-	callers  *callerLimits
-}
-
-// maxCallers bounds the callers a service keeps a rate limiter for: caller
-// names are the callers' own words, so a flood of made-up ones shares one.
-const maxCallers = 10000
-
-// callerLimits are a service's rate limiters per caller.
-type callerLimits struct {
-	mu sync.RWMutex
-	m  map[string]*rate.Limiter
-}
-
-// newLimits returns the live limits of policy p, taking over prev's state
-// (nil: a service seen for the first time).
-func newLimits(p Policy, prev *limits) *limits {
-	l := &limits{policy: p.withDefaults(), inflight: new(atomic.Int64)}
-	if prev != nil {
-		l.inflight = prev.inflight
-	}
-	if p.RateLimit > 0 {
-		limit, burst := rate.Limit(p.RateLimit), max(p.Burst, 1)
-		if prev != nil && prev.rate != nil {
-			prev.rate.SetLimit(limit) // keeps the tokens it has: no fresh burst
-			prev.rate.SetBurst(burst)
-			l.rate = prev.rate
-		} else {
-			l.rate = rate.NewLimiter(limit, burst)
-		}
-	}
-	if prev != nil && prev.policy.CallerRateLimit == l.policy.CallerRateLimit {
-		l.callers = prev.callers
-	} else {
-		l.callers = &callerLimits{m: make(map[string]*rate.Limiter)}
-	}
-	return l
-}
-
-// blocked reports whether the kill switch refuses caller.
-func (l *limits) blocked(caller []byte) bool {
-	for _, b := range l.policy.Blocked {
-		if b == "*" || b == string(caller) {
-			return true
-		}
-	}
-	return false
-}
-
-// callerAllowed applies the per-caller rate limit.
-func (l *limits) callerAllowed(caller []byte, now time.Time) bool {
-	if l.policy.CallerRateLimit <= 0 {
-		return true
-	}
-	cl := l.callers
-	cl.mu.RLock()
-	lim := cl.m[string(caller)]
-	cl.mu.RUnlock()
-	if lim == nil {
-		cl.mu.Lock()
-		if lim = cl.m[string(caller)]; lim == nil {
-			key := string(caller)
-			if len(cl.m) >= maxCallers {
-				key = "" // past the bound, new callers share one limiter
-			}
-			if lim = cl.m[key]; lim == nil {
-				burst := max(int(l.policy.CallerRateLimit/5), 1) // 200ms of calls
-				lim = rate.NewLimiter(rate.Limit(l.policy.CallerRateLimit), burst)
-				cl.m[key] = lim
-			}
-		}
-		cl.mu.Unlock()
-	}
-	return lim.AllowN(now, 1)
-}
-
-// admit applies the service's rate and concurrency limits to a call about
-// to be delivered to a local instance; release must follow an admission.
-func (l *limits) admit(now time.Time) (ok bool, why string) {
-	if l.rate != nil && !l.rate.AllowN(now, 1) {
-		return false, fmt.Sprintf("rate limit of %g calls/s reached", l.policy.RateLimit)
-	}
-	if n := l.inflight.Add(1); l.policy.MaxConcurrent > 0 && n > int64(l.policy.MaxConcurrent) {
-		l.inflight.Add(-1)
-		return false, fmt.Sprintf("%d calls in flight, the limit is %d", n-1, l.policy.MaxConcurrent)
-	}
-	return true, ""
-}
-
-func (l *limits) release() { l.inflight.Add(-1) }
-
-// policyStore holds the policies and each service's live limits.
-type policyStore struct {
-	mu       sync.Mutex // serializes set and the creation of limits
-	policies Policies
-	live     sync.Map // service → *limits
-}
-
-// set replaces the policies. Only services whose policy changed get new
-// limits, and those take over the old ones' state (newLimits): an update
-// of one service, or a repeat of the same policies, disturbs no other.
-func (s *policyStore) set(ps Policies) error {
-	if err := ps.Validate(); err != nil {
-		return err
-	}
-	ps = maps.Clone(ps)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.policies = ps
-	s.live.Range(func(k, v any) bool {
-		service, old := k.(string), v.(*limits)
-		if p := ps.of(service); !p.withDefaults().equal(old.policy) {
-			s.live.Store(service, newLimits(p, old))
-		}
-		return true
-	})
-	return nil
-}
-
-// limits returns the live limits of service.
-func (s *policyStore) limits(service string) *limits {
-	if v, ok := s.live.Load(service); ok {
-		return v.(*limits)
-	}
-	s.mu.Lock() // so a concurrent set cannot be missed
-	defer s.mu.Unlock()
-	if v, ok := s.live.Load(service); ok {
-		return v.(*limits)
-	}
-	l := newLimits(s.policies.of(service), nil)
-	s.live.Store(service, l)
-	return l
+// For is the policy in force for service: its own, over the "*" policy,
+// over Defaults.
+func (ps Policies) For(service string) Policy {
+	return ps[service].merged(ps["*"]).merged(Defaults())
 }
 
 // Duration is a time.Duration written as "250ms" in JSON and YAML.

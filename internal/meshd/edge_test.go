@@ -145,7 +145,7 @@ func TestMalformedAnswerFailsOnlyThatCall(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := c.Call(ctx, "bad", "x", nil, nil, client.WithRetryFlags("n"))
 		cancel()
-		if client.CodeOf(err) != frame.ErrCodeUnexpected {
+		if frame.CodeOf(err) != frame.ErrCodeUnexpected {
 			t.Fatalf("call %d to the garbling service: %v, want unexpected", i, err)
 		}
 		if body, err := callEcho(c, "echo", []byte("x")); err != nil || string(body) != "echo:x" {

@@ -91,7 +91,7 @@ func TestMaxTTLCapsACall(t *testing.T) {
 	start := time.Now()
 	_, err := c.Call(ctx, "mute", "wait", nil, nil, client.WithRetryFlags("n"))
 	took := time.Since(start)
-	if client.CodeOf(err) != frame.ErrCodeTimeout || took > 5*time.Second {
+	if frame.CodeOf(err) != frame.ErrCodeTimeout || took > 5*time.Second {
 		t.Fatalf("a 1-minute call to a mute service: %v after %v, want a timeout after about 300ms", err, took)
 	}
 	if got := testkit.Metric(t, d.AdminAddr(), `mesh_limit_hits_total{limit="max_ttl"}`); got == "0" {

@@ -373,7 +373,7 @@ func TestRetriesGoElsewhere(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_, err := c.Call(ctx, "svc2", "m", nil, nil, client.WithRetryFlags("n"))
 		cancel()
-		if client.CodeOf(err) == frame.ErrCodeBusy {
+		if frame.CodeOf(err) == frame.ErrCodeBusy {
 			failures++
 		}
 	}
@@ -429,7 +429,7 @@ func TestRetriesMultiFrameRequests(t *testing.T) {
 	var refused int
 	for range 40 {
 		_, err := c.Call(context.Background(), "huge", "echo", nil, huge)
-		if client.CodeOf(err) == frame.ErrCodeBusy {
+		if frame.CodeOf(err) == frame.ErrCodeBusy {
 			refused++
 		} else if err != nil {
 			t.Fatal(err)
@@ -557,7 +557,7 @@ func TestCancelCrossesTheRelay(t *testing.T) {
 	c := dialMeshd(t, a.Addr())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	go func() { <-started; cancel() }()
-	if _, err := c.Call(ctx, "slow", "wait", nil, nil); client.CodeOf(err) != frame.ErrCodeCancelled {
+	if _, err := c.Call(ctx, "slow", "wait", nil, nil); frame.CodeOf(err) != frame.ErrCodeCancelled {
 		t.Fatalf("got %v, want cancelled", err)
 	}
 	select {
@@ -622,7 +622,7 @@ func TestConcurrencyLimitHoldsAcrossPolicyUpdates(t *testing.T) {
 		if err := a.SetPolicies(next); err != nil {
 			t.Fatal(err)
 		}
-		if err := call(2 * time.Second); client.CodeOf(err) != frame.ErrCodeBusy {
+		if err := call(2 * time.Second); frame.CodeOf(err) != frame.ErrCodeBusy {
 			t.Fatalf("update %d: a third call with 2 in flight got %v, want Busy", i+1, err)
 		}
 	}

@@ -7,14 +7,14 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // relayed is one call in flight through this meshd. Its fields are
 // ordered to keep it within 1,024 bytes, one allocation size class: its
 // size is what a relayed call costs the garbage collector.
 type relayed struct {
-	call router.Call // the routing state, kept for the call's retries
+	call routing.Call // the routing state, kept for the call's retries
 	// src and srcID are the caller's side: set before the call is shared,
 	// never changed.
 	src   *conn.Conn
@@ -37,7 +37,7 @@ type relayed struct {
 	dstID       uint32
 	firstLen    int32 // of the saved request's first frame
 	dst         *conn.Conn
-	attempt     router.Attempt // of the instance picked here (first hop); its Start is the attempt's
+	attempt     routing.Attempt // of the instance picked here (first hop); its Start is the attempt's
 	deadline    time.Time
 	timer       *time.Timer // ends the call at its TTL
 	tryTimer    *time.Timer // ends the current attempt at the per-attempt timeout
@@ -182,7 +182,7 @@ func (t *table) drain() (sent, took []entry) {
 // finish forgets a call and tells the Balancer how its last attempt went;
 // it reports whether the call was still in flight (only the first finish
 // counts).
-func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
+func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 	rc.mu.Lock()
 	if rc.done {
 		rc.mu.Unlock()
@@ -190,7 +190,7 @@ func (r *Relay) finish(rc *relayed, o router.Outcome) bool {
 	}
 	rc.done = true
 	att := rc.attempt
-	rc.attempt = router.Attempt{}
+	rc.attempt = routing.Attempt{}
 	if !rc.between {
 		rc.rec.end(o, time.Since(att.Start()))
 	}

@@ -2,7 +2,7 @@ package relay
 
 import (
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // deliver is the last hop's discover stage: the call is for the local
@@ -14,7 +14,7 @@ type deliver struct{ r *Relay }
 
 func (deliver) Name() string { return "deliver" }
 
-func (d deliver) Route(c *router.Call) error {
+func (d deliver) Route(c *routing.Call) error {
 	if id, ok := c.Headers.Get(HeaderInstance); ok {
 		if l := d.r.local(string(id)); l != nil {
 			c.Instances, c.Picked, c.Conn = l.inst, 0, l.conn

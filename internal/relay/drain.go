@@ -2,7 +2,7 @@ package relay
 
 import (
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // draining is the stage that declines every new call once the meshd is
@@ -12,7 +12,7 @@ type draining struct{ r *Relay }
 
 func (draining) Name() string { return "drain" }
 
-func (d draining) Route(*router.Call) error {
+func (d draining) Route(*routing.Call) error {
 	if d.r.draining.Load() {
 		return errDraining
 	}

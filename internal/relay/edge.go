@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // The mesh's edge is where a call or its answer comes from an app: the
@@ -17,7 +17,7 @@ import (
 // other meshds were checked at their edge.
 
 // isLocal reports whether c's instance is an app on this host.
-func (r *Relay) isLocal(c *router.Call) bool { return c.Instance().Addr == r.cfg.Self }
+func (r *Relay) isLocal(c *routing.Call) bool { return c.Instance().Addr == r.cfg.Self }
 
 // check adds one frame's args to the message asm follows. For a request,
 // arg1 (counted in *arg1) may be at most frame.MaxArg1Size bytes, as the
@@ -42,9 +42,9 @@ func (r *Relay) abandon(rc *relayed, code frame.ErrCode, why string) {
 	rc.mu.Lock()
 	dst, dstID := rc.dst, rc.dstID
 	rc.mu.Unlock()
-	o := router.CallerGone // the caller's fault: nothing to learn about the instance
+	o := routing.CallerGone // the caller's fault: nothing to learn about the instance
 	if code != frame.ErrCodeBadRequest {
-		o = router.Failed(code) // the instance's: its breaker learns it
+		o = routing.Failed(code) // the instance's: its breaker learns it
 	}
 	if !r.finish(rc, o) {
 		return

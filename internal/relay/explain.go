@@ -9,7 +9,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/router"
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // attemptRecord is one attempt of a call, kept compactly: strings the call
@@ -18,8 +18,8 @@ import (
 type attemptRecord struct {
 	instance string
 	addr     string
-	choice   router.Choice
-	result   router.Outcome
+	choice   routing.Choice
+	result   routing.Outcome
 	latency  time.Duration
 	done     bool
 }
@@ -56,7 +56,7 @@ func (rec *record) attempt(i int) *attemptRecord {
 	return &rec.more[i-len(rec.attempts)]
 }
 
-func (rec *record) add(inst discovery.Instance, ch router.Choice) {
+func (rec *record) add(inst discovery.Instance, ch routing.Choice) {
 	if rec.n >= maxRecorded {
 		return
 	}
@@ -68,7 +68,7 @@ func (rec *record) add(inst discovery.Instance, ch router.Choice) {
 }
 
 // end marks the current attempt finished.
-func (rec *record) end(o router.Outcome, latency time.Duration) {
+func (rec *record) end(o routing.Outcome, latency time.Duration) {
 	if rec.n > 0 {
 		a := rec.attempt(int(rec.n) - 1)
 		a.result, a.latency, a.done = o, latency, true
@@ -146,7 +146,7 @@ func (rec *record) explain() Explanation {
 }
 
 // appendWhy writes why attempt i went where it did, in words (terse: see
-// router.Choice.AppendWhy).
+// routing.Choice.AppendWhy).
 func (rec *record) appendWhy(b []byte, i int, terse bool) []byte {
 	if i > 0 {
 		b = append(b, "retry: "...)

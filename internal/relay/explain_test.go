@@ -7,8 +7,8 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/testkit"
-	"github.com/meshrpc/mesh/router"
 )
 
 // A recorded call explains itself: who called, each attempt's instance, why
@@ -19,12 +19,12 @@ func TestExplanationOfRecordedCall(t *testing.T) {
 	for _, id := range []string{"kv-1", "kv-2"} {
 		reg.Register(t.Context(), discovery.Instance{Service: "kv", ID: id, Addr: "10.0.0.1:21300"})
 	}
-	pick := router.Pipeline{router.Discover{From: reg}, r.bal}
-	var c router.Call
+	pick := routing.Pipeline{routing.Discover{From: reg}, r.bal}
+	var c routing.Call
 	c.Reset("kv", nil)
 	rec := record{service: "kv"}
 	rec.setCaller([]byte("billing"))
-	for i, o := range []router.Outcome{router.Failed(frame.ErrCodeBusy), {}} {
+	for i, o := range []routing.Outcome{routing.Failed(frame.ErrCodeBusy), {}} {
 		if err := pick.Route(&c); err != nil {
 			t.Fatal(err)
 		}

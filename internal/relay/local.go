@@ -46,7 +46,7 @@ func (r *Relay) local(id string) *localInstance {
 	return l
 }
 
-// reach is the relay's way to the picked instance (router.Connect's Dial):
+// reach is the relay's way to the picked instance (routing.Connect's Dial):
 // an instance on this host over its app's own connection, any other over
 // the connection to its meshd.
 func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {

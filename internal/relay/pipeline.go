@@ -1,6 +1,6 @@
 package relay
 
-import "github.com/meshrpc/mesh/router"
+import "github.com/meshrpc/mesh/internal/routing"
 
 // pipelines declares the stages of every call through this meshd, in
 // order. Adding a stage is one file and one line here.
@@ -20,27 +20,27 @@ import "github.com/meshrpc/mesh/router"
 // where the instance is. A retry picks again among the instances not
 // yet tried.
 func (r *Relay) pipelines() {
-	connect := router.Connect{Balancer: r.bal, Dial: r.reach}
-	admission := router.Admission{Balancer: r.bal, Self: r.cfg.Self}
-	authorize := router.Authorize{Allowed: r.cfg.Allowed}
-	r.firstHop = router.Pipeline{
-		draining{r},                           // drain.go
-		router.Discover{From: r.cfg.Registry}, // router/discover.go
-		authorize,                             // router/authorize.go
-		router.KillSwitch{Balancer: r.bal},    // router/killswitch.go
-		router.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
-		r.bal,                                 // router/balancer.go
-		connect,                               // router/connect.go, with reach (relay.go)
-		admission,                             // router/admission.go
+	connect := routing.Connect{Balancer: r.bal, Dial: r.reach}
+	admission := routing.Admission{Balancer: r.bal, Self: r.cfg.Self}
+	authorize := routing.Authorize{Allowed: r.cfg.Allowed}
+	r.firstHop = routing.Pipeline{
+		draining{r},                            // drain.go
+		routing.Discover{From: r.cfg.Registry}, // router/discover.go
+		authorize,                              // router/authorize.go
+		routing.KillSwitch{Balancer: r.bal},    // router/killswitch.go
+		routing.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
+		r.bal,                                  // router/balancer.go
+		connect,                                // router/connect.go, with reach (relay.go)
+		admission,                              // router/admission.go
 	}
-	r.lastHop = router.Pipeline{
+	r.lastHop = routing.Pipeline{
 		draining{r}, // drain.go
 		deliver{r},  // deliver.go
 		authorize,   // the destination's own decision
 		admission,
 	}
-	r.retry = router.Pipeline{
-		router.Discover{From: r.cfg.Registry},
+	r.retry = routing.Pipeline{
+		routing.Discover{From: r.cfg.Registry},
 		r.bal,
 		connect,
 	}

@@ -9,11 +9,12 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/router"
 )
 
-func stageNames(p router.Pipeline) []string {
+func stageNames(p routing.Pipeline) []string {
 	var out []string
 	for _, s := range p {
 		out = append(out, s.Name())
@@ -27,7 +28,7 @@ func TestPipelineOrder(t *testing.T) {
 	r := New(Config{Self: "self:1", Registry: discovery.NewLocal(), Logger: testkit.Quiet})
 	for _, tc := range []struct {
 		name string
-		p    router.Pipeline
+		p    routing.Pipeline
 		want []string
 	}{
 		{"first hop", r.firstHop, []string{"drain", "discover", "authorize", "kill_switch", "caller_limit", "balance", "connect", "admission"}},
@@ -57,7 +58,7 @@ func TestFirstHopRefusals(t *testing.T) {
 			r.AddLocal(inst, app)
 		}
 	}
-	hold := new(router.Call) // keeps full's one place
+	hold := new(routing.Call) // keeps full's one place
 	hold.Reset("full", nil)
 	if err := r.firstHop.Route(hold); err != nil {
 		t.Fatal(err)
@@ -74,7 +75,7 @@ func TestFirstHopRefusals(t *testing.T) {
 		{"gone", "connect", frame.ErrCodeDeclined}, // registered here, but its app is not connected
 		{"full", "admission", frame.ErrCodeBusy},
 	} {
-		var c router.Call
+		var c routing.Call
 		c.Reset(tc.service, frame.AppendHeader(nil, frame.HeaderCallerName, "caller"))
 		err := r.firstHop.Route(&c)
 		c.Release()
@@ -83,7 +84,7 @@ func TestFirstHopRefusals(t *testing.T) {
 		}
 	}
 	r.Drain()
-	var c router.Call
+	var c routing.Call
 	c.Reset("full", nil)
 	if err := r.firstHop.Route(&c); c.RefusedBy != "drain" || frame.CodeOf(err) != frame.ErrCodeDeclined {
 		t.Fatalf("while draining: %v by %q", err, c.RefusedBy)
@@ -116,8 +117,8 @@ func BenchmarkPipeline(b *testing.B) {
 		att := r.bal.Send(c)
 		rc.rec = record{}
 		rc.rec.add(c.Instance(), c.Choice())
-		att.Done(router.Outcome{})
-		rc.rec.end(router.Outcome{}, 0)
+		att.Done(routing.Outcome{})
+		rc.rec.end(routing.Outcome{}, 0)
 		c.Release()
 	}
 }

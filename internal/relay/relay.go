@@ -11,6 +11,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
 )
@@ -58,8 +59,8 @@ type Relay struct {
 
 	// bal's endpoints, breakers, budgets and policies are the relay's: it
 	// is the stage every routed call goes through.
-	bal                      *router.Balancer
-	firstHop, lastHop, retry router.Pipeline // pipeline.go
+	bal                      *routing.Balancer
+	firstHop, lastHop, retry routing.Pipeline // pipeline.go
 
 	tables        sync.Map     // *conn.Conn → *table: the calls in flight, per connection
 	inflight      atomic.Int64 // calls in the tables
@@ -113,7 +114,7 @@ func New(cfg Config) *Relay {
 	}
 	r.peers = conn.NewPool(cfg.Dial)
 	var err error
-	if r.bal, err = router.NewBalancer(cfg.Policies, cfg.Logger); err != nil {
+	if r.bal, err = routing.NewBalancer(cfg.Policies, cfg.Logger); err != nil {
 		r.log.Error("invalid policies ignored", "err", err)
 	}
 	r.pipelines()
@@ -152,7 +153,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	rc := new(relayed)
 	c := &rc.call
-	service, known := r.names.get(router.RoutingName(req.Service, req.Headers))
+	service, known := r.names.get(routing.RoutingName(req.Service, req.Headers))
 	c.Reset(service, req.Headers)
 	rc.lastHop = fromMeshd(from)
 	var callerName string                              // "" for Anonymous and on a last hop
@@ -248,7 +249,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		if slow(err) {
 			code = frame.ErrCodeBusy
 		}
-		r.finish(rc, router.Failed(code))
+		r.finish(rc, routing.Failed(code))
 		r.refuse(src, rc.srcID, req.Tracing, code, "forwarding failed: "+err.Error())
 		return
 	}
@@ -261,7 +262,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 // (frame.AppendCallReqWithHeaders); one that cannot be (a farmhash checksum,
 // a huge method) goes as it is, and the next meshd then picks among its
 // local instances of the service and sees an anonymous caller.
-func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *router.Call, callerName string) []byte {
+func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *routing.Call, callerName string) []byte {
 	if inst := c.Instance(); inst.Addr != r.cfg.Self {
 		var caller [2]string // none for Anonymous
 		if callerName != "" {
@@ -328,7 +329,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		rc.mu.Lock()
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
-		r.finish(rc, router.CallerGone) // forgotten before the callee hears of it
+		r.finish(rc, routing.CallerGone) // forgotten before the callee hears of it
 		frame.SetID(f.Raw, dstID)
 		r.send(dst, f.Raw, !rc.lastHop)
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
@@ -352,14 +353,14 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		frame.SetID(f.Raw, rc.srcID)
 		if err := rc.src.TryWrite(f.Raw); err != nil { // the caller is not reading its answers
 			r.slowPeer(rc.src, err)
-			r.finish(rc, router.CallerGone)
+			r.finish(rc, routing.CallerGone)
 			return
 		}
 		switch {
 		case f.Type == frame.TypeError:
-			r.finish(rc, router.Failed(frame.ErrCode(f.Payload[0])))
+			r.finish(rc, routing.Failed(frame.ErrCode(f.Payload[0])))
 		case f.Payload[0]&frame.FlagMoreFragments == 0:
-			r.finish(rc, router.Answered(rc.appErr))
+			r.finish(rc, routing.Answered(rc.appErr))
 		}
 	}
 }
@@ -367,7 +368,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 // expire ends a call whose TTL ran out in the relay: the caller hears a
 // timeout, the callee a cancel.
 func (r *Relay) expire(rc *relayed, t frame.Tracing) {
-	if !r.finish(rc, router.Failed(frame.ErrCodeTimeout)) {
+	if !r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {
 		return
 	}
 	r.stats.timedOut.Add(1)
@@ -390,12 +391,12 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 		if r.retryAfter(e.rc, c, e.id, frame.ErrCodeNetwork) {
 			continue
 		}
-		if r.finish(e.rc, router.Failed(frame.ErrCodeNetwork)) {
+		if r.finish(e.rc, routing.Failed(frame.ErrCodeNetwork)) {
 			r.sendError(e.rc.src, e.rc.srcID, frame.Tracing{}, frame.ErrCodeNetwork, "connection to the callee was lost")
 		}
 	}
 	for _, e := range took { // calls c's peer sent: the caller went away
-		if !r.finish(e.rc, router.CallerGone) {
+		if !r.finish(e.rc, routing.CallerGone) {
 			continue
 		}
 		e.rc.mu.Lock()

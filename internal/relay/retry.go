@@ -9,8 +9,8 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
-	"github.com/meshrpc/mesh/router"
 )
 
 // Whether a failed attempt is retried is the Balancer's decision
@@ -65,8 +65,8 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	}
 	rc.between = true // this attempt is over; the call is not
 	att := rc.attempt
-	rc.attempt = router.Attempt{}
-	rc.rec.end(router.Failed(code), time.Since(att.Start()))
+	rc.attempt = routing.Attempt{}
+	rc.rec.end(routing.Failed(code), time.Since(att.Start()))
 	if rc.tryTimer != nil {
 		rc.tryTimer.Stop() // the next attempt gets its own
 	}
@@ -77,8 +77,8 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	n, left := len(rc.call.Tried), time.Until(rc.deadline)
 	rc.mu.Unlock()
 	r.remove(dst, dstID, rc, true)
-	att.Done(router.Failed(code))
-	time.AfterFunc(router.Backoff(n, left), func() { r.resend(rc, code) })
+	att.Done(routing.Failed(code))
+	time.AfterFunc(routing.Backoff(n, left), func() { r.resend(rc, code) })
 	return true
 }
 
@@ -102,7 +102,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	caller, callerName := callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
 	c.Caller = caller
 	if err := r.retry.Route(c); err != nil {
-		if r.finish(rc, router.CallerGone) {
+		if r.finish(rc, routing.CallerGone) {
 			r.sendError(rc.src, rc.srcID, rc.hop, lastCode, "retry found no other instance: "+err.Error())
 		}
 		return
@@ -131,7 +131,7 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	r.table(dst).add(dstID, rc, true)
 	r.watchAttempt(rc, dst, dstID, tryTimeout)
 	if err := r.send(dst, out, false); err != nil { // from a timer or the failed instance's read loop: never waits
-		if r.finish(rc, router.Failed(frame.ErrCodeNetwork)) {
+		if r.finish(rc, routing.Failed(frame.ErrCodeNetwork)) {
 			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		}
 	}
@@ -168,7 +168,7 @@ func (r *Relay) watchAttempt(rc *relayed, dst *conn.Conn, dstID uint32, timeout 
 		if r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
 			return
 		}
-		if r.finish(rc, router.Failed(frame.ErrCodeTimeout)) {
+		if r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {
 			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeTimeout, fmt.Sprintf("no answer within the %v attempt timeout", timeout))
 		}
 	})

@@ -11,8 +11,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
-	"github.com/meshrpc/mesh/router"
 )
 
 // hopTrace is what a traced call's hop span will say, kept with the call
@@ -90,7 +90,7 @@ func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, 
 // there were several.
 // ht is the call's hopTrace, which finish took off it (so it is written
 // once).
-func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
+func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 	if ht == nil {
 		return
 	}
@@ -131,7 +131,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result router.Outcome) {
 	}
 	tag(tracing.Tag{Key: "mesh.result", Value: result.String()})
 	var code string
-	if result.Code != 0 && result != router.CallerGone { // a caller giving up is no error of the hop
+	if result.Code != 0 && result != routing.CallerGone { // a caller giving up is no error of the hop
 		code = result.Code.String()
 	}
 	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,

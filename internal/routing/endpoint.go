@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"errors"
@@ -131,15 +131,13 @@ func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	return v.(*endpoint)
 }
 
-// Breaker defaults: a run of 5 failures, or half of at least 20 calls in a
-// 10s window, opens an instance's breaker; after 5s up to 3 probe calls
-// decide whether it closes again.
+// How a breaker counts (its thresholds and open time are the policy's):
+// the failure ratio applies from 20 calls in a 10s window, and up to 3 probe
+// calls decide whether an open breaker closes again.
 const (
-	breakerConsecutive = 5
-	breakerMinCalls    = 20
-	breakerWindow      = 10 * time.Second
-	breakerOpenFor     = 5 * time.Second
-	breakerProbes      = 3
+	breakerMinCalls = 20
+	breakerWindow   = 10 * time.Second
+	breakerProbes   = 3
 )
 
 func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {

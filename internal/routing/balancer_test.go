@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/router"
 )
 
 func testEndpoints(n int) []*endpoint {
@@ -115,7 +116,7 @@ func TestP2CAvoidsSlowInstance(t *testing.T) {
 
 func TestOpenBreakerIsSkipped(t *testing.T) {
 	eps := testEndpoints(3)
-	for range breakerConsecutive {
+	for range router.Defaults().BreakerFailures {
 		eps[1].breaker.Execute(broke)
 	}
 	if eps[1].usable() {
@@ -131,7 +132,7 @@ func TestOpenBreakerIsSkipped(t *testing.T) {
 	}
 	// Panic mode: with every breaker open, pick regardless.
 	for _, e := range eps {
-		for range breakerConsecutive {
+		for range router.Defaults().BreakerFailures {
 			e.breaker.Execute(broke)
 		}
 	}

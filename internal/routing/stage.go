@@ -1,4 +1,4 @@
-package router
+package routing
 
 // A Stage makes one routing decision for a call, reading what the stages
 // before it decided and writing its own into c. An error, a *frame.Error

@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 // stageFunc makes a Stage of a function, for tests.
@@ -97,7 +99,7 @@ func TestDiscoverAndBalancerStages(t *testing.T) {
 // MayRetry allows only safe codes under the "re" flags, within the attempts
 // of the policy.
 func TestMayRetry(t *testing.T) {
-	b, _ := NewBalancer(Policies{"svc": {MaxAttempts: 2}}, nil)
+	b, _ := NewBalancer(router.Policies{"svc": {MaxAttempts: 2}}, nil)
 	for _, tc := range []struct {
 		code  frame.ErrCode
 		re    string

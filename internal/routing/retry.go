@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"bytes"
@@ -11,14 +11,12 @@ import (
 	"github.com/meshrpc/mesh/frame"
 )
 
-// Retry defaults: at most 3 attempts in all, and retries limited to 20% of
-// recent calls (counts that fade with a 10s time constant), or to a floor of
-// 10 for a service so quiet that 20% would be less. A full outage thus
-// cannot multiply the load on a service, while a quiet one can still retry.
-// A retry needs minTimeForRetry left before the call's deadline.
+// Retries are limited to the policy's share of recent calls (counts that
+// fade with a 10s time constant; 20% by default), or to a floor of 10 for a
+// service so quiet that the share would be less. A full outage thus cannot
+// multiply the load on a service, while a quiet one can still retry. A retry
+// needs minTimeForRetry left before the call's deadline.
 const (
-	maxAttempts     = 3
-	budgetRatio     = 0.2
 	budgetFloor     = 10.0
 	budgetMemory    = 10 * time.Second
 	backoffBase     = time.Millisecond
@@ -114,7 +112,7 @@ func (b *Balancer) budget(service string) *retryBudget {
 }
 
 // retryBudget keeps fading counts of calls and retries; a retry is allowed
-// while retries stay within budgetRatio of calls (or budgetFloor).
+// while retries stay within the policy's share of calls (or budgetFloor).
 type retryBudget struct {
 	mu             sync.Mutex
 	calls, retries float64

@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testkit"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 // max_concurrent=2 holds across 20 policy updates while 2 calls are in
@@ -17,7 +19,7 @@ import (
 func TestLimitsCarryOverPolicyUpdates(t *testing.T) {
 	reg := discovery.NewLocal()
 	reg.Register(context.Background(), discovery.Instance{Service: "svc", ID: "svc-1", Addr: "self:1"})
-	base := Policies{"svc": {MaxConcurrent: 2}}
+	base := router.Policies{"svc": {MaxConcurrent: 2}}
 	b, err := NewBalancer(base, testkit.Quiet)
 	if err != nil {
 		t.Fatal(err)
@@ -37,16 +39,16 @@ func TestLimitsCarryOverPolicyUpdates(t *testing.T) {
 		held = append(held, c)
 	}
 	for i := range 20 {
-		var next Policies
+		var next router.Policies
 		switch i % 4 {
 		case 0:
-			next = Policies{"svc": {MaxConcurrent: 2}, fmt.Sprint("other-", i): {RateLimit: 10}}
+			next = router.Policies{"svc": {MaxConcurrent: 2}, fmt.Sprint("other-", i): {RateLimit: 10}}
 		case 1:
 			next = base
 		case 2:
-			next = Policies{"svc": {MaxConcurrent: 2, RateLimit: 1e6, Burst: 100}}
+			next = router.Policies{"svc": {MaxConcurrent: 2, RateLimit: 1e6, Burst: 100}}
 		case 3:
-			next = Policies{"svc": {MaxConcurrent: 2, MaxAttempts: 1 + i%3}, "*": {TryTimeout: Duration(i + 1)}}
+			next = router.Policies{"svc": {MaxConcurrent: 2, MaxAttempts: 1 + i%3}, "*": {TryTimeout: router.Duration(i + 1)}}
 		}
 		if err := b.SetPolicies(next); err != nil {
 			t.Fatal(err)
@@ -72,15 +74,15 @@ func TestLimitsCarryOverPolicyUpdates(t *testing.T) {
 // A rate limiter keeps its tokens when the policy changes: a burst spent
 // before an update is not refilled by it.
 func TestRateLimitKeepsItsTokensAcrossUpdates(t *testing.T) {
-	b, _ := NewBalancer(Policies{"svc": {RateLimit: 0.001, Burst: 3}}, testkit.Quiet)
+	b, _ := NewBalancer(router.Policies{"svc": {RateLimit: 0.001, Burst: 3}}, testkit.Quiet)
 	reg := discovery.NewLocal()
 	reg.Register(context.Background(), discovery.Instance{Service: "svc", ID: "svc-1", Addr: "self:1"})
 	p := Pipeline{Discover{From: reg}, b, Admission{Balancer: b, Self: "self:1"}}
 	admitted := 0
 	for i := range 10 {
 		if i == 5 {
-			b.SetPolicies(Policies{"svc": {RateLimit: 0.001, Burst: 3}, "other": {MaxAttempts: 2}})
-			b.SetPolicies(Policies{"svc": {RateLimit: 0.002, Burst: 3}})
+			b.SetPolicies(router.Policies{"svc": {RateLimit: 0.001, Burst: 3}, "other": {MaxAttempts: 2}})
+			b.SetPolicies(router.Policies{"svc": {RateLimit: 0.002, Burst: 3}})
 		}
 		var c Call
 		c.Reset("svc", nil)

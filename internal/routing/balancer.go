@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 // Balancer is the stage that picks an instance, and what it learns from
@@ -31,7 +33,7 @@ type Balancer struct {
 }
 
 // NewBalancer returns a Balancer with per-service policies (nil: defaults).
-func NewBalancer(ps Policies, log *slog.Logger) (*Balancer, error) {
+func NewBalancer(ps router.Policies, log *slog.Logger) (*Balancer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -47,7 +49,7 @@ func NewBalancer(ps Policies, log *slog.Logger) (*Balancer, error) {
 // SetPolicies replaces every service's policy; invalid ones are refused and
 // the ones in force stay. Services whose policy is unchanged keep their live
 // limits; changed ones carry their calls in flight over.
-func (b *Balancer) SetPolicies(ps Policies) error { return b.policies.set(ps) }
+func (b *Balancer) SetPolicies(ps router.Policies) error { return b.policies.set(ps) }
 
 // TryTimeout bounds one attempt of c (Policy.TryTimeout; 0: none), from the
 // policy c already looked up.
@@ -88,7 +90,7 @@ func (b *Balancer) Route(c *Call) error {
 	switch {
 	case c.ShardKey != nil:
 		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey, all), -1, byRendezvous
-	case c.lim(b).policy.Balancer == BalancerRoundRobin:
+	case c.lim(b).policy.Balancer == router.BalancerRoundRobin:
 		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.Turn(c.Service)), -1, byRoundRobin
 	default:
 		i, rival = pickP2C(c.eps, c.skip, all)

@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/testkit"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 // The kill switch, run in a pipeline as meshd runs it: a blocked caller is
@@ -17,7 +19,7 @@ import (
 func TestKillSwitchInAPipeline(t *testing.T) {
 	reg := discovery.NewLocal()
 	reg.Register(context.Background(), discovery.Instance{Service: "billing", ID: "billing-1", Addr: "h:1"})
-	b, err := NewBalancer(Policies{"billing": {Blocked: []string{"legacy-batch"}}}, testkit.Quiet)
+	b, err := NewBalancer(router.Policies{"billing": {Blocked: []string{"legacy-batch"}}}, testkit.Quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,13 +34,13 @@ func TestKillSwitchInAPipeline(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		caller   string
-		policies Policies // set before the call, when not nil
+		policies router.Policies // set before the call, when not nil
 		refused  bool
 	}{
 		{"blocked caller", "legacy-batch", nil, true},
 		{"other caller", "orders", nil, false},
-		{"everyone blocked", "orders", Policies{"billing": {Blocked: []string{"*"}}}, true},
-		{"block lifted", "legacy-batch", Policies{"billing": {}}, false},
+		{"everyone blocked", "orders", router.Policies{"billing": {Blocked: []string{"*"}}}, true},
+		{"block lifted", "legacy-batch", router.Policies{"billing": {}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.policies != nil {

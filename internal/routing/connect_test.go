@@ -1,4 +1,4 @@
-package router
+package routing
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/testkit"
+
+	"github.com/meshrpc/mesh/router"
 )
 
 // Past 64 instances, unreachable and tried instances are still excluded:
@@ -22,7 +24,7 @@ func TestMoreThan64Instances(t *testing.T) {
 	for i := range n {
 		reg.Register(context.Background(), discovery.Instance{Service: "wide", ID: fmt.Sprintf("wide-%03d", i), Addr: fmt.Sprintf("h%d:1", i)})
 	}
-	b, _ := NewBalancer(Policies{"wide": {MaxAttempts: 10}}, testkit.Quiet)
+	b, _ := NewBalancer(router.Policies{"wide": {MaxAttempts: 10}}, testkit.Quiet)
 	reachable := "h97:1"
 	dials := map[string]int{}
 	the := new(conn.Conn)
