@@ -12,7 +12,7 @@ import (
 // connection; the call is never forwarded again.
 type deliver struct{ r *Relay }
 
-func (deliver) Name() string { return "deliver" }
+func (deliver) Name() string { return StageDeliver }
 
 func (d deliver) Route(c *routing.Call) error {
 	if id, ok := c.Headers.Get(HeaderInstance); ok {

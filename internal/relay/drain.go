@@ -10,7 +10,7 @@ import (
 // flight finish.
 type draining struct{ r *Relay }
 
-func (draining) Name() string { return "drain" }
+func (draining) Name() string { return StageDrain }
 
 func (d draining) Route(*routing.Call) error {
 	if d.r.draining.Load() {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/routing"
 )
 
@@ -15,6 +16,20 @@ import (
 // and close its connection over, never leaves this meshd: a malformed call
 // fails alone, and one app cannot break another's connection. Frames from
 // other meshds were checked at their edge.
+
+// checkRequest is the prologue's edge check of a call's first frame: no
+// routing header only meshds may set (source.go), and a well-formed
+// message so far.
+func (r *Relay) checkRequest(_ *conn.Conn, rc *relayed, req *frame.CallReq, frag *frame.Fragment) error {
+	if h := reservedHeader(req.Headers); h != "" {
+		return frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h)
+	}
+	if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
+		r.stats.badRequests.Add(1)
+		return frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error())
+	}
+	return nil
+}
 
 // isLocal reports whether c's instance is an app on this host.
 func (r *Relay) isLocal(c *routing.Call) bool { return c.Instance().Addr == r.cfg.Self }

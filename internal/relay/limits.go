@@ -56,10 +56,12 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// admitFrom checks the per-connection limits for a new call from an app's
-// connection c, whose table is t: its answers are read, calls in flight, and
-// calls half sent when this one will be.
-func (r *Relay) admitFrom(c *conn.Conn, t *table, multiFrame bool) error {
+// admitCall is the prologue's check of the per-connection limits for a new
+// call from an app's connection c: its answers are read, calls in flight,
+// and calls half sent when this one will be.
+func (r *Relay) admitCall(c *conn.Conn, rc *relayed, req *frame.CallReq, _ *frame.Fragment) error {
+	rc.srcT = r.table(c)
+	t, multiFrame := rc.srcT, req.Flags&frame.FlagMoreFragments != 0
 	if c.Backlogged() { // it does not read its answers: it gets no new call served
 		r.stats.limited[limitBacklog].Add(1)
 		return frame.Errorf(frame.ErrCodeBusy, "this connection does not read its answers (over 1 MiB wait for it)")

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/meshrpc/mesh/internal/routing"
 )
 
 // refusalKey counts the calls one stage refused for one service.
@@ -19,7 +21,7 @@ const maxRefusalSeries = 1000
 
 func (r *Relay) countRefusal(stage, service string) {
 	switch stage {
-	case "caller_limit", "admission":
+	case routing.StageCallerLimit, routing.StageAdmission:
 		r.stats.rateLimited.Add(1)
 	}
 	k := refusalKey{stage, service}
@@ -63,12 +65,12 @@ func (r *Relay) WriteMetrics(w io.Writer) {
 	fmt.Fprintln(w, "# HELP mesh_rate_limited_total Calls refused by a rate or concurrency limit.")
 	fmt.Fprintln(w, "# TYPE mesh_rate_limited_total counter")
 	for _, s := range seen {
-		fmt.Fprintf(w, "mesh_rate_limited_total{service=%q} %d\n", s, refused[refusalKey{"caller_limit", s}]+refused[refusalKey{"admission", s}])
+		fmt.Fprintf(w, "mesh_rate_limited_total{service=%q} %d\n", s, refused[refusalKey{routing.StageCallerLimit, s}]+refused[refusalKey{routing.StageAdmission, s}])
 	}
 	fmt.Fprintln(w, "# HELP mesh_kill_switch_total Calls refused by the kill switch.")
 	fmt.Fprintln(w, "# TYPE mesh_kill_switch_total counter")
 	for _, s := range seen {
-		fmt.Fprintf(w, "mesh_kill_switch_total{service=%q} %d\n", s, refused[refusalKey{"kill_switch", s}])
+		fmt.Fprintf(w, "mesh_kill_switch_total{service=%q} %d\n", s, refused[refusalKey{routing.StageKillSwitch, s}])
 	}
 	fmt.Fprintln(w, "# HELP mesh_limit_hits_total Times a limit on what one connection can make meshd hold was reached, by limit.")
 	fmt.Fprintln(w, "# TYPE mesh_limit_hits_total counter")

@@ -1,9 +1,36 @@
 package relay
 
-import "github.com/meshrpc/mesh/internal/routing"
+import (
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/routing"
+)
+
+// The names of the relay's own stages and checks, as explanations, spans
+// and metrics show them (routing's are routing.Stage*).
+const (
+	StageCheck     = "check"      // the prologue's edge check (edge.go)
+	StageConnLimit = "conn_limit" // the prologue's connection limits (limits.go)
+	StageDrain     = "drain"      // drain.go
+	StageDeliver   = "deliver"    // deliver.go
+)
+
+// entryCheck is one check of the prologue: it reads the first frame and the
+// connection it came on, which stages do not see. A refusal is recorded
+// under its name, as a stage's is.
+type entryCheck struct {
+	name  string
+	check func(r *Relay, from *conn.Conn, rc *relayed, req *frame.CallReq, frag *frame.Fragment) error
+}
 
 // pipelines declares the stages of every call through this meshd, in
 // order. Adding a stage is one file and one line here.
+//
+// Before any of them, a call for meshd's own services (hyperbahn, meshd) is
+// not relayed but served by meshd (OfferCall). A call from an app then meets
+// the prologue: the edge check (no routing header only meshds may set, a
+// well-formed message) and the app connection's limits, which read the frame
+// and the connection.
 //
 // A call from an app on this host takes the first hop: a draining meshd
 // declines it; discovery finds the service's instances (a name that is no
@@ -23,6 +50,10 @@ func (r *Relay) pipelines() {
 	connect := routing.Connect{Balancer: r.bal, Dial: r.reach}
 	admission := routing.Admission{Balancer: r.bal, Self: r.cfg.Self}
 	authorize := routing.Authorize{Allowed: r.cfg.Allowed}
+	r.prologue = []entryCheck{
+		{StageCheck, (*Relay).checkRequest},  // edge.go
+		{StageConnLimit, (*Relay).admitCall}, // limits.go
+	}
 	r.firstHop = routing.Pipeline{
 		draining{r},                            // drain.go
 		routing.Discover{From: r.cfg.Registry}, // router/discover.go

@@ -39,6 +39,13 @@ func TestPipelineOrder(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	var prologue []string
+	for _, e := range r.prologue {
+		prologue = append(prologue, e.name)
+	}
+	if want := []string{"check", "conn_limit"}; !slices.Equal(prologue, want) {
+		t.Errorf("prologue: %v, want %v", prologue, want)
+	}
 }
 
 // Each refusing stage of the first hop refuses with its own code, and the

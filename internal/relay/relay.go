@@ -60,6 +60,7 @@ type Relay struct {
 	// bal's endpoints, breakers, budgets and policies are the relay's: it
 	// is the stage every routed call goes through.
 	bal                      *routing.Balancer
+	prologue                 []entryCheck     // pipeline.go
 	firstHop, lastHop, retry routing.Pipeline // pipeline.go
 
 	tables        sync.Map     // *conn.Conn → *table: the calls in flight, per connection
@@ -158,22 +159,14 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	rc.lastHop = fromMeshd(from)
 	var callerName string                              // "" for Anonymous and on a last hop
 	c.Caller, callerName = callerOf(from, req.Headers) // who proved it, never what "cn" says
-	// A call from an app enters the mesh here: check it (edge.go).
+	// A call from an app enters the mesh here: the prologue (pipeline.go).
 	if !rc.lastHop {
 		rc.checkReq = true
-		if h := reservedHeader(req.Headers); h != "" {
-			r.refuseCall(from, f, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "header %q is set by meshd, not by callers", h))
-			return true
-		}
-		if err := check(&rc.reqAsm, frag, &rc.arg1); err != nil {
-			r.stats.badRequests.Add(1)
-			r.refuseCall(from, f, req, service, c.Caller, "check", frame.Errorf(frame.ErrCodeBadRequest, "malformed call: %s", err.Error()))
-			return true
-		}
-		rc.srcT = r.table(from)
-		if err := r.admitFrom(from, rc.srcT, req.Flags&frame.FlagMoreFragments != 0); err != nil {
-			r.refuseCall(from, f, req, service, c.Caller, "conn_limit", err)
-			return true
+		for _, e := range r.prologue {
+			if err := e.check(r, from, rc, req, frag); err != nil {
+				r.refuseCall(from, f, req, service, c.Caller, e.name, err)
+				return true
+			}
 		}
 	}
 	p := r.firstHop

@@ -12,7 +12,7 @@ type Admission struct {
 	Self     string
 }
 
-func (Admission) Name() string { return "admission" }
+func (Admission) Name() string { return StageAdmission }
 
 func (a Admission) Route(c *Call) error {
 	if c.admitted != nil || c.Instance().Addr != a.Self {

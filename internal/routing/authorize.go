@@ -18,7 +18,7 @@ type Authorize struct {
 	Allowed func(caller []byte, service string) (ok bool, rule string)
 }
 
-func (Authorize) Name() string { return "authorize" }
+func (Authorize) Name() string { return StageAuthorize }
 
 func (a Authorize) Route(c *Call) error {
 	if a.Allowed == nil {

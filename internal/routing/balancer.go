@@ -55,7 +55,7 @@ func (b *Balancer) SetPolicies(ps router.Policies) error { return b.policies.set
 // policy c already looked up.
 func (b *Balancer) TryTimeout(c *Call) time.Duration { return c.lim(b).policy.TryTimeout.D() }
 
-func (*Balancer) Name() string { return "balance" }
+func (*Balancer) Name() string { return StageBalance }
 
 // Route picks one of c.Instances not tried before: instances behind open
 // breakers are skipped while others exist (all open: pick among them all);

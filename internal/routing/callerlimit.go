@@ -7,7 +7,7 @@ import "github.com/meshrpc/mesh/frame"
 // busy caller is answered Busy without touching the service.
 type CallerLimit struct{ Balancer *Balancer }
 
-func (CallerLimit) Name() string { return "caller_limit" }
+func (CallerLimit) Name() string { return StageCallerLimit }
 
 func (l CallerLimit) Route(c *Call) error {
 	lim := c.lim(l.Balancer)

@@ -16,7 +16,7 @@ type Connect struct {
 	Dial     func(discovery.Instance) (*conn.Conn, error)
 }
 
-func (Connect) Name() string { return "connect" }
+func (Connect) Name() string { return StageConnect }
 
 // Route sets c.Conn.
 func (s Connect) Route(c *Call) error {

@@ -15,7 +15,7 @@ type Finder interface {
 // Discover is the stage that finds a service's healthy instances.
 type Discover struct{ From Finder }
 
-func (Discover) Name() string { return "discover" }
+func (Discover) Name() string { return StageDiscover }
 
 // Route sets c.Instances, or refuses the call when there are none.
 func (d Discover) Route(c *Call) error {

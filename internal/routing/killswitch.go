@@ -7,7 +7,7 @@ import "github.com/meshrpc/mesh/frame"
 // instance is picked: the switch an operator throws to cut a caller off.
 type KillSwitch struct{ Balancer *Balancer }
 
-func (KillSwitch) Name() string { return "kill_switch" }
+func (KillSwitch) Name() string { return StageKillSwitch }
 
 func (k KillSwitch) Route(c *Call) error {
 	if c.lim(k.Balancer).blocked(c.Caller) {

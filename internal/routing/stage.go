@@ -4,8 +4,8 @@ package routing
 // before it decided and writing its own into c. An error, a *frame.Error
 // with the wire code the caller hears, stops the call.
 //
-// Name is the stage's name in explanations and metrics ("kill_switch",
-// "balance", ...).
+// Name is the stage's name in explanations, spans and metrics: one of the
+// Stage constants below for routing's own stages.
 type Stage interface {
 	Name() string
 	Route(c *Call) error
@@ -26,3 +26,15 @@ func (p Pipeline) Route(c *Call) error {
 	}
 	return nil
 }
+
+// The names of routing's stages, as explanations, spans and metrics (the
+// stage label of mesh_stage_refusals_total) show them.
+const (
+	StageDiscover    = "discover"
+	StageAuthorize   = "authorize"
+	StageKillSwitch  = "kill_switch"
+	StageCallerLimit = "caller_limit"
+	StageBalance     = "balance"
+	StageConnect     = "connect"
+	StageAdmission   = "admission"
+)
