@@ -12,7 +12,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
-	"github.com/meshrpc/mesh/internal/benchload"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // BenchmarkDirectCall measures a raw call from a client to a server over
@@ -28,11 +28,11 @@ func BenchmarkDirectCall(b *testing.B) {
 		name := fmt.Sprintf("c=%d/body=%dKiB", tc.conc, tc.body>>10)
 		b.Run("mesh/"+name, func(b *testing.B) {
 			call := meshCaller(b)
-			benchload.Run(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
+			testkit.Bench(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
 		})
 		b.Run("tchannel-go/"+name, func(b *testing.B) {
 			call := tchannelCaller(b)
-			benchload.Run(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
+			testkit.Bench(b, tc.conc, bytes.Repeat([]byte("x"), tc.body), call)
 		})
 	}
 }
@@ -43,13 +43,13 @@ func BenchmarkDirectCall(b *testing.B) {
 // spreading 64 callers' batches over three connections.
 func BenchmarkPeersCall(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
-	b.Run("dial", func(b *testing.B) { benchload.Run(b, 64, body, meshCaller(b)) })
+	b.Run("dial", func(b *testing.B) { testkit.Bench(b, 64, body, meshCaller(b)) })
 	for _, n := range []int{1, 3} {
-		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) { benchload.Run(b, 64, body, peersCaller(b, n)) })
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) { testkit.Bench(b, 64, body, peersCaller(b, n)) })
 	}
 }
 
-func peersCaller(b *testing.B, n int) benchload.Call {
+func peersCaller(b *testing.B, n int) testkit.BenchCall {
 	var addrs []string
 	for range n {
 		addrs = append(addrs, echoServer(b))
@@ -63,7 +63,7 @@ func peersCaller(b *testing.B, n int) benchload.Call {
 }
 
 // echoCall calls bench/echo on c.
-func echoCall(c *client.Client) benchload.Call {
+func echoCall(c *client.Client) testkit.BenchCall {
 	return func(ctx context.Context, body []byte) ([]byte, error) {
 		res, err := c.Call(ctx, "bench", "echo", nil, body)
 		if err != nil {
@@ -88,7 +88,7 @@ func echoServer(b *testing.B) string {
 	return l.Addr().String()
 }
 
-func meshCaller(b *testing.B) benchload.Call {
+func meshCaller(b *testing.B) testkit.BenchCall {
 	c, err := client.Dial(context.Background(), echoServer(b), client.Options{ServiceName: "bench-client", Checksum: frame.ChecksumCRC32})
 	if err != nil {
 		b.Fatal(err)
@@ -104,7 +104,7 @@ func (tchannelEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error
 }
 func (tchannelEcho) OnError(context.Context, error) {}
 
-func tchannelCaller(b *testing.B) benchload.Call {
+func tchannelCaller(b *testing.B) testkit.BenchCall {
 	srv, err := tchannel.NewChannel("bench", nil)
 	if err != nil {
 		b.Fatal(err)

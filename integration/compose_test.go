@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -262,9 +261,9 @@ func TestComposeMesh(t *testing.T) {
 			routedFor = lastSeen.Sub(killed)
 		}
 		t.Logf("kill -9 under 200 calls/s: %d ok, %d failed; answers from the killed instance stopped %v after the kill",
-			l.ok.Load(), l.failed.Load(), routedFor.Round(time.Millisecond))
-		if l.failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+			l.ok(), l.failed(), routedFor.Round(time.Millisecond))
+		if l.failed() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
 		c.docker("start", victim)
 	})
@@ -289,9 +288,9 @@ func TestComposeMesh(t *testing.T) {
 		time.Sleep(time.Second)
 		l.stop(stop)
 		t.Logf("meshd restarted on a called host under 200 calls/s: %d ok, %d failed; its echo answered again %v after the restart began",
-			l.ok.Load(), l.failed.Load(), back.Round(time.Millisecond))
-		if l.failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+			l.ok(), l.failed(), back.Round(time.Millisecond))
+		if l.failed() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
 	})
 
@@ -311,7 +310,7 @@ func TestComposeMesh(t *testing.T) {
 		l := runLoad(sdk, "echo", "whoami", 200, stop, client.WithRetryFlags("ct"))
 		host3 := c.docker("inspect", "-f", "{{.Config.Hostname}}", c.id("host3"))
 		time.Sleep(2 * time.Second)
-		before := l.latencies()
+		before := l.p99()
 		network := c.docker("inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}", c.id("host3"))
 		cut := time.Now()
 		c.docker("network", "disconnect", network, c.id("host3"))
@@ -323,7 +322,7 @@ func TestComposeMesh(t *testing.T) {
 			l.reset()
 			time.Sleep(20 * time.Millisecond)
 		}
-		during := l.latencies()
+		during := l.p99()
 		c.docker("network", "connect", "--ip", "10.89.0.13", network, c.id("host3"))
 		reconnected := time.Now()
 		testkit.WaitFor(t, 60*time.Second, "host3 answering again", func() bool {
@@ -332,7 +331,7 @@ func TestComposeMesh(t *testing.T) {
 		})
 		recovered := time.Since(reconnected)
 		time.Sleep(2 * time.Second)
-		after := l.latencies()
+		after := l.p99()
 		l.stop(stop)
 		routedAround := time.Duration(0)
 		if !lastSeen.IsZero() {
@@ -340,9 +339,9 @@ func TestComposeMesh(t *testing.T) {
 		}
 		t.Logf("host3 cut off for 10s under 200 calls/s: %d ok, %d failed; p99 before %v, during %v, after %v; "+
 			"last answer from host3 %v after the cut; host3 answering again %v after reconnecting",
-			l.ok.Load(), l.failed.Load(), p99(before), p99(during), p99(after), routedAround.Round(time.Millisecond), recovered.Round(time.Millisecond))
-		if l.failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+			l.ok(), l.failed(), before, during, after, routedAround.Round(time.Millisecond), recovered.Round(time.Millisecond))
+		if l.failed() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
 	})
 
@@ -365,9 +364,9 @@ func TestComposeMesh(t *testing.T) {
 		})
 		time.Sleep(time.Second)
 		l.stop(stop)
-		t.Logf("host1's Consul agent stopped for 60s under 200 calls/s: %d ok, %d failed", l.ok.Load(), l.failed.Load())
-		if l.failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+		t.Logf("host1's Consul agent stopped for 60s under 200 calls/s: %d ok, %d failed", l.ok(), l.failed())
+		if l.failed() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
 	})
 
@@ -389,20 +388,12 @@ func TestComposeMesh(t *testing.T) {
 		c.docker("kill", "-s", "KILL", c.id(leader))
 		time.Sleep(10 * time.Second)
 		l.stop(stop)
-		t.Logf("consul leader %s killed under 200 calls/s: %d ok, %d failed", leader, l.ok.Load(), l.failed.Load())
-		if l.failed.Load() > 0 {
-			t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+		t.Logf("consul leader %s killed under 200 calls/s: %d ok, %d failed", leader, l.ok(), l.failed())
+		if l.failed() > 0 {
+			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
 		c.docker("start", c.id(leader))
 	})
-}
-
-func p99(d []time.Duration) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[len(d)*99/100].Round(time.Millisecond)
 }
 
 func metricsOfAddr(t *testing.T, admin string) string {

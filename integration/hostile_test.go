@@ -176,9 +176,7 @@ func TestHostilePeers(t *testing.T) {
 			ok := testkit.WaitFor(t, 15*time.Second, "fds back to baseline", func() bool { fds = fdCount(t, pid); return fds <= fds0+4 })
 			t.Logf("%s: %s; benign calls %d, failed %d (first: %v); meshd peak RSS %d MiB; fds %d → %d (after %v)",
 				sc.name, did, calls, failed, first, maxRSS>>20, fds0, fds, ok.Round(10*time.Millisecond))
-			if failed != 0 {
-				t.Errorf("%d of %d benign calls failed", failed, calls)
-			}
+			testkit.Unharmed(t, calls, failed, first)
 			if maxRSS > hostileBound {
 				t.Errorf("meshd peaked at %d MiB, over %d", maxRSS>>20, hostileBound>>20)
 			}
@@ -356,7 +354,8 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 	calls, failed, first := stop()
 	t.Logf("1,000 connections to a meshd limited to 300 open files: %s refused at once; /health answered %d of 20 times meanwhile; benign calls %d, failed %d (first: %v)",
 		refused, healthy, calls, failed, first)
-	if healthy != 20 || failed != 0 || refused == "0" {
-		t.Fatalf("health %d of 20, %d benign calls failed, %s connections refused", healthy, failed, refused)
+	testkit.Unharmed(t, calls, failed, first)
+	if healthy != 20 || refused == "0" {
+		t.Fatalf("health %d of 20, %s connections refused", healthy, refused)
 	}
 }

@@ -203,12 +203,12 @@ func TestConsulOutageUnderSteadyCalls(t *testing.T) {
 	t.Logf("registration restored %v after consul came back", d)
 	time.Sleep(3 * time.Second)
 	l.stop(stop)
-	t.Logf("calls during the outage test: %d ok, %d failed", l.ok.Load(), l.failed.Load())
-	if l.failed.Load() > 0 {
-		t.Fatalf("%d calls failed (first: %v)", l.failed.Load(), l.firstErr.Load())
+	t.Logf("calls during the outage test: %d ok, %d failed", l.ok(), l.failed())
+	if l.failed() > 0 {
+		t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 	}
-	if l.ok.Load() < 1000 {
-		t.Fatalf("only %d calls made", l.ok.Load())
+	if l.ok() < 1000 {
+		t.Fatalf("only %d calls made", l.ok())
 	}
 	if _, _, code := meshctl(t, "call", "echo", "echo", "after", "--via", a.addr); code != 0 {
 		t.Fatal("call after recovery failed")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/loadgen"
 	"github.com/meshrpc/mesh/internal/testconsul"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
@@ -64,70 +65,50 @@ func faultyInstances(t *testing.T, meshdAddr, service, prefix string, n int) []*
 	return out
 }
 
-// load calls service at rate calls/s from caller c until stop, counting
-// results and which instance answered.
+// load calls service at rate calls/s from caller c until stop (loadgen's
+// open loop, 20 callers, each call within 2s), counting which instance
+// answered.
 type load struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	by         map[string]int
-	firstErr   atomic.Value
-	done       chan struct{}
-	lat        []time.Duration // since the last latencies()
-}
-
-// latencies returns the call latencies since the last call to it.
-func (l *load) latencies() []time.Duration {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.lat
-	l.lat = nil
-	return out
+	gen  *loadgen.Load
+	mu   sync.Mutex
+	by   map[string]int // answers by body (the instance's name)
+	done chan struct{}
 }
 
 func runLoad(c *client.Client, service, method string, rate int, stop <-chan struct{}, opts ...client.CallOption) *load {
 	l := &load{by: map[string]int{}, done: make(chan struct{})}
-	const workers = 20
-	per := time.Second * workers / time.Duration(rate)
-	var wg sync.WaitGroup
-	for i := range workers {
-		wg.Go(func() {
-			time.Sleep(per * time.Duration(i) / workers) // spread the workers' ticks
-			tick := time.NewTicker(per)
-			defer tick.Stop()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-tick.C:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				start := time.Now()
-				res, err := c.Call(ctx, service, method, nil, nil, opts...)
-				took := time.Since(start)
-				cancel()
-				l.mu.Lock()
-				l.lat = append(l.lat, took)
-				l.mu.Unlock()
-				if err != nil {
-					l.failed.Add(1)
-					l.firstErr.CompareAndSwap(nil, err.Error())
-					continue
-				}
-				l.ok.Add(1)
-				l.mu.Lock()
-				l.by[string(res.Body)]++
-				l.mu.Unlock()
-			}
-		})
-	}
-	go func() { <-stop; wg.Wait(); close(l.done) }()
+	l.gen = loadgen.Start(context.Background(), loadgen.Config{RPS: float64(rate), Concurrency: 20}, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		res, err := c.Call(ctx, service, method, nil, nil, opts...)
+		if err == nil {
+			l.mu.Lock()
+			l.by[string(res.Body)]++
+			l.mu.Unlock()
+		}
+		return err
+	})
+	go func() { <-stop; l.gen.Stop(); close(l.done) }()
 	return l
 }
 
-// stop ends the load and waits for its calls in flight.
+// stop ends the load (calls it cuts short are not counted).
 func (l *load) stop(stop chan struct{}) {
 	close(stop)
 	<-l.done
+}
+
+func (l *load) ok() int64 {
+	p := l.gen.Progress()
+	return p.Calls - p.Errors
+}
+
+func (l *load) failed() int64   { return l.gen.Progress().Errors }
+func (l *load) firstErr() error { return l.gen.FirstError() }
+
+// p99 is the p99 latency of the calls since the last p99 (or the start).
+func (l *load) p99() time.Duration {
+	return time.Duration(l.gen.Window().Latency.P99 * float64(time.Millisecond)).Round(time.Millisecond)
 }
 
 func (l *load) share(name string) (int, int) {
@@ -207,8 +188,8 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 	callsAtOpen := inst[0].calls.Load()
 	time.Sleep(2 * time.Second)
 	t.Logf("failing instance got %d calls in the 2s after its breaker opened (half-open probes)", inst[0].calls.Load()-callsAtOpen)
-	if f := l.failed.Load(); f > 0 {
-		t.Fatalf("%d calls failed while one instance failed every call (first: %v)", f, l.firstErr.Load())
+	if f := l.failed(); f > 0 {
+		t.Fatalf("%d calls failed while one instance failed every call (first: %v)", f, l.firstErr())
 	}
 	_ = broken
 
@@ -224,10 +205,10 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 	if share > 0.10 {
 		t.Fatalf("slow instance still got %.1f%% of calls, want ≤ 10%%", 100*share)
 	}
-	if f := l.failed.Load(); f > 0 {
-		t.Fatalf("%d calls failed (first: %v)", f, l.firstErr.Load())
+	if f := l.failed(); f > 0 {
+		t.Fatalf("%d calls failed (first: %v)", f, l.firstErr())
 	}
-	t.Logf("calls: %d ok, %d failed", l.ok.Load(), l.failed.Load())
+	t.Logf("calls: %d ok, %d failed", l.ok(), l.failed())
 }
 
 // Every instance fails for 10s under 200 calls/s: the retry budget keeps the
@@ -246,7 +227,7 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 	base := attempts()
 	l := runLoad(c, "down", "work", 200, stop)
 	time.Sleep(10 * time.Second)
-	calls := l.ok.Load() + l.failed.Load()
+	calls := l.ok() + l.failed()
 	sent := attempts() - base
 	ratio := float64(sent) / float64(calls)
 	t.Logf("10s outage: %d calls, %d attempts reached instances (%.3fx)", calls, sent, ratio)
@@ -257,8 +238,8 @@ func TestOutageBudgetAndRecovery(t *testing.T) {
 	for _, f := range inst {
 		f.code.Store(0)
 	}
-	okBefore := l.ok.Load()
-	d := testkit.WaitFor(t, 2*time.Second, "calls succeed again", func() bool { return l.ok.Load() > okBefore+50 })
+	okBefore := l.ok()
+	d := testkit.WaitFor(t, 2*time.Second, "calls succeed again", func() bool { return l.ok() > okBefore+50 })
 	close(stop)
 	t.Logf("traffic recovered %v after the instances came back", d.Round(time.Millisecond))
 	_ = back
@@ -369,12 +350,12 @@ func TestCallerRateLimit(t *testing.T) {
 	time.Sleep(window)
 	close(stop)
 	time.Sleep(100 * time.Millisecond)
-	rate := float64(g.ok.Load()) / window.Seconds()
-	t.Logf("greedy caller: %.0f calls/s admitted, %d refused busy; modest caller: %d ok, %d failed (%v)", rate, g.failed.Load(), m.ok.Load(), m.failed.Load(), m.firstErr.Load())
+	rate := float64(g.ok()) / window.Seconds()
+	t.Logf("greedy caller: %.0f calls/s admitted, %d refused busy; modest caller: %d ok, %d failed (%v)", rate, g.failed(), m.ok(), m.failed(), m.firstErr())
 	if rate < 90 || rate > 110 {
 		t.Fatalf("greedy caller got %.0f calls/s, want 100 ±10%%", rate)
 	}
-	if m.failed.Load() > 0 {
-		t.Fatalf("the modest caller lost %d calls", m.failed.Load())
+	if m.failed() > 0 {
+		t.Fatalf("the modest caller lost %d calls", m.failed())
 	}
 }

@@ -43,11 +43,43 @@ type sample struct {
 	class   string // "" for success
 }
 
+// worker is one caller's samples, under its own lock so that a Window
+// costs the callers nothing while they run.
+type worker struct {
+	mu      sync.Mutex
+	samples []sample
+	mark    int // samples before it were taken by a Window
+}
+
+// Load is a run in progress (Start).
+type Load struct {
+	cfg      Config
+	stop     context.CancelFunc
+	done     chan struct{}
+	start    time.Time
+	counting time.Time // calls due before it are the warm-up's
+	workers  []*worker
+
+	calls, errs, late atomic.Int64
+	firstErr          atomic.Pointer[error]
+	took              time.Duration // set before done closes
+
+	windowMu sync.Mutex
+	windowAt time.Time // when the last Window began
+}
+
 // Run makes the calls and returns the result; ctx ends it early.
 func Run(ctx context.Context, cfg Config, call Call) (*Result, error) {
 	if cfg.Calls <= 0 && cfg.Duration <= 0 {
 		return nil, ErrNoWork
 	}
+	return Start(ctx, cfg, call).Wait(), nil
+}
+
+// Start makes the calls in the background, as Run does; with neither Calls
+// nor Duration it goes on until Stop (the steady traffic a test runs while
+// it breaks something).
+func Start(ctx context.Context, cfg Config, call Call) *Load {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 1
 	}
@@ -55,57 +87,51 @@ func Run(ctx context.Context, cfg Config, call Call) (*Result, error) {
 		cfg.Classify = func(error) string { return "error" }
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	counting := start.Add(cfg.Warmup)
-	var end time.Time // zero: by count
-	if cfg.Calls <= 0 {
-		end = counting.Add(cfg.Duration)
+	l := &Load{cfg: cfg, stop: cancel, done: make(chan struct{}), start: time.Now()}
+	l.counting = l.start.Add(cfg.Warmup)
+	l.windowAt = l.counting
+	var end time.Time // zero: by count, or until stopped
+	if cfg.Calls <= 0 && cfg.Duration > 0 {
+		end = l.counting.Add(cfg.Duration)
 	}
-
-	var (
-		issued      atomic.Int64 // counted calls started (by count)
-		calls, errs atomic.Int64
-		late        atomic.Int64
-		mu          sync.Mutex
-		samples     []sample
-	)
-	// take reserves one counted call; false when the run is over.
+	var issued atomic.Int64 // counted calls started (by count)
+	// take reserves one call due at due; false when the run is over.
 	take := func(due time.Time) bool {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return false
-		}
-		if !end.IsZero() {
+		case !end.IsZero():
 			return due.Before(end)
-		}
-		if due.Before(counting) {
-			return true // warm-up calls are not counted against Calls
+		case cfg.Calls <= 0 || due.Before(l.counting):
+			return true // until stopped; warm-up calls are not counted against Calls
 		}
 		return issued.Add(1) <= int64(cfg.Calls)
 	}
-	one := func(due time.Time, local *[]sample) {
+	one := func(due time.Time, w *worker) {
 		err := call(ctx)
 		lat := time.Since(due)
-		if due.Before(counting) {
+		if due.Before(l.counting) {
 			return
 		}
 		s := sample{latency: lat}
 		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-				return // stopped by the caller of Run, not a failure of the call
+			if ctx.Err() != nil {
+				return // cut short by Stop or the caller's context, not a failure of the call
 			}
 			s.class = cfg.Classify(err)
-			errs.Add(1)
+			l.errs.Add(1)
+			l.firstErr.CompareAndSwap(nil, &err)
 		}
-		calls.Add(1)
-		*local = append(*local, s)
+		l.calls.Add(1)
+		w.mu.Lock()
+		w.samples = append(w.samples, s)
+		w.mu.Unlock()
 	}
 
 	var wg sync.WaitGroup
-	flush := func(local []sample) {
-		mu.Lock()
-		samples = append(samples, local...)
-		mu.Unlock()
+	l.workers = make([]*worker, cfg.Concurrency)
+	for i := range l.workers {
+		l.workers[i] = new(worker)
 	}
 	if cfg.RPS > 0 {
 		due := make(chan time.Time, 1<<16)
@@ -113,7 +139,7 @@ func Run(ctx context.Context, cfg Config, call Call) (*Result, error) {
 		go func() { // the schedule: never waits for answers
 			defer close(due)
 			for i := 0; ; i++ {
-				at := start.Add(time.Duration(i) * interval)
+				at := l.start.Add(time.Duration(i) * interval)
 				if !take(at) {
 					return
 				}
@@ -131,53 +157,103 @@ func Run(ctx context.Context, cfg Config, call Call) (*Result, error) {
 				}
 			}
 		}()
-		for range cfg.Concurrency {
+		for _, w := range l.workers {
 			wg.Go(func() {
-				var local []sample
 				for at := range due {
 					if time.Since(at) > time.Millisecond {
-						late.Add(1)
+						l.late.Add(1)
 					}
-					one(at, &local)
+					one(at, w)
 				}
-				flush(local)
 			})
 		}
 	} else {
-		for range cfg.Concurrency {
+		for _, w := range l.workers {
 			wg.Go(func() {
-				var local []sample
-				for {
-					now := time.Now()
-					if !take(now) {
-						break
-					}
-					one(now, &local)
+				for now := time.Now(); take(now); now = time.Now() {
+					one(now, w)
 				}
-				flush(local)
 			})
 		}
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var lastCalls int64
-	for running := true; running; {
-		select {
-		case <-done:
-			running = false
-		case now := <-tick.C:
-			if cfg.Progress != nil {
-				n := calls.Load()
-				cfg.Progress(Progress{Elapsed: now.Sub(start), Calls: n, Errors: errs.Load(), Late: late.Load(),
-					WarmingUp: now.Before(counting), CallsPerSecond: float64(n - lastCalls)})
-				lastCalls = n
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	go func() {
+		defer close(l.done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		var lastCalls int64
+		for {
+			select {
+			case <-finished:
+				l.took = time.Since(l.counting)
+				cancel()
+				return
+			case <-tick.C:
+				if cfg.Progress != nil {
+					p := l.Progress()
+					p.CallsPerSecond = float64(p.Calls - lastCalls)
+					lastCalls = p.Calls
+					cfg.Progress(p)
+				}
 			}
 		}
+	}()
+	return l
+}
+
+// Progress is the run's counts so far.
+func (l *Load) Progress() Progress {
+	now := time.Now()
+	return Progress{Elapsed: now.Sub(l.start), Calls: l.calls.Load(), Errors: l.errs.Load(), Late: l.late.Load(), WarmingUp: now.Before(l.counting)}
+}
+
+// FirstError is the first failed call's error (nil while none failed).
+func (l *Load) FirstError() error {
+	if p := l.firstErr.Load(); p != nil {
+		return *p
 	}
-	took := time.Since(counting)
-	return summarize(samples, took, late.Load(), cfg), nil
+	return nil
+}
+
+// Window summarizes the counted calls that ended since the last Window (or
+// the start): the figures of one phase of a test.
+func (l *Load) Window() *Result {
+	l.windowMu.Lock()
+	defer l.windowMu.Unlock()
+	now := time.Now()
+	took := now.Sub(l.windowAt)
+	l.windowAt = now
+	var samples []sample
+	for _, w := range l.workers {
+		w.mu.Lock()
+		samples = append(samples, w.samples[w.mark:]...)
+		w.mark = len(w.samples)
+		w.mu.Unlock()
+	}
+	return summarize(samples, took, 0, l.cfg)
+}
+
+// Wait waits for the run's end (its calls or duration, or its context) and
+// returns its result.
+func (l *Load) Wait() *Result {
+	<-l.done
+	var samples []sample
+	for _, w := range l.workers {
+		samples = append(samples, w.samples...) // no caller is left to write them
+	}
+	r := summarize(samples, l.took, l.late.Load(), l.cfg)
+	if err := l.FirstError(); err != nil {
+		r.FirstError = err.Error()
+	}
+	return r
+}
+
+// Stop ends the run now and returns its result; the calls it cuts short
+// are not counted.
+func (l *Load) Stop() *Result {
+	l.stop()
+	return l.Wait()
 }
 
 // Result is what a run measured; its JSON is meshctl bench -o json.
@@ -185,6 +261,7 @@ type Result struct {
 	Calls      int64            `json:"calls"`
 	Errors     int64            `json:"errors"`
 	ErrorsBy   map[string]int64 `json:"errors_by_code"`
+	FirstError string           `json:"first_error,omitempty"`
 	Seconds    float64          `json:"seconds"`
 	Throughput float64          `json:"calls_per_second"`
 	Mode       string           `json:"mode"` // "closed loop, 16 callers" or "open loop, 1000 calls/s"

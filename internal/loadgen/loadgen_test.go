@@ -112,3 +112,45 @@ func TestWarmupIsNotCounted(t *testing.T) {
 		t.Fatalf("no work: %v", err)
 	}
 }
+
+// Started without a count or a duration, a load runs until Stop; its
+// counts are live, each Window holds only the calls since the last, and
+// the calls Stop cuts short are not failures.
+func TestStartRunsUntilStopWithWindows(t *testing.T) {
+	var fail atomic.Bool
+	l := loadgen.Start(context.Background(), loadgen.Config{Concurrency: 4}, func(ctx context.Context) error {
+		if fail.Load() {
+			return errors.New("broken")
+		}
+		select {
+		case <-time.After(time.Millisecond):
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Progress().Calls < 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	ok := l.Window()
+	if ok.Calls < 100 || ok.Errors != 0 || ok.Throughput <= 0 {
+		t.Fatalf("first window: %+v", ok)
+	}
+	fail.Store(true)
+	for l.Progress().Errors < 10 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	fail.Store(false)
+	bad := l.Window()
+	if bad.Errors < 10 || bad.Calls < bad.Errors {
+		t.Fatalf("second window: %+v", bad)
+	}
+	r := l.Stop()
+	if r.Calls < ok.Calls+bad.Calls || r.Errors != l.Progress().Errors || r.FirstError != "broken" {
+		t.Fatalf("whole run: %+v (windows %d and %d calls)", r, ok.Calls, bad.Calls)
+	}
+	if got := l.FirstError(); got == nil || got.Error() != "broken" {
+		t.Fatalf("FirstError = %v", got)
+	}
+}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
-	"github.com/meshrpc/mesh/internal/benchload"
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
 )
@@ -31,13 +30,13 @@ func BenchmarkHop(b *testing.B) {
 	for _, conc := range []int{1, 64} {
 		for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
 			b.Run(fmt.Sprintf("%s/c=%d", path, conc), func(b *testing.B) {
-				benchload.Run(b, conc, body, hopCaller(b, path))
+				testkit.Bench(b, conc, body, hopCaller(b, path))
 			})
 		}
 	}
 }
 
-func hopCaller(b *testing.B, path string) benchload.Call {
+func hopCaller(b *testing.B, path string) testkit.BenchCall {
 	switch path {
 	case "mesh-direct", "mesh-1hop", "mesh-2hop":
 		return meshPath(b, path)
@@ -45,7 +44,7 @@ func hopCaller(b *testing.B, path string) benchload.Call {
 	return tchannelPath(b, path == "tchannel-relay")
 }
 
-func meshPath(b *testing.B, path string) benchload.Call {
+func meshPath(b *testing.B, path string) testkit.BenchCall {
 	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
 	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: call.Body}, nil
@@ -93,7 +92,7 @@ func (benchEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error) {
 }
 func (benchEcho) OnError(context.Context, error) {}
 
-func tchannelPath(b *testing.B, viaRelay bool) benchload.Call {
+func tchannelPath(b *testing.B, viaRelay bool) testkit.BenchCall {
 	srv, err := tchannel.NewChannel("bench", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
 	if err != nil {
 		b.Fatal(err)
@@ -178,7 +177,7 @@ func BenchmarkTracing(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { c.Close() })
-			benchload.Run(b, 64, body, func(ctx context.Context, body []byte) ([]byte, error) {
+			testkit.Bench(b, 64, body, func(ctx context.Context, body []byte) ([]byte, error) {
 				res, err := c.Call(ctx, "bench", "echo", nil, body)
 				if err != nil {
 					return nil, err

@@ -14,7 +14,8 @@ import (
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
-// benign calls echo through d from 4 goroutines until stop.
+// benign calls echo through d from 4 goroutines until stop, which fails t
+// unless enough calls ran and none failed (testkit.Unharmed).
 func benign(t *testing.T, d *meshd.Daemon) (stop func() (calls, failed int64)) {
 	c := dialMeshd(t, d.Addr())
 	stopLoad := testkit.Load(4, func(context.Context) error {
@@ -26,9 +27,7 @@ func benign(t *testing.T, d *meshd.Daemon) (stop func() (calls, failed int64)) {
 	})
 	return func() (int64, int64) {
 		calls, failed, first := stopLoad()
-		if first != nil {
-			t.Logf("first benign failure: %v", first)
-		}
+		testkit.Unharmed(t, calls, failed, first)
 		return calls, failed
 	}
 }
@@ -102,9 +101,6 @@ func TestMalformedCallsFailAlone(t *testing.T) {
 	}
 	calls, failed := stop()
 	t.Logf("150 malformed calls: each refused as bad request; %d benign calls meanwhile, %d failed", calls, failed)
-	if failed != 0 || calls == 0 {
-		t.Fatalf("%d of %d benign calls failed", failed, calls)
-	}
 	if st := a.Status(context.Background()); len(st.Local) != 1 || st.InFlight != 0 {
 		t.Fatalf("echo instance %v, %d calls in flight after the malformed calls", st.Local, st.InFlight)
 	}

@@ -264,23 +264,23 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 		}
 		result <- err
 	}()
-	for a.Status(context.Background()).InFlight == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "the call in flight", func() bool { return a.Status(context.Background()).InFlight > 0 })
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Shutdown(context.Background()) }()
-	for {
-		if _, err := reg.Instances(context.Background(), "slow"); errors.Is(err, discovery.ErrNoInstances) {
-			break // withdrawn while the call still runs
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, "slow withdrawn while its call runs", func() bool {
+		_, err := reg.Instances(context.Background(), "slow")
+		return errors.Is(err, discovery.ErrNoInstances)
+	})
 	close(release)
-	if err := <-result; err != nil {
-		t.Fatalf("in-flight call during drain: %v", err)
-	}
-	if err := <-stopped; err != nil {
-		t.Fatalf("shutdown: %v", err)
+	for what, ch := range map[string]chan error{"the call in flight during the drain": result, "shutdown": stopped} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: no end within 5s", what)
+		}
 	}
 }
 
