@@ -3,9 +3,7 @@ package consul
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -14,11 +12,6 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/follow"
 )
-
-// MeshTag marks the Consul registrations of mesh instances. meshd routes only
-// to instances that carry it, so a plain HTTP service registered in the same
-// Consul is never sent TChannel frames.
-const MeshTag = "meshrpc"
 
 // A watch caches one looked-up service's passing mesh instances. meshd
 // follows only the services its callers use: a service Consul has instances
@@ -59,46 +52,6 @@ const (
 // while callers ask for it: a service deployed after its callers is found
 // that much later.
 const absentRecheck = time.Second
-
-// Instances returns the passing instances of service: those Consul knows,
-// and this meshd's own from the moment they are registered, before Consul
-// echoes them. The first lookup of a service waits (up to 2s) for Consul's
-// answer; later ones read the cache, kept current in the background and
-// kept, stale, while Consul is unreachable.
-func (c *Registry) Instances(ctx context.Context, service string) ([]discovery.Instance, error) {
-	c.mu.RLock()
-	w := c.watches[service]
-	c.mu.RUnlock()
-	if w == nil {
-		var err error
-		if w, err = c.newWatch(service); err != nil {
-			return nil, err
-		}
-	}
-	if !w.used.Load() {
-		w.used.Store(true)
-	}
-	if at := w.recheck.Load(); at != 0 && time.Now().UnixNano() > at {
-		c.probe(w)
-	}
-	if cur := w.current.Load(); cur == nil {
-		select {
-		case <-w.ready:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-			return nil, fmt.Errorf("service %q: consul has not answered yet", service)
-		}
-	}
-	if w.stale.Load() {
-		c.staleHit.Add(1)
-	}
-	cur := w.current.Load()
-	if cur == nil || len(*cur) == 0 {
-		return nil, discovery.NoInstances(service)
-	}
-	return *cur, nil
-}
 
 // newWatch starts caching service, unless the registry holds MaxNames
 // already (after dropping the absent names due for a look).
@@ -202,29 +155,6 @@ func (c *Registry) follow(w *watch) {
 	c.sharedChanged()
 }
 
-// read fetches the passing mesh instances of service (q's context bounds
-// it), and notes whether Consul answered.
-func (c *Registry) read(service string, q *api.QueryOptions) ([]discovery.Instance, *api.QueryMeta, error) {
-	q.UseCache = c.cfg.UseCache
-	entries, meta, err := c.client.Health().Service(service, MeshTag, true, q)
-	c.note(err)
-	if err != nil {
-		return nil, nil, err
-	}
-	list := make([]discovery.Instance, 0, len(entries))
-	for _, e := range entries {
-		list = append(list, discovery.Instance{
-			Service: e.Service.Service,
-			ID:      e.Service.ID,
-			Addr:    net.JoinHostPort(e.Service.Address, strconv.Itoa(e.Service.Port)),
-			Tags:    e.Service.Tags,
-			Meta:    e.Service.Meta,
-		})
-	}
-	slices.SortFunc(list, func(a, b discovery.Instance) int { return strings.Compare(a.ID, b.ID) })
-	return list, meta, nil
-}
-
 // setRemote stores Consul's answer for w. Called with mu held.
 func (c *Registry) setRemote(w *watch, list []discovery.Instance, index uint64) {
 	same := w.remote != nil && slices.EqualFunc(list, w.remote, func(a, b discovery.Instance) bool { return a.ID == b.ID })
@@ -306,146 +236,10 @@ func (c *Registry) sweep() {
 	}
 }
 
-// sharedChanged wakes the shared query if it is idle. Called with mu held.
-func (c *Registry) sharedChanged() {
-	select {
-	case c.sharedWake <- struct{}{}:
-	default:
-	}
-}
-
-// followShared runs the one query the services past MaxWatches share while
-// there are any: a blocking query on the state of every mesh service's
-// health checks, after which the shared services whose checks changed are
-// read again. A host calling that many services pays what following the whole
-// catalog costs; the others never do.
-func (c *Registry) followShared() {
-	defer c.done.Done()
-	var prev map[string]string // check → its service, instance and status
-	cfg := follow.Config{Wait: c.cfg.WaitTime, Failed: func(error) {
-		prev = nil
-		c.mu.RLock()
-		defer c.mu.RUnlock()
-		for _, w := range c.watches {
-			if w.mode == shared {
-				w.stale.Store(true)
-			}
-		}
-	}}
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.sharedWake:
-		}
-		ctx, cancel := context.WithCancel(c.ctx)
-		follow.Run(ctx, cfg, func(q *api.QueryOptions) (struct{}, *api.QueryMeta, error) {
-			if c.sharedCount() == 0 {
-				cancel() // idle until a service is shared again
-				return struct{}{}, nil, ctx.Err()
-			}
-			q.Filter = strconv.Quote(MeshTag) + " in ServiceTags"
-			checks, meta, err := c.client.Health().State(api.HealthAny, q)
-			c.note(err)
-			if err != nil {
-				return struct{}{}, nil, err
-			}
-			cur := make(map[string]string, len(checks))
-			changed := map[string]bool{}
-			for _, ch := range checks {
-				key := ch.Node + "/" + ch.CheckID
-				v := ch.ServiceName + "\x00" + ch.ServiceID + "\x00" + ch.Status
-				cur[key] = v
-				if prev != nil && prev[key] != v {
-					changed[ch.ServiceName] = true
-				}
-			}
-			for key, v := range prev {
-				if _, ok := cur[key]; !ok {
-					changed[v[:strings.IndexByte(v, 0)]] = true
-				}
-			}
-			all := prev == nil // the first answer, or the first after a failure
-			prev = cur
-			return struct{}{}, meta, c.readShared(ctx, changed, all)
-		}, func(struct{}, *api.QueryMeta) {})
-		cancel()
-	}
-}
-
-// readShared reads again the shared services in changed (all if all).
-func (c *Registry) readShared(ctx context.Context, changed map[string]bool, all bool) error {
-	c.mu.RLock()
-	var todo []*watch
-	for s, w := range c.watches {
-		if w.mode == shared && (all || changed[s]) {
-			todo = append(todo, w)
-		}
-	}
-	c.mu.RUnlock()
-	for _, w := range todo {
-		list, meta, err := c.read(w.service, (&api.QueryOptions{}).WithContext(ctx))
-		if err != nil {
-			return err
-		}
-		c.mu.Lock()
-		if c.watches[w.service] == w && w.mode == shared {
-			c.setRemote(w, list, meta.LastIndex)
-		}
-		c.mu.Unlock()
-	}
-	return nil
-}
-
-func (c *Registry) sharedCount() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	n := 0
-	for _, w := range c.watches {
-		if w.mode == shared {
-			n++
-		}
-	}
-	return n
-}
-
 func closeOnce(ch chan struct{}) {
 	select {
 	case <-ch:
 	default:
 		close(ch)
 	}
-}
-
-// Followed returns the instances of the services this meshd follows now,
-// without following more.
-func (c *Registry) Followed() map[string][]discovery.Instance {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	out := make(map[string][]discovery.Instance)
-	for s, w := range c.watches {
-		if cur := w.current.Load(); w.mode != absent && cur != nil && len(*cur) > 0 {
-			out[s] = *cur
-		}
-	}
-	return out
-}
-
-// Services lists the mesh services with passing instances, with one read
-// of the passing checks of mesh-tagged services.
-func (c *Registry) Services(ctx context.Context) ([]string, error) {
-	q := (&api.QueryOptions{Filter: strconv.Quote(MeshTag) + " in ServiceTags"}).WithContext(ctx)
-	checks, _, err := c.client.Health().State(api.HealthPassing, q)
-	c.note(err)
-	if err != nil {
-		return nil, fmt.Errorf("consul health: %w", err)
-	}
-	var out []string
-	for _, ch := range checks {
-		if ch.ServiceName != "" {
-			out = append(out, ch.ServiceName)
-		}
-	}
-	slices.Sort(out)
-	return slices.Compact(out), nil
 }
