@@ -37,7 +37,7 @@ func BenchmarkDirectCall(b *testing.B) {
 	}
 }
 
-// BenchmarkPeersCall is the SDK's direct mode (DialPeers: the router's
+// BenchmarkPeersCall is the SDK's direct mode (DialPeers: internal/routing's
 // stages pick a peer per call) against a plain Dial, in the same run: over
 // one server, what routing in the SDK costs per call; over three, that plus
 // spreading 64 callers' batches over three connections.

@@ -15,5 +15,5 @@
 // It knows nothing of Consul (nor links its client): through a meshd, where
 // instances are and which one gets a call are meshd's business. Without
 // one, DialPeers routes over the peers it is given with the same stages
-// meshd runs (package router).
+// meshd runs (internal/routing), under the policies of package router.
 package client

@@ -8,5 +8,5 @@
 // discovery/consul, the distributed source of truth (TTL health checks,
 // blocking-query watches, a stale cache while Consul is down).
 //
-// It knows nothing of frames or connections; router/ asks it, and picks.
+// It knows nothing of frames or connections; internal/routing asks it, and picks.
 package discovery

@@ -5,9 +5,8 @@ import "encoding/binary"
 // cursor reads fields from a payload, remembering the first failure so that
 // decoders check once at the end instead of after every field.
 type cursor struct {
-	b    []byte
-	what string // the field that ran out, for the error
-	err  error
+	b   []byte
+	err error
 }
 
 func (c *cursor) fail(what string, need int) {

@@ -3,7 +3,7 @@
 // followed in Consul, compiled into a Set that answers a call in a couple of
 // map lookups and no allocation.
 //
-// The destination meshd asks it for every call it delivers (router's
+// The destination meshd asks it for every call it delivers (routing's
 // Authorize stage), with the caller's proven identity: the service its app
 // connection proved it is, carried between meshds inside their mutually
 // authenticated connection, or Anonymous.

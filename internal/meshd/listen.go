@@ -133,7 +133,7 @@ func (e *tlsError) Error() string { return "tls handshake: " + e.err.Error() }
 
 func (e *tlsError) Unwrap() error { return e.err }
 
-// dialPeer connects to another meshd for the router, over TLS when the host
+// dialPeer connects to another meshd for the relay, over TLS when the host
 // boundary has it.
 func (d *Daemon) dialPeer(ctx context.Context, addr string) (*conn.Conn, error) {
 	var dialer net.Dialer

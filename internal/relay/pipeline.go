@@ -56,13 +56,13 @@ func (r *Relay) pipelines() {
 	}
 	r.firstHop = routing.Pipeline{
 		draining{r},                            // drain.go
-		routing.Discover{From: r.cfg.Registry}, // router/discover.go
-		authorize,                              // router/authorize.go
-		routing.KillSwitch{Balancer: r.bal},    // router/killswitch.go
-		routing.CallerLimit{Balancer: r.bal},   // router/callerlimit.go
-		r.bal,                                  // router/balancer.go
-		connect,                                // router/connect.go, with reach (relay.go)
-		admission,                              // router/admission.go
+		routing.Discover{From: r.cfg.Registry}, // internal/routing/discover.go
+		authorize,                              // internal/routing/authorize.go
+		routing.KillSwitch{Balancer: r.bal},    // internal/routing/killswitch.go
+		routing.CallerLimit{Balancer: r.bal},   // internal/routing/callerlimit.go
+		r.bal,                                  // internal/routing/balancer.go
+		connect,                                // internal/routing/connect.go, with reach (relay.go)
+		admission,                              // internal/routing/admission.go
 	}
 	r.lastHop = routing.Pipeline{
 		draining{r}, // drain.go

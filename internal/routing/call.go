@@ -14,10 +14,13 @@ import (
 type Call struct {
 	// Service is the name the call is routed on: RoutingName of the call.
 	Service string
-	// Headers are the call's transport headers. Caller and ShardKey are
-	// read from them; all three alias the caller's buffer (see SetHeaders).
-	Headers  frame.Headers
-	Caller   []byte // the "cn" header
+	// Headers are the call's transport headers; ShardKey is read from them
+	// and both alias the caller's buffer (see SetHeaders).
+	Headers frame.Headers
+	// Caller is who calls: the identity meshd's relay proved for the
+	// connection (or another meshd vouched for), which it sets after Reset;
+	// in the SDK's direct mode, this process's own name ("cn").
+	Caller   []byte
 	ShardKey []byte // the "sk" header; nil when absent
 	Now      time.Time
 	// Tried lists the instances this call was already sent to: they are
