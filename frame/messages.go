@@ -138,18 +138,23 @@ func DecodeCallReq(payload []byte, m *CallReq, f *Fragment) error {
 	m.TTL = c.u32("call req ttl")
 	m.Tracing = c.tracing()
 	m.Service = c.bytes1("call req service")
+	return decodeRest(&c, m.Flags, &m.Headers, &m.Checksum, f)
+}
+
+// decodeRest decodes what the first frames of a call req and a call res
+// share after their own fields: the transport headers, then the args.
+func decodeRest(c *cursor, flags byte, h *Headers, cs *ChecksumType, f *Fragment) error {
 	if c.err != nil {
 		return c.err
 	}
-	h, err := parseHeaders(&c)
-	if err != nil {
+	var err error
+	if *h, err = parseHeaders(c); err != nil {
 		return err
 	}
-	m.Headers = h
-	if err := decodeFragment(&c, m.Flags, f); err != nil {
+	if err := decodeFragment(c, flags, f); err != nil {
 		return err
 	}
-	m.Checksum = f.Checksum
+	*cs = f.Checksum
 	return nil
 }
 
@@ -183,19 +188,7 @@ func DecodeCallRes(payload []byte, m *CallRes, f *Fragment) error {
 	m.Flags = c.u8("call res flags")
 	m.Code = ResCode(c.u8("call res code"))
 	m.Tracing = c.tracing()
-	if c.err != nil {
-		return c.err
-	}
-	h, err := parseHeaders(&c)
-	if err != nil {
-		return err
-	}
-	m.Headers = h
-	if err := decodeFragment(&c, m.Flags, f); err != nil {
-		return err
-	}
-	m.Checksum = f.Checksum
-	return nil
+	return decodeRest(&c, m.Flags, &m.Headers, &m.Checksum, f)
 }
 
 // DecodeContinue decodes a call req continue or call res continue frame.
