@@ -41,7 +41,7 @@ func DialPeers(ctx context.Context, peers []string, opts Options) (*Client, erro
 	d.stages = routing.Pipeline{
 		routing.Discover{From: d},
 		bal,
-		routing.Connect{Balancer: bal, Dial: func(inst discovery.Instance) (*conn.Conn, error) { return d.pool.Get(inst.Addr) }},
+		routing.Connect{Balancer: bal, Dial: func(inst discovery.Instance) (*conn.Conn, <-chan struct{}, error) { return d.pool.TryGet(inst.Addr) }},
 	}
 	d.calls.New = func() any { return new(routing.Call) }
 	return &Client{direct: d, opts: opts, caller: callerName(opts), tracer: tracer}, nil
@@ -58,18 +58,18 @@ type direct struct {
 	byName sync.Map  // service → []discovery.Instance
 }
 
-// Instances makes every peer an instance of every service (routing.Finder).
+// Lookup makes every peer an instance of every service (routing.Finder).
 // The id names the service too, so breakers and latency are per service.
-func (d *direct) Instances(_ context.Context, service string) ([]discovery.Instance, error) {
+func (d *direct) Lookup(service string) ([]discovery.Instance, <-chan struct{}, error) {
 	if v, ok := d.byName.Load(service); ok {
-		return v.([]discovery.Instance), nil
+		return v.([]discovery.Instance), nil, nil
 	}
 	insts := make([]discovery.Instance, len(d.peers))
 	for i, p := range d.peers {
 		insts[i] = discovery.Instance{Service: service, ID: service + "@" + p, Addr: p}
 	}
 	v, _ := d.byName.LoadOrStore(service, insts)
-	return v.([]discovery.Instance), nil
+	return v.([]discovery.Instance), nil, nil
 }
 
 // call sends req to a peer the stages pick, and on a safe failure to
@@ -88,7 +88,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 	tryTimeout := d.bal.TryTimeout(rc)
 	var lastErr error
 	for {
-		if err := d.stages.Route(rc); err != nil {
+		if err := d.stages.RouteWaiting(ctx, rc); err != nil {
 			if lastErr != nil {
 				return nil, lastErr // nowhere left to retry: the last failure says most
 			}

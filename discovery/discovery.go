@@ -28,8 +28,14 @@ type Registry interface {
 	Deregister(ctx context.Context, inst Instance) error
 	// Instances returns the healthy instances of service. After the first
 	// lookup of a service it answers from a cache kept current in the
-	// background, so it is cheap enough for every call.
+	// background, so it is cheap enough for every call; the first may wait
+	// (within ctx) for the backend.
 	Instances(ctx context.Context, service string) ([]Instance, error)
+	// Lookup is Instances that never waits, for callers that must not
+	// (a connection's read loop): the instances known now, or, while the
+	// first answer about service is still to come, ready, closed when it
+	// has come (ask again then).
+	Lookup(service string) (insts []Instance, ready <-chan struct{}, err error)
 	// Services lists the names of the services with healthy instances.
 	Services(ctx context.Context) ([]string, error)
 	// Status describes the backend for operators (name, health, staleness).

@@ -75,13 +75,19 @@ func (l *Local) Deregister(_ context.Context, inst Instance) error {
 // Instances returns the instances of service. The slice is shared: do not
 // modify it.
 func (l *Local) Instances(_ context.Context, service string) ([]Instance, error) {
+	insts, _, err := l.Lookup(service)
+	return insts, err
+}
+
+// Lookup is Instances: the local registry has nothing to wait for.
+func (l *Local) Lookup(service string) ([]Instance, <-chan struct{}, error) {
 	l.mu.RLock()
 	list := l.instances[service]
 	l.mu.RUnlock()
 	if len(list) == 0 {
-		return nil, NoInstances(service)
+		return nil, nil, NoInstances(service)
 	}
-	return list, nil
+	return list, nil, nil
 }
 
 // Services lists the services with instances, sorted.

@@ -20,17 +20,36 @@ const MeshTag = "meshrpc"
 
 // Instances returns the passing instances of service: those Consul knows,
 // and this meshd's own from the moment they are registered, before Consul
-// echoes them. The first lookup of a service waits (up to 2s) for Consul's
-// answer; later ones read the cache, kept current in the background and
-// kept, stale, while Consul is unreachable.
+// echoes them. The first lookup of a service waits (within ctx, and 2s at
+// most) for Consul's answer; later ones read the cache, kept current in the
+// background and kept, stale, while Consul is unreachable.
 func (c *Registry) Instances(ctx context.Context, service string) ([]discovery.Instance, error) {
+	insts, ready, err := c.Lookup(service)
+	if ready == nil {
+		return insts, err
+	}
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(2 * time.Second):
+		return nil, fmt.Errorf("service %q: consul has not answered yet", service)
+	}
+	insts, _, err = c.Lookup(service)
+	return insts, err
+}
+
+// Lookup is Instances without waiting: before Consul's first answer about
+// service (asked for now, if it was not yet), it returns ready, closed when
+// that answer came, good or bad.
+func (c *Registry) Lookup(service string) ([]discovery.Instance, <-chan struct{}, error) {
 	c.mu.RLock()
 	w := c.watches[service]
 	c.mu.RUnlock()
 	if w == nil {
 		var err error
 		if w, err = c.newWatch(service); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if !w.used.Load() {
@@ -39,23 +58,22 @@ func (c *Registry) Instances(ctx context.Context, service string) ([]discovery.I
 	if at := w.recheck.Load(); at != 0 && time.Now().UnixNano() > at {
 		c.probe(w)
 	}
-	if cur := w.current.Load(); cur == nil {
+	cur := w.current.Load()
+	if cur == nil {
 		select {
-		case <-w.ready:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-			return nil, fmt.Errorf("service %q: consul has not answered yet", service)
+		case <-w.ready: // answered, and nothing came of it
+			cur = w.current.Load()
+		default:
+			return nil, w.ready, nil
 		}
 	}
 	if w.stale.Load() {
 		c.staleHit.Add(1)
 	}
-	cur := w.current.Load()
 	if cur == nil || len(*cur) == 0 {
-		return nil, discovery.NoInstances(service)
+		return nil, nil, discovery.NoInstances(service)
 	}
-	return *cur, nil
+	return *cur, nil, nil
 }
 
 // read fetches the passing mesh instances of service (q's context bounds

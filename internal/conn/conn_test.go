@@ -514,3 +514,63 @@ func TestCancelledHalfSentCallsAreDropped(t *testing.T) {
 		return len(sc.in) == 0
 	})
 }
+
+// TryGet never waits: a dial under way gives ready; a failed dial marks the
+// address down, answered at once (with when it is tried again) while a
+// probe dials in the background after the wait; once a probe succeeds the
+// connection is there.
+func TestPoolTryGetNeverWaits(t *testing.T) {
+	release := make(chan struct{})
+	fail := true
+	var dials int
+	var mu sync.Mutex
+	the := &Conn{closed: make(chan struct{})} // open: all the Pool asks of it
+	p := NewPool(func(ctx context.Context, addr string) (*Conn, error) {
+		mu.Lock()
+		dials++
+		f := fail
+		mu.Unlock()
+		<-release
+		if f {
+			return nil, errors.New("refused")
+		}
+		return the, nil
+	})
+	c, ready, err := p.TryGet("h:1")
+	if c != nil || ready == nil || err != nil {
+		t.Fatalf("first TryGet: %v %v %v", c, ready, err)
+	}
+	if _, again, _ := p.TryGet("h:1"); again != ready {
+		t.Fatal("a second TryGet during the dial did not share it")
+	}
+	close(release)
+	<-ready
+	_, ready, err = p.TryGet("h:1")
+	var down *DownError
+	if ready != nil || !errors.As(err, &down) || time.Until(down.RetryAt()) < 500*time.Millisecond {
+		t.Fatalf("after a failed dial: ready %v, %v", ready, err)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	time.Sleep(time.Until(down.RetryAt()) + 10*time.Millisecond)
+	if _, ready, err := p.TryGet("h:1"); ready != nil || !errors.As(err, &down) {
+		t.Fatalf("past its wait, while the probe dials: ready %v, %v (want the old error at once)", ready, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, _, _ := p.TryGet("h:1")
+		if c == the {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the probe's connection never came")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dials != 2 {
+		t.Fatalf("%d dials, want the first and one probe", dials)
+	}
+}

@@ -7,14 +7,19 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/meshrpc/mesh/internal/backoff"
 )
 
 // Timings of a Pool's connections.
 const (
 	poolDialTimeout = time.Second
-	// poolDialBackoff is how long a failed dial is remembered, so a dead
-	// peer costs one dial timeout per period instead of one per call.
-	poolDialBackoff = time.Second
+	// A failed dial marks its address down: it fails at once from then on,
+	// and is tried again in the background after a wait that doubles from
+	// poolDownMin to poolDownMax while it stays down, so a dead peer costs
+	// no caller a dial timeout after the first.
+	poolDownMin = time.Second
+	poolDownMax = 10 * time.Second
 )
 
 // Pool keeps one connection per peer address, dialled on first use and
@@ -28,56 +33,88 @@ type Pool struct {
 }
 
 type pooled struct {
-	ready    chan struct{} // closed when the dial ended
-	c        *Conn
-	err      error
-	failedAt time.Time
+	ready chan struct{} // closed when the dial ended
+	c     *Conn
+	err   *DownError      // the last failed dial's, while the address is down
+	down  backoff.Backoff // the waits between tries of a down address
+	probe bool            // a dial of a down address: its users do not wait for it
 }
+
+// DownError is the error of a dial to an address that failed: the Pool
+// answers it at once until RetryAt, when it tries again in the background.
+type DownError struct {
+	Addr  string
+	Err   error
+	Until time.Time
+}
+
+func (e *DownError) Error() string { return "connecting to " + e.Addr + ": " + e.Err.Error() }
+func (e *DownError) Unwrap() error { return e.Err }
+
+// RetryAt is when the Pool tries the address again.
+func (e *DownError) RetryAt() time.Time { return e.Until }
 
 // NewPool returns a Pool that opens connections with dial.
 func NewPool(dial func(ctx context.Context, addr string) (*Conn, error)) *Pool {
 	return &Pool{dial: dial, conns: make(map[string]*pooled)}
 }
 
-// Get returns an open connection to addr, dialling if needed. A dial that
-// failed less than a second ago fails at once with the same error.
-func (p *Pool) Get(addr string) (*Conn, error) {
+// TryGet returns an open connection to addr without waiting: the open one,
+// or ready (closed when the dial it starts, or one under way, ends: ask
+// again then), or at once a *DownError while addr is down (and a dial in
+// the background once its wait is over).
+func (p *Pool) TryGet(addr string) (*Conn, <-chan struct{}, error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	pr := p.conns[addr]
 	if pr != nil {
 		select {
 		case <-pr.ready:
-			if pr.c != nil && !pr.c.Closed() {
-				p.mu.Unlock()
-				return pr.c, nil
+			switch {
+			case pr.c != nil && !pr.c.Closed():
+				return pr.c, nil, nil
+			case pr.err != nil:
+				if time.Now().After(pr.err.Until) {
+					p.start(addr, &pooled{probe: true, err: pr.err, down: pr.down})
+				}
+				return nil, nil, pr.err
 			}
-			if pr.err != nil && time.Since(pr.failedAt) < poolDialBackoff {
-				p.mu.Unlock()
-				return nil, pr.err
+			// closed since it was made: dial again
+		default:
+			if pr.probe {
+				return nil, nil, pr.err
 			}
-			pr = nil // closed or failed long enough ago: dial again
-		default: // a dial is under way: wait for it
+			return nil, pr.ready, nil
 		}
 	}
-	if pr == nil {
-		if p.dial == nil {
-			p.mu.Unlock()
-			return nil, fmt.Errorf("no dialer for %s", addr)
+	if p.dial == nil {
+		return nil, nil, fmt.Errorf("no dialer for %s", addr)
+	}
+	return nil, p.start(addr, &pooled{down: backoff.Backoff{Min: poolDownMin, Max: poolDownMax}}).ready, nil
+}
+
+// Get is TryGet for callers that may wait: it waits for a dial (up to its
+// timeout) and returns its connection or error.
+func (p *Pool) Get(addr string) (*Conn, error) {
+	for {
+		c, ready, err := p.TryGet(addr)
+		if ready == nil {
+			return c, err
 		}
-		pr = &pooled{ready: make(chan struct{})}
-		p.conns[addr] = pr
-		go p.connect(addr, pr)
+		select {
+		case <-ready:
+		case <-time.After(poolDialTimeout + 100*time.Millisecond):
+			return nil, fmt.Errorf("connecting to %s: timed out", addr)
+		}
 	}
-	p.mu.Unlock()
-	select {
-	case <-pr.ready:
-	case <-time.After(poolDialTimeout + 100*time.Millisecond):
-		return nil, fmt.Errorf("connecting to %s: timed out", addr)
-	}
-	if pr.err != nil {
-		return nil, pr.err
-	}
-	return pr.c, nil
+}
+
+// start dials addr into pr, which takes its place. Called with mu held.
+func (p *Pool) start(addr string, pr *pooled) *pooled {
+	pr.ready = make(chan struct{})
+	p.conns[addr] = pr
+	go p.connect(addr, pr)
+	return pr
 }
 
 func (p *Pool) connect(addr string, pr *pooled) {
@@ -85,10 +122,9 @@ func (p *Pool) connect(addr string, pr *pooled) {
 	defer cancel()
 	c, err := p.dial(ctx, addr)
 	p.mu.Lock()
-	pr.c, pr.err = c, err
+	pr.c, pr.err = c, nil
 	if err != nil {
-		pr.err = fmt.Errorf("connecting to %s: %w", addr, err)
-		pr.failedAt = time.Now()
+		pr.err = &DownError{Addr: addr, Err: err, Until: time.Now().Add(pr.down.Next())}
 	}
 	p.mu.Unlock()
 	close(pr.ready)

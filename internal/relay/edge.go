@@ -64,7 +64,9 @@ func (r *Relay) abandon(rc *relayed, code frame.ErrCode, why string) {
 	if !r.finish(rc, o) {
 		return
 	}
-	if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte(why)}); err == nil {
+	if dst == nil {
+		// parked (park.go): no callee heard of it
+	} else if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte(why)}); err == nil {
 		r.send(dst, b, false)
 	}
 	r.sendError(rc.src, rc.srcID, rc.hop, code, why)

@@ -48,21 +48,23 @@ func (r *Relay) local(id string) *localInstance {
 
 // reach is the relay's way to the picked instance (routing.Connect's Dial):
 // an instance on this host over its app's own connection, any other over
-// the connection to its meshd.
-func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, error) {
+// the connection to its meshd, which may be still to dial (ready: the call
+// waits off the read loop) or down (the error says until when).
+func (r *Relay) reach(inst discovery.Instance) (*conn.Conn, <-chan struct{}, error) {
 	var c *conn.Conn
 	if inst.Addr != r.cfg.Self {
+		var ready <-chan struct{}
 		var err error
-		if c, err = r.peers.Get(inst.Addr); err != nil {
-			return nil, err
+		if c, ready, err = r.peers.TryGet(inst.Addr); c == nil {
+			return nil, ready, err
 		}
 	} else if l := r.local(inst.ID); l != nil {
 		c = l.conn
 	} else {
-		return nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
+		return nil, nil, fmt.Errorf("instance %s is not connected to this meshd", inst.ID)
 	}
 	if err := r.halfSentFull(c); err != nil {
-		return nil, fmt.Errorf("instance %s: %w", inst.ID, err)
+		return nil, nil, fmt.Errorf("instance %s: %w", inst.ID, err)
 	}
-	return c, nil
+	return c, nil, nil
 }

@@ -86,15 +86,15 @@ func TestFirstHopRefusals(t *testing.T) {
 		c.Reset(tc.service, frame.AppendHeader(nil, frame.HeaderCallerName, "caller"))
 		err := r.firstHop.Route(&c)
 		c.Release()
-		if c.RefusedBy != tc.stage || frame.CodeOf(err) != tc.code && tc.code != 0 || tc.code == 0 && err != nil {
-			t.Errorf("%s: refused by %q with %v, want %q with %v", tc.service, c.RefusedBy, err, tc.stage, tc.code)
+		if r.firstHop.StoppedAt(&c) != tc.stage || frame.CodeOf(err) != tc.code && tc.code != 0 || tc.code == 0 && err != nil {
+			t.Errorf("%s: refused by %q with %v, want %q with %v", tc.service, r.firstHop.StoppedAt(&c), err, tc.stage, tc.code)
 		}
 	}
 	r.Drain()
 	var c routing.Call
 	c.Reset("full", nil)
-	if err := r.firstHop.Route(&c); c.RefusedBy != "drain" || frame.CodeOf(err) != frame.ErrCodeDeclined {
-		t.Fatalf("while draining: %v by %q", err, c.RefusedBy)
+	if err := r.firstHop.Route(&c); r.firstHop.StoppedAt(&c) != "drain" || frame.CodeOf(err) != frame.ErrCodeDeclined {
+		t.Fatalf("while draining: %v by %q", err, r.firstHop.StoppedAt(&c))
 	}
 }
 

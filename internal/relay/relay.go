@@ -173,8 +173,12 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 		p = r.lastHop
 	}
 	if err := p.Route(c); err != nil {
+		if err == routing.ErrWait { // a first lookup, a dial: never on this read loop
+			r.park(from, f, req, rc)
+			return true
+		}
 		c.Release()
-		r.refuseCall(from, f, req, service, c.Caller, c.RefusedBy, err)
+		r.refuseCall(from, f, req, service, c.Caller, p.StoppedAt(c), err)
 		return true
 	}
 	if !known {
@@ -194,12 +198,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	rc.checkRes = r.isLocal(c) // the answer comes from an app
 	now := time.Now()
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
-	ttl := time.Duration(req.TTL) * time.Millisecond
-	capped := ttl > r.limits.MaxTTL
-	if capped {
-		ttl = r.limits.MaxTTL
-		r.stats.limited[limitTTL].Add(1)
-	}
+	ttl, capped := r.ttlOf(req)
 	rc.deadline = now.Add(ttl)
 
 	bp := r.bufs.Get().(*[]byte)
@@ -267,6 +266,17 @@ func (r *Relay) firstFrame(out []byte, f *frame.Frame, req *frame.CallReq, c *ro
 	return append(out, f.Raw...)
 }
 
+// ttlOf is the time a call may take: its ttl, cut to Limits.MaxTTL
+// (capped, and counted).
+func (r *Relay) ttlOf(req *frame.CallReq) (ttl time.Duration, capped bool) {
+	ttl = time.Duration(req.TTL) * time.Millisecond
+	if ttl > r.limits.MaxTTL {
+		r.stats.limited[limitTTL].Add(1)
+		return r.limits.MaxTTL, true
+	}
+	return ttl, false
+}
+
 // ttlMillis is the ttl to forward: the time left until deadline, or less
 // when a per-attempt timeout is shorter (the next hop then answers Timeout
 // when the attempt runs out, and the relay can retry elsewhere). A ttl is
@@ -307,7 +317,14 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		}
 		r.keep(rc, f.Raw) // before its id is rewritten below
 		dst, dstID := rc.dst, rc.dstID
+		held := dst == nil && !rc.tooBig // parked (park.go): kept, sent when routed
 		rc.mu.Unlock()
+		if dst == nil {
+			if !held {
+				r.abandon(rc, frame.ErrCodeBusy, "the call's request outgrew what meshd holds while its route waits")
+			}
+			return
+		}
 		frame.SetID(f.Raw, dstID)
 		if err := r.send(dst, f.Raw, !rc.lastHop); err != nil {
 			// The callee missed a fragment: the call cannot go on.
@@ -322,8 +339,10 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		dst, dstID := rc.dst, rc.dstID
 		rc.mu.Unlock()
 		r.finish(rc, routing.CallerGone) // forgotten before the callee hears of it
-		frame.SetID(f.Raw, dstID)
-		r.send(dst, f.Raw, !rc.lastHop)
+		if dst != nil {                  // nil: parked, no callee yet
+			frame.SetID(f.Raw, dstID)
+			r.send(dst, f.Raw, !rc.lastHop)
+		}
 	case frame.TypeCallRes, frame.TypeCallResContinue, frame.TypeError:
 		rc := r.lookup(from, f.ID, true)
 		if rc == nil {
@@ -365,8 +384,14 @@ func (r *Relay) expire(rc *relayed, t frame.Tracing) {
 	}
 	r.stats.timedOut.Add(1)
 	r.sendError(rc.src, rc.srcID, t, frame.ErrCodeTimeout, "call timed out in the mesh")
-	if b, err := frame.AppendCancel(nil, rc.dstID, frame.Cancel{Tracing: t, Why: []byte("ttl expired")}); err == nil {
-		r.send(rc.dst, b, false)
+	rc.mu.Lock()
+	dst, dstID := rc.dst, rc.dstID
+	rc.mu.Unlock()
+	if dst == nil {
+		return // it never left this meshd (park.go)
+	}
+	if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Tracing: t, Why: []byte("ttl expired")}); err == nil {
+		r.send(dst, b, false)
 	}
 }
 
@@ -394,6 +419,9 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 		e.rc.mu.Lock()
 		dst, dstID := e.rc.dst, e.rc.dstID
 		e.rc.mu.Unlock()
+		if dst == nil {
+			continue // parked: no callee heard of it
+		}
 		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("caller went away")}); err == nil {
 			r.send(dst, b, false)
 		}

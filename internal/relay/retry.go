@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"time"
@@ -101,7 +102,12 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	c.SetHeaders(req.Headers)                   // in the saved copy, which this attempt keeps
 	caller, callerName := callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
 	c.Caller = caller
-	if err := r.retry.Route(c); err != nil {
+	// A timer's goroutine, not a read loop: it may wait for a first lookup or
+	// a dial, within the call's deadline.
+	ctx, cancel := context.WithDeadline(context.Background(), rc.deadline)
+	err := r.retry.RouteWaiting(ctx, c)
+	cancel()
+	if err != nil {
 		if r.finish(rc, routing.CallerGone) {
 			r.sendError(rc.src, rc.srcID, rc.hop, lastCode, "retry found no other instance: "+err.Error())
 		}

@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
-
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -76,15 +76,19 @@ func (b *Balancer) Route(c *Call) error {
 		}
 	}
 	ch := &c.choice
-	ch.considered, ch.open = int32(len(insts)), 0
+	ch.considered, ch.open, ch.down = int32(len(insts)), 0, 0
 	for _, e := range c.eps {
-		if !e.usable() {
+		switch {
+		case !e.reachable():
+			ch.down++
+		case !e.usable():
 			ch.open++
 		}
 	}
-	// With every instance behind an open breaker, pick among them anyway
-	// (panic mode): refusing everything would only delay recovery.
-	all := int(ch.open) == len(c.eps)
+	// With every instance behind an open breaker or known unreachable, pick
+	// among them anyway (panic mode): refusing everything would only delay
+	// recovery.
+	all := int(ch.open+ch.down) == len(c.eps)
 	ch.panic = all
 	var i, rival int
 	switch {
@@ -96,11 +100,14 @@ func (b *Balancer) Route(c *Call) error {
 		i, rival = pickP2C(c.eps, c.skip, all)
 		ch.how = byP2C
 	}
-	c.Picked = i
+	c.Picked = int32(i)
 	if i < 0 {
 		why := fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), c.Service)
 		if ch.open > 0 {
 			why += fmt.Sprintf(" (%d behind open circuit breakers)", ch.open)
+		}
+		if ch.down > 0 {
+			why += fmt.Sprintf(" (%d known unreachable)", ch.down)
 		}
 		return &frame.Error{Code: frame.ErrCodeDeclined, Message: why}
 	}
@@ -123,10 +130,17 @@ func (b *Balancer) Turn(service string) uint64 {
 }
 
 // ok reports whether candidate i may be picked: not skipped (tried, or
-// found unreachable during this call) and, unless all is set, not behind an
-// open breaker.
+// found unreachable during this call) and, unless all is set, neither
+// behind an open breaker nor known unreachable.
 func ok(eps []*endpoint, skip bitset, i int, all bool) bool {
-	return !skip.has(i) && (all || eps[i].usable())
+	return !skip.has(i) && (all || eps[i].usable() && eps[i].reachable())
+}
+
+// Down tells the Balancer that inst cannot be reached until until (its
+// meshd's last dial failed, and the pool tries again then): picks skip it
+// meanwhile, while another instance is usable.
+func (b *Balancer) Down(inst discovery.Instance, until time.Time) {
+	b.eps.get(inst).downUntil.Store(until.UnixNano())
 }
 
 // pickP2C chooses between two random usable candidates the one with the

@@ -29,14 +29,16 @@ type Call struct {
 
 	// Instances are the service's healthy instances (Discover).
 	Instances []discovery.Instance
-	// Picked is the index in Instances of the chosen one (Balancer).
-	Picked int
 	// Conn is the connection the picked instance is reached on (Connect).
 	Conn *conn.Conn
-	// RefusedBy names the stage that refused the call (Pipeline.Route).
-	RefusedBy string
+	// Wait is closed when the stage that answered ErrWait can go on.
+	Wait <-chan struct{}
 
+	// Picked is the index in Instances of the chosen one (Balancer); it
+	// shares a word with re and at.
+	Picked      int32
 	re          retryFlags
+	at          uint8   // the stage a Pipeline runs (on) from
 	limits      *limits // the service's, looked up once per call
 	admitted    *limits // the local-delivery limits this call holds a place in
 	eps         []*endpoint
@@ -80,7 +82,7 @@ func (c *Call) Instance() discovery.Instance { return c.Instances[c.Picked] }
 // Exclude takes the picked instance out of this pick (it was unreachable),
 // so the Balancer can pick again.
 func (c *Call) Exclude() {
-	c.unreachable.set(c.Picked)
+	c.unreachable.set(int(c.Picked))
 	c.choice.unreachable++
 }
 

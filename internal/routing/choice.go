@@ -22,6 +22,7 @@ type Choice struct {
 	considered  int32 // instances the registry returned
 	open        int32 // of them behind open breakers
 	unreachable int32 // of them found unreachable during this pick
+	down        int32 // of them known unreachable: their last dial failed (Balancer.Down)
 	how         pickKind
 	panic       bool // all were behind open breakers, so breakers were ignored
 }
@@ -61,13 +62,22 @@ func (ch Choice) AppendWhy(b []byte, terse bool) []byte {
 		b = strconv.AppendInt(b, int64(ch.open), 10)
 		b = append(b, " behind open breakers"...)
 	}
+	if ch.down > 0 {
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(ch.down), 10)
+		b = append(b, " known unreachable"...)
+	}
 	if ch.unreachable > 0 {
 		b = append(b, ", "...)
 		b = strconv.AppendInt(b, int64(ch.unreachable), 10)
 		b = append(b, " unreachable"...)
 	}
 	if ch.panic {
-		b = append(b, "; all breakers open, so picked regardless"...)
+		if ch.down > 0 {
+			b = append(b, "; none usable, so picked regardless"...)
+		} else {
+			b = append(b, "; all breakers open, so picked regardless"...)
+		}
 	}
 	return append(b, ')')
 }

@@ -28,12 +28,12 @@ func TestMoreThan64Instances(t *testing.T) {
 	reachable := "h97:1"
 	dials := map[string]int{}
 	the := new(conn.Conn)
-	dial := func(inst discovery.Instance) (*conn.Conn, error) {
+	dial := func(inst discovery.Instance) (*conn.Conn, <-chan struct{}, error) {
 		dials[inst.Addr]++
 		if inst.Addr == reachable {
-			return the, nil
+			return the, nil, nil
 		}
-		return nil, errors.New("connection refused")
+		return nil, nil, errors.New("connection refused")
 	}
 	p := Pipeline{Discover{From: reg}, b, Connect{Balancer: b, Dial: dial}}
 	for _, how := range []string{"p2c", "rendezvous"} {

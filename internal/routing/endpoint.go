@@ -40,6 +40,14 @@ type endpoint struct {
 	// little differently than in sequence, which a heuristic can afford.
 	ewma  atomic.Uint64
 	stamp atomic.Int64
+
+	downUntil atomic.Int64 // unix nanos until which it is known unreachable; 0: not
+}
+
+// reachable reports whether the instance is not known unreachable (Down).
+func (e *endpoint) reachable() bool {
+	until := e.downUntil.Load()
+	return until == 0 || time.Now().UnixNano() >= until
 }
 
 // cost is the expected wait at this instance: latency times queue length.

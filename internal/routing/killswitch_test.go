@@ -57,8 +57,8 @@ func TestKillSwitchInAPipeline(t *testing.T) {
 				return
 			}
 			var e *frame.Error
-			if !errors.As(err, &e) || e.Code != frame.ErrCodeDeclined || c.RefusedBy != "kill_switch" {
-				t.Fatalf("got %v refused by %q, want Declined by kill_switch", err, c.RefusedBy)
+			if !errors.As(err, &e) || e.Code != frame.ErrCodeDeclined || p.StoppedAt(c) != "kill_switch" {
+				t.Fatalf("got %v refused by %q, want Declined by kill_switch", err, p.StoppedAt(c))
 			}
 			if discovered != before {
 				t.Fatal("stages after the kill switch ran for a blocked caller")

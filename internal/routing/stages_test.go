@@ -146,13 +146,14 @@ func TestAuthorizeDecidesOnTheProvenCaller(t *testing.T) {
 		var c Call
 		c.Reset(tc.service, frame.AppendHeader(nil, frame.HeaderCallerName, "web")) // cn says web: not what counts
 		c.Caller = []byte(tc.caller)
-		err := Pipeline{Authorize{Allowed: allowed}}.Route(&c)
+		p := Pipeline{Authorize{Allowed: allowed}}
+		err := p.Route(&c)
 		var ref *frame.Error
 		switch {
 		case tc.rule == "" && err != nil:
 			t.Errorf("%s => %s refused: %v", tc.caller, tc.service, err)
-		case tc.rule != "" && (!errors.As(err, &ref) || ref.Code != frame.ErrCodeBadRequest || !strings.Contains(ref.Message, tc.rule) || c.RefusedBy != "authorize"):
-			t.Errorf("%s => %s: %v (by %q), want a bad request naming %q", tc.caller, tc.service, err, c.RefusedBy, tc.rule)
+		case tc.rule != "" && (!errors.As(err, &ref) || ref.Code != frame.ErrCodeBadRequest || !strings.Contains(ref.Message, tc.rule) || p.StoppedAt(&c) != "authorize"):
+			t.Errorf("%s => %s: %v (by %q), want a bad request naming %q", tc.caller, tc.service, err, p.StoppedAt(&c), tc.rule)
 		}
 	}
 	var c Call

@@ -1,0 +1,195 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/uber/tchannel-go"
+	"github.com/uber/tchannel-go/raw"
+
+	"github.com/meshrpc/mesh/discovery/consul"
+	"github.com/meshrpc/mesh/internal/loadgen"
+	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// Nothing a call must wait for holds the app connection it came on: not
+// the first lookup of a name Consul is asked about, not a dial to a host
+// that accepts TCP and never answers. Each test measures echo's p99 on the
+// same connection without and with the trouble, for the SDK and for
+// tchannel-go as the caller; the trouble may add at most 2 ms.
+
+// caller makes calls through one app connection to a meshd.
+type caller func(ctx context.Context, service, method string, body []byte) error
+
+func sdkCaller(t *testing.T, addr string) caller {
+	c := dial(t, addr)
+	return func(ctx context.Context, service, method string, body []byte) error {
+		_, err := c.Call(ctx, service, method, nil, body)
+		return err
+	}
+}
+
+func tchannelCaller(t *testing.T, addr string) caller {
+	ch, err := tchannel.NewChannel("tgo-caller", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ch.Close)
+	return func(ctx context.Context, service, method string, body []byte) error {
+		tctx, cancel := tchannel.NewContextBuilder(time.Until(deadlineOf(ctx))).SetParentContext(ctx).Build()
+		defer cancel()
+		_, _, _, err := raw.Call(tctx, ch, addr, service, method, nil, body)
+		return err
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Now().Add(2 * time.Second)
+	}
+	return d
+}
+
+var callers = []struct {
+	name string
+	make func(t *testing.T, addr string) caller
+}{{"sdk", sdkCaller}, {"tchannel-go", tchannelCaller}}
+
+// echoLoad calls echo at 200 calls/s through call until stopped.
+func echoLoad(call caller) *loadgen.Load {
+	return loadgen.Start(context.Background(), loadgen.Config{RPS: 200, Concurrency: 20}, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return call(ctx, "echo", "echo", []byte("ok"))
+	})
+}
+
+// echoP99 runs echo's load for d and returns its p99, failing t if a call
+// failed or too few ran.
+func echoP99(t *testing.T, call caller, d time.Duration) time.Duration {
+	t.Helper()
+	l := echoLoad(call)
+	time.Sleep(d)
+	r := l.Stop()
+	if r.Errors > 0 || r.Calls < int64(d.Seconds()*150) {
+		t.Fatalf("echo: %d calls, %d failed (first: %s)", r.Calls, r.Errors, r.FirstError)
+	}
+	return time.Duration(r.Latency.P99 * float64(time.Millisecond))
+}
+
+// tarpit accepts TCP connections on ip and never answers on them.
+func tarpit(t *testing.T, ip string) (string, int) {
+	l, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return ip, l.Addr().(*net.TCPAddr).Port
+}
+
+// A host whose meshd accepts TCP and never answers, listed in Consul with
+// an instance of service slow for a TTL window of 10s: an app calling slow
+// and echo on one connection sees echo's p99 unchanged for the whole window.
+func TestADeadHostSlowsNoOtherCall(t *testing.T) {
+	agent := testconsul.Start(t)
+	capi := consulAPI(t, agent.HTTPAddr)
+	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
+	start(t, "echo", "--via", h.addr)
+	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
+	for i, who := range callers {
+		t.Run(who.name, func(t *testing.T) {
+			call := who.make(t, h.addr)
+			service := "slow-" + who.name
+			base := echoP99(t, call, 5*time.Second)
+
+			ip, port := tarpit(t, fmt.Sprintf("127.0.0.%d", 50+i))
+			err := capi.Agent().ServiceRegister(&api.AgentServiceRegistration{
+				ID: service + "@tarpit", Name: service, Tags: []string{consul.MeshTag}, Address: ip, Port: port,
+				Check: &api.AgentServiceCheck{CheckID: service + "-ttl", TTL: "10s", Status: api.HealthPassing},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed := time.Now()
+			var triedTarpit, slowCalls atomic.Int64
+			target := net.JoinHostPort(ip, strconv.Itoa(port))
+			slow := loadgen.Start(context.Background(), loadgen.Config{RPS: 50, Concurrency: 10}, func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				err := call(ctx, service, "echo", nil)
+				slowCalls.Add(1)
+				if err != nil && strings.Contains(err.Error(), target) {
+					triedTarpit.Add(1)
+				}
+				return err
+			})
+			during := echoP99(t, call, 10*time.Second-time.Since(listed))
+			slow.Stop()
+			t.Logf("%s: echo p99 %v without the dead host, %v with it (%d calls to slow, %d of them told of the dead host)",
+				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), slowCalls.Load(), triedTarpit.Load())
+			if triedTarpit.Load() == 0 {
+				t.Fatal("no call to slow met the dead host: the test shows nothing")
+			}
+			if during > base+2*time.Millisecond {
+				t.Fatalf("echo's p99 rose from %v to %v while calls to a dead host shared its connection", base, during)
+			}
+		})
+	}
+}
+
+// An app calling 200 never-seen names per second, each a first lookup in
+// Consul, while it calls echo on the same connection: echo's p99 unchanged.
+func TestNewNamesSlowNoOtherCall(t *testing.T) {
+	agent := testconsul.Start(t)
+	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
+	start(t, "echo", "--via", h.addr)
+	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
+	for _, who := range callers {
+		t.Run(who.name, func(t *testing.T) {
+			call := who.make(t, h.addr)
+			base := echoP99(t, call, 5*time.Second)
+			var n atomic.Int64
+			names := loadgen.Start(context.Background(), loadgen.Config{RPS: 200, Concurrency: 20}, func(ctx context.Context) error {
+				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				return call(ctx, fmt.Sprintf("never-seen-%s-%d", who.name, n.Add(1)), "echo", nil)
+			})
+			during := echoP99(t, call, 5*time.Second)
+			r := names.Stop()
+			t.Logf("%s: echo p99 %v alone, %v beside %d calls to never-seen names (%.0f/s)",
+				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), r.Calls, r.Throughput)
+			if r.Calls < 500 {
+				t.Fatalf("only %d calls to new names", r.Calls)
+			}
+			if during > base+2*time.Millisecond {
+				t.Fatalf("echo's p99 rose from %v to %v beside calls to never-seen names", base, during)
+			}
+		})
+	}
+}
