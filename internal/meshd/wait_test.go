@@ -109,6 +109,9 @@ func TestAWaitingLookupHoldsNoOtherCall(t *testing.T) {
 		}
 	}
 	testkit.WaitFor(t, 5*time.Second, "no call left in flight", func() bool { return a.Status(context.Background()).InFlight == 0 })
+	if got := testkit.Metric(t, a.AdminAddr(), `mesh_relay_parked_total{stage="discover"}`); got != "4" {
+		t.Fatalf("calls parked for a lookup: %s, want 4", got)
+	}
 }
 
 // A host that accepts TCP and never answers (a tarpit) holds no caller:
@@ -165,6 +168,9 @@ func TestADeadHostHoldsNoOtherCall(t *testing.T) {
 	_, err = callEcho(c, "slow", []byte("x"))
 	if took := time.Since(start); frame.CodeOf(err) != frame.ErrCodeDeclined || took > 500*time.Millisecond {
 		t.Fatalf("a call to the host known down: %v after %v", err, took)
+	}
+	if got := testkit.Metric(t, a.AdminAddr(), `mesh_relay_parked_total{stage="connect"}`); got != "1" {
+		t.Fatalf("calls parked for a dial: %s, want 1 (the first; then the host is known down)", got)
 	}
 	t.Logf("echo's slowest of 100 calls while the tarpit's dial waited: %v; slow then declined at once: %v", slowest, err)
 }

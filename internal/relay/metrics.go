@@ -90,4 +90,8 @@ func (r *Relay) WriteMetrics(w io.Writer) {
 	fmt.Fprintln(w, "# HELP mesh_relay_timeouts_total Calls whose TTL ran out inside the relay.")
 	fmt.Fprintln(w, "# TYPE mesh_relay_timeouts_total counter")
 	fmt.Fprintf(w, "mesh_relay_timeouts_total %d\n", r.stats.timedOut.Load())
+	fmt.Fprintln(w, "# HELP mesh_relay_parked_total Calls whose route had to wait (a first lookup, a dial), held off the read loop they came on, by the stage that waited.")
+	fmt.Fprintln(w, "# TYPE mesh_relay_parked_total counter")
+	fmt.Fprintf(w, "mesh_relay_parked_total{stage=%q} %d\n", routing.StageDiscover, r.stats.parked[0].Load())
+	fmt.Fprintf(w, "mesh_relay_parked_total{stage=%q} %d\n", routing.StageConnect, r.stats.parked[1].Load())
 }

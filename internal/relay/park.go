@@ -42,6 +42,7 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	// held copy.
 	c.Headers, c.ShardKey = nil, nil
 	wait := c.Wait
+	r.countParked(c)
 	r.inflight.Add(1)
 	rc.srcT.add(rc.srcID, rc, false)
 	tr := req.Tracing
@@ -85,6 +86,7 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		c.Caller = caller         // SetHeaders read "cn": the proven caller counts
 		err := r.firstHop.Resume(c)
 		if err == routing.ErrWait {
+			r.countParked(c)
 			wait = c.Wait
 			continue
 		}
@@ -97,6 +99,15 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
 		r.dispatch(rc, f, &req)
 		return
+	}
+}
+
+// countParked counts a wait of c's route, by the stage that waits.
+func (r *Relay) countParked(c *routing.Call) {
+	if r.firstHop.StoppedAt(c) == routing.StageConnect {
+		r.stats.parked[1].Add(1)
+	} else {
+		r.stats.parked[0].Add(1)
 	}
 }
 

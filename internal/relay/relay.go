@@ -80,7 +80,8 @@ type Relay struct {
 // counters count what the relay did.
 type counters struct {
 	relayed, refused, timedOut, rateLimited atomic.Int64
-	badRequests, badAnswers                 atomic.Int64 // failed the edge check
+	badRequests, badAnswers                 atomic.Int64    // failed the edge check
+	parked                                  [2]atomic.Int64 // waited for discover, connect (park.go)
 	limited                                 [numLimits]atomic.Int64
 }
 
