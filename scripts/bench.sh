@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs mesh's call benchmarks, with tchannel-go measured in the same run as the
-# reference, and prints two tables of figures and ratios:
-#   direct calls (client/BenchmarkDirectCall) and meshd hops (internal/meshd/BenchmarkHop).
+# reference, and prints three tables of figures and ratios: direct calls
+# (client/BenchmarkDirectCall), meshd hops in one process
+# (internal/meshd/BenchmarkHop) and hops across processes
+# (integration/BenchmarkHopProcesses: caller, meshds and server each a process).
 # BENCHTIME=5s for steadier figures; COUNT=3 to average repeated runs.
 # On a 2-core machine client and server share the cores: compare ratios from
 # one run, not absolute numbers across machines.
@@ -46,3 +48,35 @@ END {
     }
   }
 }' "$out"
+
+# Hops across processes (caller, meshd(s), server each a process; CPU and
+# read/write system calls summed over all of them). PROCESSES=0 skips it.
+if [ "${PROCESSES:-1}" != 0 ]; then
+  procs=$(mktemp)
+  for round in $(seq "${COUNT:-1}"); do
+    go test -tags integration -run '^$' -bench 'BenchmarkHopProcesses' -benchtime 1x -timeout 30m ./integration | tee -a "$procs"
+  done
+  echo
+  awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  /^BenchmarkHopProcesses\// {
+    name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); key = p[2] SUBSEP p[3]
+    n[key]++; cps[key] += metric("calls/s"); cpu[key] += metric("cpu-µs/call"); sys[key] += metric("syscalls/call")
+    p50[key] += metric("p50-µs"); p99[key] += metric("p99-µs")
+  }
+  function avg(a, k) { return a[k] / n[k] }
+  END {
+    print "Hops across processes, 1 KiB (kept = throughput / the same stack direct; CPU and read/write syscalls per call summed over caller, meshd(s) and server):"
+    print "| path | c | calls/s | kept | CPU µs/call | syscalls/call | p50 µs | p99 µs |"
+    print "|---|---|---|---|---|---|---|---|"
+    split("1 32 256", cs, " "); split("mesh-direct mesh-1hop mesh-2hop-mtls tchannel-direct tchannel-relay", paths, " ")
+    for (j = 1; j <= 3; j++) {
+      for (i = 1; i <= 5; i++) {
+        k = paths[i] SUBSEP "c=" cs[j]; if (!n[k]) continue
+        base = (paths[i] ~ /^mesh/ ? "mesh-direct" : "tchannel-direct") SUBSEP "c=" cs[j]
+        printf "| %s | %s | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.0f |\n", paths[i], cs[j], avg(cps, k),
+          100 * avg(cps, k) / avg(cps, base), avg(cpu, k), avg(sys, k), avg(p50, k), avg(p99, k)
+      }
+    }
+  }' "$procs"
+fi

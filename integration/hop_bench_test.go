@@ -1,0 +1,167 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/internal/loadgen"
+	"github.com/meshrpc/mesh/internal/testconsul"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// BenchmarkHopProcesses measures a hop as production runs it: caller,
+// meshd(s) and server are separate processes on the loopback, and every
+// figure is summed over all of them. Paths: the SDK calling an SDK server
+// directly; through one meshd; through two meshds with mutual TLS between
+// them; tchannel-go calling a tchannel-go server directly and through
+// tchannel-go's relay. 1 KiB calls, in a closed loop of C callers, for 5s
+// after 1s of warm-up; CPU and system calls are read from /proc over the
+// middle 4s. Run it once per case: -benchtime 1x (make bench does).
+func BenchmarkHopProcesses(b *testing.B) {
+	for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-2hop-mtls", "tchannel-direct", "tchannel-relay"} {
+		for _, c := range []int{1, 32, 256} {
+			b.Run(fmt.Sprintf("%s/c=%d", path, c), func(b *testing.B) { hopProcesses(b, path, c) })
+		}
+	}
+}
+
+func hopProcesses(b *testing.B, path string, conc int) {
+	const warmup, run = time.Second, 5 * time.Second
+	port := func(ip string) string { return net.JoinHostPort(ip, strconv.Itoa(testconsul.FreePorts(b, ip, 1)[0])) }
+	var procs []*proc // the long-lived ones: servers and meshds
+	var target string
+	mesh := strings.HasPrefix(path, "mesh")
+	switch path {
+	case "mesh-direct":
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "benchpeer", "mesh-server", target))
+	case "mesh-1hop":
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "meshd", "--listen", target, "--admin", "off", "--consul", "off"))
+		procs = append(procs, start(b, "echo", "--via", target))
+	case "mesh-2hop-mtls":
+		dir := b.TempDir()
+		cert, key, ca := testkit.NewCA(b, "bench.test").Files(b, dir, "meshd")
+		tls := []string{"--tls", "files", "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--consul", "off", "--admin", "off"}
+		aApps, aPeers, bApps, bPeers := port("127.0.0.1"), port("127.0.0.1"), port("127.0.0.2"), port("127.0.0.2")
+		peersA, peersB := filepath.Join(dir, "peers-a.json"), filepath.Join(dir, "peers-b.json")
+		os.WriteFile(peersA, []byte(`{"instances": [{"service": "echo", "id": "echo@b", "addr": "`+bPeers+`"}]}`), 0o644)
+		os.WriteFile(peersB, []byte(`{"instances": []}`), 0o644)
+		procs = append(procs, start(b, "meshd", append([]string{"--listen", bApps, "--peer-listen", bPeers, "--peers-file", peersB}, tls...)...))
+		procs = append(procs, start(b, "meshd", append([]string{"--listen", aApps, "--peer-listen", aPeers, "--peers-file", peersA}, tls...)...))
+		procs = append(procs, start(b, "echo", "--via", bApps))
+		target = aApps
+	case "tchannel-direct":
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "benchpeer", "tchannel-server", target))
+	case "tchannel-relay":
+		server := port("127.0.0.1")
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "benchpeer", "tchannel-server", server))
+		procs = append(procs, start(b, "benchpeer", "tchannel-relay", target, server))
+	}
+	// The caller: meshctl bench for mesh, benchpeer's loadgen for tchannel-go.
+	var cmd *exec.Cmd
+	if mesh {
+		body := strings.Repeat("x", 1<<10)
+		testkit.WaitFor(b, 10*time.Second, path+" answering", func() bool {
+			return exec.Command(filepath.Join(binDir, "meshctl"), "call", "echo", "echo", body, "--raw", "--via", target, "--timeout", "1s").Run() == nil
+		})
+		cmd = exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", body, "--via", target,
+			"-c", strconv.Itoa(conc), "-d", run.String(), "--warmup", warmup.String(), "-o", "json")
+	} else {
+		testkit.WaitFor(b, 10*time.Second, path+" listening", func() bool {
+			c, err := net.Dial("tcp", target)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		cmd = exec.Command(filepath.Join(binDir, "benchpeer"), "tchannel-bench", target, strconv.Itoa(conc), run.String(), warmup.String())
+	}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	pids := []int{cmd.Process.Pid}
+	for _, p := range procs {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+	time.Sleep(warmup + 500*time.Millisecond)
+	t0, cpu0, sys0 := time.Now(), cpuTicks(b, pids), syscalls(b, pids)
+	time.Sleep(run - time.Second)
+	t1, cpu1, sys1 := time.Now(), cpuTicks(b, pids), syscalls(b, pids)
+	if err := cmd.Wait(); err != nil {
+		b.Fatalf("%s: the caller: %v: %s %s", path, err, out.String(), errOut.String())
+	}
+	var r loadgen.Result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Errors > 0 || r.Calls == 0 {
+		b.Fatalf("%s: %v; %s %s", path, err, out.String(), errOut.String())
+	}
+	calls := r.Throughput * t1.Sub(t0).Seconds() // made in the sampled window
+	b.ReportMetric(r.Throughput, "calls/s")
+	b.ReportMetric(float64(cpu1-cpu0)*1e6/float64(clockTicks)/calls, "cpu-µs/call")
+	b.ReportMetric(float64(sys1-sys0)/calls, "syscalls/call")
+	b.ReportMetric(r.Latency.P50*1000, "p50-µs")
+	b.ReportMetric(r.Latency.P99*1000, "p99-µs")
+	for _, p := range procs {
+		p.kill()
+	}
+}
+
+// clockTicks is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
+const clockTicks = 100
+
+// cpuTicks sums the user and system CPU time of the processes, in ticks.
+func cpuTicks(b *testing.B, pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// The fields after the command name (which may hold spaces): state is the 3rd.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+		for _, i := range []int{11, 12} { // utime, stime (the 14th and 15th fields)
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			sum += n
+		}
+	}
+	return sum
+}
+
+// syscalls sums the read and write system calls of the processes (the
+// kernel's I/O accounting: every socket read and write; not epoll or
+// futex calls).
+func syscalls(b *testing.B, pids []int) int64 {
+	var sum int64
+	for _, pid := range pids {
+		io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(io), "\n") {
+			if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				sum += n
+			}
+			if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				sum += n
+			}
+		}
+	}
+	return sum
+}
