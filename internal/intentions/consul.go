@@ -34,7 +34,8 @@ func FollowConsul(ctx context.Context, client *api.Client, t *Table, deflt strin
 			rules = append(rules, Rule{Source: in.SourceName, Destination: in.DestinationName, Action: action})
 		}
 		defaultAllow := deflt == "allow" || deflt == "" && meta.DefaultACLPolicy == "allow"
-		s, err := Compile(rules, defaultAllow)
+		s, err := Compile(rules, defaultAllow, defaultAllow) // anonymous callers follow the default like everyone
+
 		if err != nil {
 			log.Warn("consul intentions do not compile; the last ones stay in force", "err", err)
 			return

@@ -10,8 +10,11 @@ import (
 // advertised nothing (meshctl, a client-only program).
 const Anonymous = "anonymous"
 
-// Rule is one intention. Source and Destination are service names or "*"
-// (any, Anonymous included).
+// Rule is one intention. Source and Destination are service names or "*".
+// A "*" source covers every proven identity, as in Consul (where a caller
+// without a certificate never reaches a proxy), never Anonymous: a process
+// that proved nothing is let in only by a rule that names anonymous, or by
+// the anonymous default (Compile).
 type Rule struct {
 	Source      string `yaml:"source" json:"source"`
 	Destination string `yaml:"destination" json:"destination"`
@@ -28,10 +31,11 @@ type Decision struct {
 // Set is a compiled set of rules; it is never changed, so any number of
 // calls read it at once.
 type Set struct {
-	byDest  map[string]*destRules
-	anyDest destRules
-	deflt   Decision
-	n       int
+	byDest    map[string]*destRules
+	anyDest   destRules
+	deflt     Decision // for proven callers no rule matches
+	anonDeflt Decision // for Anonymous callers no rule names
+	n         int
 }
 
 type destRules struct {
@@ -42,12 +46,19 @@ type destRules struct {
 // Compile checks rules and makes a Set. Precedence is Consul's: an exact
 // source and destination first, then any source to that destination, then
 // that source to any destination, then any to any; defaultAllow decides
-// when none matches.
-func Compile(rules []Rule, defaultAllow bool) (*Set, error) {
+// when none matches. For an Anonymous caller "*" sources do not match, and
+// anonymousAllow decides when no rule names anonymous (with Consul, its
+// ACL default as for everyone; with the embedded registry, allow only
+// while no intention exists at all).
+func Compile(rules []Rule, defaultAllow, anonymousAllow bool) (*Set, error) {
 	s := &Set{byDest: make(map[string]*destRules), n: len(rules)}
 	s.deflt = Decision{Allow: defaultAllow, Rule: "default deny (no intention matches)"}
 	if defaultAllow {
 		s.deflt.Rule = "default allow (no intention matches)"
+	}
+	s.anonDeflt = Decision{Allow: anonymousAllow, Rule: "default deny for anonymous callers (* covers proven identities only; an intention must name anonymous)"}
+	if anonymousAllow {
+		s.anonDeflt.Rule = "default allow (no intention names anonymous)"
 	}
 	for _, r := range rules {
 		if r.Source == "" || r.Destination == "" {
@@ -93,18 +104,22 @@ func (s *Set) add(source, dest string, d Decision) error {
 
 // Decide answers whether source may call dest.
 func (s *Set) Decide(source []byte, dest string) Decision {
+	anon := string(source) == Anonymous
 	if dr := s.byDest[dest]; dr != nil {
 		if d, ok := dr.bySource[string(source)]; ok {
 			return d
 		}
-		if dr.any != nil {
+		if dr.any != nil && !anon {
 			return *dr.any
 		}
 	}
 	if d, ok := s.anyDest.bySource[string(source)]; ok {
 		return d
 	}
-	if s.anyDest.any != nil {
+	switch {
+	case anon:
+		return s.anonDeflt
+	case s.anyDest.any != nil:
 		return *s.anyDest.any
 	}
 	return s.deflt

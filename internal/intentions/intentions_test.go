@@ -7,6 +7,8 @@ import (
 	"github.com/meshrpc/mesh/internal/intentions"
 )
 
+const anonDeny = "default deny for anonymous callers (* covers proven identities only; an intention must name anonymous)"
+
 func TestPrecedenceIsConsuls(t *testing.T) {
 	rules := []intentions.Rule{
 		{Source: "*", Destination: "*", Action: "deny"},
@@ -15,8 +17,9 @@ func TestPrecedenceIsConsuls(t *testing.T) {
 		{Source: "web", Destination: "payments", Action: "allow"},
 		{Source: "batch", Destination: "payments", Action: "deny"},
 		{Source: "*", Destination: "echo", Action: "allow"},
+		{Source: intentions.Anonymous, Destination: "billing", Action: "allow"},
 	}
-	s, err := intentions.Compile(rules, true)
+	s, err := intentions.Compile(rules, true, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,13 +28,15 @@ func TestPrecedenceIsConsuls(t *testing.T) {
 		allow        bool
 		rule         string
 	}{
-		{"web", "payments", true, "intention web => payments (allow)"},              // exact beats all
-		{"batch", "payments", false, "intention batch => payments (deny)"},          // exact deny
-		{"api", "payments", false, "intention * => payments (deny)"},                // any source to payments beats web => *
-		{"web", "orders", true, "intention web => * (allow)"},                       // source to any
-		{"api", "orders", false, "intention * => * (deny)"},                         // any to any
-		{intentions.Anonymous, "echo", true, "intention * => echo (allow)"},         // * covers anonymous callers
-		{intentions.Anonymous, "payments", false, "intention * => payments (deny)"}, // and their denials
+		{"web", "payments", true, "intention web => payments (allow)"},                    // exact beats all
+		{"batch", "payments", false, "intention batch => payments (deny)"},                // exact deny
+		{"api", "payments", false, "intention * => payments (deny)"},                      // any source to payments beats web => *
+		{"web", "orders", true, "intention web => * (allow)"},                             // source to any
+		{"api", "orders", false, "intention * => * (deny)"},                               // any to any
+		{intentions.Anonymous, "payments", false, anonDeny},                               // * never covers anonymous callers
+		{intentions.Anonymous, "echo", false, anonDeny},                                   // not even to allow them
+		{intentions.Anonymous, "billing", true, "intention anonymous => billing (allow)"}, // a rule that names them does
+		{"web", "billing", true, "intention web => * (allow)"},                            // and nothing else
 	} {
 		d := s.Decide([]byte(tc.source), tc.dest)
 		if d.Allow != tc.allow || d.Rule != tc.rule {
@@ -42,7 +47,7 @@ func TestPrecedenceIsConsuls(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	for _, allow := range []bool{true, false} {
-		s, err := intentions.Compile([]intentions.Rule{{Source: "a", Destination: "b", Action: "deny"}}, allow)
+		s, err := intentions.Compile([]intentions.Rule{{Source: "a", Destination: "b", Action: "deny"}}, allow, allow)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,15 +68,15 @@ func TestCompileRefusesBadRules(t *testing.T) {
 		{[]intentions.Rule{{Source: "a", Destination: "b", Action: "allow"}, {Source: "a", Destination: "b", Action: "deny"}}, "given twice"},
 		{[]intentions.Rule{{Source: "*", Destination: "*", Action: "allow"}, {Source: "*", Destination: "*", Action: "deny"}}, "given twice"},
 	} {
-		if _, err := intentions.Compile(tc.rules, false); err == nil || !strings.Contains(err.Error(), tc.err) {
+		if _, err := intentions.Compile(tc.rules, false, false); err == nil || !strings.Contains(err.Error(), tc.err) {
 			t.Errorf("%v: err %v, want %q", tc.rules, err, tc.err)
 		}
 	}
 }
 
 func TestTableSwaps(t *testing.T) {
-	deny, _ := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "db", Action: "deny"}}, true)
-	allow, _ := intentions.Compile(nil, true)
+	deny, _ := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "db", Action: "deny"}}, true, true)
+	allow, _ := intentions.Compile(nil, true, true)
 	tab := intentions.NewTable(deny)
 	if tab.Decide([]byte("web"), "db").Allow {
 		t.Fatal("denied call allowed")
@@ -90,7 +95,7 @@ func BenchmarkDecide(b *testing.B) {
 		rules = append(rules, intentions.Rule{Source: "svc" + string(rune('a'+i%26)) + strings.Repeat("x", i%7), Destination: "dest" + string(rune('a'+i/26)), Action: "allow"})
 	}
 	rules = append(rules, intentions.Rule{Source: "web", Destination: "payments", Action: "allow"})
-	s, err := intentions.Compile(dedupe(rules), false)
+	s, err := intentions.Compile(dedupe(rules), false, false)
 	if err != nil {
 		b.Fatal(err)
 	}

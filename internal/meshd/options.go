@@ -308,7 +308,7 @@ func (o Options) validate() error {
 	if o.DefaultIntention != "" && o.DefaultIntention != "allow" && o.DefaultIntention != "deny" {
 		return fmt.Errorf("--default-intention %q: want allow or deny", o.DefaultIntention)
 	}
-	if _, err := intentions.Compile(o.Intentions, true); err != nil {
+	if _, err := intentions.Compile(o.Intentions, true, true); err != nil {
 		return err
 	}
 	if o.ConsulReads != "blocking" && o.ConsulReads != "cached" {

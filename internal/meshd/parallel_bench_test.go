@@ -42,7 +42,7 @@ func BenchmarkHostBoundary(b *testing.B) {
 		rules = append(rules, intentions.Rule{Source: fmt.Sprint("svc", i), Destination: "hop", Action: "deny"})
 	}
 	rules = append(rules, intentions.Rule{Source: "bench", Destination: "hop", Action: "allow"})
-	set, err := intentions.Compile(rules, false)
+	set, err := intentions.Compile(rules, false, false)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -80,13 +80,16 @@ func openSecurity(o Options, client *api.Client, log *slog.Logger) (*security, e
 		if len(o.Intentions) > 0 {
 			return nil, errors.New("intentions in the config file apply to the embedded registry; with Consul write them in Consul (consul intention create)")
 		}
-		empty, _ := intentions.Compile(nil, false) // until Consul answers
+		empty, _ := intentions.Compile(nil, false, false) // until Consul answers
 		sec.intentions = intentions.NewTable(empty)
 		var ctx context.Context
 		ctx, sec.stop = context.WithCancel(context.Background())
 		sec.following.Go(func() { intentions.FollowConsul(ctx, client, sec.intentions, o.DefaultIntention, log) })
 	} else {
-		set, err := intentions.Compile(o.Intentions, o.DefaultIntention != "deny")
+		// Anonymous callers get the default only while no intention exists:
+		// an operator who writes intentions lets them in by naming them.
+		allow := o.DefaultIntention != "deny"
+		set, err := intentions.Compile(o.Intentions, allow, allow && len(o.Intentions) == 0)
 		if err != nil {
 			return nil, err
 		}

@@ -194,11 +194,11 @@ func TestForgedCallerGainsNothing(t *testing.T) {
 // is in force for the next call.
 func TestIntentionsAreDecidedWhereTheInstanceIs(t *testing.T) {
 	reg := discovery.NewLocal()
-	allowAll, _ := intentions.Compile(nil, true)
+	allowAll, _ := intentions.Compile(nil, true, true)
 	rules, err := intentions.Compile([]intentions.Rule{
 		{Source: "web", Destination: "payments", Action: "deny"},
 		{Source: "*", Destination: "payments", Action: "allow"},
-	}, false)
+	}, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,11 +228,15 @@ func TestIntentionsAreDecidedWhereTheInstanceIs(t *testing.T) {
 	if _, err := callEcho(web, "payments", big); !errors.As(err, &ce) || !strings.Contains(ce.Message, "intention web => payments (deny)") {
 		t.Fatalf("web => payments, 200 KiB: %v, want the same denial", err)
 	}
-	if body, err := callEcho(dialMeshd(t, a.Addr()), "payments", []byte("y")); err != nil || string(body) != "payments:y" {
-		t.Fatalf("an anonymous caller (allowed by * => payments): %q %v", body, err)
+	// * covers proven identities only: a caller that proved nothing is not let in by * => payments.
+	if _, err := callEcho(dialMeshd(t, a.Addr()), "payments", []byte("y")); !errors.As(err, &ce) || !strings.Contains(ce.Message, "default deny for anonymous callers") {
+		t.Fatalf("an anonymous caller under * => payments: %v, want the anonymous default's denial", err)
 	}
-	if got := testkit.Metric(t, b.AdminAddr(), `mesh_stage_refusals_total{stage="authorize",service="payments"}`); got != "2" {
-		t.Fatalf("denials counted at the destination: %q, want 2", got)
+	if body, err := callEcho(dialAs(t, a.Addr(), "orders"), "payments", []byte("y")); err != nil || string(body) != "payments:y" {
+		t.Fatalf("a proven caller allowed by * => payments: %q %v", body, err)
+	}
+	if got := testkit.Metric(t, b.AdminAddr(), `mesh_stage_refusals_total{stage="authorize",service="payments"}`); got != "3" {
+		t.Fatalf("denials counted at the destination: %q, want 3", got)
 	}
 	if res, err := http.Get("http://" + a.AdminAddr() + "/metrics"); err != nil {
 		t.Fatal(err)
@@ -565,7 +569,7 @@ func TestDeniedCallShowsInItsTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deny, _ := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "payments", Action: "deny"}}, true)
+	deny, _ := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "payments", Action: "deny"}}, true, true)
 	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet, Tracer: tr, Intentions: intentions.NewTable(deny)})
 	srv, err := advertise(d.Addr(), "payments")
 	if err != nil {
