@@ -25,6 +25,7 @@ service "meshd" { policy = "write" }'
 service_prefix \"\" { policy = \"read\" }"
     once acl token create -secret "$secret" -policy-name "$name" -description "$name"
     once intention create -allow '*' "$name"
+    once intention create -allow anonymous "$name" # callers that prove no name (meshctl without --as): * covers proven ones only
   done
 }
 

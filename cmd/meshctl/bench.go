@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -51,9 +50,14 @@ func benchCmd(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	defer stop()
 	dctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
+	dopts, err := o.clientOptions("meshctl-bench")
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl bench: %v\n", err)
+		return exitUsage
+	}
 	clients := make([]*client.Client, o.connections)
 	for i := range clients {
-		c, err := client.Dial(dctx, o.via, client.Options{ProcessName: "meshctl-bench", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		c, err := client.Dial(dctx, o.via, dopts)
 		if err != nil {
 			fmt.Fprintf(stderr, "meshctl bench: cannot reach %s: %v\n", o.via, err)
 			return exitUnreachable

@@ -24,6 +24,8 @@ type opts struct {
 	output   string
 	zipkin   string
 	encoding string
+	// who meshctl proves it is (--as, with a token or meshd's Unix user rule)
+	as, tokenFile string
 	// call and bench
 	json, raw          bool
 	thrift             string // a Thrift IDL file
@@ -126,6 +128,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 	pf.StringVarP(&o.output, "output", "o", "", "output: json or table (services, instances, status; default json), text or json (bench; default text)")
 	pf.StringVar(&o.zipkin, "zipkin", os.Getenv("MESH_ZIPKIN"), "send meshctl's own span to this Zipkin v2 URL too; env MESH_ZIPKIN")
 	pf.StringVar(&o.encoding, "zipkin-encoding", os.Getenv("MESH_ZIPKIN_ENCODING"), "proto or json, as the backend takes; env MESH_ZIPKIN_ENCODING")
+	pf.StringVar(&o.as, "as", os.Getenv("MESH_AS"), "prove this service `name` to meshd and call as it (a Consul token with service:write on it from CONSUL_HTTP_TOKEN or --token-file, or meshd's rule for its own Unix user); without it calls are anonymous; env MESH_AS")
+	pf.StringVar(&o.tokenFile, "token-file", "", "`file` holding the Consul ACL token that proves --as (a token is never a flag: argv is public)")
 
 	routingFlags := func(c *cobra.Command) {
 		f := c.Flags()
@@ -235,15 +239,50 @@ func argsBetween(lo, hi int) cobra.PositionalArgs {
 func withClient(o *opts, stderr io.Writer, f func(ctx context.Context, c *client.Client) int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
-	// A process name, not a service name: meshctl is a person's tool, so it does
-	// not try to prove a service identity (its calls are anonymous).
-	c, err := client.Dial(ctx, o.via, client.Options{ProcessName: "meshctl", Zipkin: o.zipkin, ZipkinEncoding: o.encoding, Logger: slog.New(slog.DiscardHandler)})
+	copts, err := o.clientOptions("meshctl")
 	if err != nil {
-		fmt.Fprintf(stderr, "meshctl: cannot reach meshd at %s (--via): %v\n", o.via, err)
+		fmt.Fprintf(stderr, "meshctl: %v\n", err)
+		return exitCode(exitUsage)
+	}
+	copts.Zipkin, copts.ZipkinEncoding = o.zipkin, o.encoding
+	c, err := client.Dial(ctx, o.via, copts)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: cannot reach meshd at %s (--via) as %s: %v\n", o.via, o.identityName(), err)
 		return exitCode(exitUnreachable)
+	}
+	if o.as != "" && c.Identity() != o.as {
+		fmt.Fprintf(stderr, "meshctl: meshd did not take meshctl for %q (no token, and not meshd's own Unix user): its calls would go out anonymous\n", o.as)
+		return exitCode(exitUsage)
 	}
 	defer c.Close()
 	return exitOrNil(f(ctx, c))
+}
+
+// clientOptions are the SDK options of meshctl's connection: a process
+// name, and with --as the service to prove and the token that proves it
+// (CONSUL_HTTP_TOKEN, or --token-file).
+func (o *opts) clientOptions(process string) (client.Options, error) {
+	co := client.Options{ProcessName: process, Logger: slog.New(slog.DiscardHandler)}
+	if o.as == "" {
+		return co, nil
+	}
+	co.ServiceName, co.Token = o.as, os.Getenv("CONSUL_HTTP_TOKEN")
+	if o.tokenFile != "" {
+		b, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return co, fmt.Errorf("--token-file: %w", err)
+		}
+		co.Token = strings.TrimSpace(string(b))
+	}
+	return co, nil
+}
+
+// identityName is who meshctl calls as, in words.
+func (o *opts) identityName() string {
+	if o.as == "" {
+		return "anonymous"
+	}
+	return o.as
 }
 
 func exitOrNil(code int) error {

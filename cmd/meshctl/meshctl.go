@@ -247,6 +247,11 @@ func explain(c *client.Client, span uint64, w io.Writer) {
 	}
 	r := recs[0]
 	fmt.Fprintf(w, "route of this call (trace %s), service %q from %q:\n", r.TraceID, r.Service, r.Caller)
+	if id := c.Identity(); id != "" {
+		fmt.Fprintf(w, "  meshctl called as %q, proven to the meshd\n", id)
+	} else {
+		fmt.Fprintln(w, "  meshctl called anonymous (--as proves a service name); intentions must name anonymous to let it in")
+	}
 	if r.Refused != "" {
 		fmt.Fprintf(w, "  refused by the meshd: %s\n", r.Refused)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/loadgen"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/thriftjson"
@@ -224,5 +225,43 @@ service KV { map<string, i64> get(1: string key) throws (1: NotFound notFound) }
 		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.err) {
 			t.Errorf("%v: exit %d, out %q, err %q; want %d, %q, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.out, tc.err)
 		}
+	}
+}
+
+// meshctl calls anonymous unless --as proves a name (here by meshd's rule
+// for its own Unix user): under "* => echo allow" with default deny it is
+// refused anonymous and answered as web, and --explain says who it was.
+func TestCallAsAProvenIdentity(t *testing.T) {
+	set, err := intentions.Compile([]intentions.Rule{{Source: "*", Destination: "echo", Action: "allow"}}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := meshd.Start(meshd.Config{Listen: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: slog.New(slog.DiscardHandler), Intentions: intentions.NewTable(set)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(context.Background())
+	srv := client.NewServer(client.Options{ServiceName: "echo", Logger: slog.New(slog.DiscardHandler)})
+	srv.Register("echo", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: call.Body}, nil
+	}))
+	if err := srv.Advertise(context.Background(), d.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+
+	var out, errb bytes.Buffer
+	if code := run([]string{"call", "echo", "echo", "hi", "--raw", "--via", d.Addr()}, strings.NewReader(""), &out, &errb); code == exitOK || !strings.Contains(errb.String(), "default deny for anonymous callers") {
+		t.Fatalf("anonymous: exit %d, %q", code, errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	code := run([]string{"call", "echo", "echo", "hi", "--raw", "--as", "web", "--explain", "--via", d.Addr()}, strings.NewReader(""), &out, &errb)
+	if code != exitOK || strings.TrimSpace(out.String()) != "hi" || !strings.Contains(errb.String(), `meshctl called as "web"`) || !strings.Contains(errb.String(), `from "web"`) {
+		t.Fatalf("--as web: exit %d, %q %q", code, out.String(), errb.String())
+	}
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	if code := run([]string{"call", "echo", "echo", "hi", "--as", "web", "--token-file", "/nonexistent", "--via", d.Addr()}, strings.NewReader(""), &out, &errb); code != exitUsage {
+		t.Fatalf("a token file that does not exist: exit %d", code)
 	}
 }
