@@ -3,11 +3,13 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -384,4 +386,49 @@ func TestAnotherUsersImpostorIsRefused(t *testing.T) {
 		}
 	}
 	t.Logf("an echo of uid 65534 refused over TCP and the Unix socket; 100 of 100 calls answered by the real one")
+}
+
+// With ACLs on and deny by default, "* => echo allow" lets proven callers in
+// and not anonymous ones (they follow Consul's default, deny); meshctl with
+// a token in CONSUL_HTTP_TOKEN and --as web calls as web, and --explain
+// says so.
+func TestMeshctlCallsAsItsProvenIdentity(t *testing.T) {
+	agent, c := aclAgent(t)
+	h := aclHosts(t, agent, c, "127.0.0.1")[0]
+	if _, err := server(t, h.addr, "echo", token(t, c, "echo", serviceWrite("echo")), "echo says hi"); err != nil {
+		t.Fatal(err)
+	}
+	webToken := token(t, c, "web", serviceWrite("web"))
+	intention(t, c, "*", "echo", "allow")
+	testkit.WaitFor(t, 5*time.Second, "a proven caller allowed", func() bool {
+		_, _, code := meshctlEnv(t, []string{"CONSUL_HTTP_TOKEN=" + webToken}, "call", "echo", "echo", "x", "--raw", "--as", "web", "--via", h.addr)
+		return code == 0
+	})
+	if _, errOut, code := meshctlEnv(t, nil, "call", "echo", "echo", "x", "--raw", "--via", h.addr); code == 0 || !strings.Contains(errOut, "denied by") {
+		t.Fatalf("anonymous meshctl under * => echo with ACL default deny: exit %d, %q", code, errOut)
+	}
+	out, errOut, code := meshctlEnv(t, []string{"CONSUL_HTTP_TOKEN=" + webToken}, "call", "echo", "echo", "x", "--raw", "--as", "web", "--explain", "--via", h.addr)
+	if code != 0 || strings.TrimSpace(out) != "echo says hi" || !strings.Contains(errOut, `meshctl called as "web"`) {
+		t.Fatalf("meshctl --as web with web's token: exit %d, %q %q", code, out, errOut)
+	}
+	if _, errOut, code := meshctlEnv(t, []string{"CONSUL_HTTP_TOKEN=" + webToken}, "call", "echo", "echo", "x", "--raw", "--as", "payments", "--via", h.addr); code == 0 {
+		t.Fatalf("meshctl --as payments with web's token was taken for payments: %q", errOut)
+	}
+}
+
+// meshctlEnv is meshctl with more environment.
+func meshctlEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "meshctl"), args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
 }

@@ -69,13 +69,14 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		case <-timeout.C:
 			return
 		}
+		// Under the call's lock: a timer or the caller's cancel may end the
+		// call at any time, and must not meet the stages at work on it.
 		rc.mu.Lock()
 		if rc.done {
 			rc.mu.Unlock()
 			return
 		}
 		first := slices.Clone((*rc.saved)[:rc.firstLen])
-		rc.mu.Unlock()
 		var req frame.CallReq
 		var frag frame.Fragment
 		f := &frame.Frame{Raw: first, Payload: first[frame.HeaderSize:]}
@@ -88,16 +89,19 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		if err == routing.ErrWait {
 			r.countParked(c)
 			wait = c.Wait
+			rc.mu.Unlock()
 			continue
 		}
 		if err != nil {
+			stage := r.firstHop.StoppedAt(c)
+			rc.mu.Unlock()
 			if r.finish(rc, routing.CallerGone) {
-				r.refuseCall(rc.src, f, &req, c.Service, c.Caller, r.firstHop.StoppedAt(c), err)
+				r.refuseCall(rc.src, f, &req, c.Service, c.Caller, stage, err)
 			}
 			return
 		}
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
-		r.dispatch(rc, f, &req)
+		r.dispatch(rc, f, &req) // unlocks
 		return
 	}
 }
@@ -113,16 +117,11 @@ func (r *Relay) countParked(c *routing.Call) {
 
 // dispatch sends a parked call, routed now, to its instance: its first
 // frame f (req decoded from it) as the first hop writes it, then the
-// frames held since.
+// frames held since. Called with rc.mu held; it unlocks.
 func (r *Relay) dispatch(rc *relayed, f *frame.Frame, req *frame.CallReq) {
 	c := &rc.call
 	_, callerName := callerOf(rc.src, nil)
 	dst := c.Conn
-	rc.mu.Lock()
-	if rc.done {
-		rc.mu.Unlock()
-		return
-	}
 	out := r.firstFrame(make([]byte, 0, len(*rc.saved)+64), f, req, c, callerName)
 	out = append(out, (*rc.saved)[rc.firstLen:]...)
 	rc.dst, rc.dstID, rc.between = dst, dst.NewID(), false
