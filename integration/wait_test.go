@@ -146,7 +146,10 @@ func tarpit(t *testing.T, ip string) (string, int) {
 
 // A host whose meshd accepts TCP and never answers, listed in Consul with
 // an instance of service slow for a TTL window of 10s: an app calling slow
-// and echo on one connection sees echo's p99 unchanged for the whole window.
+// and echo on one connection sees echo's p99 within 2 ms, for the whole
+// window, of what it is when the calls to a (second) dead host go out on
+// another connection of the same process (the same work for meshd, the
+// agent and the cores; only the sharing of a connection differs).
 func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 	agent := testconsul.Start(t)
 	capi := consulAPI(t, agent.HTTPAddr)
@@ -155,50 +158,53 @@ func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
 	for i, who := range callers {
 		t.Run(who.name, func(t *testing.T) {
-			call := who.make(t, h.addr)
-			service := "slow-" + who.name
-			base := echoP99(t, call, 5*time.Second)
-
-			ip, port := tarpit(t, fmt.Sprintf("127.0.0.%d", 50+i))
-			err := capi.Agent().ServiceRegister(&api.AgentServiceRegistration{
-				ID: service + "@tarpit", Name: service, Tags: []string{consul.MeshTag}, Address: ip, Port: port,
-				Check: &api.AgentServiceCheck{CheckID: service + "-ttl", TTL: "10s", Status: api.HealthPassing},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			listed := time.Now()
-			var triedTarpit, slowCalls atomic.Int64
-			target := net.JoinHostPort(ip, strconv.Itoa(port))
-			slow := loadgen.Start(context.Background(), loadgen.Config{RPS: 50, Concurrency: 10}, func(ctx context.Context) error {
-				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				defer cancel()
-				err := call(ctx, service, "echo", nil)
-				slowCalls.Add(1)
-				if err != nil && strings.Contains(err.Error(), target) {
-					triedTarpit.Add(1)
+			call, other := who.make(t, h.addr), who.make(t, h.addr)
+			phase := func(service, ip string, slowVia caller) (time.Duration, int64, int64) {
+				ip, port := tarpit(t, ip)
+				err := capi.Agent().ServiceRegister(&api.AgentServiceRegistration{
+					ID: service + "@tarpit", Name: service, Tags: []string{consul.MeshTag}, Address: ip, Port: port,
+					Check: &api.AgentServiceCheck{CheckID: service + "-ttl", TTL: "10s", Status: api.HealthPassing},
+				})
+				if err != nil {
+					t.Fatal(err)
 				}
-				return err
-			})
-			during := echoP99(t, call, 10*time.Second-time.Since(listed))
-			slow.Stop()
-			t.Logf("%s: echo p99 %v without the dead host, %v with it (%d calls to slow, %d of them told of the dead host)",
-				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), slowCalls.Load(), triedTarpit.Load())
-			if triedTarpit.Load() == 0 {
+				listed := time.Now()
+				var tried, calls atomic.Int64
+				target := net.JoinHostPort(ip, strconv.Itoa(port))
+				slow := loadgen.Start(context.Background(), loadgen.Config{RPS: 50, Concurrency: 10}, func(ctx context.Context) error {
+					ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					defer cancel()
+					err := slowVia(ctx, service, "echo", nil)
+					calls.Add(1)
+					if err != nil && strings.Contains(err.Error(), target) {
+						tried.Add(1)
+					}
+					return err
+				})
+				p99 := echoP99(t, call, 10*time.Second-time.Since(listed))
+				slow.Stop()
+				return p99, calls.Load(), tried.Load()
+			}
+			base, _, _ := phase("slow-control-"+who.name, fmt.Sprintf("127.0.0.%d", 50+2*i), other)
+			during, calls, tried := phase("slow-"+who.name, fmt.Sprintf("127.0.0.%d", 51+2*i), call)
+			t.Logf("%s: echo p99 %v with a dead host's calls on another connection, %v on its own (%d calls to slow, %d told of the dead host)",
+				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), calls, tried)
+			if tried == 0 {
 				t.Fatal("no call to slow met the dead host: the test shows nothing")
 			}
 			if during > base+2*time.Millisecond {
-				t.Fatalf("echo's p99 rose from %v to %v while calls to a dead host shared its connection", base, during)
+				t.Fatalf("echo's p99 rose from %v to %v when calls to a dead host shared its connection", base, during)
 			}
 		})
 	}
 }
 
 // An app calling 200 never-seen names per second, each a first lookup in
-// Consul, while it calls echo on the same connection: echo's p99 unchanged.
-// The agent answers 10 ms late (as one whose servers are a zone away does;
-// a dev agent on the loopback answers in about 1 ms, which hides what a
-// lookup on the read loop costs).
+// Consul, while it calls echo on the same connection: echo's p99 within
+// 2 ms of what it is when the names are called on another connection of the
+// same process. The agent answers 10 ms late (as one whose servers are a
+// zone away does; a dev agent on the loopback answers in about 1 ms, which
+// hides what a lookup on the read loop costs).
 func TestNewNamesSlowNoOtherCall(t *testing.T) {
 	agent := testconsul.Start(t)
 	h := startHost(t, "127.0.0.1", slowAgent(t, agent.HTTPAddr, 10*time.Millisecond))
@@ -206,23 +212,26 @@ func TestNewNamesSlowNoOtherCall(t *testing.T) {
 	testkit.WaitFor(t, 10*time.Second, "echo advertised", func() bool { return seesServices(t, h, "echo") })
 	for _, who := range callers {
 		t.Run(who.name, func(t *testing.T) {
-			call := who.make(t, h.addr)
-			base := echoP99(t, call, 5*time.Second)
+			call, other := who.make(t, h.addr), who.make(t, h.addr)
 			var n atomic.Int64
-			names := loadgen.Start(context.Background(), loadgen.Config{RPS: 200, Concurrency: 20}, func(ctx context.Context) error {
-				ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				defer cancel()
-				return call(ctx, fmt.Sprintf("never-seen-%s-%d", who.name, n.Add(1)), "echo", nil)
-			})
-			during := echoP99(t, call, 5*time.Second)
-			r := names.Stop()
-			t.Logf("%s: echo p99 %v alone, %v beside %d calls to never-seen names (%.0f/s)",
-				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), r.Calls, r.Throughput)
+			phase := func(namesVia caller) (time.Duration, *loadgen.Result) {
+				names := loadgen.Start(context.Background(), loadgen.Config{RPS: 200, Concurrency: 20}, func(ctx context.Context) error {
+					ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					defer cancel()
+					return namesVia(ctx, fmt.Sprintf("never-seen-%s-%d", who.name, n.Add(1)), "echo", nil)
+				})
+				p99 := echoP99(t, call, 5*time.Second)
+				return p99, names.Stop()
+			}
+			base, _ := phase(other)
+			during, r := phase(call)
+			t.Logf("%s: echo p99 %v with 200 never-seen names/s on another connection, %v on its own (%d calls to new names)",
+				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), r.Calls)
 			if r.Calls < 500 {
 				t.Fatalf("only %d calls to new names", r.Calls)
 			}
 			if during > base+2*time.Millisecond {
-				t.Fatalf("echo's p99 rose from %v to %v beside calls to never-seen names", base, during)
+				t.Fatalf("echo's p99 rose from %v to %v when calls to never-seen names shared its connection", base, during)
 			}
 		})
 	}
