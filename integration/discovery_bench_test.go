@@ -279,7 +279,10 @@ func cpuAll(b *testing.B, pids []int) time.Duration {
 
 // readAll is the bytes the processes read so far (rchar: for meshd, all of
 // it comes from Consul while no call is made).
-func readAll(b *testing.B, pids []int) int64 {
+func readAll(b *testing.B, pids []int) int64 { return ioSum(b, pids, "rchar") }
+
+// ioSum sums one field of the processes' I/O accounting (/proc/PID/io).
+func ioSum(b *testing.B, pids []int, field string) int64 {
 	var n int64
 	for _, pid := range pids {
 		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
@@ -287,7 +290,7 @@ func readAll(b *testing.B, pids []int) int64 {
 			b.Fatal(err)
 		}
 		for _, line := range strings.Split(string(raw), "\n") {
-			if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			if v, ok := strings.CutPrefix(line, field+": "); ok {
 				c, _ := strconv.ParseInt(v, 10, 64)
 				n += c
 			}

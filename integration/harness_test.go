@@ -192,7 +192,14 @@ func (h *host) launch(t testing.TB, extra ...string) {
 // meshctl runs the CLI and returns its stdout, stderr and exit code.
 func meshctl(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return meshctlEnv(t, nil, args...)
+}
+
+// meshctlEnv is meshctl with more environment.
+func meshctlEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "meshctl"), args...)
+	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

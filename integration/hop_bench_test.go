@@ -100,9 +100,9 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		pids = append(pids, p.cmd.Process.Pid)
 	}
 	time.Sleep(warmup + 500*time.Millisecond)
-	t0, cpu0, sys0 := time.Now(), cpuTicks(b, pids), syscalls(b, pids)
+	t0, cpu0, sys0 := time.Now(), cpuAll(b, pids), syscalls(b, pids)
 	time.Sleep(run - time.Second)
-	t1, cpu1, sys1 := time.Now(), cpuTicks(b, pids), syscalls(b, pids)
+	t1, cpu1, sys1 := time.Now(), cpuAll(b, pids), syscalls(b, pids)
 	if err := cmd.Wait(); err != nil {
 		b.Fatalf("%s: the caller: %v: %s %s", path, err, out.String(), errOut.String())
 	}
@@ -112,7 +112,7 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	}
 	calls := r.Throughput * t1.Sub(t0).Seconds() // made in the sampled window
 	b.ReportMetric(r.Throughput, "calls/s")
-	b.ReportMetric(float64(cpu1-cpu0)*1e6/float64(clockTicks)/calls, "cpu-µs/call")
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/calls, "cpu-µs/call")
 	b.ReportMetric(float64(sys1-sys0)/calls, "syscalls/call")
 	b.ReportMetric(r.Latency.P50*1000, "p50-µs")
 	b.ReportMetric(r.Latency.P99*1000, "p99-µs")
@@ -121,47 +121,9 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	}
 }
 
-// clockTicks is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
-const clockTicks = 100
-
-// cpuTicks sums the user and system CPU time of the processes, in ticks.
-func cpuTicks(b *testing.B, pids []int) int64 {
-	var sum int64
-	for _, pid := range pids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		// The fields after the command name (which may hold spaces): state is the 3rd.
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
-		for _, i := range []int{11, 12} { // utime, stime (the 14th and 15th fields)
-			n, _ := strconv.ParseInt(f[i], 10, 64)
-			sum += n
-		}
-	}
-	return sum
-}
-
 // syscalls sums the read and write system calls of the processes (the
 // kernel's I/O accounting: every socket read and write; not epoll or
 // futex calls).
 func syscalls(b *testing.B, pids []int) int64 {
-	var sum int64
-	for _, pid := range pids {
-		io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, line := range strings.Split(string(io), "\n") {
-			if v, ok := strings.CutPrefix(line, "syscr: "); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				sum += n
-			}
-			if v, ok := strings.CutPrefix(line, "syscw: "); ok {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				sum += n
-			}
-		}
-	}
-	return sum
+	return ioSum(b, pids, "syscr") + ioSum(b, pids, "syscw")
 }

@@ -3,13 +3,11 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -414,21 +412,4 @@ func TestMeshctlCallsAsItsProvenIdentity(t *testing.T) {
 	if _, errOut, code := meshctlEnv(t, []string{"CONSUL_HTTP_TOKEN=" + webToken}, "call", "echo", "echo", "x", "--raw", "--as", "payments", "--via", h.addr); code == 0 {
 		t.Fatalf("meshctl --as payments with web's token was taken for payments: %q", errOut)
 	}
-}
-
-// meshctlEnv is meshctl with more environment.
-func meshctlEnv(t *testing.T, env []string, args ...string) (string, string, int) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "meshctl"), args...)
-	cmd.Env = append(os.Environ(), env...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), errb.String(), code
 }
