@@ -18,7 +18,7 @@ build:
 test:
 	./scripts/test.sh
 
-# Direct-call benchmarks, mesh vs tchannel-go in one run, as a ratio table.
+# Call benchmarks, mesh vs tchannel-go in one run: direct, hops in one process, hops across processes.
 bench:
 	./scripts/bench.sh
 
