@@ -116,7 +116,7 @@ func TestImpostorIsRefusedByConsul(t *testing.T) {
 	a, b := hosts[0], hosts[1]
 	echoTok := token(t, mgmt, "echo", serviceWrite("echo"))
 	webTok := token(t, mgmt, "web", serviceWrite("web"))
-	intention(t, mgmt, "*", "echo", "allow") // anyone may call echo; deny by default otherwise
+	intention(t, mgmt, "*", "echo", "allow") // any proven service may call echo; deny by default otherwise
 
 	if _, err := server(t, b.addr, "echo", echoTok, "real"); err != nil {
 		t.Fatalf("echo with its token: %v", err)
@@ -132,7 +132,11 @@ func TestImpostorIsRefusedByConsul(t *testing.T) {
 	if got := testkit.Metric(t, a.admin, `mesh_proof_refused_total{call="advertise"}`); got != "2" {
 		t.Fatalf("refusals counted: %s", got)
 	}
-	caller := dial(t, a.addr)
+	caller, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "web", Token: webTok, Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err) // web proves its name with its token: * covers proven callers only
+	}
+	defer caller.Close()
 	count := func(n int) map[string]int {
 		seen := map[string]int{}
 		for range n {
