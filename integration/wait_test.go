@@ -186,12 +186,21 @@ func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 				slow.Stop()
 				return p99, calls.Load(), tried.Load()
 			}
-			base, _, _ := phase("slow-control-"+who.name, fmt.Sprintf("127.0.0.%d", 50+2*i), other)
-			during, calls, tried := phase("slow-"+who.name, fmt.Sprintf("127.0.0.%d", 51+2*i), call)
+			// Two rounds each, interleaved, each a whole TTL window of a new dead
+			// host; the better p99 of each side: one scheduling hiccup on two
+			// loaded cores is not a blocked read loop.
+			var bases, durings []time.Duration
+			var calls, tried int64
+			for round := range 2 {
+				b, _, _ := phase(fmt.Sprintf("slow-control-%s-%d", who.name, round), fmt.Sprintf("127.0.0.%d", 50+4*i+2*round), other)
+				d, c, tr := phase(fmt.Sprintf("slow-%s-%d", who.name, round), fmt.Sprintf("127.0.0.%d", 51+4*i+2*round), call)
+				bases, durings, calls, tried = append(bases, b), append(durings, d), calls+c, tried+tr
+			}
+			base, during := slices.Min(bases), slices.Min(durings)
 			t.Logf("%s: echo p99 %v with a dead host's calls on another connection, %v on its own (%d calls to slow, %d told of the dead host)",
-				who.name, base.Round(10*time.Microsecond), during.Round(10*time.Microsecond), calls, tried)
-			if tried == 0 {
-				t.Fatal("no call to slow met the dead host: the test shows nothing")
+				who.name, bases, durings, calls, tried)
+			if tried < calls/2 {
+				t.Fatalf("only %d of %d calls to slow met the dead host: the test shows little", tried, calls)
 			}
 			if during > base+2*time.Millisecond {
 				t.Fatalf("echo's p99 rose from %v to %v when calls to a dead host shared its connection", base, during)
