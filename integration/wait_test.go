@@ -70,6 +70,13 @@ var callers = []struct {
 	make func(t *testing.T, addr string) caller
 }{{"sdk", sdkCaller}, {"tchannel-go", tchannelCaller}}
 
+// unchanged is the most a p99 of base may become and still count as
+// unchanged: 2 ms more, or half again when the control itself is over 4 ms
+// (under make test this machine's p99s of the same load range from 2 to
+// 11 ms). A read loop held by a lookup or a dial moves it by the wait
+// itself (10 ms to 1 s), or stops echo's calls outright.
+func unchanged(base time.Duration) time.Duration { return base + max(2*time.Millisecond, base/2) }
+
 // echoLoad calls echo at 200 calls/s through call until stopped.
 func echoLoad(call caller) *loadgen.Load {
 	return loadgen.Start(context.Background(), loadgen.Config{RPS: 200, Concurrency: 20}, func(ctx context.Context) error {
@@ -202,7 +209,7 @@ func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 			if tried < calls/2 {
 				t.Fatalf("only %d of %d calls to slow met the dead host: the test shows little", tried, calls)
 			}
-			if during > base+2*time.Millisecond {
+			if during > unchanged(base) {
 				t.Fatalf("echo's p99 rose from %v to %v when calls to a dead host shared its connection", base, during)
 			}
 		})
@@ -233,11 +240,11 @@ func TestNewNamesSlowNoOtherCall(t *testing.T) {
 				p99 := echoP99(t, call, 4*time.Second)
 				return p99, names.Stop()
 			}
-			// Two rounds each, interleaved, the better p99 of each side: one
+			// Three rounds each, interleaved, the better p99 of each side: one
 			// scheduling hiccup on two loaded cores is not a blocked read loop.
 			var bases, durings []time.Duration
 			var r *loadgen.Result
-			for range 2 {
+			for range 3 {
 				b, _ := phase(other)
 				d, got := phase(call)
 				bases, durings, r = append(bases, b), append(durings, d), got
@@ -248,7 +255,7 @@ func TestNewNamesSlowNoOtherCall(t *testing.T) {
 			if r.Calls < 400 {
 				t.Fatalf("only %d calls to new names", r.Calls)
 			}
-			if during > base+2*time.Millisecond {
+			if during > unchanged(base) {
 				t.Fatalf("echo's p99 rose from %v to %v when calls to never-seen names shared its connection", base, during)
 			}
 		})
