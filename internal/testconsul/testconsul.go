@@ -1,6 +1,7 @@
 package testconsul
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,47 +60,79 @@ func FreePorts(t testing.TB, ip string, n int) []int {
 // agent arguments (e.g. "-hcl", "limits { ... }").
 func Start(t testing.TB, extra ...string) *Agent {
 	t.Helper()
-	p := FreePorts(t, "127.0.0.1", 4)
-	port := func(i int) string { return strconv.Itoa(p[i]) }
 	a := &Agent{t: t, bin: Binary(t), dir: t.TempDir()}
-	a.HTTPAddr = "127.0.0.1:" + port(0)
-	a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", port(0), "-serf-lan-port", port(1), "-serf-wan-port", port(2), "-server-port", port(3),
-		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn", "-node", "mesh-test"}
-	a.args = append(a.args, extra...)
-	a.start()
+	// The ports are free when picked, but another test binary running at
+	// the same time (go test runs packages in parallel) may take one before
+	// the agent binds it: then the agent exits at once, and new ports go.
+	for attempt := 0; ; attempt++ {
+		p := FreePorts(t, "127.0.0.1", 4)
+		port := func(i int) string { return strconv.Itoa(p[i]) }
+		a.HTTPAddr = "127.0.0.1:" + port(0)
+		a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+			"-http-port", port(0), "-serf-lan-port", port(1), "-serf-wan-port", port(2), "-server-port", port(3),
+			"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn", "-node", "mesh-test"}
+		a.args = append(a.args, extra...)
+		err := a.launch()
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(a.Kill)
 	return a
 }
 
+var errPortTaken = errors.New("a port was taken before the agent bound it")
+
 func (a *Agent) start() {
 	a.t.Helper()
-	log, err := os.OpenFile(filepath.Join(a.dir, "consul.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
+	if err := a.launch(); err != nil {
 		a.t.Fatal(err)
+	}
+}
+
+// launch runs the agent and waits until it has a leader.
+func (a *Agent) launch() error {
+	logPath := filepath.Join(a.dir, "consul.log")
+	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
 	}
 	a.cmd = exec.Command(a.bin, a.args...)
 	a.cmd.Stdout, a.cmd.Stderr = log, log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := a.cmd.Start(); err != nil {
-		a.t.Fatalf("starting consul: %v", err)
+		return fmt.Errorf("starting consul: %w", err)
 	}
-	go a.cmd.Wait()
+	exited, cmd := make(chan struct{}), a.cmd
+	go func() { cmd.Wait(); close(exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			logText, _ := os.ReadFile(logPath)
+			a.cmd = nil
+			if strings.Contains(string(logText), "address already in use") {
+				return errPortTaken
+			}
+			return fmt.Errorf("consul exited; its log:\n%s", logText)
+		default:
+		}
 		resp, err := http.Get("http://" + a.HTTPAddr + "/v1/status/leader")
 		if err == nil {
 			var buf [64]byte
 			n, _ := resp.Body.Read(buf[:])
 			resp.Body.Close()
 			if resp.StatusCode == 200 && n > 2 { // a quoted, non-empty leader address
-				return
+				return nil
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	logText, _ := os.ReadFile(filepath.Join(a.dir, "consul.log"))
-	a.t.Fatalf("consul did not elect a leader in 30s; its log:\n%s", logText)
+	logText, _ := os.ReadFile(logPath)
+	return fmt.Errorf("consul did not elect a leader in 30s; its log:\n%s", logText)
 }
 
 // Kill stops the agent at once (SIGKILL).
