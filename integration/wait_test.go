@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,31 +126,6 @@ func (d delayed) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// tarpit accepts TCP connections on ip and never answers on them.
-func tarpit(t *testing.T, ip string) (string, int) {
-	l, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	return ip, l.Addr().(*net.TCPAddr).Port
-}
-
 // A host whose meshd accepts TCP and never answers, listed in Consul with
 // an instance of service slow for a TTL window of 10s: an app calling slow
 // and echo on one connection sees echo's p99 within 2 ms, for the whole
@@ -168,7 +142,8 @@ func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 		t.Run(who.name, func(t *testing.T) {
 			call, other := who.make(t, h.addr), who.make(t, h.addr)
 			phase := func(service, ip string, slowVia caller) (time.Duration, int64, int64) {
-				ip, port := tarpit(t, ip)
+				addr := testkit.Tarpit(t, ip)
+				port := addr.Port
 				err := capi.Agent().ServiceRegister(&api.AgentServiceRegistration{
 					ID: service + "@tarpit", Name: service, Tags: []string{consul.MeshTag}, Address: ip, Port: port,
 					Check: &api.AgentServiceCheck{CheckID: service + "-ttl", TTL: "10s", Status: api.HealthPassing},
@@ -178,7 +153,7 @@ func TestADeadHostSlowsNoOtherCall(t *testing.T) {
 				}
 				listed := time.Now()
 				var tried, calls atomic.Int64
-				target := net.JoinHostPort(ip, strconv.Itoa(port))
+				target := addr.String()
 				slow := loadgen.Start(context.Background(), loadgen.Config{RPS: 50, Concurrency: 10}, func(ctx context.Context) error {
 					ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 					defer cancel()

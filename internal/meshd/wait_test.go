@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -119,30 +118,11 @@ func TestAWaitingLookupHoldsNoOtherCall(t *testing.T) {
 // fail, the ones after it skip it at once while it stays down, and echo on
 // the same connection is never slowed.
 func TestADeadHostHoldsNoOtherCall(t *testing.T) {
-	tarpit, err := net.Listen("tcp", "127.0.0.3:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tarpit.Close()
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := tarpit.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c) // accepted, never answered
-		}
-	}()
+	tarpit := testkit.Tarpit(t, "127.0.0.3")
 	reg := discovery.NewLocal()
 	a := startMeshd(t, "127.0.0.1:0", reg)
 	echoServer(t, a.Addr(), "echo")
-	reg.Register(context.Background(), discovery.Instance{Service: "slow", ID: "slow@tarpit", Addr: tarpit.Addr().String()})
+	reg.Register(context.Background(), discovery.Instance{Service: "slow", ID: "slow@tarpit", Addr: tarpit.String()})
 	c := dialMeshd(t, a.Addr())
 
 	first := make(chan error, 1)
@@ -159,7 +139,7 @@ func TestADeadHostHoldsNoOtherCall(t *testing.T) {
 	if slowest > 300*time.Millisecond {
 		t.Fatalf("an echo call took %v while the dial to the tarpit waited", slowest)
 	}
-	err = <-first
+	err := <-first
 	if frame.CodeOf(err) != frame.ErrCodeDeclined || !strings.Contains(err.Error(), "connecting to") {
 		t.Fatalf("the first call to the tarpit: %v", err)
 	}
