@@ -2,7 +2,9 @@ package client
 
 import (
 	"fmt"
-	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/common/expfmt"
 )
 
 // TracingFromHeaders shows tracingFromHeaders' answer in a word, for tests.
@@ -24,7 +26,9 @@ var HeaderParent = headerParent
 // DirectMetrics is what a DialPeers Client's Balancer learned, in the
 // Prometheus text format meshd serves its own Balancer's in.
 func DirectMetrics(c *Client) string {
-	var b strings.Builder
-	c.direct.bal.WriteMetrics(&b)
-	return b.String()
+	b, err := testutil.CollectAndFormat(c.direct.bal, expfmt.TypeTextPlain, "mesh_instance_attempts_total", "mesh_instance_attempts_in_flight")
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
 }

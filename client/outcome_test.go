@@ -23,7 +23,7 @@ import (
 
 // How an attempt ended, and what the Balancer must learn from it: the same
 // table for the SDK's direct mode and for a call through meshd's relay,
-// read from the metrics each Balancer writes (mesh_calls_total's result;
+// read from the metrics each Balancer writes (mesh_instance_attempts_total's result;
 // none when the caller gave up, which says nothing of the instance).
 var outcomes = []struct {
 	method string
@@ -169,10 +169,12 @@ func series(text, name, key string) map[string]int {
 	return out
 }
 
-func judgeResults(text string) map[string]int { return series(text, "mesh_calls_total", "result") }
+func judgeResults(text string) map[string]int {
+	return series(text, "mesh_instance_attempts_total", "result")
+}
 
 func inFlight(text string) int {
-	return series(text, "mesh_instance_calls_in_flight", "service")["judge"]
+	return series(text, "mesh_instance_attempts_in_flight", "service")["judge"]
 }
 
 func diff(before, after map[string]int) map[string]int {

@@ -177,7 +177,7 @@ func TestBreakerAndSlowInstance(t *testing.T) {
 	d := testkit.WaitFor(t, time.Second, "i1's breaker opens", func() bool {
 		m := metricsOf(t, a)
 		for _, line := range strings.Split(m, "\n") {
-			if strings.HasPrefix(line, "mesh_breaker_open{") && strings.Contains(line, "#") && strings.HasSuffix(line, " 1") {
+			if strings.HasPrefix(line, "mesh_breaker_state{") && strings.Contains(line, "#") && strings.Contains(line, `state="open"`) && strings.HasSuffix(line, " 1") {
 				return true
 			}
 		}

@@ -218,7 +218,7 @@ func TestIntentionsFromConsul(t *testing.T) {
 	}
 	// Each meshd follows the intentions itself, so the first hop or the
 	// destination (whichever heard of the deny first) refused the calls.
-	if series := `mesh_stage_refusals_total{stage="authorize",service="payments"}`; !strings.Contains(metricsOfAddr(t, a.admin), series) && !strings.Contains(metricsOfAddr(t, b.admin), series) {
+	if series := `mesh_stage_refusals_total{service="payments",stage="authorize"}`; !strings.Contains(metricsOfAddr(t, a.admin), series) && !strings.Contains(metricsOfAddr(t, b.admin), series) {
 		t.Fatal("no meshd counted a denial")
 	}
 }

@@ -1,6 +1,7 @@
 package meshd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,9 +17,11 @@ import (
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/lograte"
 	"github.com/meshrpc/mesh/internal/relay"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/trust"
 	"github.com/meshrpc/mesh/router"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config is everything meshd needs to run. cmd/meshd fills it from flags,
@@ -49,7 +52,11 @@ type Config struct {
 	Registry discovery.Registry
 	// DrainTimeout bounds how long a stop waits for calls in flight.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// ForgetAfter is how long the relay keeps what it learned of an
+	// instance no call found listed since (its breaker, its latency, its
+	// metric series); default routing.ForgetAfter.
+	ForgetAfter time.Duration
+	Logger      *slog.Logger
 	// Policies are the per-service policies to start with.
 	Policies router.Policies
 	// Tracer records spans of relayed calls (nil: no tracing).
@@ -86,6 +93,10 @@ type Daemon struct {
 	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
 
+	metrics  *prometheus.Registry // what /metrics serves (metrics.go)
+	stop     chan struct{}        // closed by Shutdown: background loops end
+	stopOnce sync.Once
+
 	advertRefused   atomic.Int64 // advertises the rule or Consul refused
 	identifyRefused atomic.Int64 // identify calls without proof
 
@@ -109,6 +120,7 @@ func Start(cfg Config) (*Daemon, error) {
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 10 * time.Second
 	}
+	cfg.ForgetAfter = cmp.Or(cfg.ForgetAfter, routing.ForgetAfter)
 	if cfg.NodeName == "" {
 		cfg.NodeName, _ = os.Hostname()
 	}
@@ -172,6 +184,8 @@ func Start(cfg Config) (*Daemon, error) {
 		started:  time.Now(),
 		limits:   cfg.Limits.withDefaults(),
 		logLimit: logLimit,
+		metrics:  newMetrics(),
+		stop:     make(chan struct{}),
 	}
 	d.queued = &conn.QueueBudget{Max: int64(d.limits.MaxQueuedTotal)}
 	d.apps.byCon = make(map[*conn.Conn]*app)
@@ -185,7 +199,10 @@ func Start(cfg Config) (*Daemon, error) {
 		Tracer:   cfg.Tracer,
 		Limits:   d.limits.Limits,
 		Allowed:  d.allowed,
+		Metrics:  d.metrics,
 	})
+	d.registerMetrics(d.metrics)
+	go d.forget()
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {
@@ -257,6 +274,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		d.unixLis.Close() // and removes the socket file
 	}
 	d.relay.Drain()
+	d.stopOnce.Do(func() { close(d.stop) })
 	for _, inst := range d.localInstances() {
 		if err := d.registry.Deregister(ctx, inst); err != nil {
 			d.log.Warn("deregister on drain failed", "instance", inst.ID, "err", err)

@@ -3,7 +3,6 @@ package meshd
 import (
 	"cmp"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -170,11 +169,4 @@ func (cs *closures) closed(err error) {
 		why = closedProtocolError
 	}
 	cs[why].Add(1)
-}
-
-func (cs *closures) writeMetrics(w io.Writer) {
-	fmt.Fprintf(w, "# HELP mesh_connections_closed_total TChannel connections closed, by why.\n# TYPE mesh_connections_closed_total counter\n")
-	for i := range cs {
-		fmt.Fprintf(w, "mesh_connections_closed_total{reason=%q} %d\n", closedNames[i], cs[i].Load())
-	}
 }

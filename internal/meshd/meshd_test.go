@@ -354,10 +354,12 @@ func TestRetriesGoElsewhere(t *testing.T) {
 	resp.Body.Close()
 	for _, want := range []string{
 		fmt.Sprintf(`mesh_retries_total{service="svc"} %d`, busy.Load()),
-		`result="busy"} ` + fmt.Sprint(busy.Load()),
-		`mesh_breaker_transitions_total{service="svc",`,
+		`result="busy",service="svc"} ` + fmt.Sprint(busy.Load()),
+		`mesh_breaker_transitions_total{instance_addr=`,
 		`to="open"} 1`,
-		`mesh_call_duration_seconds_bucket{service="svc"`,
+		`mesh_instance_attempt_duration_seconds_bucket{instance_addr=`,
+		`mesh_breaker_state{instance_addr=`,
+		`mesh_calls_total{caller="anonymous",method="m",result="ok",service="svc"} ` + fmt.Sprint(n), // retried calls count once
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -35,14 +35,9 @@ type record struct {
 	attempts [2]attemptRecord
 	more     *[2]attemptRecord
 	tracing  frame.Tracing
+	caller   string        // interned (names)
 	n        uint8         // attempts recorded
 	code     frame.ErrCode // of a refusal
-	callerN  uint8
-	caller   [32]byte
-}
-
-func (rec *record) setCaller(c []byte) {
-	rec.callerN = uint8(copy(rec.caller[:], c))
 }
 
 // maxRecorded is how many attempts of one call a record keeps.
@@ -121,7 +116,7 @@ func (rec *record) explain() Explanation {
 	e := Explanation{
 		At:      rec.at,
 		Service: rec.service,
-		Caller:  string(rec.caller[:rec.callerN]),
+		Caller:  rec.caller,
 		TraceID: fmt.Sprintf("%016x", rec.tracing.TraceID),
 		SpanID:  fmt.Sprintf("%016x", rec.tracing.SpanID),
 		Stage:   rec.stage,

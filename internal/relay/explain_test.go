@@ -23,7 +23,7 @@ func TestExplanationOfRecordedCall(t *testing.T) {
 	var c routing.Call
 	c.Reset("kv", nil)
 	rec := record{service: "kv"}
-	rec.setCaller([]byte("billing"))
+	rec.caller = "billing"
 	for i, o := range []routing.Outcome{routing.Failed(frame.ErrCodeBusy), {}} {
 		if err := pick.Route(&c); err != nil {
 			t.Fatal(err)

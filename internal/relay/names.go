@@ -30,6 +30,14 @@ func (n *names) get(b []byte) (s string, known bool) {
 	return s, known
 }
 
+// has reports whether s was kept.
+func (n *names) has(s string) bool {
+	n.mu.RLock()
+	_, ok := n.m[s]
+	n.mu.RUnlock()
+	return ok
+}
+
 // intern returns b as a string and keeps it for later calls, within the
 // bounds.
 func (n *names) intern(b []byte) string {

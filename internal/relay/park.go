@@ -30,17 +30,18 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	now := time.Now()
 	rc.deadline = now.Add(ttl)
 	rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
-	rc.rec.setCaller(c.Caller)
+	rc.rec.caller = r.names.intern(c.Caller)
 	r.save(rc, f.Raw)
 	if rc.saved == nil {
 		c.Release()
-		r.refuseCall(src, f, req, c.Service, c.Caller, StageConnLimit, frame.Errorf(frame.ErrCodeBusy,
+		r.refuseCall(src, f, req, rc, StageConnLimit, frame.Errorf(frame.ErrCodeBusy,
 			"meshd holds no more request bytes of this connection's calls (its route had to wait)"))
 		return
 	}
 	// The headers alias the read loop's buffer: unpark points them at the
 	// held copy.
 	c.Headers, c.ShardKey = nil, nil
+	rc.edge = r.edgeOf(rc, f, req, false) // until it is routed: a timeout counts here
 	wait := c.Wait
 	r.countParked(c)
 	r.inflight.Add(1)
@@ -94,13 +95,17 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		}
 		if err != nil {
 			stage := r.firstHop.StoppedAt(c)
+			rc.refusal = r.edges.Refused(stage) // finish counts it so
+			rc.edge = r.edgeOf(rc, f, &req, !beforeDiscovery(stage))
 			rc.mu.Unlock()
 			if r.finish(rc, routing.CallerGone) {
-				r.refuseCall(rc.src, f, &req, c.Service, c.Caller, stage, err)
+				r.refuseCall(rc.src, f, &req, rc, stage, err)
 			}
 			return
 		}
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
+		r.keepMethod(f, &req)
+		rc.edge = r.edgeOf(rc, f, &req, true)
 		r.dispatch(rc, f, &req) // unlocks
 		return
 	}

@@ -2,14 +2,18 @@ package relay
 
 import (
 	"context"
+
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/golden"
 	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/router"
@@ -43,6 +47,12 @@ type Config struct {
 	// Allowed decides whether a caller may call a service (intentions); nil
 	// allows every call.
 	Allowed func(caller []byte, service string) (ok bool, rule string)
+	// Metrics is where the relay's collectors (its own, its Balancer's and
+	// the calls per edge, internal/golden) are registered; nil: a registry
+	// of its own, which no one reads.
+	Metrics prometheus.Registerer
+	// MetricCaps bound the labels of the calls per edge.
+	MetricCaps golden.Caps
 }
 
 // Relay is the conn.Relayer of every meshd connection.
@@ -69,7 +79,8 @@ type Relay struct {
 	saved         sync.Pool    // *[]byte: request frames kept for retries
 	bufs          sync.Pool    // *[]byte: first frames being rewritten
 	recent        recentCalls
-	refusals      sync.Map // refusalKey → *atomic.Int64
+	edges         *golden.Edges // calls per caller → service → method (golden.go)
+	refusals      sync.Map      // refusalKey → *atomic.Int64
 	refusalSeries atomic.Int64
 	names         names
 
@@ -119,6 +130,12 @@ func New(cfg Config) *Relay {
 		r.log.Error("invalid policies ignored", "err", err)
 	}
 	r.pipelines()
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	r.edges = golden.New(reg, cfg.MetricCaps, r.stages())
+	reg.MustRegister(r.bal, (*collector)(r))
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r
 }
@@ -143,6 +160,10 @@ func (r *Relay) Stats() Stats {
 	}
 }
 
+// Forget drops what the relay learned of instances no call found listed
+// since before now-after (routing.Balancer.Forget).
+func (r *Relay) Forget(now time.Time, after time.Duration) { r.bal.Forget(now, after) }
+
 // Peers lists the meshds this relay has connections to.
 func (r *Relay) Peers() []string { return r.peers.Addrs() }
 
@@ -164,7 +185,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 		rc.checkReq = true
 		for _, e := range r.prologue {
 			if err := e.check(r, from, rc, req, frag); err != nil {
-				r.refuseCall(from, f, req, service, c.Caller, e.name, err)
+				r.refuseCall(from, f, req, rc, e.name, err)
 				return true
 			}
 		}
@@ -179,11 +200,15 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 			return true
 		}
 		c.Release()
-		r.refuseCall(from, f, req, service, c.Caller, p.StoppedAt(c), err)
+		r.refuseCall(from, f, req, rc, p.StoppedAt(c), err)
 		return true
 	}
 	if !known {
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
+	}
+	if !rc.lastHop {
+		r.keepMethod(f, req)
+		rc.edge = r.edgeOf(rc, f, req, true)
 	}
 	r.forward(from, f, req, rc, callerName)
 	return true
@@ -213,7 +238,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	if !rc.lastHop {
 		rc.attempt = r.bal.Send(c)
 		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
-		rc.rec.setCaller(c.Caller)
+		rc.rec.caller = r.names.intern(c.Caller)
 		rc.rec.add(c.Instance(), c.Choice())
 		tryTimeout = r.bal.TryTimeout(c)
 		frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
@@ -351,6 +376,13 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		}
 		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, frame.ErrCode(f.Payload[0])) {
 			return // another instance gets the call; the caller never sees this error
+		}
+		if f.Type == frame.TypeError && !rc.lastHop && fromMeshd(from) {
+			if res := r.remoteRefusal(f.Payload); res != 0 {
+				rc.mu.Lock()
+				rc.refusal = res // finish counts the call by it
+				rc.mu.Unlock()
+			}
 		}
 		if f.Type != frame.TypeError && rc.checkRes {
 			if err := check(&rc.resAsm, frag, nil); err != nil {

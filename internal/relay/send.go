@@ -6,20 +6,34 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/golden"
 )
 
 // refuseCall answers a call a stage refused, and records why.
-func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, err error) {
+func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *relayed, stage string, err error) {
 	e, ok := err.(*frame.Error)
 	if !ok {
 		e = &frame.Error{Code: frame.ErrCodeUnexpected, Message: err.Error()}
 	}
-	r.countRefusal(stage, service)
+	service, caller := rc.call.Service, rc.call.Caller
+	label := service
+	if !r.names.has(service) && beforeDiscovery(stage) {
+		label = golden.Unknown
+	}
+	r.countRefusal(stage, label)
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
-	rec.setCaller(caller)
+	rec.caller = r.names.intern(caller)
 	r.recent.add(&rec)
-	r.refusedSpan(f, req, service, caller, stage, e)
-	r.refuse(c, f.ID, req.Tracing, e.Code, e.Message)
+	trace := r.refusedSpan(f, req, service, caller, stage, e)
+	msg := e.Message
+	if rc.lastHop { // the first meshd counts the call by this cause (golden.go)
+		msg = refusedAt + stage + ": " + msg
+	} else if !rc.done { // a parked call that ended was counted by finish
+		rc.refusal = r.edges.Refused(stage)
+		rc.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage))
+		rc.edge.Done(rc.refusal, time.Since(rc.call.Now), trace)
+	}
+	r.refuse(c, f.ID, req.Tracing, e.Code, msg)
 }
 
 func (r *Relay) refuse(c *conn.Conn, id uint32, t frame.Tracing, code frame.ErrCode, msg string) {

@@ -62,14 +62,15 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 
 // refusedSpan records, for a traced call, the span of a hop that refused
 // it (a stage's refusal: an intention, the kill switch, a limit), so the
-// trace shows where and why the call stopped.
-func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, e *frame.Error) {
+// trace shows where and why the call stopped; it returns the trace's id
+// when it did (0: not sampled).
+func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, e *frame.Error) (traceID uint64) {
 	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
-		return
+		return 0
 	}
 	hop, record := r.cfg.Tracer.Decide(context.Background(), req.Tracing, false)
 	if !record {
-		return
+		return 0
 	}
 	name := "call"
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
@@ -83,6 +84,7 @@ func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, 
 		{Key: "mesh.result", Value: e.Message},
 	}
 	r.cfg.Tracer.Emit(&tracing.Record{Name: name, Kind: trace.SpanKindServer, Tracing: hop, Start: now, End: now, Tags: tags[:], Code: e.Code.String()})
+	return hop.TraceID
 }
 
 // endSpan writes the hop's span with the call's outcome and its routing

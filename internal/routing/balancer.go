@@ -69,6 +69,10 @@ func (b *Balancer) Route(c *Call) error {
 			c.eps = append(c.eps, b.eps.get(inst))
 		}
 	}
+	now := c.Now.UnixNano()
+	for _, e := range c.eps {
+		e.seen(now)
+	}
 	c.skip = append(c.skip[:0], c.unreachable...)
 	for i, inst := range insts {
 		if slices.Contains(c.Tried, inst.ID) {

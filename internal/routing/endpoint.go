@@ -42,6 +42,15 @@ type endpoint struct {
 	stamp atomic.Int64
 
 	downUntil atomic.Int64 // unix nanos until which it is known unreachable; 0: not
+	listed    atomic.Int64 // unix nanos when a call last found it among its service's instances
+}
+
+// seen notes that a call found e listed at now (unix nanos); the stamp is
+// written at most once a second, so calls share no cache line write.
+func (e *endpoint) seen(now int64) {
+	if now-e.listed.Load() > int64(time.Second) {
+		e.listed.Store(now)
+	}
 }
 
 // reachable reports whether the instance is not known unreachable (Down).
@@ -134,6 +143,7 @@ func (s *endpoints) get(inst discovery.Instance) *endpoint {
 		return v.(*endpoint)
 	}
 	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID))}
+	e.listed.Store(time.Now().UnixNano())
 	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
 	v, _ := s.m.LoadOrStore(inst.ID, e)
 	return v.(*endpoint)
@@ -165,4 +175,25 @@ func (b *Balancer) breakerSettings(e *endpoint) gobreaker.Settings {
 			b.log.Info("circuit breaker changed", "instance", name, "from", from.String(), "to", to.String())
 		},
 	}
+}
+
+// ForgetAfter is how long the Balancer keeps an instance no call has found
+// listed (it left, or its service is no longer called): then its breaker,
+// latency and metric series go.
+const ForgetAfter = time.Minute
+
+// Forget drops what the Balancer learned of the instances no call found
+// listed since before now-after and that have no attempt in flight; meshd
+// calls it periodically (with ForgetAfter), so departed instances leave
+// no series or memory behind.
+func (b *Balancer) Forget(now time.Time, after time.Duration) (forgot int) {
+	cut := now.Add(-after).UnixNano()
+	b.eps.m.Range(func(k, v any) bool {
+		if e := v.(*endpoint); e.listed.Load() < cut && e.pending.Load() == 0 {
+			b.eps.m.CompareAndDelete(k, v)
+			forgot++
+		}
+		return true
+	})
+	return forgot
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,7 +96,8 @@ func cpuTime() time.Duration {
 }
 
 // Metric reads the value of one series from the Prometheus text at
-// http://adminAddr/metrics.
+// http://adminAddr/metrics; series is name{label="value",...}, its labels in
+// any order.
 func Metric(t testing.TB, adminAddr, series string) string {
 	t.Helper()
 	res, err := http.Get("http://" + adminAddr + "/metrics")
@@ -103,11 +106,30 @@ func Metric(t testing.TB, adminAddr, series string) string {
 	}
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
+	want, _ := parseSample(series + " 0")
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
+		if got, v := parseSample(line); got != "" && got == want {
 			return v
 		}
 	}
 	t.Fatalf("no series %s in /metrics", series)
 	return ""
+}
+
+var (
+	sampleLine  = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)`)
+	sampleLabel = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+)
+
+// parseSample reads one sample line of the Prometheus text format as its
+// series, with the labels in order (so the order they were written in does
+// not matter), and its value; "" for other lines.
+func parseSample(line string) (series, value string) {
+	m := sampleLine.FindStringSubmatch(line)
+	if m == nil {
+		return "", ""
+	}
+	labels := sampleLabel.FindAllString(m[2], -1)
+	slices.Sort(labels)
+	return m[1] + "{" + strings.Join(labels, ",") + "}", m[3]
 }

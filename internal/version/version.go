@@ -17,7 +17,21 @@ var Commit string
 // "meshd (devel) (commit 0123456789ab) go1.26.8"; "(commit unknown)" when
 // neither Commit nor a VCS stamp says.
 func String(program string) string {
-	version, commit, when := "(devel)", "unknown", ""
+	version, commit, when := Info()
+	if len(commit) > 12 {
+		commit = commit[:12]
+	}
+	if when != "" {
+		when = ", " + when
+	}
+	return fmt.Sprintf("%s %s (commit %s%s) %s", program, version, commit, when, runtime.Version())
+}
+
+// Info is this build's module version ("(devel)" for a checkout), its
+// commit ("unknown" when nothing says) and the commit's time ("" when
+// unknown).
+func Info() (version, commit, when string) {
+	version, commit = "(devel)", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
 			version = bi.Main.Version
@@ -27,15 +41,12 @@ func String(program string) string {
 			case "vcs.revision":
 				commit = s.Value
 			case "vcs.time":
-				when = ", " + s.Value
+				when = s.Value
 			}
 		}
 	}
 	if Commit != "" {
 		commit = Commit
 	}
-	if len(commit) > 12 {
-		commit = commit[:12]
-	}
-	return fmt.Sprintf("%s %s (commit %s%s) %s", program, version, commit, when, runtime.Version())
+	return version, commit, when
 }

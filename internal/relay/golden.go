@@ -1,0 +1,104 @@
+package relay
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/golden"
+	"github.com/meshrpc/mesh/internal/routing"
+)
+
+// Each call from an app is counted once, by this meshd, on its edge:
+// caller (the proven identity), service, method (internal/golden). A call
+// from another meshd was counted there. A refusal by the meshd that
+// delivers a call reaches the first as an error frame whose message says
+// the stage (refusedAt), so the first meshd counts it by its cause too.
+
+// refusedAt is how a meshd's refusal of a call on its last hop begins its
+// message, followed by the stage and ": ".
+const refusedAt = "meshd refused at "
+
+// stages lists every stage and check that can refuse a call, each a
+// result of mesh_calls_total.
+func (r *Relay) stages() []string {
+	var out []string
+	for _, e := range r.prologue {
+		out = append(out, e.name)
+	}
+	for _, p := range []routing.Pipeline{r.firstHop, r.lastHop} {
+		for _, s := range p {
+			out = append(out, s.Name())
+		}
+	}
+	return out
+}
+
+// edgeOf is the edge of rc, a call from an app whose first frame is f:
+// service names a service only once one was found under it (routed is
+// true, or it was routed to before), so made-up names are not labels.
+func (r *Relay) edgeOf(rc *relayed, f *frame.Frame, req *frame.CallReq, routed bool) *golden.Edge {
+	c := &rc.call
+	service, method := golden.Unknown, golden.Unknown
+	if routed || r.names.has(c.Service) {
+		service = c.Service
+		if m := frame.CallReqArg1(f.Payload, req); m != nil {
+			method, _ = r.names.get(m)
+		}
+	}
+	caller := r.names.intern(c.Caller)
+	return r.edges.Edge(caller, service, method)
+}
+
+// keepMethod interns the method of a call that was routed, so the next
+// call of it turns it into a string without allocating.
+func (r *Relay) keepMethod(f *frame.Frame, req *frame.CallReq) {
+	if m := frame.CallReqArg1(f.Payload, req); m != nil {
+		r.names.intern(m)
+	}
+}
+
+// beforeDiscovery reports whether a refusal at stage came before the
+// call's service was found: the prologue, a draining meshd, discovery.
+func beforeDiscovery(stage string) bool {
+	switch stage {
+	case StageCheck, StageConnLimit, StageDrain, routing.StageDiscover:
+		return true
+	}
+	return false
+}
+
+// countCall counts a first hop's call rc, which ended as o, on its edge
+// (nil: not a first hop's), as refusal when another meshd refused it.
+func (r *Relay) countCall(rc *relayed, edge *golden.Edge, refusal golden.Result, o routing.Outcome, sampled bool) {
+	if edge == nil {
+		return
+	}
+	res := golden.Answer(o.Code, o.AppErr)
+	if refusal != 0 {
+		res = refusal
+	}
+	var trace uint64
+	if sampled {
+		trace = rc.hop.TraceID
+	}
+	edge.Done(res, time.Since(rc.call.Now), trace)
+}
+
+// remoteRefusal is the result of an error frame's payload from another
+// meshd, when it says a stage there refused the call (0: it does not).
+func (r *Relay) remoteRefusal(payload []byte) golden.Result {
+	m, err := frame.DecodeError(payload)
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := bytes.Cut(m.Message, []byte(refusedAt))
+	if !ok {
+		return 0
+	}
+	stage, _, ok := bytes.Cut(rest, []byte(": "))
+	if !ok {
+		return 0
+	}
+	return r.edges.Refused(string(stage))
+}
