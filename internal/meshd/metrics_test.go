@@ -1,0 +1,201 @@
+package meshd_test
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/intentions"
+	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/router"
+)
+
+// scrape reads a meshd's /metrics as its families, by name.
+func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return mfs
+}
+
+// samples sums the values of family name by the labels keys, joined by " ".
+func samples(mfs map[string]*dto.MetricFamily, name string, keys ...string) map[string]float64 {
+	out := map[string]float64{}
+	mf := mfs[name]
+	if mf == nil {
+		return out
+	}
+	for _, m := range mf.Metric {
+		l := map[string]string{}
+		for _, p := range m.Label {
+			l[p.GetName()] = p.GetValue()
+		}
+		var k []string
+		for _, key := range keys {
+			k = append(k, l[key])
+		}
+		v := m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+		out[strings.Join(k, " ")] += v
+	}
+	return out
+}
+
+// Every call from an app is counted once, at its caller's meshd, on its
+// caller → service → method edge, with one result for answers and for
+// refusals by the stage that refused: here and at the meshd where the
+// instance is (whose intentions deny orders). The destination's meshd
+// counts none of them again.
+func TestCallsAreCountedOncePerEdgeByCause(t *testing.T) {
+	reg := discovery.NewLocal()
+	allowAll, _ := intentions.Compile(nil, true, true)
+	rules, err := intentions.Compile([]intentions.Rule{
+		{Source: "orders", Destination: "payments", Action: "deny"},
+		{Source: "*", Destination: "payments", Action: "allow"},
+	}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startWith(t, meshd.Config{Listen: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Trust: meshdTrust(t), Admin: "127.0.0.1:0",
+		Registry: reg, Logger: testkit.Quiet, Intentions: intentions.NewTable(allowAll),
+		Policies: router.Policies{"payments": {MaxAttempts: 1, Blocked: []string{"blocked"}}}})
+	b := startWith(t, meshd.Config{Listen: "127.0.0.2:0", PeerListen: "127.0.0.2:0", Trust: meshdTrust(t), Admin: "127.0.0.1:0",
+		Registry: reg, Logger: testkit.Quiet, Intentions: intentions.NewTable(rules)})
+	srv := client.NewServer(client.Options{ServiceName: "payments", Logger: testkit.Quiet})
+	srv.Register("payments", "charge", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte("charged")}, nil
+	}))
+	srv.Register("payments", "refund", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return nil, &client.ApplicationError{Body: []byte("no such charge")}
+	}))
+	srv.Register("payments", "audit", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return nil, client.Errorf(frame.ErrCodeBusy, "try later")
+	}))
+	if err := srv.Advertise(context.Background(), b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+
+	web, orders, blocked := dialAs(t, a.Addr(), "web"), dialAs(t, a.Addr(), "orders"), dialAs(t, a.Addr(), "blocked")
+	anon := dialMeshd(t, a.Addr())
+	calls := []struct {
+		c               *client.Client
+		service, method string
+		n               int
+		want            string // the edge and result counted
+	}{
+		{web, "payments", "charge", 5, "web payments charge ok"},
+		{web, "payments", "refund", 3, "web payments refund app_error"},
+		{web, "payments", "audit", 2, "web payments audit busy"},
+		{orders, "payments", "charge", 4, "orders payments charge refused_authorize"}, // at b
+		{blocked, "payments", "charge", 2, "blocked payments charge refused_kill_switch"},
+		{web, "nosuch", "x", 3, "web _unknown _unknown refused_discover"},
+		{anon, "payments", "charge", 1, "anonymous payments charge refused_authorize"}, // no intention names anonymous
+	}
+	want := map[string]float64{}
+	for _, c := range calls {
+		for range c.n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := c.c.Call(ctx, c.service, c.method, nil, nil)
+			cancel()
+			var ae *client.ApplicationError
+			if strings.HasSuffix(c.want, " ok") != (err == nil) || strings.HasSuffix(c.want, "app_error") != errors.As(err, &ae) {
+				t.Fatalf("%s::%s: %v, want %s", c.service, c.method, err, c.want)
+			}
+		}
+		want[c.want] += float64(c.n)
+	}
+	var got map[string]float64
+	testkit.WaitFor(t, 2*time.Second, "every call counted", func() bool {
+		got = samples(scrape(t, a.AdminAddr()), "mesh_calls_total", "caller", "service", "method", "result")
+		return maps.Equal(got, want)
+	})
+	mfs := scrape(t, a.AdminAddr())
+	byEdge := samples(mfs, "mesh_call_duration_seconds", "caller", "service", "method")
+	for k, n := range want {
+		edge := strings.Join(strings.Fields(k)[:3], " ")
+		if byEdge[edge] < n {
+			t.Errorf("latency of %s counts %v calls, want at least %v", edge, byEdge[edge], n)
+		}
+	}
+	if got := samples(scrape(t, b.AdminAddr()), "mesh_calls_total", "caller"); len(got) != 0 {
+		t.Errorf("the destination's meshd counted calls again: %v", got)
+	}
+	if got := samples(scrape(t, b.AdminAddr()), "mesh_stage_refusals_total", "stage", "service"); got["authorize payments"] != 5 {
+		t.Errorf("the destination counted its refusals as %v, want authorize payments: 5 (orders, anonymous)", got)
+	}
+	t.Logf("counted at the caller's meshd: %v", slices.Sorted(maps.Keys(got)))
+}
+
+// The labels a meshd writes never clash with Prometheus's target labels,
+// and the standard collectors are there.
+func TestMetricsHaveNoTargetLabels(t *testing.T) {
+	d := startMeshd(t, "127.0.0.1:0", discovery.NewLocal())
+	echoServer(t, d.Addr(), "svc")
+	if _, err := callEcho(dialMeshd(t, d.Addr()), "svc", nil); err != nil {
+		t.Fatal(err)
+	}
+	mfs := scrape(t, d.AdminAddr())
+	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total", "mesh_build_info", "mesh_calls_total", "mesh_instance_attempts_total", "mesh_breaker_state"} {
+		if mfs[name] == nil {
+			t.Errorf("no %s", name)
+		}
+	}
+	for name, mf := range mfs {
+		for _, m := range mf.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "instance" || l.GetName() == "job" {
+					t.Errorf("%s has a %q label, which a scrape renames", name, l.GetName())
+				}
+			}
+		}
+	}
+}
+
+// An instance that left is forgotten: its series go after ForgetAfter,
+// while its service's others stay.
+func TestDepartedInstancesLeaveNoSeries(t *testing.T) {
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet,
+		ForgetAfter: 400 * time.Millisecond})
+	echoServer(t, d.Addr(), "svc")
+	goes := echoServer(t, d.Addr(), "svc")
+	c := dialMeshd(t, d.Addr())
+	instances := func() map[string]float64 {
+		return samples(scrape(t, d.AdminAddr()), "mesh_instance_attempt_duration_seconds", "instance_id")
+	}
+	testkit.WaitFor(t, 5*time.Second, "both instances called", func() bool {
+		callEcho(c, "svc", nil)
+		return len(instances()) == 2
+	})
+	goes.Shutdown(context.Background())
+	took := testkit.WaitFor(t, 5*time.Second, "the departed instance's series gone", func() bool {
+		if _, err := callEcho(c, "svc", nil); err != nil {
+			t.Fatal(err)
+		}
+		return len(instances()) == 1
+	})
+	t.Logf("series of the departed instance gone %v after it left (ForgetAfter 400ms)", took.Round(10*time.Millisecond))
+	if got := instances(); len(got) != 1 {
+		t.Fatalf("instances with series: %v", got)
+	}
+}
