@@ -69,6 +69,20 @@ func (d *Daemon) registerMetrics(reg prometheus.Registerer) {
 		gauge("mesh_queued_bytes", "Bytes queued for peers that are not keeping up, past each connection's first 64 KiB (bounded by --max-queued-bytes-total).", nil,
 			func() float64 { return float64(d.queued.Bytes()) }),
 	)
+	if t := d.cfg.Trust; t != nil {
+		source := prometheus.Labels{"source": t.Status().Source}
+		reg.MustRegister(
+			gauge("mesh_tls_cert_expiry_timestamp_seconds", "When the certificate this meshd proves itself with on the host boundary expires, in Unix seconds (0: none yet).", source,
+				func() float64 {
+					if na := t.Status().NotAfter; !na.IsZero() {
+						return float64(na.Unix())
+					}
+					return 0
+				}),
+			counter("mesh_tls_cert_rotations_total", "Certificates (and roots) this meshd took on since it started.", source,
+				func() float64 { return float64(t.Status().Rotations) }),
+		)
+	}
 	for i, why := range closedNames {
 		reg.MustRegister(counter("mesh_connections_closed_total", "TChannel connections closed, by why.",
 			prometheus.Labels{"reason": why}, func() float64 { return float64(d.closed[i].Load()) }))

@@ -19,6 +19,7 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/relay"
+	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/version"
 	"github.com/meshrpc/mesh/router"
@@ -49,6 +50,7 @@ type Options struct {
 	LogFormat       string        `yaml:"log_format"`
 	LogLevel        string        `yaml:"log_level"`
 	DrainTimeout    time.Duration `yaml:"drain_timeout"`
+	ForgetAfter     time.Duration `yaml:"forget_after"`
 	Zipkin          string        `yaml:"zipkin"`
 	ZipkinEnc       string        `yaml:"zipkin_encoding"`
 	TraceRate       string        `yaml:"trace_sample_rate"`
@@ -91,6 +93,7 @@ func Defaults() Options {
 		LogFormat:         "text",
 		LogLevel:          "info",
 		DrainTimeout:      10 * time.Second,
+		ForgetAfter:       routing.ForgetAfter,
 		ZipkinEnc:         tracing.EncodingProto,
 		TraceRate:         "1",
 		TraceService:      "meshd",
@@ -156,6 +159,7 @@ func (o *Options) table() []option {
 		{"log-format", "MESHD_LOG_FORMAT", "log `format`: text or json", &o.LogFormat, nil, nil},
 		{"log-level", "MESHD_LOG_LEVEL", "log `level`: debug, info, warn or error", &o.LogLevel, nil, nil},
 		{"drain-timeout", "MESHD_DRAIN_TIMEOUT", "how long a stop waits for calls in flight", nil, &o.DrainTimeout, nil},
+		{"forget-after", "MESHD_FORGET_AFTER", "how long meshd keeps an instance no call found listed (it left): its breaker, latency and metric series", nil, &o.ForgetAfter, nil},
 		{"zipkin", "MESHD_ZIPKIN", "Zipkin v2 `URL` spans go to (e.g. http://127.0.0.1:9411/api/v2/spans); empty: no tracing", &o.Zipkin, nil, nil},
 		{"zipkin-encoding", "MESHD_ZIPKIN_ENCODING", "`encoding` spans are posted in: proto (Zipkin's proto3, smaller and cheaper) or json", &o.ZipkinEnc, nil, nil},
 		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil, nil},

@@ -46,7 +46,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	}
 	d, err := Start(Config{
 		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
-		Registry: reg, DrainTimeout: o.DrainTimeout, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
+		Registry: reg, DrainTimeout: o.DrainTimeout, ForgetAfter: o.ForgetAfter, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove,
 	})
 	if err != nil {
