@@ -2,12 +2,14 @@ package golden
 
 import (
 	"cmp"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -275,3 +277,58 @@ func hex16(id uint64) string {
 	}
 	return string(b[:])
 }
+
+// Totals are one edge's counts since meshd started.
+type Totals struct {
+	Caller, Service, Method string
+	// Results counts the calls by Result (Edges.String names each).
+	Results []uint64
+	// Buckets counts the calls by latency bucket (not cumulative): the
+	// last is past the largest of Buckets.
+	Buckets [len(Buckets) + 1]uint64
+	// Seconds is the calls' latency summed.
+	Seconds float64
+}
+
+// Snapshot returns every edge's totals, read from the same counters
+// /metrics serves.
+func (e *Edges) Snapshot() []Totals {
+	e.mu.RLock()
+	edges := make([]*Edge, 0, len(e.byLabels))
+	for _, ed := range e.byLabels {
+		edges = append(edges, ed)
+	}
+	e.mu.RUnlock()
+	out := make([]Totals, 0, len(edges))
+	var m dto.Metric
+	for _, ed := range edges {
+		t := Totals{Caller: ed.Caller, Service: ed.Service, Method: ed.Method, Results: make([]uint64, len(ed.calls))}
+		for r := range ed.calls {
+			if c := ed.calls[r].Load(); c != nil {
+				m.Reset()
+				c.Write(&m)
+				t.Results[r] = uint64(m.GetCounter().GetValue())
+			}
+		}
+		m.Reset()
+		ed.latency.(prometheus.Metric).Write(&m)
+		var below uint64
+		for i, b := range m.GetHistogram().GetBucket() {
+			if i < len(Buckets) {
+				t.Buckets[i] = b.GetCumulativeCount() - below
+				below = b.GetCumulativeCount()
+			}
+		}
+		t.Buckets[len(Buckets)] = m.GetHistogram().GetSampleCount() - below
+		t.Seconds = m.GetHistogram().GetSampleSum()
+		out = append(out, t)
+	}
+	return out
+}
+
+// Answered reports whether r is an answer the service meant: ok or an
+// application error, what the success rate counts.
+func Answered(r Result) bool { return r == OK || r == AppError }
+
+// Names lists the label value of every result, by Result.
+func (e *Edges) Names() []string { return slices.Clone(e.results) }
