@@ -140,4 +140,6 @@ func BenchmarkHourOfHistory(b *testing.B) {
 	}
 }
 
-func itoa(n int) string { return string(rune('a'+n%26)) + string(rune('a'+n/26%26)) + string(rune('a'+n/676%26)) }
+func itoa(n int) string {
+	return string(rune('a'+n%26)) + string(rune('a'+n/26%26)) + string(rune('a'+n/676%26))
+}
