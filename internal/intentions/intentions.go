@@ -3,6 +3,7 @@ package intentions
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 )
 
@@ -36,6 +37,7 @@ type Set struct {
 	deflt     Decision // for proven callers no rule matches
 	anonDeflt Decision // for Anonymous callers no rule names
 	n         int
+	rules     []Rule // as compiled, for people (Applying)
 }
 
 type destRules struct {
@@ -51,7 +53,7 @@ type destRules struct {
 // ACL default as for everyone; with the embedded registry, allow only
 // while no intention exists at all).
 func Compile(rules []Rule, defaultAllow, anonymousAllow bool) (*Set, error) {
-	s := &Set{byDest: make(map[string]*destRules), n: len(rules)}
+	s := &Set{byDest: make(map[string]*destRules), n: len(rules), rules: slices.Clone(rules)}
 	s.deflt = Decision{Allow: defaultAllow, Rule: "default deny (no intention matches)"}
 	if defaultAllow {
 		s.deflt.Rule = "default allow (no intention matches)"
@@ -123,6 +125,29 @@ func (s *Set) Decide(source []byte, dest string) Decision {
 		return *s.anyDest.any
 	}
 	return s.deflt
+}
+
+// Applying lists, for people, the rules that can decide calls to dest (its
+// own and the "*" destination's, most specific first, as Decide weighs
+// them) and what decides when none matches.
+func (s *Set) Applying(dest string) (rules []Rule, defaults []string) {
+	rank := func(r Rule) int {
+		n := 0
+		if r.Destination == "*" {
+			n += 2
+		}
+		if r.Source == "*" {
+			n++
+		}
+		return n
+	}
+	for _, r := range s.rules {
+		if r.Destination == dest || r.Destination == "*" {
+			rules = append(rules, r)
+		}
+	}
+	slices.SortStableFunc(rules, func(a, b Rule) int { return rank(a) - rank(b) })
+	return rules, []string{s.deflt.Rule, s.anonDeflt.Rule}
 }
 
 // Len is the number of rules.

@@ -14,6 +14,8 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/dashboard"
+	"github.com/meshrpc/mesh/internal/figures"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/lograte"
 	"github.com/meshrpc/mesh/internal/relay"
@@ -52,6 +54,9 @@ type Config struct {
 	Registry discovery.Registry
 	// DrainTimeout bounds how long a stop waits for calls in flight.
 	DrainTimeout time.Duration
+	// Traces is the trace backend the dashboard reads traces from (nil:
+	// none).
+	Traces *dashboard.Traces
 	// ForgetAfter is how long the relay keeps what it learned of an
 	// instance no call found listed since (its breaker, its latency, its
 	// metric series); default routing.ForgetAfter.
@@ -93,9 +98,11 @@ type Daemon struct {
 	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
 
-	metrics  *prometheus.Registry // what /metrics serves (metrics.go)
-	stop     chan struct{}        // closed by Shutdown: background loops end
-	stopOnce sync.Once
+	metrics   *prometheus.Registry // what /metrics serves (metrics.go)
+	stop      chan struct{}        // closed by Shutdown: background loops end
+	stopOnce  sync.Once
+	history   *figures.History // the golden figures over the last hour (opsview.go)
+	policyLog policyLog
 
 	advertRefused   atomic.Int64 // advertises the rule or Consul refused
 	identifyRefused atomic.Int64 // identify calls without proof
@@ -186,6 +193,7 @@ func Start(cfg Config) (*Daemon, error) {
 		logLimit: logLimit,
 		metrics:  newMetrics(),
 		stop:     make(chan struct{}),
+		history:  figures.New(),
 	}
 	d.queued = &conn.QueueBudget{Max: int64(d.limits.MaxQueuedTotal)}
 	d.apps.byCon = make(map[*conn.Conn]*app)
@@ -201,8 +209,14 @@ func Start(cfg Config) (*Daemon, error) {
 		Allowed:  d.allowed,
 		Metrics:  d.metrics,
 	})
+	sources := map[string]string{}
+	for k := range cfg.Policies {
+		sources[k] = "the config file"
+	}
+	d.policyLog.setSources(sources)
 	d.registerMetrics(d.metrics)
 	go d.forget()
+	go d.sample()
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {

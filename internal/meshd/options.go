@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -55,6 +56,9 @@ type Options struct {
 	ZipkinEnc       string        `yaml:"zipkin_encoding"`
 	TraceRate       string        `yaml:"trace_sample_rate"`
 	TraceService    string        `yaml:"trace_service"`
+	TraceQuery      string        `yaml:"trace_query"`
+	TraceQueryAPI   string        `yaml:"trace_query_api"`
+	TraceUI         string        `yaml:"trace_ui"`
 	// Limits (docs/LIMITS.md).
 	MaxConns          int           `yaml:"max_connections"`
 	MaxConnsPerAddr   int           `yaml:"max_connections_per_addr"`
@@ -97,6 +101,7 @@ func Defaults() Options {
 		ZipkinEnc:         tracing.EncodingProto,
 		TraceRate:         "1",
 		TraceService:      "meshd",
+		TraceQueryAPI:     "jaeger",
 
 		MaxConns:          DefaultConnections,
 		MaxConnsPerAddr:   DefaultConnectionsPerAddr,
@@ -164,6 +169,9 @@ func (o *Options) table() []option {
 		{"zipkin-encoding", "MESHD_ZIPKIN_ENCODING", "`encoding` spans are posted in: proto (Zipkin's proto3, smaller and cheaper) or json", &o.ZipkinEnc, nil, nil},
 		{"trace-sample-rate", "MESHD_TRACE_SAMPLE_RATE", "share of new traces recorded, 0 to 1; calls arriving with a trace keep its decision", &o.TraceRate, nil, nil},
 		{"trace-service", "MESHD_TRACE_SERVICE", "service `name` of meshd's spans", &o.TraceService, nil, nil},
+		{"trace-query", "MESHD_TRACE_QUERY", "base `URL` of the trace backend's query API the dashboard reads traces from (e.g. Jaeger's http://127.0.0.1:16686); empty: no traces in the dashboard", &o.TraceQuery, nil, nil},
+		{"trace-query-api", "MESHD_TRACE_QUERY_API", "which query `API` --trace-query speaks: jaeger (/api/traces) or zipkin (/api/v2/traces)", &o.TraceQueryAPI, nil, nil},
+		{"trace-ui", "MESHD_TRACE_UI", "base `URL` of the trace UI the dashboard links traces to (default: --trace-query)", &o.TraceUI, nil, nil},
 		{"max-connections", "MESHD_MAX_CONNECTIONS", "TChannel connections meshd holds at most; more are closed at once", nil, nil, &o.MaxConns},
 		{"max-connections-per-addr", "MESHD_MAX_CONNECTIONS_PER_ADDR", "connections from one remote IP address at most", nil, nil, &o.MaxConnsPerAddr},
 		{"handshake-timeout", "MESHD_HANDSHAKE_TIMEOUT", "a new connection that has not completed the init exchange by then is closed", nil, &o.HandshakeTimeout, nil},
@@ -324,6 +332,14 @@ func (o Options) validate() error {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(o.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.LogLevel)
+	}
+	if o.TraceQueryAPI != "jaeger" && o.TraceQueryAPI != "zipkin" {
+		return fmt.Errorf("--trace-query-api %q: want jaeger or zipkin", o.TraceQueryAPI)
+	}
+	if o.TraceQuery != "" {
+		if u, err := url.Parse(o.TraceQuery); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--trace-query %q: want an http(s) URL", o.TraceQuery)
+		}
 	}
 	if o.ZipkinEnc != tracing.EncodingProto && o.ZipkinEnc != tracing.EncodingJSON {
 		return fmt.Errorf("--zipkin-encoding %q: want proto or json", o.ZipkinEnc)

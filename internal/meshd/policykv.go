@@ -3,9 +3,11 @@ package meshd
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/follow"
 	"github.com/meshrpc/mesh/router"
 )
@@ -44,8 +46,10 @@ func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
 	lastGood := router.Policies{}
 	return func(kv map[string][]byte) {
 		next := router.Policies{}
+		sources := map[string]string{}
 		for k, v := range file {
 			next[k] = v
+			sources[k] = "the config file"
 		}
 		seen := map[string]bool{}
 		for key, val := range kv {
@@ -57,13 +61,16 @@ func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
 			p, err := router.ParsePolicy(val)
 			if err != nil {
 				d.log.Error("policy in consul refused; keeping the last good one", "service", service, "key", key, "err", err)
+				d.policyLog.reject(dashboard.Rejection{At: time.Now(), Service: service, Source: "consul kv " + key, Error: err.Error()})
 				if good, ok := lastGood[service]; ok {
 					next[service] = good
+					sources[service] = "consul kv " + key + " (its last good value)"
 				}
 				continue
 			}
 			lastGood[service] = p
 			next[service] = p
+			sources[service] = "consul kv " + key
 		}
 		for s := range lastGood {
 			if !seen[s] {
@@ -72,8 +79,10 @@ func (d *Daemon) policiesFromKV(file router.Policies) func(map[string][]byte) {
 		}
 		if err := d.SetPolicies(next); err != nil {
 			d.log.Error("policies refused", "err", err)
+			d.policyLog.reject(dashboard.Rejection{At: time.Now(), Source: "consul kv " + PolicyPrefix, Error: err.Error()})
 			return
 		}
+		d.policyLog.setSources(sources)
 		d.log.Info("policies updated from consul", "services", len(kv))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
+	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/tracing"
 )
 
@@ -47,7 +49,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	d, err := Start(Config{
 		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, ForgetAfter: o.ForgetAfter, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
-		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove,
+		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove, Traces: o.traces(),
 	})
 	if err != nil {
 		sec.close()
@@ -110,4 +112,12 @@ func openRegistry(ctx context.Context, o Options, log *slog.Logger) (discovery.R
 		}
 	}
 	return local, nil
+}
+
+// traces is the trace backend the dashboard reads (nil: --trace-query unset).
+func (o Options) traces() *dashboard.Traces {
+	if o.TraceQuery == "" {
+		return nil
+	}
+	return &dashboard.Traces{API: o.TraceQueryAPI, URL: strings.TrimRight(o.TraceQuery, "/"), UI: strings.TrimRight(o.TraceUI, "/"), Service: o.TraceService}
 }

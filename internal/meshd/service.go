@@ -52,6 +52,12 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 			return nil, frame.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
 		}
 		out = insts
+	case methodReport:
+		r, err := d.handleReport(ctx, req.Arg3)
+		if err != nil {
+			return nil, err
+		}
+		out = r
 	case "explain":
 		var q struct {
 			SpanID string `json:"span_id"`

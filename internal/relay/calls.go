@@ -28,10 +28,10 @@ type relayed struct {
 	checkReq, checkRes bool
 	lastHop            bool // the call came from another meshd
 	appErr             bool // the answer is an application error; set by the callee's read loop
-	// A first hop's call is counted on its edge (golden.go) when it ends:
-	// as refusal when another meshd refused it, else as its outcome says.
+	// A first hop's call is counted on its edge (rec.edge, golden.go) when
+	// it ends: as refusal when another meshd refused it, else as its
+	// outcome says.
 	refusal golden.Result
-	edge    *golden.Edge
 
 	mu          sync.Mutex // guards the rest once the call is in the tables
 	reqDone     bool       // the request's last frame went out
@@ -194,7 +194,7 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 		return false
 	}
 	rc.done = true
-	refusal, edge := rc.refusal, rc.edge
+	refusal, edge := rc.refusal, rc.rec.edge
 	att := rc.attempt
 	rc.attempt = routing.Attempt{}
 	if !rc.between {
@@ -220,11 +220,11 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 	r.remove(dst, dstID, rc, true)
 	r.remove(rc.src, rc.srcID, rc, false)
 	r.inflight.Add(-1)
+	rc.rec.result, rc.rec.took = r.countCall(rc, edge, refusal, o, ht != nil)
 	if rc.rec.n > 0 {
 		r.recent.add(&rc.rec)
 	}
 	att.Done(o)
-	r.countCall(rc, edge, refusal, o, ht != nil)
 	r.endSpan(rc, ht, o)
 	if saved != nil {
 		r.unkeep(srcT, savedN)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/golden"
 	"github.com/meshrpc/mesh/internal/routing"
 )
 
@@ -36,8 +37,11 @@ type record struct {
 	more     *[2]attemptRecord
 	tracing  frame.Tracing
 	caller   string        // interned (names)
+	edge     *golden.Edge  // of a first hop's call: its method, as counted
+	took     time.Duration // from the call's first frame to its end
 	n        uint8         // attempts recorded
 	code     frame.ErrCode // of a refusal
+	result   golden.Result // as counted on the edge
 }
 
 // maxRecorded is how many attempts of one call a record keeps.
@@ -77,14 +81,16 @@ type recentCalls struct {
 	next  atomic.Uint64
 	slots [1024]struct {
 		mu  sync.Mutex
+		seq uint64 // 1 + the call's number: a reader knows the slot is written
 		rec record
 	}
 }
 
 func (rc *recentCalls) add(rec *record) {
-	s := &rc.slots[(rc.next.Add(1)-1)%uint64(len(rc.slots))]
+	i := rc.next.Add(1) - 1
+	s := &rc.slots[i%uint64(len(rc.slots))]
 	s.mu.Lock()
-	s.rec = *rec
+	s.rec, s.seq = *rec, i+1
 	s.mu.Unlock()
 }
 
@@ -93,14 +99,22 @@ func (rc *recentCalls) add(rec *record) {
 type Explanation struct {
 	At      time.Time `json:"at"`
 	Service string    `json:"service"`
-	Caller  string    `json:"caller,omitempty"`
-	TraceID string    `json:"trace_id"`
-	SpanID  string    `json:"span_id"`
+	// Method is the method as counted on the call's edge (golden: capped,
+	// "_unknown" for no such service); empty on a call's last hop.
+	Method  string `json:"method,omitempty"`
+	Caller  string `json:"caller,omitempty"`
+	TraceID string `json:"trace_id"`
+	SpanID  string `json:"span_id"`
 	// Stage names the stage that refused the call, with Refused its words.
 	Stage    string        `json:"stage,omitempty"`
 	Refused  string        `json:"refused,omitempty"`
 	Attempts []AttemptInfo `json:"attempts,omitempty"`
 	Result   string        `json:"result"`
+	// Outcome is the result label the call was counted under
+	// (mesh_calls_total), and Millis the whole call's time, retries
+	// included.
+	Outcome string  `json:"outcome,omitempty"`
+	Millis  float64 `json:"ms"`
 }
 
 // AttemptInfo is one attempt in words.
@@ -112,9 +126,11 @@ type AttemptInfo struct {
 	Millis   float64 `json:"ms"`
 }
 
-func (rec *record) explain() Explanation {
+// explain puts rec in words; results names its outcome (nil: left out).
+func (rec *record) explain(results *golden.Edges) Explanation {
 	e := Explanation{
 		At:      rec.at,
+		Millis:  float64(rec.took.Microseconds()) / 1000,
 		Service: rec.service,
 		Caller:  rec.caller,
 		TraceID: fmt.Sprintf("%016x", rec.tracing.TraceID),
@@ -130,6 +146,12 @@ func (rec *record) explain() Explanation {
 			info.Result = a.result.String()
 		}
 		e.Attempts = append(e.Attempts, info)
+	}
+	if rec.edge != nil {
+		e.Method = rec.edge.Method
+	}
+	if results != nil {
+		e.Outcome = results.String(rec.result)
 	}
 	switch {
 	case rec.refused != "":
@@ -159,9 +181,44 @@ func (r *Relay) Recent(service string, spanID uint64, limit int) []Explanation {
 		s := &r.recent.slots[(next-i)%n]
 		s.mu.Lock()
 		if (service == "" || s.rec.service == service) && (spanID == 0 || s.rec.tracing.SpanID == spanID) {
-			out = append(out, s.rec.explain())
+			out = append(out, s.rec.explain(r.edges))
 		}
 		s.mu.Unlock()
 	}
 	return slices.Clip(out)
+}
+
+// Since returns the explanations of the calls recorded after cursor (0:
+// from the oldest kept), oldest first, at most limit, and the cursor to
+// ask from next; missed counts those the ring dropped before they were
+// read.
+func (r *Relay) Since(cursor uint64, limit int) (out []Explanation, next uint64, missed uint64) {
+	next = r.recent.next.Load()
+	n := uint64(len(r.recent.slots))
+	from := cursor
+	if next > n && from < next-n {
+		if cursor > 0 {
+			missed = next - n - from
+		}
+		from = next - n
+	}
+	if next-from > uint64(limit) {
+		next = from + uint64(limit)
+	}
+	for i := from; i < next; i++ {
+		s := &r.recent.slots[i%n]
+		s.mu.Lock()
+		seq := s.seq
+		if seq == i+1 {
+			out = append(out, s.rec.explain(r.edges))
+		}
+		s.mu.Unlock()
+		switch {
+		case seq < i+1: // taken, not yet written: ask again from here
+			return out, i, missed
+		case seq > i+1: // overwritten meanwhile
+			missed++
+		}
+	}
+	return out, next, missed
 }

@@ -32,7 +32,7 @@ func TestExplanationOfRecordedCall(t *testing.T) {
 		rec.add(c.Instance(), c.Choice())
 		rec.end(o, time.Duration(i+1)*time.Millisecond)
 	}
-	e := rec.explain()
+	e := rec.explain(nil)
 	if e.Caller != "billing" || len(e.Attempts) != 2 || e.Result != "ok" || e.Attempts[0].Instance == e.Attempts[1].Instance {
 		t.Fatalf("explanation = %+v", e)
 	}
@@ -43,7 +43,7 @@ func TestExplanationOfRecordedCall(t *testing.T) {
 		t.Fatalf("second attempt = %+v", a)
 	}
 	refused := record{service: "kv", stage: "kill_switch", refused: "calls from x to kv are blocked", code: frame.ErrCodeDeclined}
-	if e := refused.explain(); e.Stage != "kill_switch" || e.Result != "refused: declined" || len(e.Attempts) != 0 {
+	if e := refused.explain(nil); e.Stage != "kill_switch" || e.Result != "refused: declined" || len(e.Attempts) != 0 {
 		t.Fatalf("refusal = %+v", e)
 	}
 }

@@ -69,20 +69,22 @@ func beforeDiscovery(stage string) bool {
 }
 
 // countCall counts a first hop's call rc, which ended as o, on its edge
-// (nil: not a first hop's), as refusal when another meshd refused it.
-func (r *Relay) countCall(rc *relayed, edge *golden.Edge, refusal golden.Result, o routing.Outcome, sampled bool) {
-	if edge == nil {
-		return
-	}
+// (nil: not a first hop's), as refusal when another meshd refused it; it
+// returns the result and the call's time, for its record.
+func (r *Relay) countCall(rc *relayed, edge *golden.Edge, refusal golden.Result, o routing.Outcome, sampled bool) (golden.Result, time.Duration) {
 	res := golden.Answer(o.Code, o.AppErr)
 	if refusal != 0 {
 		res = refusal
 	}
-	var trace uint64
-	if sampled {
-		trace = rc.hop.TraceID
+	took := time.Since(rc.call.Now)
+	if edge != nil {
+		var trace uint64
+		if sampled {
+			trace = rc.hop.TraceID
+		}
+		edge.Done(res, took, trace)
 	}
-	edge.Done(res, time.Since(rc.call.Now), trace)
+	return res, took
 }
 
 // remoteRefusal is the result of an error frame's payload from another

@@ -41,7 +41,7 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	// The headers alias the read loop's buffer: unpark points them at the
 	// held copy.
 	c.Headers, c.ShardKey = nil, nil
-	rc.edge = r.edgeOf(rc, f, req, false) // until it is routed: a timeout counts here
+	rc.rec.edge = r.edgeOf(rc, f, req, false) // until it is routed: a timeout counts here
 	wait := c.Wait
 	r.countParked(c)
 	r.inflight.Add(1)
@@ -96,7 +96,7 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		if err != nil {
 			stage := r.firstHop.StoppedAt(c)
 			rc.refusal = r.edges.Refused(stage) // finish counts it so
-			rc.edge = r.edgeOf(rc, f, &req, !beforeDiscovery(stage))
+			rc.rec.edge = r.edgeOf(rc, f, &req, !beforeDiscovery(stage))
 			rc.mu.Unlock()
 			if r.finish(rc, routing.CallerGone) {
 				r.refuseCall(rc.src, f, &req, rc, stage, err)
@@ -105,7 +105,7 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		}
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
 		r.keepMethod(f, &req)
-		rc.edge = r.edgeOf(rc, f, &req, true)
+		rc.rec.edge = r.edgeOf(rc, f, &req, true)
 		r.dispatch(rc, f, &req) // unlocks
 		return
 	}

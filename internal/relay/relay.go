@@ -164,6 +164,19 @@ func (r *Relay) Stats() Stats {
 // since before now-after (routing.Balancer.Forget).
 func (r *Relay) Forget(now time.Time, after time.Duration) { r.bal.Forget(now, after) }
 
+// Policy is the policy in force for service.
+func (r *Relay) Policy(service string) router.Policy { return r.bal.Policy(service) }
+
+// Breakers lists the circuit breakers of the instances the relay knows.
+func (r *Relay) Breakers() []routing.Breaker { return r.bal.Breakers() }
+
+// CallTotals are the counts of the calls that entered the mesh here, per
+// edge (internal/golden).
+func (r *Relay) CallTotals() []golden.Totals { return r.edges.Snapshot() }
+
+// Peer is a connection to the meshd at addr (dialled if there is none).
+func (r *Relay) Peer(addr string) (*conn.Conn, error) { return r.peers.Get(addr) }
+
 // Peers lists the meshds this relay has connections to.
 func (r *Relay) Peers() []string { return r.peers.Addrs() }
 
@@ -208,7 +221,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	}
 	if !rc.lastHop {
 		r.keepMethod(f, req)
-		rc.edge = r.edgeOf(rc, f, req, true)
+		rc.rec.edge = r.edgeOf(rc, f, req, true)
 	}
 	r.forward(from, f, req, rc, callerName)
 	return true

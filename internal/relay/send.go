@@ -21,18 +21,19 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 		label = golden.Unknown
 	}
 	r.countRefusal(stage, label)
-	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code}
-	rec.caller = r.names.intern(caller)
-	r.recent.add(&rec)
 	trace := r.refusedSpan(f, req, service, caller, stage, e)
+	took := time.Since(rc.call.Now)
 	msg := e.Message
+	res := r.edges.Refused(stage)
 	if rc.lastHop { // the first meshd counts the call by this cause (golden.go)
 		msg = refusedAt + stage + ": " + msg
 	} else if !rc.done { // a parked call that ended was counted by finish
-		rc.refusal = r.edges.Refused(stage)
-		rc.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage))
-		rc.edge.Done(rc.refusal, time.Since(rc.call.Now), trace)
+		rc.rec.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage))
+		rc.rec.edge.Done(res, took, trace)
 	}
+	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code,
+		caller: r.names.intern(caller), edge: rc.rec.edge, result: res, took: took}
+	r.recent.add(&rec)
 	r.refuse(c, f.ID, req.Tracing, e.Code, msg)
 }
 

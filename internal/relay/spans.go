@@ -122,7 +122,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 	events := ht.events
 	if rec.n > 1 {
 		tag(tracing.Tag{Key: "mesh.attempts", Value: strconv.Itoa(int(rec.n))})
-		for i, a := range rec.explain().Attempts {
+		for i, a := range rec.explain(nil).Attempts {
 			events = append(events, tracing.Event{Name: fmt.Sprintf("attempt %d", i+1), Time: time.Now(), Attrs: []attribute.KeyValue{
 				attribute.String("mesh.instance", a.Instance),
 				attribute.String("mesh.why", a.Why),

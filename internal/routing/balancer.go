@@ -223,3 +223,6 @@ func mix64(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	return x ^ x>>31
 }
+
+// Policy is the policy in force for service.
+func (b *Balancer) Policy(service string) router.Policy { return b.policies.limits(service).policy }

@@ -197,3 +197,31 @@ func (b *Balancer) Forget(now time.Time, after time.Duration) (forgot int) {
 	})
 	return forgot
 }
+
+// Breaker is the state of one instance's circuit breaker, for people.
+type Breaker struct {
+	Service string `json:"service"`
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	State   string `json:"state"` // closed, half_open, open
+}
+
+// Breakers lists the breakers of the instances the Balancer knows.
+func (b *Balancer) Breakers() []Breaker {
+	var out []Breaker
+	b.eps.m.Range(func(_, v any) bool {
+		e := v.(*endpoint)
+		out = append(out, Breaker{Service: e.service, ID: e.id, Addr: e.addr, State: stateName(e.breaker.State())})
+		return true
+	})
+	return out
+}
+
+func stateName(s gobreaker.State) string {
+	for _, bs := range breakerStates {
+		if bs.state == s {
+			return bs.name
+		}
+	}
+	return s.String()
+}
