@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"encoding/json"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +119,8 @@ func span(r *http.Request) (time.Duration, bool) {
 func (d *dash) gather(r *http.Request, d0 time.Duration, series string) *mesh {
 	ctx := r.Context()
 	reports := []Report{d.cfg.Self(ctx, d0, series)}
-	if r.URL.Query().Get("scope") != "local" && d.cfg.Peers != nil && d.cfg.Fetch != nil {
+	whole := r.URL.Query().Get("scope") != "local"
+	if whole && d.cfg.Peers != nil && d.cfg.Fetch != nil {
 		peers := d.cfg.Peers(ctx)
 		got := make([]Report, len(peers))
 		var wg sync.WaitGroup
@@ -135,7 +138,7 @@ func (d *dash) gather(r *http.Request, d0 time.Duration, series string) *mesh {
 		wg.Wait()
 		reports = append(reports, got...)
 	}
-	return addUp(reports)
+	return addUp(reports, whole)
 }
 
 // ServiceRow is one service in the services view.
@@ -167,13 +170,14 @@ func (d *dash) services(w http.ResponseWriter, r *http.Request) {
 		}
 		callers[e.Service][e.Caller] = true
 	}
-	v := ServicesView{Seconds: sp.Seconds(), Meshds: m.meshds, Services: []ServiceRow{}}
+	secs := m.covered(sp)
+	v := ServicesView{Seconds: secs, Meshds: m.meshds, Services: []ServiceRow{}}
 	for _, name := range m.names() {
 		row := ServiceRow{Name: name, Callers: len(callers[name]), Instances: m.instances[name]}
 		if win := m.services[name]; win != nil {
-			row.Figures = win.Figures(sp.Seconds())
+			row.Figures = win.Figures(secs)
 		} else {
-			row.Figures = figures.Window{}.Figures(sp.Seconds())
+			row.Figures = figures.Window{}.Figures(secs)
 		}
 		v.Services = append(v.Services, row)
 	}
@@ -216,12 +220,13 @@ func (d *dash) service(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	m := d.gather(r, sp, name)
 	edgeSp := min(sp, figures.EdgeKeep)
-	v := ServiceView{Name: name, Seconds: sp.Seconds(), EdgeSeconds: edgeSp.Seconds(), Meshds: m.meshds, Instances: m.instances[name]}
+	secs, edgeSecs := m.covered(sp), m.covered(edgeSp)
+	v := ServiceView{Name: name, Seconds: secs, EdgeSeconds: edgeSecs, Meshds: m.meshds, Instances: m.instances[name]}
 	win := figures.Window{}
 	if w := m.services[name]; w != nil {
 		win = *w
 	}
-	v.Figures = win.Figures(sp.Seconds())
+	v.Figures = win.Figures(secs)
 	callers, callees, methods := map[string]*figures.Window{}, map[string]*figures.Window{}, map[string]*figures.Window{}
 	for e, w := range m.edges {
 		if e.Service == name {
@@ -232,7 +237,7 @@ func (d *dash) service(w http.ResponseWriter, r *http.Request) {
 			add(callees, e.Service, *w)
 		}
 	}
-	v.Callers, v.Callees, v.Methods = rows(callers, edgeSp), rows(callees, edgeSp), rows(methods, edgeSp)
+	v.Callers, v.Callees, v.Methods = rows(callers, edgeSecs), rows(callees, edgeSecs), rows(methods, edgeSecs)
 	if d.cfg.Details != nil {
 		v.Details = d.cfg.Details(name)
 	}
@@ -253,12 +258,12 @@ func (d *dash) service(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, v)
 }
 
-func rows(m map[string]*figures.Window, sp time.Duration) []EdgeRow {
+func rows(m map[string]*figures.Window, seconds float64) []EdgeRow {
 	out := []EdgeRow{}
 	for name, w := range m {
-		out = append(out, EdgeRow{Name: name, Figures: w.Figures(sp.Seconds())})
+		out = append(out, EdgeRow{Name: name, Figures: w.Figures(seconds)})
 	}
-	slices.SortFunc(out, func(a, b EdgeRow) int { return int(b.Calls) - int(a.Calls) })
+	slices.SortFunc(out, func(a, b EdgeRow) int { return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Name, b.Name)) })
 	return out
 }
 

@@ -15,7 +15,7 @@ import (
 type Report struct {
 	Meshd   string  `json:"meshd"` // its host address
 	Node    string  `json:"node"`
-	Seconds float64 `json:"seconds"` // the span of the windows
+	Seconds float64 `json:"seconds"` // the span the windows cover: the range asked, or less on a young meshd
 	// Services and Edges are the calls that entered the mesh at this meshd.
 	Services map[string]figures.Window `json:"services"`
 	Edges    []EdgeWindow              `json:"edges"`
@@ -66,7 +66,8 @@ type InstanceState struct {
 	Open    int    `json:"open_at"`
 }
 
-func addUp(reports []Report) *mesh {
+// addUp sums reports; complete says they are every meshd's.
+func addUp(reports []Report, complete bool) *mesh {
 	m := &mesh{services: map[string]*figures.Window{}, edges: map[figures.Edge]*figures.Window{}, series: map[int64]*figures.Window{},
 		instances: map[string][]InstanceState{}, known: map[string]bool{}}
 	byID := map[string]*InstanceState{}
@@ -113,7 +114,14 @@ func addUp(reports []Report) *mesh {
 			m.known[s] = true
 		}
 	}
+	// With every meshd in the mesh answering, an instance no meshd serves
+	// has left (a breaker remembers it a while); otherwise it may be one a
+	// silent meshd serves, and stays, marked unserved.
+	complete = complete && !slices.ContainsFunc(m.meshds, func(s MeshdState) bool { return !s.OK })
 	for id, st := range byID {
+		if complete && !st.Serve {
+			continue
+		}
 		m.instances[svcOf[id]] = append(m.instances[svcOf[id]], *st)
 	}
 	for _, list := range m.instances {
@@ -138,6 +146,15 @@ func cmpStrings(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// covered is the seconds of d the answering meshds' history covers (the
+// oldest's): a rate over a young mesh is not diluted by time it did not see.
+func (m *mesh) covered(d time.Duration) float64 {
+	if m.seconds == 0 {
+		return d.Seconds()
+	}
+	return min(m.seconds, d.Seconds())
 }
 
 // names lists every service the mesh knows of: listed by a registry,

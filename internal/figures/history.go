@@ -67,6 +67,7 @@ type History struct {
 	last     map[Edge]golden.Totals // the counters at the previous step
 	edges    map[Edge]*ring
 	services map[string]*ring
+	firstAt  time.Time // of the first step: the counters' baseline
 	lastAt   time.Time
 	quiet    map[Edge]int // steps an edge has had no call
 }
@@ -154,7 +155,18 @@ func (h *History) Add(now time.Time, totals []golden.Totals) {
 		r.push(*s)
 		h.services[name] = r
 	}
+	if h.firstAt.IsZero() {
+		h.firstAt = now
+	}
 	h.lastAt = now
+}
+
+// Covered is how much of the last d the steps cover: less than d while
+// the history is younger than d.
+func (h *History) Covered(d time.Duration) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return min(d, h.lastAt.Sub(h.firstAt))
 }
 
 // Span is a time range ending at the last step: its start (unix seconds,

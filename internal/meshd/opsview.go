@@ -41,7 +41,7 @@ func (d *Daemon) report(ctx context.Context, span time.Duration, series string) 
 	r := dashboard.Report{
 		Meshd:     d.cfg.Advertise,
 		Node:      d.cfg.NodeName,
-		Seconds:   span.Seconds(),
+		Seconds:   d.history.Covered(span).Seconds(),
 		Services:  d.history.Services(span),
 		Instances: d.localInstances(),
 		Breakers:  d.relay.Breakers(),

@@ -38,6 +38,7 @@ async function getJSON(path) {
 const fmt = {
   rate: (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)),
   pct: (v, calls) => (calls ? (100 * v).toFixed(v >= 0.9995 || v === 0 ? 0 : 2) + "%" : "—"),
+  span: (s) => (s >= 120 ? Math.round(s / 60) + " min" : Math.round(s) + " s"),
   ms: (v, calls) => (calls ? (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)) + " ms" : "—"),
 };
 
@@ -120,7 +121,7 @@ async function viewServices() {
   const draw = () => {
     const f = state.filter.toLowerCase();
     const rows = sortRows(data.services.filter((s) => s.name.toLowerCase().includes(f)), state.sort);
-    count.textContent = `${rows.length} of ${data.services.length} services, over ${data.range_seconds / 60} min`;
+    count.textContent = `${rows.length} of ${data.services.length} services, over the last ${fmt.span(data.range_seconds)}`;
     const cols = figureColumns({ key: "name", label: "service", render: (r) => serviceLink(r.name) });
     cols.push({ key: "callers", label: "callers", num: true });
     cols.push({ key: "instances", label: "instances (breaker)", render: (r) => instanceChips(r.instances) });
@@ -150,6 +151,7 @@ function chart(series) {
     svg.append(t);
     return svg;
   }
+  if (series.length === 1) series = [{ ...series[0], at: new Date(new Date(series[0].at).getTime() - 10000).toISOString() }, series[0]];
   const t0 = new Date(series[0].at).getTime(), t1 = new Date(series[series.length - 1].at).getTime();
   const x = (p) => pad + (W - 2 * pad) * (t1 > t0 ? (new Date(p.at).getTime() - t0) / (t1 - t0) : 1);
   const line = (key, max, cls) => {
@@ -189,7 +191,7 @@ async function viewService(name) {
   const data = await getJSON("/api/v1/services/" + encodeURIComponent(name) + "?" + params());
   showMeshds(data.meshds);
   const card = (k, v, cls) => el("div", { className: "card" }, el("div", { className: "v " + (cls || "") }, v), el("div", { className: "k" }, k));
-  const edgeTable = (rows, linkify) => rows.length === 0 ? el("p", { className: "muted" }, "none in the last " + data.edge_range_seconds / 60 + " min") :
+  const edgeTable = (rows, linkify) => rows.length === 0 ? el("p", { className: "muted" }, "none in the last " + fmt.span(data.edge_range_seconds)) :
     table(figureColumns({ key: "name", label: "name", render: (r) => linkify ? linkify(r.name) : r.name }), rows);
   const d = data.details || {};
   const intentions = (d.intentions || []).map((r) => el("li", {}, `${r.source} => ${r.destination} (${r.action})`));
