@@ -49,8 +49,8 @@ suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzzti
 
 # Integration suites run real programs: a Consul agent built from the module
 # proxy (cached in .cache/bin after the first build), meshds, tchannel-go peers.
-echo "== Debian packages the integration suites run (Prometheus, promtool, systemd-analyze)"
-scripts/debian.sh prometheus=prometheus promtool=prometheus systemd-analyze=systemd || status=1
+echo "== Debian packages the integration suites run (Prometheus, promtool, Chromium, systemd-analyze)"
+scripts/debian.sh prometheus=prometheus promtool=prometheus chromium=chromium systemd-analyze=systemd || status=1
 echo "== building consul and jaeger (cached after the first run)"
 if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1 && scripts/tool.sh jaeger >>"$logs/consul-build.log" 2>&1; then
   suite integration go test -tags integration -count=1 -timeout 30m -v ./discovery/... ./integration/...
