@@ -222,6 +222,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 		query("instances SERVICE", "list a service's healthy instances", "instances", argsBetween(1, 1), func(a []string) any { return map[string]string{"service": a[0]} }),
 		query("status", "show the meshd's status", "status", argsBetween(0, 0), nil),
 		trace, versionCmd)
+	root.AddCommand(opsCommands(o, stdout, stderr)...)
 	return root, o
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -67,11 +68,8 @@ var Ranges = map[string]time.Duration{"1m": time.Minute, "5m": 5 * time.Minute, 
 const peerTimeout = 2 * time.Second
 
 // Handler serves the page under /ui/ and the JSON under /api/v1/.
-func Handler(cfg Config) http.Handler {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	d := &dash{cfg: cfg}
+func (v *Views) Handler() http.Handler {
+	d := &dash{v: v}
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(ui, "ui")
 	mux.Handle("GET /ui/", http.StripPrefix("/ui/", http.FileServerFS(static)))
@@ -79,6 +77,7 @@ func Handler(cfg Config) http.Handler {
 	mux.HandleFunc("GET /api/v1/services", d.services)
 	mux.HandleFunc("GET /api/v1/services/{name}", d.service)
 	mux.HandleFunc("GET /api/v1/report", d.report)
+	mux.HandleFunc("GET /api/v1/edges", d.edges)
 	mux.HandleFunc("GET /api/v1/tail", d.tail)
 	mux.HandleFunc("GET /api/v1/traces", d.traces)
 	return secure(mux)
@@ -95,7 +94,18 @@ func secure(h http.Handler) http.Handler {
 	})
 }
 
-type dash struct{ cfg Config }
+type dash struct{ v *Views }
+
+// Views computes what the dashboard (and meshctl stat, top and tap) show.
+type Views struct{ cfg Config }
+
+// NewViews returns the Views of a meshd.
+func NewViews(cfg Config) *Views {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Views{cfg: cfg}
+}
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -104,31 +114,19 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-// span reads ?range= (default 5m).
-func span(r *http.Request) (time.Duration, bool) {
-	v := r.URL.Query().Get("range")
-	if v == "" {
-		return 5 * time.Minute, true
-	}
-	d, ok := Ranges[v]
-	return d, ok
-}
-
-// gather is the mesh as the meshds in scope report it: this one, and with
-// ?scope=mesh (the default) every other that answers in time.
-func (d *dash) gather(r *http.Request, d0 time.Duration, series string) *mesh {
-	ctx := r.Context()
-	reports := []Report{d.cfg.Self(ctx, d0, series)}
-	whole := r.URL.Query().Get("scope") != "local"
-	if whole && d.cfg.Peers != nil && d.cfg.Fetch != nil {
-		peers := d.cfg.Peers(ctx)
+// gather is the mesh as the meshds in scope report it: this one, and when
+// whole every other that answers in time.
+func (v *Views) gather(ctx context.Context, d0 time.Duration, whole bool, series string) *mesh {
+	reports := []Report{v.cfg.Self(ctx, d0, series)}
+	if whole && v.cfg.Peers != nil && v.cfg.Fetch != nil {
+		peers := v.cfg.Peers(ctx)
 		got := make([]Report, len(peers))
 		var wg sync.WaitGroup
 		for i, p := range peers {
 			wg.Go(func() {
 				pctx, cancel := context.WithTimeout(ctx, peerTimeout)
 				defer cancel()
-				rep, err := d.cfg.Fetch(pctx, p, d0, series)
+				rep, err := v.cfg.Fetch(pctx, p, d0, series)
 				if err != nil {
 					rep = Report{Meshd: p, Error: err.Error()}
 				}
@@ -157,12 +155,34 @@ type ServicesView struct {
 }
 
 func (d *dash) services(w http.ResponseWriter, r *http.Request) {
-	sp, ok := span(r)
+	sp, whole, ok := scope(w, r)
+	if ok {
+		writeJSON(w, d.v.Services(r.Context(), sp, whole))
+	}
+}
+
+// scope reads ?range= and ?scope= (mesh, the default, or local), or
+// answers the request with what is wrong.
+func scope(w http.ResponseWriter, r *http.Request) (span time.Duration, whole, ok bool) {
+	span, ok = Ranges[cmp.Or(r.URL.Query().Get("range"), "5m")]
 	if !ok {
 		http.Error(w, "range: want 1m, 5m, 15m or 1h", http.StatusBadRequest)
-		return
+		return 0, false, false
 	}
-	m := d.gather(r, sp, "")
+	switch r.URL.Query().Get("scope") {
+	case "", "mesh":
+		whole = true
+	case "local":
+	default:
+		http.Error(w, "scope: want mesh or local", http.StatusBadRequest)
+		return 0, false, false
+	}
+	return span, whole, true
+}
+
+// Services is every service in scope with its figures over sp.
+func (v *Views) Services(ctx context.Context, sp time.Duration, whole bool) ServicesView {
+	m := v.gather(ctx, sp, whole, "")
 	callers := map[string]map[string]bool{}
 	for e := range m.edges {
 		if callers[e.Service] == nil {
@@ -171,17 +191,46 @@ func (d *dash) services(w http.ResponseWriter, r *http.Request) {
 		callers[e.Service][e.Caller] = true
 	}
 	secs := m.covered(sp)
-	v := ServicesView{Seconds: secs, Meshds: m.meshds, Services: []ServiceRow{}}
+	out := ServicesView{Seconds: secs, Meshds: m.meshds, Services: []ServiceRow{}}
 	for _, name := range m.names() {
 		row := ServiceRow{Name: name, Callers: len(callers[name]), Instances: m.instances[name]}
-		if win := m.services[name]; win != nil {
-			row.Figures = win.Figures(secs)
-		} else {
-			row.Figures = figures.Window{}.Figures(secs)
+		win := figures.Window{}
+		if w := m.services[name]; w != nil {
+			win = *w
 		}
-		v.Services = append(v.Services, row)
+		row.Figures = win.Figures(secs)
+		out.Services = append(out.Services, row)
 	}
-	writeJSON(w, v)
+	return out
+}
+
+// EdgeFigures is one caller → service → method edge with its figures.
+type EdgeFigures struct {
+	figures.Edge
+	figures.Figures
+}
+
+// EdgesView is every edge in scope, busiest first.
+type EdgesView struct {
+	Seconds float64       `json:"range_seconds"`
+	Meshds  []MeshdState  `json:"meshds"`
+	Edges   []EdgeFigures `json:"edges"`
+}
+
+// Edges is every edge in scope with its figures over sp (at most
+// figures.EdgeKeep), busiest first.
+func (v *Views) Edges(ctx context.Context, sp time.Duration, whole bool) EdgesView {
+	sp = min(sp, figures.EdgeKeep)
+	m := v.gather(ctx, sp, whole, "")
+	secs := m.covered(sp)
+	out := EdgesView{Seconds: secs, Meshds: m.meshds, Edges: []EdgeFigures{}}
+	for e, w := range m.edges {
+		out.Edges = append(out.Edges, EdgeFigures{Edge: e, Figures: w.Figures(secs)})
+	}
+	slices.SortFunc(out.Edges, func(a, b EdgeFigures) int {
+		return cmp.Or(cmp.Compare(b.Calls, a.Calls), strings.Compare(a.Service+a.Method+a.Caller, b.Service+b.Method+b.Caller))
+	})
+	return out
 }
 
 // EdgeRow is one caller, callee or method of a service with its figures.
@@ -212,21 +261,31 @@ type ServiceView struct {
 }
 
 func (d *dash) service(w http.ResponseWriter, r *http.Request) {
-	sp, ok := span(r)
+	sp, whole, ok := scope(w, r)
 	if !ok {
-		http.Error(w, "range: want 1m, 5m, 15m or 1h", http.StatusBadRequest)
 		return
 	}
-	name := r.PathValue("name")
-	m := d.gather(r, sp, name)
+	v, found := d.v.Service(r.Context(), r.PathValue("name"), sp, whole)
+	if !found {
+		http.Error(w, "no service "+v.Name+" in the mesh", http.StatusNotFound)
+		return
+	}
+	writeJSON(w, v)
+}
+
+// Service is one service in scope over sp: its figures, callers, callees,
+// methods, instances, what governs it, and its history; found is false
+// when the mesh knows nothing of it.
+func (v *Views) Service(ctx context.Context, name string, sp time.Duration, whole bool) (out ServiceView, found bool) {
+	m := v.gather(ctx, sp, whole, name)
 	edgeSp := min(sp, figures.EdgeKeep)
 	secs, edgeSecs := m.covered(sp), m.covered(edgeSp)
-	v := ServiceView{Name: name, Seconds: secs, EdgeSeconds: edgeSecs, Meshds: m.meshds, Instances: m.instances[name]}
+	out = ServiceView{Name: name, Seconds: secs, EdgeSeconds: edgeSecs, Meshds: m.meshds, Instances: m.instances[name]}
 	win := figures.Window{}
 	if w := m.services[name]; w != nil {
 		win = *w
 	}
-	v.Figures = win.Figures(secs)
+	out.Figures = win.Figures(secs)
 	callers, callees, methods := map[string]*figures.Window{}, map[string]*figures.Window{}, map[string]*figures.Window{}
 	for e, w := range m.edges {
 		if e.Service == name {
@@ -237,25 +296,15 @@ func (d *dash) service(w http.ResponseWriter, r *http.Request) {
 			add(callees, e.Service, *w)
 		}
 	}
-	v.Callers, v.Callees, v.Methods = rows(callers, edgeSecs), rows(callees, edgeSecs), rows(methods, edgeSecs)
-	if d.cfg.Details != nil {
-		v.Details = d.cfg.Details(name)
+	out.Callers, out.Callees, out.Methods = rows(callers, edgeSecs), rows(callees, edgeSecs), rows(methods, edgeSecs)
+	if v.cfg.Details != nil {
+		out.Details = v.cfg.Details(name)
 	}
-	steps := slices.Sorted(func(yield func(int64) bool) {
-		for k := range m.series {
-			if !yield(k) {
-				return
-			}
-		}
-	})
-	for _, k := range steps {
-		v.Series = append(v.Series, Point{At: time.Unix(k*int64(figures.Step/time.Second), 0), Figures: m.series[k].Figures(figures.Step.Seconds())})
+	for _, k := range slices.Sorted(maps.Keys(m.series)) {
+		out.Series = append(out.Series, Point{At: time.Unix(k*int64(figures.Step/time.Second), 0), Figures: m.series[k].Figures(figures.Step.Seconds())})
 	}
-	if len(v.Instances) == 0 && len(v.Series) == 0 && win.Calls == 0 && !m.known[name] {
-		http.Error(w, "no service "+name+" in the mesh", http.StatusNotFound)
-		return
-	}
-	writeJSON(w, v)
+	found = len(out.Instances) > 0 || len(out.Series) > 0 || win.Calls > 0 || m.known[name]
+	return out, found
 }
 
 func rows(m map[string]*figures.Window, seconds float64) []EdgeRow {
@@ -269,10 +318,14 @@ func rows(m map[string]*figures.Window, seconds float64) []EdgeRow {
 
 // report serves this meshd's own Report, for tools.
 func (d *dash) report(w http.ResponseWriter, r *http.Request) {
-	sp, ok := span(r)
-	if !ok {
-		http.Error(w, "range: want 1m, 5m, 15m or 1h", http.StatusBadRequest)
-		return
+	if sp, _, ok := scope(w, r); ok {
+		writeJSON(w, d.v.cfg.Self(r.Context(), sp, r.URL.Query().Get("series")))
 	}
-	writeJSON(w, d.cfg.Self(r.Context(), sp, r.URL.Query().Get("series")))
+}
+
+// edges serves every edge, busiest first.
+func (d *dash) edges(w http.ResponseWriter, r *http.Request) {
+	if sp, whole, ok := scope(w, r); ok {
+		writeJSON(w, d.v.Edges(r.Context(), sp, whole))
+	}
 }

@@ -13,29 +13,57 @@ import (
 // tailEvery is how often the live tail reads the calls recorded since.
 const tailEvery = 250 * time.Millisecond
 
-// tailFilter keeps the calls a tail asked for.
-type tailFilter struct {
-	service, caller, method, outcome string
-	failed                           bool    // only calls not answered (ok or app_error)
-	slowMs                           float64 // only calls that took at least this long
+// TailFilter keeps the calls a tail asked for; its zero value keeps all.
+type TailFilter struct {
+	Service string `json:"service,omitempty"`
+	Caller  string `json:"caller,omitempty"`
+	Method  string `json:"method,omitempty"`
+	Outcome string `json:"outcome,omitempty"` // a result label, e.g. timeout
+	// Failed keeps calls not answered (ok or app_error), SlowMs those that
+	// took at least that long; with both, either.
+	Failed bool    `json:"failed,omitempty"`
+	SlowMs float64 `json:"slow_ms,omitempty"`
 }
 
-func (f tailFilter) keep(e relay.Explanation) bool {
+// Keep reports whether e passes the filter.
+func (f TailFilter) Keep(e relay.Explanation) bool {
 	switch {
-	case f.service != "" && e.Service != f.service,
-		f.caller != "" && e.Caller != f.caller,
-		f.method != "" && e.Method != f.method,
-		f.outcome != "" && e.Outcome != f.outcome:
+	case f.Service != "" && e.Service != f.Service,
+		f.Caller != "" && e.Caller != f.Caller,
+		f.Method != "" && e.Method != f.Method,
+		f.Outcome != "" && e.Outcome != f.Outcome:
 		return false
 	}
-	answered := e.Outcome == "ok" || e.Outcome == "app_error"
-	if f.failed && answered && f.slowMs == 0 {
-		return false
-	}
-	if f.slowMs > 0 && e.Millis < f.slowMs && !(f.failed && !answered) {
-		return false
+	failed := e.Outcome != "ok" && e.Outcome != "app_error"
+	slow := f.SlowMs > 0 && e.Millis >= f.SlowMs
+	switch {
+	case f.Failed && f.SlowMs > 0:
+		return failed || slow
+	case f.Failed:
+		return failed
+	case f.SlowMs > 0:
+		return slow
 	}
 	return true
+}
+
+// TailAnswer is what meshd::tail answers meshctl tap.
+type TailAnswer struct {
+	Calls  []relay.Explanation `json:"calls"`
+	Next   uint64              `json:"next"` // the cursor to ask from next
+	Missed uint64              `json:"missed"`
+}
+
+// Tail is the calls recorded after cursor that pass f (at most limit
+// read), the cursor to ask from next, and how many went by unread.
+func (v *Views) Tail(cursor uint64, limit int, f TailFilter) (calls []relay.Explanation, next, missed uint64) {
+	all, next, missed := v.cfg.Since(cursor, limit)
+	for _, c := range all {
+		if f.Keep(c) {
+			calls = append(calls, c)
+		}
+	}
+	return calls, next, missed
 }
 
 // tail streams the calls this meshd records as they end, as server-sent
@@ -45,14 +73,14 @@ func (f tailFilter) keep(e relay.Explanation) bool {
 // that slow (both: either).
 func (d *dash) tail(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := tailFilter{service: q.Get("service"), caller: q.Get("caller"), method: q.Get("method"), outcome: q.Get("outcome"), failed: q.Get("failed") == "1"}
+	f := TailFilter{Service: q.Get("service"), Caller: q.Get("caller"), Method: q.Get("method"), Outcome: q.Get("outcome"), Failed: q.Get("failed") == "1"}
 	if v := q.Get("slow_ms"); v != "" {
 		ms, err := strconv.ParseFloat(v, 64)
 		if err != nil || ms < 0 {
 			http.Error(w, "slow_ms: want milliseconds", http.StatusBadRequest)
 			return
 		}
-		f.slowMs = ms
+		f.SlowMs = ms
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
@@ -61,7 +89,7 @@ func (d *dash) tail(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
-	_, cursor, _ := d.cfg.Since(0, 0) // from now on
+	_, cursor, _ := d.v.cfg.Since(0, 0) // from now on
 	fmt.Fprint(w, ": mesh live tail\n\n")
 	flusher.Flush()
 	t := time.NewTicker(tailEvery)
@@ -73,13 +101,10 @@ func (d *dash) tail(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-t.C:
 		}
-		calls, next, missed := d.cfg.Since(cursor, 1000)
+		calls, next, missed := d.v.Tail(cursor, 1000, f)
 		cursor = next
 		sent := 0
 		for _, c := range calls {
-			if !f.keep(c) {
-				continue
-			}
 			b, _ := json.Marshal(c)
 			fmt.Fprintf(w, "event: call\ndata: %s\n\n", b)
 			sent++

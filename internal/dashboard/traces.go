@@ -227,7 +227,7 @@ func decodeZipkin(res *http.Response) ([]Trace, error) {
 // traces answers with the slowest and the failed recent traces of a
 // service (?service=, ?method=), 10 of each.
 func (d *dash) traces(w http.ResponseWriter, r *http.Request) {
-	if d.cfg.Traces == nil {
+	if d.v.cfg.Traces == nil {
 		http.Error(w, "no trace backend to read: start meshd with --trace-query (Jaeger's or Zipkin's query API)", http.StatusServiceUnavailable)
 		return
 	}
@@ -236,12 +236,12 @@ func (d *dash) traces(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "service: which service's traces", http.StatusBadRequest)
 		return
 	}
-	all, err := d.cfg.Traces.Find(r.Context(), service, r.URL.Query().Get("method"))
+	all, err := d.v.cfg.Traces.Find(r.Context(), service, r.URL.Query().Get("method"))
 	if err != nil {
 		http.Error(w, "reading traces: "+err.Error(), http.StatusBadGateway)
 		return
 	}
-	f := Found{Backend: d.cfg.Traces.API, Slowest: []Trace{}, Failed: []Trace{}}
+	f := Found{Backend: d.v.cfg.Traces.API, Slowest: []Trace{}, Failed: []Trace{}}
 	slices.SortFunc(all, func(a, b Trace) int { return cmp.Compare(b.Millis, a.Millis) })
 	for _, tr := range all {
 		if tr.Error && len(f.Failed) < 10 {

@@ -5,8 +5,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
-
-	"github.com/meshrpc/mesh/internal/dashboard"
 )
 
 // adminHandler serves /health (ready), /live, /status, /calls (recent
@@ -52,10 +50,7 @@ func (d *Daemon) adminHandler() http.Handler {
 		enc.Encode(d.relay.Recent(r.URL.Query().Get("service"), span, limit))
 	})
 	mux.Handle("GET /metrics", metricsHandler(d.metrics))
-	ops := dashboard.Handler(dashboard.Config{
-		Self: d.report, Peers: d.peers, Fetch: d.fetchReport, Details: d.details,
-		Since: d.relay.Since, Traces: d.cfg.Traces, Logger: d.log,
-	})
+	ops := d.views.Handler()
 	mux.Handle("GET /{$}", ops)
 	mux.Handle("GET /ui/", ops)
 	mux.Handle("GET /api/v1/", ops)

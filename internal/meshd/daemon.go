@@ -102,6 +102,7 @@ type Daemon struct {
 	stop      chan struct{}        // closed by Shutdown: background loops end
 	stopOnce  sync.Once
 	history   *figures.History // the golden figures over the last hour (opsview.go)
+	views     *dashboard.Views
 	policyLog policyLog
 
 	advertRefused   atomic.Int64 // advertises the rule or Consul refused
@@ -215,6 +216,10 @@ func Start(cfg Config) (*Daemon, error) {
 	}
 	d.policyLog.setSources(sources)
 	d.registerMetrics(d.metrics)
+	d.views = dashboard.NewViews(dashboard.Config{
+		Self: d.report, Peers: d.peers, Fetch: d.fetchReport, Details: d.details,
+		Since: d.relay.Since, Traces: cfg.Traces, Logger: d.log,
+	})
 	go d.forget()
 	go d.sample()
 	if cfg.Admin != "" {

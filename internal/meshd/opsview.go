@@ -1,6 +1,7 @@
 package meshd
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/figures"
+	"github.com/meshrpc/mesh/internal/relay"
 )
 
 // The ops view: meshd keeps an hour of its golden figures (internal/figures,
@@ -180,4 +182,51 @@ func (l *policyLog) about(service string) (source string, rejected []dashboard.R
 		}
 	}
 	return source, rejected
+}
+
+// opsQuery is what meshctl stat, top and tap ask meshd.
+type opsQuery struct {
+	Range   string               `json:"range"`   // 1m, 5m, 15m or 1h (default 5m)
+	Scope   string               `json:"scope"`   // mesh (default) or local
+	Service string               `json:"service"` // stat: one service's view
+	Cursor  *uint64              `json:"cursor"`  // tail: the calls from this one (none: from now)
+	Filter  dashboard.TailFilter `json:"filter"`  // tail
+}
+
+// handleOps answers meshctl's stat (the services, or one), top (the
+// edges) and tail (the calls since a cursor).
+func (d *Daemon) handleOps(ctx context.Context, method string, arg3 []byte) (any, error) {
+	var q opsQuery
+	if len(arg3) > 0 {
+		if err := json.Unmarshal(arg3, &q); err != nil {
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s: %v", method, err)
+		}
+	}
+	span, ok := dashboard.Ranges[cmp.Or(q.Range, "5m")]
+	if !ok {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s: range %q: want 1m, 5m, 15m or 1h", method, q.Range)
+	}
+	if q.Scope != "" && q.Scope != "mesh" && q.Scope != "local" {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s: scope %q: want mesh or local", method, q.Scope)
+	}
+	whole := q.Scope != "local"
+	switch method {
+	case "stat":
+		if q.Service == "" {
+			return d.views.Services(ctx, span, whole), nil
+		}
+		v, found := d.views.Service(ctx, q.Service, span, whole)
+		if !found {
+			return nil, frame.Errorf(frame.ErrCodeBadRequest, "no service %q in the mesh", q.Service)
+		}
+		return v, nil
+	case "top":
+		return d.views.Edges(ctx, span, whole), nil
+	}
+	if q.Cursor == nil {
+		_, next, _ := d.relay.Since(0, 0)
+		return dashboard.TailAnswer{Calls: []relay.Explanation{}, Next: next}, nil
+	}
+	calls, next, missed := d.views.Tail(*q.Cursor, 1000, q.Filter)
+	return dashboard.TailAnswer{Calls: append([]relay.Explanation{}, calls...), Next: next, Missed: missed}, nil
 }

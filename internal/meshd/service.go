@@ -52,6 +52,12 @@ func (d *Daemon) handleMeshd(ctx context.Context, req *conn.Request) (*conn.Resp
 			return nil, frame.Errorf(frame.ErrCodeUnexpected, "looking up %s: %v", q.Service, err)
 		}
 		out = insts
+	case "stat", "top", "tail":
+		r, err := d.handleOps(ctx, req.Method, req.Arg3)
+		if err != nil {
+			return nil, err
+		}
+		out = r
 	case methodReport:
 		r, err := d.handleReport(ctx, req.Arg3)
 		if err != nil {

@@ -188,12 +188,15 @@ func (r *Relay) Recent(service string, spanID uint64, limit int) []Explanation {
 	return slices.Clip(out)
 }
 
-// Since returns the explanations of the calls recorded after cursor (0:
+// Since returns the explanations of the calls recorded from cursor on (0:
 // from the oldest kept), oldest first, at most limit, and the cursor to
 // ask from next; missed counts those the ring dropped before they were
-// read.
+// read. A limit of 0 returns just the cursor of now.
 func (r *Relay) Since(cursor uint64, limit int) (out []Explanation, next uint64, missed uint64) {
 	next = r.recent.next.Load()
+	if limit <= 0 { // where the calls stand now
+		return nil, next, 0
+	}
 	n := uint64(len(r.recent.slots))
 	from := cursor
 	if next > n && from < next-n {
