@@ -239,6 +239,7 @@ func Start(cfg Config) (*Daemon, error) {
 	if peerLis != nil {
 		go d.accept(peerLis, true)
 	}
+	d.registerSelf()
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
@@ -294,7 +295,11 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.relay.Drain()
 	d.stopOnce.Do(func() { close(d.stop) })
-	for _, inst := range d.localInstances() {
+	withdraw := d.localInstances()
+	if inst, ok := d.self(); ok {
+		withdraw = append(withdraw, inst)
+	}
+	for _, inst := range withdraw {
 		if err := d.registry.Deregister(ctx, inst); err != nil {
 			d.log.Warn("deregister on drain failed", "instance", inst.ID, "err", err)
 		}

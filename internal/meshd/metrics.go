@@ -98,16 +98,20 @@ func metricsHandler(reg *prometheus.Registry) http.Handler {
 }
 
 // forget has the relay drop, every quarter of ForgetAfter, what it learned
-// of instances that left, until Shutdown.
+// of instances that left, until Shutdown. It also keeps the registry
+// following the meshds (a first lookup answers with this meshd alone), so
+// the dashboard's whole-mesh view finds them all at once.
 func (d *Daemon) forget() {
 	t := time.NewTicker(d.cfg.ForgetAfter / 4)
 	defer t.Stop()
+	d.registry.Lookup(meshdService)
 	for {
 		select {
 		case <-d.stop:
 			return
 		case now := <-t.C:
 			d.relay.Forget(now, d.cfg.ForgetAfter)
+			d.registry.Lookup(meshdService)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package meshd_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
@@ -197,5 +199,30 @@ func TestDepartedInstancesLeaveNoSeries(t *testing.T) {
 	t.Logf("series of the departed instance gone %v after it left (ForgetAfter 400ms)", took.Round(10*time.Millisecond))
 	if got := instances(); len(got) != 1 {
 		t.Fatalf("instances with series: %v", got)
+	}
+}
+
+// Any meshd shows the whole mesh: the meshds that deliver nothing too (a
+// host of callers only), each registered as an instance of meshd.
+func TestEveryMeshdIsInTheWholeMeshView(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := startWith(t, meshd.Config{Listen: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Trust: meshdTrust(t), Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet})
+	b := startWith(t, meshd.Config{Listen: "127.0.0.2:0", PeerListen: "127.0.0.2:0", Trust: meshdTrust(t), Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet})
+	echoServer(t, b.Addr(), "svc")
+	web := dialAs(t, a.Addr(), "web")
+	for range 5 {
+		if _, err := callEcho(web, "svc", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var v dashboard.ServicesView
+	res, err := http.Get("http://" + b.AdminAddr() + "/api/v1/services?range=1m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(res.Body).Decode(&v)
+	res.Body.Close()
+	if len(v.Meshds) != 2 {
+		t.Fatalf("b's whole-mesh view has meshds %+v, want a and b", v.Meshds)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/dashboard"
@@ -60,17 +61,42 @@ func (d *Daemon) report(ctx context.Context, span time.Duration, series string) 
 	return r
 }
 
-// peers lists the other meshds: those that deliver an instance of some
-// service, as the registry says.
+// self is this meshd as an instance of its own service: every meshd with
+// a host listener registers it, so that any meshd finds all the others,
+// those whose hosts serve nothing too.
+func (d *Daemon) self() (discovery.Instance, bool) {
+	if d.peerLis == nil || d.cfg.Advertise == "" {
+		return discovery.Instance{}, false
+	}
+	return discovery.Instance{Service: meshdService, ID: meshdService + "@" + d.cfg.Advertise, Addr: d.cfg.Advertise}, true
+}
+
+// registerSelf registers self; without it other meshds find this one only
+// while it delivers some service.
+func (d *Daemon) registerSelf() {
+	inst, ok := d.self()
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.registry.Register(ctx, inst); err != nil {
+		d.log.Warn("meshd not registered as a meshd: other meshds' dashboards see it only while it delivers a service", "err", err)
+	}
+}
+
+// peers lists the other meshds: the registered meshds, and those that
+// deliver an instance of some service, as the registry says.
 func (d *Daemon) peers(ctx context.Context) []string {
+	set := map[string]bool{}
 	services, err := d.registry.Services(ctx)
 	if err != nil {
-		return nil
+		d.log.Warn("listing the other meshds", "err", err)
 	}
-	set := map[string]bool{}
 	for _, s := range services {
 		insts, err := d.registry.Instances(ctx, s)
 		if err != nil {
+			d.log.Warn("listing the other meshds", "service", s, "err", err)
 			continue
 		}
 		for _, inst := range insts {
