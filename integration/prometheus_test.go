@@ -368,6 +368,9 @@ func TestPrometheusSeesWhatTheLoadDid(t *testing.T) {
 		}
 	}
 
+	// Every expression of the Grafana dashboard runs and finds series.
+	checkGrafana(t, prom, ended)
+
 	// promtool lints what meshd writes.
 	check := exec.Command(promBinary(t, "promtool"), "check", "metrics")
 	check.Stdin = strings.NewReader(metricsOfAddr(t, a.admin))
@@ -419,4 +422,42 @@ func TestPrometheusRulesAndConfig(t *testing.T) {
 			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+}
+
+// checkGrafana runs every PromQL expression of deploy/grafana/mesh.json
+// (its variables given a value: every service, a 10 s rate window) against
+// prom at time at: each must run and find series.
+func checkGrafana(t *testing.T, prom *promServer, at time.Time) {
+	t.Helper()
+	b, err := os.ReadFile("../deploy/grafana/mesh.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("deploy/grafana/mesh.json: %v", err)
+	}
+	vars := strings.NewReplacer("$service", ".+", "$__rate_interval", "10s")
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			expr := vars.Replace(tg.Expr)
+			if strings.Contains(expr, "$") {
+				t.Errorf("panel %q: a variable the test does not know: %s", p.Title, tg.Expr)
+				continue
+			}
+			if got := prom.query(t, expr, at); len(got) == 0 {
+				t.Errorf("panel %q: %s finds no series", p.Title, expr)
+			}
+			n++
+		}
+	}
+	t.Logf("the Grafana dashboard's %d expressions run and find series", n)
 }

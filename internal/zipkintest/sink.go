@@ -5,6 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -21,7 +24,9 @@ type Span struct {
 	Local    struct {
 		ServiceName string `json:"serviceName"`
 	} `json:"localEndpoint"`
-	Tags map[string]string `json:"tags"`
+	Tags      map[string]string `json:"tags"`
+	Timestamp int64             `json:"timestamp"` // microseconds
+	Duration  int64             `json:"duration"`  // microseconds
 }
 
 // Sink is a Zipkin v2 endpoint at URL (…/api/v2/spans) that accepts every
@@ -39,6 +44,10 @@ type Sink struct {
 func New(t testing.TB) *Sink {
 	s := &Sink{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/api/v2/traces" {
+			s.traces(w, r)
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		batch, err := decode(r.Header.Get("Content-Type"), body)
 		if err != nil {
@@ -75,7 +84,8 @@ func decode(contentType string, body []byte) ([]Span, error) {
 	}
 	models, err := zipkin_proto3.ParseSpans(body, false)
 	for _, m := range models {
-		sp := Span{TraceID: m.TraceID.String(), ID: m.ID.String(), Kind: string(m.Kind), Name: m.Name, Tags: m.Tags}
+		sp := Span{TraceID: m.TraceID.String(), ID: m.ID.String(), Kind: string(m.Kind), Name: m.Name, Tags: m.Tags,
+			Timestamp: m.Timestamp.UnixMicro(), Duration: m.Duration.Microseconds()}
 		if m.ParentID != nil {
 			sp.ParentID = m.ParentID.String()
 		}
@@ -89,3 +99,41 @@ func decode(contentType string, body []byte) ([]Span, error) {
 	}
 	return batch, err
 }
+
+// traces answers Zipkin's trace search (GET /api/v2/traces) from the spans
+// received: the traces with a span of serviceName whose tags hold
+// annotationQuery's key=value (and named spanName, when given), up to
+// limit, each a list of its spans.
+func (s *Sink) traces(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	key, value, _ := strings.Cut(q.Get("annotationQuery"), "=")
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit <= 0 {
+		limit = 10
+	}
+	s.mu.Lock()
+	byTrace := map[string][]Span{}
+	var order []string
+	for _, sp := range s.spans {
+		if byTrace[sp.TraceID] == nil {
+			order = append(order, sp.TraceID)
+		}
+		byTrace[sp.TraceID] = append(byTrace[sp.TraceID], sp)
+	}
+	s.mu.Unlock()
+	out := [][]Span{}
+	for _, id := range order {
+		match := slices.ContainsFunc(byTrace[id], func(sp Span) bool {
+			return (q.Get("serviceName") == "" || sp.Local.ServiceName == q.Get("serviceName")) &&
+				(key == "" || sp.Tags[key] == value) && (q.Get("spanName") == "" || sp.Name == q.Get("spanName"))
+		})
+		if match && len(out) < limit {
+			out = append(out, byTrace[id])
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
+
+// QueryURL is the base of the Sink's query API (for a dashboard).
+func (s *Sink) QueryURL() string { return strings.TrimSuffix(s.URL, "/api/v2/spans") }
