@@ -82,4 +82,3 @@ func TestTailFilter(t *testing.T) {
 		}
 	}
 }
-
