@@ -43,7 +43,7 @@ show bin/meshctl call echo echo 'hello, mesh'
 show bin/meshctl call kv put '{"key":"greeting","value":"hi"}'
 show bin/meshctl call kv get '{"key":"greeting"}'
 show bin/meshctl instances kv
-echo "meshd admin: http://127.0.0.1:21301/status   logs: .cache/run/"
+echo "dashboard: http://127.0.0.1:21301/   meshd admin: http://127.0.0.1:21301/status   logs: .cache/run/"
 if [ "${ONCE:-0}" = 1 ]; then exit 0; fi
 echo "mesh is up; try 'bin/meshctl call kv list'. Ctrl-C stops it."
 wait
