@@ -23,7 +23,7 @@ import (
 
 // screenshotDir is where the dashboard tests leave their screenshots
 // (SCREENSHOTS, or .cache/screenshots in the checkout).
-func screenshotDir(t *testing.T) string {
+func screenshotDir(t testing.TB) string {
 	dir := os.Getenv("SCREENSHOTS")
 	if dir == "" {
 		dir = filepath.Join("..", ".cache", "screenshots")
@@ -39,14 +39,14 @@ func screenshotDir(t *testing.T) string {
 // installs) driven by chromedp, recording what a user would not want to
 // see: console errors, uncaught exceptions, and dialogs a script opened.
 type browser struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	mu       sync.Mutex
 	problems []string
 	shots    string
 }
 
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t testing.TB) *browser {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {

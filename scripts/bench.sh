@@ -80,3 +80,15 @@ if [ "${PROCESSES:-1}" != 0 ]; then
     }
   }' "$procs"
 fi
+
+# The ops view's costs (docs/PERFORMANCE.md): counting a call on its edge,
+# an hour of history at 1,000 services, and the dashboard's services view at
+# 1,000 services in Chromium. OPSVIEW=0 skips them.
+if [ "${OPSVIEW:-1}" != 0 ]; then
+  echo
+  echo "Ops view:"
+  go test -run '^$' -bench "BenchmarkEdgeDone" -benchmem -benchtime 1000000x -cpu 1,2 ./internal/golden | grep -E "^Benchmark"
+  go test -run "^$" -bench "BenchmarkHourOfHistory" -benchtime 1x ./internal/figures | grep -E "^Benchmark"
+  scripts/debian.sh chromium=chromium >/dev/null
+  go test -tags integration -run '^$' -bench 'BenchmarkDashboardServices' -benchtime 1x -timeout 10m ./integration | grep -E '^Benchmark|screenshot'
+fi
