@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -22,6 +24,8 @@ import (
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/zipkintest"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -224,5 +228,78 @@ func TestEveryMeshdIsInTheWholeMeshView(t *testing.T) {
 	res.Body.Close()
 	if len(v.Meshds) != 2 {
 		t.Fatalf("b's whole-mesh view has meshds %+v, want a and b", v.Meshds)
+	}
+}
+
+// A meshd that does not answer is marked in the whole-mesh view, and the
+// others' figures still come.
+func TestASilentMeshdIsMarked(t *testing.T) {
+	reg := discovery.NewLocal()
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", PeerListen: "127.0.0.1:0", Trust: meshdTrust(t), Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet})
+	l, err := net.Listen("tcp", "127.0.0.9:0") // a port no one listens on once closed
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := l.Addr().String()
+	l.Close()
+	reg.Register(context.Background(), discovery.Instance{Service: "meshd", ID: "meshd@" + gone, Addr: gone})
+	echoServer(t, d.Addr(), "svc")
+	var v dashboard.ServicesView
+	res, err := http.Get("http://" + d.AdminAddr() + "/api/v1/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(res.Body).Decode(&v)
+	res.Body.Close()
+	var silent *dashboard.MeshdState
+	for i := range v.Meshds {
+		if v.Meshds[i].Meshd == gone {
+			silent = &v.Meshds[i]
+		}
+	}
+	if silent == nil || silent.OK || silent.Error == "" || len(v.Services) == 0 {
+		t.Fatalf("meshds %+v, %d services: want %s marked with why, and the services of those that answered", v.Meshds, len(v.Services), gone)
+	}
+}
+
+// Prometheus asks for OpenMetrics, and gets the trace id of sampled calls
+// as exemplars of the calls' latency.
+func TestOpenMetricsCarriesExemplars(t *testing.T) {
+	sink := zipkintest.New(t)
+	tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 1, ServiceName: "meshd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startMeshd(t, "127.0.0.1:0", discovery.NewLocal(), tr)
+	echoServer(t, d.Addr(), "svc")
+	if _, err := callEcho(dialMeshd(t, d.Addr()), "svc", nil); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+		t.Fatalf("content type %q", ct)
+	}
+	var line string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "mesh_call_duration_seconds_bucket{") && strings.Contains(l, `# {trace_id="`) {
+			line = l
+		}
+	}
+	if line == "" {
+		t.Fatal("no exemplar on mesh_call_duration_seconds")
+	}
+	id := line[strings.Index(line, `trace_id="`)+len(`trace_id="`):][:16]
+	testkit.WaitFor(t, 5*time.Second, "the exemplar's trace "+id+" at the trace backend", func() bool {
+		return len(sink.Spans(func(s zipkintest.Span) bool { return s.TraceID == id })) > 0
+	})
+	if !strings.HasSuffix(strings.TrimSpace(string(body)), "# EOF") {
+		t.Error("the OpenMetrics exposition does not end with # EOF")
 	}
 }
