@@ -81,14 +81,18 @@ func TestMeshAcrossThreeHosts(t *testing.T) {
 		testkit.WaitFor(t, 10*time.Second, "meshd "+h.addr+" sees echo and kv", func() bool { return seesServices(t, h, "echo", "kv") })
 	}
 
-	// Consul holds exactly the advertised instances, at their hosts' meshds.
+	// Consul holds exactly the advertised instances, at their hosts' meshds,
+	// and each meshd as an instance of meshd (how dashboards find them all).
 	svcs, _, err := capi.Catalog().Services(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	delete(svcs, "consul")
-	if len(svcs) != 2 || svcs["echo"] == nil || svcs["kv"] == nil {
-		t.Fatalf("consul catalog services = %v, want echo and kv", svcs)
+	if len(svcs) != 3 || svcs["echo"] == nil || svcs["kv"] == nil || svcs["meshd"] == nil {
+		t.Fatalf("consul catalog services = %v, want echo, kv and meshd", svcs)
+	}
+	if got := passing(t, capi, "meshd"); len(got) != len(hosts) {
+		t.Fatalf("%d meshds registered, want %d", len(got), len(hosts))
 	}
 	for svc, h := range map[string]*host{"echo": b, "kv": c} {
 		e := passing(t, capi, svc)
