@@ -397,7 +397,9 @@ func TestPrometheusSeesWhatTheLoadDid(t *testing.T) {
 			}
 		}
 	}()
-	testkit.WaitFor(t, 10*time.Second, "both catalog instances' series in Prometheus", func() bool { return len(instances()) == 2 })
+	testkit.WaitFor(t, 15*time.Second, "both catalog instances called, as Prometheus sees it", func() bool {
+		return len(prom.byKey(t, `count by (instance_addr) (rate(mesh_instance_attempts_total{service="catalog"}[3s]) > 0)`, time.Now(), "instance_addr")) == 2
+	})
 	second.Shutdown(context.Background())
 	took := testkit.WaitFor(t, 20*time.Second, "the departed instance's series gone from Prometheus", func() bool {
 		now := instances()
