@@ -4,6 +4,8 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/testconsul"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
@@ -67,6 +70,20 @@ func TestPolicyFromConsulKV(t *testing.T) {
 		if !blocked(c) {
 			t.Fatalf("meshd %d dropped the last good policy after an invalid one", i+1)
 		}
+	}
+	// The dashboard says which policy is in force, where it is from, and the
+	// reload that was refused.
+	var view dashboard.ServiceView
+	res, err := http.Get("http://" + hosts[0].admin + "/api/v1/services/echo?scope=local")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(res.Body).Decode(&view)
+	res.Body.Close()
+	det := view.Details
+	if len(det.Policy.Blocked) != 1 || det.PolicySource != "consul kv mesh/policies/echo (its last good value)" ||
+		len(det.Rejections) != 1 || !strings.Contains(det.Rejections[0].Error, "max_attempts") {
+		t.Fatalf("the dashboard's view of echo's policy: %+v", det)
 	}
 	at = time.Now()
 	if _, err := capi.KV().Delete("mesh/policies/echo", nil); err != nil {

@@ -183,9 +183,17 @@ func (l *policyLog) setSources(s map[string]string) {
 	l.mu.Unlock()
 }
 
+// reject records a refused reload; the same refusal again (every KV
+// update applies the keys anew) only moves its time.
 func (l *policyLog) reject(r dashboard.Rejection) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	for i := range l.rejections {
+		if o := &l.rejections[i]; o.Service == r.Service && o.Source == r.Source && o.Error == r.Error {
+			o.At = r.At
+			return
+		}
+	}
 	l.rejections = append(l.rejections, r)
 	if len(l.rejections) > maxRejections {
 		l.rejections = slices.Delete(l.rejections, 0, len(l.rejections)-maxRejections)
