@@ -85,6 +85,7 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 	}
 	deadline, _ := ctx.Deadline()
 	rc.Reset(string(routing.RoutingName([]byte(req.Service), req.Headers)), req.Headers)
+	rc.Method = req.Method
 	tryTimeout := d.bal.TryTimeout(rc)
 	var lastErr error
 	for {

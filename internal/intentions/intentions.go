@@ -3,7 +3,9 @@ package intentions
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 	"sync/atomic"
 )
 
@@ -19,7 +21,43 @@ const Anonymous = "anonymous"
 type Rule struct {
 	Source      string `yaml:"source" json:"source"`
 	Destination string `yaml:"destination" json:"destination"`
-	Action      string `yaml:"action" json:"action"` // allow or deny
+	Action      string `yaml:"action" json:"action,omitempty"` // allow or deny; empty with Permissions
+	// Permissions make an L7 intention, as Consul's: the first whose match
+	// holds for the call decides; when none does, the default does.
+	Permissions []Permission `yaml:"permissions" json:"permissions,omitempty"`
+}
+
+// Permission is one permission of an L7 intention: an action, and what a
+// call must carry for it to apply.
+type Permission struct {
+	Action string     `yaml:"action" json:"action"`
+	HTTP   *HTTPMatch `yaml:"http" json:"http,omitempty"`
+}
+
+// HTTPMatch is Consul's HTTP match of a permission. The path of a TChannel
+// call is "/" and its method (arg1): PathPrefix "/KV::" covers a Thrift
+// service's methods. A TChannel call carries no HTTP verb, so a match that
+// names Methods never holds; Header matches are not evaluated yet, so a
+// match that names headers never holds either (docs/SECURITY.md).
+type HTTPMatch struct {
+	PathExact  string        `yaml:"path_exact" json:"path_exact,omitempty"`
+	PathPrefix string        `yaml:"path_prefix" json:"path_prefix,omitempty"`
+	PathRegex  string        `yaml:"path_regex" json:"path_regex,omitempty"`
+	Methods    []string      `yaml:"methods" json:"methods,omitempty"`
+	Header     []HeaderMatch `yaml:"header" json:"header,omitempty"`
+}
+
+// HeaderMatch is Consul's header condition of an HTTP match.
+type HeaderMatch struct {
+	Name       string `yaml:"name" json:"name"`
+	Present    bool   `yaml:"present" json:"present,omitempty"`
+	Exact      string `yaml:"exact" json:"exact,omitempty"`
+	Prefix     string `yaml:"prefix" json:"prefix,omitempty"`
+	Suffix     string `yaml:"suffix" json:"suffix,omitempty"`
+	Contains   string `yaml:"contains" json:"contains,omitempty"`
+	Regex      string `yaml:"regex" json:"regex,omitempty"`
+	Invert     bool   `yaml:"invert" json:"invert,omitempty"`
+	IgnoreCase bool   `yaml:"ignore_case" json:"ignore_case,omitempty"`
 }
 
 // Decision is the answer for one call: whether it may go on, and the rule
@@ -41,8 +79,54 @@ type Set struct {
 }
 
 type destRules struct {
-	bySource map[string]Decision
-	any      *Decision
+	bySource map[string]*entry
+	any      *entry
+}
+
+// entry is one intention, compiled: an L4 one's Decision, or an L7 one's
+// permissions in order.
+type entry struct {
+	Decision
+	perms []permission
+}
+
+// permission is a Permission compiled to what a call's method is matched
+// against: the path without its leading "/", so that no path is built per
+// call.
+type permission struct {
+	Decision
+	never         bool // it matches on what a TChannel call does not carry
+	exact, prefix string
+	hasExact      bool
+	re            *regexp.Regexp // on the method; nil: no regex
+}
+
+func (p *permission) matches(method string) bool {
+	switch {
+	case p.never:
+		return false
+	case p.hasExact && method != p.exact:
+		return false
+	case !strings.HasPrefix(method, p.prefix):
+		return false
+	case p.re != nil && !p.re.MatchString(method):
+		return false
+	}
+	return true
+}
+
+// decide is the entry's answer for a call of method; deflt when an L7
+// intention has no permission that matches.
+func (e *entry) decide(method string, deflt Decision) Decision {
+	if e.perms == nil {
+		return e.Decision
+	}
+	for i := range e.perms {
+		if e.perms[i].matches(method) {
+			return e.perms[i].Decision
+		}
+	}
+	return deflt
 }
 
 // Compile checks rules and makes a Set. Precedence is Consul's: an exact
@@ -63,23 +147,106 @@ func Compile(rules []Rule, defaultAllow, anonymousAllow bool) (*Set, error) {
 		s.anonDeflt.Rule = "default allow (no intention names anonymous)"
 	}
 	for _, r := range rules {
-		if r.Source == "" || r.Destination == "" {
-			return nil, fmt.Errorf("intention %q => %q: source and destination must be set (a name or *)", r.Source, r.Destination)
+		e, err := compileRule(r)
+		if err != nil {
+			return nil, err
 		}
-		if r.Action != "allow" && r.Action != "deny" {
-			return nil, fmt.Errorf("intention %s => %s: action %q, want allow or deny", r.Source, r.Destination, r.Action)
-		}
-		d := Decision{Allow: r.Action == "allow", Rule: fmt.Sprintf("intention %s => %s (%s)", r.Source, r.Destination, r.Action)}
-		if err := s.add(r.Source, r.Destination, d); err != nil {
+		if err := s.add(r.Source, r.Destination, e); err != nil {
 			return nil, err
 		}
 	}
 	return s, nil
 }
 
+// compileRule checks one rule and compiles it.
+func compileRule(r Rule) (*entry, error) {
+	name := fmt.Sprintf("intention %s => %s", r.Source, r.Destination)
+	if r.Source == "" || r.Destination == "" {
+		return nil, fmt.Errorf("intention %q => %q: source and destination must be set (a name or *)", r.Source, r.Destination)
+	}
+	if len(r.Permissions) == 0 {
+		if r.Action != "allow" && r.Action != "deny" {
+			return nil, fmt.Errorf("%s: action %q, want allow or deny", name, r.Action)
+		}
+		return &entry{Decision: Decision{Allow: r.Action == "allow", Rule: fmt.Sprintf("%s (%s)", name, r.Action)}}, nil
+	}
+	if r.Action != "" {
+		return nil, fmt.Errorf("%s: an action and permissions: an L7 intention has permissions only", name)
+	}
+	e := &entry{}
+	for i, p := range r.Permissions {
+		if p.Action != "allow" && p.Action != "deny" {
+			return nil, fmt.Errorf("%s, permission %d: action %q, want allow or deny", name, i+1, p.Action)
+		}
+		cp := permission{Decision: Decision{Allow: p.Action == "allow", Rule: fmt.Sprintf("%s, permission %d (%s%s)", name, i+1, p.Action, describe(p.HTTP))}}
+		if h := p.HTTP; h != nil {
+			if n := btoi(h.PathExact != "") + btoi(h.PathPrefix != "") + btoi(h.PathRegex != ""); n > 1 {
+				return nil, fmt.Errorf("%s, permission %d: at most one of path_exact, path_prefix and path_regex", name, i+1)
+			}
+			cp.never = len(h.Methods) > 0 || len(h.Header) > 0
+			switch {
+			case h.PathExact != "":
+				if !strings.HasPrefix(h.PathExact, "/") {
+					return nil, fmt.Errorf("%s, permission %d: path_exact %q must begin with /", name, i+1, h.PathExact)
+				}
+				cp.exact, cp.hasExact = h.PathExact[1:], true
+			case h.PathPrefix != "":
+				if !strings.HasPrefix(h.PathPrefix, "/") {
+					return nil, fmt.Errorf("%s, permission %d: path_prefix %q must begin with /", name, i+1, h.PathPrefix)
+				}
+				cp.prefix = h.PathPrefix[1:]
+			case h.PathRegex != "":
+				// The regex matches the whole path (as Consul's, RE2); a
+				// path's "/" is taken off it so the method is matched as is.
+				expr := h.PathRegex
+				if !strings.HasPrefix(expr, "/") {
+					return nil, fmt.Errorf("%s, permission %d: path_regex %q must begin with / (a method's path does)", name, i+1, h.PathRegex)
+				}
+				re, err := regexp.Compile("^(?:" + expr[1:] + ")$")
+				if err != nil {
+					return nil, fmt.Errorf("%s, permission %d: path_regex: %w", name, i+1, err)
+				}
+				cp.re = re
+			}
+		}
+		e.perms = append(e.perms, cp)
+	}
+	return e, nil
+}
+
+// describe says what a permission matches, for its rule's name.
+func describe(h *HTTPMatch) string {
+	if h == nil {
+		return ", every call"
+	}
+	var parts []string
+	for _, kv := range [][2]string{{"path_exact", h.PathExact}, {"path_prefix", h.PathPrefix}, {"path_regex", h.PathRegex}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+" "+kv[1])
+		}
+	}
+	if len(h.Methods) > 0 {
+		parts = append(parts, "methods "+strings.Join(h.Methods, ",")+": a TChannel call has none")
+	}
+	if len(h.Header) > 0 {
+		parts = append(parts, "headers: not evaluated")
+	}
+	if len(parts) == 0 {
+		return ", every call"
+	}
+	return " " + strings.Join(parts, ", ")
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 var errDuplicate = errors.New("is given twice")
 
-func (s *Set) add(source, dest string, d Decision) error {
+func (s *Set) add(source, dest string, d *entry) error {
 	dr := &s.anyDest
 	if dest != "*" {
 		if dr = s.byDest[dest]; dr == nil {
@@ -91,11 +258,11 @@ func (s *Set) add(source, dest string, d Decision) error {
 		if dr.any != nil {
 			return fmt.Errorf("intention * => %s %w", dest, errDuplicate)
 		}
-		dr.any = &d
+		dr.any = d
 		return nil
 	}
 	if dr.bySource == nil {
-		dr.bySource = make(map[string]Decision)
+		dr.bySource = make(map[string]*entry)
 	}
 	if _, dup := dr.bySource[source]; dup {
 		return fmt.Errorf("intention %s => %s %w", source, dest, errDuplicate)
@@ -104,27 +271,29 @@ func (s *Set) add(source, dest string, d Decision) error {
 	return nil
 }
 
-// Decide answers whether source may call dest.
-func (s *Set) Decide(source []byte, dest string) Decision {
+// Decide answers whether source may call method of dest: two map lookups,
+// then the permissions of the intention that matched, if it has any.
+func (s *Set) Decide(source []byte, dest, method string) Decision {
 	anon := string(source) == Anonymous
+	deflt := s.deflt
+	if anon {
+		deflt = s.anonDeflt
+	}
 	if dr := s.byDest[dest]; dr != nil {
-		if d, ok := dr.bySource[string(source)]; ok {
-			return d
+		if e, ok := dr.bySource[string(source)]; ok {
+			return e.decide(method, deflt)
 		}
 		if dr.any != nil && !anon {
-			return *dr.any
+			return dr.any.decide(method, deflt)
 		}
 	}
-	if d, ok := s.anyDest.bySource[string(source)]; ok {
-		return d
+	if e, ok := s.anyDest.bySource[string(source)]; ok {
+		return e.decide(method, deflt)
 	}
-	switch {
-	case anon:
-		return s.anonDeflt
-	case s.anyDest.any != nil:
-		return *s.anyDest.any
+	if !anon && s.anyDest.any != nil {
+		return s.anyDest.any.decide(method, deflt)
 	}
-	return s.deflt
+	return deflt
 }
 
 // Applying lists, for people, the rules that can decide calls to dest (its
@@ -176,7 +345,9 @@ func (t *Table) Set(s *Set) {
 func (t *Table) Current() *Set { return t.cur.Load() }
 
 // Decide answers from the Set in force.
-func (t *Table) Decide(source []byte, dest string) Decision { return t.cur.Load().Decide(source, dest) }
+func (t *Table) Decide(source []byte, dest, method string) Decision {
+	return t.cur.Load().Decide(source, dest, method)
+}
 
 // Changes counts the Sets put in force since the first.
 func (t *Table) Changes() int64 { return t.changes.Load() }

@@ -253,11 +253,11 @@ func Start(cfg Config) (*Daemon, error) {
 }
 
 // allowed is the relay's authorization: the intentions in force.
-func (d *Daemon) allowed(caller []byte, service string) (bool, string) {
+func (d *Daemon) allowed(caller []byte, service, method string) (bool, string) {
 	if d.cfg.Intentions == nil {
 		return true, ""
 	}
-	dec := d.cfg.Intentions.Decide(caller, service)
+	dec := d.cfg.Intentions.Decide(caller, service, method)
 	return dec.Allow, dec.Rule
 }
 

@@ -42,8 +42,8 @@ func (r *Relay) edgeOf(rc *relayed, f *frame.Frame, req *frame.CallReq, routed b
 	service, method := golden.Unknown, golden.Unknown
 	if routed || r.names.has(c.Service) {
 		service = c.Service
-		if m := frame.CallReqArg1(f.Payload, req); m != nil {
-			method, _ = r.names.get(m)
+		if c.Method != "" {
+			method = c.Method
 		}
 	}
 	caller := r.names.intern(c.Caller)
@@ -52,9 +52,9 @@ func (r *Relay) edgeOf(rc *relayed, f *frame.Frame, req *frame.CallReq, routed b
 
 // keepMethod interns the method of a call that was routed, so the next
 // call of it turns it into a string without allocating.
-func (r *Relay) keepMethod(f *frame.Frame, req *frame.CallReq) {
-	if m := frame.CallReqArg1(f.Payload, req); m != nil {
-		r.names.intern(m)
+func (r *Relay) keepMethod(c *routing.Call) {
+	if c.Method != "" {
+		r.names.keep(c.Method)
 	}
 }
 
@@ -76,7 +76,7 @@ func (r *Relay) countCall(rc *relayed, edge *golden.Edge, refusal golden.Result,
 	if refusal != 0 {
 		res = refusal
 	}
-	took := time.Since(rc.call.Now)
+	took := rc.call.Took()
 	if edge != nil {
 		var trace uint64
 		if sampled {

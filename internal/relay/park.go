@@ -104,7 +104,7 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 			return
 		}
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
-		r.keepMethod(f, &req)
+		r.keepMethod(c)
 		rc.rec.edge = r.edgeOf(rc, f, &req, true)
 		r.dispatch(rc, f, &req) // unlocks
 		return

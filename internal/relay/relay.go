@@ -46,7 +46,7 @@ type Config struct {
 	Limits Limits
 	// Allowed decides whether a caller may call a service (intentions); nil
 	// allows every call.
-	Allowed func(caller []byte, service string) (ok bool, rule string)
+	Allowed func(caller []byte, service, method string) (ok bool, rule string)
 	// Metrics is where the relay's collectors (its own, its Balancer's and
 	// the calls per edge, internal/golden) are registered; nil: a registry
 	// of its own, which no one reads.
@@ -190,6 +190,9 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	c := &rc.call
 	service, known := r.names.get(routing.RoutingName(req.Service, req.Headers))
 	c.Reset(service, req.Headers)
+	if m := frame.CallReqArg1(f.Payload, req); m != nil {
+		c.Method, _ = r.names.get(m) // interned once routed (keepMethod)
+	}
 	rc.lastHop = fromMeshd(from)
 	var callerName string                              // "" for Anonymous and on a last hop
 	c.Caller, callerName = callerOf(from, req.Headers) // who proved it, never what "cn" says
@@ -220,7 +223,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 		r.names.keep(c.Service) // a service that was routed to: worth keeping
 	}
 	if !rc.lastHop {
-		r.keepMethod(f, req)
+		r.keepMethod(c)
 		rc.rec.edge = r.edgeOf(rc, f, req, true)
 	}
 	r.forward(from, f, req, rc, callerName)

@@ -22,7 +22,7 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 	}
 	r.countRefusal(stage, label)
 	trace := r.refusedSpan(f, req, service, caller, stage, e)
-	took := time.Since(rc.call.Now)
+	took := rc.call.Took()
 	msg := e.Message
 	res := r.edges.Refused(stage)
 	if rc.lastHop { // the first meshd counts the call by this cause (golden.go)

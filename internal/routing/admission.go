@@ -19,7 +19,7 @@ func (a Admission) Route(c *Call) error {
 		return nil
 	}
 	lim := c.lim(a.Balancer)
-	if ok, why := lim.admit(c.Now); !ok {
+	if ok, why := lim.admit(c.Now()); !ok {
 		return frame.Errorf(frame.ErrCodeBusy, "service %q on this host: %s", c.Service, why)
 	}
 	c.admitted = lim

@@ -69,7 +69,7 @@ func (b *Balancer) Route(c *Call) error {
 			c.eps = append(c.eps, b.eps.get(inst))
 		}
 	}
-	now := c.Now.UnixNano()
+	now := c.Now().UnixNano()
 	for _, e := range c.eps {
 		e.seen(now)
 	}

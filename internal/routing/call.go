@@ -22,7 +22,9 @@ type Call struct {
 	// in the SDK's direct mode, this process's own name ("cn").
 	Caller   []byte
 	ShardKey []byte // the "sk" header; nil when absent
-	Now      time.Time
+	// Method is the call's arg1, when the caller of Reset knows it (the
+	// relay sets it, interned; direct mode too): L7 intentions decide on it.
+	Method string
 	// Tried lists the instances this call was already sent to: they are
 	// not picked again.
 	Tried []string
@@ -49,12 +51,23 @@ type Call struct {
 	unreachBuf  [1]uint64
 	skipBuf     [1]uint64
 	tryBuf      [3]string // the default max_attempts
+	start       int64     // when Reset ran: nanoseconds after epoch (monotonic)
 }
+
+// epoch is the base of Call.start: a monotonic clock reading that fits a
+// word, where a time.Time takes three.
+var epoch = time.Now()
+
+// Now is when the call's routing began (Reset).
+func (c *Call) Now() time.Time { return epoch.Add(time.Duration(c.start)) }
+
+// Took is the time since the call's routing began.
+func (c *Call) Took() time.Duration { return time.Since(epoch) - time.Duration(c.start) }
 
 // Reset readies c for a new call to service with transport headers h,
 // keeping its buffers.
 func (c *Call) Reset(service string, h frame.Headers) {
-	*c = Call{Service: service, Now: time.Now(), Picked: -1}
+	*c = Call{Service: service, start: int64(time.Since(epoch)), Picked: -1}
 	c.Tried = c.tryBuf[:0]
 	c.unreachable = c.unreachBuf[:0]
 	c.skip = c.skipBuf[:0]

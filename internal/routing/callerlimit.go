@@ -11,7 +11,7 @@ func (CallerLimit) Name() string { return StageCallerLimit }
 
 func (l CallerLimit) Route(c *Call) error {
 	lim := c.lim(l.Balancer)
-	if !lim.callerAllowed(c.Caller, c.Now) {
+	if !lim.callerAllowed(c.Caller, c.Now()) {
 		return frame.Errorf(frame.ErrCodeBusy, "caller %q is over its limit of %g calls/s to %q", c.Caller, lim.policy.CallerRateLimit, c.Service)
 	}
 	return nil

@@ -129,7 +129,7 @@ func TestMayRetry(t *testing.T) {
 }
 
 func TestAuthorizeDecidesOnTheProvenCaller(t *testing.T) {
-	allowed := func(caller []byte, service string) (bool, string) {
+	allowed := func(caller []byte, service, _ string) (bool, string) {
 		if string(caller) == "web" && service == "payments" {
 			return true, "intention web => payments (allow)"
 		}
