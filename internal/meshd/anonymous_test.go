@@ -72,8 +72,8 @@ func TestStarCoversProvenCallersOnly(t *testing.T) {
 
 // runFromYAML runs meshd as cmd/meshd does, from a YAML config file on free
 // loopback ports with the embedded registry, until the test ends; it
-// returns the app listener's address.
-func runFromYAML(t *testing.T, yaml string) string {
+// returns the app listener's address. args come after the defaults.
+func runFromYAML(t *testing.T, yaml string, args ...string) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -85,7 +85,8 @@ func runFromYAML(t *testing.T, yaml string) string {
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	o, err := ParseOptions([]string{"--config", path, "--listen", addr, "--admin", "off", "--consul", "off"}, func(string) string { return "" }, &bytes.Buffer{})
+	args = append([]string{"--config", path, "--listen", addr, "--admin", "off", "--consul", "off"}, args...)
+	o, err := ParseOptions(args, func(string) string { return "" }, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}

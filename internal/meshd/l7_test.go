@@ -1,0 +1,85 @@
+package meshd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/relay"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// Intentions with permissions in meshd's YAML (the embedded registry): web
+// may call KV::get and not KV::put; the denial names the permission in the
+// error, the explanation and the metrics.
+func TestMethodPermissionsFromYAML(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := l.Addr().String()
+	l.Close()
+	addr := runFromYAML(t, `
+default_intention: deny
+intentions:
+  - source: web
+    destination: KV
+    permissions:
+      - {action: deny, http: {path_exact: "/KV::put"}}
+      - {action: allow, http: {path_prefix: "/KV::get"}}
+  - {source: kv-owner, destination: KV, action: allow}
+`, "--admin", admin)
+	srv := client.NewServer(client.Options{ServiceName: "KV", Logger: testkit.Quiet})
+	for _, m := range []string{"KV::get", "KV::put", "KV::del"} {
+		srv.Register("KV", m, client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
+			return &client.Response{Body: []byte(m)}, nil
+		}))
+	}
+	if err := srv.Advertise(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	web, err := client.Dial(context.Background(), addr, client.Options{ServiceName: "web", Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	if web.Identity() != "web" {
+		t.Fatalf("identity %q", web.Identity())
+	}
+	for range 3 {
+		if res, err := web.Call(context.Background(), "KV", "KV::get", nil, nil); err != nil || string(res.Body) != "KV::get" {
+			t.Fatalf("web → KV::get: %v", err)
+		}
+	}
+	var ce *client.Error
+	_, err = web.Call(context.Background(), "KV", "KV::del", nil, nil)
+	if !errors.As(err, &ce) || ce.Code != frame.ErrCodeBadRequest || !strings.Contains(ce.Message, `denied by default deny (no intention matches)`) {
+		t.Fatalf("web → KV::del: %v, want a denial by the default (no permission of web => KV matches)", err)
+	}
+	_, err = web.Call(context.Background(), "KV", "KV::put", nil, nil)
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, `denied by intention web => KV, permission 1 (deny path_exact /KV::put)`) {
+		t.Fatalf("web → KV::put: %v, want a denial naming the permission", err)
+	}
+	// The explanation and the metrics say it too.
+	res, err := http.Get("http://" + admin + "/calls?service=KV&limit=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []relay.Explanation
+	json.NewDecoder(res.Body).Decode(&calls)
+	res.Body.Close()
+	if len(calls) != 1 || calls[0].Stage != "authorize" || calls[0].Method != "KV::put" || calls[0].Outcome != "refused_authorize" ||
+		!strings.Contains(calls[0].Refused, "permission 1 (deny path_exact /KV::put)") {
+		t.Fatalf("/calls: %+v", calls)
+	}
+	if got := testkit.Metric(t, admin, `mesh_calls_total{caller="web",service="KV",method="KV::put",result="refused_authorize"}`); got != "1" {
+		t.Fatalf("refusals counted: %s", got)
+	}
+}
