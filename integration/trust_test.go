@@ -5,8 +5,10 @@ package integration
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -415,5 +417,68 @@ func TestMeshctlCallsAsItsProvenIdentity(t *testing.T) {
 	}
 	if _, errOut, code := meshctlEnv(t, []string{"CONSUL_HTTP_TOKEN=" + webToken}, "call", "echo", "echo", "x", "--raw", "--as", "payments", "--via", h.addr); code == 0 {
 		t.Fatalf("meshctl --as payments with web's token was taken for payments: %q", errOut)
+	}
+}
+
+// An L7 intention in a real Consul (ACLs, default deny): with KV's
+// service-defaults protocol http, web may call KV::get and not KV::put, in
+// force within a second of the write; the denial names the permission in
+// meshctl's error and --explain, /calls and the metrics.
+func TestL7IntentionsFromConsul(t *testing.T) {
+	agent, c := aclAgent(t)
+	h := aclHosts(t, agent, c, "127.0.0.1")[0]
+	kv := client.NewServer(client.Options{ServiceName: "KV", Token: token(t, c, "KV", serviceWrite("KV")), Logger: testkit.Quiet})
+	for _, m := range []string{"KV::get", "KV::put"} {
+		kv.Register("KV", m, client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
+			return &client.Response{Body: []byte(m + " done")}, nil
+		}))
+	}
+	if err := kv.Advertise(context.Background(), h.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Shutdown(context.Background())
+	webEnv := []string{"CONSUL_HTTP_TOKEN=" + token(t, c, "web", serviceWrite("web"))}
+	call := func(method string, extra ...string) (string, string, int) {
+		return meshctlEnv(t, webEnv, append([]string{"call", "KV", method, "x", "--raw", "--as", "web", "--via", h.addr}, extra...)...)
+	}
+	if _, errOut, code := call("KV::get"); code == 0 || !strings.Contains(errOut, "default deny") {
+		t.Fatalf("before any intention, with ACLs default deny: exit %d %q", code, errOut)
+	}
+	// Consul stores permissions only for a destination whose protocol is HTTP-based.
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "KV", Protocol: "http"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "KV",
+		Sources: []*api.SourceIntention{{Name: "web", Permissions: []*api.IntentionPermission{
+			{Action: api.IntentionActionAllow, HTTP: &api.IntentionHTTPPermission{PathExact: "/KV::get"}},
+			{Action: api.IntentionActionDeny, HTTP: &api.IntentionHTTPPermission{PathPrefix: "/KV::"}},
+		}}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	took := testkit.WaitFor(t, time.Second, "web => KV::get allowed", func() bool {
+		out, _, code := call("KV::get")
+		return code == 0 && strings.TrimSpace(out) == "KV::get done"
+	})
+	t.Logf("the L7 intention in force %v after the write (%v after it was sent)", took.Round(time.Millisecond), time.Since(written).Round(time.Millisecond))
+	const rule = "intention web => KV, permission 2 (deny path_prefix /KV::)"
+	_, errOut, code := call("KV::put", "--explain")
+	if code == 0 || !strings.Contains(errOut, rule) || !strings.Contains(errOut, `meshctl called as "web"`) {
+		t.Fatalf("web => KV::put: exit %d, %q: want the denial naming %q", code, errOut, rule)
+	}
+	res, err := http.Get("http://" + h.admin + "/calls?service=KV&limit=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []struct {
+		Stage, Refused, Method, Caller string
+	}
+	json.NewDecoder(res.Body).Decode(&calls)
+	res.Body.Close()
+	if len(calls) != 1 || calls[0].Stage != "authorize" || !strings.Contains(calls[0].Refused, rule) || calls[0].Method != "KV::put" || calls[0].Caller != "web" {
+		t.Fatalf("/calls: %+v", calls)
+	}
+	if got := testkit.Metric(t, h.admin, `mesh_stage_refusals_total{service="KV",stage="authorize"}`); got == "0" {
+		t.Fatal("no refusal by authorize counted")
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -190,7 +192,7 @@ func (e *Edges) add(k key) *Edge {
 	if ed := e.byKey[k]; ed != nil {
 		return ed
 	}
-	l := k
+	l := key{Label(k.caller), Label(k.service), Label(k.method)}
 	if !e.callers[l.caller] {
 		if len(e.callers) < e.caps.Callers {
 			e.callers[l.caller] = true
@@ -235,6 +237,16 @@ func (e *Edges) add(k key) *Edge {
 		e.byKey[k] = ed
 	}
 	return ed
+}
+
+// Label is s as a label value: Prometheus takes only valid UTF-8 (a
+// client_golang metric panics on anything else), and a method or a name
+// off the wire can be any bytes.
+func Label(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // Edge is one caller → service → method edge, its label values after the

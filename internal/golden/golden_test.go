@@ -171,3 +171,15 @@ func BenchmarkEdgeDone(b *testing.B) {
 		}
 	})
 }
+
+// A method off the wire can be any bytes; Prometheus takes only UTF-8
+// label values (client_golang panics on others), so they are mended.
+func TestLabelsAreValidUTF8(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := golden.New(reg, golden.Caps{}, nil)
+	e.Edge("web\xff", "svc", "\x80\x00\x00\x00").Done(golden.OK, time.Millisecond, 0)
+	got := counts(t, reg)
+	if got["web\uFFFD svc \uFFFD\x00\x00\x00 ok"] != 1 {
+		t.Fatalf("counted %v", got)
+	}
+}

@@ -71,7 +71,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	r := (*Relay)(c)
 	r.refusals.Range(func(k, v any) bool {
 		key := k.(refusalKey)
-		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(v.(*atomic.Int64).Load()), key.stage, key.service)
+		ch <- prometheus.MustNewConstMetric(descRefusals, prometheus.CounterValue, float64(v.(*atomic.Int64).Load()), key.stage, golden.Label(key.service))
 		return true
 	})
 	for i, name := range limitNames {

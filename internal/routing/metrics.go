@@ -89,7 +89,7 @@ func (b *Balancer) Describe(ch chan<- *prometheus.Desc) {
 func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 	b.eps.m.Range(func(_, v any) bool {
 		e := v.(*endpoint)
-		l := []string{e.service, e.id, e.addr}
+		l := []string{golden.Label(e.service), golden.Label(e.id), golden.Label(e.addr)}
 		for i, name := range resultNames {
 			if n := e.stats.calls[i].Load(); n > 0 {
 				ch <- prometheus.MustNewConstMetric(descAttempts, prometheus.CounterValue, float64(n), append(l, name)...)
@@ -119,8 +119,9 @@ func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 	})
 	b.budgets.Range(func(k, v any) bool {
 		bud := v.(*retryBudget)
-		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(bud.granted.Load()), k.(string))
-		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(bud.exhausted.Load()), k.(string))
+		service := golden.Label(k.(string))
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(bud.granted.Load()), service)
+		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(bud.exhausted.Load()), service)
 		return true
 	})
 }
