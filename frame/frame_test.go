@@ -423,3 +423,24 @@ func TestCallReqArg1(t *testing.T) {
 		}
 	}
 }
+
+// CallReqArg2 finds the application headers of a first frame that holds
+// them whole, and says nil otherwise.
+func TestCallReqArg2(t *testing.T) {
+	for _, cs := range []ChecksumType{ChecksumNone, ChecksumCRC32, ChecksumFarm32, ChecksumCRC32C} {
+		fr := encode(t, sample(cs, [3]int{3, 10, 20}))[0]
+		payload := fr[HeaderSize:]
+		var req CallReq
+		var frag Fragment
+		if err := DecodeCallReq(payload, &req, &frag); err != nil {
+			t.Fatal(err)
+		}
+		if got := CallReqArg2(payload, &req); !bytes.Equal(got, frag.Chunks[1]) {
+			t.Fatalf("%v: arg2 %q, want %q", cs, got, frag.Chunks[1])
+		}
+		cut := payload[:len(payload)-len(frag.Chunks[2])-2-5] // inside arg2
+		if got := CallReqArg2(cut, &req); got != nil {
+			t.Fatalf("%v: a frame cut inside arg2 gave %q", cs, got)
+		}
+	}
+}

@@ -182,6 +182,39 @@ func CallReqArg1(payload []byte, m *CallReq) []byte {
 	return payload[off : off+n : off+n]
 }
 
+// CallReqArg2 returns arg2 (the application headers) of a call req's first
+// frame, as CallReqArg1 does arg1; nil when the frame does not hold the
+// whole of it (arg2 goes on in the next frame).
+func CallReqArg2(payload []byte, m *CallReq) []byte {
+	off := 1 + 4 + TracingSize + 1 + len(m.Service) + len(m.Headers)
+	if off >= len(payload) {
+		return nil
+	}
+	cs := ChecksumType(payload[off])
+	if !cs.valid() {
+		return nil
+	}
+	off += 1 + cs.Size()
+	for arg := 0; arg < 2; arg++ {
+		if off+2 > len(payload) {
+			return nil
+		}
+		n := int(binary.BigEndian.Uint16(payload[off:]))
+		off += 2
+		if off+n > len(payload) {
+			return nil
+		}
+		if arg == 1 {
+			if off+n == len(payload) && m.Flags&FlagMoreFragments != 0 {
+				return nil // arg2 goes on in the next frame
+			}
+			return payload[off : off+n : off+n]
+		}
+		off += n
+	}
+	return nil
+}
+
 // DecodeCallRes decodes the first frame of a call response.
 func DecodeCallRes(payload []byte, m *CallRes, f *Fragment) error {
 	c := cursor{b: payload}

@@ -37,8 +37,8 @@ type Permission struct {
 // HTTPMatch is Consul's HTTP match of a permission. The path of a TChannel
 // call is "/" and its method (arg1): PathPrefix "/KV::" covers a Thrift
 // service's methods. A TChannel call carries no HTTP verb, so a match that
-// names Methods never holds; Header matches are not evaluated yet, so a
-// match that names headers never holds either (docs/SECURITY.md).
+// names Methods never holds; Header matches read the call's application
+// headers (AppHeaders): a "raw" call has none.
 type HTTPMatch struct {
 	PathExact  string        `yaml:"path_exact" json:"path_exact,omitempty"`
 	PathPrefix string        `yaml:"path_prefix" json:"path_prefix,omitempty"`
@@ -99,9 +99,16 @@ type permission struct {
 	exact, prefix string
 	hasExact      bool
 	re            *regexp.Regexp // on the method; nil: no regex
+	headers       []headerMatch
 }
 
-func (p *permission) matches(method string) bool {
+// headerMatch is a HeaderMatch compiled.
+type headerMatch struct {
+	HeaderMatch
+	re *regexp.Regexp
+}
+
+func (p *permission) matches(method string, h AppHeaders) bool {
 	switch {
 	case p.never:
 		return false
@@ -112,17 +119,53 @@ func (p *permission) matches(method string) bool {
 	case p.re != nil && !p.re.MatchString(method):
 		return false
 	}
+	for i := range p.headers {
+		if !p.headers[i].matches(h) {
+			return false
+		}
+	}
 	return true
+}
+
+func (m *headerMatch) matches(h AppHeaders) bool {
+	v, ok := h.Get(m.Name)
+	eq := func(a []byte, b string) bool {
+		if m.IgnoreCase {
+			return strings.EqualFold(string(a), b)
+		}
+		return string(a) == b
+	}
+	var hit bool
+	switch {
+	case !ok:
+	case m.Present:
+		hit = true
+	case m.Exact != "":
+		hit = eq(v, m.Exact)
+	case m.Prefix != "":
+		hit = len(v) >= len(m.Prefix) && eq(v[:len(m.Prefix)], m.Prefix)
+	case m.Suffix != "":
+		hit = len(v) >= len(m.Suffix) && eq(v[len(v)-len(m.Suffix):], m.Suffix)
+	case m.Contains != "":
+		if m.IgnoreCase {
+			hit = strings.Contains(strings.ToLower(string(v)), strings.ToLower(m.Contains))
+		} else {
+			hit = strings.Contains(string(v), m.Contains)
+		}
+	case m.re != nil:
+		hit = m.re.Match(v)
+	}
+	return hit != m.Invert
 }
 
 // decide is the entry's answer for a call of method; deflt when an L7
 // intention has no permission that matches.
-func (e *entry) decide(method string, deflt Decision) Decision {
+func (e *entry) decide(method string, h AppHeaders, deflt Decision) Decision {
 	if e.perms == nil {
 		return e.Decision
 	}
 	for i := range e.perms {
-		if e.perms[i].matches(method) {
+		if e.perms[i].matches(method, h) {
 			return e.perms[i].Decision
 		}
 	}
@@ -183,7 +226,25 @@ func compileRule(r Rule) (*entry, error) {
 			if n := btoi(h.PathExact != "") + btoi(h.PathPrefix != "") + btoi(h.PathRegex != ""); n > 1 {
 				return nil, fmt.Errorf("%s, permission %d: at most one of path_exact, path_prefix and path_regex", name, i+1)
 			}
-			cp.never = len(h.Methods) > 0 || len(h.Header) > 0
+			cp.never = len(h.Methods) > 0
+			for _, hm := range h.Header {
+				if hm.Name == "" {
+					return nil, fmt.Errorf("%s, permission %d: a header match without a name", name, i+1)
+				}
+				n := btoi(hm.Present) + btoi(hm.Exact != "") + btoi(hm.Prefix != "") + btoi(hm.Suffix != "") + btoi(hm.Contains != "") + btoi(hm.Regex != "")
+				if n != 1 {
+					return nil, fmt.Errorf("%s, permission %d: header %q: exactly one of present, exact, prefix, suffix, contains and regex", name, i+1, hm.Name)
+				}
+				c := headerMatch{HeaderMatch: hm}
+				if hm.Regex != "" {
+					re, err := regexp.Compile("^(?:" + hm.Regex + ")$")
+					if err != nil {
+						return nil, fmt.Errorf("%s, permission %d: header %q: %w", name, i+1, hm.Name, err)
+					}
+					c.re = re
+				}
+				cp.headers = append(cp.headers, c)
+			}
 			switch {
 			case h.PathExact != "":
 				if !strings.HasPrefix(h.PathExact, "/") {
@@ -228,8 +289,8 @@ func describe(h *HTTPMatch) string {
 	if len(h.Methods) > 0 {
 		parts = append(parts, "methods "+strings.Join(h.Methods, ",")+": a TChannel call has none")
 	}
-	if len(h.Header) > 0 {
-		parts = append(parts, "headers: not evaluated")
+	for _, hm := range h.Header {
+		parts = append(parts, "header "+hm.Name)
 	}
 	if len(parts) == 0 {
 		return ", every call"
@@ -271,9 +332,10 @@ func (s *Set) add(source, dest string, d *entry) error {
 	return nil
 }
 
-// Decide answers whether source may call method of dest: two map lookups,
-// then the permissions of the intention that matched, if it has any.
-func (s *Set) Decide(source []byte, dest, method string) Decision {
+// Decide answers whether source may call method of dest with application
+// headers h: two map lookups, then the permissions of the intention that
+// matched, if it has any.
+func (s *Set) Decide(source []byte, dest, method string, h AppHeaders) Decision {
 	anon := string(source) == Anonymous
 	deflt := s.deflt
 	if anon {
@@ -281,17 +343,17 @@ func (s *Set) Decide(source []byte, dest, method string) Decision {
 	}
 	if dr := s.byDest[dest]; dr != nil {
 		if e, ok := dr.bySource[string(source)]; ok {
-			return e.decide(method, deflt)
+			return e.decide(method, h, deflt)
 		}
 		if dr.any != nil && !anon {
-			return dr.any.decide(method, deflt)
+			return dr.any.decide(method, h, deflt)
 		}
 	}
 	if e, ok := s.anyDest.bySource[string(source)]; ok {
-		return e.decide(method, deflt)
+		return e.decide(method, h, deflt)
 	}
 	if !anon && s.anyDest.any != nil {
-		return s.anyDest.any.decide(method, deflt)
+		return s.anyDest.any.decide(method, h, deflt)
 	}
 	return deflt
 }
@@ -345,8 +407,8 @@ func (t *Table) Set(s *Set) {
 func (t *Table) Current() *Set { return t.cur.Load() }
 
 // Decide answers from the Set in force.
-func (t *Table) Decide(source []byte, dest, method string) Decision {
-	return t.cur.Load().Decide(source, dest, method)
+func (t *Table) Decide(source []byte, dest, method string, h AppHeaders) Decision {
+	return t.cur.Load().Decide(source, dest, method, h)
 }
 
 // Changes counts the Sets put in force since the first.

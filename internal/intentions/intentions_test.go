@@ -39,7 +39,7 @@ func TestPrecedenceIsConsuls(t *testing.T) {
 		{intentions.Anonymous, "billing", true, "intention anonymous => billing (allow)"}, // a rule that names them does
 		{"web", "billing", true, "intention web => * (allow)"},                            // and nothing else
 	} {
-		d := s.Decide([]byte(tc.source), tc.dest, "m")
+		d := s.Decide([]byte(tc.source), tc.dest, "m", intentions.AppHeaders{})
 		if d.Allow != tc.allow || d.Rule != tc.rule {
 			t.Errorf("%s => %s: %+v, want allow=%v by %q", tc.source, tc.dest, d, tc.allow, tc.rule)
 		}
@@ -52,7 +52,7 @@ func TestDefaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := s.Decide([]byte("c"), "b", "m")
+		d := s.Decide([]byte("c"), "b", "m", intentions.AppHeaders{})
 		if d.Allow != allow || !strings.HasPrefix(d.Rule, "default ") {
 			t.Errorf("default allow=%v: %+v", allow, d)
 		}
@@ -79,11 +79,11 @@ func TestTableSwaps(t *testing.T) {
 	deny, _ := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "db", Action: "deny"}}, true, true)
 	allow, _ := intentions.Compile(nil, true, true)
 	tab := intentions.NewTable(deny)
-	if tab.Decide([]byte("web"), "db", "m").Allow {
+	if tab.Decide([]byte("web"), "db", "m", intentions.AppHeaders{}).Allow {
 		t.Fatal("denied call allowed")
 	}
 	tab.Set(allow)
-	if !tab.Decide([]byte("web"), "db", "m").Allow || tab.Changes() != 1 {
+	if !tab.Decide([]byte("web"), "db", "m", intentions.AppHeaders{}).Allow || tab.Changes() != 1 {
 		t.Fatal("new set not in force")
 	}
 }
@@ -124,7 +124,7 @@ func TestPermissionsDecideOnTheMethod(t *testing.T) {
 		{"admin", "KV::put", true, "intention admin => KV, permission 1 (allow, every call)"},
 		{intentions.Anonymous, "KV::get", false, anonDeny}, // * covers proven callers only, L7 too
 	} {
-		d := s.Decide([]byte(tc.source), "KV", tc.method)
+		d := s.Decide([]byte(tc.source), "KV", tc.method, intentions.AppHeaders{})
 		if d.Allow != tc.allow || d.Rule != tc.rule {
 			t.Errorf("%s → KV %s: %v by %q, want %v by %q", tc.source, tc.method, d.Allow, d.Rule, tc.allow, tc.rule)
 		}
@@ -170,10 +170,10 @@ func setOf1000(tb testing.TB) *intentions.Set {
 func TestDecideAllocatesNothing(t *testing.T) {
 	s := setOf1000(t)
 	caller := []byte("caller-500")
-	if d := s.Decide(caller, "svc-0", "Svc::method9"); !d.Allow {
+	if d := s.Decide(caller, "svc-0", "Svc::method9", intentions.AppHeaders{}); !d.Allow {
 		t.Fatalf("%+v", d)
 	}
-	if n := testing.AllocsPerRun(1000, func() { s.Decide(caller, "svc-0", "Svc::method9") }); n != 0 {
+	if n := testing.AllocsPerRun(1000, func() { s.Decide(caller, "svc-0", "Svc::method9", intentions.AppHeaders{}) }); n != 0 {
 		t.Errorf("%v allocations per decision", n)
 	}
 }
@@ -186,6 +186,63 @@ func BenchmarkDecide(b *testing.B) {
 	caller := []byte("caller-500")
 	b.ReportAllocs()
 	for b.Loop() {
-		s.Decide(caller, "svc-0", "Svc::method9")
+		s.Decide(caller, "svc-0", "Svc::method9", intentions.AppHeaders{})
+	}
+}
+
+// thriftHeaders encodes Thrift's header list: nh:2 (k~2 v~2){nh}.
+func thriftHeaders(kv ...string) []byte {
+	b := []byte{0, byte(len(kv) / 2)}
+	for _, s := range kv {
+		b = append(b, byte(len(s)>>8), byte(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// Header matches read the application headers of JSON and Thrift calls;
+// a raw call has none, and an escaped JSON string is not matched.
+func TestPermissionsMatchApplicationHeaders(t *testing.T) {
+	s, err := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "KV", Permissions: []intentions.Permission{
+		{Action: "deny", HTTP: &intentions.HTTPMatch{Header: []intentions.HeaderMatch{{Name: "tenant", Exact: "blocked"}}}},
+		{Action: "allow", HTTP: &intentions.HTTPMatch{PathPrefix: "/KV::", Header: []intentions.HeaderMatch{
+			{Name: "tenant", Prefix: "acme-", IgnoreCase: true},
+			{Name: "debug", Present: true, Invert: true},
+		}}},
+		{Action: "allow", HTTP: &intentions.HTTPMatch{Header: []intentions.HeaderMatch{{Name: "role", Regex: "admin|ops"}}}},
+	}}}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json := func(b string) intentions.AppHeaders {
+		return intentions.AppHeaders{Scheme: []byte("json"), Raw: []byte(b)}
+	}
+	thrift := func(kv ...string) intentions.AppHeaders {
+		return intentions.AppHeaders{Scheme: []byte("thrift"), Raw: thriftHeaders(kv...)}
+	}
+	for _, tc := range []struct {
+		name  string
+		h     intentions.AppHeaders
+		allow bool
+	}{
+		{"json prefix, ignoring case", json(`{"tenant": "ACME-1", "n": 3}`), true},
+		{"json exact deny comes first", json(`{"tenant":"blocked"}`), false},
+		{"json inverted presence", json(`{"tenant":"acme-1","debug":"1"}`), false},
+		{"json regex is whole", json(`{"role":"ops"}`), true},
+		{"json regex not partial", json(`{"role":"opsx"}`), false},
+		{"json after a nested value", json(`{"x":{"tenant":"blocked"},"tenant":"acme-2"}`), true},
+		{"json escaped value is not matched", json(`{"tenant":"acme-\u0031"}`), false},
+		{"thrift prefix", thrift("a", "b", "tenant", "acme-7"), true},
+		{"thrift exact", thrift("tenant", "blocked"), false},
+		{"raw has no headers", intentions.AppHeaders{Scheme: []byte("raw"), Raw: []byte(`{"tenant":"acme-1"}`)}, false},
+		{"no headers at all", intentions.AppHeaders{}, false},
+	} {
+		if d := s.Decide([]byte("web"), "KV", "KV::get", tc.h); d.Allow != tc.allow {
+			t.Errorf("%s: %v by %q, want %v", tc.name, d.Allow, d.Rule, tc.allow)
+		}
+	}
+	h := json(`{"tenant":"acme-1","role":"x"}`)
+	if n := testing.AllocsPerRun(1000, func() { s.Decide([]byte("web"), "KV", "KV::get", h) }); n != 0 {
+		t.Errorf("%v allocations per decision with header matches", n)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/figures"
@@ -253,11 +254,12 @@ func Start(cfg Config) (*Daemon, error) {
 }
 
 // allowed is the relay's authorization: the intentions in force.
-func (d *Daemon) allowed(caller []byte, service, method string) (bool, string) {
+func (d *Daemon) allowed(c *routing.Call) (bool, string) {
 	if d.cfg.Intentions == nil {
 		return true, ""
 	}
-	dec := d.cfg.Intentions.Decide(caller, service, method)
+	scheme, _ := c.Headers.Get(frame.HeaderArgScheme)
+	dec := d.cfg.Intentions.Decide(c.Caller, c.Service, c.Method, intentions.AppHeaders{Scheme: scheme, Raw: c.AppHeaders})
 	return dec.Allow, dec.Rule
 }
 

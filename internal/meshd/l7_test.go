@@ -83,3 +83,37 @@ intentions:
 		t.Fatalf("refusals counted: %s", got)
 	}
 }
+
+// A permission with a header match reads a JSON call's application headers.
+func TestHeaderPermissionsReadJSONHeaders(t *testing.T) {
+	addr := runFromYAML(t, `
+default_intention: deny
+intentions:
+  - source: web
+    destination: Acct
+    permissions:
+      - {action: allow, http: {path_prefix: "/Acct::", header: [{name: tenant, prefix: "acme-"}]}}
+`)
+	srv := client.NewServer(client.Options{ServiceName: "Acct", Logger: testkit.Quiet})
+	srv.Register("Acct", "Acct::balance", client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte(`{"balance": 3}`)}, nil
+	}))
+	if err := srv.Advertise(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+	web, err := client.Dial(context.Background(), addr, client.Options{ServiceName: "web", Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	var out map[string]int
+	if _, err := web.CallJSON(context.Background(), "Acct", "Acct::balance", map[string]string{"tenant": "acme-9"}, map[string]string{}, &out); err != nil || out["balance"] != 3 {
+		t.Fatalf("tenant acme-9: %v %v", out, err)
+	}
+	_, err = web.CallJSON(context.Background(), "Acct", "Acct::balance", map[string]string{"tenant": "other"}, map[string]string{}, &out)
+	var ce *client.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "default deny") {
+		t.Fatalf("tenant other: %v, want the default's denial", err)
+	}
+}

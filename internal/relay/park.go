@@ -40,7 +40,7 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	}
 	// The headers alias the read loop's buffer: unpark points them at the
 	// held copy.
-	c.Headers, c.ShardKey = nil, nil
+	c.Headers, c.AppHeaders = nil, nil
 	rc.rec.edge = r.edgeOf(rc, f, req, false) // until it is routed: a timeout counts here
 	wait := c.Wait
 	r.countParked(c)
@@ -85,7 +85,8 @@ func (r *Relay) unpark(rc *relayed, wait <-chan struct{}) {
 		frame.DecodeCallReq(f.Payload, &req, &frag)
 		caller := c.Caller
 		c.SetHeaders(req.Headers) // in the held copy
-		c.Caller = caller         // SetHeaders read "cn": the proven caller counts
+		c.AppHeaders = frame.CallReqArg2(f.Payload, &req)
+		c.Caller = caller // SetHeaders read "cn": the proven caller counts
 		err := r.firstHop.Resume(c)
 		if err == routing.ErrWait {
 			r.countParked(c)

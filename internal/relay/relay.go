@@ -46,7 +46,7 @@ type Config struct {
 	Limits Limits
 	// Allowed decides whether a caller may call a service (intentions); nil
 	// allows every call.
-	Allowed func(caller []byte, service, method string) (ok bool, rule string)
+	Allowed func(c *routing.Call) (ok bool, rule string)
 	// Metrics is where the relay's collectors (its own, its Balancer's and
 	// the calls per edge, internal/golden) are registered; nil: a registry
 	// of its own, which no one reads.
@@ -193,6 +193,7 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 	if m := frame.CallReqArg1(f.Payload, req); m != nil {
 		c.Method, _ = r.names.get(m) // interned once routed (keepMethod)
 	}
+	c.AppHeaders = frame.CallReqArg2(f.Payload, req) // for L7 intentions; aliases the frame
 	rc.lastHop = fromMeshd(from)
 	var callerName string                              // "" for Anonymous and on a last hop
 	c.Caller, callerName = callerOf(from, req.Headers) // who proved it, never what "cn" says
@@ -266,7 +267,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	*bp = out
 	// The headers alias the read loop's buffer, reused once OfferCall
 	// returns; a retry points them at its saved copy.
-	c.Headers, c.Caller, c.ShardKey = nil, nil, nil
+	c.Headers, c.Caller, c.AppHeaders = nil, nil, nil
 
 	r.track(rc)
 	tr := req.Tracing // req is reused by the read loop: copy what the timer needs

@@ -15,7 +15,7 @@ import "github.com/meshrpc/mesh/frame"
 // A denial is a bad request, the one refusal TChannel callers (tchannel-go's
 // included) never retry: another instance would deny it too.
 type Authorize struct {
-	Allowed func(caller []byte, service, method string) (ok bool, rule string)
+	Allowed func(c *Call) (ok bool, rule string)
 }
 
 func (Authorize) Name() string { return StageAuthorize }
@@ -24,7 +24,7 @@ func (a Authorize) Route(c *Call) error {
 	if a.Allowed == nil {
 		return nil
 	}
-	if ok, rule := a.Allowed(c.Caller, c.Service, c.Method); !ok {
+	if ok, rule := a.Allowed(c); !ok {
 		return frame.Errorf(frame.ErrCodeBadRequest, "call from %q to %q denied by %s", c.Caller, c.Service, rule)
 	}
 	return nil

@@ -96,8 +96,8 @@ func (b *Balancer) Route(c *Call) error {
 	ch.panic = all
 	var i, rival int
 	switch {
-	case c.ShardKey != nil:
-		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey, all), -1, byRendezvous
+	case c.ShardKey() != nil:
+		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey(), all), -1, byRendezvous
 	case c.lim(b).policy.Balancer == router.BalancerRoundRobin:
 		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.Turn(c.Service)), -1, byRoundRobin
 	default:

@@ -14,14 +14,17 @@ import (
 type Call struct {
 	// Service is the name the call is routed on: RoutingName of the call.
 	Service string
-	// Headers are the call's transport headers; ShardKey is read from them
-	// and both alias the caller's buffer (see SetHeaders).
+	// Headers are the call's transport headers (ShardKey reads them);
+	// they and AppHeaders alias the caller's buffer (see SetHeaders).
 	Headers frame.Headers
 	// Caller is who calls: the identity meshd's relay proved for the
 	// connection (or another meshd vouched for), which it sets after Reset;
 	// in the SDK's direct mode, this process's own name ("cn").
-	Caller   []byte
-	ShardKey []byte // the "sk" header; nil when absent
+	Caller []byte
+	// AppHeaders is the request's arg2 (application headers, in the scheme
+	// its "as" header names), when the first frame holds all of it: L7
+	// intentions match on them.
+	AppHeaders []byte
 	// Method is the call's arg1, when the caller of Reset knows it (the
 	// relay sets it, interned; direct mode too): L7 intentions decide on it.
 	Method string
@@ -80,13 +83,18 @@ func (c *Call) Reset(service string, h frame.Headers) {
 func (c *Call) SetHeaders(h frame.Headers) {
 	c.Headers = h
 	c.Caller, _ = h.Get(frame.HeaderCallerName)
-	key, sharded := h.Get(frame.HeaderShardKey)
-	if sharded && key == nil {
-		key = []byte{} // an empty shard key is still a shard key
-	}
-	c.ShardKey = key
 	re, _ := h.Get(frame.HeaderRetryFlags)
 	c.re = parseRetryValue(re)
+}
+
+// ShardKey is the call's "sk" header, nil when absent (an empty one is
+// still a shard key: not nil).
+func (c *Call) ShardKey() []byte {
+	key, sharded := c.Headers.Get(frame.HeaderShardKey)
+	if sharded && key == nil {
+		key = []byte{}
+	}
+	return key
 }
 
 // Instance is the picked instance.

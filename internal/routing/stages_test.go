@@ -129,7 +129,8 @@ func TestMayRetry(t *testing.T) {
 }
 
 func TestAuthorizeDecidesOnTheProvenCaller(t *testing.T) {
-	allowed := func(caller []byte, service, _ string) (bool, string) {
+	allowed := func(c *Call) (bool, string) {
+		caller, service := c.Caller, c.Service
 		if string(caller) == "web" && service == "payments" {
 			return true, "intention web => payments (allow)"
 		}
