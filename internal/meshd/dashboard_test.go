@@ -14,6 +14,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/dashboard"
+	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
@@ -151,4 +152,34 @@ func TestDashboardReadsTracesFromZipkin(t *testing.T) {
 	if getJSON(t, "http://"+d.AdminAddr()+"/api/v1/traces?service=svc&method=ok", &found) != 200 || len(found.Slowest) != 3 || len(found.Failed) != 0 {
 		t.Fatalf("traces of svc::ok: %d slowest, %d failed", len(found.Slowest), len(found.Failed))
 	}
+}
+
+// A call an L7 intention denies leaves a span from the refusing meshd that
+// names the permission.
+func TestMethodDenialSpanNamesThePermission(t *testing.T) {
+	sink := zipkintest.New(t)
+	tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 1, ServiceName: "meshd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := intentions.Compile([]intentions.Rule{{Source: "web", Destination: "KV", Permissions: []intentions.Permission{
+		{Action: "deny", HTTP: &intentions.HTTPMatch{PathExact: "/KV::put"}},
+		{Action: "allow", HTTP: &intentions.HTTPMatch{PathPrefix: "/KV::"}},
+	}}}, false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet,
+		Tracer: tr, Intentions: intentions.NewTable(rules)})
+	echoServer(t, d.Addr(), "KV")
+	web := dialAs(t, d.Addr(), "web")
+	if _, err := web.Call(context.Background(), "KV", "KV::put", nil, nil); err == nil {
+		t.Fatal("KV::put was let through")
+	}
+	const rule = "intention web => KV, permission 1 (deny path_exact /KV::put)"
+	testkit.WaitFor(t, 5*time.Second, "the refusing hop's span", func() bool {
+		return len(sink.Spans(func(s zipkintest.Span) bool {
+			return s.Tags["mesh.refused_by"] == "authorize" && strings.Contains(s.Tags["mesh.result"], rule) && strings.EqualFold(s.Name, "KV::put") // Zipkin lowercases names
+		})) == 1
+	})
 }
