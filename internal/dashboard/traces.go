@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -62,6 +63,7 @@ func (t *Traces) Find(ctx context.Context, service, method string) ([]Trace, err
 	if client == nil {
 		client = &http.Client{Timeout: 5 * time.Second}
 	}
+	method = strings.ToLower(method) // Zipkin's span names are lower case, and Jaeger keeps them so
 	q := url.Values{}
 	var path string
 	switch t.API {
