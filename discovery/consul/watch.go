@@ -38,6 +38,10 @@ type watch struct {
 	idle   int                // sweeps without a lookup
 	stop   context.CancelFunc // ends an own watch's query
 	index  uint64             // of the answer remote came from
+	// holdUntil: after Consul lost its state (its index went backwards), an
+	// answer with no instance is not believed until then: the meshds that
+	// serve the service register again within a TTL.
+	holdUntil time.Time
 }
 
 type mode int
@@ -157,6 +161,18 @@ func (c *Registry) follow(w *watch) {
 
 // setRemote stores Consul's answer for w. Called with mu held.
 func (c *Registry) setRemote(w *watch, list []discovery.Instance, index uint64) {
+	if len(list) == 0 && len(w.remote) > 0 {
+		if index < w.index { // Consul restarted empty, or is a new cluster
+			w.holdUntil = time.Now().Add(c.cfg.TTL)
+			c.log.Warn("consul lost its state; keeping the instances it listed until theirs re-register", "service", w.service, "for", c.cfg.TTL)
+		}
+		if time.Now().Before(w.holdUntil) {
+			w.index = index
+			w.stale.Store(true)
+			return
+		}
+	}
+	w.holdUntil = time.Time{}
 	same := w.remote != nil && slices.EqualFunc(list, w.remote, func(a, b discovery.Instance) bool { return a.ID == b.ID })
 	w.remote, w.index = list, index
 	w.stale.Store(false)
