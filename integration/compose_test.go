@@ -193,12 +193,12 @@ func TestComposeMesh(t *testing.T) {
 	})
 
 	t.Run("rolling restart of every instance", func(t *testing.T) {
-		// meshctl bench through host1, open loop at 1,000 calls/s for 30s,
+		// meshctl bench through host1, open loop at 1,000 calls/s for 40s,
 		// while echo1..3 restart one by one: each drains (withdraws, finishes
 		// in-flight calls, exits) and comes back. The bench's JSON must show
 		// every call answered.
 		bench := exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", "r", "--via", "127.0.0.1:21301",
-			"-d", "30s", "--rps", "1000", "-c", "200", "--warmup", "0s", "-o", "json")
+			"-d", "40s", "--rps", "1000", "-c", "200", "--warmup", "0s", "-o", "json")
 		var out, errb bytes.Buffer
 		bench.Stdout, bench.Stderr = &out, &errb
 		if err := bench.Start(); err != nil {
@@ -221,14 +221,14 @@ func TestComposeMesh(t *testing.T) {
 		}
 		t.Logf("rolling restart of 3 instances (done %v into the bench) under meshctl bench, %s: %d calls, %d errors %v; p50 %.2fms p99 %.2fms p99.9 %.2fms max %.2fms",
 			restarts.Round(time.Millisecond), r.Mode, r.Calls, r.Errors, r.ErrorsBy, r.Latency.P50, r.Latency.P99, r.Latency.P999, r.Latency.Max)
-		if restarts > 28*time.Second {
+		if restarts > 38*time.Second { // 15-22 s here, once 31 s: the bench outlasts them
 			t.Fatalf("the restarts took %v, longer than the bench", restarts)
 		}
 		if r.Errors != 0 || benchErr != nil {
 			t.Fatalf("%d calls failed (%v), meshctl exit %v", r.Errors, r.ErrorsBy, benchErr)
 		}
-		if r.Calls < 28000 {
-			t.Fatalf("only %d calls made in 30s at 1,000/s", r.Calls)
+		if r.Calls < 38000 {
+			t.Fatalf("only %d calls made in 40s at 1,000/s", r.Calls)
 		}
 	})
 
