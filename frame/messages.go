@@ -161,31 +161,16 @@ func decodeRest(c *cursor, flags byte, h *Headers, cs *ChecksumType, f *Fragment
 // CallReqArg1 returns arg1 (the method) of a call req's first frame, whose
 // part before the args m was decoded from payload, without decoding the
 // rest; nil when the frame does not hold the whole of it.
-func CallReqArg1(payload []byte, m *CallReq) []byte {
-	off := 1 + 4 + TracingSize + 1 + len(m.Service) + len(m.Headers)
-	if off >= len(payload) {
-		return nil
-	}
-	cs := ChecksumType(payload[off])
-	if !cs.valid() {
-		return nil
-	}
-	off += 1 + cs.Size()
-	if off+2 > len(payload) {
-		return nil
-	}
-	n := int(binary.BigEndian.Uint16(payload[off:]))
-	off += 2
-	if off+n > len(payload) {
-		return nil
-	}
-	return payload[off : off+n : off+n]
-}
+func CallReqArg1(payload []byte, m *CallReq) []byte { return callReqArg(payload, m, 0) }
 
 // CallReqArg2 returns arg2 (the application headers) of a call req's first
 // frame, as CallReqArg1 does arg1; nil when the frame does not hold the
 // whole of it (arg2 goes on in the next frame).
-func CallReqArg2(payload []byte, m *CallReq) []byte {
+func CallReqArg2(payload []byte, m *CallReq) []byte { return callReqArg(payload, m, 1) }
+
+// callReqArg returns arg n (0-based, before arg3) of a first frame when the
+// frame holds all of it: followed by more, or in the request's last frame.
+func callReqArg(payload []byte, m *CallReq, n int) []byte {
 	off := 1 + 4 + TracingSize + 1 + len(m.Service) + len(m.Headers)
 	if off >= len(payload) {
 		return nil
@@ -195,24 +180,23 @@ func CallReqArg2(payload []byte, m *CallReq) []byte {
 		return nil
 	}
 	off += 1 + cs.Size()
-	for arg := 0; arg < 2; arg++ {
+	for arg := 0; ; arg++ {
 		if off+2 > len(payload) {
 			return nil
 		}
-		n := int(binary.BigEndian.Uint16(payload[off:]))
+		l := int(binary.BigEndian.Uint16(payload[off:]))
 		off += 2
-		if off+n > len(payload) {
+		if off+l > len(payload) {
 			return nil
 		}
-		if arg == 1 {
-			if off+n == len(payload) && m.Flags&FlagMoreFragments != 0 {
-				return nil // arg2 goes on in the next frame
+		if arg == n {
+			if n > 0 && off+l == len(payload) && m.Flags&FlagMoreFragments != 0 {
+				return nil // it goes on in the next frame
 			}
-			return payload[off : off+n : off+n]
+			return payload[off : off+l : off+l]
 		}
-		off += n
+		off += l
 	}
-	return nil
 }
 
 // DecodeCallRes decodes the first frame of a call response.
