@@ -32,6 +32,9 @@ type Caps struct {
 	Services          int // distinct services
 	MethodsPerService int // distinct methods of one service
 	Edges             int // distinct caller → service → method edges
+	// Instances bounds the per-instance series (routing.Balancer's):
+	// instances past it are counted together under "_other".
+	Instances int
 }
 
 // The defaults of Caps.
@@ -40,13 +43,16 @@ const (
 	DefaultMaxServices          = 2000
 	DefaultMaxMethodsPerService = 200
 	DefaultMaxEdges             = 20000
+	DefaultMaxInstances         = 10000
 )
 
-func (c Caps) withDefaults() Caps {
+// WithDefaults is c with each zero field at its default.
+func (c Caps) WithDefaults() Caps {
 	c.Callers = cmp.Or(c.Callers, DefaultMaxCallers)
 	c.Services = cmp.Or(c.Services, DefaultMaxServices)
 	c.MethodsPerService = cmp.Or(c.MethodsPerService, DefaultMaxMethodsPerService)
 	c.Edges = cmp.Or(c.Edges, DefaultMaxEdges)
+	c.Instances = cmp.Or(c.Instances, DefaultMaxInstances)
 	return c
 }
 
@@ -118,7 +124,7 @@ type key struct{ caller, service, method string }
 // the stages that can refuse a call, each a result "refused_<stage>".
 func New(reg prometheus.Registerer, caps Caps, stages []string) *Edges {
 	e := &Edges{
-		caps:     caps.withDefaults(),
+		caps:     caps.WithDefaults(),
 		results:  answerNames[:],
 		stages:   make(map[string]Result),
 		byKey:    make(map[key]*Edge),
@@ -148,6 +154,10 @@ func New(reg prometheus.Registerer, caps Caps, stages []string) *Edges {
 	reg.MustRegister(e.calls, e.latency, e.over)
 	return e
 }
+
+// Overflowed counts one more value of label counted under Other by a
+// collector outside Edges (routing.Balancer's "instance" and "service").
+func (e *Edges) Overflowed(label string) { e.over.WithLabelValues(label).Inc() }
 
 // Refused is the result of a call refused by stage.
 func (e *Edges) Refused(stage string) Result {
@@ -277,10 +287,12 @@ func (ed *Edge) Done(r Result, d time.Duration, traceID uint64) {
 		ed.latency.Observe(d.Seconds())
 		return
 	}
-	ed.latency.(prometheus.ExemplarObserver).ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": hex16(traceID)})
+	ed.latency.(prometheus.ExemplarObserver).ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": TraceID(traceID)})
 }
 
-func hex16(id uint64) string {
+// TraceID is a trace id as an exemplar's trace_id label says it: 16
+// lower-case hex digits, as trace backends show it.
+func TraceID(id uint64) string {
 	var b [16]byte
 	const digits = "0123456789abcdef"
 	for i := 15; i >= 0; i-- {

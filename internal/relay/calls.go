@@ -224,7 +224,11 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 	if rc.rec.n > 0 {
 		r.recent.add(&rc.rec)
 	}
-	att.Done(o)
+	if ht != nil {
+		att.DoneSampled(o, rc.hop.TraceID)
+	} else {
+		att.Done(o)
+	}
 	r.endSpan(rc, ht, o)
 	if saved != nil {
 		r.unkeep(srcT, savedN)

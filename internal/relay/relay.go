@@ -51,7 +51,8 @@ type Config struct {
 	// the calls per edge, internal/golden) are registered; nil: a registry
 	// of its own, which no one reads.
 	Metrics prometheus.Registerer
-	// MetricCaps bound the labels of the calls per edge.
+	// MetricCaps bound the labels of the calls per edge and of the
+	// Balancer's series per instance and service.
 	MetricCaps golden.Caps
 }
 
@@ -135,6 +136,7 @@ func New(cfg Config) *Relay {
 		reg = prometheus.NewRegistry()
 	}
 	r.edges = golden.New(reg, cfg.MetricCaps, r.stages())
+	r.bal.CapSeries(cfg.MetricCaps, r.edges.Overflowed)
 	reg.MustRegister(r.bal, (*collector)(r))
 	r.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	return r

@@ -75,10 +75,14 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 		rc.trace.events = append(rc.trace.events, tracing.Event{Name: "retry", Time: time.Now(), Attrs: []attribute.KeyValue{
 			attribute.String("mesh.instance", rc.call.Instance().ID), attribute.String("mesh.cause", code.String())}})
 	}
-	n, left := len(rc.call.Tried), time.Until(rc.deadline)
+	n, left, sampled := len(rc.call.Tried), time.Until(rc.deadline), rc.trace != nil
 	rc.mu.Unlock()
 	r.remove(dst, dstID, rc, true)
-	att.Done(routing.Failed(code))
+	if sampled {
+		att.DoneSampled(routing.Failed(code), rc.hop.TraceID)
+	} else {
+		att.Done(routing.Failed(code))
+	}
 	time.AfterFunc(routing.Backoff(n, left), func() { r.resend(rc, code) })
 	return true
 }

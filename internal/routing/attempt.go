@@ -33,7 +33,11 @@ func (a Attempt) Start() time.Time { return a.start }
 // Done tells the Balancer how the attempt ended: the instance's latency
 // average, breaker and counters learn from it (a cancelled attempt teaches
 // nothing but is no longer in flight). Call it once.
-func (a Attempt) Done(o Outcome) { a.ep.judge(a.start, o) }
+func (a Attempt) Done(o Outcome) { a.ep.judge(a.start, o, 0) }
+
+// DoneSampled is Done for an attempt of a sampled call: traceID becomes
+// the exemplar of the instance's latency histogram.
+func (a Attempt) DoneSampled(o Outcome, traceID uint64) { a.ep.judge(a.start, o, traceID) }
 
 // Outcome is how an attempt ended. The zero Outcome is a good answer.
 type Outcome struct {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/golden"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -30,6 +31,10 @@ type Balancer struct {
 	eps      endpoints
 	rr       sync.Map // service → *atomic.Uint64
 	budgets  sync.Map // service → *retryBudget
+
+	caps         golden.Caps        // of its metric series (metrics.go)
+	overflow     func(label string) // told of each instance or service counted under golden.Other
+	budgetSeries atomic.Int64       // budgets with a service label of their own
 }
 
 // NewBalancer returns a Balancer with per-service policies (nil: defaults).
@@ -37,8 +42,9 @@ func NewBalancer(ps router.Policies, log *slog.Logger) (*Balancer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Balancer{log: log}
+	b := &Balancer{log: log, caps: golden.Caps{}.WithDefaults()}
 	b.eps.settings = b.breakerSettings
+	b.eps.maxSeries = int64(b.caps.Instances)
 	if err := b.policies.set(ps); err != nil {
 		b.policies.set(nil)
 		return b, err

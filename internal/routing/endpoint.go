@@ -32,7 +32,9 @@ type endpoint struct {
 	state   atomic.Int32
 	service string
 	addr    string // of the meshd that delivers to it
-	stats   endpointStats
+	// stats are its own, or the endpoints' overflow shared by the
+	// instances past the series cap.
+	stats *endpointStats
 
 	// The latency average, in nanoseconds (float64 bits), and when it was
 	// last updated (unix nanoseconds, 0: never): atomics, so that a pick
@@ -106,8 +108,9 @@ func (e *endpoint) usable() bool {
 	return true
 }
 
-// judge tells an endpoint how one attempt that started at start went.
-func (e *endpoint) judge(start time.Time, o Outcome) {
+// judge tells an endpoint how one attempt that started at start went;
+// trace is the trace id of a sampled call (0: not sampled).
+func (e *endpoint) judge(start time.Time, o Outcome, trace uint64) {
 	if e == nil {
 		return
 	}
@@ -117,7 +120,7 @@ func (e *endpoint) judge(start time.Time, o Outcome) {
 	}
 	now := time.Now()
 	rtt := now.Sub(start)
-	e.stats.record(o, rtt)
+	e.stats.record(o, rtt, trace, now)
 	e.observe(rtt, now)
 	if o.failed() {
 		e.breaker.Execute(broke)
@@ -132,21 +135,45 @@ var errInstanceFailed = errors.New("instance failed the call")
 func passed() (struct{}, error) { return struct{}{}, nil }
 func broke() (struct{}, error)  { return struct{}{}, errInstanceFailed }
 
-// endpoints keeps an endpoint per instance id.
+// endpoints keeps an endpoint per instance id, and bounds their metric
+// series: past maxSeries instances with series of their own, the others
+// share over.
 type endpoints struct {
-	m        sync.Map // id → *endpoint
-	settings func(e *endpoint) gobreaker.Settings
+	m         sync.Map // id → *endpoint
+	settings  func(e *endpoint) gobreaker.Settings
+	maxSeries int64
+	series    atomic.Int64 // endpoints with stats of their own
+	over      endpointStats
+	overflow  func(label string) // told of each endpoint counted in over (nil: no one)
 }
 
 func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	if v, ok := s.m.Load(inst.ID); ok {
 		return v.(*endpoint)
 	}
-	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID))}
+	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID)), stats: &s.over}
+	if s.series.Add(1) <= s.maxSeries {
+		e.stats = new(endpointStats)
+	} else {
+		s.series.Add(-1)
+	}
 	e.listed.Store(time.Now().UnixNano())
 	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
-	v, _ := s.m.LoadOrStore(inst.ID, e)
+	v, loaded := s.m.LoadOrStore(inst.ID, e)
+	switch {
+	case loaded:
+		s.release(e)
+	case e.stats == &s.over && s.overflow != nil:
+		s.overflow("instance")
+	}
 	return v.(*endpoint)
+}
+
+// release gives back e's series, when it had its own.
+func (s *endpoints) release(e *endpoint) {
+	if e.stats != &s.over {
+		s.series.Add(-1)
+	}
 }
 
 // How a breaker counts (its thresholds and open time are the policy's):
@@ -189,8 +216,8 @@ const ForgetAfter = time.Minute
 func (b *Balancer) Forget(now time.Time, after time.Duration) (forgot int) {
 	cut := now.Add(-after).UnixNano()
 	b.eps.m.Range(func(k, v any) bool {
-		if e := v.(*endpoint); e.listed.Load() < cut && e.pending.Load() == 0 {
-			b.eps.m.CompareAndDelete(k, v)
+		if e := v.(*endpoint); e.listed.Load() < cut && e.pending.Load() == 0 && b.eps.m.CompareAndDelete(k, v) {
+			b.eps.release(e)
 			forgot++
 		}
 		return true

@@ -32,16 +32,36 @@ var breakerStates = [...]struct {
 	name  string
 }{{gobreaker.StateClosed, "closed"}, {gobreaker.StateHalfOpen, "half_open"}, {gobreaker.StateOpen, "open"}}
 
-// endpointStats counts one instance's attempts: updated with atomics only,
-// so recording costs the call path no lock and no allocation.
+// endpointStats counts one instance's attempts (or, together, those of
+// the instances past the series cap): updated with atomics only, so
+// recording costs the call path no lock and no allocation, but for a
+// sampled call's exemplar.
 type endpointStats struct {
 	calls          [len(resultNames)]atomic.Int64
 	buckets        [len(golden.Buckets) + 1]atomic.Int64
 	sumNanos       atomic.Int64
 	breakerChanges [3]atomic.Int64 // by the state changed to
+	// The last sampled call of each bucket, for the histogram's exemplars.
+	exemplars [len(golden.Buckets) + 1]atomic.Pointer[exemplar]
 }
 
-func (s *endpointStats) record(o Outcome, rtt time.Duration) {
+type exemplar struct {
+	trace uint64
+	rtt   time.Duration
+	at    time.Time
+}
+
+// used reports whether any attempt was recorded.
+func (s *endpointStats) used() bool {
+	for i := range s.calls {
+		if s.calls[i].Load() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *endpointStats) record(o Outcome, rtt time.Duration, trace uint64, now time.Time) {
 	s.calls[resultSlot(o)].Add(1)
 	secs := rtt.Seconds()
 	i := 0
@@ -50,6 +70,9 @@ func (s *endpointStats) record(o Outcome, rtt time.Duration) {
 	}
 	s.buckets[i].Add(1)
 	s.sumNanos.Add(int64(rtt))
+	if trace != 0 {
+		s.exemplars[i].Store(&exemplar{trace: trace, rtt: rtt, at: now})
+	}
 }
 
 // The Balancer's metric families: per instance (labelled service,
@@ -65,7 +88,7 @@ var (
 	descInFlight = prometheus.NewDesc("mesh_instance_attempts_in_flight",
 		"Attempts sent to an instance and not yet answered.", instanceLabels, nil)
 	descBreaker = prometheus.NewDesc("mesh_breaker_state",
-		"An instance's circuit breaker: 1 for the state it is in (closed, half_open, open), 0 for the others.",
+		"An instance's circuit breaker: 1 for the state it is in (closed, half_open, open), 0 for the others; under instance_id \"_other\", how many of the instances past the series cap are in each state.",
 		append(instanceLabels, "state"), nil)
 	descBreakerChanges = prometheus.NewDesc("mesh_breaker_transitions_total",
 		"Circuit breaker state changes, by the state entered.", append(instanceLabels, "to"), nil)
@@ -83,45 +106,88 @@ func (b *Balancer) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
+// CapSeries bounds the Balancer's metric series by caps (Instances and
+// Services; zero fields: the defaults): past them, instances and services
+// are counted together under golden.Other, and overflow (if not nil) is
+// told of each ("instance", "service"). Call it before the first call.
+func (b *Balancer) CapSeries(caps golden.Caps, overflow func(label string)) {
+	b.caps = caps.WithDefaults()
+	b.overflow = overflow
+	b.eps.maxSeries, b.eps.overflow = int64(b.caps.Instances), overflow
+}
+
 // Collect sends what the Balancer learned (prometheus.Collector): the
 // attempts, latency, breaker and attempts in flight of each instance it
-// knows (an instance it forgot has no series), retries per service.
+// knows (an instance it forgot has no series; those past the cap are
+// summed under golden.Other, their breakers counted by state), retries per
+// service.
 func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
+	var over struct {
+		n, pending int64
+		states     [3]int64
+	}
 	b.eps.m.Range(func(_, v any) bool {
 		e := v.(*endpoint)
+		if e.stats == &b.eps.over {
+			over.n++
+			over.pending += e.pending.Load()
+			over.states[e.breaker.State()]++
+			return true
+		}
 		l := []string{golden.Label(e.service), golden.Label(e.id), golden.Label(e.addr)}
-		for i, name := range resultNames {
-			if n := e.stats.calls[i].Load(); n > 0 {
-				ch <- prometheus.MustNewConstMetric(descAttempts, prometheus.CounterValue, float64(n), append(l, name)...)
-			}
-		}
-		buckets := make(map[float64]uint64, len(golden.Buckets))
-		var cum uint64
-		for i, le := range golden.Buckets {
-			cum += uint64(e.stats.buckets[i].Load())
-			buckets[le] = cum
-		}
-		cum += uint64(e.stats.buckets[len(golden.Buckets)].Load())
-		ch <- prometheus.MustNewConstHistogram(descAttemptSecs, cum, time.Duration(e.stats.sumNanos.Load()).Seconds(), buckets, l...)
-		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(e.pending.Load()), l...)
-		now := e.breaker.State()
-		for _, s := range breakerStates {
-			v := 0.0
-			if s.state == now {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, v, append(l, s.name)...)
-			if n := e.stats.breakerChanges[s.state].Load(); n > 0 {
-				ch <- prometheus.MustNewConstMetric(descBreakerChanges, prometheus.CounterValue, float64(n), append(l, s.name)...)
-			}
-		}
+		var states [3]int64
+		states[e.breaker.State()] = 1
+		collectInstance(ch, l, e.stats, e.pending.Load(), states)
 		return true
 	})
-	b.budgets.Range(func(k, v any) bool {
+	if over.n > 0 || b.eps.over.used() {
+		collectInstance(ch, []string{golden.Other, golden.Other, golden.Other}, &b.eps.over, over.pending, over.states)
+	}
+	retries := map[string][2]int64{} // by label: granted, exhausted
+	b.budgets.Range(func(_, v any) bool {
 		bud := v.(*retryBudget)
-		service := golden.Label(k.(string))
-		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(bud.granted.Load()), service)
-		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(bud.exhausted.Load()), service)
+		n := retries[bud.label]
+		retries[bud.label] = [2]int64{n[0] + bud.granted.Load(), n[1] + bud.exhausted.Load()}
 		return true
 	})
+	for service, n := range retries {
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(n[0]), service)
+		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(n[1]), service)
+	}
+}
+
+// collectInstance sends the series of one instance labelled l (service,
+// instance_id, instance_addr): s its counts, pending its attempts in
+// flight, states how many of its breakers are in each state.
+func collectInstance(ch chan<- prometheus.Metric, l []string, s *endpointStats, pending int64, states [3]int64) {
+	for i, name := range resultNames {
+		if n := s.calls[i].Load(); n > 0 {
+			ch <- prometheus.MustNewConstMetric(descAttempts, prometheus.CounterValue, float64(n), append(l, name)...)
+		}
+	}
+	buckets := make(map[float64]uint64, len(golden.Buckets))
+	var cum uint64
+	var exemplars []prometheus.Exemplar
+	for i := range s.buckets {
+		cum += uint64(s.buckets[i].Load())
+		if i < len(golden.Buckets) {
+			buckets[golden.Buckets[i]] = cum
+		}
+		if x := s.exemplars[i].Load(); x != nil {
+			exemplars = append(exemplars, prometheus.Exemplar{Value: x.rtt.Seconds(),
+				Labels: prometheus.Labels{"trace_id": golden.TraceID(x.trace)}, Timestamp: x.at})
+		}
+	}
+	var h prometheus.Metric = prometheus.MustNewConstHistogram(descAttemptSecs, cum, time.Duration(s.sumNanos.Load()).Seconds(), buckets, l...)
+	if len(exemplars) > 0 {
+		h = prometheus.MustNewMetricWithExemplars(h, exemplars...)
+	}
+	ch <- h
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(pending), l...)
+	for _, bs := range breakerStates {
+		ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, float64(states[bs.state]), append(l, bs.name)...)
+		if n := s.breakerChanges[bs.state].Load(); n > 0 {
+			ch <- prometheus.MustNewConstMetric(descBreakerChanges, prometheus.CounterValue, float64(n), append(l, bs.name)...)
+		}
+	}
 }

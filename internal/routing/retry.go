@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/golden"
 )
 
 // Retries are limited to the policy's share of recent calls (counts that
@@ -107,7 +108,19 @@ func (b *Balancer) budget(service string) *retryBudget {
 	if v, ok := b.budgets.Load(service); ok {
 		return v.(*retryBudget)
 	}
-	v, _ := b.budgets.LoadOrStore(service, &retryBudget{last: time.Now()})
+	bud := &retryBudget{last: time.Now(), label: golden.Other}
+	if b.budgetSeries.Add(1) <= int64(b.caps.Services) {
+		bud.label = golden.Label(service)
+	} else {
+		b.budgetSeries.Add(-1)
+	}
+	v, loaded := b.budgets.LoadOrStore(service, bud)
+	switch {
+	case loaded && bud.label != golden.Other:
+		b.budgetSeries.Add(-1)
+	case !loaded && bud.label == golden.Other && b.overflow != nil:
+		b.overflow("service")
+	}
 	return v.(*retryBudget)
 }
 
@@ -119,6 +132,7 @@ type retryBudget struct {
 	last           time.Time
 
 	granted, exhausted atomic.Int64 // for metrics
+	label              string       // its service label: the service's name, or golden.Other past the cap
 }
 
 // fade ages both counts to now.
