@@ -38,14 +38,26 @@ END {
   print "Hops, 1 KiB (kept = throughput / the same stack direct; added = p50 minus direct p50):"
   print "| path | c | calls/s | kept | p50 µs | p99 µs | added p50 µs |"
   print "|---|---|---|---|---|---|---|"
-  split("mesh-direct mesh-1hop mesh-2hop tchannel-direct tchannel-relay", paths, " ")
+  split("mesh-direct mesh-1hop mesh-1hop-opsoff mesh-2hop tchannel-direct tchannel-relay", paths, " ")
   for (c = 1; c <= 64; c += 63) {
-    for (i = 1; i <= 5; i++) {
+    for (i = 1; i <= 6; i++) {
       k = paths[i] SUBSEP "c=" c; if (!n[k]) continue
       base = (paths[i] ~ /^mesh/ ? "mesh-direct" : "tchannel-direct") SUBSEP "c=" c
       printf "| %s | %d | %.0f | %.0f%% | %.0f | %.0f | %+.0f |\n", paths[i], c, avg(cps, k),
         100 * avg(cps, k) / avg(cps, base), avg(p50, k), avg(p99, k), avg(p50, k) - avg(p50, base)
     }
+  }
+  print ""
+  print "The ops view (mesh_calls_total per edge, history, dashboard) on vs off (--ops-view), 1 hop, 1 KiB; CPU of the"
+  print "whole process (caller, meshd, server) per call, and the CPU the hop adds (minus mesh-direct); target: at most 3% more:"
+  print "| c | CPU µs/call on | off | change | hop CPU µs/call on | off | change | allocs/op on / off |"
+  print "|---|---|---|---|---|---|---|---|"
+  for (c = 1; c <= 64; c += 63) {
+    on = "mesh-1hop" SUBSEP "c=" c; off = "mesh-1hop-opsoff" SUBSEP "c=" c; d = "mesh-direct" SUBSEP "c=" c
+    if (!n[on] || !n[off] || !n[d]) continue
+    hon = avg(cpu, on) - avg(cpu, d); hoff = avg(cpu, off) - avg(cpu, d)
+    printf "| %d | %.1f | %.1f | %+.1f%% | %.1f | %.1f | %+.1f%% | %.0f / %.0f |\n", c, avg(cpu, on) / 1000, avg(cpu, off) / 1000,
+      100 * (avg(cpu, on) / avg(cpu, off) - 1), hon / 1000, hoff / 1000, 100 * (hon / hoff - 1), avg(al, on), avg(al, off)
   }
 }' "$out"
 

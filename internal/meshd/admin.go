@@ -50,7 +50,12 @@ func (d *Daemon) adminHandler() http.Handler {
 		enc.Encode(d.relay.Recent(r.URL.Query().Get("service"), span, limit))
 	})
 	mux.Handle("GET /metrics", metricsHandler(d.metrics))
-	ops := d.views.Handler()
+	var ops http.Handler = d.views.Handler()
+	if d.cfg.NoOpsView {
+		ops = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "the ops view is off on this meshd (--ops-view off)", http.StatusNotFound)
+		})
+	}
 	mux.Handle("GET /{$}", ops)
 	mux.Handle("GET /ui/", ops)
 	mux.Handle("GET /api/v1/", ops)

@@ -28,7 +28,7 @@ import (
 func BenchmarkHop(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	for _, conc := range []int{1, 64} {
-		for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
+		for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-1hop-opsoff", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
 			b.Run(fmt.Sprintf("%s/c=%d", path, conc), func(b *testing.B) {
 				testkit.Bench(b, conc, body, hopCaller(b, path))
 			})
@@ -38,7 +38,7 @@ func BenchmarkHop(b *testing.B) {
 
 func hopCaller(b *testing.B, path string) testkit.BenchCall {
 	switch path {
-	case "mesh-direct", "mesh-1hop", "mesh-2hop":
+	case "mesh-direct", "mesh-1hop", "mesh-1hop-opsoff", "mesh-2hop":
 		return meshPath(b, path)
 	}
 	return tchannelPath(b, path == "tchannel-relay")
@@ -61,7 +61,9 @@ func meshPath(b *testing.B, path string) testkit.BenchCall {
 		target = l.Addr().String()
 	default:
 		reg := discovery.NewLocal()
-		a := startMeshd(b, "127.0.0.1:0", reg)
+		cfg := meshdConfig(b, "127.0.0.1:0", reg)
+		cfg.NoOpsView = path == "mesh-1hop-opsoff" // what the ops view costs: the same hop without it
+		a := startWith(b, cfg)
 		home := a
 		if path == "mesh-2hop" {
 			home = startMeshd(b, "127.0.0.2:0", reg)

@@ -50,6 +50,9 @@ type Config struct {
 	Advertise string
 	Admin     string // admin HTTP listener; empty disables it
 	Pprof     bool   // serve /debug/pprof on the admin listener
+	// NoOpsView turns the ops view off: calls are not counted per edge
+	// (mesh_calls_total), no history is kept, no dashboard is served.
+	NoOpsView bool
 	NodeName  string // this host's name in the registry; default: hostname
 	// Registry is where instances are registered and looked up.
 	Registry discovery.Registry
@@ -210,6 +213,7 @@ func Start(cfg Config) (*Daemon, error) {
 		Limits:   d.limits.Limits,
 		Allowed:  d.allowed,
 		Metrics:  d.metrics,
+		NoEdges:  cfg.NoOpsView,
 	})
 	sources := map[string]string{}
 	for k := range cfg.Policies {
@@ -222,7 +226,9 @@ func Start(cfg Config) (*Daemon, error) {
 		Since: d.relay.Since, Traces: cfg.Traces, Logger: d.log,
 	})
 	go d.forget()
-	go d.sample()
+	if !cfg.NoOpsView {
+		go d.sample()
+	}
 	if cfg.Admin != "" {
 		al, err := net.Listen("tcp", cfg.Admin)
 		if err != nil {

@@ -55,13 +55,18 @@ func meshdTrust(tb testing.TB) *trust.Store {
 // Consul in these in-process tests and benchmarks; with a tracer, it traces.
 func startMeshd(tb testing.TB, addr string, reg discovery.Registry, tracer ...*tracing.Tracer) *meshd.Daemon {
 	tb.Helper()
-	host, _, _ := net.SplitHostPort(addr)
-	cfg := meshd.Config{Listen: addr, PeerListen: net.JoinHostPort(host, "0"), Trust: meshdTrust(tb),
-		Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: 2 * time.Second}
+	cfg := meshdConfig(tb, addr, reg)
 	if len(tracer) > 0 {
 		cfg.Tracer = tracer[0]
 	}
 	return startWith(tb, cfg)
+}
+
+// meshdConfig is the Config of startMeshd's meshds.
+func meshdConfig(tb testing.TB, addr string, reg discovery.Registry) meshd.Config {
+	host, _, _ := net.SplitHostPort(addr)
+	return meshd.Config{Listen: addr, PeerListen: net.JoinHostPort(host, "0"), Trust: meshdTrust(tb),
+		Admin: "127.0.0.1:0", Registry: reg, Logger: testkit.Quiet, DrainTimeout: 2 * time.Second}
 }
 
 func startWith(tb testing.TB, cfg meshd.Config) *meshd.Daemon {

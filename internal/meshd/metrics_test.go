@@ -286,20 +286,62 @@ func TestOpenMetricsCarriesExemplars(t *testing.T) {
 	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
 		t.Fatalf("content type %q", ct)
 	}
-	var line string
-	for _, l := range strings.Split(string(body), "\n") {
-		if strings.HasPrefix(l, "mesh_call_duration_seconds_bucket{") && strings.Contains(l, `# {trace_id="`) {
-			line = l
+	exemplar := func(family string) string {
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, family+"_bucket{") && strings.Contains(l, `# {trace_id="`) {
+				return l[strings.Index(l, `trace_id="`)+len(`trace_id="`):][:16]
+			}
 		}
+		t.Fatalf("no exemplar on %s", family)
+		return ""
 	}
-	if line == "" {
-		t.Fatal("no exemplar on mesh_call_duration_seconds")
+	id := exemplar("mesh_call_duration_seconds")
+	if inst := exemplar("mesh_instance_attempt_duration_seconds"); inst != id {
+		t.Fatalf("the attempt's exemplar is trace %s, the call's %s", inst, id)
 	}
-	id := line[strings.Index(line, `trace_id="`)+len(`trace_id="`):][:16]
 	testkit.WaitFor(t, 5*time.Second, "the exemplar's trace "+id+" at the trace backend", func() bool {
 		return len(sink.Spans(func(s zipkintest.Span) bool { return s.TraceID == id })) > 0
 	})
 	if !strings.HasSuffix(strings.TrimSpace(string(body)), "# EOF") {
 		t.Error("the OpenMetrics exposition does not end with # EOF")
+	}
+}
+
+// With the ops view off, calls go as before and are not counted per edge;
+// the per-instance series, /calls and the rest of /metrics stay, and the
+// dashboard says it is off.
+func TestOpsViewOff(t *testing.T) {
+	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet,
+		NoOpsView: true})
+	echoServer(t, d.Addr(), "svc")
+	c := dialMeshd(t, d.Addr())
+	for range 10 {
+		if _, err := callEcho(c, "svc", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := callEcho(c, "nosuch", nil); err == nil {
+		t.Fatal("a call to no service was answered")
+	}
+	mfs := scrape(t, d.AdminAddr())
+	if got := samples(mfs, "mesh_calls_total"); len(got) != 0 {
+		t.Errorf("mesh_calls_total with the ops view off: %v", got)
+	}
+	if got := samples(mfs, "mesh_instance_attempts_total", "service")["svc"]; got != 10 {
+		t.Errorf("mesh_instance_attempts_total{service=svc} = %v, want 10", got)
+	}
+	for path, want := range map[string]int{"/": 404, "/api/v1/services": 404, "/calls": 200, "/status": 200} {
+		res, err := http.Get("http://" + d.AdminAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, res.StatusCode, want)
+		}
+		if want == 404 && !strings.Contains(string(body), "--ops-view") {
+			t.Errorf("GET %s says %q, not how to turn the ops view on", path, body)
+		}
 	}
 }

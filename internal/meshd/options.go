@@ -39,6 +39,7 @@ type Options struct {
 	Advertise       string        `yaml:"advertise"`
 	Admin           string        `yaml:"admin"`
 	Pprof           string        `yaml:"pprof"`
+	OpsView         string        `yaml:"ops_view"`
 	Node            string        `yaml:"node"`
 	Consul          string        `yaml:"consul"`
 	ConsulToken     string        `yaml:"consul_token"` // or CONSUL_HTTP_TOKEN; never a flag
@@ -91,6 +92,7 @@ func Defaults() Options {
 
 		AdvertiseSameUser: "on",
 		Pprof:             "off",
+		OpsView:           "on",
 		ConsulTTL:         10 * time.Second,
 		ConsulWatches:     consul.DefaultMaxWatches,
 		ConsulReads:       "blocking",
@@ -153,6 +155,7 @@ func (o *Options) table() []option {
 		{"default-intention", "MESHD_DEFAULT_INTENTION", "`allow` or deny calls no intention matches (default: with Consul, its ACL default policy, as Consul's own proxies; else allow)", &o.DefaultIntention, nil, nil},
 		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},
 		{"pprof", "MESHD_PPROF", "`on` also serves /debug/pprof on the admin address (off by default: a profile can carry secrets)", &o.Pprof, nil, nil},
+		{"ops-view", "MESHD_OPS_VIEW", "`on`: count every call per caller, service and method (mesh_calls_total), keep an hour of those figures and serve the dashboard; off saves that work (the other metrics, /calls and meshctl tap stay)", &o.OpsView, nil, nil},
 		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
 		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil, nil},
 		{"consul-token-file", "MESHD_CONSUL_TOKEN_FILE", "`file` holding the Consul ACL token (or set CONSUL_HTTP_TOKEN; a token is never a flag, since argv is public)", &o.ConsulTokenFile, nil, nil},
@@ -301,6 +304,9 @@ func (o Options) validate() error {
 	}
 	if o.Pprof != "off" && o.Pprof != "on" {
 		return fmt.Errorf("--pprof %q: want on or off", o.Pprof)
+	}
+	if o.OpsView != "off" && o.OpsView != "on" {
+		return fmt.Errorf("--ops-view %q: want on or off", o.OpsView)
 	}
 	if o.AdvertiseSameUser != "off" && o.AdvertiseSameUser != "on" {
 		return fmt.Errorf("--advertise-same-user %q: want on or off", o.AdvertiseSameUser)

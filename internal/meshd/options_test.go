@@ -83,6 +83,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--consul-token", "s3cret"}, nil, "CONSUL_HTTP_TOKEN or --consul-token-file"},
 		{[]string{"--consul-token-file", filepath.Join(dir, "missing-token")}, nil, "--consul-token-file"},
 		{[]string{"--pprof", "yes"}, nil, "--pprof"},
+		{[]string{"--ops-view", "maybe"}, nil, "--ops-view"},
 		{[]string{"--consul-reads", "eventual"}, nil, "--consul-reads"},
 	}
 	for _, tc := range cases {

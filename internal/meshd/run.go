@@ -47,7 +47,7 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	d, err := Start(Config{
-		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NodeName: o.Node,
+		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NoOpsView: o.OpsView == "off", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, ForgetAfter: o.ForgetAfter, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove, Traces: o.traces(),
 	})

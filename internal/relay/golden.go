@@ -38,6 +38,9 @@ func (r *Relay) stages() []string {
 // service names a service only once one was found under it (routed is
 // true, or it was routed to before), so made-up names are not labels.
 func (r *Relay) edgeOf(rc *relayed, f *frame.Frame, req *frame.CallReq, routed bool) *golden.Edge {
+	if r.cfg.NoEdges {
+		return nil
+	}
 	c := &rc.call
 	service, method := golden.Unknown, golden.Unknown
 	if routed || r.names.has(c.Service) {

@@ -54,6 +54,9 @@ type Config struct {
 	// MetricCaps bound the labels of the calls per edge and of the
 	// Balancer's series per instance and service.
 	MetricCaps golden.Caps
+	// NoEdges leaves calls uncounted per edge (mesh_calls_total): meshd's
+	// ops view is off.
+	NoEdges bool
 }
 
 // Relay is the conn.Relayer of every meshd connection.

@@ -28,8 +28,9 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 	if rc.lastHop { // the first meshd counts the call by this cause (golden.go)
 		msg = refusedAt + stage + ": " + msg
 	} else if !rc.done { // a parked call that ended was counted by finish
-		rc.rec.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage))
-		rc.rec.edge.Done(res, took, trace)
+		if rc.rec.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage)); rc.rec.edge != nil {
+			rc.rec.edge.Done(res, took, trace)
+		}
 	}
 	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code,
 		caller: r.names.intern(caller), edge: rc.rec.edge, result: res, took: took}
