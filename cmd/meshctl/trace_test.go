@@ -3,26 +3,26 @@ package main
 import (
 	"bytes"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/meshrpc/mesh/internal/zipkintest"
 )
 
-// meshctl trace reads Zipkin's API and draws the tree with error marks.
+// meshctl trace reads Zipkin's API (a Zipkin sink's) and draws the tree with error marks.
 func TestTraceFromZipkinAPI(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/api/v2/trace/abc" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Write([]byte(`[
- {"id":"1","name":"get","kind":"CLIENT","timestamp":1000,"duration":900,"localEndpoint":{"serviceName":"web"}},
- {"id":"2","parentId":"1","name":"get","kind":"SERVER","timestamp":1100,"duration":700,"localEndpoint":{"serviceName":"meshd"},
+	sink := zipkintest.New(t)
+	res, err := http.Post(sink.URL, "application/json", strings.NewReader(`[
+ {"traceId":"abc","id":"1","name":"get","kind":"CLIENT","timestamp":1000,"duration":900,"localEndpoint":{"serviceName":"web"}},
+ {"traceId":"abc","id":"2","parentId":"1","name":"get","kind":"SERVER","timestamp":1100,"duration":700,"localEndpoint":{"serviceName":"meshd"},
   "tags":{"mesh.decision":"power of two choices","mesh.instance":"kv#1"}},
- {"id":"3","parentId":"2","name":"get","kind":"SERVER","timestamp":1200,"duration":400,"localEndpoint":{"serviceName":"kv"},"tags":{"error":"busy"}}
+ {"traceId":"abc","id":"3","parentId":"2","name":"get","kind":"SERVER","timestamp":1200,"duration":400,"localEndpoint":{"serviceName":"kv"},"tags":{"error":"busy"}}
 ]`))
-	}))
-	defer srv.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	srv := struct{ URL string }{sink.QueryURL()}
 	var out, errb bytes.Buffer
 	if code := run([]string{"trace", "abc", "--traces", srv.URL}, nil, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())

@@ -48,6 +48,14 @@ func New(t testing.TB) *Sink {
 			s.traces(w, r)
 			return
 		}
+		if r.Method == http.MethodGet {
+			if id, ok := strings.CutPrefix(r.URL.Path, "/api/v2/trace/"); ok {
+				s.trace(w, id)
+				return
+			}
+			http.NotFound(w, r) // not Zipkin's API
+			return
+		}
 		body, _ := io.ReadAll(r.Body)
 		batch, err := decode(r.Header.Get("Content-Type"), body)
 		if err != nil {
@@ -133,6 +141,18 @@ func (s *Sink) traces(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)
+}
+
+// trace answers Zipkin's GET /api/v2/trace/{id}: the trace's spans, or
+// 404.
+func (s *Sink) trace(w http.ResponseWriter, id string) {
+	spans := s.Spans(func(sp Span) bool { return sp.TraceID == id })
+	if len(spans) == 0 {
+		http.Error(w, "trace not found", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(spans)
 }
 
 // QueryURL is the base of the Sink's query API (for a dashboard).
