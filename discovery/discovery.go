@@ -19,6 +19,11 @@ type Instance struct {
 	Token string `json:"-"`
 }
 
+// MetaZone is the Meta key of an instance's zone (its meshd's, set by the
+// meshd that registers it): balancers keep calls inside the caller's zone
+// while it has the capacity.
+const MetaZone = "zone"
+
 // Registry stores and looks up instances.
 type Registry interface {
 	// Register announces an instance served by this meshd. It stays

@@ -40,12 +40,27 @@ type Policy struct {
 	BreakerFailures int      `json:"breaker_failures,omitempty" yaml:"breaker_failures"`
 	BreakerRatio    float64  `json:"breaker_ratio,omitempty" yaml:"breaker_ratio"`
 	BreakerOpenFor  Duration `json:"breaker_open_for,omitempty" yaml:"breaker_open_for"`
+	// Zones is "on" (the default) or "off": while on, a meshd that knows its
+	// zone sends calls to instances in its zone as long as that zone has the
+	// capacity its callers need, and spills the rest over to other zones in
+	// proportion to their spare capacity (docs/ROUTING.md).
+	Zones string `json:"zones,omitempty" yaml:"zones"`
+	// ZoneMinInstances: with fewer healthy instances than this in all zones
+	// together, zones are ignored (default 6, as Envoy's min_cluster_size):
+	// a small service's few instances are better spread over all callers.
+	ZoneMinInstances int `json:"zone_min_instances,omitempty" yaml:"zone_min_instances"`
 }
 
 // Balancer names.
 const (
 	BalancerP2C        = "p2c-peak-ewma"
 	BalancerRoundRobin = "round-robin"
+)
+
+// The values of Policy.Zones.
+const (
+	ZonesOn  = "on"
+	ZonesOff = "off"
 )
 
 // Validate rejects settings that cannot be meant.
@@ -65,6 +80,10 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("retry_budget %g: want a share between 0 and 1", p.RetryBudget)
 	case p.BreakerFailures < 0 || p.BreakerRatio < 0 || p.BreakerRatio > 1:
 		return errors.New("breaker_failures cannot be negative and breaker_ratio is a share between 0 and 1")
+	case p.Zones != "" && p.Zones != ZonesOn && p.Zones != ZonesOff:
+		return fmt.Errorf("zones %q: want %q or %q", p.Zones, ZonesOn, ZonesOff)
+	case p.ZoneMinInstances < 0:
+		return errors.New("zone_min_instances cannot be negative")
 	}
 	for _, c := range p.Blocked {
 		if c == "" {
@@ -103,6 +122,8 @@ func (p Policy) merged(base Policy) Policy {
 	p.BreakerFailures = or(p.BreakerFailures, base.BreakerFailures)
 	p.BreakerRatio = or(p.BreakerRatio, base.BreakerRatio)
 	p.BreakerOpenFor = or(p.BreakerOpenFor, base.BreakerOpenFor)
+	p.Zones = or(p.Zones, base.Zones)
+	p.ZoneMinInstances = or(p.ZoneMinInstances, base.ZoneMinInstances)
 	if p.Blocked == nil {
 		p.Blocked = base.Blocked
 	}
@@ -121,7 +142,9 @@ func or[T comparable](v, fallback T) T {
 // Defaults is the built-in policy every unset field falls back to: at most
 // 3 attempts, retries within 20% of recent calls, P2C on peak-EWMA
 // latency, and a breaker that opens after 5 consecutive failures (or half
-// of at least 20 calls in 10s) for 5s. No rate or concurrency limit.
+// of at least 20 calls in 10s) for 5s; calls stay in their zone while it
+// has the capacity, for services of at least 6 healthy instances. No rate
+// or concurrency limit.
 func Defaults() Policy {
 	return Policy{
 		MaxAttempts:     3,
@@ -130,6 +153,9 @@ func Defaults() Policy {
 		BreakerFailures: 5,
 		BreakerRatio:    0.5,
 		BreakerOpenFor:  Duration(5 * time.Second),
+
+		Zones:            ZonesOn,
+		ZoneMinInstances: 6,
 	}
 }
 

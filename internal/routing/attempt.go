@@ -21,7 +21,10 @@ func (b *Balancer) Send(c *Call) Attempt {
 	e := c.eps[c.Picked]
 	e.pending.Add(1)
 	if len(c.Tried) == 0 {
-		b.budget(c.Service).deposit()
+		b.service(c.Service).deposit()
+	}
+	if k, crossed := c.choice.crossedZone(e); crossed {
+		b.service(c.Service).crossZone[k].Add(1)
 	}
 	c.Tried = append(c.Tried, e.id)
 	return Attempt{ep: e, start: time.Now()}

@@ -29,12 +29,13 @@ type Balancer struct {
 	log      *slog.Logger
 	policies policyStore
 	eps      endpoints
-	rr       sync.Map // service → *atomic.Uint64
-	budgets  sync.Map // service → *retryBudget
+	rr       sync.Map                 // service → *atomic.Uint64
+	services sync.Map                 // service → *serviceState
+	zones    atomic.Pointer[zoneView] // this meshd's zone and the callers' (zone.go); nil: none known
 
-	caps         golden.Caps        // of its metric series (metrics.go)
-	overflow     func(label string) // told of each instance or service counted under golden.Other
-	budgetSeries atomic.Int64       // budgets with a service label of their own
+	caps          golden.Caps        // of its metric series (metrics.go)
+	overflow      func(label string) // told of each instance or service counted under golden.Other
+	serviceSeries atomic.Int64       // services with a label of their own
 }
 
 // NewBalancer returns a Balancer with per-service policies (nil: defaults).
@@ -86,20 +87,30 @@ func (b *Balancer) Route(c *Call) error {
 		}
 	}
 	ch := &c.choice
-	ch.considered, ch.open, ch.down = int32(len(insts)), 0, 0
+	open, down := 0, 0
 	for _, e := range c.eps {
 		switch {
 		case !e.reachable():
-			ch.down++
+			down++
 		case !e.usable():
-			ch.open++
+			open++
 		}
 	}
+	ch.considered, ch.open, ch.down = int32(len(insts)), count16(open), count16(down)
 	// With every instance behind an open breaker or known unreachable, pick
 	// among them anyway (panic mode): refusing everything would only delay
 	// recovery.
-	all := int(ch.open+ch.down) == len(c.eps)
+	all := open+down == len(c.eps)
 	ch.panic = all
+	ch.zones, ch.zone = nil, zoneNone
+	switch {
+	case c.ShardKey() != nil:
+		ch.zones, ch.zone = b.zones.Load(), zoneShardKey
+	case !all:
+		b.keepInZone(c, c.lim(b).policy)
+	default: // none usable anywhere, home included
+		ch.zones, ch.zone = b.zones.Load(), zoneHomeDown
+	}
 	var i, rival int
 	switch {
 	case c.ShardKey() != nil:
@@ -113,17 +124,17 @@ func (b *Balancer) Route(c *Call) error {
 	c.Picked = int32(i)
 	if i < 0 {
 		why := fmt.Sprintf("none of the %d instances of service %q is reachable", len(insts), c.Service)
-		if ch.open > 0 {
-			why += fmt.Sprintf(" (%d behind open circuit breakers)", ch.open)
+		if open > 0 {
+			why += fmt.Sprintf(" (%d behind open circuit breakers)", open)
 		}
-		if ch.down > 0 {
-			why += fmt.Sprintf(" (%d known unreachable)", ch.down)
+		if down > 0 {
+			why += fmt.Sprintf(" (%d known unreachable)", down)
 		}
 		return &frame.Error{Code: frame.ErrCodeDeclined, Message: why}
 	}
-	ch.rival, ch.cost = nil, c.eps[i].cost()
+	ch.picked, ch.rival, ch.cost = c.eps[i], nil, float32(c.eps[i].cost())
 	if rival >= 0 {
-		ch.rival, ch.rivalCost = c.eps[rival], c.eps[rival].cost()
+		ch.rival, ch.rivalCost = c.eps[rival], float32(c.eps[rival].cost())
 	}
 	return nil
 }
@@ -181,12 +192,26 @@ func randomUsable(eps []*endpoint, skip bitset, not int, all bool) int {
 	return -1
 }
 
-// pickRoundRobin chooses the n-th usable candidate in turn.
+// pickRoundRobin chooses the n-th usable candidate in turn: counted among
+// the usable ones only, so a skipped one's turns do not all fall to its
+// neighbour.
 func pickRoundRobin(eps []*endpoint, skip bitset, all bool, n uint64) int {
-	for i := range len(eps) {
-		j := int((n + uint64(i)) % uint64(len(eps)))
-		if ok(eps, skip, j, all) {
-			return j
+	usable := 0
+	for i := range eps {
+		if ok(eps, skip, i, all) {
+			usable++
+		}
+	}
+	if usable == 0 {
+		return -1
+	}
+	k := int(n % uint64(usable))
+	for i := range eps {
+		if ok(eps, skip, i, all) {
+			if k == 0 {
+				return i
+			}
+			k--
 		}
 	}
 	return -1

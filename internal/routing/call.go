@@ -104,7 +104,7 @@ func (c *Call) Instance() discovery.Instance { return c.Instances[c.Picked] }
 // so the Balancer can pick again.
 func (c *Call) Exclude() {
 	c.unreachable.set(int(c.Picked))
-	c.choice.unreachable++
+	c.choice.unreachable = count16(int(c.choice.unreachable) + 1)
 }
 
 // Choice is why the Balancer picked the instance it did.

@@ -32,6 +32,7 @@ type endpoint struct {
 	state   atomic.Int32
 	service string
 	addr    string // of the meshd that delivers to it
+	zone    string // its meshd's (discovery.MetaZone)
 	// stats are its own, or the endpoints' overflow shared by the
 	// instances past the series cap.
 	stats *endpointStats
@@ -151,7 +152,8 @@ func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	if v, ok := s.m.Load(inst.ID); ok {
 		return v.(*endpoint)
 	}
-	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, hash: hashBytes([]byte(inst.ID)), stats: &s.over}
+	e := &endpoint{id: inst.ID, service: inst.Service, addr: inst.Addr, zone: inst.Meta[discovery.MetaZone],
+		hash: hashBytes([]byte(inst.ID)), stats: &s.over}
 	if s.series.Add(1) <= s.maxSeries {
 		e.stats = new(endpointStats)
 	} else {

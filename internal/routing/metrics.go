@@ -94,6 +94,9 @@ var (
 		"Circuit breaker state changes, by the state entered.", append(instanceLabels, "to"), nil)
 	descRetries = prometheus.NewDesc("mesh_retries_total",
 		"Attempts sent again to another instance.", []string{"service"}, nil)
+	descCrossZone = prometheus.NewDesc("mesh_cross_zone_attempts_total",
+		"Attempts sent to an instance outside this meshd's zone, by why: spillover (home lacks the capacity its callers need), home_down, no_untried_instance, too_few_instances, too_many_zones, zones_off, shard_key.",
+		[]string{"service", "cause"}, nil)
 	descBudgetExhausted = prometheus.NewDesc("mesh_retry_budget_exhausted_total",
 		"Retries refused by the service's retry budget.", []string{"service"}, nil)
 )
@@ -101,7 +104,7 @@ var (
 // Describe sends the descriptions of the Balancer's metrics
 // (prometheus.Collector).
 func (b *Balancer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAttempts, descAttemptSecs, descInFlight, descBreaker, descBreakerChanges, descRetries, descBudgetExhausted} {
+	for _, d := range []*prometheus.Desc{descAttempts, descAttemptSecs, descInFlight, descBreaker, descBreakerChanges, descRetries, descBudgetExhausted, descCrossZone} {
 		ch <- d
 	}
 }
@@ -143,16 +146,33 @@ func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 	if over.n > 0 || b.eps.over.used() {
 		collectInstance(ch, []string{golden.Other, golden.Other, golden.Other}, &b.eps.over, over.pending, over.states)
 	}
-	retries := map[string][2]int64{} // by label: granted, exhausted
-	b.budgets.Range(func(_, v any) bool {
-		bud := v.(*retryBudget)
-		n := retries[bud.label]
-		retries[bud.label] = [2]int64{n[0] + bud.granted.Load(), n[1] + bud.exhausted.Load()}
+	type counts struct {
+		granted, exhausted int64
+		crossZone          [numZoneKinds]int64
+	}
+	byLabel := map[string]*counts{} // services past the cap share golden.Other
+	b.services.Range(func(_, v any) bool {
+		st := v.(*serviceState)
+		n := byLabel[st.label]
+		if n == nil {
+			n = new(counts)
+			byLabel[st.label] = n
+		}
+		n.granted += st.granted.Load()
+		n.exhausted += st.exhausted.Load()
+		for k := range st.crossZone {
+			n.crossZone[k] += st.crossZone[k].Load()
+		}
 		return true
 	})
-	for service, n := range retries {
-		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(n[0]), service)
-		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(n[1]), service)
+	for service, n := range byLabel {
+		ch <- prometheus.MustNewConstMetric(descRetries, prometheus.CounterValue, float64(n.granted), service)
+		ch <- prometheus.MustNewConstMetric(descBudgetExhausted, prometheus.CounterValue, float64(n.exhausted), service)
+		for k, c := range n.crossZone {
+			if c > 0 {
+				ch <- prometheus.MustNewConstMetric(descCrossZone, prometheus.CounterValue, float64(c), service, zoneCauses[k])
+			}
+		}
 	}
 }
 

@@ -120,6 +120,15 @@ func TestRoundRobinTakesTurns(t *testing.T) {
 	if j := pickRoundRobin(eps, bits(1), false, 1); j != 2 {
 		t.Fatalf("round robin did not skip an excluded instance: %d", j)
 	}
+	// With one skipped, the others take turns evenly: its turns do not all
+	// fall to its neighbour.
+	got = got[:0]
+	for n := range uint64(6) {
+		got = append(got, pickRoundRobin(testEndpoints(4), bits(0), false, n))
+	}
+	if fmt.Sprint(got) != "[1 2 3 1 2 3]" {
+		t.Fatalf("round robin around a skipped instance picked %v", got)
+	}
 }
 
 func TestBreakerThresholdsFollowPolicy(t *testing.T) {

@@ -75,7 +75,7 @@ func (b *Balancer) MayRetry(c *Call, code frame.ErrCode, left time.Duration) boo
 	if !c.re.allows(code) || len(c.Tried) >= c.lim(b).policy.MaxAttempts || left < minTimeForRetry {
 		return false
 	}
-	bud := b.budget(c.Service)
+	bud := b.service(c.Service)
 	if !bud.withdraw(c.lim(b).policy.RetryBudget) {
 		bud.exhausted.Add(1)
 		return false
@@ -87,8 +87,8 @@ func (b *Balancer) MayRetry(c *Call, code frame.ErrCode, left time.Duration) boo
 // Retries counts, over every service, the retries MayRetry granted and
 // those the retry budget refused.
 func (b *Balancer) Retries() (granted, exhausted int64) {
-	b.budgets.Range(func(_, v any) bool {
-		bud := v.(*retryBudget)
+	b.services.Range(func(_, v any) bool {
+		bud := v.(*serviceState)
 		granted += bud.granted.Load()
 		exhausted += bud.exhausted.Load()
 		return true
@@ -104,24 +104,34 @@ func Backoff(n int, left time.Duration) time.Duration {
 	return min(time.Duration(rand.Int64N(int64(b)+1)), left/4)
 }
 
-func (b *Balancer) budget(service string) *retryBudget {
-	if v, ok := b.budgets.Load(service); ok {
-		return v.(*retryBudget)
+// serviceState is what the Balancer keeps per service: its retry budget
+// and its counters, under the service's label (its name, or golden.Other
+// past the series cap).
+type serviceState struct {
+	retryBudget
+	label     string
+	crossZone [numZoneKinds]atomic.Int64 // attempts sent out of this meshd's zone, by why (zone.go)
+}
+
+// service is service's state, made on its first call.
+func (b *Balancer) service(service string) *serviceState {
+	if v, ok := b.services.Load(service); ok {
+		return v.(*serviceState)
 	}
-	bud := &retryBudget{last: time.Now(), label: golden.Other}
-	if b.budgetSeries.Add(1) <= int64(b.caps.Services) {
-		bud.label = golden.Label(service)
+	st := &serviceState{retryBudget: retryBudget{last: time.Now()}, label: golden.Other}
+	if b.serviceSeries.Add(1) <= int64(b.caps.Services) {
+		st.label = golden.Label(service)
 	} else {
-		b.budgetSeries.Add(-1)
+		b.serviceSeries.Add(-1)
 	}
-	v, loaded := b.budgets.LoadOrStore(service, bud)
+	v, loaded := b.services.LoadOrStore(service, st)
 	switch {
-	case loaded && bud.label != golden.Other:
-		b.budgetSeries.Add(-1)
-	case !loaded && bud.label == golden.Other && b.overflow != nil:
+	case loaded && st.label != golden.Other:
+		b.serviceSeries.Add(-1)
+	case !loaded && st.label == golden.Other && b.overflow != nil:
 		b.overflow("service")
 	}
-	return v.(*retryBudget)
+	return v.(*serviceState)
 }
 
 // retryBudget keeps fading counts of calls and retries; a retry is allowed
@@ -132,7 +142,6 @@ type retryBudget struct {
 	last           time.Time
 
 	granted, exhausted atomic.Int64 // for metrics
-	label              string       // its service label: the service's name, or golden.Other past the cap
 }
 
 // fade ages both counts to now.
