@@ -133,6 +133,9 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 				"node":      d.cfg.NodeName,
 			},
 		}
+		if d.cfg.Zone != "" {
+			inst.Meta[discovery.MetaZone] = d.cfg.Zone
+		}
 		a.instances[s] = inst
 		added = append(added, inst)
 	}

@@ -54,6 +54,9 @@ type Config struct {
 	// (mesh_calls_total), no history is kept, no dashboard is served.
 	NoOpsView bool
 	NodeName  string // this host's name in the registry; default: hostname
+	// Zone is this host's zone ("": none): registered with its instances
+	// and itself, and calls stay in it while it has the capacity.
+	Zone string
 	// Registry is where instances are registered and looked up.
 	Registry discovery.Registry
 	// DrainTimeout bounds how long a stop waits for calls in flight.
@@ -109,8 +112,9 @@ type Daemon struct {
 	views     *dashboard.Views
 	policyLog policyLog
 
-	advertRefused   atomic.Int64 // advertises the rule or Consul refused
-	identifyRefused atomic.Int64 // identify calls without proof
+	zoneMeshds      atomic.Pointer[map[string]int] // meshds per zone (followZones)
+	advertRefused   atomic.Int64                   // advertises the rule or Consul refused
+	identifyRefused atomic.Int64                   // identify calls without proof
 
 	mu    sync.Mutex
 	conns map[*conn.Conn]struct{}
@@ -200,6 +204,7 @@ func Start(cfg Config) (*Daemon, error) {
 		stop:     make(chan struct{}),
 		history:  figures.New(),
 	}
+	d.zoneMeshds.Store(new(map[string]int))
 	d.queued = &conn.QueueBudget{Max: int64(d.limits.MaxQueuedTotal)}
 	d.apps.byCon = make(map[*conn.Conn]*app)
 	d.relay = relay.New(relay.Config{
@@ -226,6 +231,10 @@ func Start(cfg Config) (*Daemon, error) {
 		Since: d.relay.Since, Traces: cfg.Traces, Logger: d.log,
 	})
 	go d.forget()
+	if cfg.Zone != "" {
+		d.relay.SetZones(cfg.Zone, nil) // until followZones counts the meshds
+		go d.followZones()
+	}
 	if !cfg.NoOpsView {
 		go d.sample()
 	}

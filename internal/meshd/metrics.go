@@ -1,6 +1,7 @@
 package meshd
 
 import (
+	"context"
 	"net/http"
 	"runtime"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/version"
 )
 
@@ -121,4 +123,39 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// zonesEvery is how often meshd counts the meshds per zone: a new meshd
+// shifts the zones' shares of callers within it.
+const zonesEvery = 2 * time.Second
+
+// followZones tells the relay, every zonesEvery until Shutdown, how many
+// meshds each zone has: the callers whose share a zone's instances must
+// carry (routing's zone-aware balancing).
+func (d *Daemon) followZones() {
+	t := time.NewTicker(zonesEvery)
+	defer t.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), zonesEvery)
+		meshds, err := d.registry.Instances(ctx, meshdService)
+		cancel()
+		callers := map[string]int{}
+		for _, m := range meshds {
+			if z := m.Meta[discovery.MetaZone]; z != "" {
+				callers[z]++
+			}
+		}
+		if err != nil {
+			d.log.Debug("counting meshds per zone", "err", err)
+		}
+		if err == nil || len(callers) > 0 {
+			d.relay.SetZones(d.cfg.Zone, callers)
+			d.zoneMeshds.Store(&callers)
+		}
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -68,7 +68,11 @@ func (d *Daemon) self() (discovery.Instance, bool) {
 	if d.peerLis == nil || d.cfg.Advertise == "" {
 		return discovery.Instance{}, false
 	}
-	return discovery.Instance{Service: meshdService, ID: meshdService + "@" + d.cfg.Advertise, Addr: d.cfg.Advertise}, true
+	inst := discovery.Instance{Service: meshdService, ID: meshdService + "@" + d.cfg.Advertise, Addr: d.cfg.Advertise}
+	if d.cfg.Zone != "" {
+		inst.Meta = map[string]string{discovery.MetaZone: d.cfg.Zone}
+	}
+	return inst, true
 }
 
 // registerSelf registers self; without it other meshds find this one only

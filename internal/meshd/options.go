@@ -41,6 +41,7 @@ type Options struct {
 	Pprof           string        `yaml:"pprof"`
 	OpsView         string        `yaml:"ops_view"`
 	Node            string        `yaml:"node"`
+	Zone            string        `yaml:"zone"`
 	Consul          string        `yaml:"consul"`
 	ConsulToken     string        `yaml:"consul_token"` // or CONSUL_HTTP_TOKEN; never a flag
 	ConsulTokenFile string        `yaml:"consul_token_file"`
@@ -156,6 +157,7 @@ func (o *Options) table() []option {
 		{"admin", "MESHD_ADMIN", "admin HTTP `address` (/health, /live, /status, /calls, /metrics); \"off\" disables it", &o.Admin, nil, nil},
 		{"pprof", "MESHD_PPROF", "`on` also serves /debug/pprof on the admin address (off by default: a profile can carry secrets)", &o.Pprof, nil, nil},
 		{"ops-view", "MESHD_OPS_VIEW", "`on`: count every call per caller, service and method (mesh_calls_total), keep an hour of those figures and serve the dashboard; off saves that work (the other metrics, /calls and meshctl tap stay)", &o.OpsView, nil, nil},
+		{"zone", "MESHD_ZONE", "this host's `zone` (e.g. its availability zone): the instances meshd registers carry it, and calls stay in it while it has the capacity (default: the Consul agent's node metadata \"zone\", else none)", &o.Zone, nil, nil},
 		{"node", "MESHD_NODE", "this host's `name` in the registry (default: hostname)", &o.Node, nil, nil},
 		{"consul", "MESHD_CONSUL", "Consul agent `address`, or \"off\" for the embedded registry (default: CONSUL_HTTP_ADDR, else 127.0.0.1:8500 if an agent answers there)", &o.Consul, nil, nil},
 		{"consul-token-file", "MESHD_CONSUL_TOKEN_FILE", "`file` holding the Consul ACL token (or set CONSUL_HTTP_TOKEN; a token is never a flag, since argv is public)", &o.ConsulTokenFile, nil, nil},

@@ -46,8 +46,11 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		reg.Close()
 		return err
 	}
+	if o.Zone == "" && agent != nil {
+		o.Zone = consulZone(ctx, agent, log)
+	}
 	d, err := Start(Config{
-		Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NoOpsView: o.OpsView == "off", NodeName: o.Node,
+		Zone: o.Zone, Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NoOpsView: o.OpsView == "off", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, ForgetAfter: o.ForgetAfter, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove, Traces: o.traces(),
 	})
@@ -70,6 +73,23 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	following.Wait()
 	sec.close()
 	return err
+}
+
+// consulZone is the zone the Consul agent's node metadata names (key
+// "zone", as `consul agent -node-meta zone:NAME` sets it), or "".
+func consulZone(ctx context.Context, agent *api.Client, log *slog.Logger) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var self struct{ Meta map[string]string }
+	if _, err := agent.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		log.Warn("reading the Consul agent's node metadata for this host's zone: no zone", "err", err)
+		return ""
+	}
+	if z := self.Meta[discovery.MetaZone]; z != "" {
+		log.Info("zone from the Consul agent's node metadata", "zone", z)
+		return z
+	}
+	return ""
 }
 
 // openRegistry picks Consul when configured or found, else the embedded one.

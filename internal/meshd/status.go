@@ -21,10 +21,14 @@ func (d *Daemon) hostTLS() string {
 
 // Status is what /status and `meshctl status` show.
 type Status struct {
-	Node       string `json:"node"`
-	Listen     string `json:"listen"`
-	PeerListen string `json:"peer_listen,omitempty"`
-	Advertise  string `json:"advertise"`
+	Node string `json:"node"`
+	Zone string `json:"zone,omitempty"`
+	// ZoneMeshds counts the meshds (the callers) per zone, as zone-aware
+	// balancing last saw them.
+	ZoneMeshds map[string]int `json:"zone_meshds,omitempty"`
+	Listen     string         `json:"listen"`
+	PeerListen string         `json:"peer_listen,omitempty"`
+	Advertise  string         `json:"advertise"`
 	// Trust is the host boundary: how it is secured, and this meshd's identity.
 	Trust    Trust                `json:"trust"`
 	Uptime   string               `json:"uptime"`
@@ -52,6 +56,8 @@ func (d *Daemon) Status(ctx context.Context) Status {
 	rs := d.relay.Stats()
 	st := Status{
 		Node:       d.cfg.NodeName,
+		Zone:       d.cfg.Zone,
+		ZoneMeshds: *d.zoneMeshds.Load(),
 		Listen:     d.Addr(),
 		PeerListen: d.PeerAddr(),
 		Advertise:  d.cfg.Advertise,

@@ -169,6 +169,10 @@ func (r *Relay) Stats() Stats {
 // since before now-after (routing.Balancer.Forget).
 func (r *Relay) Forget(now time.Time, after time.Duration) { r.bal.Forget(now, after) }
 
+// SetZones tells the relay's balancer this meshd's zone and how many
+// meshds (callers) each zone has (routing.Balancer.SetZones).
+func (r *Relay) SetZones(local string, callers map[string]int) { r.bal.SetZones(local, callers) }
+
 // Policy is the policy in force for service.
 func (r *Relay) Policy(service string) router.Policy { return r.bal.Policy(service) }
 
