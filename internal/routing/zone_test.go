@@ -182,3 +182,27 @@ func TestZonePickAllocatesNothing(t *testing.T) {
 		t.Fatalf("a zoned pick allocates %v times", n)
 	}
 }
+
+// BenchmarkRouteZones is what zones add to a pick: six instances in two
+// zones, from a meshd in the smaller share (so some calls spill over).
+func BenchmarkRouteZones(b *testing.B) {
+	insts := zoned("a:1", "b:5")
+	for _, tc := range []struct {
+		name string
+		home string
+	}{{"no-zone", ""}, {"zoned", "a"}} {
+		b.Run(tc.name, func(b *testing.B) {
+			bal, _ := NewBalancer(nil, nil)
+			bal.SetZones(tc.home, map[string]int{"a": 3, "b": 1})
+			var c Call
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Reset("svc", nil)
+				c.Instances = insts
+				if err := bal.Route(&c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
