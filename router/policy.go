@@ -49,6 +49,18 @@ type Policy struct {
 	// together, zones are ignored (default 6, as Envoy's min_cluster_size):
 	// a small service's few instances are better spread over all callers.
 	ZoneMinInstances int `json:"zone_min_instances,omitempty" yaml:"zone_min_instances"`
+	// HedgeMethods are the methods safe to repeat ("*": all): a call to one
+	// of them that has not been answered after the hedge delay is sent to a
+	// second instance too, and the first answer wins (docs/ROUTING.md).
+	// Empty: no call is hedged.
+	HedgeMethods []string `json:"hedge_methods,omitempty" yaml:"hedge_methods"`
+	// HedgeDelay is a fixed hedge delay; unset, the delay is the
+	// HedgePercentile (default 0.95) of the service's observed latency.
+	HedgeDelay      Duration `json:"hedge_delay,omitempty" yaml:"hedge_delay"`
+	HedgePercentile float64  `json:"hedge_percentile,omitempty" yaml:"hedge_percentile"`
+	// HedgeBudget is the share of calls that may be hedged (default 0.05,
+	// with a floor for quiet services, as the retry budget's).
+	HedgeBudget float64 `json:"hedge_budget,omitempty" yaml:"hedge_budget"`
 }
 
 // Balancer names.
@@ -84,10 +96,21 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("zones %q: want %q or %q", p.Zones, ZonesOn, ZonesOff)
 	case p.ZoneMinInstances < 0:
 		return errors.New("zone_min_instances cannot be negative")
+	case p.HedgeDelay < 0:
+		return errors.New("hedge_delay cannot be negative")
+	case p.HedgePercentile < 0 || p.HedgePercentile >= 1:
+		return fmt.Errorf("hedge_percentile %g: want a share between 0 and 1, e.g. 0.95", p.HedgePercentile)
+	case p.HedgeBudget < 0 || p.HedgeBudget > 1:
+		return fmt.Errorf("hedge_budget %g: want a share between 0 and 1", p.HedgeBudget)
 	}
 	for _, c := range p.Blocked {
 		if c == "" {
 			return errors.New("blocked lists an empty caller name")
+		}
+	}
+	for _, m := range p.HedgeMethods {
+		if m == "" {
+			return errors.New("hedge_methods lists an empty method name")
 		}
 	}
 	return nil
@@ -124,6 +147,12 @@ func (p Policy) merged(base Policy) Policy {
 	p.BreakerOpenFor = or(p.BreakerOpenFor, base.BreakerOpenFor)
 	p.Zones = or(p.Zones, base.Zones)
 	p.ZoneMinInstances = or(p.ZoneMinInstances, base.ZoneMinInstances)
+	if p.HedgeMethods == nil {
+		p.HedgeMethods = base.HedgeMethods
+	}
+	p.HedgeDelay = or(p.HedgeDelay, base.HedgeDelay)
+	p.HedgePercentile = or(p.HedgePercentile, base.HedgePercentile)
+	p.HedgeBudget = or(p.HedgeBudget, base.HedgeBudget)
 	if p.Blocked == nil {
 		p.Blocked = base.Blocked
 	}
@@ -156,6 +185,8 @@ func Defaults() Policy {
 
 		Zones:            ZonesOn,
 		ZoneMinInstances: 6,
+		HedgePercentile:  0.95,
+		HedgeBudget:      0.05,
 	}
 }
 

@@ -53,6 +53,7 @@ type relayed struct {
 	half  *table        // the table whose halfSent counts this call, while it does
 	rec   record        // the routing decisions, for explanations
 	trace *hopTrace     // this hop's span to be, when the call is traced
+	hedge *hedging      // its hedge, when its service hedges its method (hedge.go)
 	hop   frame.Tracing // the tracing field this hop sends on (retries reuse it)
 }
 
@@ -198,7 +199,7 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 	att := rc.attempt
 	rc.attempt = routing.Attempt{}
 	if !rc.between {
-		rc.rec.end(o, time.Since(att.Start()))
+		rc.rec.end(o, att.Took())
 	}
 	dst, dstID := rc.dst, rc.dstID
 	if rc.timer != nil {
@@ -215,7 +216,11 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 	rc.uncountHalf()
 	ht := rc.trace
 	rc.trace = nil
+	hedgeDst, hedgeID, hedgeAtt := rc.endHedge()
 	rc.mu.Unlock()
+	if hedgeDst != nil {
+		r.cancelAttempt(rc, hedgeDst, hedgeID, hedgeAtt, "the hedged call ended")
+	}
 
 	r.remove(dst, dstID, rc, true)
 	r.remove(rc.src, rc.srcID, rc, false)

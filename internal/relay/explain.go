@@ -23,6 +23,8 @@ type attemptRecord struct {
 	result   routing.Outcome
 	latency  time.Duration
 	done     bool
+	hedge    bool // sent while the attempt before it had not answered
+	lost     bool // cancelled: the other attempt of a hedged call answered first
 }
 
 // record is one call's routing decisions.
@@ -40,6 +42,7 @@ type record struct {
 	edge     *golden.Edge  // of a first hop's call: its method, as counted
 	took     time.Duration // from the call's first frame to its end
 	n        uint8         // attempts recorded
+	cur      uint8         // the attempt end() ends: the last added, or the hedge that won
 	code     frame.ErrCode // of a refusal
 	result   golden.Result // as counted on the edge
 }
@@ -63,13 +66,17 @@ func (rec *record) add(inst discovery.Instance, ch routing.Choice) {
 		rec.more = new([2]attemptRecord)
 	}
 	*rec.attempt(int(rec.n)) = attemptRecord{instance: inst.ID, addr: inst.Addr, choice: ch}
+	rec.cur = rec.n
 	rec.n++
 }
 
 // end marks the current attempt finished.
-func (rec *record) end(o routing.Outcome, latency time.Duration) {
-	if rec.n > 0 {
-		a := rec.attempt(int(rec.n) - 1)
+func (rec *record) end(o routing.Outcome, latency time.Duration) { rec.endAt(int(rec.cur), o, latency) }
+
+// endAt marks attempt i finished (if it was recorded).
+func (rec *record) endAt(i int, o routing.Outcome, latency time.Duration) {
+	if i < int(rec.n) {
+		a := rec.attempt(i)
 		a.result, a.latency, a.done = o, latency, true
 	}
 }
@@ -124,6 +131,8 @@ type AttemptInfo struct {
 	Why      string  `json:"why"`
 	Result   string  `json:"result"`
 	Millis   float64 `json:"ms"`
+	// Hedge marks an attempt sent while the one before it was unanswered.
+	Hedge bool `json:"hedge,omitempty"`
 }
 
 // explain puts rec in words; results names its outcome (nil: left out).
@@ -145,6 +154,13 @@ func (rec *record) explain(results *golden.Edges) Explanation {
 		if a.done {
 			info.Result = a.result.String()
 		}
+		info.Hedge = a.hedge
+		switch {
+		case a.lost:
+			info.Result = "cancelled: the other attempt answered first"
+		case a.hedge && a.done && a.result == routing.Answered(false), a.hedge && a.done && a.result == routing.Answered(true):
+			info.Result += " (the hedge answered first)"
+		}
 		e.Attempts = append(e.Attempts, info)
 	}
 	if rec.edge != nil {
@@ -156,8 +172,11 @@ func (rec *record) explain(results *golden.Edges) Explanation {
 	switch {
 	case rec.refused != "":
 		e.Result = "refused: " + rec.code.String()
-	case rec.n > 0:
-		e.Result = e.Attempts[rec.n-1].Result
+	case rec.n > 0: // the attempt that ended the call: the last, or a hedge's winner
+		e.Result = "in flight"
+		if a := rec.attempt(int(rec.cur)); a.done {
+			e.Result = a.result.String()
+		}
 	}
 	return e
 }
@@ -165,7 +184,10 @@ func (rec *record) explain(results *golden.Edges) Explanation {
 // appendWhy writes why attempt i went where it did, in words (terse: see
 // routing.Choice.AppendWhy).
 func (rec *record) appendWhy(b []byte, i int, terse bool) []byte {
-	if i > 0 {
+	switch {
+	case rec.attempt(i).hedge:
+		b = append(b, "hedge, the attempt before it unanswered after the hedge delay: "...)
+	case i > 0:
 		b = append(b, "retry: "...)
 	}
 	return rec.attempt(i).choice.AppendWhy(b, terse)

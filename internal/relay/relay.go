@@ -260,7 +260,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	if capped {
 		frame.SetCallReqTTL(out, uint32(ttl/time.Millisecond))
 	}
-	var tryTimeout time.Duration
+	var tryTimeout, hedgeAfter time.Duration
 	if !rc.lastHop {
 		rc.attempt = r.bal.Send(c)
 		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
@@ -270,6 +270,9 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		frame.SetCallReqTTL(out, ttlMillis(rc.deadline, tryTimeout))
 		if r.bal.CanRetry(c) {
 			r.save(rc, f.Raw)
+		}
+		if rc.saved != nil {
+			hedgeAfter = r.bal.HedgeAfter(c) // before the headers go below
 		}
 	}
 	r.startSpan(rc, f, req, out, now)
@@ -283,6 +286,9 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	rc.mu.Lock()
 	if !rc.done { // a connection can close, and finish the call, at any time
 		rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tr) })
+		if hedgeAfter > 0 {
+			r.armHedge(rc, hedgeAfter)
+		}
 	}
 	rc.mu.Unlock()
 	r.watchAttempt(rc, dst, rc.dstID, tryTimeout)
@@ -400,7 +406,14 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		if rc == nil {
 			return // the call timed out or was cancelled here
 		}
-		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, frame.ErrCode(f.Payload[0])) {
+		var code frame.ErrCode
+		if f.Type == frame.TypeError && len(f.Payload) > 0 {
+			code = frame.ErrCode(f.Payload[0])
+		}
+		if r.settleHedge(rc, from, f.ID, f.Type == frame.TypeError, code) {
+			return // a hedged call's attempt that failed while the other goes on, or one that lost
+		}
+		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, code) {
 			return // another instance gets the call; the caller never sees this error
 		}
 		if f.Type == frame.TypeError && !rc.lastHop && fromMeshd(from) {
@@ -464,7 +477,7 @@ func (r *Relay) Closed(c *conn.Conn, err error) {
 	}
 	sent, took := v.(*table).drain()
 	for _, e := range sent { // calls sent to c: the callee was lost
-		if r.retryAfter(e.rc, c, e.id, frame.ErrCodeNetwork) {
+		if r.dropAttempt(e.rc, c, e.id, frame.ErrCodeNetwork) || r.retryAfter(e.rc, c, e.id, frame.ErrCodeNetwork) {
 			continue
 		}
 		if r.finish(e.rc, routing.Failed(frame.ErrCodeNetwork)) {

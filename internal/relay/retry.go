@@ -67,7 +67,7 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	rc.between = true // this attempt is over; the call is not
 	att := rc.attempt
 	rc.attempt = routing.Attempt{}
-	rc.rec.end(routing.Failed(code), time.Since(att.Start()))
+	rc.rec.end(routing.Failed(code), att.Took())
 	if rc.tryTimer != nil {
 		rc.tryTimer.Stop() // the next attempt gets its own
 	}
@@ -175,7 +175,7 @@ func (r *Relay) watchAttempt(rc *relayed, dst *conn.Conn, dstID uint32, timeout 
 		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
 			r.send(dst, b, false)
 		}
-		if r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
+		if r.dropAttempt(rc, dst, dstID, frame.ErrCodeTimeout) || r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
 			return
 		}
 		if r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {

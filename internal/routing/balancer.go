@@ -45,6 +45,7 @@ func NewBalancer(ps router.Policies, log *slog.Logger) (*Balancer, error) {
 	}
 	b := &Balancer{log: log, caps: golden.Caps{}.WithDefaults()}
 	b.eps.settings = b.breakerSettings
+	b.eps.service = b.service
 	b.eps.maxSeries = int64(b.caps.Instances)
 	if err := b.policies.set(ps); err != nil {
 		b.policies.set(nil)

@@ -33,6 +33,7 @@ type endpoint struct {
 	service string
 	addr    string // of the meshd that delivers to it
 	zone    string // its meshd's (discovery.MetaZone)
+	svc     *serviceState
 	// stats are its own, or the endpoints' overflow shared by the
 	// instances past the series cap.
 	stats *endpointStats
@@ -109,9 +110,9 @@ func (e *endpoint) usable() bool {
 	return true
 }
 
-// judge tells an endpoint how one attempt that started at start went;
-// trace is the trace id of a sampled call (0: not sampled).
-func (e *endpoint) judge(start time.Time, o Outcome, trace uint64) {
+// judge tells an endpoint how one attempt that took rtt went; trace is the
+// trace id of a sampled call (0: not sampled).
+func (e *endpoint) judge(rtt time.Duration, o Outcome, trace uint64) {
 	if e == nil {
 		return
 	}
@@ -120,8 +121,8 @@ func (e *endpoint) judge(start time.Time, o Outcome, trace uint64) {
 		return
 	}
 	now := time.Now()
-	rtt := now.Sub(start)
 	e.stats.record(o, rtt, trace, now)
+	e.svc.learn(o, rtt, now)
 	e.observe(rtt, now)
 	if o.failed() {
 		e.breaker.Execute(broke)
@@ -142,6 +143,7 @@ func broke() (struct{}, error)  { return struct{}{}, errInstanceFailed }
 type endpoints struct {
 	m         sync.Map // id → *endpoint
 	settings  func(e *endpoint) gobreaker.Settings
+	service   func(name string) *serviceState
 	maxSeries int64
 	series    atomic.Int64 // endpoints with stats of their own
 	over      endpointStats
@@ -159,6 +161,7 @@ func (s *endpoints) get(inst discovery.Instance) *endpoint {
 	} else {
 		s.series.Add(-1)
 	}
+	e.svc = s.service(inst.Service)
 	e.listed.Store(time.Now().UnixNano())
 	e.breaker = gobreaker.NewCircuitBreaker[struct{}](s.settings(e))
 	v, loaded := s.m.LoadOrStore(inst.ID, e)

@@ -97,6 +97,9 @@ var (
 	descCrossZone = prometheus.NewDesc("mesh_cross_zone_attempts_total",
 		"Attempts sent to an instance outside this meshd's zone, by why: spillover (home lacks the capacity its callers need), home_down, no_untried_instance, too_few_instances, too_many_zones, zones_off, shard_key.",
 		[]string{"service", "cause"}, nil)
+	descHedges = prometheus.NewDesc("mesh_hedges_total",
+		"Hedged requests, by event: sent (a second attempt while the first had not answered), won (the hedge answered first), cancelled (the attempt that lost), refused_budget, refused_pressure.",
+		[]string{"service", "event"}, nil)
 	descBudgetExhausted = prometheus.NewDesc("mesh_retry_budget_exhausted_total",
 		"Retries refused by the service's retry budget.", []string{"service"}, nil)
 )
@@ -104,7 +107,7 @@ var (
 // Describe sends the descriptions of the Balancer's metrics
 // (prometheus.Collector).
 func (b *Balancer) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descAttempts, descAttemptSecs, descInFlight, descBreaker, descBreakerChanges, descRetries, descBudgetExhausted, descCrossZone} {
+	for _, d := range []*prometheus.Desc{descAttempts, descAttemptSecs, descInFlight, descBreaker, descBreakerChanges, descRetries, descBudgetExhausted, descCrossZone, descHedges} {
 		ch <- d
 	}
 }
@@ -149,6 +152,7 @@ func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 	type counts struct {
 		granted, exhausted int64
 		crossZone          [numZoneKinds]int64
+		hedges             [numHedgeEvents]int64
 	}
 	byLabel := map[string]*counts{} // services past the cap share golden.Other
 	b.services.Range(func(_, v any) bool {
@@ -163,6 +167,9 @@ func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 		for k := range st.crossZone {
 			n.crossZone[k] += st.crossZone[k].Load()
 		}
+		for k := range st.hedges {
+			n.hedges[k] += st.hedges[k].Load()
+		}
 		return true
 	})
 	for service, n := range byLabel {
@@ -171,6 +178,11 @@ func (b *Balancer) Collect(ch chan<- prometheus.Metric) {
 		for k, c := range n.crossZone {
 			if c > 0 {
 				ch <- prometheus.MustNewConstMetric(descCrossZone, prometheus.CounterValue, float64(c), service, zoneCauses[k])
+			}
+		}
+		for k, c := range n.hedges {
+			if c > 0 {
+				ch <- prometheus.MustNewConstMetric(descHedges, prometheus.CounterValue, float64(c), service, hedgeEvents[k])
 			}
 		}
 	}

@@ -71,11 +71,12 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 	for range 100 {
 		attempt(t, b, "svc", insts, Answered(false), 0)
 	}
-	for range 10 { // another service: its retries are past the service cap
-		attempt(t, b, "other", insts[:1], Failed(frame.ErrCodeBusy), 0)
+	other := []discovery.Instance{{Service: "other", ID: "other-0", Addr: "10.0.1.1:1"}}
+	for range 10 { // another service: its series are past the service cap
+		attempt(t, b, "other", other, Failed(frame.ErrCodeBusy), 0)
 	}
-	if overflowed["instance"] != 3 || overflowed["service"] != 1 {
-		t.Fatalf("overflow told %v, want 3 instances and 1 service", overflowed)
+	if overflowed["instance"] != 4 || overflowed["service"] != 1 {
+		t.Fatalf("overflow told %v, want 4 instances and 1 service", overflowed)
 	}
 	mfs := series(t, b)
 	byID := map[string]float64{}
@@ -101,8 +102,8 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 			closedOver = m.GetGauge().GetValue()
 		}
 	}
-	if closedOver != 3 {
-		t.Fatalf("breakers of the instances past the cap, closed: %v, want 3", closedOver)
+	if closedOver < 3 { // other-0's breaker may have opened on its busy answers
+		t.Fatalf("breakers of the instances past the cap, closed: %v, want 3 or 4", closedOver)
 	}
 	services := map[string]bool{}
 	for _, m := range mfs["mesh_retries_total"].GetMetric() {
@@ -138,7 +139,7 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 		}
 		found = found || label(m, "instance_id") == "svc-new"
 	}
-	if !found || overflowed["instance"] != 3 {
+	if !found || overflowed["instance"] != 4 {
 		t.Fatalf("the instance after a forgotten one: series %v, overflow %v", found, overflowed)
 	}
 }

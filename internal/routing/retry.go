@@ -111,6 +111,13 @@ type serviceState struct {
 	retryBudget
 	label     string
 	crossZone [numZoneKinds]atomic.Int64 // attempts sent out of this meshd's zone, by why (zone.go)
+
+	// Hedging (hedge.go): the answer times the delay is learned from, when
+	// the service last answered Busy, the budget and what hedges did.
+	latency     latencies
+	lastBusy    atomic.Int64
+	hedgeBudget retryBudget
+	hedges      [numHedgeEvents]atomic.Int64
 }
 
 // service is service's state, made on its first call.
@@ -118,7 +125,7 @@ func (b *Balancer) service(service string) *serviceState {
 	if v, ok := b.services.Load(service); ok {
 		return v.(*serviceState)
 	}
-	st := &serviceState{retryBudget: retryBudget{last: time.Now()}, label: golden.Other}
+	st := &serviceState{retryBudget: retryBudget{last: time.Now()}, hedgeBudget: retryBudget{last: time.Now()}, label: golden.Other}
 	if b.serviceSeries.Add(1) <= int64(b.caps.Services) {
 		st.label = golden.Label(service)
 	} else {
