@@ -23,7 +23,7 @@ import (
 // stallingServer serves service's "get" through the meshd at addr,
 // answering with name after stall() (cut short, and counted in cancelled,
 // when the call is cancelled).
-func stallingServer(t *testing.T, addr, service, name string, stall func() time.Duration, cancelled *atomic.Int64) {
+func stallingServer(t testing.TB, addr, service, name string, stall func() time.Duration, cancelled *atomic.Int64) {
 	t.Helper()
 	s := client.NewServer(client.Options{ServiceName: service, Logger: testkit.Quiet})
 	s.Register(service, "get", client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
@@ -43,7 +43,7 @@ func stallingServer(t *testing.T, addr, service, name string, stall func() time.
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 }
 
-func hedgingMeshd(t *testing.T, p router.Policy) *meshd.Daemon {
+func hedgingMeshd(t testing.TB, p router.Policy) *meshd.Daemon {
 	t.Helper()
 	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
 	cfg.Policies = router.Policies{"kv": p}

@@ -30,7 +30,7 @@ import (
 )
 
 // scrape reads a meshd's /metrics as its families, by name.
-func scrape(t *testing.T, admin string) map[string]*dto.MetricFamily {
+func scrape(t testing.TB, admin string) map[string]*dto.MetricFamily {
 	t.Helper()
 	res, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
