@@ -104,3 +104,31 @@ if [ "${OPSVIEW:-1}" != 0 ]; then
   scripts/debian.sh chromium=chromium >/dev/null
   go test -tags integration -run '^$' -bench 'BenchmarkDashboardServices' -benchtime 1x -timeout 10m ./integration | grep -E '^Benchmark|screenshot'
 fi
+
+# The tail (docs/ROUTING.md): three instances, one (or all) stalling 200 ms on
+# 5% of its calls, 1,000 calls/s open loop for 30 s, hedging off vs on, with
+# round robin and P2C; and what a zoned pick costs. TAIL=0 skips them (~5 min).
+if [ "${TAIL:-1}" != 0 ]; then
+  tail=$(mktemp)
+  go test -run '^$' -bench 'BenchmarkHedging' -benchtime 1x -timeout 20m ./internal/meshd | tee "$tail"
+  echo
+  awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  /^BenchmarkHedging\// {
+    name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); mode = p[4]; sub(/hedging=/, "", mode); key = p[2] SUBSEP p[3]
+    p99[key, mode] = metric("p99-ms"); p999[key, mode] = metric("p99.9-ms"); hedges[key, mode] = metric("hedges-%"); failed[key, mode] = metric("failed")
+    keys[key] = 1
+  }
+  END {
+    print "Hedging, 1,000 calls/s for 30 s, 3 instances (targets: p99 at least 5x lower with one slow; hedges at most the 5% budget):"
+    print "| balancer | slow | p99 ms off | on | p99.9 ms off | on | p99 off/on | hedges % of calls | failed off / on |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    split("round-robin p2c-peak-ewma", bals, " "); split("one-slow all-slow", slows, " ")
+    for (i = 1; i <= 2; i++) for (j = 1; j <= 2; j++) {
+      k = bals[i] SUBSEP slows[j]; if (!(k in keys)) continue
+      printf "| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1fx | %.1f | %d / %d |\n", bals[i], slows[j], p99[k, "off"], p99[k, "on"],
+        p999[k, "off"], p999[k, "on"], p99[k, "off"] / (p99[k, "on"] > 0 ? p99[k, "on"] : 1), hedges[k, "on"], failed[k, "off"], failed[k, "on"]
+    }
+  }' "$tail"
+  go test -run '^$' -bench 'BenchmarkRouteZones' -benchmem ./internal/routing | grep -E '^Benchmark'
+fi
