@@ -95,10 +95,17 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 			}
 			return nil, err // a *frame.Error: the stage's refusal
 		}
-		att := d.bal.Send(rc)
-		res, err := attempt(ctx, rc.Conn, req, tryTimeout)
-		o := routing.OutcomeOf(res != nil && res.Code != frame.ResOK, err)
-		att.Done(o)
+		var res *conn.Response
+		var err error
+		var o routing.Outcome
+		if delay := d.bal.HedgeAfter(rc); delay > 0 && len(rc.Tried) == 0 {
+			res, err, o = d.hedged(ctx, rc, req, tryTimeout, delay)
+		} else {
+			att := d.bal.Send(rc)
+			res, err = attempt(ctx, rc.Conn, req, tryTimeout)
+			o = routing.OutcomeOf(res != nil && res.Code != frame.ResOK, err)
+			att.Done(o)
+		}
 		if err == nil || ctx.Err() != nil || !d.bal.MayRetry(rc, o.Code, time.Until(deadline)) {
 			return res, err
 		}
@@ -109,6 +116,67 @@ func (d *direct) call(ctx context.Context, req *conn.Request) (*conn.Response, e
 			return nil, err
 		}
 	}
+}
+
+// hedged sends req to rc's picked peer and, when no answer came within
+// delay and the Balancer allows a hedge (MayHedge), to a second peer too,
+// as meshd's relay does: the first answer wins and the other attempt is
+// cancelled (its context ends, and conn sends TChannel's cancel); a
+// failure of one while the other is in flight waits for the other.
+func (d *direct) hedged(ctx context.Context, rc *routing.Call, req *conn.Request, tryTimeout, delay time.Duration) (*conn.Response, error, routing.Outcome) {
+	type result struct {
+		res   *conn.Response
+		err   error
+		att   routing.Attempt
+		hedge bool
+	}
+	results := make(chan result, 2)
+	var cancels [2]context.CancelFunc
+	start := func(c *conn.Conn, hedge bool) {
+		att := d.bal.Send(rc)
+		actx, cancel := context.WithCancel(ctx)
+		cancels[b2i(hedge)] = cancel
+		go func() {
+			res, err := attempt(actx, c, req, tryTimeout)
+			results <- result{res, err, att, hedge}
+		}()
+	}
+	start(rc.Conn, false)
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	deadline, _ := ctx.Deadline()
+	inFlight := 1
+	for {
+		select {
+		case <-timer.C:
+			if d.bal.MayHedge(rc, time.Until(deadline)) && d.stages.Route(rc) == nil { // no waiting: the first may answer meanwhile
+				d.bal.HedgeSent(rc.Service)
+				start(rc.Conn, true)
+				inFlight++
+			}
+		case r := <-results:
+			inFlight--
+			o := routing.OutcomeOf(r.res != nil && r.res.Code != frame.ResOK, r.err)
+			r.att.Done(o)
+			if r.err != nil && inFlight > 0 && ctx.Err() == nil {
+				continue // the other attempt may still answer
+			}
+			if inFlight > 0 { // the other attempt lost
+				cancels[1-b2i(r.hedge)]()
+				d.bal.HedgeEnded(rc.Service, r.hedge)
+				go func() { (<-results).att.Done(routing.CallerGone) }()
+			}
+			cancels[b2i(r.hedge)]()
+			return r.res, r.err, o
+		}
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // attempt is one try on one peer, within the per-attempt timeout.

@@ -324,3 +324,40 @@ func TestDirectModePeerComesBack(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Direct mode hedges as meshd's relay does (the same routing decisions): a
+// peer that hangs costs a call the hedge delay, not its deadline; the hung
+// attempt is cancelled; a caller that says "re: n" is never hedged.
+func TestDirectModeHedges(t *testing.T) {
+	peers, addrs := startPeers(t, 3)
+	c := dialPeers(t, addrs, router.Policies{"svc": {HedgeMethods: []string{"who"}, HedgeDelay: router.Duration(20 * time.Millisecond),
+		HedgeBudget: 1, Balancer: router.BalancerRoundRobin}})
+	peers[0].mode.Store("slow")
+	var slowest time.Duration
+	for range 30 {
+		start := time.Now()
+		res, err := c.Call(context.Background(), "svc", "who", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(res.Body) == "p0" {
+			t.Fatal("the hung peer answered")
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	t.Logf("30 calls, one peer of three hung: slowest %v; p0 took %d calls", slowest.Round(time.Millisecond), peers[0].calls.Load())
+	if slowest > time.Second || peers[0].calls.Load() == 0 {
+		t.Fatalf("slowest call %v, p0 called %d times: want the hung peer's calls hedged within the delay", slowest, peers[0].calls.Load())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	for range 3 { // with "re: n", the call that lands on p0 waits out its deadline
+		if _, err := c.Call(ctx, "svc", "who", nil, nil, client.WithRetryFlags("n")); err != nil {
+			if frame.CodeOf(err) != frame.ErrCodeTimeout {
+				t.Fatalf("re: n on the hung peer: %v", err)
+			}
+			return
+		}
+	}
+	t.Fatal("three calls with re: n, round robin over three peers, none reached the hung one")
+}
