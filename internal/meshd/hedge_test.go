@@ -17,6 +17,8 @@ import (
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/zipkintest"
 	"github.com/meshrpc/mesh/router"
 )
 
@@ -43,19 +45,28 @@ func stallingServer(t testing.TB, addr, service, name string, stall func() time.
 	t.Cleanup(func() { s.Shutdown(context.Background()) })
 }
 
-func hedgingMeshd(t testing.TB, p router.Policy) *meshd.Daemon {
+func hedgingMeshd(t testing.TB, p router.Policy, tracer ...*tracing.Tracer) *meshd.Daemon {
 	t.Helper()
 	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
 	cfg.Policies = router.Policies{"kv": p}
+	if len(tracer) > 0 {
+		cfg.Tracer = tracer[0]
+	}
 	return startWith(t, cfg)
 }
 
 // One of three instances stalls: a call that lands on it is hedged to
 // another after the delay, whose answer wins; the stalled attempt is
-// cancelled on the wire; explanations and metrics show both attempts.
+// cancelled on the wire; explanations, spans and metrics show both
+// attempts.
 func TestHedgeRescuesAStalledInstance(t *testing.T) {
+	sink := zipkintest.New(t)
+	tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 1, ServiceName: "meshd"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := hedgingMeshd(t, router.Policy{HedgeMethods: []string{"get"}, HedgeDelay: router.Duration(20 * time.Millisecond),
-		HedgeBudget: 0.5, Balancer: router.BalancerRoundRobin})
+		HedgeBudget: 0.5, Balancer: router.BalancerRoundRobin}, tr)
 	var cancelled atomic.Int64
 	stallingServer(t, d.Addr(), "kv", "slow", func() time.Duration { return 2 * time.Second }, &cancelled)
 	for _, name := range []string{"fast-1", "fast-2"} {
@@ -106,6 +117,11 @@ func TestHedgeRescuesAStalledInstance(t *testing.T) {
 		!strings.HasPrefix(first.Result, "cancelled") || hedged.Result != "ok" {
 		t.Fatalf("a hedged call explained: %+v", hedged)
 	}
+	testkit.WaitFor(t, 5*time.Second, "a span marking a hedge that won", func() bool {
+		return len(sink.Spans(func(s zipkintest.Span) bool {
+			return s.Tags["mesh.hedge"] == "won" && s.Tags["mesh.attempts"] == "2" && s.Tags["mesh.instance"] != ""
+		})) > 0
+	})
 }
 
 // Both attempts of a hedged call answer: the caller gets exactly one

@@ -103,7 +103,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 	}
 	// Tags go into a fixed array by index (not append), so they and the
 	// decision text stay on this stack.
-	var buf [9]tracing.Tag
+	var buf [10]tracing.Tag
 	n := 0
 	tag := func(t tracing.Tag) { buf[n] = t; n++ }
 	tag(tracing.Tag{Key: "mesh.service", Value: ht.service})
@@ -114,10 +114,20 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 		tag(tracing.Tag{Key: "mesh.shard_key", Value: ht.shardKey})
 	}
 	var why [192]byte
-	if rec.n > 0 {
-		last := rec.attempt(int(rec.n) - 1)
+	if rec.n > 0 { // the attempt that ended the call: the last, or a hedge's winner
+		last := rec.attempt(int(rec.cur))
 		tag(tracing.Tag{Key: "mesh.instance", Value: last.instance})
-		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], int(rec.n)-1, true)})
+		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], int(rec.cur), true)})
+		for i := range int(rec.n) {
+			if rec.attempt(i).hedge {
+				won := "lost"
+				if last.hedge {
+					won = "won"
+				}
+				tag(tracing.Tag{Key: "mesh.hedge", Value: won})
+				break
+			}
+		}
 	}
 	events := ht.events
 	if rec.n > 1 {
