@@ -54,6 +54,9 @@ type relayed struct {
 	rec   record        // the routing decisions, for explanations
 	trace *hopTrace     // this hop's span to be, when the call is traced
 	hedge *hedging      // its hedge, when its service hedges its method (hedge.go)
+	// hedged is set once a hedge is armed: only then do answers take the
+	// hedge's path (settleHedge).
+	hedged atomic.Bool
 	hop   frame.Tracing // the tracing field this hop sends on (retries reuse it)
 }
 

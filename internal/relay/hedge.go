@@ -39,6 +39,7 @@ func (r *Relay) armHedge(rc *relayed, delay time.Duration) {
 		return
 	}
 	rc.hedge = &hedging{}
+	rc.hedged.Store(true)
 	rc.hedge.timer = time.AfterFunc(delay, func() { r.sendHedge(rc) })
 }
 

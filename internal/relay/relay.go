@@ -410,7 +410,7 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 		if f.Type == frame.TypeError && len(f.Payload) > 0 {
 			code = frame.ErrCode(f.Payload[0])
 		}
-		if r.settleHedge(rc, from, f.ID, f.Type == frame.TypeError, code) {
+		if rc.hedged.Load() && r.settleHedge(rc, from, f.ID, f.Type == frame.TypeError, code) {
 			return // a hedged call's attempt that failed while the other goes on, or one that lost
 		}
 		if f.Type == frame.TypeError && len(f.Payload) > 0 && r.retryAfter(rc, from, f.ID, code) {
