@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,8 +105,14 @@ func outside(got map[string]int, zone string) int {
 // spill over so that no instance takes over 1.5x the mean.
 func TestZoneAwareRouting(t *testing.T) {
 	agent := testconsul.Start(t)
-	a1 := startHost(t, "127.0.0.1", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s")
-	b1 := startHost(t, "127.0.0.2", agent.HTTPAddr, "--zone", "b", "--consul-ttl", "3s")
+	// spill takes turns among the instances zones leave it, so the load per
+	// instance measured is the zones' doing, not latency noise's (P2C).
+	config := filepath.Join(t.TempDir(), "meshd.yaml")
+	if err := os.WriteFile(config, []byte("policies:\n  spill: {balancer: round-robin}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a1 := startHost(t, "127.0.0.1", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s", "--config", config)
+	b1 := startHost(t, "127.0.0.2", agent.HTTPAddr, "--zone", "b", "--consul-ttl", "3s", "--config", config)
 	var homeA []*client.Server
 	for i := range 3 {
 		homeA = append(homeA, zoneInstance(t, "zsvc", fmt.Sprintf("a/%d", i), a1.addr))
@@ -194,8 +202,8 @@ func TestZoneAwareRouting(t *testing.T) {
 	// its share of callers (3/4), so it keeps 2/9 of its calls and spills
 	// the rest; every meshd calling alike, each instance takes about the
 	// mean.
-	a2 := startHost(t, "127.0.0.3", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s")
-	a3 := startHost(t, "127.0.0.4", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s")
+	a2 := startHost(t, "127.0.0.3", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s", "--config", config)
+	a3 := startHost(t, "127.0.0.4", agent.HTTPAddr, "--zone", "a", "--consul-ttl", "3s", "--config", config)
 	zoneInstance(t, "spill", "a/0", a1.addr)
 	for i := range 5 {
 		zoneInstance(t, "spill", fmt.Sprintf("b/%d", i), b1.addr)
@@ -252,4 +260,20 @@ func callCount(names []string) map[string]int {
 		out[n]++
 	}
 	return out
+}
+
+// A meshd given no --zone takes its zone from its Consul agent's node
+// metadata, and registers it with its instances.
+func TestZoneFromConsulNodeMeta(t *testing.T) {
+	agent := testconsul.Start(t, "-node-meta", "zone:z9")
+	h := startHost(t, "127.0.0.1", agent.HTTPAddr)
+	zoneInstance(t, "zsvc", "z9/0", h.addr)
+	if st := meshdStatus(t, h); st.Zone != "z9" {
+		t.Fatalf("meshd's zone %q, want z9 from the agent's node metadata", st.Zone)
+	}
+	capi := consulAPI(t, agent.HTTPAddr)
+	testkit.WaitFor(t, 10*time.Second, "zsvc registered with zone z9", func() bool {
+		e := passing(t, capi, "zsvc")
+		return len(e) == 1 && e[0].Service.Meta["zone"] == "z9"
+	})
 }
