@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -57,15 +58,8 @@ func (r *Relay) sendHedge(rc *relayed) {
 		rc.mu.Unlock()
 		return
 	}
-	saved, firstLen := append([]byte(nil), *rc.saved...), int(rc.firstLen)
-	var req frame.CallReq
-	var frag frame.Fragment
-	f := &frame.Frame{Raw: saved[:firstLen], Payload: saved[frame.HeaderSize:firstLen]}
-	f.Header, _ = frame.ParseHeader(f.Raw)
-	frame.DecodeCallReq(f.Payload, &req, &frag)
-	c.SetHeaders(req.Headers)
-	caller, callerName := callerOf(rc.src, nil)
-	c.Caller = caller
+	saved, firstLen := slices.Clone(*rc.saved), int(rc.firstLen)
+	f, req, callerName := rc.again(saved, firstLen)
 	if err := r.retry.Route(c); err != nil {
 		rc.mu.Unlock()
 		return // no other instance at hand: the first attempt goes on alone

@@ -97,15 +97,8 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 	}
 	saved, firstLen := slices.Clone(*rc.saved), int(rc.firstLen)
 	rc.mu.Unlock()
-	var req frame.CallReq
-	var frag frame.Fragment
-	f := &frame.Frame{Raw: saved[:firstLen], Payload: saved[frame.HeaderSize:firstLen]}
-	f.Header, _ = frame.ParseHeader(f.Raw)
-	frame.DecodeCallReq(f.Payload, &req, &frag)
+	f, req, callerName := rc.again(saved, firstLen)
 	c := &rc.call
-	c.SetHeaders(req.Headers)                   // in the saved copy, which this attempt keeps
-	caller, callerName := callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
-	c.Caller = caller
 	// A timer's goroutine, not a read loop: it may wait for a first lookup or
 	// a dial, within the call's deadline.
 	ctx, cancel := context.WithDeadline(context.Background(), rc.deadline)
@@ -145,6 +138,20 @@ func (r *Relay) resend(rc *relayed, lastCode frame.ErrCode) {
 			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeNetwork, "forwarding failed: "+err.Error())
 		}
 	}
+}
+
+// again readies rc's call to be routed once more from saved, a copy of
+// its request's frames whose first is firstLen bytes: the first frame, its
+// header, the call's headers (which alias saved) and its proven caller.
+func (rc *relayed) again(saved []byte, firstLen int) (f *frame.Frame, req frame.CallReq, callerName string) {
+	var frag frame.Fragment
+	f = &frame.Frame{Raw: saved[:firstLen], Payload: saved[frame.HeaderSize:firstLen]}
+	f.Header, _ = frame.ParseHeader(f.Raw)
+	frame.DecodeCallReq(f.Payload, &req, &frag)
+	c := &rc.call
+	c.SetHeaders(req.Headers)
+	c.Caller, callerName = callerOf(rc.src, nil) // SetHeaders read "cn": the proven caller counts
+	return f, req, callerName
 }
 
 // watchAttempt ends the attempt sent on dst as dstID if no answer came
