@@ -49,15 +49,15 @@ type relayed struct {
 	// For retries: the request's frames as they arrived, one after another,
 	// until maxRetryBytes (nil: the call is not retried).
 	saved *[]byte
-	srcT  *table        // the caller's table (first hop), which saved bytes and halfFrom count against
-	half  *table        // the table whose halfSent counts this call, while it does
-	rec   record        // the routing decisions, for explanations
-	trace *hopTrace     // this hop's span to be, when the call is traced
-	hedge *hedging      // its hedge, when its service hedges its method (hedge.go)
+	srcT  *table    // the caller's table (first hop), which saved bytes and halfFrom count against
+	half  *table    // the table whose halfSent counts this call, while it does
+	rec   record    // the routing decisions, for explanations
+	trace *hopTrace // this hop's span to be, when the call is traced
+	hedge *hedging  // its hedge, when its service hedges its method (hedge.go)
 	// hedged is set once a hedge is armed: only then do answers take the
 	// hedge's path (settleHedge).
 	hedged atomic.Bool
-	hop   frame.Tracing // the tracing field this hop sends on (retries reuse it)
+	hop    frame.Tracing // the tracing field this hop sends on (retries reuse it)
 }
 
 // table holds the calls relayed through one connection: those its peer
