@@ -70,6 +70,14 @@ func (rec *record) add(inst discovery.Instance, ch routing.Choice) {
 	rec.n++
 }
 
+// ended is the attempt that ends the call (nil if it was not recorded).
+func (rec *record) ended() *attemptRecord {
+	if rec.cur >= rec.n {
+		return nil
+	}
+	return rec.attempt(int(rec.cur))
+}
+
 // end marks the current attempt finished.
 func (rec *record) end(o routing.Outcome, latency time.Duration) { rec.endAt(int(rec.cur), o, latency) }
 
@@ -174,7 +182,7 @@ func (rec *record) explain(results *golden.Edges) Explanation {
 		e.Result = "refused: " + rec.code.String()
 	case rec.n > 0: // the attempt that ended the call: the last, or a hedge's winner
 		e.Result = "in flight"
-		if a := rec.attempt(int(rec.cur)); a.done {
+		if a := rec.ended(); a != nil && a.done {
 			e.Result = a.result.String()
 		}
 	}

@@ -22,6 +22,9 @@ import (
 // the other is in flight is dropped the same way: the other may still
 // answer.
 
+// notRecorded is the record index of an attempt past maxRecorded.
+const notRecorded = 255
+
 // hedging is a call's hedge: its timer from when the call is sent, then
 // the second attempt.
 type hedging struct {
@@ -69,10 +72,14 @@ func (r *Relay) sendHedge(rc *relayed) {
 	out = append(out, saved[firstLen:]...)
 	h.dst, h.dstID, h.checkRes = dst, dst.NewID(), r.isLocal(c)
 	h.attempt = r.bal.Send(c)
-	rc.rec.add(c.Instance(), c.Choice())
-	h.rec = rc.rec.n - 1
-	rc.rec.attempt(int(h.rec)).hedge = true
-	rc.rec.cur = h.rec - 1 // the first attempt's, until the hedge wins
+	primary := rc.rec.cur // ends the call, until the hedge wins
+	h.rec = notRecorded
+	if rc.rec.n < maxRecorded {
+		rc.rec.add(c.Instance(), c.Choice())
+		h.rec = rc.rec.n - 1
+		rc.rec.attempt(int(h.rec)).hedge = true
+	}
+	rc.rec.cur = primary
 	frame.SetIDs(out, h.dstID)
 	frame.SetCallReqTTL(out, ttlMillis(rc.deadline, r.bal.TryTimeout(c)))
 	if rc.hop.TraceID != 0 {
@@ -133,7 +140,9 @@ func (r *Relay) settleHedge(rc *relayed, dst *conn.Conn, dstID uint32, isError b
 	}
 	rc.hedge = nil
 	rc.rec.endAt(int(loserRec), routing.CallerGone, loserAtt.Took())
-	rc.rec.attempt(int(loserRec)).lost = true
+	if loserRec < rc.rec.n {
+		rc.rec.attempt(int(loserRec)).lost = true
+	}
 	if rc.trace != nil {
 		rc.trace.events = append(rc.trace.events, tracing.Event{Name: "hedge settled", Time: time.Now(), Attrs: []attribute.KeyValue{
 			attribute.Bool("mesh.hedge_won", fromHedge)}})

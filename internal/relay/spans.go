@@ -114,8 +114,7 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 		tag(tracing.Tag{Key: "mesh.shard_key", Value: ht.shardKey})
 	}
 	var why [192]byte
-	if rec.n > 0 { // the attempt that ended the call: the last, or a hedge's winner
-		last := rec.attempt(int(rec.cur))
+	if last := rec.ended(); last != nil { // the attempt that ended the call: the last, or a hedge's winner
 		tag(tracing.Tag{Key: "mesh.instance", Value: last.instance})
 		tag(tracing.Tag{Key: "mesh.decision", Text: rec.appendWhy(why[:0], int(rec.cur), true)})
 		for i := range int(rec.n) {
