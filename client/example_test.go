@@ -13,6 +13,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // Dial connects to the local meshd (here a TChannel server on a port of its
@@ -162,4 +163,25 @@ func closedPort() string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// A service in the proto encoding (YARPC's "as: proto"): the handler takes
+// and returns generated protobuf messages (here the well-known wrappers),
+// and its procedure is "pkg.Service::Method", as gRPC's /pkg.Service/Method.
+func ExampleClient_CallProto() {
+	addr := serve("greeter", "demo.Greeter::Hello", client.Proto(func(ctx context.Context, h map[string]string, name *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return wrapperspb.String("hello, " + name.GetValue()), nil
+	}))
+	ctx := context.Background()
+	c, err := client.Dial(ctx, addr, client.Options{ServiceName: "billing"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	var greeting wrapperspb.StringValue
+	if _, err := c.CallProto(ctx, "greeter", "demo.Greeter::Hello", nil, wrapperspb.String("ada"), &greeting); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(greeting.GetValue())
+	// Output: hello, ada
 }

@@ -29,6 +29,7 @@ type opts struct {
 	// call and bench
 	json, raw          bool
 	thrift             string // a Thrift IDL file
+	proto              string // a .proto file
 	headers            headerFlags
 	shardKey, routeKey string
 	caller             string
@@ -146,11 +147,12 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 		Long: "call a method. The scheme is JSON when the body is JSON, else raw; --json or --raw decide.\n" +
 			"Prints the answer on stdout, its headers, the latency and any trace id on stderr.\n\n" + exitHelp,
 		Example: "  meshctl call kv get '{\"key\":\"a\"}'\n  meshctl call echo echo hello --raw\n" +
-			"  meshctl call kv 'KV::get' --thrift kv.thrift '{\"key\": \"a\"}' -H 'x-request: 1'",
+			"  meshctl call kv 'KV::get' --thrift kv.thrift '{\"key\": \"a\"}' -H 'x-request: 1'\n" +
+			"  meshctl call kv 'kv.KV::Get' --proto kv.proto '{\"key\": \"a\"}'",
 		Args: argsBetween(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
-			if o.json && o.raw || o.thrift != "" && (o.json || o.raw) {
-				return fmt.Errorf("--json, --raw and --thrift exclude each other")
+			if n := btoi(o.json) + btoi(o.raw) + btoi(o.thrift != "") + btoi(o.proto != ""); n > 1 {
+				return fmt.Errorf("--json, --raw, --thrift and --proto exclude each other")
 			}
 			return withClient(o, stderr, func(ctx context.Context, cl *client.Client) int {
 				return callCmd(ctx, cl, *o, args, stdin, stdout, stderr)
@@ -161,6 +163,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 	cf.BoolVar(&o.json, "json", false, "send the body as JSON")
 	cf.BoolVar(&o.raw, "raw", false, "send the body as raw bytes")
 	cf.StringVar(&o.thrift, "thrift", "", "a Thrift IDL `file`: METHOD is Service::method, the body a JSON object of its arguments, the answer printed as JSON")
+	cf.StringVar(&o.proto, "proto", "", "a .proto `file` (imports beside it): METHOD is pkg.Service::Method (or /pkg.Service/Method), the body its request as JSON, the call in the proto encoding, the answer printed as JSON")
 	cf.VarP(o.headers, "header", "H", "an application header, KEY=VALUE or \"KEY: VALUE\" (repeatable; a raw call carries them in arg2 as a JSON object)")
 	cf.BoolVar(&o.explain, "explain", false, "after the call, show how the meshd routed it")
 	cf.BoolVar(&o.trace, "trace", false, "record this call's trace whatever the sample rate")
@@ -309,4 +312,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	// wrong number of arguments, an unknown command.
 	fmt.Fprintf(stderr, "meshctl: %v\nRun 'meshctl --help' (or 'meshctl COMMAND --help') for usage.\n", err)
 	return exitUsage
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

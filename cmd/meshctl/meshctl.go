@@ -16,6 +16,7 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/protojson"
 	"github.com/meshrpc/mesh/internal/thriftjson"
 )
 
@@ -51,6 +52,9 @@ func callCmd(ctx context.Context, c *client.Client, o opts, args []string, stdin
 	}
 	if o.thrift != "" {
 		return thriftCall(ctx, c, o, service, method, body, stdout, stderr)
+	}
+	if o.proto != "" {
+		return protoCall(ctx, c, o, service, method, body, stdout, stderr)
 	}
 	useJSON := o.json || !o.raw && json.Valid(body) && len(bytes.TrimSpace(body)) > 0
 	var sent frame.Tracing
@@ -259,6 +263,47 @@ func explain(c *client.Client, span uint64, w io.Writer) {
 		fmt.Fprintf(w, "  attempt %d: %s at %s\n    why: %s\n    result: %s in %.2f ms\n", i+1, a.Instance, a.Addr, a.Why, a.Result, a.Millis)
 	}
 	fmt.Fprintf(w, "  outcome: %s\n", r.Result)
+}
+
+// protoCall calls a method in the proto encoding: the body is its request
+// as JSON, encoded with the .proto file in --proto, and the answer is
+// printed as JSON (an application error's message goes to stderr, exit 1).
+func protoCall(ctx context.Context, c *client.Client, o opts, service, method string, body []byte, stdout, stderr io.Writer) int {
+	idl, err := protojson.Load(o.proto)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: --proto %s: %v\n", o.proto, err)
+		return exitUsage
+	}
+	m, err := idl.Method(method)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: %v\n", err)
+		return exitUsage
+	}
+	req, err := m.Request(body)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: the request: %v\n", err)
+		return exitUsage
+	}
+	res := m.NewResponse()
+	start := time.Now()
+	hdrs, err := c.CallProto(ctx, service, strings.Replace(strings.TrimPrefix(method, "/"), "/", "::", 1), o.headers, req, res, o.routing()...)
+	fmt.Fprintf(stderr, "(%s)\n", time.Since(start).Round(10*time.Microsecond))
+	printHeaders(hdrs, stderr)
+	var app *client.ApplicationError
+	if errors.As(err, &app) {
+		fmt.Fprintf(stderr, "error: %s: %s\n", method, app.Message)
+		return exitCallFailed
+	}
+	if err != nil {
+		return fail(err, stdout, stderr)
+	}
+	out, err := protojson.JSON(res)
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl: the answer: %v\n", err)
+		return exitCallFailed
+	}
+	printJSON(out, stdout)
+	return exitOK
 }
 
 // thriftCall calls a Thrift method: the body is a JSON object of its

@@ -14,9 +14,11 @@ import (
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/loadgen"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/protojson"
 	"github.com/meshrpc/mesh/internal/thriftjson"
 )
 
@@ -263,5 +265,68 @@ func TestCallAsAProvenIdentity(t *testing.T) {
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
 	if code := run([]string{"call", "echo", "echo", "hi", "--as", "web", "--token-file", "/nonexistent", "--via", d.Addr()}, strings.NewReader(""), &out, &errb); code != exitUsage {
 		t.Fatalf("a token file that does not exist: exit %d", code)
+	}
+}
+
+// meshctl call --proto: JSON in, protobuf on the wire in the proto
+// encoding, JSON out; gRPC's path names the method too; an application
+// error is an error with its message; a bad field, an unknown or a
+// streaming method are usage errors saying which.
+func TestCallProto(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(dir+"/kv.proto", []byte(`syntax = "proto3";
+package kv;
+import "google/protobuf/timestamp.proto";
+message GetRequest { string key = 1; }
+message GetResponse { string value = 1; int64 version = 2; repeated string tags = 3; google.protobuf.Timestamp at = 4; }
+service KV {
+  rpc Get(GetRequest) returns (GetResponse);
+  rpc Watch(GetRequest) returns (stream GetResponse);
+}`), 0o644)
+	idl, err := protojson.Load(dir + "/kv.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get, err := idl.Method("kv.KV::Get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := client.NewServer(client.Options{})
+	s.Register("kv", "kv.KV::Get", client.HandlerFunc(func(ctx context.Context, c *client.Call) (*client.Response, error) {
+		req, err := get.DecodeRequest(c.Body)
+		if err != nil {
+			return nil, client.Errorf(frame.ErrCodeBadRequest, "%v", err)
+		}
+		if strings.Contains(string(req), "missing") {
+			return nil, &client.ApplicationError{Headers: client.ThriftHeaders(map[string]string{"error": "no key \"missing\""})}
+		}
+		h, _ := client.ParseThriftHeaders(c.Headers)
+		res, err := get.EncodeResponse([]byte(`{"value": "v-` + h["x"] + `", "version": "9007199254740993", "tags": ["a"], "at": "2026-12-03T10:00:00Z"}`))
+		return &client.Response{Headers: client.ThriftHeaders(map[string]string{"echo": "yes"}), Body: res}, err
+	}))
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(l)
+	defer s.Shutdown(context.Background())
+	via := l.Addr().String()
+	file := dir + "/kv.proto"
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		out, err string
+	}{
+		{[]string{"call", "kv", "kv.KV::Get", `{"key": "k"}`, "--proto", file, "-H", "x: 1"}, exitOK, `"version": "9007199254740993"`, "< echo: yes"},
+		{[]string{"call", "kv", "/kv.KV/Get", `{"key": "k"}`, "--proto", file}, exitOK, `"at": "2026-12-03T10:00:00Z"`, ""},
+		{[]string{"call", "kv", "kv.KV::Get", `{"key": "missing"}`, "--proto", file}, exitCallFailed, "", `kv.KV::Get: no key "missing"`},
+		{[]string{"call", "kv", "kv.KV::Get", `{"key": 5}`, "--proto", file}, exitUsage, "", "kv.GetRequest"},
+		{[]string{"call", "kv", "kv.KV::Put", `{}`, "--proto", file}, exitUsage, "", `no method "kv.KV::Put"`},
+		{[]string{"call", "kv", "kv.KV::Watch", `{}`, "--proto", file}, exitUsage, "", "streams"},
+		{[]string{"call", "kv", "kv.KV::Get", `{}`, "--proto", file, "--json"}, exitUsage, "", "exclude each other"},
+		{[]string{"call", "kv", "kv.KV::Get", `{}`, "--proto", dir + "/nosuch.proto"}, exitUsage, "", "nosuch.proto"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(append(tc.args, "--via", via), strings.NewReader(""), &out, &errb)
+		if code != tc.code || !strings.Contains(out.String(), tc.out) || !strings.Contains(errb.String(), tc.err) {
+			t.Errorf("%v: exit %d, out %q, err %q; want %d, %q, %q", tc.args, code, out.String(), errb.String(), tc.code, tc.out, tc.err)
+		}
 	}
 }

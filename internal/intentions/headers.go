@@ -4,7 +4,8 @@ import "encoding/binary"
 
 // AppHeaders are a call's application headers (arg2) as L7 intentions read
 // them: a JSON object of strings for "json" calls, Thrift's header list for
-// "thrift" calls; a "raw" call has none. Reading one allocates nothing.
+// "thrift" and "proto" calls (YARPC's proto encoding keeps thrift's); a
+// "raw" call has none. Reading one allocates nothing.
 type AppHeaders struct {
 	Scheme []byte // the call's "as" transport header
 	Raw    []byte // arg2; nil when the first frame did not hold all of it
@@ -16,7 +17,7 @@ func (h AppHeaders) Get(name string) ([]byte, bool) {
 	switch string(h.Scheme) {
 	case "json":
 		return jsonGet(h.Raw, name)
-	case "thrift":
+	case "thrift", "proto":
 		return thriftGet(h.Raw, name)
 	}
 	return nil, false

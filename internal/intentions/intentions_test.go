@@ -234,6 +234,7 @@ func TestPermissionsMatchApplicationHeaders(t *testing.T) {
 		{"json escaped value is not matched", json(`{"tenant":"acme-\u0031"}`), false},
 		{"thrift prefix", thrift("a", "b", "tenant", "acme-7"), true},
 		{"thrift exact", thrift("tenant", "blocked"), false},
+		{"proto keeps thrift's headers", intentions.AppHeaders{Scheme: []byte("proto"), Raw: thriftHeaders("tenant", "acme-3")}, true},
 		{"raw has no headers", intentions.AppHeaders{Scheme: []byte("raw"), Raw: []byte(`{"tenant":"acme-1"}`)}, false},
 		{"no headers at all", intentions.AppHeaders{}, false},
 	} {
