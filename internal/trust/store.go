@@ -115,13 +115,13 @@ func NewStore(b *Bundle) *Store {
 
 // Set makes b the bundle of every later handshake.
 func (s *Store) Set(b *Bundle) {
+	s.setErr(nil) // before the rotation counts: a Status that shows it shows no stale error
 	if s.cur.Swap(b) != nil {
 		s.rotations.Add(1)
 		s.log.Info("identity rotated", "id", b.ID.String(), "not_after", b.Cert.Leaf.NotAfter)
 	} else {
 		s.log.Info("identity loaded", "id", b.ID.String(), "not_after", b.Cert.Leaf.NotAfter, "source", s.source)
 	}
-	s.setErr(nil)
 	s.readyOnce.Do(func() { close(s.ready) })
 }
 
