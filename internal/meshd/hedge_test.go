@@ -190,3 +190,54 @@ func TestHedgesStopAtTheBudget(t *testing.T) {
 		t.Errorf("hedges %v: want at most %.0f sent and the rest refused by the budget", hedges, limit)
 	}
 }
+
+// An attempt that fails while the other is in flight is dropped, and the
+// other's answer is the call's: the caller never sees the failure, even
+// one that is never retried (Unexpected: the handler may have run), and
+// whichever of the two failed.
+func TestHedgeOutlivesAFailedAttempt(t *testing.T) {
+	d := hedgingMeshd(t, router.Policy{HedgeMethods: []string{"get"}, HedgeDelay: router.Duration(10 * time.Millisecond),
+		HedgeBudget: 1, Balancer: router.BalancerRoundRobin, MaxAttempts: 2})
+	busy := client.NewServer(client.Options{ServiceName: "kv", Logger: testkit.Quiet})
+	busy.Register("kv", "get", client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
+		time.Sleep(30 * time.Millisecond) // fails after the hedge went
+		return nil, errors.New("the handler failed")
+	}))
+	if err := busy.Advertise(context.Background(), d.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Shutdown(context.Background()) })
+	for range 2 { // three instances: round robin's turns put the failing one first now and then, as hedge other times
+		stallingServer(t, d.Addr(), "kv", "ok", func() time.Duration { return 50 * time.Millisecond }, nil)
+	}
+	c := dialMeshd(t, d.Addr())
+	for i := range 4 { // the fifth failure in a row would open the failing instance's breaker, and end hedging
+		res, err := c.Call(context.Background(), "kv", "get", nil, nil)
+		if err != nil || string(res.Body) != "ok" {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	res, err := http.Get("http://" + d.AdminAddr() + "/calls?service=kv&limit=4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []relay.Explanation
+	json.NewDecoder(res.Body).Decode(&calls)
+	res.Body.Close()
+	var firstFailed, hedgeFailed int
+	for _, call := range calls {
+		if len(call.Attempts) != 2 || !call.Attempts[1].Hedge || call.Result != "ok" {
+			t.Fatalf("a call not hedged as expected: %+v", call)
+		}
+		switch {
+		case call.Attempts[0].Result == "unexpected":
+			firstFailed++
+		case call.Attempts[1].Result == "unexpected":
+			hedgeFailed++
+		}
+	}
+	t.Logf("4 calls over a failing instance and two slow ones: %d first attempts and %d hedges failed and were dropped", firstFailed, hedgeFailed)
+	if firstFailed == 0 || hedgeFailed == 0 {
+		t.Fatalf("want both sides dropped at least once: first %d, hedge %d", firstFailed, hedgeFailed)
+	}
+}
