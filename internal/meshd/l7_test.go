@@ -35,21 +35,8 @@ intentions:
       - {action: allow, http: {path_prefix: "/KV::get"}}
   - {source: kv-owner, destination: KV, action: allow}
 `, "--admin", admin)
-	srv := client.NewServer(client.Options{ServiceName: "KV", Logger: testkit.Quiet})
-	for _, m := range []string{"KV::get", "KV::put", "KV::del"} {
-		srv.Register("KV", m, client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
-			return &client.Response{Body: []byte(m)}, nil
-		}))
-	}
-	if err := srv.Advertise(context.Background(), addr); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	web, err := client.Dial(context.Background(), addr, client.Options{ServiceName: "web", Logger: testkit.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
+	serveMethods(t, addr, "KV", map[string]string{"KV::get": "KV::get", "KV::put": "KV::put", "KV::del": "KV::del"})
+	web := dialAs(t, addr, "web")
 	if web.Identity() != "web" {
 		t.Fatalf("identity %q", web.Identity())
 	}
@@ -100,26 +87,43 @@ intentions:
     permissions:
       - {action: allow, http: {path_prefix: "/Acct::", header: [{name: tenant, prefix: "acme-"}]}}
 `)
-	srv := client.NewServer(client.Options{ServiceName: "Acct", Logger: testkit.Quiet})
-	srv.Register("Acct", "Acct::balance", client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
-		return &client.Response{Body: []byte(`{"balance": 3}`)}, nil
-	}))
-	if err := srv.Advertise(context.Background(), addr); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown(context.Background())
-	web, err := client.Dial(context.Background(), addr, client.Options{ServiceName: "web", Logger: testkit.Quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer web.Close()
+	serveMethods(t, addr, "Acct", map[string]string{"Acct::balance": `{"balance": 3}`})
+	web := dialAs(t, addr, "web")
 	var out map[string]int
 	if _, err := web.CallJSON(context.Background(), "Acct", "Acct::balance", map[string]string{"tenant": "acme-9"}, map[string]string{}, &out); err != nil || out["balance"] != 3 {
 		t.Fatalf("tenant acme-9: %v %v", out, err)
 	}
-	_, err = web.CallJSON(context.Background(), "Acct", "Acct::balance", map[string]string{"tenant": "other"}, map[string]string{}, &out)
+	_, err := web.CallJSON(context.Background(), "Acct", "Acct::balance", map[string]string{"tenant": "other"}, map[string]string{}, &out)
 	var ce *client.Error
 	if !errors.As(err, &ce) || !strings.Contains(ce.Message, "default deny") {
 		t.Fatalf("tenant other: %v, want the default's denial", err)
 	}
+}
+
+// serveMethods advertises service through the meshd at addr, each method
+// answering with its body, until the test ends.
+func serveMethods(t *testing.T, addr, service string, bodies map[string]string) {
+	t.Helper()
+	srv := client.NewServer(client.Options{ServiceName: service, Logger: testkit.Quiet})
+	for m, body := range bodies {
+		srv.Register(service, m, client.HandlerFunc(func(ctx context.Context, _ *client.Call) (*client.Response, error) {
+			return &client.Response{Body: []byte(body)}, nil
+		}))
+	}
+	if err := srv.Advertise(context.Background(), addr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+}
+
+// dialAs connects an app named name to the meshd at addr, until the test
+// ends.
+func dialAs(t *testing.T, addr, name string) *client.Client {
+	t.Helper()
+	c, err := client.Dial(context.Background(), addr, client.Options{ServiceName: name, Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }
