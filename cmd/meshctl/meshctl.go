@@ -286,7 +286,7 @@ func protoCall(ctx context.Context, c *client.Client, o opts, service, method st
 	}
 	res := m.NewResponse()
 	start := time.Now()
-	hdrs, err := c.CallProto(ctx, service, strings.Replace(strings.TrimPrefix(method, "/"), "/", "::", 1), o.headers, req, res, o.routing()...)
+	hdrs, err := c.CallProto(ctx, service, m.Procedure(), o.headers, req, res, o.routing()...)
 	fmt.Fprintf(stderr, "(%s)\n", time.Since(start).Round(10*time.Microsecond))
 	printHeaders(hdrs, stderr)
 	var app *client.ApplicationError

@@ -56,6 +56,9 @@ type Method struct {
 	desc protoreflect.MethodDescriptor
 }
 
+// Procedure is the method's name on the wire: "pkg.Service::Method".
+func (m *Method) Procedure() string { return Procedure(m.desc.Parent().FullName(), m.desc.Name()) }
+
 // Method finds "pkg.Service::Method" (or gRPC's "/pkg.Service/Method").
 func (i *IDL) Method(name string) (*Method, error) {
 	if p, ok := strings.CutPrefix(name, "/"); ok {

@@ -104,8 +104,9 @@ func (b *Balancer) Route(c *Call) error {
 	all := open+down == len(c.eps)
 	ch.panic = all
 	ch.zones, ch.zone = nil, zoneNone
+	key := c.ShardKey() // a scan of the transport headers: once per pick
 	switch {
-	case c.ShardKey() != nil:
+	case key != nil:
 		ch.zones, ch.zone = b.zones.Load(), zoneShardKey
 	case !all:
 		b.keepInZone(c, c.lim(b).policy)
@@ -114,8 +115,8 @@ func (b *Balancer) Route(c *Call) error {
 	}
 	var i, rival int
 	switch {
-	case c.ShardKey() != nil:
-		i, rival, ch.how = pickRendezvous(c.eps, c.skip, c.ShardKey(), all), -1, byRendezvous
+	case key != nil:
+		i, rival, ch.how = pickRendezvous(c.eps, c.skip, key, all), -1, byRendezvous
 	case c.lim(b).policy.Balancer == router.BalancerRoundRobin:
 		i, rival, ch.how = pickRoundRobin(c.eps, c.skip, all, b.Turn(c.Service)), -1, byRoundRobin
 	default:
