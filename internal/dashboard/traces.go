@@ -14,11 +14,9 @@ import (
 // Traces reads traces of meshd's spans from a trace backend's query API
 // (internal/tracequery).
 type Traces struct {
-	API     string // tracequery.Jaeger or tracequery.Zipkin
-	URL     string // the query API's base, e.g. http://127.0.0.1:16686
-	UI      string // the trace UI's base for links (default URL)
+	tracequery.Backend
+	UI      string // the trace UI's base for links (default the Backend's URL)
 	Service string // the service name of meshd's spans (--trace-service)
-	Client  *http.Client
 }
 
 // Found is the answer of /api/v1/traces.
@@ -34,8 +32,7 @@ const searchLimit = 200
 // Find reads the recent traces in which meshd relayed calls to service
 // (and method, when not ""), over the last hour.
 func (t *Traces) Find(ctx context.Context, service, method string) ([]tracequery.Trace, error) {
-	b := tracequery.Backend{API: t.API, URL: t.URL, Client: t.Client}
-	traces, err := b.Search(ctx, tracequery.Query{
+	traces, err := t.Search(ctx, tracequery.Query{
 		Service: t.Service, Tags: map[string]string{"mesh.service": service},
 		Name:     strings.ToLower(method), // Zipkin's span names are lower case, and Jaeger keeps them so
 		Lookback: time.Hour, Limit: searchLimit,

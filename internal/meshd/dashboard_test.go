@@ -18,6 +18,7 @@ import (
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/tracequery"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/zipkintest"
 )
@@ -134,7 +135,7 @@ func TestDashboardReadsTracesFromZipkin(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := startWith(t, meshd.Config{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", Registry: discovery.NewLocal(), Logger: testkit.Quiet, Tracer: tr,
-		Traces: &dashboard.Traces{API: "zipkin", URL: sink.QueryURL(), Service: "meshd"}})
+		Traces: &dashboard.Traces{Backend: tracequery.Backend{API: tracequery.Zipkin, URL: sink.QueryURL()}, Service: "meshd"}})
 	failing(t, d.Addr(), "svc")
 	c := dialMeshd(t, d.Addr())
 	for range 3 {

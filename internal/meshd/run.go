@@ -16,6 +16,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/dashboard"
+	"github.com/meshrpc/mesh/internal/tracequery"
 	"github.com/meshrpc/mesh/internal/tracing"
 )
 
@@ -139,5 +140,6 @@ func (o Options) traces() *dashboard.Traces {
 	if o.TraceQuery == "" {
 		return nil
 	}
-	return &dashboard.Traces{API: o.TraceQueryAPI, URL: strings.TrimRight(o.TraceQuery, "/"), UI: strings.TrimRight(o.TraceUI, "/"), Service: o.TraceService}
+	return &dashboard.Traces{Backend: tracequery.Backend{API: o.TraceQueryAPI, URL: strings.TrimRight(o.TraceQuery, "/")},
+		UI: strings.TrimRight(o.TraceUI, "/"), Service: o.TraceService}
 }
