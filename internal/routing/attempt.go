@@ -22,7 +22,9 @@ func (b *Balancer) Send(c *Call) Attempt {
 	e.pending.Add(1)
 	if len(c.Tried) == 0 {
 		e.svc.deposit()
-		e.svc.hedgeBudget.deposit()
+		if len(c.lim(b).policy.HedgeMethods) > 0 { // a lock and an exp per call: only for services that hedge
+			e.svc.hedgeBudget.deposit()
+		}
 	}
 	if k, crossed := c.choice.crossedZone(e); crossed {
 		e.svc.crossZone[k].Add(1)
