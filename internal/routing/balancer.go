@@ -109,7 +109,7 @@ func (b *Balancer) Route(c *Call) error {
 	case key != nil:
 		ch.zones, ch.zone = b.zones.Load(), zoneShardKey
 	case !all:
-		b.keepInZone(c, c.lim(b).policy)
+		b.keepInZone(c, &c.lim(b).policy)
 	default: // none usable anywhere, home included
 		ch.zones, ch.zone = b.zones.Load(), zoneHomeDown
 	}

@@ -113,7 +113,7 @@ func (l *latencies) percentile(q float64, now int64) time.Duration {
 // allows a second attempt, and a delay is known (fixed, or learned from
 // enough answers).
 func (b *Balancer) HedgeAfter(c *Call) time.Duration {
-	p := c.lim(b).policy
+	p := &c.lim(b).policy // not a copy of the whole policy per call
 	if len(p.HedgeMethods) == 0 || c.re.never || p.MaxAttempts < 2 || c.ShardKey() != nil {
 		return 0
 	}
@@ -130,7 +130,7 @@ func (b *Balancer) HedgeAfter(c *Call) time.Duration {
 // go: attempts and time are left, the service is not under pressure, and
 // its hedge budget has room (a true answer takes from it).
 func (b *Balancer) MayHedge(c *Call, left time.Duration) bool {
-	p := c.lim(b).policy
+	p := &c.lim(b).policy
 	st := b.service(c.Service)
 	if len(c.Tried) >= p.MaxAttempts || left < minTimeForRetry {
 		return false

@@ -89,7 +89,7 @@ type zoneCount struct {
 
 // keepInZone narrows c's candidates to the zone its call goes to (by
 // skipping the others), and notes why in its Choice.
-func (b *Balancer) keepInZone(c *Call, p router.Policy) {
+func (b *Balancer) keepInZone(c *Call, p *router.Policy) {
 	ch := &c.choice
 	v := b.zones.Load()
 	ch.zones, ch.zone = v, zoneNone
