@@ -242,6 +242,7 @@ func TestComposeMesh(t *testing.T) {
 		host3 := c.docker("inspect", "-f", "{{.Config.Hostname}}", c.id("host3"))
 		killed := time.Now()
 		c.docker("kill", "-s", "KILL", victim)
+		defer c.docker("start", victim) // the next subtests call host3's echo, whatever this one found
 		var lastSeen time.Time
 		deadline := time.Now().Add(5 * time.Second)
 		for time.Now().Before(deadline) {
@@ -265,7 +266,6 @@ func TestComposeMesh(t *testing.T) {
 		if l.failed() > 0 {
 			t.Fatalf("%d calls failed (first: %v)", l.failed(), l.firstErr())
 		}
-		c.docker("start", victim)
 	})
 
 	t.Run("meshd restart on a called host", func(t *testing.T) {
