@@ -101,8 +101,13 @@ func TestMalformedCallsFailAlone(t *testing.T) {
 	}
 	calls, failed := stop()
 	t.Logf("150 malformed calls: each refused as bad request; %d benign calls meanwhile, %d failed", calls, failed)
-	if st := a.Status(context.Background()); len(st.Local) != 1 || st.InFlight != 0 {
-		t.Fatalf("echo instance %v, %d calls in flight after the malformed calls", st.Local, st.InFlight)
+	// The last benign call's answer can reach its caller just before the
+	// relay forgets the call: in flight drops to 0 a moment after.
+	testkit.WaitFor(t, 2*time.Second, "no call in flight after the malformed calls", func() bool {
+		return a.Status(context.Background()).InFlight == 0
+	})
+	if st := a.Status(context.Background()); len(st.Local) != 1 {
+		t.Fatalf("echo instance %v after the malformed calls", st.Local)
 	}
 }
 
