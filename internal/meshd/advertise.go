@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net"
 	"slices"
 	"sync"
 
@@ -110,6 +112,12 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 	if !byToken {
 		token = "" // registered with meshd's own token
 	}
+	return d.addInstances(ctx, from, services, token, byToken, nil)
+}
+
+// addInstances registers the app on from as an instance of each service
+// (with meta besides the usual), its right to them already decided.
+func (d *Daemon) addInstances(ctx context.Context, from *conn.Conn, services []string, token string, byToken bool, meta map[string]string) error {
 	d.apps.mu.Lock()
 	a := d.apps.byCon[from]
 	if a == nil {
@@ -136,6 +144,7 @@ func (d *Daemon) advertise(ctx context.Context, from *conn.Conn, services []stri
 		if d.cfg.Zone != "" {
 			inst.Meta[discovery.MetaZone] = d.cfg.Zone
 		}
+		maps.Copy(inst.Meta, meta)
 		a.instances[s] = inst
 		added = append(added, inst)
 	}
@@ -202,13 +211,24 @@ func (d *Daemon) handleIdentify(ctx context.Context, from *conn.Conn, req *conn.
 	if err := json.Unmarshal(req.Arg3, &q); err != nil || q.Service == "" || len(q.Service) > 255 {
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, `identify wants {"service": NAME}`)
 	}
-	token := tokenOf(req.Arg2)
-	byToken, err := d.cfg.AdvertiseRule.check(from.NetConn(), []string{q.Service}, token)
+	if err := d.prove(ctx, from.NetConn(), q.Service, tokenOf(req.Arg2), from.Peer().ProcessName); err != nil {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+	}
+	src.SetCaller(q.Service)
+	body, _ := json.Marshal(map[string]string{"identity": src.Caller()})
+	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: body}, nil
+}
+
+// prove checks that the app at the far end of nc is service, by its token
+// or its Unix user (the advertise rule), for an app that calls without
+// serving: its calls then carry that identity.
+func (d *Daemon) prove(ctx context.Context, nc net.Conn, service, token, process string) error {
+	byToken, err := d.cfg.AdvertiseRule.check(nc, []string{service}, token)
 	if err == nil && byToken {
 		if d.cfg.ProveToken == nil {
 			err = fmt.Errorf("%w: no registry here can check a token", errRefused)
-		} else if perr := d.cfg.ProveToken(ctx, q.Service, token); perr != nil {
-			err = fmt.Errorf("%w: consul says the token is not %q's: %v", errRefused, q.Service, perr)
+		} else if perr := d.cfg.ProveToken(ctx, service, token); perr != nil {
+			err = fmt.Errorf("%w: consul says the token is not %q's: %v", errRefused, service, perr)
 		}
 	}
 	if err != nil {
@@ -217,12 +237,9 @@ func (d *Daemon) handleIdentify(ctx context.Context, from *conn.Conn, req *conn.
 		if token != "" {
 			lvl = slog.LevelWarn // a token that does not prove the name: someone should look
 		}
-		d.log.Log(ctx, lvl, "identify refused", "service", q.Service, "process", from.Peer().ProcessName, "peer", from.RemoteHostPort(), "err", err)
-		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+		d.log.Log(ctx, lvl, "identify refused", "service", service, "process", process, "peer", nc.RemoteAddr().String(), "err", err)
 	}
-	src.SetCaller(q.Service)
-	body, _ := json.Marshal(map[string]string{"identity": src.Caller()})
-	return &conn.Response{Headers: req.Headers, Arg2: []byte("{}"), Arg3: body}, nil
+	return err
 }
 
 // appGone withdraws everything a closed connection advertised.

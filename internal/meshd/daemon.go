@@ -17,6 +17,7 @@ import (
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/dashboard"
 	"github.com/meshrpc/mesh/internal/figures"
+	"github.com/meshrpc/mesh/internal/grpcgate"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/lograte"
 	"github.com/meshrpc/mesh/internal/relay"
@@ -84,6 +85,12 @@ type Config struct {
 	// for apps that prove who they are without advertising (identify); nil:
 	// no registry can check tokens.
 	ProveToken func(ctx context.Context, service, token string) error
+	// GRPC, if set, serves gRPC apps on the app listeners (told from
+	// TChannel by their first bytes) within these limits; nil: TChannel only.
+	GRPC *grpcgate.Limits
+	// GRPCServers are stock gRPC servers that serve mesh services from this
+	// host (they need GRPC).
+	GRPCServers []grpcgate.BackendConfig
 }
 
 // Daemon is a running meshd.
@@ -104,6 +111,8 @@ type Daemon struct {
 	closed   closures
 	queued   *conn.QueueBudget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
+	gate     *grpcgate.Gateway   // nil without gRPC
+	backends []*grpcgate.Backend // the config's gRPC servers
 
 	metrics   *prometheus.Registry // what /metrics serves (metrics.go)
 	stop      chan struct{}        // closed by Shutdown: background loops end
@@ -248,6 +257,10 @@ func Start(cfg Config) (*Daemon, error) {
 		go d.admin.Serve(al)
 		d.cfg.Admin = al.Addr().String()
 	}
+	if err := d.startGRPC(); err != nil {
+		closeAll()
+		return nil, err
+	}
 	go d.accept(lis, false)
 	if unixLis != nil {
 		go d.accept(unixLis, false)
@@ -338,6 +351,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		wg.Go(func() { c.Shutdown(ctx) })
 	}
 	wg.Wait()
+	d.stopGRPC()
 	if d.admin != nil {
 		d.admin.Shutdown(ctx)
 	}

@@ -88,6 +88,18 @@ func (d *Daemon) accept(lis net.Listener, peer bool) {
 			continue
 		}
 		go func() {
+			if !peer {
+				served, err := d.serveGRPC(nc, func() { d.adm.leave(nc.RemoteAddr()) })
+				if err != nil {
+					d.adm.leave(nc.RemoteAddr())
+					d.closed.handshake(err)
+					nc.Close()
+					return
+				}
+				if served {
+					return
+				}
+			}
 			o := d.connOptions(&relay.Source{Meshd: peer})
 			o.OnClose = func(c *conn.Conn, err error) {
 				d.adm.leave(nc.RemoteAddr())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/grpcgate"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/routing"
@@ -74,6 +75,13 @@ type Options struct {
 	MaxRetryBytesConn int           `yaml:"max_retry_bytes_per_connection"`
 	MaxRetryBytes     int           `yaml:"max_retry_bytes"`
 	MaxTTL            time.Duration `yaml:"max_ttl"`
+	// gRPC (docs/GRPC.md).
+	GRPC              string        `yaml:"grpc"`
+	GRPCServers       string        `yaml:"grpc_servers"`
+	GRPCCheckEvery    time.Duration `yaml:"grpc_check_every"`
+	GRPCMaxStreams    int           `yaml:"grpc_max_streams"`
+	GRPCMaxMessage    int           `yaml:"grpc_max_message_bytes"`
+	GRPCMaxHeaderList int           `yaml:"grpc_max_header_list_bytes"`
 	// Policies per service ("*": the default), from the YAML file only;
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
@@ -118,6 +126,12 @@ func Defaults() Options {
 		MaxRetryBytesConn: relay.DefaultSavedPerConn,
 		MaxRetryBytes:     relay.DefaultSavedTotal,
 		MaxTTL:            relay.DefaultMaxTTL,
+
+		GRPC:              "on",
+		GRPCCheckEvery:    grpcgate.DefaultCheckEvery,
+		GRPCMaxStreams:    grpcgate.DefaultMaxStreams,
+		GRPCMaxMessage:    grpcgate.DefaultMaxMessage,
+		GRPCMaxHeaderList: grpcgate.DefaultMaxHeaderList,
 	}
 }
 
@@ -132,6 +146,34 @@ func (o Options) limits() Limits {
 			SavedPerConn: int64(o.MaxRetryBytesConn), SavedTotal: int64(o.MaxRetryBytes), MaxTTL: o.MaxTTL,
 		},
 	}
+}
+
+// grpcLimits are the gRPC gateway's limits, nil with --grpc off.
+func (o Options) grpcLimits() *grpcgate.Limits {
+	if o.GRPC == "off" {
+		return nil
+	}
+	return &grpcgate.Limits{MaxStreams: uint32(o.GRPCMaxStreams), MaxMessage: o.GRPCMaxMessage, MaxHeaderList: uint32(o.GRPCMaxHeaderList),
+		HandshakeTimeout: o.HandshakeTimeout, IdleTimeout: o.IdleTimeout}
+}
+
+// grpcServers parses --grpc-servers: service=host:port, comma-separated.
+func (o Options) grpcServers() ([]grpcgate.BackendConfig, error) {
+	var out []grpcgate.BackendConfig
+	for item := range strings.SplitSeq(o.GRPCServers, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		service, addr, ok := strings.Cut(item, "=")
+		if _, _, err := net.SplitHostPort(addr); !ok || service == "" || err != nil {
+			return nil, fmt.Errorf("--grpc-servers %q: want service=host:port", item)
+		}
+		if o.GRPC == "off" {
+			return nil, errors.New("--grpc-servers needs --grpc on")
+		}
+		out = append(out, grpcgate.BackendConfig{Service: service, Addr: addr, CheckEvery: o.GRPCCheckEvery})
+	}
+	return out, nil
 }
 
 // option describes one setting for the flag set, the environment and --help.
@@ -189,6 +231,12 @@ func (o *Options) table() []option {
 		{"max-retry-bytes-per-connection", "MESHD_MAX_RETRY_BYTES_PER_CONNECTION", "request bytes kept for retries per app connection; calls past it are not retried", nil, nil, &o.MaxRetryBytesConn},
 		{"max-retry-bytes", "MESHD_MAX_RETRY_BYTES", "request bytes kept for retries in all", nil, nil, &o.MaxRetryBytes},
 		{"max-ttl", "MESHD_MAX_TTL", "the longest ttl a call may ask for; a longer one is cut to it", nil, &o.MaxTTL, nil},
+		{"grpc", "MESHD_GRPC", "`on`: stock gRPC apps call through meshd on the app listeners (HTTP/2 cleartext, told from TChannel by a connection's first bytes); off: TChannel only", &o.GRPC, nil, nil},
+		{"grpc-servers", "MESHD_GRPC_SERVERS", "stock gRPC servers on this host that serve mesh services: `service=host:port`[,...]; each joins the mesh while its grpc.health.v1 check passes", &o.GRPCServers, nil, nil},
+		{"grpc-check-every", "MESHD_GRPC_CHECK_EVERY", "interval of the gRPC servers' health checks", nil, &o.GRPCCheckEvery, nil},
+		{"grpc-max-streams", "MESHD_GRPC_MAX_STREAMS", "calls one gRPC connection may have open at once (HTTP/2 max concurrent streams)", nil, nil, &o.GRPCMaxStreams},
+		{"grpc-max-message-bytes", "MESHD_GRPC_MAX_MESSAGE_BYTES", "the largest gRPC message meshd takes or brings back; larger: ResourceExhausted", nil, nil, &o.GRPCMaxMessage},
+		{"grpc-max-header-list-bytes", "MESHD_GRPC_MAX_HEADER_LIST_BYTES", "the largest metadata of a gRPC call (HTTP/2 max header list size)", nil, nil, &o.GRPCMaxHeaderList},
 	}
 }
 
@@ -309,6 +357,12 @@ func (o Options) validate() error {
 	}
 	if o.OpsView != "off" && o.OpsView != "on" {
 		return fmt.Errorf("--ops-view %q: want on or off", o.OpsView)
+	}
+	if o.GRPC != "off" && o.GRPC != "on" {
+		return fmt.Errorf("--grpc %q: want on or off", o.GRPC)
+	}
+	if _, err := o.grpcServers(); err != nil {
+		return err
 	}
 	if o.AdvertiseSameUser != "off" && o.AdvertiseSameUser != "on" {
 		return fmt.Errorf("--advertise-same-user %q: want on or off", o.AdvertiseSameUser)

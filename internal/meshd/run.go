@@ -50,10 +50,12 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	if o.Zone == "" && agent != nil {
 		o.Zone = consulZone(ctx, agent, log)
 	}
+	servers, _ := o.grpcServers() // validated
 	d, err := Start(Config{
 		Zone: o.Zone, Listen: o.Listen, ListenUnix: o.ListenUnix, PeerListen: o.PeerListen, Trust: sec.trust, Advertise: o.Advertise, Admin: admin, Pprof: o.Pprof == "on", NoOpsView: o.OpsView == "off", NodeName: o.Node,
 		Registry: reg, DrainTimeout: o.DrainTimeout, ForgetAfter: o.ForgetAfter, Logger: log, Policies: o.Policies, Tracer: tracer, Limits: o.limits(),
 		Intentions: sec.intentions, AdvertiseRule: sec.rule, ProveToken: sec.prove, Traces: o.traces(),
+		GRPC: o.grpcLimits(), GRPCServers: servers,
 	})
 	if err != nil {
 		sec.close()

@@ -1,0 +1,257 @@
+package grpcgate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
+)
+
+// BackendConfig names a stock gRPC server that serves a mesh service.
+type BackendConfig struct {
+	Service string // the mesh service it is an instance of
+	Addr    string // host:port of its (plaintext) gRPC listener
+	// HealthService is the name its grpc.health.v1 check is asked about
+	// ("": the server as a whole).
+	HealthService string
+	// CheckEvery is the interval of health checks; default 2s.
+	CheckEvery time.Duration
+}
+
+// DefaultCheckEvery is BackendConfig.CheckEvery's default.
+const DefaultCheckEvery = 2 * time.Second
+
+// Backend delivers the mesh's calls for one service to a stock gRPC server
+// over one HTTP/2 connection, and keeps the service registered while the
+// server's health check passes.
+type Backend struct {
+	cfg    BackendConfig
+	mesh   Mesh
+	log    *slog.Logger
+	m      *metrics
+	cc     *grpc.ClientConn
+	health healthpb.HealthClient
+	stop   context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	ours    *conn.Conn // the app's end of the in-memory connection
+	theirs  *conn.Conn // meshd's end, where the relay sends the calls
+	serving bool
+}
+
+// StartBackend begins checking the server's health; the service joins
+// the mesh once a check passes, and leaves it when one fails.
+func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
+	if cfg.CheckEvery <= 0 {
+		cfg.CheckEvery = DefaultCheckEvery
+	}
+	cc, err := grpc.NewClient(cfg.Addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(g.limits.MaxMessage)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("grpc server %s for %s: %w", cfg.Addr, cfg.Service, err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
+		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{})}
+	go b.follow(ctx)
+	return b, nil
+}
+
+// Close withdraws the service and closes the connections.
+func (b *Backend) Close() {
+	b.stop()
+	<-b.done
+}
+
+// follow checks the server's health until stopped.
+func (b *Backend) follow(ctx context.Context) {
+	defer close(b.done)
+	defer func() {
+		b.setServing(context.Background(), false, "meshd stops")
+		b.mu.Lock()
+		if b.ours != nil {
+			b.ours.Close()
+		}
+		b.mu.Unlock()
+		b.cc.Close()
+	}()
+	t := time.NewTicker(b.cfg.CheckEvery)
+	defer t.Stop()
+	for {
+		ok, why := b.check(ctx)
+		b.setServing(ctx, ok, why)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// check asks the server's grpc.health.v1 once.
+func (b *Backend) check(ctx context.Context) (bool, string) {
+	cctx, cancel := context.WithTimeout(ctx, min(b.cfg.CheckEvery, time.Second))
+	defer cancel()
+	res, err := b.health.Check(cctx, &healthpb.HealthCheckRequest{Service: b.cfg.HealthService})
+	if err != nil {
+		return false, "health check failed: " + err.Error()
+	}
+	if res.Status != healthpb.HealthCheckResponse_SERVING {
+		return false, "health check says " + res.Status.String()
+	}
+	return true, "health check passes"
+}
+
+// setServing registers or withdraws the service when its health changed.
+func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ok == b.serving {
+		return
+	}
+	up := 0.0
+	if ok {
+		up = 1
+	}
+	b.m.backends.WithLabelValues(b.cfg.Service).Set(up)
+	if !ok {
+		b.serving = false
+		if b.theirs != nil {
+			if err := b.mesh.Withdraw(ctx, b.theirs); err != nil {
+				b.log.Warn("withdrawing the gRPC server's instance failed", "err", err)
+			}
+		}
+		b.log.Info("gRPC server left the mesh", "why", why)
+		return
+	}
+	if b.ours == nil || b.ours.Closed() {
+		ours, theirs, err := attach(b.mesh, "", conn.Options{
+			ProcessName: "grpc server at " + b.cfg.Addr,
+			Handler:     b.handle,
+			Logger:      b.log,
+		})
+		if err != nil {
+			b.log.Warn("connecting the gRPC server to meshd failed", "err", err)
+			return
+		}
+		b.ours, b.theirs = ours, theirs
+	}
+	meta := map[string]string{"process": "grpc server at " + b.cfg.Addr, "protocol": "grpc"}
+	if err := b.mesh.Serve(ctx, b.theirs, b.cfg.Service, meta); err != nil {
+		b.log.Warn("registering the gRPC server's instance failed", "err", err)
+		return
+	}
+	b.serving = true
+	b.log.Info("gRPC server joined the mesh", "why", why)
+}
+
+// handle makes one call the relay delivered to the gRPC server.
+func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response, error) {
+	path, ok := pathOf(req.Method)
+	if !ok {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s is a gRPC server: call it with a procedure of the form pkg.Service::Method (as: proto), not %q", b.cfg.Service, req.Method)
+	}
+	body, err := req.ReadBody(1 << 30)
+	if err != nil {
+		return nil, err
+	}
+	md, err := requestMetadata(req)
+	if err != nil {
+		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+	}
+	var out message
+	var header, trailer metadata.MD
+	err = b.cc.Invoke(metadata.NewOutgoingContext(ctx, md), path, &message{body}, &out,
+		grpc.ForceCodecV2(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
+	arg2, aerr := answerHeaders(header, trailer)
+	if aerr != nil {
+		return nil, frame.Errorf(frame.ErrCodeUnexpected, "the answer of the gRPC server: %v", aerr)
+	}
+	res := &conn.Response{Headers: frame.AppendHeader(nil, frame.HeaderArgScheme, "proto"), Arg2: arg2}
+	if err == nil {
+		res.Arg3 = out.b
+		return res, nil
+	}
+	st := status.Convert(err)
+	if code, ok := errCodeOf(st.Code()); ok && len(st.Proto().Details) == 0 {
+		return nil, &frame.Error{Code: code, Message: st.Message()}
+	}
+	// A status TChannel has no code for (or one with details): an
+	// application error that carries it whole.
+	res.Code = frame.ResAppError
+	res.Arg2, _ = appendPair(res.Arg2, headerErrorCode, fmt.Sprint(int(st.Code())))
+	res.Arg2, _ = appendPair(res.Arg2, headerErrorMessage, st.Message())
+	if len(st.Proto().Details) > 0 {
+		d, _ := proto.Marshal(st.Proto())
+		res.Arg2, _ = appendPair(res.Arg2, headerErrorDetails, string(d))
+	}
+	return res, nil
+}
+
+// requestMetadata is what a gRPC server is sent for a TChannel call: its
+// application headers, the routing ones under YARPC's keys, the trace.
+func requestMetadata(req *conn.Request) (metadata.MD, error) {
+	md := metadata.MD{}
+	var bad string
+	if err := eachPair(req.Arg2, func(k, v string) {
+		key := strings.ToLower(k)
+		if !validKey(key) || notForwarded(key) {
+			if bad == "" {
+				bad = k
+			}
+			return
+		}
+		md[key] = append(md[key], v)
+	}); err != nil {
+		return nil, fmt.Errorf("arg2 is not the proto encoding's headers: %v", err)
+	}
+	if bad != "" {
+		return nil, fmt.Errorf("header %q cannot travel as gRPC metadata", bad)
+	}
+	md.Set(mdService, req.Service)
+	for _, t := range transport {
+		if v, ok := req.Headers.Get(t.header); ok && len(v) > 0 {
+			md.Set(t.md, string(v))
+		}
+	}
+	traceMetadata(md, req.Tracing)
+	return md, nil
+}
+
+// answerHeaders puts a gRPC answer's header and trailer metadata in one
+// list, the trailers marked with trailerPrefix.
+func answerHeaders(header, trailer metadata.MD) ([]byte, error) {
+	list := []byte{0, 0}
+	var err error
+	for _, part := range []struct {
+		md     metadata.MD
+		prefix string
+	}{{header, ""}, {trailer, trailerPrefix}} {
+		for k, vs := range part.md {
+			if notForwarded(k) {
+				continue
+			}
+			for _, v := range vs {
+				if list, err = appendPair(list, part.prefix+k, v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return list, nil
+}

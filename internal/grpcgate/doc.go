@@ -1,0 +1,14 @@
+// Package grpcgate lets stock gRPC programs, which carry no mesh code, call
+// and serve in the mesh: it translates between gRPC's unary calls and
+// TChannel calls in the proto encoding (YARPC's convention: the path
+// /pkg.Service/Method is the procedure pkg.Service::Method, metadata is
+// arg2, the message is arg3).
+//
+// The gateway meets the relay the way every app does, over a TChannel
+// connection: for each gRPC connection (and identity it proves) it opens an
+// in-memory TChannel connection into meshd, so a gRPC call passes every
+// stage a TChannel call passes (intentions on the proven identity, limits,
+// balancing, retries, breakers, explanations, spans). A gRPC server named in
+// meshd's config is the same in reverse: an in-memory connection on which
+// meshd delivers calls, which a Backend makes to the server over HTTP/2.
+package grpcgate

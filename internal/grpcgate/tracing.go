@@ -1,0 +1,97 @@
+package grpcgate
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/metadata"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// tracingOf reads a gRPC caller's trace context, W3C traceparent or B3
+// (single or multiple headers), into TChannel's tracing field. TChannel's
+// trace id has 64 bits: a 128-bit id keeps its low half (how 64-bit
+// tracers read 128-bit ids). A malformed context is no context: the call
+// goes on, starting a trace of its own if meshd samples it.
+func tracingOf(md metadata.MD) frame.Tracing {
+	if tp := first(md, "traceparent"); tp != "" {
+		if t, ok := parseTraceparent(tp); ok {
+			return t
+		}
+	}
+	if b3 := first(md, "b3"); b3 != "" {
+		parts := strings.Split(b3, "-")
+		if len(parts) >= 2 {
+			sampled := ""
+			if len(parts) >= 3 {
+				sampled = parts[2]
+			}
+			parent := ""
+			if len(parts) >= 4 {
+				parent = parts[3]
+			}
+			if t, ok := b3Tracing(parts[0], parts[1], parent, sampled); ok {
+				return t
+			}
+		}
+	}
+	if id := first(md, "x-b3-traceid"); id != "" {
+		sampled := first(md, "x-b3-sampled")
+		if first(md, "x-b3-flags") == "1" {
+			sampled = "d"
+		}
+		if t, ok := b3Tracing(id, first(md, "x-b3-spanid"), first(md, "x-b3-parentspanid"), sampled); ok {
+			return t
+		}
+	}
+	return frame.Tracing{}
+}
+
+// parseTraceparent reads version 00's "00-trace(32)-span(16)-flags(2)".
+func parseTraceparent(s string) (frame.Tracing, bool) {
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' || s[:2] == "ff" {
+		return frame.Tracing{}, false
+	}
+	trace, err1 := strconv.ParseUint(s[19:35], 16, 64) // the low half
+	hi, err2 := strconv.ParseUint(s[3:19], 16, 64)
+	span, err3 := strconv.ParseUint(s[36:52], 16, 64)
+	flags, err4 := strconv.ParseUint(s[53:55], 16, 8)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || trace|hi == 0 || span == 0 {
+		return frame.Tracing{}, false
+	}
+	return frame.Tracing{TraceID: trace, SpanID: span, Flags: byte(flags) & frame.TracingSampled}, true
+}
+
+// b3Tracing reads B3's fields: ids in hex (a 32-digit trace id keeps its
+// low half), sampled "1", "d" (debug) or "true".
+func b3Tracing(traceID, spanID, parentID, sampled string) (frame.Tracing, bool) {
+	if len(traceID) == 32 {
+		traceID = traceID[16:]
+	}
+	trace, err1 := strconv.ParseUint(traceID, 16, 64)
+	span, err2 := strconv.ParseUint(spanID, 16, 64)
+	if err1 != nil || err2 != nil || trace == 0 || span == 0 {
+		return frame.Tracing{}, false
+	}
+	t := frame.Tracing{TraceID: trace, SpanID: span}
+	if parentID != "" {
+		t.ParentID, _ = strconv.ParseUint(parentID, 16, 64)
+	}
+	if sampled == "1" || sampled == "d" || sampled == "true" {
+		t.Flags = frame.TracingSampled
+	}
+	return t, true
+}
+
+// traceMetadata is the trace context a gRPC server is sent for a call's
+// tracing field, in both forms (W3C and B3 single header).
+func traceMetadata(md metadata.MD, t frame.Tracing) {
+	if t.TraceID == 0 || t.SpanID == 0 {
+		return
+	}
+	sampled := t.Flags & frame.TracingSampled
+	md.Set("traceparent", fmt.Sprintf("00-%016x%016x-%016x-%02x", 0, t.TraceID, t.SpanID, sampled))
+	md.Set("b3", fmt.Sprintf("%016x-%016x-%d", t.TraceID, t.SpanID, sampled))
+}

@@ -1,0 +1,84 @@
+package meshd
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/grpcgate"
+	"github.com/meshrpc/mesh/internal/relay"
+)
+
+// gateMesh is what the gRPC gateway sees of meshd: connections into the
+// relay like an app's, the advertise rule's proofs, and registration.
+type gateMesh struct{ d *Daemon }
+
+// Attach serves one end of an in-memory connection as a local app's.
+func (m gateMesh) Attach(nc net.Conn, caller string) (*conn.Conn, error) {
+	src := &relay.Source{}
+	if caller != "" {
+		src.SetCaller(caller)
+	}
+	c, err := conn.Server(nc, m.d.connOptions(src))
+	if err != nil {
+		return nil, err
+	}
+	m.d.track(c)
+	return c, nil
+}
+
+func (m gateMesh) Prove(ctx context.Context, nc net.Conn, caller, token string) error {
+	return m.d.prove(ctx, nc, caller, token, "grpc app at "+nc.RemoteAddr().String())
+}
+
+// Serve registers a gRPC server of meshd's config: the config is its proof.
+func (m gateMesh) Serve(ctx context.Context, from *conn.Conn, service string, meta map[string]string) error {
+	return m.d.addInstances(ctx, from, []string{service}, "", false, meta)
+}
+
+func (m gateMesh) Withdraw(ctx context.Context, from *conn.Conn) error {
+	return m.d.unadvertise(ctx, from, nil)
+}
+
+// startGRPC opens the gateway for gRPC apps and the servers of the config.
+func (d *Daemon) startGRPC() error {
+	if d.cfg.GRPC == nil {
+		return nil
+	}
+	d.gate = grpcgate.NewGateway(gateMesh{d}, *d.cfg.GRPC, d.log)
+	d.metrics.MustRegister(d.gate.Collector())
+	for _, bc := range d.cfg.GRPCServers {
+		b, err := d.gate.StartBackend(bc)
+		if err != nil {
+			d.stopGRPC()
+			return err
+		}
+		d.backends = append(d.backends, b)
+	}
+	return nil
+}
+
+// serveGRPC hands an app connection to the gateway if it speaks HTTP/2,
+// and reports whether it did.
+func (d *Daemon) serveGRPC(nc net.Conn, leave func()) (bool, error) {
+	if d.gate == nil {
+		return false, nil
+	}
+	h2, err := grpcgate.IsHTTP2(nc, time.Now().Add(d.limits.HandshakeTimeout))
+	if err != nil || !h2 {
+		return false, err
+	}
+	d.gate.Serve(nc, leave)
+	return true, nil
+}
+
+// stopGRPC closes the gateway and the servers' connections.
+func (d *Daemon) stopGRPC() {
+	for _, b := range d.backends {
+		b.Close()
+	}
+	if d.gate != nil {
+		d.gate.Close()
+	}
+}

@@ -1,0 +1,301 @@
+package meshd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/grpcgate"
+	"github.com/meshrpc/mesh/internal/intentions"
+	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// grpcMeshd is a meshd whose app listener takes gRPC too, with the given
+// stock gRPC servers.
+func grpcMeshd(t *testing.T, reg discovery.Registry, servers ...grpcgate.BackendConfig) *meshd.Daemon {
+	t.Helper()
+	cfg := meshdConfig(t, "127.0.0.1:0", reg)
+	cfg.GRPC = &grpcgate.Limits{}
+	cfg.GRPCServers = servers
+	return startWith(t, cfg)
+}
+
+// wordsDesc is a gRPC service written by hand (no generated code): test.Words
+// with one unary method, Echo, on wrapperspb.StringValue.
+var wordsDesc = grpc.ServiceDesc{
+	ServiceName: "test.Words",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		in := new(wrapperspb.StringValue)
+		if err := dec(in); err != nil {
+			return nil, err
+		}
+		return wordsEcho(ctx, in.GetValue())
+	}}},
+	Streams: []grpc.StreamDesc{{StreamName: "Chat", ClientStreams: true, ServerStreams: true, Handler: func(any, grpc.ServerStream) error { return nil }}},
+}
+
+// wordsEcho answers "code:N" with status N, "sleep:D" after D (or its
+// deadline), "meta" with the request's x-app metadata as header and
+// trailer, "who" with the mesh metadata it got, anything else upper-cased.
+func wordsEcho(ctx context.Context, v string) (*wrapperspb.StringValue, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	switch {
+	case strings.HasPrefix(v, "code:"):
+		n, _ := strconv.Atoi(v[5:])
+		return nil, status.Errorf(codes.Code(n), "status %d as asked", n)
+	case strings.HasPrefix(v, "sleep:"):
+		d, _ := time.ParseDuration(v[6:])
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	case v == "meta":
+		grpc.SetHeader(ctx, metadata.Pairs("x-app", strings.Join(md.Get("x-app"), "+")))
+		grpc.SetTrailer(ctx, metadata.Pairs("x-done", "yes"))
+	case v == "who":
+		dl, _ := ctx.Deadline()
+		return wrapperspb.String(fmt.Sprintf("service=%s caller=%s encoding=%s sk=%s ttl<=%v", md.Get("rpc-service"), md.Get("rpc-caller"),
+			md.Get("rpc-encoding"), md.Get("rpc-shard-key"), time.Until(dl) <= 5*time.Second)), nil
+	}
+	return wrapperspb.String(strings.ToUpper(v)), nil
+}
+
+// grpcServer starts a stock gRPC server of test.Words with the standard
+// health service.
+func grpcServer(t *testing.T) (string, *health.Server) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	s.RegisterService(&wordsDesc, nil)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	return lis.Addr().String(), h
+}
+
+// grpcClient dials meshd as a stock gRPC client would.
+func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// echo calls test.Words/Echo on cc with the metadata pairs.
+func echo(ctx context.Context, cc *grpc.ClientConn, v string, opts []grpc.CallOption, md ...string) (string, error) {
+	out := new(wrapperspb.StringValue)
+	err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, md...), "/test.Words/Echo", wrapperspb.String(v), out, opts...)
+	return out.GetValue(), err
+}
+
+// wordsSDK advertises test.Words::Echo as service on meshd with the SDK's
+// proto handler: the TChannel side of the same procedure.
+func wordsSDK(t *testing.T, meshdAddr, service string) {
+	t.Helper()
+	s := client.NewServer(client.Options{ServiceName: service, Logger: testkit.Quiet})
+	s.Register(service, "test.Words::Echo", client.Proto(func(ctx context.Context, h map[string]string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if in.GetValue() == "fail" {
+			return nil, errors.New("failed as asked")
+		}
+		return wrapperspb.String("sdk:" + strings.ToUpper(in.GetValue()) + h["x-app"]), nil
+	}))
+	if err := s.Advertise(context.Background(), meshdAddr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+}
+
+// A stock gRPC client calls a TChannel (SDK) service through meshd, on
+// the port TChannel apps use, through one meshd and through two; the
+// service named by rpc-service or the :authority; metadata becomes
+// headers; an application error comes back as a status.
+func TestGRPCClientCallsTChannelService(t *testing.T) {
+	reg := discovery.NewLocal()
+	a := grpcMeshd(t, reg)
+	b := grpcMeshd(t, reg)
+	wordsSDK(t, b.Addr(), "words")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for name, addr := range map[string]string{"one meshd": b.Addr(), "two meshds": a.Addr()} {
+		cc := grpcClient(t, addr)
+		if got, err := echo(ctx, cc, "hi", nil, "rpc-service", "words", "x-app", "!"); err != nil || got != "sdk:HI!" {
+			t.Fatalf("%s: Echo(hi) = %q, %v", name, got, err)
+		}
+		_, err := echo(ctx, cc, "fail", nil, "rpc-service", "words")
+		if st := status.Convert(err); st.Code() != codes.Unknown || st.Message() != "failed as asked" {
+			t.Fatalf("%s: an application error came back as %v", name, err)
+		}
+	}
+	byAuthority := grpcClient(t, b.Addr())
+	if got, err := echo(ctx, byAuthority, "x", []grpc.CallOption{grpc.CallAuthority("words")}); err != nil || got != "sdk:X" {
+		t.Fatalf("named by :authority: %q, %v", got, err)
+	}
+	// TChannel apps still use the same port.
+	c := dialMeshd(t, b.Addr())
+	var out wrapperspb.StringValue
+	if _, err := c.CallProto(ctx, "words", "test.Words::Echo", nil, wrapperspb.String("tc"), &out); err != nil || out.GetValue() != "sdk:TC" {
+		t.Fatalf("a TChannel caller on the same port: %q, %v", out.GetValue(), err)
+	}
+}
+
+// Calls the gateway refuses before routing get a status that says why.
+func TestGRPCRefusals(t *testing.T) {
+	d := grpcMeshd(t, discovery.NewLocal())
+	wordsSDK(t, d.Addr(), "words")
+	cc := grpcClient(t, d.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := echo(ctx, cc, "x", nil) // :authority is an address
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "rpc-service") {
+		t.Fatalf("no service named: %v", err)
+	}
+	_, err = echo(ctx, cc, "x", nil, "rpc-service", "nosuch")
+	if status.Code(err) != codes.Unavailable && status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an unknown service: %v", err)
+	}
+	// A bidirectional stream that sends two messages.
+	st, err := cc.NewStream(metadata.AppendToOutgoingContext(ctx, "rpc-service", "words"), &wordsDesc.Streams[0], "/test.Words/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SendMsg(wrapperspb.String("a"))
+	st.SendMsg(wrapperspb.String("b"))
+	st.CloseSend()
+	err = st.RecvMsg(new(wrapperspb.StringValue))
+	if s := status.Convert(err); s.Code() != codes.Unimplemented || !strings.Contains(s.Message(), "unary") {
+		t.Fatalf("a stream: %v", err)
+	}
+	// The same connection still serves.
+	if got, err := echo(ctx, cc, "ok", nil, "rpc-service", "words"); err != nil || got != "sdk:OK" {
+		t.Fatalf("after the refusals: %q, %v", got, err)
+	}
+}
+
+// A stock gRPC server named in meshd's config serves a mesh service: gRPC
+// and TChannel callers reach it; metadata, deadlines and every status
+// code round-trip; it leaves the mesh when its health check fails and
+// comes back when it passes.
+func TestGRPCServerJoinsTheMesh(t *testing.T) {
+	addr, hs := grpcServer(t)
+	reg := discovery.NewLocal()
+	a := grpcMeshd(t, reg)
+	grpcMeshd(t, reg, grpcgate.BackendConfig{Service: "words", Addr: addr, CheckEvery: 50 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cc := grpcClient(t, a.Addr())
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server registered", func() bool {
+		_, err := echo(ctx, cc, "x", nil, "rpc-service", "words")
+		return err == nil
+	})
+
+	var hdr, trl metadata.MD
+	got, err := echo(ctx, cc, "meta", []grpc.CallOption{grpc.Header(&hdr), grpc.Trailer(&trl)}, "rpc-service", "words", "x-app", "1", "x-app", "2")
+	if err != nil || got != "META" || strings.Join(hdr.Get("x-app"), ",") != "1+2" || strings.Join(trl.Get("x-done"), ",") != "yes" {
+		t.Fatalf("metadata: %q %v header %v trailer %v", got, err, hdr, trl)
+	}
+	got, err = echo(ctx, cc, "who", nil, "rpc-service", "words", "rpc-caller", "me", "rpc-shard-key", "k1")
+	if err != nil || got != "service=[words] caller=[me] encoding=[proto] sk=[k1] ttl<=false" {
+		t.Fatalf("what the server is told: %q, %v", got, err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	got, err = echo(short, cc, "who", nil, "rpc-service", "words")
+	cancelShort()
+	if err != nil || !strings.HasSuffix(got, "ttl<=true") {
+		t.Fatalf("the deadline as the server sees it: %q, %v", got, err)
+	}
+	short, cancelShort = context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = echo(short, cc, "sleep:1s", nil, "rpc-service", "words")
+	cancelShort()
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("past the deadline: %v", err)
+	}
+	for code := codes.Canceled; code <= codes.Unauthenticated; code++ {
+		_, err := echo(ctx, cc, fmt.Sprintf("code:%d", code), nil, "rpc-service", "words")
+		st := status.Convert(err)
+		want := fmt.Sprintf("status %d as asked", code)
+		if code == codes.Unavailable || code == codes.ResourceExhausted {
+			// Retried on another instance (there is none), then answered.
+			want = ""
+		}
+		if st.Code() != code || want != "" && st.Message() != want {
+			t.Errorf("status %v came back as %v %q", code, st.Code(), st.Message())
+		}
+	}
+
+	// A TChannel caller (the SDK) reaches the same server.
+	c := dialMeshd(t, a.Addr())
+	var out wrapperspb.StringValue
+	if _, err := c.CallProto(ctx, "words", "test.Words::Echo", map[string]string{"x-app": "tc"}, wrapperspb.String("meta"), &out); err != nil || out.GetValue() != "META" {
+		t.Fatalf("a TChannel caller: %q, %v", out.GetValue(), err)
+	}
+	_, err = c.CallProto(ctx, "words", "test.Words::Echo", nil, wrapperspb.String("code:3"), &out)
+	if frame.CodeOf(err) != frame.ErrCodeBadRequest {
+		t.Fatalf("InvalidArgument to a TChannel caller: %v", err)
+	}
+	if _, err := c.Call(ctx, "words", "echo", nil, []byte("x")); frame.CodeOf(err) != frame.ErrCodeBadRequest || !strings.Contains(err.Error(), "pkg.Service::Method") {
+		t.Fatalf("a procedure that is no gRPC method: %v", err)
+	}
+
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server withdrawn", func() bool {
+		_, err := echo(ctx, cc, "x", nil, "rpc-service", "words")
+		return status.Code(err) == codes.Unavailable
+	})
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server back", func() bool {
+		_, err := echo(ctx, cc, "x", nil, "rpc-service", "words")
+		return err == nil
+	})
+}
+
+// An intention decides on a gRPC caller's proven identity: rpc-caller,
+// proven by its Unix user (meshd's own here).
+func TestGRPCCallerIdentity(t *testing.T) {
+	set, err := intentions.Compile([]intentions.Rule{{Source: "bad", Destination: "words", Action: "deny"}}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{}
+	cfg.Intentions = intentions.NewTable(set)
+	cfg.AdvertiseRule = &meshd.AdvertiseRule{SameUser: true}
+	d := startWith(t, cfg)
+	wordsSDK(t, d.Addr(), "words")
+	cc := grpcClient(t, d.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if got, err := echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", "good"); err != nil || got != "sdk:X" {
+		t.Fatalf("caller good: %q, %v", got, err)
+	}
+	_, err = echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", "bad")
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "denied") {
+		t.Fatalf("caller bad: %v", err)
+	}
+}
