@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	build := exec.Command("go", "build", "-ldflags", versionFlags(), "-o", dir+"/", "../cmd/meshd", "../cmd/meshctl", "../examples/echo", "../examples/kv", "../internal/benchpeer")
+	build := exec.Command("go", "build", "-ldflags", versionFlags(), "-o", dir+"/", "../cmd/meshd", "../cmd/meshctl", "../examples/echo", "../examples/kv", "../internal/benchpeer", "../internal/grpcpeer")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)

@@ -5,6 +5,7 @@
 # its dependencies stay out of mesh's go.mod. Built once; later runs reuse it.
 #   scripts/tool.sh consul   -> a real Consul agent (hashicorp/consul v1.20.2)
 #   scripts/tool.sh jaeger   -> Jaeger v2 (jaegertracing/jaeger v1.76.0): Zipkin API on :9411, UI on :16686
+#   scripts/tool.sh grpcurl  -> grpcurl v1.9.3, the gRPC command-line client (calls from a .proto, no reflection)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 name=${1:?usage: scripts/tool.sh consul}
@@ -13,6 +14,7 @@ if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 case $name in
   consul) pkg=github.com/hashicorp/consul ;;
   jaeger) pkg=github.com/jaegertracing/jaeger/cmd/jaeger ;;
+  grpcurl) pkg=github.com/fullstorydev/grpcurl/cmd/grpcurl ;;
   *) echo "unknown tool $name" >&2; exit 2 ;;
 esac
 mkdir -p .cache/bin

@@ -1,0 +1,244 @@
+package meshd_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshrpc/mesh/discovery"
+	"github.com/meshrpc/mesh/internal/grpcgate"
+)
+
+// hostileH2 is a peer that speaks HTTP/2 badly on purpose, on its own
+// connection to meshd's app listener.
+type hostileH2 struct {
+	nc net.Conn
+	fr *http2.Framer
+}
+
+func dialH2(t *testing.T, addr string) *hostileH2 {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	io.WriteString(nc, http2.ClientPreface)
+	fr := http2.NewFramer(nc, nc)
+	fr.WriteSettings()
+	go io.Copy(io.Discard, nc) // read what meshd says, so only what we send is the attack
+	return &hostileH2{nc: nc, fr: fr}
+}
+
+// headers is the HEADERS block of a gRPC call to /test.Words/Echo of
+// service words, with extra metadata.
+func headersBlock(extra ...string) []byte {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	enc.SetMaxDynamicTableSizeLimit(0)
+	for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/test.Words/Echo"}, {":authority", "words"},
+		{"content-type", "application/grpc"}, {"te", "trailers"}, {"rpc-service", "words"}} {
+		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: extra[i], Value: extra[i+1]})
+	}
+	return b.Bytes()
+}
+
+// grpcMessage frames a message for gRPC's length-prefixed DATA.
+func grpcMessage(body []byte) []byte {
+	m := []byte{0, byte(len(body) >> 24), byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
+	return append(m, body...)
+}
+
+// Benign gRPC and TChannel callers see no failure while hostile HTTP/2
+// peers do their worst on other connections: garbage after the preface, a
+// flood of streams that never send their message, metadata past the header
+// list limit, a message past the size limit, streams opened and reset at
+// once, and a reader that never reads (its window closed); meshd's memory
+// stays bounded.
+func TestGRPCHostilePeers(t *testing.T) {
+	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{MaxStreams: 100, MaxMessage: 64 << 10}
+	d := startWith(t, cfg)
+	wordsSDK(t, d.Addr(), "words")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	stop := make(chan struct{})
+	var benign sync.WaitGroup
+	var calls, failures atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		failures.Add(1)
+		firstErr.CompareAndSwap(nil, err)
+	}
+	cc := grpcClient(t, d.Addr())
+	tc := dialMeshd(t, d.Addr())
+	for range 4 {
+		benign.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+				got, err := echo(cctx, cc, "hi", nil, "rpc-service", "words")
+				if err == nil && got != "sdk:HI" {
+					err = io.ErrUnexpectedEOF
+				}
+				var out wrapperspb.StringValue
+				if err == nil {
+					_, err = tc.CallProto(cctx, "words", "test.Words::Echo", nil, wrapperspb.String("tc"), &out)
+				}
+				ccancel()
+				calls.Add(1)
+				if err != nil {
+					fail(err)
+				}
+			}
+		})
+	}
+
+	var peak atomic.Uint64 // the heap's high mark while the attacks go on
+	sampling := make(chan struct{})
+	go func() {
+		defer close(sampling)
+		var ms runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+		}
+	}()
+	var hostile sync.WaitGroup
+	attacks := map[string]func(h *hostileH2){
+		"garbage after the preface": func(h *hostileH2) {
+			h.nc.Write(bytes.Repeat([]byte{0xff}, 4096))
+		},
+		"a flood of streams that never send their message": func(h *hostileH2) {
+			block := headersBlock()
+			for id := uint32(1); id < 2*5000; id += 2 {
+				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil {
+					return
+				}
+			}
+		},
+		"metadata past the header list limit": func(h *hostileH2) {
+			for i, id := 0, uint32(1); i < 200; i, id = i+1, id+2 {
+				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock("x-big", strings.Repeat("a", 15000), "x-big2", strings.Repeat("b", 15000)), EndHeaders: true}) != nil {
+					return
+				}
+			}
+		},
+		"messages past the size limit": func(h *hostileH2) {
+			big := grpcMessage(bytes.Repeat([]byte{1}, 1<<20))
+			for i, id := 0, uint32(1); i < 50; i, id = i+1, id+2 {
+				h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock(), EndHeaders: true})
+				for off := 0; off < len(big); off += 16 << 10 {
+					if h.fr.WriteData(id, false, big[off:min(off+16<<10, len(big))]) != nil {
+						return
+					}
+				}
+			}
+		},
+		"streams opened and reset at once": func(h *hostileH2) {
+			block := headersBlock()
+			for id := uint32(1); id < 2*20000; id += 2 {
+				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil ||
+					h.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+					return
+				}
+			}
+		},
+	}
+	for _, attack := range attacks {
+		for range 3 {
+			hostile.Go(func() {
+				h := dialH2(t, d.Addr())
+				attack(h)
+				time.Sleep(2 * time.Second) // hold the connection while the benign calls go on
+				h.nc.Close()
+			})
+		}
+	}
+	// A reader that never reads: calls whose answers it never takes.
+	hostile.Go(func() {
+		nc, err := net.Dial("tcp", d.Addr())
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		io.WriteString(nc, http2.ClientPreface)
+		fr := http2.NewFramer(nc, nc)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		msg := grpcMessage(mustMarshal(wrapperspb.String(strings.Repeat("z", 30000))))
+		for id := uint32(1); id < 2*90; id += 2 {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock(), EndHeaders: true})
+			fr.WriteData(id, true, msg)
+		}
+		time.Sleep(3 * time.Second) // never reading a byte
+	})
+	hostile.Wait()
+	close(stop)
+	benign.Wait()
+	<-sampling
+	if failures.Load() > 0 {
+		t.Fatalf("%d of %d benign calls failed while hostile peers attacked; first: %v", failures.Load(), calls.Load(), firstErr.Load())
+	}
+	if calls.Load() < 50 {
+		t.Fatalf("only %d benign calls made in the attacks' time", calls.Load())
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapInuse) - int64(before.HeapInuse); grown > 64<<20 || peak.Load() > 256<<20 {
+		t.Fatalf("the heap grew by %d MiB under the attacks (peak %d MiB)", grown>>20, peak.Load()>>20)
+	}
+	t.Logf("%d benign calls, 0 failed; heap %d → %d MiB, peak %d MiB", calls.Load(), before.HeapInuse>>20, after.HeapInuse>>20, peak.Load()>>20)
+	// The attacks reached the gateway and were refused there.
+	mfs := scrape(t, d.AdminAddr())
+	if n := samples(mfs, "mesh_grpc_refused_total", "reason")["message_size"]; n == 0 {
+		t.Errorf("no message refused for its size: %v", samples(mfs, "mesh_grpc_refused_total", "reason"))
+	}
+	if n := samples(mfs, "mesh_grpc_connections_total")[""]; n < 17 {
+		t.Errorf("%v gRPC connections counted, want the 16 hostile ones and the benign one", n)
+	}
+	// The gateway still serves a new connection.
+	fresh := grpcClient(t, d.Addr())
+	if got, err := echo(ctx, fresh, "after", nil, "rpc-service", "words"); err != nil || got != "sdk:AFTER" {
+		t.Fatalf("after the attacks: %q, %v", got, err)
+	}
+}
+
+func mustMarshal(m *wrapperspb.StringValue) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
