@@ -225,3 +225,66 @@ func TestGRPCRetryAndIntention(t *testing.T) {
 		t.Fatalf("caller bad: %+v", r)
 	}
 }
+
+// One trace spans gRPC → TChannel → gRPC in a real Jaeger: a stock gRPC
+// client sends a W3C traceparent to meshd A, which calls an SDK service
+// (front) at A, which calls a stock gRPC server at host B through both
+// meshds; every meshd and SDK span is in the client's trace, hung under the
+// client's span, and the gRPC server is sent the same trace id.
+func TestGRPCTraceAcrossProtocols(t *testing.T) {
+	startJaeger(t)
+	agent := testconsul.Start(t)
+	_, g1Addr := grpcServer(t, "127.0.0.2", "g1")
+	z := []string{"--zipkin", zipkinURL}
+	a := startHost(t, "127.0.0.1", agent.HTTPAddr, z...)
+	b := startHost(t, "127.0.0.2", agent.HTTPAddr, append(z, "--grpc-servers", "words="+g1Addr, "--grpc-check-every", "200ms")...)
+	out, err := client.Dial(context.Background(), a.addr, client.Options{ServiceName: "front", Zipkin: zipkinURL, Logger: testkit.Quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	front := client.NewServer(client.Options{ServiceName: "front", Zipkin: zipkinURL, Logger: testkit.Quiet})
+	front.Register("front", "test.Words::Echo", client.Proto(func(ctx context.Context, h map[string]string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		var res wrapperspb.StringValue
+		_, err := out.CallProto(ctx, "words", "test.Words::Echo", nil, in, &res)
+		return &res, err
+	}))
+	if err := front.Advertise(context.Background(), a.addr); err != nil {
+		t.Fatal(err)
+	}
+	defer front.Shutdown(context.Background())
+	testkit.WaitFor(t, 15*time.Second, "front and words seen from A", func() bool { return seesServices(t, a, "front", "words") && seesServices(t, b, "front") })
+
+	const traceID, clientSpan = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+	r := grpcCall(t, a.addr, "who", "rpc-service=front", "traceparent=00-"+traceID+"-"+clientSpan+"-01")
+	var who map[string]any
+	if r.Code != "OK" || json.Unmarshal([]byte(r.Value), &who) != nil {
+		t.Fatalf("gRPC → front → words: %+v", r)
+	}
+	low := traceID[16:] // TChannel's trace id holds the low 64 bits
+	if tp, _ := who["traceparent"].(string); !strings.HasPrefix(tp, "00-0000000000000000"+low+"-") || !strings.HasSuffix(tp, "-01") {
+		t.Fatalf("the gRPC server got traceparent %q, want trace id …%s, sampled", tp, low)
+	}
+	var spans []jaegerSpan
+	var svc map[string]string
+	testkit.WaitFor(t, 15*time.Second, "the spans in jaeger", func() bool {
+		spans, svc = fetchTrace(t, low)
+		n := map[string]int{}
+		for _, s := range spans {
+			n[svc[s.SpanID]]++
+		}
+		return n["meshd"] >= 3 && n["front"] >= 2
+	})
+	var roots int
+	for _, s := range spans {
+		if p := s.parent(); p == "" || p == clientSpan {
+			roots++
+			if p != clientSpan {
+				t.Errorf("span %s/%s is a root, not under the gRPC client's span %s", svc[s.SpanID], s.OperationName, clientSpan)
+			}
+		}
+	}
+	if roots != 1 {
+		t.Fatalf("%d spans under the gRPC client's span, want the first meshd's alone", roots)
+	}
+}
