@@ -45,14 +45,16 @@ suite fuzz-frame go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime "$FUZZTIME" -v
 suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "$FUZZTIME" -v ./internal/conn
 suite fuzz-zipkin go test -run '^$' -fuzz '^FuzzAppendString$' -fuzztime "$FUZZTIME" -v ./internal/tracing
 suite fuzz-meshd go test -run '^$' -fuzz '^FuzzMeshd$' -fuzztime "$FUZZTIME" -fuzzminimizetime 2s -v ./internal/meshd
+suite fuzz-grpc-headers go test -run '^$' -fuzz '^FuzzHeaders$' -fuzztime "$FUZZTIME" -v ./internal/grpcgate
 suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzztime "$FUZZTIME" -v ./internal/tracing
 
 # Integration suites run real programs: a Consul agent built from the module
 # proxy (cached in .cache/bin after the first build), meshds, tchannel-go peers.
 echo "== Debian packages the integration suites run (Prometheus, promtool, Chromium, systemd-analyze)"
 scripts/debian.sh prometheus=prometheus promtool=prometheus chromium=chromium systemd-analyze=systemd || status=1
-echo "== building consul and jaeger (cached after the first run)"
-if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1 && scripts/tool.sh jaeger >>"$logs/consul-build.log" 2>&1; then
+echo "== building consul, jaeger and grpcurl (cached after the first run)"
+if scripts/tool.sh consul >"$logs/consul-build.log" 2>&1 && scripts/tool.sh jaeger >>"$logs/consul-build.log" 2>&1 &&
+  scripts/tool.sh grpcurl >>"$logs/consul-build.log" 2>&1; then
   suite integration go test -tags integration -count=1 -timeout 30m -v ./discovery/... ./integration/...
   echo "integration figures:"
   grep -E '^\s+[a-z_]+_test\.go:[0-9]+: ' "$logs/integration.log" | grep -v -- '--- log of' | sed 's/^ */  /' | head -40
