@@ -70,6 +70,7 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc server %s for %s: %w", cfg.Addr, cfg.Service, err)
 	}
+	g.m.backends.WithLabelValues(cfg.Service).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
 		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{})}
