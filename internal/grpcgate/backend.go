@@ -70,7 +70,7 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("grpc server %s for %s: %w", cfg.Addr, cfg.Service, err)
 	}
-	g.m.backends.WithLabelValues(cfg.Service).Set(0) // down until a check passes
+	g.m.backends.WithLabelValues(cfg.Service, cfg.Addr).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
 		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{})}
@@ -134,7 +134,7 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 	if ok {
 		up = 1
 	}
-	b.m.backends.WithLabelValues(b.cfg.Service).Set(up)
+	b.m.backends.WithLabelValues(b.cfg.Service, b.cfg.Addr).Set(up)
 	if !ok {
 		b.serving = false
 		if b.theirs != nil {

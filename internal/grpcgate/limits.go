@@ -77,7 +77,7 @@ func newMetrics() *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mesh_grpc_refused_total",
 			Help: "gRPC calls refused by the gateway before routing, by reason."}, []string{"reason"}),
 		backends: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mesh_grpc_backend_up",
-			Help: "1 while the gRPC server of a service in meshd's config passes its health check."}, []string{"service"}),
+			Help: "1 while a gRPC server of meshd's config (service, its address) passes its health check."}, []string{"service", "addr"}),
 	}
 }
 
