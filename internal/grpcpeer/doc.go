@@ -10,8 +10,5 @@
 //	                                call test.Words/Echo at ADDR with that metadata;
 //	                                print the answer, its metadata and status as JSON
 //
-// Echo answers NAME:VALUE upper-cased, and on request: "code:N" status N,
-// "sleep:D" after D, "busy-if:NAME"
-// ResourceExhausted when NAME is its own, "meta" the request's x-app metadata as a header and
-// x-done as a trailer, "who" the mesh metadata it was sent.
+// Echo answers as package words says.
 package main

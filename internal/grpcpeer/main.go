@@ -7,19 +7,19 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 )
 
 func main() {
@@ -44,17 +44,7 @@ func serve(listen, name string) error {
 		return err
 	}
 	s := grpc.NewServer()
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "test.Words",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.StringValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			return echo(ctx, name, in.GetValue())
-		}}},
-	}, nil)
+	words.Register(s, name)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	sig := make(chan os.Signal, 4)
@@ -73,40 +63,6 @@ func serve(listen, name string) error {
 	}()
 	fmt.Println("grpcpeer serving on", lis.Addr())
 	return s.Serve(lis)
-}
-
-func echo(ctx context.Context, name, v string) (*wrapperspb.StringValue, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	switch {
-	case strings.HasPrefix(v, "code:"):
-		n, _ := strconv.Atoi(v[5:])
-		return nil, status.Errorf(codes.Code(n), "%s: status %d as asked", name, n)
-	case strings.HasPrefix(v, "busy-if:"):
-		if v[8:] == name {
-			return nil, status.Errorf(codes.ResourceExhausted, "%s is busy", name)
-		}
-	case strings.HasPrefix(v, "sleep:"):
-		d, _ := time.ParseDuration(v[6:])
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-	case v == "meta":
-		grpc.SetHeader(ctx, metadata.Pairs("x-app", strings.Join(md.Get("x-app"), "+")))
-		grpc.SetTrailer(ctx, metadata.Pairs("x-done", "yes"))
-	case v == "who":
-		out := map[string]any{"name": name}
-		for _, k := range []string{"rpc-service", "rpc-caller", "rpc-encoding", "rpc-shard-key", "traceparent", "b3"} {
-			out[k] = strings.Join(md.Get(k), ",")
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			out["deadline_ms"] = time.Until(dl).Milliseconds()
-		}
-		b, _ := json.Marshal(out)
-		return wrapperspb.String(string(b)), nil
-	}
-	return wrapperspb.String(name + ":" + strings.ToUpper(v)), nil
 }
 
 // result is what call prints.

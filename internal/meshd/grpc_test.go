@@ -2,10 +2,10 @@ package meshd_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +23,7 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/grpcgate"
+	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
@@ -38,48 +39,6 @@ func grpcMeshd(t *testing.T, reg discovery.Registry, servers ...grpcgate.Backend
 	return startWith(t, cfg)
 }
 
-// wordsDesc is a gRPC service written by hand (no generated code): test.Words
-// with one unary method, Echo, on wrapperspb.StringValue.
-var wordsDesc = grpc.ServiceDesc{
-	ServiceName: "test.Words",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{MethodName: "Echo", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-		in := new(wrapperspb.StringValue)
-		if err := dec(in); err != nil {
-			return nil, err
-		}
-		return wordsEcho(ctx, in.GetValue())
-	}}},
-	Streams: []grpc.StreamDesc{{StreamName: "Chat", ClientStreams: true, ServerStreams: true, Handler: func(any, grpc.ServerStream) error { return nil }}},
-}
-
-// wordsEcho answers "code:N" with status N, "sleep:D" after D (or its
-// deadline), "meta" with the request's x-app metadata as header and
-// trailer, "who" with the mesh metadata it got, anything else upper-cased.
-func wordsEcho(ctx context.Context, v string) (*wrapperspb.StringValue, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	switch {
-	case strings.HasPrefix(v, "code:"):
-		n, _ := strconv.Atoi(v[5:])
-		return nil, status.Errorf(codes.Code(n), "status %d as asked", n)
-	case strings.HasPrefix(v, "sleep:"):
-		d, _ := time.ParseDuration(v[6:])
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-	case v == "meta":
-		grpc.SetHeader(ctx, metadata.Pairs("x-app", strings.Join(md.Get("x-app"), "+")))
-		grpc.SetTrailer(ctx, metadata.Pairs("x-done", "yes"))
-	case v == "who":
-		dl, _ := ctx.Deadline()
-		return wrapperspb.String(fmt.Sprintf("service=%s caller=%s encoding=%s sk=%s ttl<=%v", md.Get("rpc-service"), md.Get("rpc-caller"),
-			md.Get("rpc-encoding"), md.Get("rpc-shard-key"), time.Until(dl) <= 5*time.Second)), nil
-	}
-	return wrapperspb.String(strings.ToUpper(v)), nil
-}
-
 // grpcServer starts a stock gRPC server of test.Words with the standard
 // health service.
 func grpcServer(t *testing.T) (string, *health.Server) {
@@ -89,7 +48,7 @@ func grpcServer(t *testing.T) (string, *health.Server) {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	s.RegisterService(&wordsDesc, nil)
+	words.Register(s, "g1")
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
 	go s.Serve(lis)
@@ -181,7 +140,7 @@ func TestGRPCRefusals(t *testing.T) {
 		t.Fatalf("an unknown service: %v", err)
 	}
 	// A bidirectional stream that sends two messages.
-	st, err := cc.NewStream(metadata.AppendToOutgoingContext(ctx, "rpc-service", "words"), &wordsDesc.Streams[0], "/test.Words/Chat")
+	st, err := cc.NewStream(metadata.AppendToOutgoingContext(ctx, "rpc-service", "words"), &words.Chat, "/test.Words/Chat")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,17 +176,19 @@ func TestGRPCServerJoinsTheMesh(t *testing.T) {
 
 	var hdr, trl metadata.MD
 	got, err := echo(ctx, cc, "meta", []grpc.CallOption{grpc.Header(&hdr), grpc.Trailer(&trl)}, "rpc-service", "words", "x-app", "1", "x-app", "2")
-	if err != nil || got != "META" || strings.Join(hdr.Get("x-app"), ",") != "1+2" || strings.Join(trl.Get("x-done"), ",") != "yes" {
+	if err != nil || got != "g1:META" || strings.Join(hdr.Get("x-app"), ",") != "1+2" || strings.Join(trl.Get("x-done"), ",") != "yes" {
 		t.Fatalf("metadata: %q %v header %v trailer %v", got, err, hdr, trl)
 	}
 	got, err = echo(ctx, cc, "who", nil, "rpc-service", "words", "rpc-caller", "me", "rpc-shard-key", "k1")
-	if err != nil || got != "service=[words] caller=[me] encoding=[proto] sk=[k1] ttl<=false" {
+	var who map[string]any
+	if err != nil || json.Unmarshal([]byte(got), &who) != nil || who["rpc-service"] != "words" || who["rpc-caller"] != "me" ||
+		who["rpc-encoding"] != "proto" || who["rpc-shard-key"] != "k1" {
 		t.Fatalf("what the server is told: %q, %v", got, err)
 	}
 	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
 	got, err = echo(short, cc, "who", nil, "rpc-service", "words")
 	cancelShort()
-	if err != nil || !strings.HasSuffix(got, "ttl<=true") {
+	if err != nil || json.Unmarshal([]byte(got), &who) != nil || who["deadline_ms"].(float64) > 100 {
 		t.Fatalf("the deadline as the server sees it: %q, %v", got, err)
 	}
 	short, cancelShort = context.WithTimeout(ctx, 100*time.Millisecond)
@@ -239,7 +200,7 @@ func TestGRPCServerJoinsTheMesh(t *testing.T) {
 	for code := codes.Canceled; code <= codes.Unauthenticated; code++ {
 		_, err := echo(ctx, cc, fmt.Sprintf("code:%d", code), nil, "rpc-service", "words")
 		st := status.Convert(err)
-		want := fmt.Sprintf("status %d as asked", code)
+		want := fmt.Sprintf("g1: status %d as asked", code)
 		if code == codes.Unavailable || code == codes.ResourceExhausted {
 			// Retried on another instance (there is none), then answered.
 			want = ""
@@ -252,7 +213,7 @@ func TestGRPCServerJoinsTheMesh(t *testing.T) {
 	// A TChannel caller (the SDK) reaches the same server.
 	c := dialMeshd(t, a.Addr())
 	var out wrapperspb.StringValue
-	if _, err := c.CallProto(ctx, "words", "test.Words::Echo", map[string]string{"x-app": "tc"}, wrapperspb.String("meta"), &out); err != nil || out.GetValue() != "META" {
+	if _, err := c.CallProto(ctx, "words", "test.Words::Echo", map[string]string{"x-app": "tc"}, wrapperspb.String("meta"), &out); err != nil || out.GetValue() != "g1:META" {
 		t.Fatalf("a TChannel caller: %q, %v", out.GetValue(), err)
 	}
 	_, err = c.CallProto(ctx, "words", "test.Words::Echo", nil, wrapperspb.String("code:3"), &out)
@@ -311,7 +272,7 @@ func BenchmarkGRPC(b *testing.B) {
 				cc := grpcPath(b, path)
 				testkit.Bench(b, conc, []byte(body), func(ctx context.Context, in []byte) ([]byte, error) {
 					out, err := echo(ctx, cc, string(in), nil, "rpc-service", "words")
-					return []byte(out), err
+					return []byte(out[strings.IndexByte(out, ':')+1:]), err // without the server's "g1:"
 				})
 			})
 		}
@@ -324,7 +285,7 @@ func grpcPath(b *testing.B, path string) *grpc.ClientConn {
 		b.Fatal(err)
 	}
 	s := grpc.NewServer()
-	s.RegisterService(&wordsDesc, nil)
+	words.Register(s, "g1")
 	healthpb.RegisterHealthServer(s, health.NewServer())
 	go s.Serve(lis)
 	b.Cleanup(s.Stop)
