@@ -132,3 +132,12 @@ if [ "${TAIL:-1}" != 0 ]; then
   }' "$tail"
   go test -run '^$' -bench 'BenchmarkRouteZones' -benchmem ./internal/routing | grep -E '^Benchmark'
 fi
+
+# gRPC through meshd (docs/GRPC.md), in one process: a stock gRPC client and
+# server direct, through meshd to the server, and through meshd to an SDK
+# proto service. GRPC=0 skips it.
+if [ "${GRPC:-1}" != 0 ]; then
+  echo
+  echo "gRPC through meshd (one process, 1 KiB):"
+  go test -run '^$' -bench 'BenchmarkGRPC' -benchmem -benchtime "${BENCHTIME:-3s}" ./internal/meshd | grep -E '^Benchmark'
+fi
