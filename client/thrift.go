@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"maps"
 	"slices"
@@ -26,14 +25,12 @@ func (c *Client) CallThrift(ctx context.Context, service, method string, headers
 	return res.Arg3, resHeaders, res.Code != frame.ResOK, nil
 }
 
-// ThriftHeaders encodes headers as the thrift scheme's arg2, in key order.
+// ThriftHeaders encodes headers as the thrift scheme's arg2, in key order
+// (a key or value over 64 KiB is cut: the list's lengths have 16 bits).
 func ThriftHeaders(h map[string]string) []byte {
-	b := binary.BigEndian.AppendUint16(nil, uint16(len(h)))
+	b := []byte{0, 0}
 	for _, k := range slices.Sorted(maps.Keys(h)) {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(k)))
-		b = append(b, k...)
-		b = binary.BigEndian.AppendUint16(b, uint16(len(h[k])))
-		b = append(b, h[k]...)
+		b, _ = frame.AppendAppHeader(b, k[:min(len(k), 0xffff)], h[k][:min(len(h[k]), 0xffff)])
 	}
 	return b
 }
@@ -43,31 +40,13 @@ func ParseThriftHeaders(b []byte) (map[string]string, error) {
 	if len(b) == 0 {
 		return nil, nil
 	}
-	str := func() (string, bool) {
-		if len(b) < 2 || len(b) < 2+int(binary.BigEndian.Uint16(b)) {
-			return "", false
-		}
-		n := int(binary.BigEndian.Uint16(b))
-		s := string(b[2 : 2+n])
-		b = b[2+n:]
-		return s, true
-	}
-	if len(b) < 2 {
-		return nil, fmt.Errorf("thrift headers of %d bytes: no count", len(b))
-	}
-	n := int(binary.BigEndian.Uint16(b))
-	b = b[2:]
-	h := make(map[string]string, n)
-	for i := range n {
-		k, ok1 := str()
-		v, ok2 := str()
-		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("thrift headers: header %d of %d is cut short", i+1, n)
-		}
-		h[k] = v
-	}
-	if len(b) > 0 {
-		return nil, fmt.Errorf("thrift headers: %d bytes after the last header", len(b))
+	h := map[string]string{}
+	err := frame.EachAppHeader(b, func(k, v []byte) bool {
+		h[string(k)] = string(v)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("thrift headers: %w", err)
 	}
 	return h, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -200,11 +199,11 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 	// A status TChannel has no code for (or one with details): an
 	// application error that carries it whole.
 	res.Code = frame.ResAppError
-	res.Arg2, _ = appendPair(res.Arg2, headerErrorCode, fmt.Sprint(int(st.Code())))
-	res.Arg2, _ = appendPair(res.Arg2, headerErrorMessage, st.Message())
+	res.Arg2, _ = frame.AppendAppHeader(res.Arg2, headerErrorCode, fmt.Sprint(int(st.Code())))
+	res.Arg2, _ = frame.AppendAppHeader(res.Arg2, headerErrorMessage, st.Message())
 	if len(st.Proto().Details) > 0 {
 		d, _ := proto.Marshal(st.Proto())
-		res.Arg2, _ = appendPair(res.Arg2, headerErrorDetails, string(d))
+		res.Arg2, _ = frame.AppendAppHeader(res.Arg2, headerErrorDetails, string(d))
 	}
 	return res, nil
 }
@@ -213,21 +212,15 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 // application headers, the routing ones under YARPC's keys, the trace.
 func requestMetadata(req *conn.Request) (metadata.MD, error) {
 	md := metadata.MD{}
-	var bad string
-	if err := eachPair(req.Arg2, func(k, v string) {
-		key := strings.ToLower(k)
-		if !validKey(key) || notForwarded(key) {
-			if bad == "" {
-				bad = k
-			}
-			return
-		}
-		md[key] = append(md[key], v)
+	var sink mdSink
+	if err := frame.EachAppHeader(req.Arg2, func(k, v []byte) bool {
+		sink.add(md, string(k), string(v))
+		return true
 	}); err != nil {
 		return nil, fmt.Errorf("arg2 is not the proto encoding's headers: %v", err)
 	}
-	if bad != "" {
-		return nil, fmt.Errorf("header %q cannot travel as gRPC metadata", bad)
+	if err := sink.err(); err != nil {
+		return nil, err
 	}
 	md.Set(mdService, req.Service)
 	for _, t := range transport {
@@ -242,22 +235,9 @@ func requestMetadata(req *conn.Request) (metadata.MD, error) {
 // answerHeaders puts a gRPC answer's header and trailer metadata in one
 // list, the trailers marked with trailerPrefix.
 func answerHeaders(header, trailer metadata.MD) ([]byte, error) {
-	list := []byte{0, 0}
-	var err error
-	for _, part := range []struct {
-		md     metadata.MD
-		prefix string
-	}{{header, ""}, {trailer, trailerPrefix}} {
-		for k, vs := range part.md {
-			if notForwarded(k) {
-				continue
-			}
-			for _, v := range vs {
-				if list, err = appendPair(list, part.prefix+k, v); err != nil {
-					return nil, err
-				}
-			}
-		}
+	list, err := appendMD(nil, header, "")
+	if err != nil {
+		return nil, err
 	}
-	return list, nil
+	return appendMD(list, trailer, trailerPrefix)
 }

@@ -89,16 +89,16 @@ func TestHeadersRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string][]string{}
-	if err := eachPair(arg2, func(k, v string) { seen[k] = append(seen[k], v) }); err != nil {
+	if err := frame.EachAppHeader(arg2, func(k, v []byte) bool { seen[string(k)] = append(seen[string(k)], string(v)); return true }); err != nil {
 		t.Fatal(err)
 	}
 	if len(seen) != 2 || len(seen["x-a"]) != 2 || seen["x-bin"][0] != "\x00\xff" {
 		t.Fatalf("arg2 of %v: %v", md, seen)
 	}
-	list, _ := appendPair(nil, "x-h", "h")
-	list, _ = appendPair(list, trailerPrefix+"x-t", "t")
-	list, _ = appendPair(list, headerErrorCode, "5")
-	list, _ = appendPair(list, headerErrorMessage, "gone")
+	list, _ := frame.AppendAppHeader(nil, "x-h", "h")
+	list, _ = frame.AppendAppHeader(list, trailerPrefix+"x-t", "t")
+	list, _ = frame.AppendAppHeader(list, headerErrorCode, "5")
+	list, _ = frame.AppendAppHeader(list, headerErrorMessage, "gone")
 	a, err := answerOf(list)
 	if err != nil || a.header.Get("x-h")[0] != "h" || a.trailer.Get("x-t")[0] != "t" || a.code != "5" || a.message != "gone" {
 		t.Fatalf("answerOf: %+v, %v", a, err)
@@ -106,11 +106,11 @@ func TestHeadersRoundTrip(t *testing.T) {
 	if a.status().Error() != "rpc error: code = NotFound desc = gone" {
 		t.Fatalf("the status: %v", a.status())
 	}
-	bad, _ := appendPair(nil, "Has Space", "v")
+	bad, _ := frame.AppendAppHeader(nil, "Has Space", "v")
 	if _, err := answerOf(bad); err == nil {
 		t.Fatal("a header no metadata key can hold was let through")
 	}
-	if err := eachPair([]byte{0, 2, 0, 1, 'k'}, func(string, string) {}); err == nil {
+	if _, err := answerOf([]byte{0, 2, 0, 1, 'k'}); err == nil {
 		t.Fatal("a truncated list was read")
 	}
 }
@@ -198,8 +198,8 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 // FuzzHeaders: any arg2 is read without panic, and what answerOf accepts
 // is metadata gRPC can send.
 func FuzzHeaders(f *testing.F) {
-	list, _ := appendPair(nil, "x-a", "1")
-	list, _ = appendPair(list, trailerPrefix+"x-t", "2")
+	list, _ := frame.AppendAppHeader(nil, "x-a", "1")
+	list, _ = frame.AppendAppHeader(list, trailerPrefix+"x-t", "2")
 	f.Add(list)
 	f.Add([]byte{0, 1, 0, 0, 0, 0})
 	f.Add([]byte{0xff, 0xff})

@@ -1,8 +1,7 @@
 package grpcgate
 
 import (
-	"encoding/binary"
-	"errors"
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -64,74 +63,49 @@ func first(md metadata.MD, k string) string {
 	return ""
 }
 
-// appendPair adds k and v to a header list in the thrift scheme's form
-// (nh:2 (k~2 v~2){nh}); list[0:2] holds the count.
-func appendPair(list []byte, k, v string) ([]byte, error) {
-	if len(list) < 2 {
-		list = append(list[:0], 0, 0)
-	}
-	n := binary.BigEndian.Uint16(list)
-	if n == 0xffff || len(k) > 0xffff || len(v) > 0xffff {
-		return list, errors.New("more headers, or longer ones, than arg2 can hold")
-	}
-	binary.BigEndian.PutUint16(list, n+1)
-	list = binary.BigEndian.AppendUint16(list, uint16(len(k)))
-	list = append(list, k...)
-	list = binary.BigEndian.AppendUint16(list, uint16(len(v)))
-	return append(list, v...), nil
-}
-
-// eachPair calls fn with every header of a list in the thrift scheme's form.
-func eachPair(list []byte, fn func(k, v string)) error {
+// appendMD adds every value of md to an arg2 header list (the thrift
+// scheme's), each key with prefix, but those the gateway keeps.
+func appendMD(list []byte, md metadata.MD, prefix string) ([]byte, error) {
 	if len(list) == 0 {
-		return nil
+		list = []byte{0, 0}
 	}
-	if len(list) < 2 {
-		return errors.New("headers: truncated count")
-	}
-	n, b := int(binary.BigEndian.Uint16(list)), list[2:]
-	str := func() (string, bool) {
-		if len(b) < 2 {
-			return "", false
-		}
-		l := int(binary.BigEndian.Uint16(b))
-		if len(b) < 2+l {
-			return "", false
-		}
-		s := string(b[2 : 2+l])
-		b = b[2+l:]
-		return s, true
-	}
-	for i := range n {
-		k, ok := str()
-		v, ok2 := str()
-		if !ok || !ok2 {
-			return fmt.Errorf("headers: header %d of %d truncated", i+1, n)
-		}
-		fn(k, v)
-	}
-	if len(b) != 0 {
-		return fmt.Errorf("headers: %d bytes after the last header", len(b))
-	}
-	return nil
-}
-
-// arg2Of is the application headers a gRPC caller's metadata becomes: every
-// key but those the gateway keeps, each value a header of its own.
-func arg2Of(md metadata.MD) ([]byte, error) {
-	list := []byte{0, 0}
 	for k, vs := range md {
 		if notForwarded(k) {
 			continue
 		}
 		for _, v := range vs {
 			var err error
-			if list, err = appendPair(list, k, v); err != nil {
+			if list, err = frame.AppendAppHeader(list, prefix+k, v); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return list, nil
+}
+
+// arg2Of is the application headers a gRPC caller's metadata becomes.
+func arg2Of(md metadata.MD) ([]byte, error) { return appendMD(nil, md, "") }
+
+// mdSink fills metadata from TChannel headers, keeping the first header
+// gRPC cannot carry (a key that is no metadata key, or one gRPC keeps).
+type mdSink struct{ bad string }
+
+func (s *mdSink) add(md metadata.MD, k, v string) {
+	key := strings.ToLower(k)
+	if !validKey(key) || notForwarded(key) {
+		if s.bad == "" {
+			s.bad = k
+		}
+		return
+	}
+	md[key] = append(md[key], v)
+}
+
+func (s *mdSink) err() error {
+	if s.bad == "" {
+		return nil
+	}
+	return fmt.Errorf("header %q cannot travel as gRPC metadata", s.bad)
 }
 
 // answer is an answer's arg2 split the way gRPC sends it.
@@ -145,41 +119,28 @@ type answer struct {
 // answerOf reads an answer's application headers.
 func answerOf(arg2 []byte) (answer, error) {
 	a := answer{header: metadata.MD{}, trailer: metadata.MD{}}
-	var bad string
-	err := eachPair(arg2, func(k, v string) {
+	var sink mdSink
+	err := frame.EachAppHeader(arg2, func(kb, vb []byte) bool {
+		k, v := string(kb), string(vb)
 		switch k {
 		case headerErrorCode:
 			a.code = v
-			return
 		case headerErrorMessage:
 			a.message = v
-			return
 		case headerProtoError:
-			if a.message == "" {
-				a.message = v
-			}
-			return
+			a.message = cmp.Or(a.message, v)
 		case headerErrorDetails:
 			a.details = v
-			return
-		}
-		md, key := a.header, k
-		if t, ok := strings.CutPrefix(k, trailerPrefix); ok {
-			md, key = a.trailer, t
-		}
-		key = strings.ToLower(key)
-		if !validKey(key) || notForwarded(key) {
-			if bad == "" {
-				bad = k
+		default:
+			if t, ok := strings.CutPrefix(k, trailerPrefix); ok {
+				sink.add(a.trailer, t, v)
+			} else {
+				sink.add(a.header, k, v)
 			}
-			return
 		}
-		md[key] = append(md[key], v)
+		return true
 	})
-	if err == nil && bad != "" {
-		err = fmt.Errorf("header %q cannot travel as gRPC metadata", bad)
-	}
-	return a, err
+	return a, cmp.Or(err, sink.err())
 }
 
 // validKey reports whether k may be a gRPC metadata key (lower case

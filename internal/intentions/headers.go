@@ -1,6 +1,6 @@
 package intentions
 
-import "encoding/binary"
+import "github.com/meshrpc/mesh/frame"
 
 // AppHeaders are a call's application headers (arg2) as L7 intentions read
 // them: a JSON object of strings for "json" calls, Thrift's header list for
@@ -23,38 +23,15 @@ func (h AppHeaders) Get(name string) ([]byte, bool) {
 	return nil, false
 }
 
-// thriftGet reads Thrift's headers: nh:2 (k~2 v~2){nh}.
-func thriftGet(b []byte, name string) ([]byte, bool) {
-	if len(b) < 2 {
-		return nil, false
-	}
-	n, off := int(binary.BigEndian.Uint16(b)), 2
-	str := func() ([]byte, bool) {
-		if off+2 > len(b) {
-			return nil, false
-		}
-		l := int(binary.BigEndian.Uint16(b[off:]))
-		off += 2
-		if off+l > len(b) {
-			return nil, false
-		}
-		off += l
-		return b[off-l : off], true
-	}
-	for range n {
-		k, ok := str()
-		if !ok {
-			return nil, false
-		}
-		v, ok := str()
-		if !ok {
-			return nil, false
-		}
+// thriftGet reads Thrift's headers (frame.EachAppHeader).
+func thriftGet(b []byte, name string) (found []byte, ok bool) {
+	frame.EachAppHeader(b, func(k, v []byte) bool {
 		if string(k) == name {
-			return v, true
+			found, ok = v, true
 		}
-	}
-	return nil, false
+		return !ok
+	})
+	return found, ok
 }
 
 // jsonGet reads the value of key name in a JSON object: a string's
