@@ -133,8 +133,12 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 	}
 	caller, token := first(md, mdCaller), first(md, mdToken)
 	c, err := gc.channel(ctx, identity{caller, token})
-	if err != nil {
-		return g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, err)
+	var why *unproven
+	switch {
+	case errors.As(err, &why):
+		return g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, why.err)
+	case err != nil:
+		return statusOf(ctx, err)
 	}
 	req := conn.Request{Service: service, Method: procedure, Arg3: in.b}
 	if req.Headers, err = transportOf(md); err != nil {
@@ -240,6 +244,11 @@ type channel struct {
 	err   error
 }
 
+// unproven is a caller's identity that its proof did not establish.
+type unproven struct{ err error }
+
+func (e *unproven) Error() string { return e.err.Error() }
+
 // gconn is a gRPC connection as the gateway accepted it.
 type gconn struct {
 	net.Conn
@@ -253,8 +262,8 @@ type gconn struct {
 }
 
 // channel returns the connection's TChannel connection for id, proving id
-// and opening it the first time (a refused proof stays refused for the
-// connection: dial again with another token).
+// and opening it the first time. A failure is not kept: the next call
+// tries again (a proof may fail while Consul is away).
 func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 	gc.mu.Lock()
 	ch := gc.channels[id]
@@ -269,6 +278,9 @@ func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 		ch.c, ch.err = gc.open(ctx, id)
 		close(ch.ready)
 		gc.mu.Lock()
+		if ch.err != nil {
+			delete(gc.channels, id)
+		}
 		if gc.closed && ch.c != nil {
 			ch.c.Close()
 		}
@@ -285,7 +297,7 @@ func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 func (gc *gconn) open(ctx context.Context, id identity) (*conn.Conn, error) {
 	if id.caller != "" {
 		if err := gc.g.mesh.Prove(ctx, gc.Conn, id.caller, id.token); err != nil {
-			return nil, err
+			return nil, &unproven{err}
 		}
 	}
 	c, _, err := attach(gc.g.mesh, id.caller, conn.Options{

@@ -259,6 +259,20 @@ func TestGRPCCallerIdentity(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "denied") {
 		t.Fatalf("caller bad: %v", err)
 	}
+
+	// A meshd whose rule lets no local user prove a name: rpc-caller is
+	// refused as unproven, before routing.
+	strict := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	strict.GRPC = &grpcgate.Limits{}
+	strict.AdvertiseRule = &meshd.AdvertiseRule{}
+	sd := startWith(t, strict)
+	scc := grpcClient(t, sd.Addr())
+	for range 2 { // refused each time, not remembered as proven
+		_, err = echo(ctx, scc, "x", nil, "rpc-service", "words", "rpc-caller", "good")
+		if st := status.Convert(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "advertise refused") {
+			t.Fatalf("an unproven caller: %v", err)
+		}
+	}
 }
 
 // BenchmarkGRPC measures the gateway in one process: a stock gRPC client
