@@ -135,6 +135,8 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 	c, err := gc.channel(ctx, identity{caller, token})
 	var why *unproven
 	switch {
+	case err == errTooManyIdentities:
+		return g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", caller, err)
 	case errors.As(err, &why):
 		return g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, why.err)
 	case err != nil:
@@ -244,6 +246,9 @@ type channel struct {
 	err   error
 }
 
+// errTooManyIdentities refuses a caller past Limits.MaxIdentities.
+var errTooManyIdentities = errors.New("this connection already calls as as many callers as it may (dial another)")
+
 // unproven is a caller's identity that its proof did not establish.
 type unproven struct{ err error }
 
@@ -271,6 +276,10 @@ func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 		if gc.closed {
 			gc.mu.Unlock()
 			return nil, net.ErrClosed
+		}
+		if len(gc.channels) >= gc.g.limits.MaxIdentities {
+			gc.mu.Unlock()
+			return nil, errTooManyIdentities
 		}
 		ch = &channel{ready: make(chan struct{})}
 		gc.channels[id] = ch

@@ -19,6 +19,9 @@ type Limits struct {
 	// MaxHeaderList is the largest metadata of a call, in bytes (HTTP/2
 	// SETTINGS_MAX_HEADER_LIST_SIZE).
 	MaxHeaderList uint32
+	// MaxIdentities is the callers (rpc-caller values, each proven and given
+	// its own connection into the relay) one gRPC connection may call as.
+	MaxIdentities int
 	// HandshakeTimeout bounds the HTTP/2 preface and settings exchange.
 	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection with no call for that long (0: never).
@@ -33,6 +36,7 @@ const (
 	DefaultMaxStreams       = 1000
 	DefaultMaxMessage       = 4 << 20
 	DefaultMaxHeaderList    = 16 << 10
+	DefaultMaxIdentities    = 16
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultPingInterval     = 10 * time.Second
 )
@@ -46,6 +50,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxHeaderList == 0 {
 		l.MaxHeaderList = DefaultMaxHeaderList
+	}
+	if l.MaxIdentities == 0 {
+		l.MaxIdentities = DefaultMaxIdentities
 	}
 	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout

@@ -260,6 +260,21 @@ func TestGRPCCallerIdentity(t *testing.T) {
 		t.Fatalf("caller bad: %v", err)
 	}
 
+	// One connection calls as at most DefaultMaxIdentities callers (this one
+	// has used "good" and "bad" already).
+	for i := range grpcgate.DefaultMaxIdentities - 2 {
+		if _, err := echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", fmt.Sprintf("c%d", i)); err != nil {
+			t.Fatalf("caller c%d: %v", i, err)
+		}
+	}
+	_, err = echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", "one-too-many")
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "as many callers") {
+		t.Fatalf("a caller past the limit: %v", err)
+	}
+	if got, err := echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", "good"); err != nil || got != "sdk:X" {
+		t.Fatalf("a known caller after: %q, %v", got, err)
+	}
+
 	// A meshd whose rule lets no local user prove a name: rpc-caller is
 	// refused as unproven, before routing.
 	strict := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())

@@ -88,12 +88,16 @@ func (d *Daemon) accept(lis net.Listener, peer bool) {
 			continue
 		}
 		go func() {
+			failed := func(err error) {
+				d.adm.leave(nc.RemoteAddr())
+				d.closed.handshake(err)
+				d.log.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
+			}
 			if !peer {
 				served, err := d.serveGRPC(nc, func() { d.adm.leave(nc.RemoteAddr()) })
 				if err != nil {
-					d.adm.leave(nc.RemoteAddr())
-					d.closed.handshake(err)
 					nc.Close()
+					failed(err)
 					return
 				}
 				if served {
@@ -111,9 +115,7 @@ func (d *Daemon) accept(lis net.Listener, peer bool) {
 				c, err = conn.Server(tnc, o)
 			}
 			if err != nil {
-				d.adm.leave(nc.RemoteAddr())
-				d.closed.handshake(err)
-				d.log.Debug("handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
+				failed(err)
 				return
 			}
 			d.track(c)

@@ -82,6 +82,7 @@ type Options struct {
 	GRPCMaxStreams    int           `yaml:"grpc_max_streams"`
 	GRPCMaxMessage    int           `yaml:"grpc_max_message_bytes"`
 	GRPCMaxHeaderList int           `yaml:"grpc_max_header_list_bytes"`
+	GRPCMaxIdentities int           `yaml:"grpc_max_identities"`
 	// Policies per service ("*": the default), from the YAML file only;
 	// Consul KV under PolicyPrefix overrides them service by service.
 	Policies router.Policies `yaml:"policies"`
@@ -132,6 +133,7 @@ func Defaults() Options {
 		GRPCMaxStreams:    grpcgate.DefaultMaxStreams,
 		GRPCMaxMessage:    grpcgate.DefaultMaxMessage,
 		GRPCMaxHeaderList: grpcgate.DefaultMaxHeaderList,
+		GRPCMaxIdentities: grpcgate.DefaultMaxIdentities,
 	}
 }
 
@@ -153,7 +155,7 @@ func (o Options) grpcLimits() *grpcgate.Limits {
 	if o.GRPC == "off" {
 		return nil
 	}
-	return &grpcgate.Limits{MaxStreams: uint32(o.GRPCMaxStreams), MaxMessage: o.GRPCMaxMessage, MaxHeaderList: uint32(o.GRPCMaxHeaderList),
+	return &grpcgate.Limits{MaxStreams: uint32(o.GRPCMaxStreams), MaxMessage: o.GRPCMaxMessage, MaxHeaderList: uint32(o.GRPCMaxHeaderList), MaxIdentities: o.GRPCMaxIdentities,
 		HandshakeTimeout: o.HandshakeTimeout, IdleTimeout: o.IdleTimeout}
 }
 
@@ -236,6 +238,7 @@ func (o *Options) table() []option {
 		{"grpc-check-every", "MESHD_GRPC_CHECK_EVERY", "interval of the gRPC servers' health checks", nil, &o.GRPCCheckEvery, nil},
 		{"grpc-max-streams", "MESHD_GRPC_MAX_STREAMS", "calls one gRPC connection may have open at once (HTTP/2 max concurrent streams)", nil, nil, &o.GRPCMaxStreams},
 		{"grpc-max-message-bytes", "MESHD_GRPC_MAX_MESSAGE_BYTES", "the largest gRPC message meshd takes or brings back; larger: ResourceExhausted", nil, nil, &o.GRPCMaxMessage},
+		{"grpc-max-identities", "MESHD_GRPC_MAX_IDENTITIES", "callers (rpc-caller) one gRPC connection may call as, each proven and given its own connection into the relay", nil, nil, &o.GRPCMaxIdentities},
 		{"grpc-max-header-list-bytes", "MESHD_GRPC_MAX_HEADER_LIST_BYTES", "the largest metadata of a gRPC call (HTTP/2 max header list size)", nil, nil, &o.GRPCMaxHeaderList},
 	}
 }
