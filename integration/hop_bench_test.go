@@ -36,6 +36,37 @@ func BenchmarkHopProcesses(b *testing.B) {
 	}
 }
 
+// BenchmarkGRPCProcesses is the same measure for gRPC (issue 25): a stock
+// gRPC client (benchpeer grpc-bench) calling a stock gRPC server (grpcpeer)
+// directly, through meshd (the server in its --grpc-servers), and through
+// HAProxy relaying h2c (Debian's), the widely used proxy of the comparison.
+func BenchmarkGRPCProcesses(b *testing.B) {
+	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
+		b.Skip("no HAProxy: scripts/debian.sh haproxy=haproxy (make bench installs it)")
+	}
+	for _, path := range []string{"grpc-direct", "grpc-meshd", "grpc-haproxy"} {
+		for _, c := range []int{1, 32, 256} {
+			b.Run(fmt.Sprintf("%s/c=%d", path, c), func(b *testing.B) { hopProcesses(b, path, c) })
+		}
+	}
+}
+
+// haproxyH2C relays gRPC (HTTP/2 cleartext both ways) from the first
+// address to the second.
+const haproxyH2C = `global
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grpc
+  bind %s proto h2
+  default_backend server
+backend server
+  server s1 %s proto h2
+`
+
 func hopProcesses(b *testing.B, path string, conc int) {
 	const warmup, run = time.Second, 5 * time.Second
 	port := func(ip string) string { return net.JoinHostPort(ip, strconv.Itoa(testconsul.FreePorts(b, ip, 1)[0])) }
@@ -70,17 +101,40 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		target = port("127.0.0.1")
 		procs = append(procs, start(b, "benchpeer", "tchannel-server", server))
 		procs = append(procs, start(b, "benchpeer", "tchannel-relay", target, server))
+	case "grpc-direct":
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "grpcpeer", "server", target, "g1"))
+	case "grpc-meshd":
+		server := port("127.0.0.1")
+		target = port("127.0.0.1")
+		procs = append(procs, start(b, "grpcpeer", "server", server, "g1"))
+		procs = append(procs, start(b, "meshd", "--listen", target, "--admin", "off", "--consul", "off",
+			"--grpc-servers", "words="+server, "--grpc-check-every", "200ms"))
+	case "grpc-haproxy":
+		server := port("127.0.0.1")
+		target = port("127.0.0.1")
+		cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
+		os.WriteFile(cfg, []byte(fmt.Sprintf(haproxyH2C, target, server)), 0o644)
+		procs = append(procs, start(b, "grpcpeer", "server", server, "g1"))
+		procs = append(procs, start(b, "/usr/sbin/haproxy", "-db", "-f", cfg))
 	}
-	// The caller: meshctl bench for mesh, benchpeer's loadgen for tchannel-go.
+	// The caller: meshctl bench for mesh, benchpeer's loadgen for tchannel-go and gRPC.
 	var cmd *exec.Cmd
-	if mesh {
+	switch {
+	case strings.HasPrefix(path, "grpc"):
+		testkit.WaitFor(b, 10*time.Second, path+" answering", func() bool {
+			out, err := exec.Command(filepath.Join(binDir, "grpcpeer"), "call", target, "x", "rpc-service=words", "timeout=1s").Output()
+			return err == nil && strings.Contains(string(out), `"code":"OK"`)
+		})
+		cmd = exec.Command(filepath.Join(binDir, "benchpeer"), "grpc-bench", target, strconv.Itoa(conc), run.String(), warmup.String())
+	case mesh:
 		body := strings.Repeat("x", 1<<10)
 		testkit.WaitFor(b, 10*time.Second, path+" answering", func() bool {
 			return exec.Command(filepath.Join(binDir, "meshctl"), "call", "echo", "echo", body, "--raw", "--via", target, "--timeout", "1s").Run() == nil
 		})
 		cmd = exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", body, "--via", target,
 			"-c", strconv.Itoa(conc), "-d", run.String(), "--warmup", warmup.String(), "-o", "json")
-	} else {
+	default:
 		testkit.WaitFor(b, 10*time.Second, path+" listening", func() bool {
 			c, err := net.Dial("tcp", target)
 			if err == nil {

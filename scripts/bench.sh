@@ -133,6 +133,31 @@ if [ "${TAIL:-1}" != 0 ]; then
   go test -run '^$' -bench 'BenchmarkRouteZones' -benchmem ./internal/routing | grep -E '^Benchmark'
 fi
 
+# gRPC across processes (docs/GRPC.md): a stock gRPC client and server
+# direct, through meshd and through HAProxy relaying h2c; CPU summed over the
+# processes. GRPC=0 skips it and the in-process figures below.
+if [ "${GRPC:-1}" != 0 ]; then
+  scripts/debian.sh haproxy=haproxy
+  echo
+  echo "gRPC across processes, 1 KiB (kept = throughput / direct; CPU and read/write syscalls per call summed over client, proxy and server):"
+  go test -tags integration -run '^$' -bench 'BenchmarkGRPCProcesses' -benchtime 1x -timeout 30m ./integration | awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  /^BenchmarkGRPCProcesses\// {
+    name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); c = p[3]; sub(/c=/, "", c)
+    cps[p[2], c] = metric("calls/s"); cpu[p[2], c] = metric("cpu-µs/call"); sys[p[2], c] = metric("syscalls/call")
+    p50[p[2], c] = metric("p50-µs"); p99[p[2], c] = metric("p99-µs")
+  }
+  END {
+    print "| path | c | calls/s | kept | CPU µs/call | the hop adds µs/call | syscalls/call | p50 µs | p99 µs |"
+    print "|---|---|---|---|---|---|---|---|---|"
+    split("1 32 256", cs, " "); split("grpc-direct grpc-meshd grpc-haproxy", ps, " ")
+    for (j = 1; j <= 3; j++) for (i = 1; i <= 3; i++) {
+      k = ps[i] SUBSEP cs[j]; d = "grpc-direct" SUBSEP cs[j]; if (!(k in cps) || !cps[d]) continue
+      printf "| %s | %s | %.0f | %.0f%% | %.1f | %+.1f | %.1f | %.0f | %.0f |\n", ps[i], cs[j], cps[k], 100 * cps[k] / cps[d], cpu[k], cpu[k] - cpu[d], sys[k], p50[k], p99[k]
+    }
+  }'
+fi
+
 # gRPC through meshd (docs/GRPC.md), in one process: a stock gRPC client and
 # server direct, through meshd to the server, and through meshd to an SDK
 # proto service. GRPC=0 skips it.

@@ -11,4 +11,7 @@
 //	                                      C tchannel-go callers of echo::echo at ADDR
 //	                                      for DUR after WARMUP, 1 KiB each; the
 //	                                      result as loadgen's JSON on stdout
+//	benchpeer grpc-bench ADDR C DUR WARMUP
+//	                                      C callers of test.Words/Echo (service words)
+//	                                      on one stock gRPC client connection, 1 KiB
 package main

@@ -9,12 +9,17 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/uber/tchannel-go"
 	"github.com/uber/tchannel-go/raw"
 	"github.com/uber/tchannel-go/relay/relaytest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/internal/loadgen"
@@ -22,7 +27,7 @@ import (
 
 func main() {
 	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: benchpeer mesh-server|tchannel-server|tchannel-relay|tchannel-bench ...")
+		fmt.Fprintln(os.Stderr, "usage: benchpeer mesh-server|tchannel-server|tchannel-relay|tchannel-bench|grpc-bench ...")
 		os.Exit(2)
 	}
 	var err error
@@ -35,6 +40,8 @@ func main() {
 		err = tchannelRelay(args[0], args[1])
 	case "tchannel-bench":
 		err = tchannelBench(args)
+	case "grpc-bench":
+		err = grpcBench(args)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -106,15 +113,7 @@ func tchannelBench(args []string) error {
 		return fmt.Errorf("tchannel-bench ADDR CALLERS DURATION WARMUP")
 	}
 	addr := args[0]
-	conc, err := strconv.Atoi(args[1])
-	if err != nil {
-		return err
-	}
-	d, err := time.ParseDuration(args[2])
-	if err != nil {
-		return err
-	}
-	warm, err := time.ParseDuration(args[3])
+	cfg, err := loadConfig(args[1:])
 	if err != nil {
 		return err
 	}
@@ -124,7 +123,7 @@ func tchannelBench(args []string) error {
 	}
 	defer ch.Close()
 	body := bytes.Repeat([]byte("x"), 1<<10)
-	r, err := loadgen.Run(context.Background(), loadgen.Config{Concurrency: conc, Duration: d, Warmup: warm}, func(ctx context.Context) error {
+	r, err := loadgen.Run(context.Background(), cfg, func(ctx context.Context) error {
 		tctx, cancel := tchannel.NewContextBuilder(5 * time.Second).SetParentContext(ctx).Build()
 		defer cancel()
 		_, arg3, _, err := raw.Call(tctx, ch, addr, "echo", "echo", nil, body)
@@ -137,4 +136,53 @@ func tchannelBench(args []string) error {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// grpcBench drives a stock gRPC client (one HTTP/2 connection, as grpc-go
+// multiplexes) calling test.Words/Echo of service words at ADDR.
+func grpcBench(args []string) error {
+	if len(args) != 4 {
+		return fmt.Errorf("grpc-bench ADDR CALLERS DURATION WARMUP")
+	}
+	cfg, err := loadConfig(args[1:])
+	if err != nil {
+		return err
+	}
+	cc, err := grpc.NewClient(args[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	body := wrapperspb.String(strings.Repeat("x", 1<<10))
+	r, err := loadgen.Run(context.Background(), cfg, func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "rpc-service", "words"), 5*time.Second)
+		defer cancel()
+		out := new(wrapperspb.StringValue)
+		err := cc.Invoke(ctx, "/test.Words/Echo", body, out)
+		if err == nil && len(out.GetValue()) < len(body.GetValue()) {
+			err = fmt.Errorf("answered %d bytes", len(out.GetValue()))
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(r)
+}
+
+// loadConfig reads CALLERS DURATION WARMUP.
+func loadConfig(args []string) (loadgen.Config, error) {
+	conc, err := strconv.Atoi(args[0])
+	if err != nil {
+		return loadgen.Config{}, err
+	}
+	d, err := time.ParseDuration(args[1])
+	if err != nil {
+		return loadgen.Config{}, err
+	}
+	warm, err := time.ParseDuration(args[2])
+	if err != nil {
+		return loadgen.Config{}, err
+	}
+	return loadgen.Config{Concurrency: conc, Duration: d, Warmup: warm}, nil
 }
