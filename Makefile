@@ -34,11 +34,12 @@ bench-trust:
 bench-discovery:
 	./scripts/bench-discovery.sh
 
-# Long fuzz runs of the frame decoder, a live connection and a meshd with a service behind it (FUZZTIME=10m).
+# Long fuzz runs of the frame decoder, a live connection, a meshd with a service behind it and its gRPC side (FUZZTIME=10m).
 fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./frame
 	go test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/conn
 	go test -run '^$$' -fuzz '^FuzzMeshd$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
+	go test -run '^$$' -fuzz '^FuzzGRPCConn$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
 
 # A real Consul agent built from the Go module proxy, in .cache/bin.
 consul:

@@ -14,11 +14,16 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/grpcgate"
+	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // hostileH2 is a peer that speaks HTTP/2 badly on purpose, on its own
@@ -241,4 +246,73 @@ func mustMarshal(m *wrapperspb.StringValue) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// FuzzGRPCConn writes any bytes after HTTP/2's preface on a connection to
+// meshd's app port; a benign gRPC client on its own connection, and a
+// TChannel one, still get their answers after each input.
+func FuzzGRPCConn(f *testing.F) {
+	var call bytes.Buffer
+	fr := http2.NewFramer(&call, nil)
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headersBlock(), EndHeaders: true})
+	fr.WriteData(1, true, grpcMessage(mustMarshal(wrapperspb.String("fuzz"))))
+	f.Add(call.Bytes())
+	f.Add(call.Bytes()[:len(call.Bytes())-7])
+	f.Add([]byte{0, 0, 4, 0xff, 0xff, 0, 0, 0, 1, 1, 2, 3, 4})
+	var flood bytes.Buffer
+	fr = http2.NewFramer(&flood, nil)
+	for range 50 {
+		fr.WritePing(false, [8]byte{})
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	}
+	f.Add(flood.Bytes())
+
+	cfg := meshdConfig(f, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{}
+	cfg.PeerListen, cfg.Trust = "", nil
+	d, err := meshd.Start(cfg)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer d.Shutdown(context.Background())
+	s := client.NewServer(client.Options{ServiceName: "words", Logger: testkit.Quiet})
+	s.Register("words", "test.Words::Echo", client.Proto(func(ctx context.Context, h map[string]string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		return in, nil
+	}))
+	if err := s.Advertise(context.Background(), d.Addr()); err != nil {
+		f.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	cc, err := grpc.NewClient("passthrough:///"+d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer cc.Close()
+	tc, err := client.Dial(context.Background(), d.Addr(), client.Options{Logger: testkit.Quiet})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer tc.Close()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		nc, err := net.Dial("tcp", d.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(nc, http2.ClientPreface)
+		nc.Write(data)
+		nc.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		io.Copy(io.Discard, nc) // what meshd answers, until it pauses or closes
+		nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if got, err := echo(ctx, cc, "ok", nil, "rpc-service", "words"); err != nil || got != "ok" {
+			t.Fatalf("a benign gRPC call after the input: %q, %v", got, err)
+		}
+		var out wrapperspb.StringValue
+		if _, err := tc.CallProto(ctx, "words", "test.Words::Echo", nil, wrapperspb.String("tc"), &out); err != nil || out.GetValue() != "tc" {
+			t.Fatalf("a benign TChannel call after the input: %q, %v", out.GetValue(), err)
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
@@ -258,6 +260,24 @@ func TestGRPCCallerIdentity(t *testing.T) {
 	_, err = echo(ctx, cc, "x", nil, "rpc-service", "words", "rpc-caller", "bad")
 	if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "denied") {
 		t.Fatalf("caller bad: %v", err)
+	}
+
+	// /calls explains a gRPC call as any other: its proven caller, method,
+	// the instance it took; and the denied one with the stage that refused.
+	res, err := http.Get("http://" + d.AdminAddr() + "/calls?service=words&limit=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls []relay.Explanation
+	json.NewDecoder(res.Body).Decode(&calls)
+	res.Body.Close()
+	var ok, denied bool
+	for _, c := range calls {
+		ok = ok || c.Caller == "good" && c.Method == "test.Words::Echo" && c.Result == "ok" && len(c.Attempts) == 1
+		denied = denied || c.Caller == "bad" && c.Stage == "authorize"
+	}
+	if !ok || !denied {
+		t.Fatalf("/calls does not explain the gRPC calls: %+v", calls)
 	}
 
 	// One connection calls as at most DefaultMaxIdentities callers (this one
