@@ -131,6 +131,16 @@ func TestGRPCAcrossTheMesh(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, `"g1:CLI"`) {
 		t.Fatalf("meshctl --proto → words: %q %q exit %d", stdout, stderr, code)
 	}
+	// meshctl bench drives the same method over gRPC and over TChannel.
+	for _, how := range [][]string{{"--grpc"}, {}} {
+		args := append([]string{"bench", "words", "test.Words::Echo", `{"value": "b"}`, "--proto", "../internal/grpcpeer/words.proto",
+			"--via", a.addr, "-n", "200", "-c", "8", "--warmup", "0s", "-o", "json"}, how...)
+		stdout, stderr, code := meshctl(t, args...)
+		var res struct{ Calls, Errors int }
+		if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil || res.Calls != 200 || res.Errors != 0 {
+			t.Fatalf("meshctl bench %v: %q %q exit %d", how, stdout, stderr, code)
+		}
+	}
 	ch, err := tchannel.NewChannel("tgo-caller", nil)
 	if err != nil {
 		t.Fatal(err)

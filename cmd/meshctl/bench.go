@@ -8,11 +8,20 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/meshrpc/mesh/client"
+	"github.com/meshrpc/mesh/internal/grpcgate"
 	"github.com/meshrpc/mesh/internal/loadgen"
+	"github.com/meshrpc/mesh/internal/protojson"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // bench drives load at SERVICE METHOD through the meshd at --via (or
@@ -48,31 +57,15 @@ func benchCmd(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	dctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	dopts, err := o.clientOptions("meshctl-bench")
-	if err != nil {
-		fmt.Fprintf(stderr, "meshctl bench: %v\n", err)
-		return exitUsage
+	var call loadgen.Call
+	var code int
+	if o.proto != "" || o.grpc {
+		call, code = protoCaller(ctx, o, service, method, body, stderr)
+	} else {
+		call, code = rawCaller(ctx, o, service, method, body, stderr)
 	}
-	clients := make([]*client.Client, o.connections)
-	for i := range clients {
-		c, err := client.Dial(dctx, o.via, dopts)
-		if err != nil {
-			fmt.Fprintf(stderr, "meshctl bench: cannot reach %s: %v\n", o.via, err)
-			return exitUnreachable
-		}
-		defer c.Close()
-		clients[i] = c
-	}
-	copts := o.routing()
-	var next atomic.Uint64
-	call := func(ctx context.Context) error {
-		c := clients[int(next.Add(1)%uint64(len(clients)))]
-		ctx, cancel := context.WithTimeout(ctx, o.timeout)
-		defer cancel()
-		_, err := c.Call(ctx, service, method, nil, body, copts...)
-		return err
+	if call == nil {
+		return code
 	}
 	cfg := loadgen.Config{Calls: o.calls, Duration: o.duration, Concurrency: o.concurrency, RPS: o.rps, Warmup: o.warmup, Classify: errorClass}
 	if isTerminal(stderr) {
@@ -98,9 +91,134 @@ func benchCmd(o opts, args []string, stdin io.Reader, stdout, stderr io.Writer) 
 	return exitOK
 }
 
+// rawCaller makes raw TChannel calls on --connections connections to --via.
+func rawCaller(ctx context.Context, o opts, service, method string, body []byte, stderr io.Writer) (loadgen.Call, int) {
+	clients, code := dialAll(ctx, o, stderr)
+	if clients == nil {
+		return nil, code
+	}
+	copts := o.routing()
+	var next atomic.Uint64
+	return func(ctx context.Context) error {
+		c := clients[int(next.Add(1)%uint64(len(clients)))]
+		ctx, cancel := context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+		_, err := c.Call(ctx, service, method, nil, body, copts...)
+		return err
+	}, exitOK
+}
+
+// dialAll opens --connections SDK connections to --via; they close with ctx.
+func dialAll(ctx context.Context, o opts, stderr io.Writer) ([]*client.Client, int) {
+	dctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	dopts, err := o.clientOptions("meshctl-bench")
+	if err != nil {
+		fmt.Fprintf(stderr, "meshctl bench: %v\n", err)
+		return nil, exitUsage
+	}
+	clients := make([]*client.Client, o.connections)
+	for i := range clients {
+		c, err := client.Dial(dctx, o.via, dopts)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshctl bench: cannot reach %s: %v\n", o.via, err)
+			return nil, exitUnreachable
+		}
+		context.AfterFunc(ctx, func() { c.Close() })
+		clients[i] = c
+	}
+	return clients, exitOK
+}
+
+// protoCaller makes calls of a protobuf method: in the proto encoding over
+// TChannel, or over gRPC with --grpc. With --proto the body is the request
+// as JSON, encoded once; without, it is the request message's bytes.
+func protoCaller(ctx context.Context, o opts, service, method string, body []byte, stderr io.Writer) (loadgen.Call, int) {
+	procedure := method
+	if p, ok := strings.CutPrefix(method, "/"); ok {
+		procedure = strings.Replace(p, "/", "::", 1)
+	}
+	var m *protojson.Method
+	var req proto.Message
+	if o.proto != "" {
+		idl, err := protojson.Load(o.proto)
+		if err != nil {
+			fmt.Fprintf(stderr, "meshctl bench: --proto %s: %v\n", o.proto, err)
+			return nil, exitUsage
+		}
+		if m, err = idl.Method(method); err != nil {
+			fmt.Fprintf(stderr, "meshctl bench: %v\n", err)
+			return nil, exitUsage
+		}
+		req, err = m.Request(body)
+		if err == nil {
+			body, err = proto.Marshal(req)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "meshctl bench: the request: %v\n", err)
+			return nil, exitUsage
+		}
+		procedure = m.Procedure()
+	}
+	svc, name, ok := strings.Cut(procedure, "::")
+	if !ok || svc == "" || name == "" {
+		fmt.Fprintf(stderr, "meshctl bench: %q: want pkg.Service::Method or /pkg.Service/Method\n", method)
+		return nil, exitUsage
+	}
+	if !o.grpc { // the proto encoding over TChannel (--proto is set)
+		clients, code := dialAll(ctx, o, stderr)
+		if clients == nil {
+			return nil, code
+		}
+		copts := o.routing()
+		var next atomic.Uint64
+		return func(ctx context.Context) error {
+			c := clients[int(next.Add(1)%uint64(len(clients)))]
+			ctx, cancel := context.WithTimeout(ctx, o.timeout)
+			defer cancel()
+			_, err := c.CallProto(ctx, service, procedure, nil, req, m.NewResponse(), copts...)
+			return err
+		}, exitOK
+	}
+	target := o.via
+	if strings.HasPrefix(target, "unix:") {
+		target = "unix://" + strings.TrimPrefix(target, "unix:")
+	} else {
+		target = "passthrough:///" + target
+	}
+	md := []string{"rpc-service", service}
+	for k, v := range map[string]string{"rpc-caller": o.caller, "rpc-shard-key": o.shardKey, "rpc-routing-key": o.routeKey} {
+		if v != "" {
+			md = append(md, k, v)
+		}
+	}
+	conns := make([]*grpc.ClientConn, o.connections)
+	for i := range conns {
+		cc, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			fmt.Fprintf(stderr, "meshctl bench: %s: %v\n", o.via, err)
+			return nil, exitUsage
+		}
+		context.AfterFunc(ctx, func() { cc.Close() })
+		conns[i] = cc
+	}
+	path := "/" + svc + "/" + name
+	var next atomic.Uint64
+	return func(ctx context.Context) error {
+		cc := conns[int(next.Add(1)%uint64(len(conns)))]
+		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, md...), o.timeout)
+		defer cancel()
+		var out []byte
+		return cc.Invoke(ctx, path, &body, &out, grpc.ForceCodecV2(grpcgate.RawCodec{}))
+	}, exitOK
+}
+
 // errorClass names a failed call by its TChannel code, "application" for
-// an application error.
+// an application error, its gRPC status for a gRPC call.
 func errorClass(err error) string {
+	if s, ok := status.FromError(err); ok && s.Code() != codes.OK {
+		return s.Code().String()
+	}
 	var ae *client.ApplicationError
 	if errors.As(err, &ae) {
 		return "application"

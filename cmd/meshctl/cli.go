@@ -30,6 +30,7 @@ type opts struct {
 	json, raw          bool
 	thrift             string // a Thrift IDL file
 	proto              string // a .proto file
+	grpc               bool   // bench: over gRPC, not TChannel
 	headers            headerFlags
 	shardKey, routeKey string
 	caller             string
@@ -176,7 +177,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 			"Closed loop by default (-c callers, each calls again when answered); --rps R is an open loop: R calls start\n" +
 			"each second whatever the answers, and each call's latency counts from when it was due, so a stall is not\n" +
 			"hidden. --timeout is each call's. Prints text, or JSON with -o json.\n\n" + exitHelp,
-		Example: "  meshctl bench echo echo hello -d 30s --rps 1000 -c 64\n  meshctl bench kv get '{\"key\":\"a\"}' -n 10000 -o json",
+		Example: "  meshctl bench echo echo hello -d 30s --rps 1000 -c 64\n  meshctl bench kv get '{\"key\":\"a\"}' -n 10000 -o json\n" +
+			"  meshctl bench words test.Words::Echo '{\"value\":\"hi\"}' --proto words.proto --grpc -c 32",
 		Args:    argsBetween(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
 			return exitOrNil(benchCmd(*o, args, stdin, stdout, stderr))
@@ -189,6 +191,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 	bf.IntVar(&o.connections, "connections", 2, "connections to --via")
 	bf.Float64Var(&o.rps, "rps", 0, "open loop at this many calls a second (0: closed loop)")
 	bf.DurationVar(&o.warmup, "warmup", time.Second, "calls made before this are not counted")
+	bf.StringVar(&o.proto, "proto", "", "a .proto `file`: METHOD is pkg.Service::Method (or /pkg.Service/Method) and the body its request as JSON, encoded once; the calls are in the proto encoding")
+	bf.BoolVar(&o.grpc, "grpc", false, "call over gRPC (HTTP/2, as a stock gRPC client would, the service in rpc-service metadata) instead of TChannel; METHOD as with --proto, the body the request message as it is unless --proto encodes it")
 	routingFlags(bench)
 
 	query := func(use, short, method string, args cobra.PositionalArgs, in func([]string) any) *cobra.Command {

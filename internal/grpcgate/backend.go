@@ -179,17 +179,17 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 	if err != nil {
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 	}
-	var out message
+	var out []byte
 	var header, trailer metadata.MD
-	err = b.cc.Invoke(metadata.NewOutgoingContext(ctx, md), path, &message{body}, &out,
-		grpc.ForceCodecV2(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
+	err = b.cc.Invoke(metadata.NewOutgoingContext(ctx, md), path, &body, &out,
+		grpc.ForceCodecV2(RawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
 	arg2, aerr := answerHeaders(header, trailer)
 	if aerr != nil {
 		return nil, frame.Errorf(frame.ErrCodeUnexpected, "the answer of the gRPC server: %v", aerr)
 	}
 	res := &conn.Response{Headers: frame.AppendHeader(nil, frame.HeaderArgScheme, "proto"), Arg2: arg2}
 	if err == nil {
-		res.Arg3 = out.b
+		res.Arg3 = out
 		return res, nil
 	}
 	st := status.Convert(err)

@@ -6,29 +6,26 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// message is a gRPC message as bytes: the gateway passes bodies through
-// unchanged, so it never decodes one.
-type message struct{ b []byte }
+// RawCodec moves gRPC messages as bytes (*[]byte): the gateway passes
+// bodies through unchanged, so it never decodes one. Its name is proto's, so
+// the content-type stays application/grpc(+proto) for the servers it calls.
+type RawCodec struct{}
 
-// rawCodec moves messages as they are. Its name is proto's, so the
-// content-type stays application/grpc(+proto) for the servers it calls.
-type rawCodec struct{}
+func (RawCodec) Name() string { return "proto" }
 
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	m, ok := v.(*message)
+func (RawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, ok := v.(*[]byte)
 	if !ok {
 		return nil, fmt.Errorf("grpcgate: cannot send a %T", v)
 	}
-	return mem.BufferSlice{mem.SliceBuffer(m.b)}, nil
+	return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
 }
 
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(*message)
+func (RawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	b, ok := v.(*[]byte)
 	if !ok {
 		return fmt.Errorf("grpcgate: cannot receive into a %T", v)
 	}
-	m.b = data.Materialize() // a copy: data is freed when this returns
+	*b = data.Materialize() // a copy: data is freed when this returns
 	return nil
 }

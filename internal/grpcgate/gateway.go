@@ -57,7 +57,7 @@ func NewGateway(mesh Mesh, limits Limits, log *slog.Logger) *Gateway {
 	g := &Gateway{mesh: mesh, limits: l, log: log, lis: newListener(), m: newMetrics()}
 	g.srv = grpc.NewServer(
 		grpc.Creds(localCreds{}),
-		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.ForceServerCodecV2(RawCodec{}),
 		grpc.UnknownServiceHandler(g.serve),
 		grpc.MaxConcurrentStreams(l.MaxStreams),
 		grpc.MaxRecvMsgSize(l.MaxMessage),
@@ -109,7 +109,7 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 	if service == "" {
 		return g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path)
 	}
-	var in message
+	var in []byte
 	if err := ss.RecvMsg(&in); err != nil {
 		if err == io.EOF {
 			return g.refuse("no_message", codes.InvalidArgument, "%s: the call sent no request message", path)
@@ -119,7 +119,7 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 		}
 		return err
 	}
-	var more message
+	var more []byte
 	if err := ss.RecvMsg(&more); err != io.EOF {
 		if err != nil {
 			return err
@@ -142,7 +142,7 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 	case err != nil:
 		return statusOf(ctx, err)
 	}
-	req := conn.Request{Service: service, Method: procedure, Arg3: in.b}
+	req := conn.Request{Service: service, Method: procedure, Arg3: in}
 	if req.Headers, err = transportOf(md); err != nil {
 		return g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)
 	}
@@ -165,7 +165,7 @@ func (g *Gateway) call(ss grpc.ServerStream) error {
 	if res.Code != frame.ResOK {
 		return a.status()
 	}
-	return ss.SendMsg(&message{res.Arg3})
+	return ss.SendMsg(&res.Arg3)
 }
 
 // refuse counts a call the gateway refuses before routing, and says why.
