@@ -179,7 +179,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) 
 			"hidden. --timeout is each call's. Prints text, or JSON with -o json.\n\n" + exitHelp,
 		Example: "  meshctl bench echo echo hello -d 30s --rps 1000 -c 64\n  meshctl bench kv get '{\"key\":\"a\"}' -n 10000 -o json\n" +
 			"  meshctl bench words test.Words::Echo '{\"value\":\"hi\"}' --proto words.proto --grpc -c 32",
-		Args:    argsBetween(2, 3),
+		Args: argsBetween(2, 3),
 		RunE: func(c *cobra.Command, args []string) error {
 			return exitOrNil(benchCmd(*o, args, stdin, stdout, stderr))
 		},
