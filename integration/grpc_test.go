@@ -3,9 +3,12 @@
 package integration
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +20,10 @@ import (
 	"time"
 
 	"github.com/uber/tchannel-go"
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -296,5 +303,115 @@ func TestGRPCTraceAcrossProtocols(t *testing.T) {
 	}
 	if roots != 1 {
 		t.Fatalf("%d spans under the gRPC client's span, want the first meshd's alone", roots)
+	}
+}
+
+// Hostile HTTP/2 peers against a meshd process, as TestHostilePeers does
+// for TChannel: benign gRPC callers (to a stock gRPC server in the config)
+// and TChannel callers (to echo) see no failure, meshd's memory stays under
+// hostileBound and its descriptors come back.
+func TestGRPCHostilePeers(t *testing.T) {
+	_, g1 := grpcServer(t, "127.0.0.1", "g1")
+	h := startHost(t, "127.0.0.1", "off", "--handshake-timeout", "1s", "--grpc-servers", "words="+g1, "--grpc-check-every", "200ms",
+		"--grpc-max-message-bytes", "65536", "--log-level", "info")
+	start(t, "echo", "--via", h.addr)
+	sdk := benignClient(t, h)
+	cc, err := grpc.NewClient("passthrough:///"+h.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	benignGRPC := func(ctx context.Context) error {
+		out := new(wrapperspb.StringValue)
+		err := cc.Invoke(metadata.AppendToOutgoingContext(ctx, "rpc-service", "words"), "/test.Words/Echo", wrapperspb.String("benign"), out)
+		if err == nil && out.GetValue() != "g1:BENIGN" {
+			err = fmt.Errorf("answered %q", out.GetValue())
+		}
+		return err
+	}
+	testkit.WaitFor(t, 10*time.Second, "words answering", func() bool { return benignGRPC(context.Background()) == nil })
+	benign := func() func() (int64, int64, error) {
+		tc, grpcLoad := benignLoad(sdk), testkit.Load(4, func(ctx context.Context) error {
+			err := benignGRPC(ctx)
+			time.Sleep(time.Millisecond)
+			return err
+		})
+		return func() (int64, int64, error) {
+			c1, f1, e1 := tc()
+			c2, f2, e2 := grpcLoad()
+			return c1 + c2, f1 + f2, cmp.Or(e1, e2)
+		}
+	}
+	streams := func(n int, perStream func(p *testkit.H2Peer, id uint32) error) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			sent := 0
+			for range 3 {
+				p := testkit.DialH2(t, h.addr)
+				for id := uint32(1); id < uint32(2*n); id += 2 {
+					if perStream(p, id) != nil {
+						break
+					}
+					sent++
+				}
+				time.Sleep(time.Second)
+				p.Close()
+			}
+			return fmt.Sprintf("%d streams on 3 connections", sent)
+		}
+	}
+	block := testkit.GRPCHeaders()
+	underAttack(t, h, benign, []attack{
+		{"garbage after the preface", func(t *testing.T) string {
+			for range 200 {
+				p := testkit.DialH2(t, h.addr)
+				p.Conn.Write(bytes.Repeat([]byte{0xff}, 4096))
+				p.Close()
+			}
+			return "200 connections"
+		}},
+		{"streams that never send their message", streams(5000, func(p *testkit.H2Peer, id uint32) error {
+			return p.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true})
+		})},
+		{"streams opened and reset at once", streams(20000, func(p *testkit.H2Peer, id uint32) error {
+			if err := p.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+				return err
+			}
+			return p.WriteRSTStream(id, http2.ErrCodeCancel)
+		})},
+		{"metadata past the header list limit", streams(200, func(p *testkit.H2Peer, id uint32) error {
+			return p.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true,
+				BlockFragment: testkit.GRPCHeaders("x-big", strings.Repeat("a", 15000), "x-big2", strings.Repeat("b", 15000))})
+		})},
+		{"messages past the size limit", streams(50, func(p *testkit.H2Peer, id uint32) error {
+			big := testkit.GRPCMessage(bytes.Repeat([]byte{1}, 1<<20))
+			if err := p.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+				return err
+			}
+			for off := 0; off < len(big); off += 16 << 10 {
+				if err := p.WriteData(id, false, big[off:min(off+16<<10, len(big))]); err != nil {
+					return err
+				}
+			}
+			return nil
+		})},
+		{"2,000 connections that never send a frame", func(t *testing.T) string {
+			var conns []net.Conn
+			for range 2000 {
+				nc, err := net.Dial("tcp", h.addr)
+				if err != nil {
+					break
+				}
+				io.WriteString(nc, http2.ClientPreface) // and nothing more
+				conns = append(conns, nc)
+			}
+			time.Sleep(1500 * time.Millisecond) // past the handshake timeout
+			for _, nc := range conns {
+				nc.Close()
+			}
+			return fmt.Sprintf("%d connections", len(conns))
+		}},
+	})
+	if v := testkit.Metric(t, h.admin, `mesh_grpc_refused_total{reason="message_size"}`); v == "" || v == "0" {
+		t.Errorf("no message refused for its size (%q)", v)
 	}
 }

@@ -36,12 +36,8 @@ func TestHostilePeers(t *testing.T) {
 	h := startHost(t, "127.0.0.1", "off", "--handshake-timeout", "1s", "--idle-timeout", "1s", "--log-level", "info")
 	start(t, "echo", "--via", h.addr)
 	sdk := benignClient(t, h)
-	pid := h.meshd.cmd.Process.Pid
 	hdr := frame.AppendHeader(nil, "as", "raw")
-	for _, sc := range []struct {
-		name   string
-		attack func(t *testing.T) string // what it did, in words
-	}{
+	underAttack(t, h, func() func() (int64, int64, error) { return benignLoad(sdk) }, []attack{
 		{"bad checksums and truncated calls", func(t *testing.T) string {
 			p := testkit.DialRaw(t, h.addr, nil)
 			for i := range 500 {
@@ -163,12 +159,26 @@ func TestHostilePeers(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 			return fmt.Sprintf("%d log lines written for them", logLines(t, h)-before)
 		}},
-	} {
+	})
+}
+
+// attack is one hostile scenario; it returns what it did, in words.
+type attack struct {
+	name string
+	do   func(t *testing.T) string
+}
+
+// underAttack runs each attack as a subtest while benign load goes on:
+// the benign calls must all succeed, meshd's RSS stay under hostileBound and
+// its file descriptors come back to where they were.
+func underAttack(t *testing.T, h *host, benign func() func() (calls, failed int64, first error), attacks []attack) {
+	pid := h.meshd.cmd.Process.Pid
+	for _, sc := range attacks {
 		t.Run(sc.name, func(t *testing.T) {
 			fds0 := fdCount(t, pid)
-			stop := benignLoad(sdk)
+			stop := benign()
 			peak := watchRSS(pid)
-			did := sc.attack(t)
+			did := sc.do(t)
 			time.Sleep(300 * time.Millisecond) // benign calls go on after the attack too
 			calls, failed, first := stop()
 			maxRSS := peak()

@@ -13,10 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshrpc/mesh/client"
@@ -25,49 +23,6 @@ import (
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
-
-// hostileH2 is a peer that speaks HTTP/2 badly on purpose, on its own
-// connection to meshd's app listener.
-type hostileH2 struct {
-	nc net.Conn
-	fr *http2.Framer
-}
-
-func dialH2(t *testing.T, addr string) *hostileH2 {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	io.WriteString(nc, http2.ClientPreface)
-	fr := http2.NewFramer(nc, nc)
-	fr.WriteSettings()
-	go io.Copy(io.Discard, nc) // read what meshd says, so only what we send is the attack
-	return &hostileH2{nc: nc, fr: fr}
-}
-
-// headers is the HEADERS block of a gRPC call to /test.Words/Echo of
-// service words, with extra metadata.
-func headersBlock(extra ...string) []byte {
-	var b bytes.Buffer
-	enc := hpack.NewEncoder(&b)
-	enc.SetMaxDynamicTableSizeLimit(0)
-	for _, kv := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/test.Words/Echo"}, {":authority", "words"},
-		{"content-type", "application/grpc"}, {"te", "trailers"}, {"rpc-service", "words"}} {
-		enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
-	}
-	for i := 0; i+1 < len(extra); i += 2 {
-		enc.WriteField(hpack.HeaderField{Name: extra[i], Value: extra[i+1]})
-	}
-	return b.Bytes()
-}
-
-// grpcMessage frames a message for gRPC's length-prefixed DATA.
-func grpcMessage(body []byte) []byte {
-	m := []byte{0, byte(len(body) >> 24), byte(len(body) >> 16), byte(len(body) >> 8), byte(len(body))}
-	return append(m, body...)
-}
 
 // Benign gRPC and TChannel callers see no failure while hostile HTTP/2
 // peers do their worst on other connections: garbage after the preface, a
@@ -141,41 +96,41 @@ func TestGRPCHostilePeers(t *testing.T) {
 		}
 	}()
 	var hostile sync.WaitGroup
-	attacks := map[string]func(h *hostileH2){
-		"garbage after the preface": func(h *hostileH2) {
-			h.nc.Write(bytes.Repeat([]byte{0xff}, 4096))
+	attacks := map[string]func(h *testkit.H2Peer){
+		"garbage after the preface": func(h *testkit.H2Peer) {
+			h.Conn.Write(bytes.Repeat([]byte{0xff}, 4096))
 		},
-		"a flood of streams that never send their message": func(h *hostileH2) {
-			block := headersBlock()
+		"a flood of streams that never send their message": func(h *testkit.H2Peer) {
+			block := testkit.GRPCHeaders()
 			for id := uint32(1); id < 2*5000; id += 2 {
-				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil {
+				if h.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil {
 					return
 				}
 			}
 		},
-		"metadata past the header list limit": func(h *hostileH2) {
+		"metadata past the header list limit": func(h *testkit.H2Peer) {
 			for i, id := 0, uint32(1); i < 200; i, id = i+1, id+2 {
-				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock("x-big", strings.Repeat("a", 15000), "x-big2", strings.Repeat("b", 15000)), EndHeaders: true}) != nil {
+				if h.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: testkit.GRPCHeaders("x-big", strings.Repeat("a", 15000), "x-big2", strings.Repeat("b", 15000)), EndHeaders: true}) != nil {
 					return
 				}
 			}
 		},
-		"messages past the size limit": func(h *hostileH2) {
-			big := grpcMessage(bytes.Repeat([]byte{1}, 1<<20))
+		"messages past the size limit": func(h *testkit.H2Peer) {
+			big := testkit.GRPCMessage(bytes.Repeat([]byte{1}, 1<<20))
 			for i, id := 0, uint32(1); i < 50; i, id = i+1, id+2 {
-				h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock(), EndHeaders: true})
+				h.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: testkit.GRPCHeaders(), EndHeaders: true})
 				for off := 0; off < len(big); off += 16 << 10 {
-					if h.fr.WriteData(id, false, big[off:min(off+16<<10, len(big))]) != nil {
+					if h.WriteData(id, false, big[off:min(off+16<<10, len(big))]) != nil {
 						return
 					}
 				}
 			}
 		},
-		"streams opened and reset at once": func(h *hostileH2) {
-			block := headersBlock()
+		"streams opened and reset at once": func(h *testkit.H2Peer) {
+			block := testkit.GRPCHeaders()
 			for id := uint32(1); id < 2*20000; id += 2 {
-				if h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil ||
-					h.fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+				if h.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}) != nil ||
+					h.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
 					return
 				}
 			}
@@ -184,10 +139,10 @@ func TestGRPCHostilePeers(t *testing.T) {
 	for _, attack := range attacks {
 		for range 3 {
 			hostile.Go(func() {
-				h := dialH2(t, d.Addr())
+				h := testkit.DialH2(t, d.Addr())
 				attack(h)
 				time.Sleep(2 * time.Second) // hold the connection while the benign calls go on
-				h.nc.Close()
+				h.Conn.Close()
 			})
 		}
 	}
@@ -201,9 +156,9 @@ func TestGRPCHostilePeers(t *testing.T) {
 		io.WriteString(nc, http2.ClientPreface)
 		fr := http2.NewFramer(nc, nc)
 		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		msg := grpcMessage(mustMarshal(wrapperspb.String(strings.Repeat("z", 30000))))
+		msg := testkit.GRPCText(strings.Repeat("z", 30000))
 		for id := uint32(1); id < 2*90; id += 2 {
-			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headersBlock(), EndHeaders: true})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: testkit.GRPCHeaders(), EndHeaders: true})
 			fr.WriteData(id, true, msg)
 		}
 		time.Sleep(3 * time.Second) // never reading a byte
@@ -240,14 +195,6 @@ func TestGRPCHostilePeers(t *testing.T) {
 	}
 }
 
-func mustMarshal(m *wrapperspb.StringValue) []byte {
-	b, err := proto.Marshal(m)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
 // FuzzGRPCConn writes any bytes after HTTP/2's preface on a connection to
 // meshd's app port; a benign gRPC client on its own connection, and a
 // TChannel one, still get their answers after each input.
@@ -255,8 +202,8 @@ func FuzzGRPCConn(f *testing.F) {
 	var call bytes.Buffer
 	fr := http2.NewFramer(&call, nil)
 	fr.WriteSettings()
-	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: headersBlock(), EndHeaders: true})
-	fr.WriteData(1, true, grpcMessage(mustMarshal(wrapperspb.String("fuzz"))))
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: testkit.GRPCHeaders(), EndHeaders: true})
+	fr.WriteData(1, true, testkit.GRPCText("fuzz"))
 	f.Add(call.Bytes())
 	f.Add(call.Bytes()[:len(call.Bytes())-7])
 	f.Add([]byte{0, 0, 4, 0xff, 0xff, 0, 0, 0, 1, 1, 2, 3, 4})
