@@ -98,14 +98,21 @@ func rawCaller(ctx context.Context, o opts, service, method string, body []byte,
 		return nil, code
 	}
 	copts := o.routing()
-	var next atomic.Uint64
-	return func(ctx context.Context) error {
-		c := clients[int(next.Add(1)%uint64(len(clients)))]
-		ctx, cancel := context.WithTimeout(ctx, o.timeout)
-		defer cancel()
+	return roundRobin(clients, o.timeout, func(ctx context.Context, c *client.Client) error {
 		_, err := c.Call(ctx, service, method, nil, body, copts...)
 		return err
-	}, exitOK
+	}), exitOK
+}
+
+// roundRobin is a bench call that takes the next of conns each time, within
+// the timeout.
+func roundRobin[C any](conns []C, timeout time.Duration, call func(ctx context.Context, c C) error) loadgen.Call {
+	var next atomic.Uint64
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return call(ctx, conns[int(next.Add(1)%uint64(len(conns)))])
+	}
 }
 
 // dialAll opens --connections SDK connections to --via; they close with ctx.
@@ -171,14 +178,10 @@ func protoCaller(ctx context.Context, o opts, service, method string, body []byt
 			return nil, code
 		}
 		copts := o.routing()
-		var next atomic.Uint64
-		return func(ctx context.Context) error {
-			c := clients[int(next.Add(1)%uint64(len(clients)))]
-			ctx, cancel := context.WithTimeout(ctx, o.timeout)
-			defer cancel()
+		return roundRobin(clients, o.timeout, func(ctx context.Context, c *client.Client) error {
 			_, err := c.CallProto(ctx, service, procedure, nil, req, m.NewResponse(), copts...)
 			return err
-		}, exitOK
+		}), exitOK
 	}
 	target := o.via
 	if strings.HasPrefix(target, "unix:") {
@@ -203,14 +206,10 @@ func protoCaller(ctx context.Context, o opts, service, method string, body []byt
 		conns[i] = cc
 	}
 	path := "/" + svc + "/" + name
-	var next atomic.Uint64
-	return func(ctx context.Context) error {
-		cc := conns[int(next.Add(1)%uint64(len(conns)))]
-		ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, md...), o.timeout)
-		defer cancel()
+	return roundRobin(conns, o.timeout, func(ctx context.Context, cc *grpc.ClientConn) error {
 		var out []byte
-		return cc.Invoke(ctx, path, &body, &out, grpc.ForceCodecV2(grpcgate.RawCodec{}))
-	}, exitOK
+		return cc.Invoke(metadata.AppendToOutgoingContext(ctx, md...), path, &body, &out, grpc.ForceCodecV2(grpcgate.RawCodec{}))
+	}), exitOK
 }
 
 // errorClass names a failed call by its TChannel code, "application" for
