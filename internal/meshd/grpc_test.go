@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +26,6 @@ import (
 	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
-	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
@@ -264,13 +262,7 @@ func TestGRPCCallerIdentity(t *testing.T) {
 
 	// /calls explains a gRPC call as any other: its proven caller, method,
 	// the instance it took; and the denied one with the stage that refused.
-	res, err := http.Get("http://" + d.AdminAddr() + "/calls?service=words&limit=10")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var calls []relay.Explanation
-	json.NewDecoder(res.Body).Decode(&calls)
-	res.Body.Close()
+	calls := recentCalls(t, d.AdminAddr(), "service=words&limit=10")
 	var ok, denied bool
 	for _, c := range calls {
 		ok = ok || c.Caller == "good" && c.Method == "test.Words::Echo" && c.Result == "ok" && len(c.Attempts) == 1

@@ -2,9 +2,7 @@ package meshd_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,13 +93,7 @@ func TestHedgeRescuesAStalledInstance(t *testing.T) {
 	}
 	testkit.WaitFor(t, 2*time.Second, "the stalled attempts cancelled at the instance", func() bool { return float64(cancelled.Load()) >= hedges["kv sent"]-1 })
 
-	res, err := http.Get("http://" + d.AdminAddr() + "/calls?service=kv&limit=60")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var calls []relay.Explanation
-	json.NewDecoder(res.Body).Decode(&calls)
-	res.Body.Close()
+	calls := recentCalls(t, d.AdminAddr(), "service=kv&limit=60")
 	var hedged *relay.Explanation
 	for i := range calls {
 		if len(calls[i].Attempts) == 2 {
@@ -217,13 +209,7 @@ func TestHedgeOutlivesAFailedAttempt(t *testing.T) {
 			t.Fatalf("call %d: %v", i, err)
 		}
 	}
-	res, err := http.Get("http://" + d.AdminAddr() + "/calls?service=kv&limit=4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var calls []relay.Explanation
-	json.NewDecoder(res.Body).Decode(&calls)
-	res.Body.Close()
+	calls := recentCalls(t, d.AdminAddr(), "service=kv&limit=4")
 	var firstFailed, hedgeFailed int
 	for _, call := range calls {
 		if len(call.Attempts) != 2 || !call.Attempts[1].Hedge || call.Result != "ok" {

@@ -3,6 +3,7 @@ package meshd_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -745,4 +746,19 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 		d.Shutdown(context.Background())
 	}
+}
+
+// recentCalls reads meshd's explanations of its recent calls (/calls?query).
+func recentCalls(t testing.TB, admin, query string) []relay.Explanation {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/calls?" + query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var calls []relay.Explanation
+	if err := json.NewDecoder(res.Body).Decode(&calls); err != nil {
+		t.Fatalf("/calls?%s: %v", query, err)
+	}
+	return calls
 }
