@@ -37,14 +37,16 @@ const DefaultCheckEvery = 2 * time.Second
 // over one HTTP/2 connection, and keeps the service registered while the
 // server's health check passes.
 type Backend struct {
-	cfg    BackendConfig
-	mesh   Mesh
-	log    *slog.Logger
-	m      *metrics
-	cc     *grpc.ClientConn
-	health healthpb.HealthClient
-	stop   context.CancelFunc
-	done   chan struct{}
+	cfg  BackendConfig
+	mesh Mesh
+	log  *slog.Logger
+	m    *metrics
+	cc   *grpc.ClientConn
+	// maxMessage bounds a request the relay delivers (Limits.MaxMessage).
+	maxMessage int
+	health     healthpb.HealthClient
+	stop       context.CancelFunc
+	done       chan struct{}
 
 	mu      sync.Mutex
 	ours    *conn.Conn // the app's end of the in-memory connection
@@ -72,7 +74,7 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	g.m.backends.WithLabelValues(cfg.Service, cfg.Addr).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
-		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{})}
+		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
 	go b.follow(ctx)
 	return b, nil
 }
@@ -126,16 +128,15 @@ func (b *Backend) check(ctx context.Context) (bool, string) {
 func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.serving && (b.ours == nil || b.ours.Closed()) {
+		b.serving = false // its connection into meshd ended, and its instance with it
+	}
 	if ok == b.serving {
 		return
 	}
-	up := 0.0
-	if ok {
-		up = 1
-	}
-	b.m.backends.WithLabelValues(b.cfg.Service, b.cfg.Addr).Set(up)
 	if !ok {
 		b.serving = false
+		b.m.backends.WithLabelValues(b.cfg.Service, b.cfg.Addr).Set(0)
 		if b.theirs != nil {
 			if err := b.mesh.Withdraw(ctx, b.theirs); err != nil {
 				b.log.Warn("withdrawing the gRPC server's instance failed", "err", err)
@@ -162,6 +163,7 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 		return
 	}
 	b.serving = true
+	b.m.backends.WithLabelValues(b.cfg.Service, b.cfg.Addr).Set(1)
 	b.log.Info("gRPC server joined the mesh", "why", why)
 }
 
@@ -171,7 +173,7 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 	if !ok {
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s is a gRPC server: call it with a procedure of the form pkg.Service::Method (as: proto), not %q", b.cfg.Service, req.Method)
 	}
-	body, err := req.ReadBody(1 << 30)
+	body, err := req.ReadBody(b.maxMessage)
 	if err != nil {
 		return nil, err
 	}

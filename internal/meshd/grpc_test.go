@@ -220,6 +220,10 @@ func TestGRPCServerJoinsTheMesh(t *testing.T) {
 	if frame.CodeOf(err) != frame.ErrCodeBadRequest {
 		t.Fatalf("InvalidArgument to a TChannel caller: %v", err)
 	}
+	big := wrapperspb.String(strings.Repeat("b", grpcgate.DefaultMaxMessage))
+	if _, err := c.CallProto(ctx, "words", "test.Words::Echo", nil, big, &out); frame.CodeOf(err) != frame.ErrCodeBadRequest {
+		t.Fatalf("a request past the gRPC message limit: %v", err)
+	}
 	if _, err := c.Call(ctx, "words", "echo", nil, []byte("x")); frame.CodeOf(err) != frame.ErrCodeBadRequest || !strings.Contains(err.Error(), "pkg.Service::Method") {
 		t.Fatalf("a procedure that is no gRPC method: %v", err)
 	}
