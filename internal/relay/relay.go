@@ -245,8 +245,10 @@ func (r *Relay) OfferCall(from *conn.Conn, f *frame.Frame, req *frame.CallReq, f
 // proven identity the next meshd is told ("" for none).
 func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *relayed, callerName string) {
 	c := &rc.call
-	dst := c.Conn
-	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dst.NewID()
+	// dst and dstID are this attempt's for good: once the hedge is armed
+	// below, a winning hedge may swap rc.dst and rc.dstID under rc.mu.
+	dst, dstID := c.Conn, c.Conn.NewID()
+	rc.src, rc.srcID, rc.dst, rc.dstID = src, f.ID, dst, dstID
 	rc.checkRes = r.isLocal(c) // the answer comes from an app
 	now := time.Now()
 	rc.reqDone = req.Flags&frame.FlagMoreFragments == 0
@@ -256,7 +258,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
 	out := r.firstFrame((*bp)[:0], f, req, c, callerName)
-	frame.SetIDs(out, rc.dstID) // a full first frame may have been split in two (firstFrame)
+	frame.SetIDs(out, dstID) // a full first frame may have been split in two (firstFrame)
 	if capped {
 		frame.SetCallReqTTL(out, uint32(ttl/time.Millisecond))
 	}
@@ -291,7 +293,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 		}
 	}
 	rc.mu.Unlock()
-	r.watchAttempt(rc, dst, rc.dstID, tryTimeout)
+	r.watchAttempt(rc, dst, dstID, tryTimeout)
 
 	if err := r.send(dst, out, !rc.lastHop); err != nil {
 		code := frame.ErrCodeNetwork
