@@ -275,17 +275,28 @@ func TestOpenMetricsCarriesExemplars(t *testing.T) {
 	if _, err := callEcho(dialMeshd(t, d.Addr()), "svc", nil); err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
-	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
-		t.Fatalf("content type %q", ct)
-	}
+	// The call is counted when the relay ends it, a moment after its answer
+	// has gone to the caller: read until it is there.
+	var body []byte
+	testkit.WaitFor(t, 5*time.Second, "the call counted with its exemplar", func() bool {
+		req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
+		req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
+			t.Fatalf("content type %q", ct)
+		}
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "mesh_call_duration_seconds_bucket{") && strings.Contains(l, `# {trace_id="`) {
+				return true
+			}
+		}
+		return false
+	})
 	exemplar := func(family string) string {
 		for _, l := range strings.Split(string(body), "\n") {
 			if strings.HasPrefix(l, family+"_bucket{") && strings.Contains(l, `# {trace_id="`) {
