@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/outbox"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
@@ -55,7 +56,7 @@ func fill(t *testing.T, c *Conn) error {
 // each (past each one's free 64 KiB); a connection that keeps up still writes while the budget is spent,
 // and a slow one's bytes go back to the budget when it fails.
 func TestQueueBudgetBoundsSlowPeersInAll(t *testing.T) {
-	budget := &QueueBudget{Max: 4 << 20}
+	budget := &outbox.Budget{Max: 4 << 20}
 	o := Options{MaxQueued: 64 << 20, QueueBudget: budget, WriteTimeout: time.Minute}
 	a, b := stuckPeer(t, o), stuckPeer(t, o)
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/outbox"
 )
 
 // Peer describes the far end as it introduced itself in the handshake.
@@ -33,7 +34,7 @@ type Conn struct {
 	opts   Options
 	log    *slog.Logger
 	peer   Peer
-	w      *writer
+	w      *outbox.Writer
 	nextID atomic.Uint32
 	frames atomic.Uint64 // frames read, for the idle check
 
@@ -120,15 +121,15 @@ func newConn(nc net.Conn, opts Options) *Conn {
 	c.base = context.WithValue(context.Background(), connKey{}, c)
 	c.remote = nc.RemoteAddr().String()
 	c.log = opts.Logger.With("peer", c.remote)
-	c.w = newWriter(nc, 1<<20, opts.WriteTimeout, opts.QueueBudget, func(err error) { c.Fail(fmt.Errorf("write: %w", err)) })
+	c.w = outbox.New(nc, 1<<20, opts.WriteTimeout, opts.QueueBudget, func(err error) { c.Fail(fmt.Errorf("write: %w", err)) })
 	// Messages are written by the goroutines making or answering calls, so
 	// they may write to the socket themselves.
-	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.writeInline} }
+	c.writers.New = func() any { return &frame.MessageWriter{Emit: c.w.WriteInline} }
 	return c
 }
 
 func (c *Conn) start() {
-	go c.w.loop()
+	go c.w.Loop()
 	go c.readLoop()
 	if c.opts.IdleTimeout > 0 {
 		c.idleCheck(c.frames.Load())
@@ -215,23 +216,23 @@ func (c *Conn) NewID() uint32 { return c.newID() }
 
 // Write queues whole frames for sending, copying them; a Relayer uses it to
 // forward frames. It blocks while the peer is not keeping up.
-func (c *Conn) Write(frames []byte) error { return c.w.write(frames) }
+func (c *Conn) Write(frames []byte) error { return c.w.Write(frames) }
 
 // TryWrite is Write for a Relayer's read loop: when the peer is not keeping
 // up (more than Options.MaxQueued bytes wait for it) it fails at once with
 // ErrFull instead of waiting, so one slow peer cannot stall the read loop's
 // other calls.
-func (c *Conn) TryWrite(frames []byte) error { return c.w.tryWrite(frames, c.opts.MaxQueued) }
+func (c *Conn) TryWrite(frames []byte) error { return c.w.TryWrite(frames, c.opts.MaxQueued) }
 
 // Backlogged reports whether the peer is not keeping up with what is sent to
 // it (over 1 MiB waits): a Relayer then takes no new call from that peer, so a
 // caller that does not read its answers cannot keep sending.
-func (c *Conn) Backlogged() bool { return c.w.backlogged() }
+func (c *Conn) Backlogged() bool { return c.w.Backlogged() }
 
 // ErrFull is TryWrite's error for a peer whose write buffer is full, and
 // ErrQueuesFull its error for one of the peers queuing the most when the
 // connections sharing a QueueBudget hold all of it.
-var ErrFull, ErrQueuesFull = errFull, errQueuesFull
+var ErrFull, ErrQueuesFull = outbox.ErrFull, outbox.ErrQueuesFull
 
 // newID returns the next message id, skipping the reserved 0xFFFFFFFF.
 func (c *Conn) newID() uint32 {
@@ -249,7 +250,7 @@ func (c *Conn) sendError(id uint32, code frame.ErrCode, t frame.Tracing, msg str
 	if len(msg) > 200 {
 		b = nil
 	}
-	c.w.write(frame.AppendError(b, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
+	c.w.Write(frame.AppendError(b, id, frame.ErrorMsg{Code: code, Tracing: t, Message: []byte(msg)}))
 }
 
 // Ping sends a ping and waits for its answer.
@@ -265,7 +266,7 @@ func (c *Conn) Ping(ctx context.Context) error {
 		c.mu.Unlock()
 	}()
 	var buf [frame.HeaderSize]byte
-	if err := c.w.write(frame.AppendPing(buf[:0], frame.TypePingReq, id)); err != nil {
+	if err := c.w.Write(frame.AppendPing(buf[:0], frame.TypePingReq, id)); err != nil {
 		return c.networkError(err)
 	}
 	select {
@@ -327,9 +328,9 @@ func (c *Conn) close(err error) {
 			c.log.Debug("connection closed", "err", err)
 		}
 		if err != nil {
-			c.w.abort() // a write stuck on the peer ends now
+			c.w.Abort() // a write stuck on the peer ends now
 		}
-		c.w.stop()
+		c.w.Stop()
 		c.nc.Close()
 		close(c.closed)
 		c.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/outbox"
 )
 
 // Options configure a connection. The zero value works.
@@ -35,7 +36,7 @@ type Options struct {
 	MaxQueued int
 	// QueueBudget, if set, bounds the bytes queued for slow peers by all the
 	// connections sharing it (see QueueBudget).
-	QueueBudget *QueueBudget
+	QueueBudget *outbox.Budget
 	// MaxMessageSize bounds a message received into memory (args 2 and 3 of a
 	// request or response); default 64 MiB. Streamed args are not bounded.
 	MaxMessageSize int

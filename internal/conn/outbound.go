@@ -190,7 +190,7 @@ func (c *Conn) sendCancel(id uint32, t frame.Tracing, ctx context.Context) {
 		why = "cancelled by caller"
 	}
 	b, _ := frame.AppendCancel(buf[:0], id, frame.Cancel{Tracing: t, Why: []byte(why)})
-	c.w.write(b)
+	c.w.Write(b)
 }
 
 // answered finds the call an answer frame belongs to. Frames of calls it does

@@ -106,7 +106,7 @@ func (c *Conn) dispatch(f *frame.Frame, st *readState) error {
 		return err
 	case frame.TypePingReq:
 		var buf [frame.HeaderSize]byte
-		c.w.write(frame.AppendPing(buf[:0], frame.TypePingRes, f.ID))
+		c.w.Write(frame.AppendPing(buf[:0], frame.TypePingRes, f.ID))
 		return nil
 	case frame.TypePingRes:
 		c.mu.Lock()

@@ -20,6 +20,7 @@ import (
 	"github.com/meshrpc/mesh/internal/grpcgate"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/lograte"
+	"github.com/meshrpc/mesh/internal/outbox"
 	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/routing"
 	"github.com/meshrpc/mesh/internal/tracing"
@@ -109,7 +110,7 @@ type Daemon struct {
 	limits   Limits
 	adm      admission
 	closed   closures
-	queued   *conn.QueueBudget // bytes queued for slow peers, in all
+	queued   *outbox.Budget // bytes queued for slow peers, in all
 	logLimit *lograte.Handler
 	gate     *grpcgate.Gateway   // nil without gRPC
 	backends []*grpcgate.Backend // the config's gRPC servers
@@ -214,7 +215,7 @@ func Start(cfg Config) (*Daemon, error) {
 		history:  figures.New(),
 	}
 	d.zoneMeshds.Store(new(map[string]int))
-	d.queued = &conn.QueueBudget{Max: int64(d.limits.MaxQueuedTotal)}
+	d.queued = &outbox.Budget{Max: int64(d.limits.MaxQueuedTotal)}
 	d.apps.byCon = make(map[*conn.Conn]*app)
 	d.relay = relay.New(relay.Config{
 		Self:     cfg.Advertise,

@@ -32,7 +32,7 @@ type Limits struct {
 	// it the relay gives up on it (an app's connection is closed).
 	MaxQueued int
 	// MaxQueuedTotal bounds the bytes queued for slow peers in all (past
-	// each connection's first 64 KiB, see conn.QueueBudget).
+	// each connection's first 64 KiB, see outbox.Budget).
 	MaxQueuedTotal int
 	// The relay's own: calls per connection, half-sent calls, bytes kept for
 	// retries, the longest ttl.

@@ -1,4 +1,4 @@
-package conn
+package outbox
 
 import (
 	"errors"
@@ -17,12 +17,12 @@ import (
 // peers whose read loops both write can never wait on each other. A caller
 // blocks only while the pending buffer is over its limit, which is how a slow
 // peer pushes back on a sender.
-type writer struct {
+type Writer struct {
 	nc      net.Conn
 	timeout time.Duration
 	limit   int
 	onFail  func(error)  // runs once, on its own goroutine, when a write fails
-	budget  *QueueBudget // nil: not shared
+	budget  *Budget // nil: not shared
 
 	mu       sync.Mutex
 	drained  sync.Cond // pending was taken for writing, or the writer failed
@@ -39,8 +39,8 @@ type writer struct {
 	done     chan struct{}
 }
 
-func newWriter(nc net.Conn, limit int, timeout time.Duration, budget *QueueBudget, onFail func(error)) *writer {
-	w := &writer{
+func New(nc net.Conn, limit int, timeout time.Duration, budget *Budget, onFail func(error)) *Writer {
+	w := &Writer{
 		nc:      nc,
 		timeout: timeout,
 		limit:   limit,
@@ -55,46 +55,46 @@ func newWriter(nc net.Conn, limit int, timeout time.Duration, budget *QueueBudge
 	return w
 }
 
-// write queues whole frames, copying them, and returns without touching the
+// Write queues whole frames, copying them, and returns without touching the
 // socket (the write loop sends them).
-func (w *writer) write(f []byte) error { return w.queue(f, false) }
+func (w *Writer) Write(f []byte) error { return w.queue(f, false) }
 
-// writeInline queues whole frames and, if no one is writing to the socket,
+// WriteInline queues whole frames and, if no one is writing to the socket,
 // writes them on the caller's goroutine.
-func (w *writer) writeInline(f []byte) error { return w.queue(f, true) }
+func (w *Writer) WriteInline(f []byte) error { return w.queue(f, true) }
 
-// errFull is tryWrite's answer when the peer is not keeping up.
-var errFull = errors.New("the peer is not reading: its write buffer is full")
+// ErrFull is TryWrite's answer when the peer is not keeping up.
+var ErrFull = errors.New("the peer is not reading: its write buffer is full")
 
-// backlogged reports whether more than the limit waits to be written: the
+// Backlogged reports whether more than the limit waits to be written: the
 // peer is not keeping up with what is sent to it.
-func (w *writer) backlogged() bool {
+func (w *Writer) Backlogged() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.pending) > w.limit
 }
 
-// tryWrite queues whole frames like write, unless the pending buffer holds
-// more than max bytes: then it returns errFull at once instead of waiting,
+// TryWrite queues whole frames like Write, unless the pending buffer holds
+// more than max bytes: then it returns ErrFull at once instead of waiting,
 // so a read loop that relays to many peers never waits on one that stopped
 // reading. max is above limit: a burst (a large answer) may queue past what
 // makes writers wait, a peer that does not read at all may not.
-func (w *writer) tryWrite(f []byte, max int) error { return w.enqueue(f, false, max) }
+func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, false, max) }
 
-func (w *writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
+func (w *Writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
 
 // enqueue appends f to the pending batch; with max 0 it waits while the
 // batch is over the limit, else it fails past max.
-func (w *writer) enqueue(f []byte, inline bool, max int) error {
+func (w *Writer) enqueue(f []byte, inline bool, max int) error {
 	w.mu.Lock()
 	if max > 0 && w.err == nil {
 		if len(w.pending) > max {
 			w.mu.Unlock()
-			return errFull
+			return ErrFull
 		}
 		if w.budget != nil && w.budget.refuses(w.counted) {
 			w.mu.Unlock()
-			return errQueuesFull
+			return ErrQueuesFull
 		}
 	}
 	for max == 0 && w.err == nil && len(w.pending) > w.limit {
@@ -126,7 +126,7 @@ func (w *writer) enqueue(f []byte, inline bool, max int) error {
 
 // flushLocked writes until nothing is pending. It holds mu except during
 // the system call.
-func (w *writer) flushLocked() error {
+func (w *Writer) flushLocked() error {
 	w.flushing = true
 	for len(w.pending) > 0 && w.err == nil {
 		batch := w.pending
@@ -165,7 +165,7 @@ func (w *writer) flushLocked() error {
 
 // count keeps the budget's share of this connection current: the bytes
 // pending and being written, past the free share. Called with mu held.
-func (w *writer) count() {
+func (w *Writer) count() {
 	if w.budget == nil {
 		return
 	}
@@ -174,8 +174,8 @@ func (w *writer) count() {
 	w.counted = now
 }
 
-// loop sends what non-inline callers queued, until stop.
-func (w *writer) loop() {
+// Loop sends what non-inline callers queued, until stop.
+func (w *Writer) Loop() {
 	defer close(w.done)
 	for {
 		select {
@@ -200,19 +200,19 @@ func (w *writer) loop() {
 // says why) have to go out.
 const abortGrace = 100 * time.Millisecond
 
-// abort cuts the socket's write deadline to abortGrace: what is queued
+// Abort cuts the socket's write deadline to abortGrace: what is queued
 // still goes out to a peer that reads, and a write stuck on one that does
 // not ends, instead of holding the connection's close for the whole
 // timeout.
-func (w *writer) abort() {
+func (w *Writer) Abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.aborted = true
 	w.nc.SetWriteDeadline(time.Now().Add(abortGrace))
 }
 
-// stop ends the loop after it wrote what is queued, and waits for it.
-func (w *writer) stop() {
+// Stop ends the loop after it wrote what is queued, and waits for it.
+func (w *Writer) Stop() {
 	select {
 	case <-w.quit:
 	default:
