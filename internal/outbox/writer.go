@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-// writer batches frames from many goroutines into few system calls. Callers
+// Writer batches frames from many goroutines into few system calls. Callers
 // append whole frames to a pending buffer under a short lock. If nobody is
-// writing to the socket, a caller that may block (a goroutine making a call
+// writing to the socket, a caller that may block (WriteInline: a goroutine making a call
 // or answering one) writes the batch itself, and keeps going while others
 // append meanwhile: no hand-off to another goroutine on the common path.
-// Callers that must not block on the socket (the read loop, which relays
-// frames and answers pings) leave the batch to the write loop instead, so two
+// Callers that must not block on the socket (Write: a read loop, which relays
+// frames and answers pings) leave the batch to Loop instead, so two
 // peers whose read loops both write can never wait on each other. A caller
 // blocks only while the pending buffer is over its limit, which is how a slow
 // peer pushes back on a sender.
@@ -21,8 +21,8 @@ type Writer struct {
 	nc      net.Conn
 	timeout time.Duration
 	limit   int
-	onFail  func(error)  // runs once, on its own goroutine, when a write fails
-	budget  *Budget // nil: not shared
+	onFail  func(error) // runs once, on its own goroutine, when a write fails
+	budget  *Budget     // nil: not shared
 
 	mu       sync.Mutex
 	drained  sync.Cond // pending was taken for writing, or the writer failed
@@ -39,6 +39,9 @@ type Writer struct {
 	done     chan struct{}
 }
 
+// New returns a Writer to nc that makes callers wait past limit pending
+// bytes, gives a write timeout to finish, and calls onFail once if one fails;
+// run Loop on a goroutine of its own.
 func New(nc net.Conn, limit int, timeout time.Duration, budget *Budget, onFail func(error)) *Writer {
 	w := &Writer{
 		nc:      nc,
