@@ -2,8 +2,8 @@ package grpcgate
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -12,12 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -41,33 +37,22 @@ type Mesh interface {
 }
 
 // Gateway serves gRPC callers: each unary call becomes a TChannel call on
-// an in-memory connection into meshd's relay.
+// an in-memory connection into meshd's relay. Its HTTP/2 side is its own
+// (h2conn.go).
 type Gateway struct {
 	mesh   Mesh
 	limits Limits
 	log    *slog.Logger
-	srv    *grpc.Server
-	lis    *listener
 	m      *metrics
+
+	mu     sync.Mutex
+	conns  map[*h2conn]struct{}
+	closed bool
 }
 
 // NewGateway starts a gateway; hand it connections with Serve.
 func NewGateway(mesh Mesh, limits Limits, log *slog.Logger) *Gateway {
-	l := limits.withDefaults()
-	g := &Gateway{mesh: mesh, limits: l, log: log, lis: newListener(), m: newMetrics()}
-	g.srv = grpc.NewServer(
-		grpc.Creds(localCreds{}),
-		grpc.ForceServerCodecV2(RawCodec{}),
-		grpc.UnknownServiceHandler(g.serve),
-		grpc.MaxConcurrentStreams(l.MaxStreams),
-		grpc.MaxRecvMsgSize(l.MaxMessage),
-		grpc.MaxHeaderListSize(l.MaxHeaderList),
-		grpc.ConnectionTimeout(l.HandshakeTimeout),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.PingInterval}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: l.IdleTimeout}),
-	)
-	go g.srv.Serve(g.lis)
-	return g
+	return &Gateway{mesh: mesh, limits: limits.withDefaults(), log: log, m: newMetrics(), conns: map[*h2conn]struct{}{}}
 }
 
 // Collector is the gateway's metrics.
@@ -79,93 +64,95 @@ func (g *Gateway) Serve(nc net.Conn, onClose func()) {
 	g.m.accepted.Inc()
 	g.m.conns.Inc()
 	gc := &gconn{Conn: nc, g: g, onClose: onClose, channels: map[identity]*channel{}}
-	if !g.lis.put(gc) {
-		gc.Close()
-	}
+	go g.serveH2(gc)
 }
 
 // Close stops serving: open calls end, connections close.
 func (g *Gateway) Close() {
-	g.srv.Stop()
-	g.lis.Close()
+	g.mu.Lock()
+	g.closed = true
+	open := make([]*h2conn, 0, len(g.conns))
+	for c := range g.conns {
+		open = append(open, c)
+	}
+	g.mu.Unlock()
+	for _, c := range open {
+		c.close()
+	}
 }
 
-// serve answers one gRPC call, whatever its method.
-func (g *Gateway) serve(_ any, ss grpc.ServerStream) error {
-	err := g.call(ss)
-	g.m.calls.WithLabelValues(status.Code(err).String()).Inc()
-	return err
+// track adds a connection to those Close ends (false once closed), or
+// removes it.
+func (g *Gateway) track(c *h2conn, add bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !add {
+		delete(g.conns, c)
+		return true
+	}
+	if g.closed {
+		return false
+	}
+	g.conns[c] = struct{}{}
+	return true
 }
 
-func (g *Gateway) call(ss grpc.ServerStream) error {
-	ctx := ss.Context()
-	path, _ := grpc.MethodFromServerStream(ss)
+// reply is a call's answer as gRPC sends it.
+type reply struct {
+	header, trailer metadata.MD
+	message         []byte // with its gRPC framing; nil unless status is OK
+	status          *status.Status
+}
+
+// failed is the reply of a call that failed with err.
+func failed(err error) reply { return reply{status: status.Convert(err)} }
+
+// call serves one unary gRPC call, whatever its method: in is its request
+// message, md its metadata.
+func (g *Gateway) call(ctx context.Context, gc *gconn, path string, md metadata.MD, in []byte) reply {
 	procedure, ok := procedureOf(path)
 	if !ok {
-		return g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", path)
+		return failed(g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", path))
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
 	service := serviceOf(md)
 	if service == "" {
-		return g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path)
-	}
-	var in []byte
-	if err := ss.RecvMsg(&in); err != nil {
-		if err == io.EOF {
-			return g.refuse("no_message", codes.InvalidArgument, "%s: the call sent no request message", path)
-		}
-		if status.Code(err) == codes.ResourceExhausted {
-			g.m.refused.WithLabelValues("message_size").Inc()
-		}
-		return err
-	}
-	var more []byte
-	if err := ss.RecvMsg(&more); err != io.EOF {
-		if err != nil {
-			return err
-		}
-		return g.refuse("streaming", codes.Unimplemented, "%s: the mesh carries unary calls only; this call sent a second message (client or bidirectional streaming)", path)
-	}
-
-	gc := connOf(ctx)
-	if gc == nil {
-		return status.Error(codes.Internal, "grpcgate: a call on a connection the gateway did not accept")
+		return failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path))
 	}
 	caller, token := first(md, mdCaller), first(md, mdToken)
 	c, err := gc.channel(ctx, identity{caller, token})
 	var why *unproven
 	switch {
 	case err == errTooManyIdentities:
-		return g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", caller, err)
+		return failed(g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", caller, err))
 	case errors.As(err, &why):
-		return g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, why.err)
+		return failed(g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, why.err))
 	case err != nil:
-		return statusOf(ctx, err)
+		return failed(statusOf(ctx, err))
 	}
 	req := conn.Request{Service: service, Method: procedure, Arg3: in}
 	if req.Headers, err = transportOf(md); err != nil {
-		return g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)
+		return failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err))
 	}
 	if req.Arg2, err = arg2Of(md); err != nil {
-		return g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)
+		return failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err))
 	}
 	req.Tracing = tracingOf(md)
 	res, err := c.Call(ctx, &req)
 	if err != nil {
-		return statusOf(ctx, err)
+		return failed(statusOf(ctx, err))
 	}
 	a, err := answerOf(res.Arg2)
 	if err != nil {
-		return status.Errorf(codes.Internal, "the answer of %s: %v", service, err)
+		return failed(status.Errorf(codes.Internal, "the answer of %s: %v", service, err))
 	}
-	if len(a.header) > 0 {
-		ss.SetHeader(a.header)
-	}
-	ss.SetTrailer(a.trailer)
+	r := reply{header: a.header, trailer: a.trailer, status: status.New(codes.OK, "")}
 	if res.Code != frame.ResOK {
-		return a.status()
+		r.status = status.Convert(a.status())
+		return r
 	}
-	return ss.SendMsg(&res.Arg3)
+	r.message = binary.BigEndian.AppendUint32(append(make([]byte, 0, 5+len(res.Arg3)), 0), uint32(len(res.Arg3)))
+	r.message = append(r.message, res.Arg3...)
+	return r
 }
 
 // refuse counts a call the gateway refuses before routing, and says why.
@@ -372,83 +359,6 @@ func (gc *gconn) Close() error {
 	})
 	return err
 }
-
-// connOf is the gateway's connection of a call.
-func connOf(ctx context.Context) *gconn {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return nil
-	}
-	info, _ := p.AuthInfo.(localInfo)
-	return info.gc
-}
-
-// localCreds is the app boundary's "security": the connection is the
-// gateway's own (gconn), carried to each call as its AuthInfo, so a call
-// finds the connection it proves its caller on.
-type localCreds struct{}
-
-type localInfo struct {
-	credentials.CommonAuthInfo
-	gc *gconn
-}
-
-func (localInfo) AuthType() string { return "mesh-local" }
-
-func (localCreds) ServerHandshake(nc net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	gc, _ := nc.(*gconn)
-	return nc, localInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}, gc: gc}, nil
-}
-
-func (localCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return nil, nil, errors.New("grpcgate: the gateway's credentials serve, never dial")
-}
-
-func (localCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "mesh-local"}
-}
-
-func (localCreds) Clone() credentials.TransportCredentials { return localCreds{} }
-
-func (localCreds) OverrideServerName(string) error { return nil }
-
-// listener hands the connections meshd's app listener found to be HTTP/2
-// to the gRPC server.
-type listener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newListener() *listener {
-	return &listener{conns: make(chan net.Conn), done: make(chan struct{})}
-}
-
-// put hands nc to the server, false once the listener closed.
-func (l *listener) put(nc net.Conn) bool {
-	select {
-	case l.conns <- nc:
-		return true
-	case <-l.done:
-		return false
-	}
-}
-
-func (l *listener) Accept() (net.Conn, error) {
-	select {
-	case nc := <-l.conns:
-		return nc, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *listener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *listener) Addr() net.Addr { return &net.UnixAddr{Name: "grpcgate", Net: "unix"} }
 
 // NetConn is the socket under the gateway's connection, for peer
 // credentials.

@@ -1,0 +1,607 @@
+package grpcgate
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/meshrpc/mesh/internal/outbox"
+)
+
+// h2conn is the server side of one gRPC connection from an app: HTTP/2 as
+// far as unary calls need it, and no further. One goroutine reads and
+// decodes frames and gathers each stream's request; a whole request is
+// served on a goroutine of its own (it waits for the relay's answer), which
+// writes the answer through the connection's outbox, batched with every
+// other stream's frames. No goroutine, channel or timer per call beyond
+// that one, and nothing buffered twice: grpc-go's server, which this
+// replaces, spent more CPU per call than the relay's whole hop.
+type h2conn struct {
+	gc     *gconn
+	g      *Gateway
+	w      *outbox.Writer
+	ctx    context.Context // ends when the connection closes
+	cancel context.CancelFunc
+	once   sync.Once
+
+	mu       sync.Mutex
+	streams  map[uint32]*h2stream // open: being received, served or answered
+	blocked  []*h2stream          // answers waiting for the client's window
+	sendConn int64                // the connection's send window
+	sendInit int64                // the client's initial stream window
+	maxFrame int                  // the largest frame payload the client takes
+	idle     *time.Timer          // closes the connection after IdleTimeout with no stream
+	closed   bool
+
+	sent atomic.Bool // headers or data went out since the client's last ping
+
+	// Only the read loop touches these.
+	lastID      uint32 // the highest stream id the client opened
+	recvConn    int    // bytes received and not yet given back to the connection window
+	pingStrikes int
+	lastPing    time.Time
+}
+
+// h2stream is one call on an h2conn.
+type h2stream struct {
+	id     uint32
+	path   string
+	md     metadata.MD
+	body   []byte // the request so far, gRPC's message framing included
+	want   int    // the bytes the whole request has, once its prefix came (0: not yet)
+	recv   int    // bytes received and not yet given back to the stream window
+	ctx    context.Context
+	cancel context.CancelFunc
+	served bool // a goroutine serves it: it leaves the table when that one is done
+
+	// Under h2conn.mu.
+	sendWin int64
+	rest    []byte // the answer's message, past what the window let out
+	trailer []byte // the answer's last frames, after rest
+	reset   bool   // the client reset it, or the answer is done: write nothing more
+}
+
+// Windows meshd gives a client (the HTTP/2 default is 64 KiB each): large
+// enough that calls of up to a MiB never wait for a window update.
+const (
+	recvStreamWindow = 1 << 20
+	recvConnWindow   = 16 << 20
+	// maxPingStrikes is how many pings too soon a client may send before it
+	// is told to calm down (gRPC's keepalive enforcement counts the same).
+	maxPingStrikes = 2
+	// writeTimeout bounds one write to a client; one that stopped reading
+	// loses its connection.
+	writeTimeout = 30 * time.Second
+	// maxQueued bounds the frames the read loop queues (acks, window
+	// updates, resets) for a client that sends and does not read.
+	maxQueued = 4 << 20
+)
+
+// serveH2 serves gc until it closes.
+func (g *Gateway) serveH2(gc *gconn) {
+	c := &h2conn{
+		gc:       gc,
+		g:        g,
+		streams:  map[uint32]*h2stream{},
+		sendConn: 65535,
+		sendInit: 65535,
+		maxFrame: 16384,
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.w = outbox.New(gc.Conn, 1<<20, writeTimeout, nil, func(error) { c.close() })
+	go c.w.Loop()
+	if !g.track(c, true) {
+		c.close()
+		return
+	}
+	defer g.track(c, false)
+	err := c.readLoop()
+	var ce http2.ConnectionError
+	switch {
+	case errors.As(err, &ce):
+		c.goAway(http2.ErrCode(ce), err.Error())
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.goAway(http2.ErrCodeFrameSize, err.Error())
+	case errors.Is(err, errCalm):
+		c.goAway(http2.ErrCodeEnhanceYourCalm, "too_many_pings")
+	}
+	c.close()
+}
+
+// errCalm ends a connection that pings too often.
+var errCalm = errors.New("too many pings")
+
+func (c *h2conn) readLoop() error {
+	nc := c.gc.Conn
+	nc.SetReadDeadline(time.Now().Add(c.g.limits.HandshakeTimeout))
+	br := bufio.NewReaderSize(nc, 16<<10)
+	var preface [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(br, preface[:]); err != nil {
+		return err
+	}
+	if string(preface[:]) != http2.ClientPreface {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	fr := http2.NewFramer(nil, br)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = c.g.limits.MaxHeaderList
+	fr.SetReuseFrames()
+	fr.SetMaxReadFrameSize(16384) // HTTP/2's default, which meshd's settings keep
+	settings := appendSettings(nil,
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.g.limits.MaxStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: recvStreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: c.g.limits.MaxHeaderList})
+	settings = appendWindowUpdate(settings, 0, recvConnWindow-65535)
+	c.w.Write(settings)
+
+	for first := true; ; first = false {
+		f, err := fr.ReadFrame()
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			c.resetStream(se.StreamID, se.Code)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if first {
+			// The client's preface ends with its settings.
+			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+				return http2.ConnectionError(http2.ErrCodeProtocol)
+			}
+			nc.SetReadDeadline(time.Time{})
+		}
+		if err := c.onFrame(f); err != nil {
+			return err
+		}
+	}
+}
+
+func (c *h2conn) onFrame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		return c.onHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := f.ForeachSetting(c.onSetting); err != nil {
+			return err
+		}
+		return c.control(appendFrameHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f.StreamID, int64(f.Increment))
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := c.onPing(); err != nil {
+			return err
+		}
+		return c.control(append(appendFrameHeader(nil, 8, http2.FramePing, http2.FlagPingAck, 0), f.Data[:]...))
+	case *http2.RSTStreamFrame:
+		c.mu.Lock()
+		if st := c.streams[f.StreamID]; st != nil {
+			st.reset = true
+			st.cancel()
+			if !st.served {
+				c.removeLocked(st)
+			}
+		}
+		c.mu.Unlock()
+	case *http2.GoAwayFrame:
+		// The client sends no new calls; those open finish.
+	case *http2.PushPromiseFrame:
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	return nil // PRIORITY, frames of unknown types
+}
+
+func (c *h2conn) onSetting(s http2.Setting) error {
+	if err := s.Valid(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch s.ID {
+	case http2.SettingInitialWindowSize:
+		delta := int64(s.Val) - c.sendInit
+		c.sendInit = int64(s.Val)
+		for _, st := range c.streams {
+			st.sendWin += delta
+		}
+		return c.unblockLocked()
+	case http2.SettingMaxFrameSize:
+		c.maxFrame = int(s.Val)
+	}
+	return nil
+}
+
+// onPing enforces gRPC's keepalive rule: a client pings at most every
+// PingInterval, unless meshd sent it headers or data since its last ping
+// (grpc-go's flow control pings ride on data).
+func (c *h2conn) onPing() error {
+	now := time.Now()
+	defer func() { c.lastPing = now }()
+	if c.sent.Swap(false) {
+		c.pingStrikes = 0
+		return nil
+	}
+	if now.Sub(c.lastPing) < c.g.limits.PingInterval {
+		if c.pingStrikes++; c.pingStrikes > maxPingStrikes {
+			c.g.m.refused.WithLabelValues("too_many_pings").Inc()
+			return errCalm
+		}
+	}
+	return nil
+}
+
+func (c *h2conn) onWindowUpdate(id uint32, n int64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id == 0 {
+		if c.sendConn += n; c.sendConn > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		return c.unblockLocked()
+	}
+	if st := c.streams[id]; st != nil {
+		if st.sendWin += n; st.sendWin > 1<<31-1 {
+			st.reset = true
+			c.control(appendRSTStream(nil, id, http2.ErrCodeFlowControl))
+		}
+		return c.unblockLocked()
+	}
+	return nil
+}
+
+func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	c.mu.Lock()
+	st := c.streams[id]
+	c.mu.Unlock()
+	if st != nil { // trailers: a unary client sends none but may end its request so
+		if !f.StreamEnded() {
+			c.resetStream(id, http2.ErrCodeProtocol)
+			return nil
+		}
+		c.endRequest(st)
+		return nil
+	}
+	if id <= c.lastID || id%2 == 0 {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.lastID = id
+	c.mu.Lock()
+	full := uint32(len(c.streams)) >= c.g.limits.MaxStreams
+	c.mu.Unlock()
+	if full {
+		c.g.m.refused.WithLabelValues("max_streams").Inc()
+		return c.control(appendRSTStream(nil, id, http2.ErrCodeRefusedStream))
+	}
+	st = &h2stream{id: id, md: metadata.MD{}}
+	if f.Truncated {
+		c.refuse(st, "metadata_size", status.Newf(codes.ResourceExhausted, "the call's metadata exceeds %d bytes", c.g.limits.MaxHeaderList))
+		return nil
+	}
+	var method, ctype string
+	var timeout time.Duration
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":method":
+			method = hf.Value
+		case ":path":
+			st.path = hf.Value
+		case ":authority":
+			st.md[":authority"] = []string{hf.Value}
+		case "content-type":
+			ctype = hf.Value
+		case "grpc-timeout":
+			d, ok := parseTimeout(hf.Value)
+			if !ok {
+				c.refuse(st, "bad_metadata", status.Newf(codes.InvalidArgument, "grpc-timeout %q is malformed", hf.Value))
+				return nil
+			}
+			timeout = d
+		default:
+			if hf.IsPseudo() {
+				continue
+			}
+			if err := addWire(st.md, hf.Name, hf.Value); err != nil {
+				c.refuse(st, "bad_metadata", status.Newf(codes.InvalidArgument, "%v", err))
+				return nil
+			}
+		}
+	}
+	if method != "POST" || !isGRPCContentType(ctype) {
+		c.refuse(st, "not_grpc", status.Newf(codes.InvalidArgument, "not a gRPC call (:method %q, content-type %q)", method, ctype))
+		return nil
+	}
+	if timeout > 0 {
+		st.ctx, st.cancel = context.WithTimeout(c.ctx, timeout)
+	} else {
+		st.ctx, st.cancel = context.WithCancel(c.ctx)
+	}
+	c.mu.Lock()
+	st.sendWin = c.sendInit
+	c.streams[id] = st
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.mu.Unlock()
+	if f.StreamEnded() {
+		c.endRequest(st)
+	}
+	return nil
+}
+
+func (c *h2conn) onData(f *http2.DataFrame) error {
+	n := int(f.Length)
+	if c.recvConn += n; c.recvConn >= recvConnWindow/4 {
+		if err := c.control(appendWindowUpdate(nil, 0, uint32(c.recvConn))); err != nil {
+			return err
+		}
+		c.recvConn = 0
+	}
+	c.mu.Lock()
+	st := c.streams[f.StreamID]
+	c.mu.Unlock()
+	if st == nil {
+		if f.StreamID > c.lastID {
+			return http2.ConnectionError(http2.ErrCodeProtocol) // a stream never opened
+		}
+		return nil // a stream already answered, refused or reset: dropped
+	}
+	if st.served {
+		c.resetStream(st.id, http2.ErrCodeStreamClosed)
+		return nil
+	}
+	if err := c.gather(st, f.Data()); err != nil {
+		c.refuse(st, err.reason, err.st)
+		return nil
+	}
+	if st.recv += n; st.recv >= recvStreamWindow/4 && !f.StreamEnded() {
+		if err := c.control(appendWindowUpdate(nil, st.id, uint32(st.recv))); err != nil {
+			return err
+		}
+		st.recv = 0
+	}
+	if f.StreamEnded() {
+		c.endRequest(st)
+	}
+	return nil
+}
+
+// refusal is a request the gateway answers without serving it.
+type refusal struct {
+	reason string
+	st     *status.Status
+}
+
+// gather adds data to a stream's request: one message, uncompressed, of at
+// most MaxMessage bytes.
+func (c *h2conn) gather(st *h2stream, data []byte) *refusal {
+	st.body = append(st.body, data...)
+	if st.want == 0 && len(st.body) >= 5 {
+		if st.body[0] != 0 {
+			return &refusal{"compressed", status.Newf(codes.Unimplemented, "%s: compressed messages are not supported; send them uncompressed", st.path)}
+		}
+		size := binary.BigEndian.Uint32(st.body[1:5])
+		if int64(size) > int64(c.g.limits.MaxMessage) {
+			return &refusal{"message_size", status.Newf(codes.ResourceExhausted, "the request message is %d bytes, more than the %d meshd takes", size, c.g.limits.MaxMessage)}
+		}
+		st.want = 5 + int(size)
+		if cap(st.body) < st.want {
+			st.body = append(make([]byte, 0, st.want), st.body...)
+		}
+	}
+	if st.want > 0 && len(st.body) > st.want {
+		return &refusal{"streaming", status.Newf(codes.Unimplemented, "%s: the mesh carries unary calls only; this call sent a second message (client or bidirectional streaming)", st.path)}
+	}
+	return nil
+}
+
+// endRequest serves a stream whose client finished sending.
+func (c *h2conn) endRequest(st *h2stream) {
+	switch {
+	case st.served:
+		return
+	case len(st.body) == 0:
+		c.refuse(st, "no_message", status.Newf(codes.InvalidArgument, "%s: the call sent no request message", st.path))
+		return
+	case st.want == 0 || len(st.body) < st.want:
+		c.refuse(st, "short_message", status.Newf(codes.InvalidArgument, "%s: the request message ended after %d bytes", st.path, len(st.body)))
+		return
+	}
+	st.served = true
+	go c.serveStream(st)
+}
+
+func (c *h2conn) serveStream(st *h2stream) {
+	r := c.g.call(st.ctx, c.gc, st.path, st.md, st.body[5:])
+	st.cancel()
+	c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
+	c.answer(st, r)
+}
+
+// refuse answers a stream the gateway does not serve, and asks the client
+// to stop sending it.
+func (c *h2conn) refuse(st *h2stream, reason string, s *status.Status) {
+	c.g.m.refused.WithLabelValues(reason).Inc()
+	c.g.m.calls.WithLabelValues(s.Code().String()).Inc()
+	c.mu.Lock()
+	if c.streams[st.id] == st {
+		c.removeLocked(st)
+	}
+	c.mu.Unlock()
+	if st.cancel != nil {
+		st.cancel()
+	}
+	b := appendTrailersOnly(nil, st.id, c.maxFrameSize(), nil, nil, s)
+	c.control(appendRSTStream(b, st.id, http2.ErrCodeNo))
+}
+
+// answer writes a served stream's reply: headers, the message as the
+// windows allow (the rest when they open), trailers.
+func (c *h2conn) answer(st *h2stream, r reply) {
+	c.mu.Lock()
+	if st.reset || c.closed {
+		c.removeLocked(st)
+		c.mu.Unlock()
+		return
+	}
+	maxFrame := c.maxFrame
+	var b []byte
+	if r.status.Code() != codes.OK {
+		b = appendTrailersOnly(nil, st.id, maxFrame, r.header, r.trailer, r.status)
+		c.removeLocked(st)
+		c.mu.Unlock()
+		c.sent.Store(true)
+		c.w.WriteInline(b)
+		return
+	}
+	b = appendHeaders(nil, st.id, maxFrame, false, responseHeaders(r.header))
+	msg := r.message
+	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
+	if n := int64(len(msg)); n <= c.sendConn && n <= st.sendWin {
+		c.sendConn -= n
+		st.sendWin -= n
+		b = appendData(b, st.id, maxFrame, msg, false)
+		b = append(b, trailer...)
+		c.removeLocked(st)
+		c.mu.Unlock()
+		c.sent.Store(true)
+		c.w.WriteInline(b)
+		return
+	}
+	// The client's window is too small for the whole message: what fits
+	// goes now, the rest as it opens (unblockLocked), in order, all queued
+	// under mu.
+	st.rest, st.trailer = msg, trailer
+	c.blocked = append(c.blocked, st)
+	c.sent.Store(true)
+	c.control(b)
+	c.unblockLocked()
+	c.mu.Unlock()
+}
+
+// unblockLocked sends what the windows now let out of the blocked answers.
+func (c *h2conn) unblockLocked() error {
+	kept := c.blocked[:0]
+	for _, st := range c.blocked {
+		if st.reset || c.closed {
+			continue // removed when reset
+		}
+		n := min(int64(len(st.rest)), c.sendConn, st.sendWin)
+		if n <= 0 && len(st.rest) > 0 {
+			kept = append(kept, st)
+			continue
+		}
+		c.sendConn -= n
+		st.sendWin -= n
+		b := appendData(nil, st.id, c.maxFrame, st.rest[:n], false)
+		if st.rest = st.rest[n:]; len(st.rest) == 0 {
+			b = append(b, st.trailer...)
+			c.removeLocked(st)
+		} else {
+			kept = append(kept, st)
+		}
+		c.sent.Store(true)
+		if err := c.control(b); err != nil {
+			return err
+		}
+	}
+	clear(c.blocked[len(kept):])
+	c.blocked = kept
+	return nil
+}
+
+// removeLocked takes a stream out of the table; the last one out starts
+// the idle timer.
+func (c *h2conn) removeLocked(st *h2stream) {
+	st.reset = true
+	if c.streams[st.id] != st {
+		return
+	}
+	delete(c.streams, st.id)
+	if len(c.streams) == 0 && c.g.limits.IdleTimeout > 0 && !c.closed {
+		if c.idle == nil {
+			c.idle = time.AfterFunc(c.g.limits.IdleTimeout, c.onIdle)
+		} else {
+			c.idle.Reset(c.g.limits.IdleTimeout)
+		}
+	}
+}
+
+func (c *h2conn) onIdle() {
+	c.mu.Lock()
+	idle := len(c.streams) == 0
+	c.mu.Unlock()
+	if idle {
+		c.goAway(http2.ErrCodeNo, "idle")
+		c.close()
+	}
+}
+
+// resetStream ends a stream on the client's fault.
+func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+	c.mu.Lock()
+	if st := c.streams[id]; st != nil {
+		st.cancel()
+		if !st.served {
+			c.removeLocked(st)
+		}
+		st.reset = true
+	}
+	c.mu.Unlock()
+	c.control(appendRSTStream(nil, id, code))
+}
+
+// control queues frames without waiting on the socket: the read loop's
+// writes. A client that sends and never reads fails here.
+func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
+
+func (c *h2conn) maxFrameSize() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.maxFrame
+}
+
+func (c *h2conn) goAway(code http2.ErrCode, debug string) {
+	b := appendFrameHeader(nil, 8+len(debug), http2.FrameGoAway, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, c.lastID)
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	c.control(append(b, debug...))
+}
+
+// close ends the connection: its calls' contexts, what is queued goes out
+// (within a grace), then the socket.
+func (c *h2conn) close() {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		if c.idle != nil {
+			c.idle.Stop()
+		}
+		c.mu.Unlock()
+		c.cancel()
+		go func() {
+			c.w.Abort()
+			c.w.Stop()
+			c.gc.Close()
+		}()
+	})
+}

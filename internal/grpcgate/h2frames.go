@@ -1,0 +1,225 @@
+package grpcgate
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// The frames meshd's HTTP/2 side writes, appended to a batch (RFC 9113).
+
+func appendFrameHeader(b []byte, length int, t http2.FrameType, flags http2.Flags, id uint32) []byte {
+	return append(b, byte(length>>16), byte(length>>8), byte(length), byte(t), byte(flags),
+		byte(id>>24)&0x7f, byte(id>>16), byte(id>>8), byte(id))
+}
+
+func appendSettings(b []byte, settings ...http2.Setting) []byte {
+	b = appendFrameHeader(b, 6*len(settings), http2.FrameSettings, 0, 0)
+	for _, s := range settings {
+		b = binary.BigEndian.AppendUint16(b, uint16(s.ID))
+		b = binary.BigEndian.AppendUint32(b, s.Val)
+	}
+	return b
+}
+
+func appendWindowUpdate(b []byte, id, n uint32) []byte {
+	return binary.BigEndian.AppendUint32(appendFrameHeader(b, 4, http2.FrameWindowUpdate, 0, id), n)
+}
+
+func appendRSTStream(b []byte, id uint32, code http2.ErrCode) []byte {
+	return binary.BigEndian.AppendUint32(appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id), uint32(code))
+}
+
+// appendData writes data in frames of at most maxFrame bytes.
+func appendData(b []byte, id uint32, maxFrame int, data []byte, end bool) []byte {
+	for len(data) > 0 {
+		n := min(len(data), maxFrame)
+		var flags http2.Flags
+		if n == len(data) && end {
+			flags = http2.FlagDataEndStream
+		}
+		b = append(appendFrameHeader(b, n, http2.FrameData, flags, id), data[:n]...)
+		data = data[n:]
+	}
+	return b
+}
+
+// encoder is an HPACK encoder that never adds to its dynamic table (its
+// size is 0), so the header blocks it writes decode in any order: answers
+// are encoded on their own goroutines, with no lock over the connection.
+type encoder struct {
+	buf bytes.Buffer
+	enc *hpack.Encoder
+}
+
+var encoders = sync.Pool{New: func() any {
+	e := &encoder{}
+	e.enc = hpack.NewEncoder(&e.buf)
+	e.enc.SetMaxDynamicTableSize(0)
+	return e
+}}
+
+// appendHeaders writes a header block as HEADERS and, past maxFrame bytes,
+// CONTINUATION frames.
+func appendHeaders(b []byte, id uint32, maxFrame int, end bool, fields []hpack.HeaderField) []byte {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	e.buf.Reset()
+	for _, f := range fields {
+		e.enc.WriteField(f)
+	}
+	block := e.buf.Bytes()
+	t := http2.FrameHeaders
+	var flags http2.Flags
+	if end {
+		flags = http2.FlagHeadersEndStream
+	}
+	for {
+		n := min(len(block), maxFrame)
+		if n == len(block) {
+			flags |= http2.FlagHeadersEndHeaders
+		}
+		b = append(appendFrameHeader(b, n, t, flags, id), block[:n]...)
+		if block = block[n:]; len(block) == 0 {
+			return b
+		}
+		t, flags = http2.FrameContinuation, 0
+	}
+}
+
+var (
+	status200   = hpack.HeaderField{Name: ":status", Value: "200"}
+	contentType = hpack.HeaderField{Name: "content-type", Value: "application/grpc"}
+)
+
+// responseHeaders is the header block of an answer.
+func responseHeaders(md metadata.MD) []hpack.HeaderField {
+	return appendMDFields([]hpack.HeaderField{status200, contentType}, md)
+}
+
+// trailerFields is the trailer block of an answer: its status, then md.
+func trailerFields(md metadata.MD, s *status.Status) []hpack.HeaderField {
+	f := []hpack.HeaderField{{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))}}
+	if m := s.Message(); m != "" {
+		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: percentEncode(m)})
+	}
+	if p := s.Proto(); len(p.Details) > 0 {
+		if b, err := proto.Marshal(p); err == nil {
+			f = append(f, hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
+		}
+	}
+	return appendMDFields(f, md)
+}
+
+// appendTrailersOnly writes the one block of an answer with no message: a
+// failed call's.
+func appendTrailersOnly(b []byte, id uint32, maxFrame int, header, trailer metadata.MD, s *status.Status) []byte {
+	f := append([]hpack.HeaderField{status200, contentType}, trailerFields(trailer, s)...)
+	return appendHeaders(b, id, maxFrame, true, appendMDFields(f, header))
+}
+
+// appendMDFields adds metadata as header fields, binary values in base64.
+func appendMDFields(f []hpack.HeaderField, md metadata.MD) []hpack.HeaderField {
+	for k, vs := range md {
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				v = base64.RawStdEncoding.EncodeToString([]byte(v))
+			}
+			f = append(f, hpack.HeaderField{Name: k, Value: v})
+		}
+	}
+	return f
+}
+
+// addWire adds a received header field to md; a binary one (-bin) is
+// decoded from base64, padded or not.
+func addWire(md metadata.MD, k, v string) error {
+	if strings.HasSuffix(k, "-bin") {
+		enc := base64.RawStdEncoding
+		if len(v)%4 == 0 {
+			enc = base64.StdEncoding
+		}
+		b, err := enc.DecodeString(v)
+		if err != nil {
+			return fmt.Errorf("metadata %q is not base64: %v", k, err)
+		}
+		v = string(b)
+	}
+	md[k] = append(md[k], v)
+	return nil
+}
+
+// isGRPCContentType reports whether a request's content type is gRPC's:
+// application/grpc, alone or with a subtype (+proto, ;charset...).
+func isGRPCContentType(ct string) bool {
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+// parseTimeout reads grpc-timeout: at most 8 digits and a unit.
+func parseTimeout(s string) (time.Duration, bool) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	if d := time.Duration(n) * unit; d/unit == time.Duration(n) && d > 0 {
+		return d, true
+	}
+	if n == 0 {
+		return time.Nanosecond, true // already due
+	}
+	return 1<<63 - 1, true
+}
+
+// percentEncode writes grpc-message as gRPC asks: bytes outside printable
+// ASCII, and '%', as %XX.
+func percentEncode(s string) string {
+	i := 0
+	for i < len(s) && s[i] >= 0x20 && s[i] <= 0x7e && s[i] != '%' {
+		i++
+	}
+	if i == len(s) {
+		return s
+	}
+	const hex = "0123456789ABCDEF"
+	b := []byte(s[:i])
+	for ; i < len(s); i++ {
+		if c := s[i]; c >= 0x20 && c <= 0x7e && c != '%' {
+			b = append(b, c)
+		} else {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		}
+	}
+	return string(b)
+}
