@@ -36,13 +36,10 @@ type h2conn struct {
 	once   sync.Once
 
 	mu       sync.Mutex
-	streams  map[uint32]*h2stream // open: being received, served or answered
-	blocked  []*h2stream          // answers waiting for the client's window
-	sendConn int64                // the connection's send window
-	sendInit int64                // the client's initial stream window
-	maxFrame int                  // the largest frame payload the client takes
-	idle     *time.Timer          // closes the connection after IdleTimeout with no stream
-	closed   bool
+	streams map[uint32]*h2stream // open: being received, served or answered
+	win     window               // what the client lets meshd send
+	idle    *time.Timer          // closes the connection after IdleTimeout with no stream
+	closed  bool
 
 	sent atomic.Bool // headers or data went out since the client's last ping
 
@@ -55,7 +52,7 @@ type h2conn struct {
 
 // h2stream is one call on an h2conn.
 type h2stream struct {
-	id     uint32
+	outgoing // the answer's flow control; its gone: reset by the client, or answered
 	path   string
 	md     metadata.MD
 	body   []byte // the request so far, gRPC's message framing included
@@ -64,12 +61,6 @@ type h2stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	served bool // a goroutine serves it: it leaves the table when that one is done
-
-	// Under h2conn.mu.
-	sendWin int64
-	rest    []byte // the answer's message, past what the window let out
-	trailer []byte // the answer's last frames, after rest
-	reset   bool   // the client reset it, or the answer is done: write nothing more
 }
 
 // Windows meshd gives a client (the HTTP/2 default is 64 KiB each): large
@@ -90,14 +81,7 @@ const (
 
 // serveH2 serves gc until it closes.
 func (g *Gateway) serveH2(gc *gconn) {
-	c := &h2conn{
-		gc:       gc,
-		g:        g,
-		streams:  map[uint32]*h2stream{},
-		sendConn: 65535,
-		sendInit: 65535,
-		maxFrame: 16384,
-	}
+	c := &h2conn{gc: gc, g: g, streams: map[uint32]*h2stream{}, win: newWindow()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.w = outbox.New(gc.Conn, 1<<20, writeTimeout, nil, func(error) { c.close() })
 	go c.w.Loop()
@@ -195,7 +179,7 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		if st := c.streams[f.StreamID]; st != nil {
-			st.reset = true
+			st.gone = true
 			st.cancel()
 			if !st.served {
 				c.removeLocked(st)
@@ -216,18 +200,12 @@ func (c *h2conn) onSetting(s http2.Setting) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	switch s.ID {
-	case http2.SettingInitialWindowSize:
-		delta := int64(s.Val) - c.sendInit
-		c.sendInit = int64(s.Val)
+	c.win.setting(s, func(delta int64) {
 		for _, st := range c.streams {
-			st.sendWin += delta
+			st.win += delta
 		}
-		return c.unblockLocked()
-	case http2.SettingMaxFrameSize:
-		c.maxFrame = int(s.Val)
-	}
-	return nil
+	})
+	return c.releaseLocked()
 }
 
 // onPing enforces gRPC's keepalive rule: a client pings at most every
@@ -252,20 +230,22 @@ func (c *h2conn) onPing() error {
 func (c *h2conn) onWindowUpdate(id uint32, n int64) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if id == 0 {
-		if c.sendConn += n; c.sendConn > 1<<31-1 {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
+	var o *outgoing
+	if id != 0 {
+		st := c.streams[id]
+		if st == nil {
+			return nil
 		}
-		return c.unblockLocked()
+		o = &st.outgoing
 	}
-	if st := c.streams[id]; st != nil {
-		if st.sendWin += n; st.sendWin > 1<<31-1 {
-			st.reset = true
-			c.control(appendRSTStream(nil, id, http2.ErrCodeFlowControl))
-		}
-		return c.unblockLocked()
+	var se http2.StreamError
+	if err := c.win.update(o, n); errors.As(err, &se) {
+		o.gone = true
+		return c.control(appendRSTStream(nil, id, se.Code))
+	} else if err != nil {
+		return err
 	}
-	return nil
+	return c.releaseLocked()
 }
 
 func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
@@ -292,7 +272,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.g.m.refused.WithLabelValues("max_streams").Inc()
 		return c.control(appendRSTStream(nil, id, http2.ErrCodeRefusedStream))
 	}
-	st = &h2stream{id: id, md: metadata.MD{}}
+	st = &h2stream{outgoing: outgoing{id: id}, md: metadata.MD{}}
 	if f.Truncated {
 		c.refuse(st, "metadata_size", status.Newf(codes.ResourceExhausted, "the call's metadata exceeds %d bytes", c.g.limits.MaxHeaderList))
 		return nil
@@ -336,7 +316,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		st.ctx, st.cancel = context.WithCancel(c.ctx)
 	}
 	c.mu.Lock()
-	st.sendWin = c.sendInit
+	st.win = c.win.init
 	c.streams[id] = st
 	if c.idle != nil {
 		c.idle.Stop()
@@ -455,84 +435,54 @@ func (c *h2conn) refuse(st *h2stream, reason string, s *status.Status) {
 }
 
 // answer writes a served stream's reply: headers, the message as the
-// windows allow (the rest when they open), trailers.
+// windows allow (the rest when they open: releaseLocked), trailers; all
+// of a blocked answer is queued under mu, so its frames keep their order.
 func (c *h2conn) answer(st *h2stream, r reply) {
 	c.mu.Lock()
-	if st.reset || c.closed {
+	if st.gone || c.closed {
 		c.removeLocked(st)
 		c.mu.Unlock()
 		return
 	}
-	maxFrame := c.maxFrame
-	var b []byte
-	if r.status.Code() != codes.OK {
-		b = appendTrailersOnly(nil, st.id, maxFrame, r.header, r.trailer, r.status)
-		c.removeLocked(st)
-		c.mu.Unlock()
-		c.sent.Store(true)
-		c.w.WriteInline(b)
-		return
-	}
-	b = appendHeaders(nil, st.id, maxFrame, false, responseHeaders(r.header))
-	msg := r.message
-	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
-	if n := int64(len(msg)); n <= c.sendConn && n <= st.sendWin {
-		c.sendConn -= n
-		st.sendWin -= n
-		b = appendData(b, st.id, maxFrame, msg, false)
-		b = append(b, trailer...)
-		c.removeLocked(st)
-		c.mu.Unlock()
-		c.sent.Store(true)
-		c.w.WriteInline(b)
-		return
-	}
-	// The client's window is too small for the whole message: what fits
-	// goes now, the rest as it opens (unblockLocked), in order, all queued
-	// under mu.
-	st.rest, st.trailer = msg, trailer
-	c.blocked = append(c.blocked, st)
+	maxFrame := c.win.maxFrame
 	c.sent.Store(true)
+	if r.status.Code() != codes.OK {
+		b := appendTrailersOnly(nil, st.id, maxFrame, r.header, r.trailer, r.status)
+		c.removeLocked(st)
+		c.mu.Unlock()
+		c.w.WriteInline(b)
+		return
+	}
+	b := appendHeaders(nil, st.id, maxFrame, false, responseHeaders(r.header))
+	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
+	b, done := c.win.send(b, &st.outgoing, r.message, trailer)
+	if done {
+		c.removeLocked(st)
+		c.mu.Unlock()
+		c.w.WriteInline(b)
+		return
+	}
 	c.control(b)
-	c.unblockLocked()
 	c.mu.Unlock()
 }
 
-// unblockLocked sends what the windows now let out of the blocked answers.
-func (c *h2conn) unblockLocked() error {
-	kept := c.blocked[:0]
-	for _, st := range c.blocked {
-		if st.reset || c.closed {
-			continue // removed when reset
-		}
-		n := min(int64(len(st.rest)), c.sendConn, st.sendWin)
-		if n <= 0 && len(st.rest) > 0 {
-			kept = append(kept, st)
-			continue
-		}
-		c.sendConn -= n
-		st.sendWin -= n
-		b := appendData(nil, st.id, c.maxFrame, st.rest[:n], false)
-		if st.rest = st.rest[n:]; len(st.rest) == 0 {
-			b = append(b, st.trailer...)
-			c.removeLocked(st)
-		} else {
-			kept = append(kept, st)
-		}
-		c.sent.Store(true)
-		if err := c.control(b); err != nil {
-			return err
-		}
+// releaseLocked sends what the windows now let out of blocked answers.
+func (c *h2conn) releaseLocked() error {
+	b := c.win.release(nil, func(o *outgoing) { c.removeLocked(c.streams[o.id]) })
+	if len(b) == 0 {
+		return nil
 	}
-	clear(c.blocked[len(kept):])
-	c.blocked = kept
-	return nil
+	c.sent.Store(true)
+	return c.control(b)
 }
 
 // removeLocked takes a stream out of the table; the last one out starts
 // the idle timer.
 func (c *h2conn) removeLocked(st *h2stream) {
-	st.reset = true
+	if st == nil {
+		return
+	}
+	st.gone = true
 	if c.streams[st.id] != st {
 		return
 	}
@@ -564,7 +514,7 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 		if !st.served {
 			c.removeLocked(st)
 		}
-		st.reset = true
+		st.gone = true
 	}
 	c.mu.Unlock()
 	c.control(appendRSTStream(nil, id, code))
@@ -577,7 +527,7 @@ func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
 func (c *h2conn) maxFrameSize() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.maxFrame
+	return c.win.maxFrame
 }
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {
