@@ -4,15 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshrpc/mesh/frame"
@@ -41,10 +39,9 @@ type Backend struct {
 	mesh Mesh
 	log  *slog.Logger
 	m    *metrics
-	cc   *grpc.ClientConn
+	up   *upstream
 	// maxMessage bounds a request the relay delivers (Limits.MaxMessage).
 	maxMessage int
-	health     healthpb.HealthClient
 	stop       context.CancelFunc
 	done       chan struct{}
 
@@ -60,21 +57,13 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	if cfg.CheckEvery <= 0 {
 		cfg.CheckEvery = DefaultCheckEvery
 	}
-	cc, err := grpc.NewClient(cfg.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(g.limits.MaxMessage)),
-		// A server that was down is dialed again within a check interval, not
-		// after gRPC's default backoff (up to 2 minutes).
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
-			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: cfg.CheckEvery}, MinConnectTimeout: time.Second}),
-	)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
 		return nil, fmt.Errorf("grpc server %s for %s: %w", cfg.Addr, cfg.Service, err)
 	}
 	g.m.backends.WithLabelValues(cfg.Service, cfg.Addr).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
-		cc: cc, health: healthpb.NewHealthClient(cc), stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
+		up: &upstream{addr: cfg.Addr, maxMessage: g.limits.MaxMessage}, stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
 	go b.follow(ctx)
 	return b, nil
 }
@@ -95,7 +84,7 @@ func (b *Backend) follow(ctx context.Context) {
 			b.ours.Close()
 		}
 		b.mu.Unlock()
-		b.cc.Close()
+		b.up.close()
 	}()
 	t := time.NewTicker(b.cfg.CheckEvery)
 	defer t.Stop()
@@ -114,9 +103,14 @@ func (b *Backend) follow(ctx context.Context) {
 func (b *Backend) check(ctx context.Context) (bool, string) {
 	cctx, cancel := context.WithTimeout(ctx, min(b.cfg.CheckEvery, time.Second))
 	defer cancel()
-	res, err := b.health.Check(cctx, &healthpb.HealthCheckRequest{Service: b.cfg.HealthService})
-	if err != nil {
+	in, _ := proto.Marshal(&healthpb.HealthCheckRequest{Service: b.cfg.HealthService})
+	r := b.up.call(cctx, "/grpc.health.v1.Health/Check", metadata.MD{}, in)
+	if err := r.status.Err(); err != nil {
 		return false, "health check failed: " + err.Error()
+	}
+	var res healthpb.HealthCheckResponse
+	if err := proto.Unmarshal(r.message, &res); err != nil {
+		return false, "health check answered what is not a HealthCheckResponse: " + err.Error()
 	}
 	if res.Status != healthpb.HealthCheckResponse_SERVING {
 		return false, "health check says " + res.Status.String()
@@ -181,20 +175,17 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 	if err != nil {
 		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 	}
-	var out []byte
-	var header, trailer metadata.MD
-	err = b.cc.Invoke(metadata.NewOutgoingContext(ctx, md), path, &body, &out,
-		grpc.ForceCodecV2(RawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer))
-	arg2, aerr := answerHeaders(header, trailer)
+	r := b.up.call(ctx, path, md, body)
+	arg2, aerr := answerHeaders(r.header, r.trailer)
 	if aerr != nil {
 		return nil, frame.Errorf(frame.ErrCodeUnexpected, "the answer of the gRPC server: %v", aerr)
 	}
 	res := &conn.Response{Headers: frame.AppendHeader(nil, frame.HeaderArgScheme, "proto"), Arg2: arg2}
-	if err == nil {
-		res.Arg3 = out
+	st := r.status
+	if st.Code() == codes.OK {
+		res.Arg3 = r.message
 		return res, nil
 	}
-	st := status.Convert(err)
 	if code, ok := errCodeOf(st.Code()); ok && len(st.Proto().Details) == 0 {
 		return nil, &frame.Error{Code: code, Message: st.Message()}
 	}

@@ -86,6 +86,34 @@ func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, false, 
 
 func (w *Writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
 
+// Add queues whole frames like TryWrite, but wakes no one: the caller
+// writes them with Flush once it let go of whatever lock kept frames it
+// queues from several goroutines in order.
+func (w *Writer) Add(f []byte, max int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.pending) > max {
+		return ErrFull
+	}
+	w.pending = append(w.pending, f...)
+	w.count()
+	return nil
+}
+
+// Flush writes what is queued on the caller's goroutine, unless someone
+// is writing already (they take it).
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.flushing || w.err != nil {
+		return w.err
+	}
+	return w.flushLocked()
+}
+
 // enqueue appends f to the pending batch; with max 0 it waits while the
 // batch is over the limit, else it fails past max.
 func (w *Writer) enqueue(f []byte, inline bool, max int) error {

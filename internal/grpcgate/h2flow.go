@@ -1,0 +1,105 @@
+package grpcgate
+
+import "golang.org/x/net/http2"
+
+// window is the send side of HTTP/2's flow control on one connection, for
+// both of meshd's ends (h2conn serving apps, upstream calling servers):
+// what the peer lets this side send, in all and per stream, and the
+// messages waiting for it to let more. Its owner holds a lock around it.
+type window struct {
+	conn     int64 // the connection's window
+	init     int64 // the peer's initial window of a stream
+	maxFrame int   // the largest frame payload the peer takes
+	blocked  []*outgoing
+}
+
+func newWindow() window { return window{conn: 65535, init: 65535, maxFrame: 16384} }
+
+// outgoing is one stream's side of the window, and its message while it
+// waits.
+type outgoing struct {
+	id    uint32
+	win   int64  // the stream's window
+	rest  []byte // the message, past what the windows let out so far
+	after []byte // frames that follow it (an answer's trailers); none: its last DATA ends the stream
+	gone  bool   // reset or finished: nothing more goes out
+}
+
+// send appends DATA frames of msg for o, as much as the windows allow,
+// then o.after once all went out; it reports whether all did. What did
+// not waits for release.
+func (w *window) send(b []byte, o *outgoing, msg, after []byte) ([]byte, bool) {
+	o.rest, o.after = msg, after
+	b, done := w.some(b, o)
+	if !done {
+		w.blocked = append(w.blocked, o)
+	}
+	return b, done
+}
+
+// some appends what the windows let out of o's message.
+func (w *window) some(b []byte, o *outgoing) ([]byte, bool) {
+	n := min(int64(len(o.rest)), w.conn, o.win)
+	if n < 0 {
+		n = 0
+	}
+	w.conn -= n
+	o.win -= n
+	last := n == int64(len(o.rest))
+	b = appendData(b, o.id, w.maxFrame, o.rest[:n], last && o.after == nil)
+	if o.rest = o.rest[n:]; !last {
+		return b, false
+	}
+	return append(b, o.after...), true
+}
+
+// release appends what the windows now let out of the waiting messages;
+// done is told of each that went out whole.
+func (w *window) release(b []byte, done func(*outgoing)) []byte {
+	kept := w.blocked[:0]
+	for _, o := range w.blocked {
+		if o.gone {
+			continue
+		}
+		if w.conn <= 0 || o.win <= 0 {
+			kept = append(kept, o)
+			continue
+		}
+		var all bool
+		if b, all = w.some(b, o); all {
+			done(o)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	clear(w.blocked[len(kept):])
+	w.blocked = kept
+	return b
+}
+
+// update applies a WINDOW_UPDATE to the connection (o nil) or a stream.
+func (w *window) update(o *outgoing, n int64) error {
+	if o == nil {
+		if w.conn += n; w.conn > 1<<31-1 {
+			return http2.ConnectionError(http2.ErrCodeFlowControl)
+		}
+		return nil
+	}
+	if o.win += n; o.win > 1<<31-1 {
+		return http2.StreamError{StreamID: o.id, Code: http2.ErrCodeFlowControl}
+	}
+	return nil
+}
+
+// setting applies the peer's SETTINGS that bear on sending; each open
+// stream's window moves with the initial one (adjust).
+func (w *window) setting(s http2.Setting, adjust func(delta int64)) {
+	switch s.ID {
+	case http2.SettingInitialWindowSize:
+		delta := int64(s.Val) - w.init
+		w.init = int64(s.Val)
+		adjust(delta)
+	case http2.SettingMaxFrameSize:
+		w.maxFrame = int(s.Val)
+	}
+}
