@@ -35,7 +35,7 @@ type h2conn struct {
 	cancel context.CancelFunc
 	once   sync.Once
 
-	mu       sync.Mutex
+	mu      sync.Mutex
 	streams map[uint32]*h2stream // open: being received, served or answered
 	win     window               // what the client lets meshd send
 	idle    *time.Timer          // closes the connection after IdleTimeout with no stream
@@ -53,14 +53,14 @@ type h2conn struct {
 // h2stream is one call on an h2conn.
 type h2stream struct {
 	outgoing // the answer's flow control; its gone: reset by the client, or answered
-	path   string
-	md     metadata.MD
-	body   []byte // the request so far, gRPC's message framing included
-	want   int    // the bytes the whole request has, once its prefix came (0: not yet)
-	recv   int    // bytes received and not yet given back to the stream window
-	ctx    context.Context
-	cancel context.CancelFunc
-	served bool // a goroutine serves it: it leaves the table when that one is done
+	path     string
+	md       metadata.MD
+	body     []byte // the request so far, gRPC's message framing included
+	want     int    // the bytes the whole request has, once its prefix came (0: not yet)
+	recv     int    // bytes received and not yet given back to the stream window
+	ctx      context.Context
+	cancel   context.CancelFunc
+	served   bool // a goroutine serves it: it leaves the table when that one is done
 }
 
 // Windows meshd gives a client (the HTTP/2 default is 64 KiB each): large
