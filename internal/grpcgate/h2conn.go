@@ -90,6 +90,11 @@ func (g *Gateway) serveH2(gc *gconn) {
 		return
 	}
 	defer g.track(c, false)
+	if g.limits.IdleTimeout > 0 {
+		c.mu.Lock()
+		c.idle = time.AfterFunc(g.limits.IdleTimeout, c.onIdle)
+		c.mu.Unlock()
+	}
 	err := c.readLoop()
 	var ce http2.ConnectionError
 	switch {

@@ -382,6 +382,40 @@ func TestH2StockClient(t *testing.T) {
 	}
 }
 
+// A connection with no call for IdleTimeout is sent GOAWAY and closed,
+// whether it never called or its last call ended; one with a call open
+// stays.
+func TestH2IdleTimeout(t *testing.T) {
+	_, addr := gateway(t, Limits{IdleTimeout: 200 * time.Millisecond})
+	never := dialRaw(t, addr)
+	busy := dialRaw(t, addr)
+	busy.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdrs(), EndHeaders: true}) // its message never comes
+	done := dialRaw(t, addr)
+	done.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hdrs(), EndHeaders: true})
+	done.fr.WriteData(1, true, testkit.GRPCText("x"))
+	if code, _, _ := done.status(t, 1); code != codes.OK {
+		t.Fatalf("the call: %v", code)
+	}
+	for name, c := range map[string]*h2client{"never called": never, "called": done} {
+		if g, ok := c.next(t, 0).(*http2.GoAwayFrame); !ok || g.ErrCode != http2.ErrCodeNo {
+			t.Fatalf("%s: %v, want GOAWAY NO_ERROR", name, g)
+		}
+	}
+	busy.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	for {
+		f, err := busy.fr.ReadFrame()
+		if err != nil {
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+				t.Fatalf("the connection with a call open: %v", err)
+			}
+			break
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			t.Fatal("GOAWAY with a call open")
+		}
+	}
+}
+
 func TestParseTimeout(t *testing.T) {
 	for _, tc := range []struct {
 		in   string

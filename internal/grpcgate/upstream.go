@@ -250,11 +250,20 @@ func encodeTimeout(d time.Duration) string {
 		unit time.Duration
 		c    byte
 	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}} {
-		if n := (d + u.unit - 1) / u.unit; n <= 99999999 {
+		if n := ceilDiv(d, u.unit); n <= 99999999 {
 			return strconv.FormatInt(int64(n), 10) + string(u.c)
 		}
 	}
-	return strconv.FormatInt(int64(min((d+time.Hour-1)/time.Hour, 99999999)), 10) + "H"
+	return strconv.FormatInt(int64(min(ceilDiv(d, time.Hour), 99999999)), 10) + "H"
+}
+
+// ceilDiv is d/unit rounded up: a deadline is never sent shorter.
+func ceilDiv(d, unit time.Duration) time.Duration {
+	n := d / unit
+	if d%unit != 0 {
+		n++
+	}
+	return n
 }
 
 // finish ends a call with its reply, once.

@@ -46,7 +46,14 @@ func (d *Daemon) startGRPC() error {
 	if d.cfg.GRPC == nil {
 		return nil
 	}
-	d.gate = grpcgate.NewGateway(gateMesh{d}, *d.cfg.GRPC, d.log)
+	l := *d.cfg.GRPC
+	if l.HandshakeTimeout == 0 {
+		l.HandshakeTimeout = d.limits.HandshakeTimeout
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = d.limits.IdleTimeout // a gRPC connection with no call for as long is sent GOAWAY
+	}
+	d.gate = grpcgate.NewGateway(gateMesh{d}, l, d.log)
 	d.metrics.MustRegister(d.gate.Collector())
 	for _, bc := range d.cfg.GRPCServers {
 		b, err := d.gate.StartBackend(bc)
