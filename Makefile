@@ -40,6 +40,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzConn$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/conn
 	go test -run '^$$' -fuzz '^FuzzMeshd$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
 	go test -run '^$$' -fuzz '^FuzzGRPCConn$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
+	go test -run '^$$' -fuzz '^FuzzUpstream$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/grpcgate
 
 # A real Consul agent built from the Go module proxy, in .cache/bin.
 consul:

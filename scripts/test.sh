@@ -49,6 +49,7 @@ suite fuzz-meshd go test -run '^$' -fuzz '^FuzzMeshd$' -fuzztime "$FUZZTIME" -fu
 # its end with "context deadline exceeded" and no input (golang/go#75804, fixed in 1.27).
 suite fuzz-grpc-headers go test -run '^$' -fuzz '^FuzzHeaders$' -fuzztime 200000x -v ./internal/grpcgate
 suite fuzz-grpc-conn go test -run '^$' -fuzz '^FuzzGRPCConn$' -fuzztime 5000x -v ./internal/meshd
+suite fuzz-grpc-upstream go test -run '^$' -fuzz '^FuzzUpstream$' -fuzztime 3000x -v ./internal/grpcgate
 suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzztime "$FUZZTIME" -v ./internal/tracing
 
 # Integration suites run real programs: a Consul agent built from the module

@@ -75,6 +75,9 @@ func (u *upstream) conn(ctx context.Context) (*upConn, error) {
 		if u.cur == nil || !u.cur.usable() {
 			err := u.err
 			u.mu.Unlock()
+			if err == nil {
+				err = status.Errorf(codes.Unavailable, "the connection to the gRPC server at %s ended as it opened", u.addr)
+			}
 			return nil, err
 		}
 	}
@@ -87,7 +90,7 @@ func (u *upstream) dial() {
 	if err != nil {
 		u.err = status.Errorf(codes.Unavailable, "the gRPC server at %s: %v", u.addr, err)
 	} else {
-		u.cur = c
+		u.cur, u.err = c, nil
 	}
 	close(u.dialed)
 	u.dialed = nil

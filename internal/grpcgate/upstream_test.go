@@ -3,6 +3,7 @@ package grpcgate
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -154,4 +157,73 @@ func TestEncodeTimeout(t *testing.T) {
 			t.Errorf("encodeTimeout(%v) = %q, read back as %v, %v", d, encodeTimeout(d), got, ok)
 		}
 	}
+}
+
+// FuzzUpstream has a gRPC server answer a call with any bytes after its
+// settings: the call ends with a status, never hangs or panics, and the
+// next call dials afresh.
+func FuzzUpstream(f *testing.F) {
+	var ok bytes.Buffer
+	fr := http2.NewFramer(&ok, nil)
+	fr.WriteSettings()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hpackBlock(":status", "200", "content-type", "application/grpc"), EndHeaders: true})
+	fr.WriteData(1, false, []byte{0, 0, 0, 0, 2, 'h', 'i'})
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hpackBlock("grpc-status", "0"), EndHeaders: true, EndStream: true})
+	f.Add(ok.Bytes())
+	f.Add(ok.Bytes()[:len(ok.Bytes())-3])
+	var bad bytes.Buffer
+	fr = http2.NewFramer(&bad, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hpackBlock(":status", "503"), EndHeaders: true, EndStream: true})
+	fr.WriteGoAway(0, http2.ErrCodeEnhanceYourCalm, nil)
+	fr.WriteRSTStream(1, http2.ErrCodeRefusedStream)
+	fr.WriteWindowUpdate(0, 1<<31-1)
+	f.Add(bad.Bytes())
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	answers := make(chan []byte, 1)
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				go io.Copy(io.Discard, nc)
+				select {
+				case b := <-answers:
+					nc.Write(b)
+					time.Sleep(20 * time.Millisecond)
+				case <-time.After(time.Second):
+				}
+			}()
+		}
+	}()
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		u := &upstream{addr: ln.Addr().String(), maxMessage: 1 << 20}
+		defer u.close()
+		answers <- answer
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		r := u.call(ctx, "/a.B/C", nil, []byte("x"))
+		if r.status == nil {
+			t.Fatal("no status")
+		}
+		if r.status.Code() == codes.OK && string(r.message) != "hi" && len(r.message) > 1<<20 {
+			t.Fatalf("OK with %d bytes past the limit", len(r.message))
+		}
+	})
+}
+
+func hpackBlock(kv ...string) []byte {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	for i := 0; i+1 < len(kv); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: kv[i], Value: kv[i+1]})
+	}
+	return b.Bytes()
 }
