@@ -11,4 +11,9 @@
 // balancing, retries, breakers, explanations, spans). A gRPC server named in
 // meshd's config is the same in reverse: an in-memory connection on which
 // meshd delivers calls, which a Backend makes to the server over HTTP/2.
+//
+// Both HTTP/2 sides are the package's own, for unary calls only: h2conn
+// serves a gRPC client, upstream calls a gRPC server; window holds the
+// flow control they share. grpc-go's server and client, used at first,
+// cost more CPU per call than the relay's whole hop.
 package grpcgate
