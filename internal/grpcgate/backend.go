@@ -31,6 +31,12 @@ type BackendConfig struct {
 // DefaultCheckEvery is BackendConfig.CheckEvery's default.
 const DefaultCheckEvery = 2 * time.Second
 
+// checkTimeout bounds one health check, whatever the interval: a server
+// that answers NOT_SERVING leaves at once, one that is merely slow for a
+// moment (a loaded host) does not. Checks never overlap: the next starts
+// after this one ends.
+const checkTimeout = time.Second
+
 // Backend delivers the mesh's calls for one service to a stock gRPC server
 // over one HTTP/2 connection, and keeps the service registered while the
 // server's health check passes.
@@ -101,7 +107,7 @@ func (b *Backend) follow(ctx context.Context) {
 
 // check asks the server's grpc.health.v1 once.
 func (b *Backend) check(ctx context.Context) (bool, string) {
-	cctx, cancel := context.WithTimeout(ctx, min(b.cfg.CheckEvery, time.Second))
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	in, _ := proto.Marshal(&healthpb.HealthCheckRequest{Service: b.cfg.HealthService})
 	r := b.up.call(cctx, "/grpc.health.v1.Health/Check", metadata.MD{}, in)
