@@ -2,7 +2,6 @@ package grpcgate
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -150,8 +149,7 @@ func (g *Gateway) call(ctx context.Context, gc *gconn, path string, md metadata.
 		r.status = status.Convert(a.status())
 		return r
 	}
-	r.message = binary.BigEndian.AppendUint32(append(make([]byte, 0, 5+len(res.Arg3)), 0), uint32(len(res.Arg3)))
-	r.message = append(r.message, res.Arg3...)
+	r.message = frameMessage(res.Arg3)
 	return r
 }
 

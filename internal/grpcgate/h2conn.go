@@ -45,7 +45,7 @@ type h2conn struct {
 
 	// Only the read loop touches these.
 	lastID      uint32 // the highest stream id the client opened
-	recvConn    int    // bytes received and not yet given back to the connection window
+	recvConn    connCredit
 	pingStrikes int
 	lastPing    time.Time
 }
@@ -53,11 +53,9 @@ type h2conn struct {
 // h2stream is one call on an h2conn.
 type h2stream struct {
 	outgoing // the answer's flow control; its gone: reset by the client, or answered
+	incoming // the request
 	path     string
 	md       metadata.MD
-	body     []byte // the request so far, gRPC's message framing included
-	want     int    // the bytes the whole request has, once its prefix came (0: not yet)
-	recv     int    // bytes received and not yet given back to the stream window
 	ctx      context.Context
 	cancel   context.CancelFunc
 	served   bool // a goroutine serves it: it leaves the table when that one is done
@@ -335,11 +333,10 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 
 func (c *h2conn) onData(f *http2.DataFrame) error {
 	n := int(f.Length)
-	if c.recvConn += n; c.recvConn >= recvConnWindow/4 {
-		if err := c.control(appendWindowUpdate(nil, 0, uint32(c.recvConn))); err != nil {
+	if up := c.recvConn.add(n); up > 0 {
+		if err := c.control(appendWindowUpdate(nil, 0, up)); err != nil {
 			return err
 		}
-		c.recvConn = 0
 	}
 	c.mu.Lock()
 	st := c.streams[f.StreamID]
@@ -358,11 +355,10 @@ func (c *h2conn) onData(f *http2.DataFrame) error {
 		c.refuse(st, err.reason, err.st)
 		return nil
 	}
-	if st.recv += n; st.recv >= recvStreamWindow/4 && !f.StreamEnded() {
-		if err := c.control(appendWindowUpdate(nil, st.id, uint32(st.recv))); err != nil {
+	if up := st.credit(n, f.StreamEnded()); up > 0 {
+		if err := c.control(appendWindowUpdate(nil, st.id, up)); err != nil {
 			return err
 		}
-		st.recv = 0
 	}
 	if f.StreamEnded() {
 		c.endRequest(st)
@@ -379,21 +375,12 @@ type refusal struct {
 // gather adds data to a stream's request: one message, uncompressed, of at
 // most MaxMessage bytes.
 func (c *h2conn) gather(st *h2stream, data []byte) *refusal {
-	st.body = append(st.body, data...)
-	if st.want == 0 && len(st.body) >= 5 {
-		if st.body[0] != 0 {
-			return &refusal{"compressed", status.Newf(codes.Unimplemented, "%s: compressed messages are not supported; send them uncompressed", st.path)}
-		}
-		size := binary.BigEndian.Uint32(st.body[1:5])
-		if int64(size) > int64(c.g.limits.MaxMessage) {
-			return &refusal{"message_size", status.Newf(codes.ResourceExhausted, "the request message is %d bytes, more than the %d meshd takes", size, c.g.limits.MaxMessage)}
-		}
-		st.want = 5 + int(size)
-		if cap(st.body) < st.want {
-			st.body = append(make([]byte, 0, st.want), st.body...)
-		}
-	}
-	if st.want > 0 && len(st.body) > st.want {
+	switch problem, length := st.add(data, c.g.limits.MaxMessage); problem {
+	case compressed:
+		return &refusal{"compressed", status.Newf(codes.Unimplemented, "%s: compressed messages are not supported; send them uncompressed", st.path)}
+	case tooBig:
+		return &refusal{"message_size", status.Newf(codes.ResourceExhausted, "the request message is %d bytes, more than the %d meshd takes", length, c.g.limits.MaxMessage)}
+	case second:
 		return &refusal{"streaming", status.Newf(codes.Unimplemented, "%s: the mesh carries unary calls only; this call sent a second message (client or bidirectional streaming)", st.path)}
 	}
 	return nil
@@ -407,7 +394,7 @@ func (c *h2conn) endRequest(st *h2stream) {
 	case len(st.body) == 0:
 		c.refuse(st, "no_message", status.Newf(codes.InvalidArgument, "%s: the call sent no request message", st.path))
 		return
-	case st.want == 0 || len(st.body) < st.want:
+	case !st.whole():
 		c.refuse(st, "short_message", status.Newf(codes.InvalidArgument, "%s: the request message ended after %d bytes", st.path, len(st.body)))
 		return
 	}
@@ -416,7 +403,7 @@ func (c *h2conn) endRequest(st *h2stream) {
 }
 
 func (c *h2conn) serveStream(st *h2stream) {
-	r := c.g.call(st.ctx, c.gc, st.path, st.md, st.body[5:])
+	r := c.g.call(st.ctx, c.gc, st.path, st.md, st.message())
 	st.cancel()
 	c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
 	c.answer(st, r)

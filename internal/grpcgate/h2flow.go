@@ -1,6 +1,10 @@
 package grpcgate
 
-import "golang.org/x/net/http2"
+import (
+	"encoding/binary"
+
+	"golang.org/x/net/http2"
+)
 
 // window is the send side of HTTP/2's flow control on one connection, for
 // both of meshd's ends (h2conn serving apps, upstream calling servers):
@@ -102,4 +106,79 @@ func (w *window) setting(s http2.Setting, adjust func(delta int64)) {
 	case http2.SettingMaxFrameSize:
 		w.maxFrame = int(s.Val)
 	}
+}
+
+// incoming is one stream's message on its way in: gRPC's framing (a flag
+// byte, a 4-byte length, the bytes) read as it arrives, one message at
+// most, and the stream's side of the receive window.
+type incoming struct {
+	body []byte // the message so far, its framing included
+	want int    // the bytes of the whole framed message, once its prefix came
+	recv int    // bytes received and not yet given back to the stream window
+}
+
+// Why add refuses what came.
+const (
+	fine       = iota
+	compressed // the message is compressed: meshd never asks for that
+	tooBig     // its length is past the limit
+	second     // a second message follows: a stream, not a unary call
+)
+
+// add appends data; a message whose length passes max is refused before
+// its bytes are kept.
+func (in *incoming) add(data []byte, max int) (problem int, length uint32) {
+	in.body = append(in.body, data...)
+	if in.want == 0 && len(in.body) >= 5 {
+		length = binary.BigEndian.Uint32(in.body[1:5])
+		switch {
+		case in.body[0] != 0:
+			return compressed, length
+		case int64(length) > int64(max):
+			return tooBig, length
+		}
+		in.want = 5 + int(length)
+		if cap(in.body) < in.want {
+			in.body = append(make([]byte, 0, in.want), in.body...)
+		}
+	}
+	if in.want > 0 && len(in.body) > in.want {
+		return second, length
+	}
+	return fine, length
+}
+
+// whole reports whether one whole message came.
+func (in *incoming) whole() bool { return in.want > 0 && len(in.body) == in.want }
+
+// message is the message without its framing (whole only).
+func (in *incoming) message() []byte { return in.body[5:] }
+
+// credit counts n bytes received on the stream, and is the window update
+// to send for it (0: none yet; none once the stream ended).
+func (in *incoming) credit(n int, ended bool) uint32 {
+	if in.recv += n; in.recv < recvStreamWindow/4 || ended {
+		return 0
+	}
+	n, in.recv = in.recv, 0
+	return uint32(n)
+}
+
+// connCredit is a connection's side of the receive window.
+type connCredit int
+
+// add counts n bytes received, and is the window update to send (0: none
+// yet): given back a quarter of the window at a time.
+func (c *connCredit) add(n int) uint32 {
+	if *c += connCredit(n); *c < recvConnWindow/4 {
+		return 0
+	}
+	n, *c = int(*c), 0
+	return uint32(n)
+}
+
+// frameMessage is a message with gRPC's framing.
+func frameMessage(m []byte) []byte {
+	b := binary.BigEndian.AppendUint32(append(make([]byte, 0, 5+len(m)), 0), uint32(len(m)))
+	return append(b, m...)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,11 +147,7 @@ func appendMDFields(f []hpack.HeaderField, md metadata.MD) []hpack.HeaderField {
 // decoded from base64, padded or not.
 func addWire(md metadata.MD, k, v string) error {
 	if strings.HasSuffix(k, "-bin") {
-		enc := base64.RawStdEncoding
-		if len(v)%4 == 0 {
-			enc = base64.StdEncoding
-		}
-		b, err := enc.DecodeString(v)
+		b, err := decodeBin(v)
 		if err != nil {
 			return fmt.Errorf("metadata %q is not base64: %v", k, err)
 		}
@@ -160,6 +157,14 @@ func addWire(md metadata.MD, k, v string) error {
 	return nil
 }
 
+// decodeBin reads a binary header's value: base64, padded or not.
+func decodeBin(v string) ([]byte, error) {
+	if len(v)%4 == 0 {
+		return base64.StdEncoding.DecodeString(v)
+	}
+	return base64.RawStdEncoding.DecodeString(v)
+}
+
 // isGRPCContentType reports whether a request's content type is gRPC's:
 // application/grpc, alone or with a subtype (+proto, ;charset...).
 func isGRPCContentType(ct string) bool {
@@ -167,28 +172,25 @@ func isGRPCContentType(ct string) bool {
 	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
 }
 
+// timeoutUnit is one of grpc-timeout's units and its letter.
+type timeoutUnit struct {
+	unit time.Duration
+	c    byte
+}
+
+// timeoutUnits are grpc-timeout's units, finest first.
+var timeoutUnits = [...]timeoutUnit{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}, {time.Hour, 'H'}}
+
 // parseTimeout reads grpc-timeout: at most 8 digits and a unit.
 func parseTimeout(s string) (time.Duration, bool) {
 	if len(s) < 2 || len(s) > 9 {
 		return 0, false
 	}
-	var unit time.Duration
-	switch s[len(s)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
+	i := slices.IndexFunc(timeoutUnits[:], func(u timeoutUnit) bool { return u.c == s[len(s)-1] })
+	if i < 0 {
 		return 0, false
 	}
+	unit := timeoutUnits[i].unit
 	n, err := strconv.ParseUint(s[:len(s)-1], 10, 64)
 	if err != nil {
 		return 0, false
@@ -200,6 +202,24 @@ func parseTimeout(s string) (time.Duration, bool) {
 		return time.Nanosecond, true // already due
 	}
 	return 1<<63 - 1, true
+}
+
+// encodeTimeout writes grpc-timeout: at most 8 digits, in the finest unit
+// that holds them, rounded up: a deadline is never sent shorter.
+func encodeTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "1n"
+	}
+	for _, u := range timeoutUnits {
+		n := d / u.unit
+		if d%u.unit != 0 {
+			n++
+		}
+		if n <= 99999999 || u.c == 'H' {
+			return strconv.FormatInt(int64(min(n, 99999999)), 10) + string(u.c)
+		}
+	}
+	panic("unreachable")
 }
 
 // percentEncode writes grpc-message as gRPC asks: bytes outside printable

@@ -3,7 +3,6 @@ package grpcgate
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -123,17 +122,15 @@ type upConn struct {
 	goneAway   bool          // the server takes no new streams
 	err        error         // why the connection ended
 
-	recvConn int // the read loop's: bytes received and not yet given back
+	recvConn connCredit // the read loop's
 }
 
 // upCall is one call in flight.
 type upCall struct {
 	outgoing // the request's flow control
+	incoming // the answer's message
 	done     chan struct{}
 	r        reply
-	body     []byte      // the answer's message so far, its framing included
-	want     int         // the bytes of the whole message, once its prefix came
-	recv     int         // bytes received and not yet given back to the stream window
 	header   bool        // the answer's headers came
 	hdr      metadata.MD // their metadata
 }
@@ -168,8 +165,7 @@ func (c *upConn) usable() bool {
 
 func (c *upConn) call(ctx context.Context, path string, md metadata.MD, in []byte) reply {
 	fields := requestFields(ctx, path, c.u.addr, md)
-	msg := binary.BigEndian.AppendUint32(append(make([]byte, 0, 5+len(in)), 0), uint32(len(in)))
-	msg = append(msg, in...)
+	msg := frameMessage(in)
 	call := &upCall{done: make(chan struct{})}
 
 	c.mu.Lock()
@@ -241,32 +237,6 @@ func requestFields(ctx context.Context, path, authority string, md metadata.MD) 
 		f = append(f, hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(time.Until(d))})
 	}
 	return appendMDFields(f, md)
-}
-
-// encodeTimeout writes grpc-timeout: at most 8 digits, in the finest unit
-// that holds them.
-func encodeTimeout(d time.Duration) string {
-	if d <= 0 {
-		return "1n"
-	}
-	for _, u := range [...]struct {
-		unit time.Duration
-		c    byte
-	}{{time.Nanosecond, 'n'}, {time.Microsecond, 'u'}, {time.Millisecond, 'm'}, {time.Second, 'S'}, {time.Minute, 'M'}} {
-		if n := ceilDiv(d, u.unit); n <= 99999999 {
-			return strconv.FormatInt(int64(n), 10) + string(u.c)
-		}
-	}
-	return strconv.FormatInt(int64(min(ceilDiv(d, time.Hour), 99999999)), 10) + "H"
-}
-
-// ceilDiv is d/unit rounded up: a deadline is never sent shorter.
-func ceilDiv(d, unit time.Duration) time.Duration {
-	n := d / unit
-	if d%unit != 0 {
-		n++
-	}
-	return n
 }
 
 // finish ends a call with its reply, once.
@@ -491,10 +461,10 @@ func (c *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 	switch {
 	case err != nil:
 		r = failed(status.Errorf(codes.Internal, "the gRPC server's answer: %v", err))
-	case r.status.Code() == codes.OK && (call.want == 0 || len(call.body) < call.want):
+	case r.status.Code() == codes.OK && !call.whole():
 		r = failed(status.Errorf(codes.Internal, "the gRPC server answered OK with %d bytes, not one whole message", len(call.body)))
 	case r.status.Code() == codes.OK:
-		r.message = call.body[5:]
+		r.message = call.message()
 	}
 	r.header = call.hdr
 	c.finish(call, r)
@@ -528,11 +498,7 @@ func trailersOf(f *http2.MetaHeadersFrame) (reply, error) {
 	r.status = status.New(codes.Code(n), msg)
 	if details != "" {
 		var sp spb.Status
-		enc := base64.RawStdEncoding
-		if len(details)%4 == 0 {
-			enc = base64.StdEncoding
-		}
-		if b, err := enc.DecodeString(details); err == nil && proto.Unmarshal(b, &sp) == nil && sp.Code == int32(n) {
+		if b, err := decodeBin(details); err == nil && proto.Unmarshal(b, &sp) == nil && sp.Code == int32(n) {
 			r.status = status.FromProto(&sp)
 		}
 	}
@@ -559,11 +525,10 @@ func httpCode(s string) codes.Code {
 
 func (c *upConn) onData(f *http2.DataFrame) error {
 	n := int(f.Length)
-	if c.recvConn += n; c.recvConn >= recvConnWindow/4 {
-		if err := c.control(appendWindowUpdate(nil, 0, uint32(c.recvConn))); err != nil {
+	if up := c.recvConn.add(n); up > 0 {
+		if err := c.control(appendWindowUpdate(nil, 0, up)); err != nil {
 			return err
 		}
-		c.recvConn = 0
 	}
 	call := c.lookup(f.StreamID)
 	if call == nil {
@@ -573,31 +538,21 @@ func (c *upConn) onData(f *http2.DataFrame) error {
 		c.reset(call.id, http2.ErrCodeProtocol, status.Error(codes.Internal, "the gRPC server sent data before headers"))
 		return nil
 	}
-	call.body = append(call.body, f.Data()...)
-	if call.want == 0 && len(call.body) >= 5 {
-		size := binary.BigEndian.Uint32(call.body[1:5])
-		switch {
-		case call.body[0] != 0:
-			c.reset(call.id, http2.ErrCodeCancel, status.Error(codes.Internal, "the gRPC server compressed its answer, which meshd did not ask for"))
-			return nil
-		case int64(size) > int64(c.u.maxMessage):
-			c.reset(call.id, http2.ErrCodeCancel, status.Errorf(codes.ResourceExhausted, "the gRPC server's answer is %d bytes, more than the %d meshd takes", size, c.u.maxMessage))
-			return nil
-		}
-		call.want = 5 + int(size)
-		if cap(call.body) < call.want {
-			call.body = append(make([]byte, 0, call.want), call.body...)
-		}
-	}
-	if call.want > 0 && len(call.body) > call.want {
+	switch problem, length := call.add(f.Data(), c.u.maxMessage); problem {
+	case compressed:
+		c.reset(call.id, http2.ErrCodeCancel, status.Error(codes.Internal, "the gRPC server compressed its answer, which meshd did not ask for"))
+		return nil
+	case tooBig:
+		c.reset(call.id, http2.ErrCodeCancel, status.Errorf(codes.ResourceExhausted, "the gRPC server's answer is %d bytes, more than the %d meshd takes", length, c.u.maxMessage))
+		return nil
+	case second:
 		c.reset(call.id, http2.ErrCodeCancel, status.Error(codes.Internal, "the gRPC server answered a unary call with more than one message"))
 		return nil
 	}
-	if call.recv += n; call.recv >= recvStreamWindow/4 && !f.StreamEnded() {
-		if err := c.control(appendWindowUpdate(nil, call.id, uint32(call.recv))); err != nil {
+	if up := call.credit(n, f.StreamEnded()); up > 0 {
+		if err := c.control(appendWindowUpdate(nil, call.id, up)); err != nil {
 			return err
 		}
-		call.recv = 0
 	}
 	if f.StreamEnded() {
 		c.finish(call, failed(status.Error(codes.Internal, "the gRPC server ended the stream without trailers")))
