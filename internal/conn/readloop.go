@@ -19,30 +19,36 @@ func (c *Conn) readLoop() {
 			err = c.dispatch(f, &st)
 		}
 		if err != nil {
-			for _, call := range st.assembling {
-				if call.pw != nil {
-					call.pw.CloseWithError(&frame.Error{Code: frame.ErrCodeNetwork, Message: "connection closed mid-request"})
-				}
-			}
-			if frame.IsProtocolError(err) {
-				c.log.Warn("protocol error from peer, closing connection", "err", err)
-				c.sendError(frame.ConnErrorID, frame.ErrCodeProtocol, frame.Tracing{}, err.Error())
-			}
-			if err == io.EOF {
-				err = nil
-				c.mu.Lock()
-				if !c.draining && (len(c.out) > 0 || len(c.in) > 0) {
-					err = io.ErrUnexpectedEOF
-				}
-				c.mu.Unlock()
-				if err == nil {
-					err = io.EOF
-				}
-			}
-			c.Fail(err)
+			c.readFailed(err, &st)
 			return
 		}
 	}
+}
+
+// readFailed ends the connection when what the peer sent ends or breaks
+// the protocol (err).
+func (c *Conn) readFailed(err error, st *readState) {
+	for _, call := range st.assembling {
+		if call.pw != nil {
+			call.pw.CloseWithError(&frame.Error{Code: frame.ErrCodeNetwork, Message: "connection closed mid-request"})
+		}
+	}
+	if frame.IsProtocolError(err) {
+		c.log.Warn("protocol error from peer, closing connection", "err", err)
+		c.sendError(frame.ConnErrorID, frame.ErrCodeProtocol, frame.Tracing{}, err.Error())
+	}
+	if err == io.EOF {
+		err = nil
+		c.mu.Lock()
+		if !c.draining && (len(c.out) > 0 || len(c.in) > 0) {
+			err = io.ErrUnexpectedEOF
+		}
+		c.mu.Unlock()
+		if err == nil {
+			err = io.EOF
+		}
+	}
+	c.Fail(err)
 }
 
 // readBuffer batches small frames' reads; larger reads skip it (directReader).

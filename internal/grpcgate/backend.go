@@ -146,16 +146,11 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 		return
 	}
 	if b.ours == nil || b.ours.Closed() {
-		ours, theirs, err := attach(b.mesh, "", conn.Options{
+		b.ours, b.theirs = b.mesh.Attach(conn.Options{
 			ProcessName: "grpc server at " + b.cfg.Addr,
 			Handler:     b.handle,
 			Logger:      b.log,
-		})
-		if err != nil {
-			b.log.Warn("connecting the gRPC server to meshd failed", "err", err)
-			return
-		}
-		b.ours, b.theirs = ours, theirs
+		}, "")
 	}
 	meta := map[string]string{"process": "grpc server at " + b.cfg.Addr, "protocol": "grpc"}
 	if err := b.mesh.Serve(ctx, b.theirs, b.cfg.Service, meta); err != nil {

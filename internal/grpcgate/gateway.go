@@ -22,10 +22,10 @@ import (
 
 // Mesh is what the gateway needs of meshd.
 type Mesh interface {
-	// Attach serves nc, one end of an in-memory connection, as a local app's
-	// TChannel connection whose calls carry the proven identity caller (""
-	// for none); it returns meshd's end once the handshake is done.
-	Attach(nc net.Conn, caller string) (*conn.Conn, error)
+	// Attach opens an in-memory connection into meshd's relay, as a local
+	// app's whose calls carry the proven identity caller ("" for none):
+	// ours is the app's end (with app's options), theirs meshd's.
+	Attach(app conn.Options, caller string) (ours, theirs *conn.Conn)
 	// Prove checks that the app at the far end of nc is caller, by its token
 	// or its Unix user (the advertise rule).
 	Prove(ctx context.Context, nc net.Conn, caller, token string) error
@@ -294,40 +294,11 @@ func (gc *gconn) open(ctx context.Context, id identity) (*conn.Conn, error) {
 			return nil, &unproven{err}
 		}
 	}
-	c, _, err := attach(gc.g.mesh, id.caller, conn.Options{
-		ProcessName:      "grpc app at " + gc.RemoteAddr().String(),
-		HandshakeTimeout: gc.g.limits.HandshakeTimeout,
-		Logger:           gc.g.log,
-	})
-	return c, err
-}
-
-// attach opens an in-memory TChannel connection into meshd: ours is the
-// app's end (with opts), theirs meshd's.
-func attach(mesh Mesh, caller string, opts conn.Options) (ours, theirs *conn.Conn, err error) {
-	a, b, err := pipe()
-	if err != nil {
-		return nil, nil, err
-	}
-	done := make(chan error, 1)
-	go func() {
-		var err error
-		theirs, err = mesh.Attach(a, caller)
-		done <- err
-	}()
-	ours, err = conn.Client(b, opts)
-	if aerr := <-done; err == nil {
-		err = aerr
-	}
-	if err != nil {
-		if ours != nil {
-			ours.Close()
-		}
-		a.Close()
-		b.Close()
-		return nil, nil, err
-	}
-	return ours, theirs, nil
+	c, _ := gc.g.mesh.Attach(conn.Options{
+		ProcessName: "grpc app at " + gc.RemoteAddr().String(),
+		Logger:      gc.g.log,
+	}, id.caller)
+	return c, nil
 }
 
 // Close closes the connection and every TChannel connection opened for it.

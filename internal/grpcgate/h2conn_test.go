@@ -27,8 +27,8 @@ import (
 // for a message "big:N", N bytes; metadata x-* back as header metadata.
 type echoMesh struct{}
 
-func (echoMesh) Attach(nc net.Conn, _ string) (*conn.Conn, error) {
-	return conn.Server(nc, conn.Options{Logger: testkit.Quiet, Handler: func(ctx context.Context, req *conn.Request) (*conn.Response, error) {
+func (echoMesh) Attach(app conn.Options, _ string) (ours, theirs *conn.Conn) {
+	return conn.Join(app, conn.Options{Logger: testkit.Quiet, Handler: func(ctx context.Context, req *conn.Request) (*conn.Response, error) {
 		body := req.Arg3
 		if n, ok := strings.CutPrefix(string(body), "big:"); ok {
 			size, _ := strconv.Atoi(n)

@@ -14,18 +14,16 @@ import (
 // relay like an app's, the advertise rule's proofs, and registration.
 type gateMesh struct{ d *Daemon }
 
-// Attach serves one end of an in-memory connection as a local app's.
-func (m gateMesh) Attach(nc net.Conn, caller string) (*conn.Conn, error) {
+// Attach joins an app's connection to meshd in memory (conn.Join): meshd's
+// end is served as a local app's, carrying caller when proven.
+func (m gateMesh) Attach(app conn.Options, caller string) (ours, theirs *conn.Conn) {
 	src := &relay.Source{}
 	if caller != "" {
 		src.SetCaller(caller)
 	}
-	c, err := conn.Server(nc, m.d.connOptions(src))
-	if err != nil {
-		return nil, err
-	}
-	m.d.track(c)
-	return c, nil
+	ours, theirs = conn.Join(app, m.d.connOptions(src))
+	m.d.track(theirs)
+	return ours, theirs
 }
 
 func (m gateMesh) Prove(ctx context.Context, nc net.Conn, caller, token string) error {

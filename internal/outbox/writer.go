@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Writer struct {
 	limit   int
 	onFail  func(error) // runs once, on its own goroutine, when a write fails
 	budget  *Budget     // nil: not shared
+	direct  bool        // every write flushes on its own goroutine (Inline)
 
 	mu       sync.Mutex
 	drained  sync.Cond // pending was taken for writing, or the writer failed
@@ -86,6 +88,17 @@ func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, false, 
 
 func (w *Writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
 
+// Inline makes every write flush on the writing goroutine when no one is
+// flushing, and no write wait for room: for an nc that hands the bytes on
+// in memory and never blocks (conn.Join), where waking Loop would be the
+// only cost of the write. A write made while its goroutine flushes (the
+// in-memory peer answering at once) is queued and goes out in the same
+// flush. Call it before the first write.
+func (w *Writer) Inline() {
+	w.direct = true
+	w.limit = math.MaxInt
+}
+
 // Add queues whole frames like TryWrite, but wakes no one: the caller
 // writes them with Flush once it let go of whatever lock kept frames it
 // queues from several goroutines in order.
@@ -142,7 +155,7 @@ func (w *Writer) enqueue(f []byte, inline bool, max int) error {
 		w.mu.Unlock() // the goroutine writing takes these bytes too
 		return nil
 	}
-	if !inline {
+	if !inline && !w.direct {
 		w.mu.Unlock()
 		select {
 		case w.wake <- struct{}{}:

@@ -1,0 +1,116 @@
+package conn
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshrpc/mesh/frame"
+)
+
+// Joined connections carry calls both ways as a socket pair would: small
+// and large bodies (fragmented, and streamed to the handler past 256 KiB),
+// answers in any order, a handler that calls back over the same pair while
+// its own call is in flight, the peer's name, and a close that reaches
+// the other end.
+func TestJoin(t *testing.T) {
+	var b *Conn
+	a, b := Join(Options{ProcessName: "app", Handler: echo}, Options{ProcessName: "meshd", HostPort: "127.0.0.1:1", Handler: func(ctx context.Context, req *Request) (*Response, error) {
+		if req.Method == "back" { // call the caller while its call waits
+			res, err := FromContext(ctx).Call(ctx, &Request{Service: "app", Method: "echo", Arg3: []byte("nested")})
+			if err != nil {
+				return nil, err
+			}
+			return &Response{Arg3: append([]byte("back:"), res.Arg3...)}, nil
+		}
+		return echo(ctx, req)
+	}})
+	if a.Peer().ProcessName != "meshd" || a.Peer().HostPort != "127.0.0.1:1" || b.Peer().ProcessName != "app" || !b.Peer().Ephemeral() {
+		t.Fatalf("peers: %+v, %+v", a.Peer(), b.Peer())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i, size := range []int{0, 1, 1000, 70000, 300000, 3 << 20} {
+		for _, from := range []*Conn{a, b} {
+			wg.Go(func() {
+				body := bytes.Repeat([]byte{byte(i)}, size)
+				res, err := from.Call(ctx, &Request{Service: "s", Method: "echo", Arg2: []byte("h"), Arg3: body})
+				if err == nil && (!bytes.Equal(res.Arg3, body) || string(res.Arg2) != "h") {
+					err = errors.New("a different answer")
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+	}
+	wg.Go(func() {
+		res, err := a.Call(ctx, &Request{Service: "s", Method: "back"})
+		if err == nil && string(res.Arg3) != "back:nested" {
+			err = errors.New("nested: " + string(res.Arg3))
+		}
+		if err != nil {
+			errs <- err
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	b.Close()
+	select {
+	case <-a.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing one end left the other open")
+	}
+	if _, err := a.Call(ctx, &Request{Service: "s", Method: "echo"}); frame.CodeOf(err) != frame.ErrCodeNetwork {
+		t.Fatalf("a call on a closed joint: %v", err)
+	}
+}
+
+// A frame that breaks the protocol ends both ends, as on a socket.
+func TestJoinProtocolError(t *testing.T) {
+	a, b := Join(Options{}, Options{Handler: echo})
+	bad := frame.AppendPing(nil, frame.TypeInitReq, 7) // an init after the handshake
+	a.Write(bad)
+	for _, c := range []*Conn{a, b} {
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("an end is still open after a protocol error")
+		}
+	}
+	if !frame.IsProtocolError(b.Err()) {
+		t.Fatalf("closed with %v", b.Err())
+	}
+}
+
+// BenchmarkJoinCall is a call and its answer over joined connections and,
+// for comparison, over a socket.
+func BenchmarkJoinCall(b *testing.B) {
+	body := make([]byte, 1024)
+	run := func(b *testing.B, c *Conn) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := c.Call(ctx, &Request{Service: "s", Method: "echo", Arg3: body}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("joined", func(b *testing.B) {
+		c, s := Join(Options{}, Options{Handler: echo})
+		defer s.Close()
+		run(b, c)
+	})
+	b.Run("socket", func(b *testing.B) {
+		c, _ := pair(b, echo)
+		run(b, c)
+	})
+}
