@@ -10,29 +10,36 @@ import (
 
 // Join returns two connections joined in memory, with no socket, no
 // handshake and no read loop: the frames one end writes are dispatched on
-// the other end by the goroutine that writes them, as its read loop would
-// dispatch them. It is for meshd's own in-process peers (the gRPC
-// gateway's calls into the relay): across a socket pair each frame cost a
-// write, a read and a thread wake-up on each side.
+// the other end by the goroutine that flushes them, as its read loop would
+// dispatch them. It is for meshd's own in-process apps (the gRPC gateway
+// and the gRPC servers it delivers to) and the relay: across a socket pair
+// each frame cost a write, a read and a thread wake-up on each side.
 //
-// Writes never wait for room (outbox.Writer.Inline): what a peer may make
-// either end hold is bounded by whoever feeds it. Each end's peer is the
-// other's Options, as a handshake would have told it.
-func Join(a, b Options) (*Conn, *Conn) {
-	ja, jb := &joint{}, &joint{}
-	ca, cb := newConn(ja, a), newConn(jb, b)
-	ja.to, jb.to = cb, ca
+// The ends differ in who flushes. The relay's end flushes every write on
+// the writing goroutine (outbox.Writer.Inline), so a call the relay
+// forwards to the app is dispatched there at once; it never waits for
+// room (what the app may make it hold is bounded by whoever feeds the app).
+// The app's end keeps a socket's rules: what its calls' and handlers'
+// goroutines write they flush themselves, what it writes while dispatching
+// (an error for a call it refuses, a ping's answer) waits for its write
+// loop, so the relay, which may hold a call's lock while it writes to the
+// app, is never entered again from inside that write. Each end's peer is
+// the other's Options, as a handshake would have told it.
+func Join(app, relay Options) (appEnd, relayEnd *Conn) {
+	ja, jr := &joint{}, &joint{}
+	appEnd, relayEnd = newConn(ja, app), newConn(jr, relay)
+	ja.to, jr.to = relayEnd, appEnd
 	ja.st.assembling = make(map[uint32]*inCall)
-	jb.st.assembling = make(map[uint32]*inCall)
-	ca.peer, cb.peer = cb.self(), ca.self()
-	for _, c := range []*Conn{ca, cb} {
-		c.w.Inline()
+	jr.st.assembling = make(map[uint32]*inCall)
+	appEnd.peer, relayEnd.peer = relayEnd.self(), appEnd.self()
+	relayEnd.w.Inline()
+	for _, c := range []*Conn{appEnd, relayEnd} {
 		go c.w.Loop()
 		if c.opts.IdleTimeout > 0 {
 			c.idleCheck(c.frames.Load())
 		}
 	}
-	return ca, cb
+	return appEnd, relayEnd
 }
 
 // self is what a handshake tells the peer about this end.
@@ -71,8 +78,14 @@ func (j *joint) Write(b []byte) (int, error) {
 			off += n
 		}
 		if err != nil {
-			j.to.readFailed(err, &j.st)
-			return off, err
+			// What the peer does with a broken frame is its own: the write
+			// went through, as on a socket, and the rest is dropped. On a
+			// goroutine of its own: the end that fails waits for its write
+			// loop as it closes, and that loop may be this goroutine.
+			half := &readState{assembling: j.st.assembling} // calls half sent: theirs end too
+			j.st.assembling = make(map[uint32]*inCall)
+			go j.to.readFailed(err, half)
+			return len(b), nil
 		}
 	}
 	return len(b), nil
