@@ -43,6 +43,7 @@ type Gateway struct {
 	limits Limits
 	log    *slog.Logger
 	m      *metrics
+	work   *workers // the goroutines that serve calls
 
 	mu     sync.Mutex
 	conns  map[*h2conn]struct{}
@@ -51,7 +52,7 @@ type Gateway struct {
 
 // NewGateway starts a gateway; hand it connections with Serve.
 func NewGateway(mesh Mesh, limits Limits, log *slog.Logger) *Gateway {
-	return &Gateway{mesh: mesh, limits: limits.withDefaults(), log: log, m: newMetrics(), conns: map[*h2conn]struct{}{}}
+	return &Gateway{mesh: mesh, limits: limits.withDefaults(), log: log, m: newMetrics(), work: newWorkers(), conns: map[*h2conn]struct{}{}}
 }
 
 // Collector is the gateway's metrics.
