@@ -205,6 +205,10 @@ func (c *Conn) abandon(call *inCall, e *frame.Error) {
 func (c *Conn) runHandler(call *inCall) {
 	call.dispatched = true
 	call.req.Method = string(call.method)
+	if c.opts.Workers != nil {
+		c.opts.Workers.Go(func() { c.serve(call) })
+		return
+	}
 	go c.serve(call)
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/outbox"
+	"github.com/meshrpc/mesh/internal/workpool"
 )
 
 // Options configure a connection. The zero value works.
@@ -21,6 +22,10 @@ type Options struct {
 	// Handler serves calls the peer sends on this connection; nil declines
 	// them with a bad-request error.
 	Handler Handler
+	// Workers, if set, runs the handlers instead of a goroutine each: for
+	// handlers that run deep (an in-memory peer's, see Join), whose new
+	// goroutine grew its stack on every call.
+	Workers *workpool.Pool
 	// Logger receives connection-level events; default: slog.Default().
 	Logger *slog.Logger
 	// HandshakeTimeout bounds the init exchange; default 5s.

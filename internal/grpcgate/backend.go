@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/workpool"
 )
 
 // BackendConfig names a stock gRPC server that serves a mesh service.
@@ -46,6 +47,7 @@ type Backend struct {
 	log  *slog.Logger
 	m    *metrics
 	up   *upstream
+	work *workpool.Pool // the goroutines that make its calls
 	// maxMessage bounds a request the relay delivers (Limits.MaxMessage).
 	maxMessage int
 	stop       context.CancelFunc
@@ -69,7 +71,7 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	g.m.backends.WithLabelValues(cfg.Service, cfg.Addr).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
-		up: &upstream{addr: cfg.Addr, maxMessage: g.limits.MaxMessage}, stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
+		up: &upstream{addr: cfg.Addr, maxMessage: g.limits.MaxMessage}, work: g.work, stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
 	go b.follow(ctx)
 	return b, nil
 }
@@ -149,6 +151,7 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 		b.ours, b.theirs = b.mesh.Attach(conn.Options{
 			ProcessName: "grpc server at " + b.cfg.Addr,
 			Handler:     b.handle,
+			Workers:     b.work,
 			Logger:      b.log,
 		}, "")
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/workpool"
 )
 
 // Mesh is what the gateway needs of meshd.
@@ -43,7 +44,7 @@ type Gateway struct {
 	limits Limits
 	log    *slog.Logger
 	m      *metrics
-	work   *workers // the goroutines that serve calls
+	work   *workpool.Pool // the goroutines that serve calls
 
 	mu     sync.Mutex
 	conns  map[*h2conn]struct{}
@@ -52,7 +53,7 @@ type Gateway struct {
 
 // NewGateway starts a gateway; hand it connections with Serve.
 func NewGateway(mesh Mesh, limits Limits, log *slog.Logger) *Gateway {
-	return &Gateway{mesh: mesh, limits: limits.withDefaults(), log: log, m: newMetrics(), work: newWorkers(), conns: map[*h2conn]struct{}{}}
+	return &Gateway{mesh: mesh, limits: limits.withDefaults(), log: log, m: newMetrics(), work: workpool.New(), conns: map[*h2conn]struct{}{}}
 }
 
 // Collector is the gateway's metrics.

@@ -399,7 +399,7 @@ func (c *h2conn) endRequest(st *h2stream) {
 		return
 	}
 	st.served = true
-	c.g.work.run(func() { c.serveStream(st) })
+	c.g.work.Go(func() { c.serveStream(st) })
 }
 
 func (c *h2conn) serveStream(st *h2stream) {
