@@ -85,7 +85,7 @@ func (c *Conn) admit(call *inCall, ttl uint32) *frame.Error {
 	if ttl == 0 {
 		return frame.Errorf(frame.ErrCodeTimeout, "call arrived with no time left (ttl 0)")
 	}
-	if c.opts.Handler == nil {
+	if c.opts.Handler == nil && c.opts.Async == nil {
 		return frame.Errorf(frame.ErrCodeBadRequest, "this peer serves no calls (service %q)", call.req.Service)
 	}
 	c.mu.Lock()
@@ -205,8 +205,13 @@ func (c *Conn) abandon(call *inCall, e *frame.Error) {
 func (c *Conn) runHandler(call *inCall) {
 	call.dispatched = true
 	call.req.Method = string(call.method)
-	if c.opts.Workers != nil {
-		c.opts.Workers.Go(func() { c.serve(call) })
+	if c.opts.Async != nil {
+		var once atomic.Bool
+		c.opts.Async(call.ctx, &call.req, func(res *Response, err error) {
+			if once.CompareAndSwap(false, true) {
+				c.answer(call, res, err)
+			}
+		})
 		return
 	}
 	go c.serve(call)
@@ -214,8 +219,13 @@ func (c *Conn) runHandler(call *inCall) {
 
 // serve runs the handler and sends its answer.
 func (c *Conn) serve(call *inCall) {
-	defer c.release(call)
 	res, err := c.opts.Handler(call.ctx, &call.req)
+	c.answer(call, res, err)
+}
+
+// answer sends a handler's answer to call, and forgets the call.
+func (c *Conn) answer(call *inCall, res *Response, err error) {
+	defer c.release(call)
 	if b, ok := call.req.Body.(*streamedBody); ok {
 		b.pr.CloseWithError(errHandlerDone)
 	}

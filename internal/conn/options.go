@@ -1,6 +1,7 @@
 package conn
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,7 +9,6 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/outbox"
-	"github.com/meshrpc/mesh/internal/workpool"
 )
 
 // Options configure a connection. The zero value works.
@@ -22,10 +22,12 @@ type Options struct {
 	// Handler serves calls the peer sends on this connection; nil declines
 	// them with a bad-request error.
 	Handler Handler
-	// Workers, if set, runs the handlers instead of a goroutine each: for
-	// handlers that run deep (an in-memory peer's, see Join), whose new
-	// goroutine grew its stack on every call.
-	Workers *workpool.Pool
+	// Async, if set instead of Handler, serves calls with no goroutine of
+	// their own: it is called on the goroutine that dispatches the call (the
+	// read loop, or a Join's writer), must not block, and answers once,
+	// at once or later and from any goroutine, through answer. Its req.Body
+	// may be set (arg3 still arriving): read it on a goroutine of its own.
+	Async func(ctx context.Context, req *Request, answer func(*Response, error))
 	// Logger receives connection-level events; default: slog.Default().
 	Logger *slog.Logger
 	// HandshakeTimeout bounds the init exchange; default 5s.

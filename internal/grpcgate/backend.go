@@ -150,8 +150,7 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 	if b.ours == nil || b.ours.Closed() {
 		b.ours, b.theirs = b.mesh.Attach(conn.Options{
 			ProcessName: "grpc server at " + b.cfg.Addr,
-			Handler:     b.handle,
-			Workers:     b.work,
+			Async:       b.serve,
 			Logger:      b.log,
 		}, "")
 	}
@@ -165,21 +164,54 @@ func (b *Backend) setServing(ctx context.Context, ok bool, why string) {
 	b.log.Info("gRPC server joined the mesh", "why", why)
 }
 
+// serve makes a call the relay delivered to the gRPC server without a
+// goroutine of its own (conn.Options.Async): the request goes out on the
+// goroutine that delivered it, the answer comes back on the connection's
+// reading goroutine.
+func (b *Backend) serve(ctx context.Context, req *conn.Request, answer func(*conn.Response, error)) {
+	if req.Body != nil { // arg3 still arriving: read on a goroutine of its own
+		b.work.Go(func() { answer(b.handle(ctx, req)) })
+		return
+	}
+	path, md, err := b.request(req)
+	if err != nil {
+		answer(nil, err)
+		return
+	}
+	b.up.start(ctx, path, md, req.Arg3, func(r reply) { answer(b.response(r)) })
+}
+
 // handle makes one call the relay delivered to the gRPC server.
 func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response, error) {
-	path, ok := pathOf(req.Method)
-	if !ok {
-		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%s is a gRPC server: call it with a procedure of the form pkg.Service::Method (as: proto), not %q", b.cfg.Service, req.Method)
-	}
 	body, err := req.ReadBody(b.maxMessage)
 	if err != nil {
 		return nil, err
 	}
+	path, md, err := b.request(req)
+	if err != nil {
+		return nil, err
+	}
+	return b.response(b.up.call(ctx, path, md, body))
+}
+
+// request is a delivered call's gRPC path and metadata.
+func (b *Backend) request(req *conn.Request) (string, metadata.MD, error) {
+	path, ok := pathOf(req.Method)
+	if !ok {
+		return "", nil, frame.Errorf(frame.ErrCodeBadRequest, "%s is a gRPC server: call it with a procedure of the form pkg.Service::Method (as: proto), not %q", b.cfg.Service, req.Method)
+	}
+	if len(req.Arg3) > b.maxMessage {
+		return "", nil, frame.Errorf(frame.ErrCodeBadRequest, "request body exceeds %d bytes", b.maxMessage)
+	}
 	md, err := requestMetadata(req)
 	if err != nil {
-		return nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
+		return "", nil, frame.Errorf(frame.ErrCodeBadRequest, "%v", err)
 	}
-	r := b.up.call(ctx, path, md, body)
+	return path, md, nil
+}
+
+// response is the TChannel answer of the gRPC server's reply.
+func (b *Backend) response(r reply) (*conn.Response, error) {
 	arg2, aerr := answerHeaders(r.header, r.trailer)
 	if aerr != nil {
 		return nil, frame.Errorf(frame.ErrCodeUnexpected, "the answer of the gRPC server: %v", aerr)

@@ -51,6 +51,20 @@ func (u *upstream) call(ctx context.Context, path string, md metadata.MD, in []b
 	return c.call(ctx, path, md, in)
 }
 
+// start makes a call like call, but returns at once: done gets the reply,
+// once. With a live connection that has room for it the call goes out on
+// the caller's goroutine; otherwise (a dial, a wait for room) on one of
+// its own.
+func (u *upstream) start(ctx context.Context, path string, md metadata.MD, in []byte, done func(reply)) {
+	u.mu.Lock()
+	c := u.cur
+	u.mu.Unlock()
+	if c != nil && c.usable() && c.start(ctx, path, md, in, done) {
+		return
+	}
+	go func() { done(u.call(ctx, path, md, in)) }()
+}
+
 // conn is the live connection, dialed if there is none.
 func (u *upstream) conn(ctx context.Context) (*upConn, error) {
 	u.mu.Lock()
@@ -127,10 +141,10 @@ type upConn struct {
 
 // upCall is one call in flight.
 type upCall struct {
-	outgoing // the request's flow control
-	incoming // the answer's message
-	done     chan struct{}
-	r        reply
+	outgoing             // the request's flow control
+	incoming             // the answer's message
+	done     func(reply) // told the reply, once
+	stop     func() bool // stops watching the call's context
 	header   bool        // the answer's headers came
 	hdr      metadata.MD // their metadata
 }
@@ -164,30 +178,58 @@ func (c *upConn) usable() bool {
 }
 
 func (c *upConn) call(ctx context.Context, path string, md metadata.MD, in []byte) reply {
-	fields := requestFields(ctx, path, c.u.addr, md)
-	msg := frameMessage(in)
-	call := &upCall{done: make(chan struct{})}
-
-	c.mu.Lock()
-	for c.err == nil && uint32(len(c.calls)) >= c.maxStreams {
-		room := c.room
-		c.waiting++
-		c.mu.Unlock()
-		select {
-		case <-room:
-		case <-ctx.Done():
-			c.mu.Lock()
-			c.waiting--
-			c.mu.Unlock()
-			return failed(status.FromContextError(ctx.Err()).Err())
+	got := make(chan reply, 1)
+	for !c.start(ctx, path, md, in, func(r reply) { got <- r }) {
+		if err := c.waitRoom(ctx); err != nil {
+			return failed(err)
 		}
+	}
+	return <-got
+}
+
+// waitRoom waits until the connection has room for a stream (the server's
+// SETTINGS_MAX_CONCURRENT_STREAMS), or has ended.
+func (c *upConn) waitRoom(ctx context.Context) error {
+	c.mu.Lock()
+	if c.err != nil || uint32(len(c.calls)) < c.maxStreams {
+		c.mu.Unlock()
+		return nil
+	}
+	room := c.room
+	c.waiting++
+	c.mu.Unlock()
+	defer func() {
 		c.mu.Lock()
 		c.waiting--
+		c.mu.Unlock()
+	}()
+	select {
+	case <-room:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// start sends a call and returns at once: done gets its reply, once, on
+// the goroutine that ends the call (the read loop's, mostly; ctx's end
+// cancels it). It sends nothing and returns false when the server's
+// stream limit leaves no room now.
+func (c *upConn) start(ctx context.Context, path string, md metadata.MD, in []byte, done func(reply)) bool {
+	fields := requestFields(ctx, path, c.u.addr, md)
+	msg := frameMessage(in)
+	call := &upCall{done: done}
+
+	c.mu.Lock()
+	if c.err == nil && !c.goneAway && uint32(len(c.calls)) >= c.maxStreams {
+		c.mu.Unlock()
+		return false
 	}
 	if c.err != nil || c.goneAway {
 		err := c.err
 		c.mu.Unlock()
-		return failed(status.Errorf(codes.Unavailable, "the connection to the gRPC server at %s ended: %v", c.u.addr, err))
+		done(failed(status.Errorf(codes.Unavailable, "the connection to the gRPC server at %s ended: %v", c.u.addr, err)))
+		return true
 	}
 	// The stream's id is taken and its HEADERS queued under mu: HTTP/2
 	// wants new streams' ids in the order their HEADERS go out.
@@ -195,6 +237,7 @@ func (c *upConn) call(ctx context.Context, path string, md metadata.MD, in []byt
 	c.nextID += 2
 	call.win = c.win.init
 	c.calls[call.id] = call
+	call.stop = context.AfterFunc(ctx, func() { c.cancel(call, ctx) })
 	b := appendHeaders(nil, call.id, c.win.maxFrame, false, fields)
 	b, _ = c.win.send(b, &call.outgoing, msg, nil)
 	err := c.w.Add(b, maxQueued)
@@ -205,20 +248,17 @@ func (c *upConn) call(ctx context.Context, path string, md metadata.MD, in []byt
 	if err != nil {
 		c.finish(call, failed(status.Errorf(codes.Unavailable, "the gRPC server at %s: %v", c.u.addr, err)))
 	}
+	return true
+}
 
-	select {
-	case <-call.done:
-		return call.r
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, open := c.calls[call.id]
-		c.mu.Unlock()
-		if open {
-			c.w.Write(appendRSTStream(nil, call.id, http2.ErrCodeCancel))
-			c.finish(call, failed(status.FromContextError(ctx.Err()).Err()))
-		}
-		<-call.done
-		return call.r
+// cancel ends a call whose context ended before its answer.
+func (c *upConn) cancel(call *upCall, ctx context.Context) {
+	c.mu.Lock()
+	_, open := c.calls[call.id]
+	c.mu.Unlock()
+	if open {
+		c.control(appendRSTStream(nil, call.id, http2.ErrCodeCancel))
+		c.finish(call, failed(status.FromContextError(ctx.Err()).Err()))
 	}
 }
 
@@ -254,8 +294,10 @@ func (c *upConn) finish(call *upCall, r reply) {
 	}
 	idle := c.goneAway && len(c.calls) == 0
 	c.mu.Unlock()
-	call.r = r
-	close(call.done)
+	if call.stop != nil {
+		call.stop()
+	}
+	call.done(r)
 	if idle {
 		c.fail(errors.New("the server went away"))
 	}
