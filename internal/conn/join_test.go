@@ -164,3 +164,37 @@ func TestJoinAnswersOutsideTheRelaysWrite(t *testing.T) {
 	}
 	<-done
 }
+
+// An Async server answers from other goroutines, later; a second answer
+// to the same call is dropped; an error is sent as one; a body still
+// arriving (past 256 KiB) is readable from the goroutine it hands it to.
+func TestAsync(t *testing.T) {
+	async := func(ctx context.Context, req *Request, answer func(*Response, error)) {
+		switch {
+		case req.Body != nil:
+			go func() { answer(echo(ctx, req)) }()
+		case req.Method == "fail":
+			answer(nil, frame.Errorf(frame.ErrCodeBusy, "busy"))
+		default:
+			go func() {
+				time.Sleep(time.Millisecond)
+				answer(&Response{Arg3: req.Arg3}, nil)
+				answer(&Response{Arg3: []byte("twice")}, nil)
+			}()
+		}
+	}
+	c, _ := Join(Options{}, Options{Async: async})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, size := range []int{1, 1000, 1 << 20} {
+		body := bytes.Repeat([]byte{'a'}, size)
+		res, err := c.Call(ctx, &Request{Service: "s", Method: "echo", Arg3: body})
+		if err != nil || !bytes.Equal(res.Arg3, body) {
+			t.Fatalf("%d bytes: %v", size, err)
+		}
+	}
+	if _, err := c.Call(ctx, &Request{Service: "s", Method: "fail"}); frame.CodeOf(err) != frame.ErrCodeBusy {
+		t.Fatalf("an error answer: %v", err)
+	}
+}
