@@ -145,6 +145,7 @@ type upCall struct {
 	incoming             // the answer's message
 	done     func(reply) // told the reply, once
 	stop     func() bool // stops watching the call's context
+	deadline time.Time   // the call's context's (zero: none)
 	header   bool        // the answer's headers came
 	hdr      metadata.MD // their metadata
 }
@@ -219,6 +220,7 @@ func (c *upConn) start(ctx context.Context, path string, md metadata.MD, in []by
 	fields := requestFields(ctx, path, c.u.addr, md)
 	msg := frameMessage(in)
 	call := &upCall{done: done}
+	call.deadline, _ = ctx.Deadline()
 
 	c.mu.Lock()
 	if c.err == nil && !c.goneAway && uint32(len(c.calls)) >= c.maxStreams {
@@ -412,6 +414,11 @@ func (c *upConn) onFrame(f http2.Frame) error {
 			code = codes.Unavailable // not processed: safe to try elsewhere
 		case http2.ErrCodeCancel:
 			code = codes.Canceled
+			if call := c.lookup(f.StreamID); call != nil && !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+				// The server's timer (grpc-timeout) beat the call's own.
+				c.reset(f.StreamID, 0, status.Error(codes.DeadlineExceeded, "the call's deadline passed at the gRPC server"))
+				return nil
+			}
 		}
 		c.reset(f.StreamID, 0, status.Errorf(code, "the gRPC server reset the stream: %v", f.ErrCode))
 	case *http2.GoAwayFrame:
