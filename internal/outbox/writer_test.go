@@ -1,0 +1,114 @@
+package outbox
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// recorder is a net.Conn that keeps what is written and counts the writes.
+type recorder struct {
+	net.Conn
+	mu     sync.Mutex
+	got    bytes.Buffer
+	writes atomic.Int64
+	delay  time.Duration
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.writes.Add(1)
+	time.Sleep(r.delay)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got.Write(b)
+}
+
+func (r *recorder) SetWriteDeadline(time.Time) error { return nil }
+
+// Every way of writing delivers every frame whole, in each writer's order,
+// whichever goroutine flushes: through Loop, inline, Inline mode, Add
+// then Flush.
+func TestWriterModes(t *testing.T) {
+	for _, mode := range []string{"write", "inline", "direct", "add-flush"} {
+		t.Run(mode, func(t *testing.T) {
+			r := &recorder{delay: 50 * time.Microsecond}
+			w := New(r, 1<<20, time.Minute, nil, func(err error) { t.Error(err) })
+			if mode == "direct" {
+				w.Inline()
+			}
+			go w.Loop()
+			const writers, each = 16, 200
+			var wg sync.WaitGroup
+			for g := range writers {
+				wg.Go(func() {
+					for i := range each {
+						f := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, uint32(g)), uint32(i))
+						var err error
+						switch mode {
+						case "write", "direct":
+							err = w.Write(f)
+						case "add-flush":
+							if err = w.Add(f, 1<<20); err == nil {
+								err = w.Flush()
+							}
+						default:
+							err = w.WriteInline(f)
+						}
+						if err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			w.Stop()
+			b := r.got.Bytes()
+			if len(b) != writers*each*8 {
+				t.Fatalf("%d bytes written, want %d", len(b), writers*each*8)
+			}
+			next := make([]uint32, writers)
+			for ; len(b) > 0; b = b[8:] {
+				g, i := binary.BigEndian.Uint32(b), binary.BigEndian.Uint32(b[4:])
+				if g >= writers || i != next[g] {
+					t.Fatalf("writer %d's frame %d out of order (want %d)", g, i, next[g])
+				}
+				next[g]++
+			}
+			t.Logf("%s: %d frames in %d writes", mode, writers*each, r.writes.Load())
+		})
+	}
+}
+
+// A write that fails fails the writer once, and every write after it.
+func TestWriterFails(t *testing.T) {
+	failed := make(chan error, 2)
+	w := New(failing{}, 1<<20, time.Minute, nil, func(err error) { failed <- err })
+	go w.Loop()
+	defer w.Stop()
+	if err := w.WriteInline([]byte("x")); !errors.Is(err, errBroken) {
+		t.Fatalf("the failed write: %v", err)
+	}
+	if err := w.Write([]byte("y")); !errors.Is(err, errBroken) {
+		t.Fatalf("a write after it: %v", err)
+	}
+	if err := <-failed; !errors.Is(err, errBroken) {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failed:
+		t.Fatalf("onFail ran twice: %v", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+}
+
+var errBroken = errors.New("broken")
+
+type failing struct{ net.Conn }
+
+func (failing) Write([]byte) (int, error)        { return 0, errBroken }
+func (failing) SetWriteDeadline(time.Time) error { return nil }
