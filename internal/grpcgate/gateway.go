@@ -105,6 +105,9 @@ type reply struct {
 	status          *status.Status
 }
 
+// statusOK is every answered call's status: read only, made once.
+var statusOK = status.New(codes.OK, "")
+
 // failed is the reply of a call that failed with err.
 func failed(err error) reply { return reply{status: status.Convert(err)} }
 
@@ -146,7 +149,7 @@ func (g *Gateway) call(ctx context.Context, gc *gconn, path string, md metadata.
 	if err != nil {
 		return failed(status.Errorf(codes.Internal, "the answer of %s: %v", service, err))
 	}
-	r := reply{header: a.header, trailer: a.trailer, status: status.New(codes.OK, "")}
+	r := reply{header: a.header, trailer: a.trailer, status: statusOK}
 	if res.Code != frame.ResOK {
 		r.status = status.Convert(a.status())
 		return r

@@ -445,7 +445,8 @@ func (c *h2conn) answer(st *h2stream, r reply) {
 		c.w.WriteInline(b)
 		return
 	}
-	b := appendHeaders(nil, st.id, maxFrame, false, responseHeaders(r.header))
+	// Headers, message and trailers in one buffer, sized once.
+	b := appendHeaders(make([]byte, 0, 256+len(r.message)), st.id, maxFrame, false, responseHeaders(r.header))
 	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
 	b, done := c.win.send(b, &st.outgoing, r.message, trailer)
 	if done {

@@ -240,7 +240,7 @@ func (c *upConn) start(ctx context.Context, path string, md metadata.MD, in []by
 	call.win = c.win.init
 	c.calls[call.id] = call
 	call.stop = context.AfterFunc(ctx, func() { c.cancel(call, ctx) })
-	b := appendHeaders(nil, call.id, c.win.maxFrame, false, fields)
+	b := appendHeaders(make([]byte, 0, 256+len(msg)), call.id, c.win.maxFrame, false, fields)
 	b, _ = c.win.send(b, &call.outgoing, msg, nil)
 	err := c.w.Add(b, maxQueued)
 	c.mu.Unlock()
