@@ -62,11 +62,11 @@ func New(nc net.Conn, limit int, timeout time.Duration, budget *Budget, onFail f
 
 // Write queues whole frames, copying them, and returns without touching the
 // socket (the write loop sends them).
-func (w *Writer) Write(f []byte) error { return w.queue(f, false) }
+func (w *Writer) Write(f []byte) error { return w.enqueue(f, byLoop, 0) }
 
 // WriteInline queues whole frames and, if no one is writing to the socket,
 // writes them on the caller's goroutine.
-func (w *Writer) WriteInline(f []byte) error { return w.queue(f, true) }
+func (w *Writer) WriteInline(f []byte) error { return w.enqueue(f, byCaller, 0) }
 
 // ErrFull is TryWrite's answer when the peer is not keeping up.
 var ErrFull = errors.New("the peer is not reading: its write buffer is full")
@@ -84,9 +84,7 @@ func (w *Writer) Backlogged() bool {
 // so a read loop that relays to many peers never waits on one that stopped
 // reading. max is above limit: a burst (a large answer) may queue past what
 // makes writers wait, a peer that does not read at all may not.
-func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, false, max) }
-
-func (w *Writer) queue(f []byte, inline bool) error { return w.enqueue(f, inline, 0) }
+func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, byLoop, max) }
 
 // Inline makes every write flush on the writing goroutine when no one is
 // flushing, and no write wait for room: for an nc that hands the bytes on
@@ -102,19 +100,7 @@ func (w *Writer) Inline() {
 // Add queues whole frames like TryWrite, but wakes no one: the caller
 // writes them with Flush once it let go of whatever lock kept frames it
 // queues from several goroutines in order.
-func (w *Writer) Add(f []byte, max int) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err != nil {
-		return w.err
-	}
-	if len(w.pending) > max {
-		return ErrFull
-	}
-	w.pending = append(w.pending, f...)
-	w.count()
-	return nil
-}
+func (w *Writer) Add(f []byte, max int) error { return w.enqueue(f, byFlush, max) }
 
 // Flush writes what is queued on the caller's goroutine, unless someone
 // is writing already (they take it).
@@ -127,9 +113,18 @@ func (w *Writer) Flush() error {
 	return w.flushLocked()
 }
 
+// Who writes what a write queued, when no one is writing already.
+type sender int
+
+const (
+	byLoop   sender = iota // Loop (woken), unless Inline
+	byCaller               // the caller, at once
+	byFlush                // the caller's Flush, later
+)
+
 // enqueue appends f to the pending batch; with max 0 it waits while the
 // batch is over the limit, else it fails past max.
-func (w *Writer) enqueue(f []byte, inline bool, max int) error {
+func (w *Writer) enqueue(f []byte, by sender, max int) error {
 	w.mu.Lock()
 	if max > 0 && w.err == nil {
 		if len(w.pending) > max {
@@ -151,11 +146,11 @@ func (w *Writer) enqueue(f []byte, inline bool, max int) error {
 	}
 	w.pending = append(w.pending, f...)
 	w.count()
-	if w.flushing {
-		w.mu.Unlock() // the goroutine writing takes these bytes too
+	if w.flushing || by == byFlush {
+		w.mu.Unlock() // the goroutine writing takes these bytes too, or Flush will
 		return nil
 	}
-	if !inline && !w.direct {
+	if by == byLoop && !w.direct {
 		w.mu.Unlock()
 		select {
 		case w.wake <- struct{}{}:
