@@ -3,7 +3,6 @@ package grpcgate
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"io"
 	"sync"
@@ -168,7 +167,7 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 		if err := f.ForeachSetting(c.onSetting); err != nil {
 			return err
 		}
-		return c.control(appendFrameHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+		return c.control(appendSettingsAck(nil))
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f.StreamID, int64(f.Increment))
 	case *http2.PingFrame:
@@ -178,7 +177,7 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 		if err := c.onPing(); err != nil {
 			return err
 		}
-		return c.control(append(appendFrameHeader(nil, 8, http2.FramePing, http2.FlagPingAck, 0), f.Data[:]...))
+		return c.control(appendPingAck(nil, f.Data))
 	case *http2.RSTStreamFrame:
 		c.mu.Lock()
 		if st := c.streams[f.StreamID]; st != nil {
@@ -198,16 +197,15 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 }
 
 func (c *h2conn) onSetting(s http2.Setting) error {
-	if err := s.Valid(); err != nil {
-		return err
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.win.setting(s, func(delta int64) {
+	if err := c.win.setting(s, func(delta int64) {
 		for _, st := range c.streams {
 			st.win += delta
 		}
-	})
+	}); err != nil {
+		return err
+	}
 	return c.releaseLocked()
 }
 
@@ -524,10 +522,7 @@ func (c *h2conn) maxFrameSize() int {
 }
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {
-	b := appendFrameHeader(nil, 8+len(debug), http2.FrameGoAway, 0, 0)
-	b = binary.BigEndian.AppendUint32(b, c.lastID)
-	b = binary.BigEndian.AppendUint32(b, uint32(code))
-	c.control(append(b, debug...))
+	c.control(appendGoAway(nil, c.lastID, code, debug))
 }
 
 // close ends the connection: its calls' contexts, what is queued goes out

@@ -95,9 +95,12 @@ func (w *window) update(o *outgoing, n int64) error {
 	return nil
 }
 
-// setting applies the peer's SETTINGS that bear on sending; each open
-// stream's window moves with the initial one (adjust).
-func (w *window) setting(s http2.Setting, adjust func(delta int64)) {
+// setting checks one of the peer's SETTINGS and applies those that bear on
+// sending; each open stream's window moves with the initial one (adjust).
+func (w *window) setting(s http2.Setting, adjust func(delta int64)) error {
+	if err := s.Valid(); err != nil {
+		return err
+	}
 	switch s.ID {
 	case http2.SettingInitialWindowSize:
 		delta := int64(s.Val) - w.init
@@ -106,6 +109,7 @@ func (w *window) setting(s http2.Setting, adjust func(delta int64)) {
 	case http2.SettingMaxFrameSize:
 		w.maxFrame = int(s.Val)
 	}
+	return nil
 }
 
 // incoming is one stream's message on its way in: gRPC's framing (a flag

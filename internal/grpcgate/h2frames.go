@@ -42,6 +42,23 @@ func appendRSTStream(b []byte, id uint32, code http2.ErrCode) []byte {
 	return binary.BigEndian.AppendUint32(appendFrameHeader(b, 4, http2.FrameRSTStream, 0, id), uint32(code))
 }
 
+func appendSettingsAck(b []byte) []byte {
+	return appendFrameHeader(b, 0, http2.FrameSettings, http2.FlagSettingsAck, 0)
+}
+
+func appendPingAck(b []byte, data [8]byte) []byte {
+	return append(appendFrameHeader(b, 8, http2.FramePing, http2.FlagPingAck, 0), data[:]...)
+}
+
+// appendGoAway says the connection ends: streams past lastID were not
+// taken; debug says why.
+func appendGoAway(b []byte, lastID uint32, code http2.ErrCode, debug string) []byte {
+	b = appendFrameHeader(b, 8+len(debug), http2.FrameGoAway, 0, 0)
+	b = binary.BigEndian.AppendUint32(b, lastID)
+	b = binary.BigEndian.AppendUint32(b, uint32(code))
+	return append(b, debug...)
+}
+
 // appendData writes data in frames of at most maxFrame bytes.
 func appendData(b []byte, id uint32, maxFrame int, data []byte, end bool) []byte {
 	for len(data) > 0 {

@@ -3,7 +3,6 @@ package grpcgate
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -367,18 +366,14 @@ func (c *upConn) onFrame(f http2.Frame) error {
 		}
 		c.mu.Lock()
 		err := f.ForeachSetting(func(s http2.Setting) error {
-			if err := s.Valid(); err != nil {
-				return err
-			}
 			if s.ID == http2.SettingMaxConcurrentStreams {
 				c.maxStreams = s.Val
 			}
-			c.win.setting(s, func(delta int64) {
+			return c.win.setting(s, func(delta int64) {
 				for _, call := range c.calls {
 					call.win += delta
 				}
 			})
-			return nil
 		})
 		if err == nil {
 			err = c.releaseLocked()
@@ -387,25 +382,12 @@ func (c *upConn) onFrame(f http2.Frame) error {
 		if err != nil {
 			return err
 		}
-		return c.control(appendFrameHeader(nil, 0, http2.FrameSettings, http2.FlagSettingsAck, 0))
+		return c.control(appendSettingsAck(nil))
 	case *http2.WindowUpdateFrame:
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		var o *outgoing
-		if f.StreamID != 0 {
-			call := c.calls[f.StreamID]
-			if call == nil {
-				return nil
-			}
-			o = &call.outgoing
-		}
-		if err := c.win.update(o, int64(f.Increment)); err != nil {
-			return err
-		}
-		return c.releaseLocked()
+		return c.onWindowUpdate(f.StreamID, int64(f.Increment))
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			return c.control(append(appendFrameHeader(nil, 8, http2.FramePing, http2.FlagPingAck, 0), f.Data[:]...))
+			return c.control(appendPingAck(nil, f.Data))
 		}
 	case *http2.RSTStreamFrame:
 		code := codes.Internal
@@ -444,6 +426,30 @@ func (c *upConn) onFrame(f http2.Frame) error {
 	return nil
 }
 
+func (c *upConn) onWindowUpdate(id uint32, n int64) error {
+	c.mu.Lock()
+	var o *outgoing
+	if id != 0 {
+		call := c.calls[id]
+		if call == nil {
+			c.mu.Unlock()
+			return nil
+		}
+		o = &call.outgoing
+	}
+	err := c.win.update(o, n)
+	if err == nil {
+		err = c.releaseLocked()
+	}
+	c.mu.Unlock()
+	var se http2.StreamError
+	if errors.As(err, &se) { // one stream's window overflowed: that stream, not the connection
+		c.reset(id, se.Code, status.Error(codes.Internal, "the gRPC server overflowed the stream's flow-control window"))
+		return nil
+	}
+	return err
+}
+
 // releaseLocked sends what the server's windows now let out of requests.
 func (c *upConn) releaseLocked() error {
 	if b := c.win.release(nil, func(*outgoing) {}); len(b) > 0 {
@@ -465,11 +471,7 @@ func (c *upConn) reset(id uint32, code http2.ErrCode, err error) {
 	}
 }
 
-func (c *upConn) goAway(code http2.ErrCode) {
-	b := appendFrameHeader(nil, 8, http2.FrameGoAway, 0, 0)
-	b = binary.BigEndian.AppendUint32(b, 0)
-	c.control(binary.BigEndian.AppendUint32(b, uint32(code)))
-}
+func (c *upConn) goAway(code http2.ErrCode) { c.control(appendGoAway(nil, 0, code, "")) }
 
 // control queues the read loop's frames without waiting on the socket.
 func (c *upConn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }

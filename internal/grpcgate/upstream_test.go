@@ -227,3 +227,51 @@ func hpackBlock(kv ...string) []byte {
 	}
 	return b.Bytes()
 }
+
+// A server that overflows one stream's send window breaks that stream
+// only: its call fails, the next call on the connection is answered.
+func TestUpstreamStreamWindowOverflow(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		io.ReadFull(nc, make([]byte, len(http2.ClientPreface)))
+		fr := http2.NewFramer(nc, nc)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		fr.WriteSettings()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			h, ok := f.(*http2.MetaHeadersFrame)
+			if !ok {
+				continue
+			}
+			if h.StreamID == 1 {
+				fr.WriteWindowUpdate(1, 1<<31-1) // past 2^31-1 with the initial 65535
+				continue
+			}
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hpackBlock(":status", "200", "content-type", "application/grpc"), EndHeaders: true})
+			fr.WriteData(h.StreamID, false, []byte{0, 0, 0, 0, 2, 'o', 'k'})
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: h.StreamID, BlockFragment: hpackBlock("grpc-status", "0"), EndHeaders: true, EndStream: true})
+		}
+	}()
+	u := &upstream{addr: ln.Addr().String(), maxMessage: 1 << 20}
+	defer u.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r := u.call(ctx, "/a.B/C", nil, []byte("x")); r.status.Code() != codes.Internal || !strings.Contains(r.status.Message(), "flow-control") {
+		t.Fatalf("the overflowed stream's call: %v", r.status.Err())
+	}
+	if r := u.call(ctx, "/a.B/C", nil, []byte("x")); r.status.Code() != codes.OK || string(r.message) != "ok" {
+		t.Fatalf("the next call on the connection: %v", r.status.Err())
+	}
+}
