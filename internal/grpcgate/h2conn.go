@@ -408,7 +408,7 @@ func (c *h2conn) serveStream(st *h2stream) {
 }
 
 // refuse answers a stream the gateway does not serve, and asks the client
-// to stop sending it.
+// to stop sending it. Only the read loop refuses.
 func (c *h2conn) refuse(st *h2stream, reason string, s *status.Status) {
 	c.g.m.refused.WithLabelValues(reason).Inc()
 	c.g.m.calls.WithLabelValues(s.Code().String()).Inc()
@@ -420,7 +420,8 @@ func (c *h2conn) refuse(st *h2stream, reason string, s *status.Status) {
 	if st.cancel != nil {
 		st.cancel()
 	}
-	b := appendTrailersOnly(nil, st.id, c.maxFrameSize(), nil, nil, s)
+	// The read loop, the one writer of maxFrame, reads it without mu.
+	b := appendTrailersOnly(nil, st.id, c.win.maxFrame, nil, nil, s)
 	c.control(appendRSTStream(b, st.id, http2.ErrCodeNo))
 }
 
@@ -514,12 +515,6 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 // control queues frames without waiting on the socket: the read loop's
 // writes. A client that sends and never reads fails here.
 func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
-
-func (c *h2conn) maxFrameSize() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.win.maxFrame
-}
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {
 	c.control(appendGoAway(nil, c.lastID, code, debug))

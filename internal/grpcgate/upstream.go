@@ -298,6 +298,11 @@ func (c *upConn) finish(call *upCall, r reply) {
 	if call.stop != nil {
 		call.stop()
 	}
+	if r.status.Code() == codes.Canceled && !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
+		// Cancelled once the deadline passed (the server's grpc-timeout timer
+		// beat the call's own): the deadline's doing.
+		r = failed(status.Error(codes.DeadlineExceeded, "the call's deadline passed at the gRPC server"))
+	}
 	call.done(r)
 	if idle {
 		c.fail(errors.New("the server went away"))
@@ -396,11 +401,6 @@ func (c *upConn) onFrame(f http2.Frame) error {
 			code = codes.Unavailable // not processed: safe to try elsewhere
 		case http2.ErrCodeCancel:
 			code = codes.Canceled
-			if call := c.lookup(f.StreamID); call != nil && !call.deadline.IsZero() && !time.Now().Before(call.deadline) {
-				// The server's timer (grpc-timeout) beat the call's own.
-				c.reset(f.StreamID, 0, status.Error(codes.DeadlineExceeded, "the call's deadline passed at the gRPC server"))
-				return nil
-			}
 		}
 		c.reset(f.StreamID, 0, status.Errorf(code, "the gRPC server reset the stream: %v", f.ErrCode))
 	case *http2.GoAwayFrame:
