@@ -150,6 +150,12 @@ func (c *Conn) addReqFrame(call *inCall, frag *frame.Fragment, st *readState) er
 			if frag.More() && !call.dispatched && len(call.req.Arg3) >= streamThreshold {
 				pr, pw := io.Pipe()
 				call.pw = pw
+				// The body ends with its call: the caller cancelled, the TTL
+				// ran out, or the connection closed before the rest came (a
+				// joined connection's close has no read loop to end it).
+				context.AfterFunc(call.ctx, func() {
+					pr.CloseWithError(frame.Errorf(frame.ErrCodeCancelled, "the call ended while its body was arriving"))
+				})
 				call.req.Body = &streamedBody{head: call.req.Arg3, pr: pr}
 				call.req.Arg3 = nil
 				c.runHandler(call)

@@ -198,3 +198,46 @@ func TestAsync(t *testing.T) {
 		t.Fatalf("an error answer: %v", err)
 	}
 }
+
+// A body still arriving when the joined connection closes ends with an
+// error for the handler reading it, as on a socket whose read loop sees
+// the end: no handler waits forever for the rest.
+func TestJoinCloseEndsAStreamedBody(t *testing.T) {
+	reading := make(chan struct{})
+	readErr := make(chan error, 1)
+	app, relayEnd := Join(Options{Handler: func(ctx context.Context, req *Request) (*Response, error) {
+		close(reading)
+		_, err := req.ReadBody(8 << 20)
+		readErr <- err
+		return nil, err
+	}}, Options{})
+	// The first frames of a call whose arg3 passes 256 KiB, and never its end.
+	var mw frame.MessageWriter
+	var frames []byte
+	mw.Emit = func(b []byte) error { frames = append(frames, b...); return nil }
+	if err := mw.BeginCallReq(relayEnd.NewID(), &frame.CallReq{TTL: 60000, Service: []byte("s"), Headers: frame.AppendHeader(nil, "as", "raw")}); err != nil {
+		t.Fatal(err)
+	}
+	mw.Write([]byte("m"))
+	mw.EndArg()
+	mw.EndArg()
+	mw.Write(make([]byte, 400<<10)) // frames go out as they fill; Close is never called
+	if err := relayEnd.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reading:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never started on the streamed body")
+	}
+	relayEnd.Close()
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Fatal("the body read whole though its end never came")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler still waits for the rest of a body whose connection closed")
+	}
+	<-app.Done()
+}
