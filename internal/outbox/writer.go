@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -36,6 +37,9 @@ type Writer struct {
 	counted  int       // bytes counted in budget
 	deadline time.Time // the socket's write deadline, set by the flusher
 	err      error
+	raw      syscall.RawConn // nc's socket, for Kick; nil: not one
+	rawKnown bool
+	held     bool // in a Batch's list to send; guarded by its mu
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -152,10 +156,7 @@ func (w *Writer) enqueue(f []byte, by sender, max int) error {
 	}
 	if by == byLoop && !w.direct {
 		w.mu.Unlock()
-		select {
-		case w.wake <- struct{}{}:
-		default:
-		}
+		w.wakeLoop()
 		return nil
 	}
 	err := w.flushLocked()
@@ -190,16 +191,24 @@ func (w *Writer) flushLocked() error {
 			batch = nil
 		}
 		w.spare = batch[:0]
-		if err != nil && w.err == nil {
-			w.err = err
-			w.pending = w.pending[:0] // never to be sent
-			w.count()
-			w.drained.Broadcast()
-			go w.onFail(err)
+		if err != nil {
+			w.fail(err)
 		}
 	}
 	w.flushing = false
 	return w.err
+}
+
+// fail ends the writer with err, the first time. Called with mu held.
+func (w *Writer) fail(err error) {
+	if w.err != nil {
+		return
+	}
+	w.err = err
+	w.pending = w.pending[:0] // never to be sent
+	w.count()
+	w.drained.Broadcast()
+	go w.onFail(err)
 }
 
 // count keeps the budget's share of this connection current: the bytes

@@ -1,0 +1,102 @@
+package outbox
+
+import (
+	"bufio"
+	"sync"
+)
+
+// A Batch holds back the system calls of writes made while its read loops
+// work through what one read brought in, and makes them when a loop has
+// nothing buffered left: a read that brought many calls sends each
+// peer what they produced in one write instead of one write per call. A
+// write made while no loop is busy goes out at once.
+type Batch struct {
+	mu    sync.Mutex
+	busy  int       // read loops busy with what they read
+	dirty []*Writer // written since, their system calls held back
+}
+
+// begin marks a read loop busy with what it read.
+func (b *Batch) begin() {
+	b.mu.Lock()
+	b.busy++
+	b.mu.Unlock()
+}
+
+// end marks a read loop done with what it read, about to read again, and
+// sends what was held back (without waiting on any socket: Kick). spare
+// is an empty list the batch keeps for the next writes held; the one
+// returned, emptied, is the caller's to pass next time (no allocation).
+func (b *Batch) end(spare []*Writer) []*Writer {
+	b.mu.Lock()
+	b.busy--
+	dirty := b.dirty
+	b.dirty = spare
+	for _, w := range dirty {
+		w.held = false
+	}
+	b.mu.Unlock()
+	for i, w := range dirty {
+		w.Kick()
+		dirty[i] = nil
+	}
+	return dirty[:0]
+}
+
+// Send writes what w has queued (Add) now, if no read loop is busy, or
+// else when one ends.
+func (b *Batch) Send(w *Writer) {
+	if b == nil {
+		w.Kick()
+		return
+	}
+	b.mu.Lock()
+	if b.busy > 0 {
+		if !w.held {
+			w.held = true
+			b.dirty = append(b.dirty, w)
+		}
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Unlock()
+	w.Kick()
+}
+
+// Reading is a read loop's part in a Batch (b may be nil: no batch): busy
+// from the frame it got (Got) until its buffer br runs dry (Next, called
+// before each read), and done at Stop.
+func (b *Batch) Reading(br *bufio.Reader) *Reading { return &Reading{b: b, br: br} }
+
+// Reading is one read loop's part in a Batch.
+type Reading struct {
+	b     *Batch
+	br    *bufio.Reader
+	busy  bool
+	spare []*Writer
+}
+
+// Next ends the loop's busy spell if what it read is all used: the next
+// read waits for the socket.
+func (r *Reading) Next() {
+	if r.busy && r.br.Buffered() == 0 {
+		r.busy = false
+		r.spare = r.b.end(r.spare)
+	}
+}
+
+// Got begins a busy spell, if the loop is not in one.
+func (r *Reading) Got() {
+	if !r.busy && r.b != nil {
+		r.busy = true
+		r.b.begin()
+	}
+}
+
+// Stop ends the loop's part.
+func (r *Reading) Stop() {
+	if r.busy {
+		r.busy = false
+		r.spare = r.b.end(r.spare)
+	}
+}

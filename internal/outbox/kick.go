@@ -1,0 +1,110 @@
+package outbox
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// Kick writes what is queued without waiting on the socket: what it takes
+// now goes on the caller's goroutine, what it does not take goes to Loop,
+// before anything queued later. A read loop may kick: it never blocks on a
+// peer that does not read. On a connection that is not a socket (conn.Join's
+// pipe) it does what Flush does if Inline, else wakes Loop.
+func (w *Writer) Kick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.flushing || w.err != nil || len(w.pending) == 0 {
+		return
+	}
+	if w.direct {
+		w.flushLocked()
+		return
+	}
+	raw := w.rawConn()
+	if raw == nil {
+		w.wakeLoop()
+		return
+	}
+	w.flushing = true
+	defer func() { w.flushing = false }()
+	for len(w.pending) > 0 && w.err == nil {
+		batch := w.pending
+		w.pending = w.spare[:0]
+		w.writing = len(batch)
+		w.drained.Broadcast()
+		w.mu.Unlock()
+		n, err := tryWrite(raw, batch)
+		w.mu.Lock()
+		w.writing = 0
+		if err != nil {
+			w.fail(err)
+			break
+		}
+		if n < len(batch) { // the socket is full: the rest first, by Loop
+			later := w.pending
+			w.pending = append(append(batch[:0], batch[n:]...), later...)
+			w.spare = later[:0]
+			w.count()
+			w.wakeLoop()
+			break
+		}
+		w.count()
+		w.spare = batch[:0]
+	}
+}
+
+// rawConn is the socket under nc, if it is one that can be written without
+// waiting; nil if not. Looked up once.
+func (w *Writer) rawConn() syscall.RawConn {
+	if !w.rawKnown {
+		w.rawKnown = true
+		if sc, ok := w.nc.(syscall.Conn); ok {
+			if _, tcp := w.nc.(*net.TCPConn); tcp || isUnix(w.nc) {
+				w.raw, _ = sc.SyscallConn()
+			}
+		}
+	}
+	return w.raw
+}
+
+func isUnix(nc net.Conn) bool {
+	_, ok := nc.(*net.UnixConn)
+	return ok
+}
+
+// tryWrite writes what the socket takes now; a full socket is n < len(b)
+// with no error.
+func tryWrite(raw syscall.RawConn, b []byte) (n int, err error) {
+	cerr := raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			m, werr := syscall.Write(int(fd), b[n:])
+			if werr == syscall.EINTR {
+				continue
+			}
+			if werr == syscall.EAGAIN {
+				return true
+			}
+			if werr != nil {
+				err = werr
+				return true
+			}
+			n += m
+		}
+		return true // done, or full: never wait for the poller
+	})
+	if err == nil && cerr != nil {
+		err = cerr
+	}
+	if errors.Is(err, syscall.EAGAIN) {
+		err = nil
+	}
+	return n, err
+}
+
+func (w *Writer) wakeLoop() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
