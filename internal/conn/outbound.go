@@ -20,6 +20,7 @@ type outCall struct {
 	err    error
 	asm    frame.Assembler
 	pw     *io.PipeWriter // arg3 of a streamed response
+	then   func()         // Go's: runs once the call finished, instead of done
 }
 
 const (
@@ -32,6 +33,10 @@ const (
 func (o *outCall) finish(err error) {
 	if o.state.CompareAndSwap(callPending, callFinished) {
 		o.err = err
+		if o.then != nil {
+			o.then()
+			return
+		}
 		close(o.done)
 		return
 	}
@@ -104,6 +109,69 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 			c.sendCancel(call.id, req.Tracing, ctx)
 		}
 		return nil, ctxError(ctx)
+	}
+}
+
+// Go sends req like Call but does not wait: done is told the answer, or
+// why there is none, once, on the goroutine that brings it (the read loop,
+// or a joined peer's writer), so it must not block. For calls whose
+// response is not streamed.
+func (c *Conn) Go(ctx context.Context, req *Request, done func(*Response, error)) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.DefaultTimeout)
+		deadline, _ = ctx.Deadline()
+		inner := done
+		done = func(res *Response, err error) { cancel(); inner(res, err) }
+	}
+	ttl := time.Until(deadline)
+	if ttl <= 0 {
+		done(nil, deadlineError(&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}))
+		return
+	}
+	if err := ctx.Err(); err != nil {
+		done(nil, ctxError(ctx))
+		return
+	}
+	call := &outCall{id: c.newID(), limit: c.opts.MaxMessageSize}
+	var stop func() bool
+	call.then = func() {
+		stop()
+		if call.err != nil {
+			done(nil, pastDeadline(ctx, call.err))
+			return
+		}
+		done(&call.res, nil)
+	}
+	stop = context.AfterFunc(ctx, func() {
+		if c.forget(call.id) {
+			c.sendCancel(call.id, req.Tracing, ctx)
+			done(nil, ctxError(ctx))
+		}
+	})
+	c.mu.Lock()
+	var err error
+	if c.draining {
+		err = ErrClosing
+	} else {
+		select {
+		case <-c.closed:
+			err = c.networkError(c.closeErr)
+		default:
+			c.out[call.id] = call
+		}
+	}
+	c.mu.Unlock()
+	if err == nil {
+		err = c.send(call.id, req, ttlMillis(ttl))
+		if err != nil && !c.forget(call.id) {
+			return // finished already: the connection closed
+		}
+	}
+	if err != nil {
+		stop()
+		done(nil, err)
 	}
 }
 
