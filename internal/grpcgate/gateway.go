@@ -18,6 +18,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/outbox"
 	"github.com/meshrpc/mesh/internal/workpool"
 )
 
@@ -45,6 +46,7 @@ type Gateway struct {
 	log    *slog.Logger
 	m      *metrics
 	work   *workpool.Pool // the goroutines that serve calls
+	batch  outbox.Batch   // holds the read loops' writes until they read again
 
 	mu     sync.Mutex
 	conns  map[*h2conn]struct{}
@@ -111,37 +113,60 @@ var statusOK = status.New(codes.OK, "")
 // failed is the reply of a call that failed with err.
 func failed(err error) reply { return reply{status: status.Convert(err)} }
 
-// call serves one unary gRPC call, whatever its method: in is its request
-// message, md its metadata.
-func (g *Gateway) call(ctx context.Context, gc *gconn, path string, md metadata.MD, in []byte) reply {
+// start serves one unary gRPC call, whatever its method: in is its request
+// message, md its metadata; done is told the reply once. A call whose
+// caller's connection into the relay is open goes out at once, with no
+// goroutine of its own (the answer comes back on the goroutine that brings
+// it); the first call of a caller (whose proof may wait on Consul) waits
+// on a worker.
+func (g *Gateway) start(ctx context.Context, gc *gconn, path string, md metadata.MD, in []byte, done func(reply)) {
 	procedure, ok := procedureOf(path)
 	if !ok {
-		return failed(g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", path))
+		done(failed(g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", path)))
+		return
 	}
 	service := serviceOf(md)
 	if service == "" {
-		return failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path))
+		done(failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path)))
+		return
 	}
-	caller, token := first(md, mdCaller), first(md, mdToken)
-	c, err := gc.channel(ctx, identity{caller, token})
-	var why *unproven
-	switch {
-	case err == errTooManyIdentities:
-		return failed(g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", caller, err))
-	case errors.As(err, &why):
-		return failed(g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", caller, why.err))
-	case err != nil:
-		return failed(statusOf(ctx, err))
-	}
-	req := conn.Request{Service: service, Method: procedure, Arg3: in}
+	id := identity{first(md, mdCaller), first(md, mdToken)}
+	req := &conn.Request{Service: service, Method: procedure, Arg3: in}
+	var err error
 	if req.Headers, err = transportOf(md); err != nil {
-		return failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err))
+		done(failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
+		return
 	}
 	if req.Arg2, err = arg2Of(md); err != nil {
-		return failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err))
+		done(failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
+		return
 	}
 	req.Tracing = tracingOf(md)
-	res, err := c.Call(ctx, &req)
+	send := func(c *conn.Conn) {
+		c.Go(ctx, req, func(res *conn.Response, err error) { done(replyOf(ctx, service, res, err)) })
+	}
+	if c := gc.open(id); c != nil {
+		send(c)
+		return
+	}
+	g.work.Go(func() {
+		c, err := gc.channel(ctx, id)
+		var why *unproven
+		switch {
+		case err == errTooManyIdentities:
+			done(failed(g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", id.caller, err)))
+		case errors.As(err, &why):
+			done(failed(g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", id.caller, why.err)))
+		case err != nil:
+			done(failed(statusOf(ctx, err)))
+		default:
+			send(c)
+		}
+	})
+}
+
+// replyOf is the gRPC reply of a call's TChannel answer.
+func replyOf(ctx context.Context, service string, res *conn.Response, err error) reply {
 	if err != nil {
 		return failed(statusOf(ctx, err))
 	}
@@ -158,7 +183,6 @@ func (g *Gateway) call(ctx context.Context, gc *gconn, path string, md metadata.
 	return r
 }
 
-// refuse counts a call the gateway refuses before routing, and says why.
 func (g *Gateway) refuse(reason string, code codes.Code, format string, args ...any) error {
 	g.m.refused.WithLabelValues(reason).Inc()
 	return status.Errorf(code, format, args...)
@@ -256,6 +280,23 @@ type gconn struct {
 	closed   bool
 }
 
+// open returns the connection's TChannel connection for id if it is open
+// already, nil if not.
+func (gc *gconn) open(id identity) *conn.Conn {
+	gc.mu.Lock()
+	ch := gc.channels[id]
+	gc.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch.ready:
+		return ch.c
+	default:
+		return nil
+	}
+}
+
 // channel returns the connection's TChannel connection for id, proving id
 // and opening it the first time. A failure is not kept: the next call
 // tries again (a proof may fail while Consul is away).
@@ -274,7 +315,7 @@ func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 		ch = &channel{ready: make(chan struct{})}
 		gc.channels[id] = ch
 		gc.mu.Unlock()
-		ch.c, ch.err = gc.open(ctx, id)
+		ch.c, ch.err = gc.dial(ctx, id)
 		close(ch.ready)
 		gc.mu.Lock()
 		if ch.err != nil {
@@ -293,7 +334,7 @@ func (gc *gconn) channel(ctx context.Context, id identity) (*conn.Conn, error) {
 	}
 }
 
-func (gc *gconn) open(ctx context.Context, id identity) (*conn.Conn, error) {
+func (gc *gconn) dial(ctx context.Context, id identity) (*conn.Conn, error) {
 	if id.caller != "" {
 		if err := gc.g.mesh.Prove(ctx, gc.Conn, id.caller, id.token); err != nil {
 			return nil, &unproven{err}

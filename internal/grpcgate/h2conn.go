@@ -74,6 +74,9 @@ const (
 	// maxQueued bounds the frames the read loop queues (acks, window
 	// updates, resets) for a client that sends and does not read.
 	maxQueued = 4 << 20
+	// answerQueue is the answers queued for a client before the next one
+	// waits, on a worker, for it to read.
+	answerQueue = 1 << 20
 )
 
 // serveH2 serves gc until it closes.
@@ -131,8 +134,12 @@ func (c *h2conn) readLoop() error {
 	settings = appendWindowUpdate(settings, 0, recvConnWindow-65535)
 	c.w.Write(settings)
 
+	rd := c.g.batch.Reading(br)
+	defer rd.Stop()
 	for first := true; ; first = false {
+		rd.Next()
 		f, err := fr.ReadFrame()
+		rd.Got()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.resetStream(se.StreamID, se.Code)
@@ -397,14 +404,11 @@ func (c *h2conn) endRequest(st *h2stream) {
 		return
 	}
 	st.served = true
-	c.g.work.Go(func() { c.serveStream(st) })
-}
-
-func (c *h2conn) serveStream(st *h2stream) {
-	r := c.g.call(st.ctx, c.gc, st.path, st.md, st.message())
-	st.cancel()
-	c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
-	c.answer(st, r)
+	c.g.start(st.ctx, c.gc, st.path, st.md, st.message(), func(r reply) {
+		st.cancel()
+		c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
+		c.answer(st, r)
+	})
 }
 
 // refuse answers a stream the gateway does not serve, and asks the client
@@ -441,7 +445,7 @@ func (c *h2conn) answer(st *h2stream, r reply) {
 		b := appendTrailersOnly(nil, st.id, maxFrame, r.header, r.trailer, r.status)
 		c.removeLocked(st)
 		c.mu.Unlock()
-		c.w.WriteInline(b)
+		c.send(b)
 		return
 	}
 	// Headers, message and trailers in one buffer, sized once.
@@ -451,7 +455,7 @@ func (c *h2conn) answer(st *h2stream, r reply) {
 	if done {
 		c.removeLocked(st)
 		c.mu.Unlock()
-		c.w.WriteInline(b)
+		c.send(b)
 		return
 	}
 	c.control(b)
@@ -514,6 +518,19 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 
 // control queues frames without waiting on the socket: the read loop's
 // writes. A client that sends and never reads fails here.
+// send writes a whole answer, its system call held while the gateway's
+// read loops are busy (outbox.Batch). It may run on a read loop, so it
+// never waits: past answerQueue bytes queued for a client that reads
+// slowly, a worker waits for room instead.
+func (c *h2conn) send(b []byte) {
+	switch err := c.w.Add(b, answerQueue); err {
+	case nil:
+		c.g.batch.Send(c.w)
+	case outbox.ErrFull:
+		c.g.work.Go(func() { c.w.WriteInline(b) })
+	}
+}
+
 func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {

@@ -30,6 +30,7 @@ import (
 type upstream struct {
 	addr       string
 	maxMessage int
+	batch      *outbox.Batch // holds writes while read loops work; nil: none
 
 	mu     sync.Mutex
 	cur    *upConn
@@ -244,7 +245,7 @@ func (c *upConn) start(ctx context.Context, path string, md metadata.MD, in []by
 	err := c.w.Add(b, maxQueued)
 	c.mu.Unlock()
 	if err == nil {
-		err = c.w.Flush()
+		c.u.batch.Send(c.w)
 	}
 	if err != nil {
 		c.finish(call, failed(status.Errorf(codes.Unavailable, "the gRPC server at %s: %v", c.u.addr, err)))
@@ -333,13 +334,18 @@ func (c *upConn) fail(err error) {
 }
 
 func (c *upConn) readLoop() {
-	fr := http2.NewFramer(nil, bufio.NewReaderSize(c.nc, 16<<10))
+	br := bufio.NewReaderSize(c.nc, 16<<10)
+	fr := http2.NewFramer(nil, br)
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.MaxHeaderListSize = DefaultMaxHeaderList
 	fr.SetReuseFrames()
 	fr.SetMaxReadFrameSize(16384)
+	rd := c.u.batch.Reading(br)
+	defer rd.Stop()
 	for {
+		rd.Next()
 		f, err := fr.ReadFrame()
+		rd.Got()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.reset(se.StreamID, se.Code, status.Errorf(codes.Internal, "the gRPC server broke HTTP/2 on the stream: %v", err))
