@@ -16,12 +16,21 @@ import (
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/discovery/consul"
 	"github.com/meshrpc/mesh/internal/dashboard"
+	"github.com/meshrpc/mesh/internal/heapfloor"
 	"github.com/meshrpc/mesh/internal/tracequery"
 	"github.com/meshrpc/mesh/internal/tracing"
 )
 
+// DefaultGCHeapFloor is the heap under which meshd collects no garbage
+// (--gc-heap-floor-bytes): its live heap is a few MiB, so the runtime's
+// default collected many times a second under load (package heapfloor).
+const DefaultGCHeapFloor = 64 << 20
+
 // Run starts meshd with the options and serves until ctx ends, then drains.
 func Run(ctx context.Context, o Options, log *slog.Logger) error {
+	if o.GCHeapFloor > 0 && os.Getenv("GOGC") == "" {
+		defer heapfloor.Start(uint64(o.GCHeapFloor))()
+	}
 	reg, err := openRegistry(ctx, o, log)
 	if err != nil {
 		return err
