@@ -41,6 +41,7 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzMeshd$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
 	go test -run '^$$' -fuzz '^FuzzGRPCConn$$' -fuzztime $${FUZZTIME:-10m} -fuzzminimizetime 2s -timeout 0 ./internal/meshd
 	go test -run '^$$' -fuzz '^FuzzUpstream$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/grpcgate
+	go test -run '^$$' -fuzz '^FuzzHeaderReader$$' -fuzztime $${FUZZTIME:-10m} -timeout 0 ./internal/grpcgate
 
 # A real Consul agent built from the Go module proxy, in .cache/bin.
 consul:

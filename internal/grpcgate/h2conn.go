@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -44,6 +43,7 @@ type h2conn struct {
 
 	// Only the read loop touches these.
 	lastID      uint32 // the highest stream id the client opened
+	headers     *headerReader
 	recvConn    connCredit
 	pingStrikes int
 	lastPing    time.Time
@@ -123,9 +123,8 @@ func (c *h2conn) readLoop() error {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	fr := http2.NewFramer(nil, br)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = c.g.limits.MaxHeaderList
 	fr.SetReuseFrames()
+	c.headers = newHeaderReader(fr, c.g.limits.MaxHeaderList)
 	fr.SetMaxReadFrameSize(16384) // HTTP/2's default, which meshd's settings keep
 	settings := appendSettings(nil,
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.g.limits.MaxStreams},
@@ -163,8 +162,17 @@ func (c *h2conn) readLoop() error {
 
 func (c *h2conn) onFrame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		return c.onHeaders(f)
+	case *http2.HeadersFrame:
+		b, err := c.headers.read(f)
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			c.resetStream(se.StreamID, se.Code)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return c.onHeaders(b)
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.SettingsFrame:
@@ -256,13 +264,13 @@ func (c *h2conn) onWindowUpdate(id uint32, n int64) error {
 	return c.releaseLocked()
 }
 
-func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
-	id := f.StreamID
+func (c *h2conn) onHeaders(f *headerBlock) error {
+	id := f.streamID
 	c.mu.Lock()
 	st := c.streams[id]
 	c.mu.Unlock()
 	if st != nil { // trailers: a unary client sends none but may end its request so
-		if !f.StreamEnded() {
+		if !f.ended {
 			c.resetStream(id, http2.ErrCodeProtocol)
 			return nil
 		}
@@ -281,13 +289,13 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		return c.control(appendRSTStream(nil, id, http2.ErrCodeRefusedStream))
 	}
 	st = &h2stream{outgoing: outgoing{id: id}, md: metadata.MD{}}
-	if f.Truncated {
+	if f.truncated {
 		c.refuse(st, "metadata_size", status.Newf(codes.ResourceExhausted, "the call's metadata exceeds %d bytes", c.g.limits.MaxHeaderList))
 		return nil
 	}
 	var method, ctype string
 	var timeout time.Duration
-	for _, hf := range f.Fields {
+	for _, hf := range f.fields {
 		switch hf.Name {
 		case ":method":
 			method = hf.Value
@@ -330,7 +338,7 @@ func (c *h2conn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.idle.Stop()
 	}
 	c.mu.Unlock()
-	if f.StreamEnded() {
+	if f.ended {
 		c.endRequest(st)
 	}
 	return nil

@@ -136,7 +136,8 @@ type upConn struct {
 	goneAway   bool          // the server takes no new streams
 	err        error         // why the connection ended
 
-	recvConn connCredit // the read loop's
+	headers  *headerReader // the read loop's
+	recvConn connCredit    // the read loop's
 }
 
 // upCall is one call in flight.
@@ -336,9 +337,8 @@ func (c *upConn) fail(err error) {
 func (c *upConn) readLoop() {
 	br := bufio.NewReaderSize(c.nc, 16<<10)
 	fr := http2.NewFramer(nil, br)
-	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	fr.MaxHeaderListSize = DefaultMaxHeaderList
 	fr.SetReuseFrames()
+	c.headers = newHeaderReader(fr, DefaultMaxHeaderList)
 	fr.SetMaxReadFrameSize(16384)
 	rd := c.u.batch.Reading(br)
 	defer rd.Stop()
@@ -367,8 +367,17 @@ func (c *upConn) readLoop() {
 
 func (c *upConn) onFrame(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
-		c.onHeaders(f)
+	case *http2.HeadersFrame:
+		b, err := c.headers.read(f)
+		var se http2.StreamError
+		if errors.As(err, &se) {
+			c.reset(se.StreamID, se.Code, status.Errorf(codes.Internal, "the gRPC server broke HTTP/2 on the stream: %v", err))
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		c.onHeaders(b)
 	case *http2.DataFrame:
 		return c.onData(f)
 	case *http2.SettingsFrame:
@@ -488,20 +497,20 @@ func (c *upConn) lookup(id uint32) *upCall {
 	return c.calls[id]
 }
 
-func (c *upConn) onHeaders(f *http2.MetaHeadersFrame) {
-	call := c.lookup(f.StreamID)
+func (c *upConn) onHeaders(f *headerBlock) {
+	call := c.lookup(f.streamID)
 	if call == nil {
 		return // cancelled meanwhile
 	}
 	if !call.header {
 		call.header = true
-		if s := f.PseudoValue("status"); s != "200" {
+		if s := f.pseudo("status"); s != "200" {
 			c.reset(call.id, http2.ErrCodeCancel, status.Errorf(httpCode(s), "the gRPC server answered HTTP status %s", s))
 			return
 		}
-		if !f.StreamEnded() {
+		if !f.ended {
 			call.hdr = metadata.MD{}
-			for _, hf := range f.RegularFields() {
+			for _, hf := range f.regular() {
 				if err := addWire(call.hdr, hf.Name, hf.Value); err != nil {
 					c.reset(call.id, http2.ErrCodeCancel, status.Errorf(codes.Internal, "the gRPC server's answer: %v", err))
 					return
@@ -510,7 +519,7 @@ func (c *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 			return
 		}
 	}
-	if !f.StreamEnded() {
+	if !f.ended {
 		c.reset(call.id, http2.ErrCodeProtocol, status.Error(codes.Internal, "the gRPC server sent a second header block that does not end the stream"))
 		return
 	}
@@ -528,10 +537,10 @@ func (c *upConn) onHeaders(f *http2.MetaHeadersFrame) {
 }
 
 // trailersOf reads an answer's status and trailer metadata.
-func trailersOf(f *http2.MetaHeadersFrame) (reply, error) {
+func trailersOf(f *headerBlock) (reply, error) {
 	r := reply{trailer: metadata.MD{}}
 	code, msg, details := "", "", ""
-	for _, hf := range f.RegularFields() {
+	for _, hf := range f.regular() {
 		switch hf.Name {
 		case "grpc-status":
 			code = hf.Value
