@@ -20,7 +20,10 @@ type outCall struct {
 	err    error
 	asm    frame.Assembler
 	pw     *io.PipeWriter // arg3 of a streamed response
-	then   func()         // Go's: runs once the call finished, instead of done
+	// Go's: told the answer instead of done, and the call's trace for
+	// Abandon's cancel.
+	answer  func(*Response, error)
+	tracing frame.Tracing
 }
 
 const (
@@ -33,8 +36,12 @@ const (
 func (o *outCall) finish(err error) {
 	if o.state.CompareAndSwap(callPending, callFinished) {
 		o.err = err
-		if o.then != nil {
-			o.then()
+		if o.answer != nil {
+			if err != nil {
+				o.answer(nil, err)
+			} else {
+				o.answer(&o.res, nil)
+			}
 			return
 		}
 		close(o.done)
@@ -106,50 +113,25 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 		return &call.res, nil
 	case <-ctx.Done():
 		if c.forget(call.id) {
-			c.sendCancel(call.id, req.Tracing, ctx)
+			c.sendCancel(call.id, req.Tracing, cancelWhy(ctx))
 		}
 		return nil, ctxError(ctx)
 	}
 }
 
-// Go sends req like Call but does not wait: done is told the answer, or
-// why there is none, once, on the goroutine that brings it (the read loop,
-// or a joined peer's writer), so it must not block. For calls whose
-// response is not streamed.
-func (c *Conn) Go(ctx context.Context, req *Request, done func(*Response, error)) {
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.opts.DefaultTimeout)
-		deadline, _ = ctx.Deadline()
-		inner := done
-		done = func(res *Response, err error) { cancel(); inner(res, err) }
-	}
-	ttl := time.Until(deadline)
+// Go sends req like Call but does not wait, and returns the call's id:
+// answer is told the answer, or why there is none, once, on the goroutine
+// that brings it (the read loop, or a joined peer's writer), so it must
+// not block. It sets no timer: the call ends when the peer answers, which
+// a peer that ends every call at its ttl (meshd's relay) does by then at
+// the latest, when the connection ends, or when Abandon gives it up. For
+// calls whose response is not streamed.
+func (c *Conn) Go(ttl time.Duration, req *Request, answer func(*Response, error)) uint32 {
 	if ttl <= 0 {
-		done(nil, deadlineError(&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}))
-		return
+		answer(nil, deadlineError(&frame.Error{Code: frame.ErrCodeTimeout, Message: "deadline passed before the call was sent"}))
+		return 0
 	}
-	if err := ctx.Err(); err != nil {
-		done(nil, ctxError(ctx))
-		return
-	}
-	call := &outCall{id: c.newID(), limit: c.opts.MaxMessageSize}
-	var stop func() bool
-	call.then = func() {
-		stop()
-		if call.err != nil {
-			done(nil, pastDeadline(ctx, call.err))
-			return
-		}
-		done(&call.res, nil)
-	}
-	stop = context.AfterFunc(ctx, func() {
-		if c.forget(call.id) {
-			c.sendCancel(call.id, req.Tracing, ctx)
-			done(nil, ctxError(ctx))
-		}
-	})
+	call := &outCall{id: c.newID(), limit: c.opts.MaxMessageSize, answer: answer, tracing: req.Tracing}
 	c.mu.Lock()
 	var err error
 	if c.draining {
@@ -166,13 +148,43 @@ func (c *Conn) Go(ctx context.Context, req *Request, done func(*Response, error)
 	if err == nil {
 		err = c.send(call.id, req, ttlMillis(ttl))
 		if err != nil && !c.forget(call.id) {
-			return // finished already: the connection closed
+			return 0 // finished already: the connection closed
 		}
 	}
 	if err != nil {
-		stop()
-		done(nil, err)
+		answer(nil, err)
+		return 0
 	}
+	return call.id
+}
+
+// Abandon gives up a call made with Go, if it is still waiting: the peer
+// is told to cancel it, and its answer is err.
+func (c *Conn) Abandon(id uint32, err error) {
+	c.mu.Lock()
+	call := c.out[id]
+	if call != nil && call.answer != nil {
+		delete(c.out, id)
+		c.checkIdleLocked()
+	}
+	c.mu.Unlock()
+	if call == nil || call.answer == nil {
+		return
+	}
+	why := "cancelled by caller"
+	if frame.CodeOf(err) == frame.ErrCodeTimeout {
+		why = "deadline exceeded"
+	}
+	c.sendCancel(id, call.tracing, why)
+	call.finish(err)
+}
+
+// cancelWhy is the reason a cancel gives for a call whose ctx ended.
+func cancelWhy(ctx context.Context) string {
+	if ctx.Err() == context.Canceled {
+		return "cancelled by caller"
+	}
+	return "deadline exceeded"
 }
 
 // pastDeadline marks a Timeout answer that came once ctx's deadline had
@@ -251,12 +263,8 @@ func (c *Conn) forget(id uint32) bool {
 	return ok
 }
 
-func (c *Conn) sendCancel(id uint32, t frame.Tracing, ctx context.Context) {
+func (c *Conn) sendCancel(id uint32, t frame.Tracing, why string) {
 	var buf [64]byte
-	why := "deadline exceeded"
-	if ctx.Err() == context.Canceled {
-		why = "cancelled by caller"
-	}
 	b, _ := frame.AppendCancel(buf[:0], id, frame.Cancel{Tracing: t, Why: []byte(why)})
 	c.w.Write(b)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -113,62 +114,75 @@ var statusOK = status.New(codes.OK, "")
 // failed is the reply of a call that failed with err.
 func failed(err error) reply { return reply{status: status.Convert(err)} }
 
-// start serves one unary gRPC call, whatever its method: in is its request
-// message, md its metadata; done is told the reply once. A call whose
-// caller's connection into the relay is open goes out at once, with no
-// goroutine of its own (the answer comes back on the goroutine that brings
-// it); the first call of a caller (whose proof may wait on Consul) waits
-// on a worker.
-func (g *Gateway) start(ctx context.Context, gc *gconn, path string, md metadata.MD, in []byte, done func(reply)) {
-	procedure, ok := procedureOf(path)
+// start serves one unary gRPC call of c, whatever its method; c.finish
+// is told the reply, once. A call whose caller's connection into the relay
+// is open goes out at once, with no goroutine of its own (the answer comes
+// back on the goroutine that brings it); the first call of a caller (whose
+// proof may wait on Consul) waits on a worker.
+func (g *Gateway) start(c *h2conn, st *h2stream) {
+	procedure, ok := procedureOf(st.path)
 	if !ok {
-		done(failed(g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", path)))
+		c.finish(st, failed(g.refuse("bad_method", codes.Unimplemented, "%q is not a gRPC method path of the form /pkg.Service/Method", st.path)))
 		return
 	}
+	md := st.md
 	service := serviceOf(md)
 	if service == "" {
-		done(failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", path)))
+		c.finish(st, failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", st.path)))
 		return
 	}
 	id := identity{first(md, mdCaller), first(md, mdToken)}
-	req := &conn.Request{Service: service, Method: procedure, Arg3: in}
+	req := &conn.Request{Service: service, Method: procedure, Arg3: st.message()}
 	var err error
 	if req.Headers, err = transportOf(md); err != nil {
-		done(failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
+		c.finish(st, failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
 		return
 	}
 	if req.Arg2, err = arg2Of(md); err != nil {
-		done(failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
+		c.finish(st, failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
 		return
 	}
 	req.Tracing = tracingOf(md)
-	send := func(c *conn.Conn) {
-		c.Go(ctx, req, func(res *conn.Response, err error) { done(replyOf(ctx, service, res, err)) })
+	send := func(ch *conn.Conn) {
+		ttl := noDeadlineTTL
+		if !st.deadline.IsZero() {
+			ttl = time.Until(st.deadline)
+		}
+		callID := ch.Go(ttl, req, func(res *conn.Response, err error) { c.finish(st, replyOf(service, res, err)) })
+		c.going(st, ch, callID)
 	}
-	if c := gc.open(id); c != nil {
-		send(c)
+	if ch := c.gc.open(id); ch != nil {
+		send(ch)
 		return
 	}
 	g.work.Go(func() {
-		c, err := gc.channel(ctx, id)
+		ctx, cancel := context.WithCancel(c.ctx)
+		if !st.deadline.IsZero() {
+			ctx, cancel = context.WithDeadline(c.ctx, st.deadline)
+		}
+		defer cancel()
+		ch, err := c.gc.channel(ctx, id)
 		var why *unproven
 		switch {
 		case err == errTooManyIdentities:
-			done(failed(g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", id.caller, err)))
+			c.finish(st, failed(g.refuse("too_many_identities", codes.ResourceExhausted, "rpc-caller %q: %v", id.caller, err)))
 		case errors.As(err, &why):
-			done(failed(g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", id.caller, why.err)))
+			c.finish(st, failed(g.refuse("unauthenticated", codes.Unauthenticated, "rpc-caller %q: %v", id.caller, why.err)))
 		case err != nil:
-			done(failed(statusOf(ctx, err)))
+			c.finish(st, failed(statusOf(err)))
 		default:
-			send(c)
+			send(ch)
 		}
 	})
 }
 
+// noDeadlineTTL is the ttl of a call whose client set no grpc-timeout.
+const noDeadlineTTL = time.Minute
+
 // replyOf is the gRPC reply of a call's TChannel answer.
-func replyOf(ctx context.Context, service string, res *conn.Response, err error) reply {
+func replyOf(service string, res *conn.Response, err error) reply {
 	if err != nil {
-		return failed(statusOf(ctx, err))
+		return failed(statusOf(err))
 	}
 	a, err := answerOf(res.Arg2)
 	if err != nil {
@@ -222,14 +236,15 @@ func transportOf(md metadata.MD) (frame.Headers, error) {
 	return h, nil
 }
 
-// statusOf is the gRPC status of a failed TChannel call.
-func statusOf(ctx context.Context, err error) error {
+// statusOf is the gRPC status of a failed TChannel call, or of a wait
+// for the caller's connection into the relay that ended with its context.
+func statusOf(err error) error {
 	var fe *frame.Error
 	switch {
 	case errors.As(err, &fe):
 		return status.Error(codeOf(fe.Code), fe.Message)
-	case ctx.Err() != nil:
-		return status.FromContextError(ctx.Err()).Err()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return status.FromContextError(err).Err()
 	}
 	return status.Error(codes.Unavailable, err.Error())
 }

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/meshrpc/mesh/frame"
+	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/outbox"
 )
 
@@ -55,9 +57,10 @@ type h2stream struct {
 	incoming // the request
 	path     string
 	md       metadata.MD
-	ctx      context.Context
-	cancel   context.CancelFunc
-	served   bool // a goroutine serves it: it leaves the table when that one is done
+	deadline time.Time  // from grpc-timeout; zero: none
+	served   bool       // handed to the relay: it leaves the table once answered
+	ch       *conn.Conn // the call went out on ch as callID (mu)
+	callID   uint32
 }
 
 // Windows meshd gives a client (the HTTP/2 default is 64 KiB each): large
@@ -194,15 +197,13 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 		}
 		return c.control(appendPingAck(nil, f.Data))
 	case *http2.RSTStreamFrame:
+		abandon := func() {}
 		c.mu.Lock()
 		if st := c.streams[f.StreamID]; st != nil {
-			st.gone = true
-			st.cancel()
-			if !st.served {
-				c.removeLocked(st)
-			}
+			abandon = c.abandonLocked(st)
 		}
 		c.mu.Unlock()
+		abandon()
 	case *http2.GoAwayFrame:
 		// The client sends no new calls; those open finish.
 	case *http2.PushPromiseFrame:
@@ -327,9 +328,7 @@ func (c *h2conn) onHeaders(f *headerBlock) error {
 		return nil
 	}
 	if timeout > 0 {
-		st.ctx, st.cancel = context.WithTimeout(c.ctx, timeout)
-	} else {
-		st.ctx, st.cancel = context.WithCancel(c.ctx)
+		st.deadline = time.Now().Add(timeout)
 	}
 	c.mu.Lock()
 	st.win = c.win.init
@@ -412,11 +411,40 @@ func (c *h2conn) endRequest(st *h2stream) {
 		return
 	}
 	st.served = true
-	c.g.start(st.ctx, c.gc, st.path, st.md, st.message(), func(r reply) {
-		st.cancel()
-		c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
-		c.answer(st, r)
-	})
+	c.g.start(c, st)
+}
+
+// going notes the call a stream went out as, for a reset to abandon it.
+func (c *h2conn) going(st *h2stream, ch *conn.Conn, id uint32) {
+	c.mu.Lock()
+	gone := st.gone
+	st.ch, st.callID = ch, id
+	c.mu.Unlock()
+	if gone && id != 0 {
+		ch.Abandon(id, errReset)
+	}
+}
+
+// errReset ends the call of a stream its client reset.
+var errReset = frame.Errorf(frame.ErrCodeCancelled, "the gRPC client reset the stream")
+
+// abandonLocked marks a stream reset by its client and returns what ends
+// its call, if it went out; called with mu held.
+func (c *h2conn) abandonLocked(st *h2stream) func() {
+	st.gone = true
+	if !st.served {
+		c.removeLocked(st)
+	}
+	if ch, id := st.ch, st.callID; ch != nil && id != 0 {
+		return func() { ch.Abandon(id, errReset) }
+	}
+	return func() {}
+}
+
+// finish answers a served stream and counts its call.
+func (c *h2conn) finish(st *h2stream, r reply) {
+	c.g.m.calls.WithLabelValues(r.status.Code().String()).Inc()
+	c.answer(st, r)
 }
 
 // refuse answers a stream the gateway does not serve, and asks the client
@@ -429,9 +457,6 @@ func (c *h2conn) refuse(st *h2stream, reason string, s *status.Status) {
 		c.removeLocked(st)
 	}
 	c.mu.Unlock()
-	if st.cancel != nil {
-		st.cancel()
-	}
 	// The read loop, the one writer of maxFrame, reads it without mu.
 	b := appendTrailersOnly(nil, st.id, c.win.maxFrame, nil, nil, s)
 	c.control(appendRSTStream(b, st.id, http2.ErrCodeNo))
@@ -512,20 +537,16 @@ func (c *h2conn) onIdle() {
 
 // resetStream ends a stream on the client's fault.
 func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
+	abandon := func() {}
 	c.mu.Lock()
 	if st := c.streams[id]; st != nil {
-		st.cancel()
-		if !st.served {
-			c.removeLocked(st)
-		}
-		st.gone = true
+		abandon = c.abandonLocked(st)
 	}
 	c.mu.Unlock()
+	abandon()
 	c.control(appendRSTStream(nil, id, code))
 }
 
-// control queues frames without waiting on the socket: the read loop's
-// writes. A client that sends and never reads fails here.
 // send writes a whole answer, its system call held while the gateway's
 // read loops are busy (outbox.Batch). It may run on a read loop, so it
 // never waits: past answerQueue bytes queued for a client that reads
@@ -539,6 +560,8 @@ func (c *h2conn) send(b []byte) {
 	}
 }
 
+// control queues frames without waiting on the socket: the read loop's
+// writes. A client that sends and never reads fails here.
 func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {

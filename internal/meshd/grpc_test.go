@@ -365,3 +365,52 @@ func grpcPath(b *testing.B, path string) *grpc.ClientConn {
 	})
 	return cc
 }
+
+// A gRPC client that cancels its call, or whose deadline passes, has the
+// service told (the call is cancelled through the relay), and gets
+// Canceled or DeadlineExceeded; the connection serves the next call.
+func TestGRPCCancelReachesTheService(t *testing.T) {
+	d := grpcMeshd(t, discovery.NewLocal())
+	ended := make(chan error, 4)
+	s := client.NewServer(client.Options{ServiceName: "waits", Logger: testkit.Quiet})
+	s.Register("waits", "test.Words::Echo", client.Proto(func(ctx context.Context, h map[string]string, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if in.GetValue() != "wait" {
+			return in, nil
+		}
+		select {
+		case <-ctx.Done():
+			ended <- ctx.Err()
+		case <-time.After(10 * time.Second):
+			ended <- errors.New("never told")
+		}
+		return nil, ctx.Err()
+	}))
+	if err := s.Advertise(context.Background(), d.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	cc := grpcClient(t, d.Addr())
+	bg := context.Background()
+
+	ctx, cancel := context.WithCancel(bg)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if _, err := echo(ctx, cc, "wait", nil, "rpc-service", "waits"); status.Code(err) != codes.Canceled {
+		t.Fatalf("cancelled: %v", err)
+	}
+	if err := <-ended; err == nil || err.Error() == "never told" {
+		t.Fatalf("the service was not told of the cancel: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(bg, 150*time.Millisecond)
+	defer cancel()
+	if _, err := echo(ctx, cc, "wait", nil, "rpc-service", "waits"); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("past its deadline: %v", err)
+	}
+	if err := <-ended; err == nil || err.Error() == "never told" {
+		t.Fatalf("the service was not told of the deadline: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(bg, 5*time.Second)
+	defer cancel()
+	if got, err := echo(ctx, cc, "next", nil, "rpc-service", "waits"); err != nil || got != "next" {
+		t.Fatalf("the next call: %q, %v", got, err)
+	}
+}
