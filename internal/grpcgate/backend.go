@@ -10,7 +10,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshrpc/mesh/frame"
@@ -112,7 +111,7 @@ func (b *Backend) check(ctx context.Context) (bool, string) {
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
 	in, _ := proto.Marshal(&healthpb.HealthCheckRequest{Service: b.cfg.HealthService})
-	r := b.up.call(cctx, "/grpc.health.v1.Health/Check", metadata.MD{}, in)
+	r := b.up.call(cctx, "/grpc.health.v1.Health/Check", nil, in)
 	if err := r.status.Err(); err != nil {
 		return false, "health check failed: " + err.Error()
 	}
@@ -195,7 +194,7 @@ func (b *Backend) handle(ctx context.Context, req *conn.Request) (*conn.Response
 }
 
 // request is a delivered call's gRPC path and metadata.
-func (b *Backend) request(req *conn.Request) (string, metadata.MD, error) {
+func (b *Backend) request(req *conn.Request) (string, meta, error) {
 	path, ok := pathOf(req.Method)
 	if !ok {
 		return "", nil, frame.Errorf(frame.ErrCodeBadRequest, "%s is a gRPC server: call it with a procedure of the form pkg.Service::Method (as: proto), not %q", b.cfg.Service, req.Method)
@@ -239,11 +238,11 @@ func (b *Backend) response(r reply) (*conn.Response, error) {
 
 // requestMetadata is what a gRPC server is sent for a TChannel call: its
 // application headers, the routing ones under YARPC's keys, the trace.
-func requestMetadata(req *conn.Request) (metadata.MD, error) {
-	md := metadata.MD{}
+func requestMetadata(req *conn.Request) (meta, error) {
+	md := make(meta, 0, 8)
 	var sink mdSink
 	if err := frame.EachAppHeader(req.Arg2, func(k, v []byte) bool {
-		sink.add(md, string(k), string(v))
+		sink.add(&md, string(k), string(v))
 		return true
 	}); err != nil {
 		return nil, fmt.Errorf("arg2 is not the proto encoding's headers: %v", err)
@@ -251,19 +250,20 @@ func requestMetadata(req *conn.Request) (metadata.MD, error) {
 	if err := sink.err(); err != nil {
 		return nil, err
 	}
-	md.Set(mdService, req.Service)
+	// The sink took no key of these (notForwarded): each is added once.
+	md.add(mdService, req.Service)
 	for _, t := range transport {
 		if v, ok := req.Headers.Get(t.header); ok && len(v) > 0 {
-			md.Set(t.md, string(v))
+			md.add(t.md, string(v))
 		}
 	}
-	traceMetadata(md, req.Tracing)
+	traceMetadata(&md, req.Tracing)
 	return md, nil
 }
 
 // answerHeaders puts a gRPC answer's header and trailer metadata in one
 // list, the trailers marked with trailerPrefix.
-func answerHeaders(header, trailer metadata.MD) ([]byte, error) {
+func answerHeaders(header, trailer meta) ([]byte, error) {
 	list, err := appendMD(nil, header, "")
 	if err != nil {
 		return nil, err

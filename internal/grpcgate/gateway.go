@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -103,7 +102,7 @@ func (g *Gateway) track(c *h2conn, add bool) bool {
 
 // reply is a call's answer as gRPC sends it.
 type reply struct {
-	header, trailer metadata.MD
+	header, trailer meta
 	message         []byte // with its gRPC framing; nil unless status is OK
 	status          *status.Status
 }
@@ -131,7 +130,7 @@ func (g *Gateway) start(c *h2conn, st *h2stream) {
 		c.finish(st, failed(g.refuse("no_service", codes.InvalidArgument, "name the mesh service that serves %s: the rpc-service metadata (or the :authority)", st.path)))
 		return
 	}
-	id := identity{first(md, mdCaller), first(md, mdToken)}
+	id := identity{md.get(mdCaller), md.get(mdToken)}
 	req := &conn.Request{Service: service, Method: procedure, Arg3: st.message()}
 	var err error
 	if req.Headers, err = transportOf(md); err != nil {
@@ -204,11 +203,11 @@ func (g *Gateway) refuse(reason string, code codes.Code, format string, args ...
 
 // serviceOf is the mesh service a call names: rpc-service, else the
 // :authority's host when it is a name (not an address, not localhost).
-func serviceOf(md metadata.MD) string {
-	if s := first(md, mdService); s != "" {
+func serviceOf(md meta) string {
+	if s := md.get(mdService); s != "" {
 		return s
 	}
-	host := first(md, ":authority")
+	host := md.get(":authority")
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
@@ -220,13 +219,13 @@ func serviceOf(md metadata.MD) string {
 
 // transportOf is the transport headers of a call from its metadata; the
 // encoding is proto unless rpc-encoding says otherwise.
-func transportOf(md metadata.MD) (frame.Headers, error) {
+func transportOf(md meta) (frame.Headers, error) {
 	h := make(frame.Headers, 0, 64)
-	if first(md, mdEncoding) == "" {
+	if md.get(mdEncoding) == "" {
 		h = frame.AppendHeader(h, frame.HeaderArgScheme, "proto")
 	}
 	for _, t := range transport {
-		if v := first(md, t.md); v != "" {
+		if v := md.get(t.md); v != "" {
 			if len(v) > 255 {
 				return nil, errors.New(t.md + " is longer than 255 bytes")
 			}

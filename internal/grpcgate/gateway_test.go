@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -43,16 +42,16 @@ func TestProcedureAndPath(t *testing.T) {
 
 func TestServiceOf(t *testing.T) {
 	for _, tc := range []struct {
-		md   metadata.MD
+		md   meta
 		want string
 	}{
-		{metadata.Pairs("rpc-service", "words", ":authority", "other"), "words"},
-		{metadata.Pairs(":authority", "words"), "words"},
-		{metadata.Pairs(":authority", "words:443"), "words"},
-		{metadata.Pairs(":authority", "127.0.0.1:21300"), ""},
-		{metadata.Pairs(":authority", "[::1]:21300"), ""},
-		{metadata.Pairs(":authority", "localhost:21300"), ""},
-		{metadata.MD{}, ""},
+		{metaOf("rpc-service", "words", ":authority", "other"), "words"},
+		{metaOf(":authority", "words"), "words"},
+		{metaOf(":authority", "words:443"), "words"},
+		{metaOf(":authority", "127.0.0.1:21300"), ""},
+		{metaOf(":authority", "[::1]:21300"), ""},
+		{metaOf(":authority", "localhost:21300"), ""},
+		{nil, ""},
 	} {
 		if got := serviceOf(tc.md); got != tc.want {
 			t.Errorf("serviceOf(%v) = %q, want %q", tc.md, got, tc.want)
@@ -82,8 +81,8 @@ func TestStatusMapping(t *testing.T) {
 // Metadata becomes arg2 and comes back: repeated keys, binary values,
 // trailers apart; what stays at the gateway never travels.
 func TestHeadersRoundTrip(t *testing.T) {
-	md := metadata.MD{"x-a": {"1", "2"}, "x-bin": {"\x00\xff"}, "rpc-service": {"s"}, "mesh-token": {"secret"},
-		"traceparent": {"00-…"}, ":authority": {"s"}, "grpc-timeout": {"1S"}}
+	md := metaOf("x-a", "1", "x-bin", "\x00\xff", "rpc-service", "s", "x-a", "2", "mesh-token", "secret",
+		"traceparent", "00-…", ":authority", "s", "grpc-timeout", "1S")
 	arg2, err := arg2Of(md)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +99,7 @@ func TestHeadersRoundTrip(t *testing.T) {
 	list, _ = frame.AppendAppHeader(list, headerErrorCode, "5")
 	list, _ = frame.AppendAppHeader(list, headerErrorMessage, "gone")
 	a, err := answerOf(list)
-	if err != nil || a.header.Get("x-h")[0] != "h" || a.trailer.Get("x-t")[0] != "t" || a.code != "5" || a.message != "gone" {
+	if err != nil || a.header.get("x-h") != "h" || a.trailer.get("x-t") != "t" || a.code != "5" || a.message != "gone" {
 		t.Fatalf("answerOf: %+v, %v", a, err)
 	}
 	if a.status().Error() != "rpc error: code = NotFound desc = gone" {
@@ -117,26 +116,29 @@ func TestHeadersRoundTrip(t *testing.T) {
 
 func TestTracingOf(t *testing.T) {
 	for _, tc := range []struct {
-		md   metadata.MD
+		md   meta
 		want frame.Tracing
 	}{
-		{metadata.Pairs("traceparent", "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01"),
+		{metaOf("traceparent", "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01"),
 			frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0xeee19b7ec3c1b174, Flags: 1}},
-		{metadata.Pairs("traceparent", "00-00000000000000000000000000000000-eee19b7ec3c1b174-01"), frame.Tracing{}},
-		{metadata.Pairs("traceparent", "garbage"), frame.Tracing{}},
-		{metadata.Pairs("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
+		{metaOf("traceparent", "00-00000000000000000000000000000000-eee19b7ec3c1b174-01"), frame.Tracing{}},
+		{metaOf("traceparent", "garbage"), frame.Tracing{}},
+		{metaOf("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
 			frame.Tracing{TraceID: 0x64fe8b2a57d3eff7, SpanID: 0xe457b5a2e4d86bd1, ParentID: 0x05e3ac9a4f6e3b90, Flags: 1}},
-		{metadata.Pairs("x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "0"),
+		{metaOf("x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "0"),
 			frame.Tracing{TraceID: 0x463ac35c9f6413ad, SpanID: 0xa2fb4a1d1a96d312}},
 	} {
 		if got := tracingOf(tc.md); got != tc.want {
 			t.Errorf("tracingOf(%v) = %+v, want %+v", tc.md, got, tc.want)
 		}
 	}
-	md := metadata.MD{}
-	traceMetadata(md, frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0x1, Flags: 1})
-	if back := tracingOf(metadata.Pairs("traceparent", md.Get("traceparent")[0])); back.TraceID != 0xd269b633813fc60c || back.SpanID != 1 || !back.Sampled() {
-		t.Fatalf("traceparent %v read back as %+v", md.Get("traceparent"), back)
+	var md meta
+	traceMetadata(&md, frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0x1, Flags: 1})
+	if back := tracingOf(metaOf("traceparent", md.get("traceparent"))); back.TraceID != 0xd269b633813fc60c || back.SpanID != 1 || !back.Sampled() {
+		t.Fatalf("traceparent %v read back as %+v", md.get("traceparent"), back)
+	}
+	if back := tracingOf(metaOf("b3", md.get("b3"))); back.TraceID != 0xd269b633813fc60c || back.SpanID != 1 || !back.Sampled() {
+		t.Fatalf("b3 %v read back as %+v", md.get("b3"), back)
 	}
 }
 
@@ -208,10 +210,10 @@ func FuzzHeaders(f *testing.F) {
 		if err != nil {
 			return
 		}
-		for _, md := range []metadata.MD{a.header, a.trailer} {
-			for k := range md {
-				if !validKey(k) {
-					t.Fatalf("key %q passed", k)
+		for _, md := range []meta{a.header, a.trailer} {
+			for _, f := range md {
+				if !validKey(f.Name) {
+					t.Fatalf("key %q passed", f.Name)
 				}
 			}
 		}
@@ -224,9 +226,18 @@ func FuzzTracing(f *testing.F) {
 	f.Add("00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01", "")
 	f.Add("", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
 	f.Fuzz(func(t *testing.T, tp, b3 string) {
-		got := tracingOf(metadata.Pairs("traceparent", tp, "b3", b3))
+		got := tracingOf(metaOf("traceparent", tp, "b3", b3))
 		if got != (frame.Tracing{}) && (got.TraceID == 0 || got.SpanID == 0) {
 			t.Fatalf("%q %q → %+v", tp, b3, got)
 		}
 	})
+}
+
+// metaOf is metadata from key, value pairs.
+func metaOf(kv ...string) meta {
+	var md meta
+	for i := 0; i+1 < len(kv); i += 2 {
+		md.add(kv[i], kv[i+1])
+	}
+	return md
 }

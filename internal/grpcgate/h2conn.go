@@ -11,7 +11,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/meshrpc/mesh/frame"
@@ -56,7 +55,7 @@ type h2stream struct {
 	outgoing // the answer's flow control; its gone: reset by the client, or answered
 	incoming // the request
 	path     string
-	md       metadata.MD
+	md       meta
 	deadline time.Time  // from grpc-timeout; zero: none
 	served   bool       // handed to the relay: it leaves the table once answered
 	ch       *conn.Conn // the call went out on ch as callID (mu)
@@ -289,7 +288,7 @@ func (c *h2conn) onHeaders(f *headerBlock) error {
 		c.g.m.refused.WithLabelValues("max_streams").Inc()
 		return c.control(appendRSTStream(nil, id, http2.ErrCodeRefusedStream))
 	}
-	st = &h2stream{outgoing: outgoing{id: id}, md: metadata.MD{}}
+	st = &h2stream{outgoing: outgoing{id: id}, md: make(meta, 0, len(f.fields))}
 	if f.truncated {
 		c.refuse(st, "metadata_size", status.Newf(codes.ResourceExhausted, "the call's metadata exceeds %d bytes", c.g.limits.MaxHeaderList))
 		return nil
@@ -303,7 +302,7 @@ func (c *h2conn) onHeaders(f *headerBlock) error {
 		case ":path":
 			st.path = hf.Value
 		case ":authority":
-			st.md[":authority"] = []string{hf.Value}
+			st.md.add(":authority", hf.Value)
 		case "content-type":
 			ctype = hf.Value
 		case "grpc-timeout":
@@ -317,7 +316,7 @@ func (c *h2conn) onHeaders(f *headerBlock) error {
 			if hf.IsPseudo() {
 				continue
 			}
-			if err := addWire(st.md, hf.Name, hf.Value); err != nil {
+			if err := st.md.addWire(hf.Name, hf.Value); err != nil {
 				c.refuse(st, "bad_metadata", status.Newf(codes.InvalidArgument, "%v", err))
 				return nil
 			}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
-	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,7 +12,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -122,13 +121,14 @@ var (
 )
 
 // responseHeaders is the header block of an answer.
-func responseHeaders(md metadata.MD) []hpack.HeaderField {
-	return appendMDFields([]hpack.HeaderField{status200, contentType}, md)
+func responseHeaders(md meta) []hpack.HeaderField {
+	return md.appendFields(append(make([]hpack.HeaderField, 0, 2+len(md)), status200, contentType))
 }
 
 // trailerFields is the trailer block of an answer: its status, then md.
-func trailerFields(md metadata.MD, s *status.Status) []hpack.HeaderField {
-	f := []hpack.HeaderField{{Name: "grpc-status", Value: strconv.Itoa(int(s.Code()))}}
+func trailerFields(md meta, s *status.Status) []hpack.HeaderField {
+	f := make([]hpack.HeaderField, 1, 3+len(md))
+	f[0] = grpcStatus(s.Code())
 	if m := s.Message(); m != "" {
 		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: percentEncode(m)})
 	}
@@ -137,41 +137,25 @@ func trailerFields(md metadata.MD, s *status.Status) []hpack.HeaderField {
 			f = append(f, hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
 		}
 	}
-	return appendMDFields(f, md)
+	return md.appendFields(f)
 }
+
+// grpcStatus is the grpc-status field of a code (OK's, every answer's,
+// without a conversion).
+func grpcStatus(c codes.Code) hpack.HeaderField {
+	if c == codes.OK {
+		return statusOKField
+	}
+	return hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(c))}
+}
+
+var statusOKField = hpack.HeaderField{Name: "grpc-status", Value: "0"}
 
 // appendTrailersOnly writes the one block of an answer with no message: a
 // failed call's.
-func appendTrailersOnly(b []byte, id uint32, maxFrame int, header, trailer metadata.MD, s *status.Status) []byte {
+func appendTrailersOnly(b []byte, id uint32, maxFrame int, header, trailer meta, s *status.Status) []byte {
 	f := append([]hpack.HeaderField{status200, contentType}, trailerFields(trailer, s)...)
-	return appendHeaders(b, id, maxFrame, true, appendMDFields(f, header))
-}
-
-// appendMDFields adds metadata as header fields, binary values in base64.
-func appendMDFields(f []hpack.HeaderField, md metadata.MD) []hpack.HeaderField {
-	for k, vs := range md {
-		for _, v := range vs {
-			if strings.HasSuffix(k, "-bin") {
-				v = base64.RawStdEncoding.EncodeToString([]byte(v))
-			}
-			f = append(f, hpack.HeaderField{Name: k, Value: v})
-		}
-	}
-	return f
-}
-
-// addWire adds a received header field to md; a binary one (-bin) is
-// decoded from base64, padded or not.
-func addWire(md metadata.MD, k, v string) error {
-	if strings.HasSuffix(k, "-bin") {
-		b, err := decodeBin(v)
-		if err != nil {
-			return fmt.Errorf("metadata %q is not base64: %v", k, err)
-		}
-		v = string(b)
-	}
-	md[k] = append(md[k], v)
-	return nil
+	return appendHeaders(b, id, maxFrame, true, header.appendFields(f))
 }
 
 // decodeBin reads a binary header's value: base64, padded or not.

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/meshrpc/mesh/frame"
 )
 
@@ -55,50 +53,54 @@ func notForwarded(k string) bool {
 	return false
 }
 
-// first is md's first value for k, or "".
-func first(md metadata.MD, k string) string {
-	if v := md.Get(k); len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
 // appendMD adds every value of md to an arg2 header list (the thrift
 // scheme's), each key with prefix, but those the gateway keeps.
-func appendMD(list []byte, md metadata.MD, prefix string) ([]byte, error) {
+func appendMD(list []byte, md meta, prefix string) ([]byte, error) {
 	if len(list) == 0 {
 		list = []byte{0, 0}
 	}
-	for k, vs := range md {
-		if notForwarded(k) {
+	for _, f := range md {
+		if notForwarded(f.Name) {
 			continue
 		}
-		for _, v := range vs {
-			var err error
-			if list, err = frame.AppendAppHeader(list, prefix+k, v); err != nil {
-				return nil, err
-			}
+		k := f.Name
+		if prefix != "" {
+			k = prefix + k
+		}
+		var err error
+		if list, err = frame.AppendAppHeader(list, k, f.Value); err != nil {
+			return nil, err
 		}
 	}
 	return list, nil
 }
 
 // arg2Of is the application headers a gRPC caller's metadata becomes.
-func arg2Of(md metadata.MD) ([]byte, error) { return appendMD(nil, md, "") }
+func arg2Of(md meta) ([]byte, error) { return appendMD(nil, md, "") }
 
 // mdSink fills metadata from TChannel headers, keeping the first header
 // gRPC cannot carry (a key that is no metadata key, or one gRPC keeps).
 type mdSink struct{ bad string }
 
-func (s *mdSink) add(md metadata.MD, k, v string) {
-	key := strings.ToLower(k)
+func (s *mdSink) add(md *meta, k, v string) {
+	key := lower(k)
 	if !validKey(key) || notForwarded(key) {
 		if s.bad == "" {
 			s.bad = k
 		}
 		return
 	}
-	md[key] = append(md[key], v)
+	md.add(key, v)
+}
+
+// lower is k in lower case, without a copy if it is already.
+func lower(k string) string {
+	for i := 0; i < len(k); i++ {
+		if 'A' <= k[i] && k[i] <= 'Z' {
+			return strings.ToLower(k)
+		}
+	}
+	return k
 }
 
 func (s *mdSink) err() error {
@@ -110,7 +112,7 @@ func (s *mdSink) err() error {
 
 // answer is an answer's arg2 split the way gRPC sends it.
 type answer struct {
-	header, trailer metadata.MD
+	header, trailer meta
 	code            string // headerErrorCode
 	message         string // headerErrorMessage, or the SDK's "error"
 	details         string // headerErrorDetails
@@ -118,7 +120,7 @@ type answer struct {
 
 // answerOf reads an answer's application headers.
 func answerOf(arg2 []byte) (answer, error) {
-	a := answer{header: metadata.MD{}, trailer: metadata.MD{}}
+	var a answer
 	var sink mdSink
 	err := frame.EachAppHeader(arg2, func(kb, vb []byte) bool {
 		k, v := string(kb), string(vb)
@@ -133,9 +135,9 @@ func answerOf(arg2 []byte) (answer, error) {
 			a.details = v
 		default:
 			if t, ok := strings.CutPrefix(k, trailerPrefix); ok {
-				sink.add(a.trailer, t, v)
+				sink.add(&a.trailer, t, v)
 			} else {
-				sink.add(a.header, k, v)
+				sink.add(&a.header, k, v)
 			}
 		}
 		return true

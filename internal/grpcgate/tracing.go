@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/grpc/metadata"
-
 	"github.com/meshrpc/mesh/frame"
 )
 
@@ -15,13 +13,13 @@ import (
 // trace id has 64 bits: a 128-bit id keeps its low half (how 64-bit
 // tracers read 128-bit ids). A malformed context is no context: the call
 // goes on, starting a trace of its own if meshd samples it.
-func tracingOf(md metadata.MD) frame.Tracing {
-	if tp := first(md, "traceparent"); tp != "" {
+func tracingOf(md meta) frame.Tracing {
+	if tp := md.get("traceparent"); tp != "" {
 		if t, ok := parseTraceparent(tp); ok {
 			return t
 		}
 	}
-	if b3 := first(md, "b3"); b3 != "" {
+	if b3 := md.get("b3"); b3 != "" {
 		parts := strings.Split(b3, "-")
 		if len(parts) >= 2 {
 			sampled := ""
@@ -37,12 +35,12 @@ func tracingOf(md metadata.MD) frame.Tracing {
 			}
 		}
 	}
-	if id := first(md, "x-b3-traceid"); id != "" {
-		sampled := first(md, "x-b3-sampled")
-		if first(md, "x-b3-flags") == "1" {
+	if id := md.get("x-b3-traceid"); id != "" {
+		sampled := md.get("x-b3-sampled")
+		if md.get("x-b3-flags") == "1" {
 			sampled = "d"
 		}
-		if t, ok := b3Tracing(id, first(md, "x-b3-spanid"), first(md, "x-b3-parentspanid"), sampled); ok {
+		if t, ok := b3Tracing(id, md.get("x-b3-spanid"), md.get("x-b3-parentspanid"), sampled); ok {
 			return t
 		}
 	}
@@ -85,13 +83,13 @@ func b3Tracing(traceID, spanID, parentID, sampled string) (frame.Tracing, bool) 
 	return t, true
 }
 
-// traceMetadata is the trace context a gRPC server is sent for a call's
-// tracing field, in both forms (W3C and B3 single header).
-func traceMetadata(md metadata.MD, t frame.Tracing) {
+// traceMetadata adds the trace context a gRPC server is sent for a call's
+// tracing field, in both forms (W3C and B3 single header); md has none.
+func traceMetadata(md *meta, t frame.Tracing) {
 	if t.TraceID == 0 || t.SpanID == 0 {
 		return
 	}
 	sampled := t.Flags & frame.TracingSampled
-	md.Set("traceparent", fmt.Sprintf("00-%016x%016x-%016x-%02x", 0, t.TraceID, t.SpanID, sampled))
-	md.Set("b3", fmt.Sprintf("%016x-%016x-%d", t.TraceID, t.SpanID, sampled))
+	md.add("traceparent", fmt.Sprintf("00-%016x%016x-%016x-%02x", 0, t.TraceID, t.SpanID, sampled))
+	md.add("b3", fmt.Sprintf("%016x-%016x-%d", t.TraceID, t.SpanID, sampled))
 }

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -43,7 +42,7 @@ const dialTimeout = time.Second
 
 // call makes one unary call of path with metadata md and the request
 // message in; the reply's message is the answer's, without its framing.
-func (u *upstream) call(ctx context.Context, path string, md metadata.MD, in []byte) reply {
+func (u *upstream) call(ctx context.Context, path string, md meta, in []byte) reply {
 	c, err := u.conn(ctx)
 	if err != nil {
 		return failed(err)
@@ -55,7 +54,7 @@ func (u *upstream) call(ctx context.Context, path string, md metadata.MD, in []b
 // once. With a live connection that has room for it the call goes out on
 // the caller's goroutine; otherwise (a dial, a wait for room) on one of
 // its own.
-func (u *upstream) start(ctx context.Context, path string, md metadata.MD, in []byte, done func(reply)) {
+func (u *upstream) start(ctx context.Context, path string, md meta, in []byte, done func(reply)) {
 	u.mu.Lock()
 	c := u.cur
 	u.mu.Unlock()
@@ -148,7 +147,7 @@ type upCall struct {
 	stop     func() bool // stops watching the call's context
 	deadline time.Time   // the call's context's (zero: none)
 	header   bool        // the answer's headers came
-	hdr      metadata.MD // their metadata
+	hdr      meta        // their metadata
 }
 
 func dialUpstream(u *upstream) (*upConn, error) {
@@ -179,7 +178,7 @@ func (c *upConn) usable() bool {
 	return c.err == nil && !c.goneAway && c.nextID < 1<<31-1
 }
 
-func (c *upConn) call(ctx context.Context, path string, md metadata.MD, in []byte) reply {
+func (c *upConn) call(ctx context.Context, path string, md meta, in []byte) reply {
 	got := make(chan reply, 1)
 	for !c.start(ctx, path, md, in, func(r reply) { got <- r }) {
 		if err := c.waitRoom(ctx); err != nil {
@@ -217,7 +216,7 @@ func (c *upConn) waitRoom(ctx context.Context) error {
 // the goroutine that ends the call (the read loop's, mostly; ctx's end
 // cancels it). It sends nothing and returns false when the server's
 // stream limit leaves no room now.
-func (c *upConn) start(ctx context.Context, path string, md metadata.MD, in []byte, done func(reply)) bool {
+func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, done func(reply)) bool {
 	fields := requestFields(ctx, path, c.u.addr, md)
 	msg := frameMessage(in)
 	call := &upCall{done: done}
@@ -266,7 +265,7 @@ func (c *upConn) cancel(call *upCall, ctx context.Context) {
 }
 
 // requestFields is a call's header block.
-func requestFields(ctx context.Context, path, authority string, md metadata.MD) []hpack.HeaderField {
+func requestFields(ctx context.Context, path, authority string, md meta) []hpack.HeaderField {
 	f := make([]hpack.HeaderField, 0, 8+len(md))
 	f = append(f,
 		hpack.HeaderField{Name: ":method", Value: "POST"},
@@ -279,7 +278,7 @@ func requestFields(ctx context.Context, path, authority string, md metadata.MD) 
 	if d, ok := ctx.Deadline(); ok {
 		f = append(f, hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(time.Until(d))})
 	}
-	return appendMDFields(f, md)
+	return md.appendFields(f)
 }
 
 // finish ends a call with its reply, once.
@@ -509,9 +508,10 @@ func (c *upConn) onHeaders(f *headerBlock) {
 			return
 		}
 		if !f.ended {
-			call.hdr = metadata.MD{}
-			for _, hf := range f.regular() {
-				if err := addWire(call.hdr, hf.Name, hf.Value); err != nil {
+			reg := f.regular()
+			call.hdr = make(meta, 0, len(reg))
+			for _, hf := range reg {
+				if err := call.hdr.addWire(hf.Name, hf.Value); err != nil {
 					c.reset(call.id, http2.ErrCodeCancel, status.Errorf(codes.Internal, "the gRPC server's answer: %v", err))
 					return
 				}
@@ -538,7 +538,7 @@ func (c *upConn) onHeaders(f *headerBlock) {
 
 // trailersOf reads an answer's status and trailer metadata.
 func trailersOf(f *headerBlock) (reply, error) {
-	r := reply{trailer: metadata.MD{}}
+	var r reply
 	code, msg, details := "", "", ""
 	for _, hf := range f.regular() {
 		switch hf.Name {
@@ -549,7 +549,7 @@ func trailersOf(f *headerBlock) (reply, error) {
 		case "grpc-status-details-bin":
 			details = hf.Value
 		default:
-			if err := addWire(r.trailer, hf.Name, hf.Value); err != nil {
+			if err := r.trailer.addWire(hf.Name, hf.Value); err != nil {
 				return r, err
 			}
 		}

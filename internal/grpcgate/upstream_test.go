@@ -70,7 +70,7 @@ func TestUpstream(t *testing.T) {
 	defer u.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	md := metadata.Pairs("x-app", "1", "x-app", "2")
+	md := metaOf("x-app", "1", "x-app", "2")
 	for _, in := range [][]byte{[]byte("hi"), {}, bytes.Repeat([]byte{'r'}, 3<<20), []byte("big:3000000")} {
 		r := u.call(ctx, "/test.Words/Echo", md, in)
 		if r.status.Code() != codes.OK {
@@ -80,7 +80,7 @@ func TestUpstream(t *testing.T) {
 		if bytes.HasPrefix(in, []byte("big:")) {
 			want = 3000000
 		}
-		if len(r.message) != want || r.header.Get("x-got")[0] != "1,2" || r.trailer.Get("x-done")[0] != "yes" {
+		if len(r.message) != want || r.header.get("x-got") != "1,2" || r.trailer.get("x-done") != "yes" {
 			t.Fatalf("%d bytes: got %d, header %v, trailer %v", len(in), len(r.message), r.header, r.trailer)
 		}
 	}
