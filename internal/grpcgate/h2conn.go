@@ -116,7 +116,9 @@ var errCalm = errors.New("too many pings")
 func (c *h2conn) readLoop() error {
 	nc := c.gc.Conn
 	nc.SetReadDeadline(time.Now().Add(c.g.limits.HandshakeTimeout))
-	br := bufio.NewReaderSize(nc, 16<<10)
+	rd := c.g.batch.Reading(nc)
+	defer rd.Stop()
+	br := bufio.NewReaderSize(rd, 16<<10)
 	var preface [len(http2.ClientPreface)]byte
 	if _, err := io.ReadFull(br, preface[:]); err != nil {
 		return err
@@ -135,12 +137,8 @@ func (c *h2conn) readLoop() error {
 	settings = appendWindowUpdate(settings, 0, recvConnWindow-65535)
 	c.w.Write(settings)
 
-	rd := c.g.batch.Reading(br)
-	defer rd.Stop()
 	for first := true; ; first = false {
-		rd.Next()
 		f, err := fr.ReadFrame()
-		rd.Got()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.resetStream(se.StreamID, se.Code)

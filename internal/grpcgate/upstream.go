@@ -334,17 +334,15 @@ func (c *upConn) fail(err error) {
 }
 
 func (c *upConn) readLoop() {
-	br := bufio.NewReaderSize(c.nc, 16<<10)
+	rd := c.u.batch.Reading(c.nc)
+	defer rd.Stop()
+	br := bufio.NewReaderSize(rd, 16<<10)
 	fr := http2.NewFramer(nil, br)
 	fr.SetReuseFrames()
 	c.headers = newHeaderReader(fr, DefaultMaxHeaderList)
 	fr.SetMaxReadFrameSize(16384)
-	rd := c.u.batch.Reading(br)
-	defer rd.Stop()
 	for {
-		rd.Next()
 		f, err := fr.ReadFrame()
-		rd.Got()
 		var se http2.StreamError
 		if errors.As(err, &se) {
 			c.reset(se.StreamID, se.Code, status.Errorf(codes.Internal, "the gRPC server broke HTTP/2 on the stream: %v", err))

@@ -15,11 +15,14 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/internal/grpcgate"
+	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
@@ -262,4 +265,58 @@ func FuzzGRPCConn(f *testing.F) {
 			t.Fatalf("a benign TChannel call after the input: %q, %v", out.GetValue(), err)
 		}
 	})
+}
+
+// Peers that send half a frame, or a header block without its end, and
+// go silent hold no one else's answers: each benign call, to an SDK
+// service and to a stock gRPC server, on fresh connections (a caller's
+// first call, which waits on a worker) and on one, is answered within a
+// second while they hang on.
+func TestGRPCHalfFramesHoldNoOne(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	words.Register(s, "g1")
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{}
+	cfg.GRPCServers = []grpcgate.BackendConfig{{Service: "stock", Addr: lis.Addr().String(), CheckEvery: 50 * time.Millisecond}}
+	d := startWith(t, cfg)
+	wordsSDK(t, d.Addr(), "words")
+	one := grpcClient(t, d.Addr())
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server in the mesh", func() bool {
+		_, err := echo(context.Background(), one, "x", nil, "rpc-service", "stock")
+		return err == nil
+	})
+
+	for range 4 { // half a DATA frame
+		h := testkit.DialH2(t, d.Addr())
+		h.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: testkit.GRPCHeaders(), EndHeaders: true})
+		h.Conn.Write([]byte{0, 0x10, 0, byte(http2.FrameData), 0, 0, 0, 0, 1, 'h', 'a', 'l', 'f'})
+	}
+	for range 4 { // a header block that never ends
+		h := testkit.DialH2(t, d.Addr())
+		block := testkit.GRPCHeaders()
+		h.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:len(block)/2]})
+	}
+	time.Sleep(100 * time.Millisecond) // the peers' bytes are read and waited on
+	for i := range 10 {
+		for _, service := range []string{"words", "stock"} {
+			cc := one
+			if i%2 == 0 {
+				cc = grpcClient(t, d.Addr()) // a fresh connection: its first call
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			start := time.Now()
+			_, err := echo(ctx, cc, "hi", nil, "rpc-service", service)
+			cancel()
+			if err != nil {
+				t.Fatalf("call %d to %s while peers hang mid-frame: %v (after %v)", i, service, err, time.Since(start))
+			}
+		}
+	}
 }

@@ -1,7 +1,7 @@
 package outbox
 
 import (
-	"bufio"
+	"io"
 	"sync"
 )
 
@@ -63,37 +63,33 @@ func (b *Batch) Send(w *Writer) {
 	w.Kick()
 }
 
-// Reading is a read loop's part in a Batch (b may be nil: no batch): busy
-// from the frame it got (Got) until its buffer br runs dry (Next, called
-// before each read), and done at Stop.
-func (b *Batch) Reading(br *bufio.Reader) *Reading { return &Reading{b: b, br: br} }
+// Reading wraps a read loop's socket r (b may be nil: no batch): the loop
+// is busy, its writes held, from each read of r until the next, which it
+// makes only once it has used up what it read; that next read, which may
+// wait for the peer, ends the spell first. So a peer that sends half a
+// frame and stops holds no one's writes. Stop ends the loop's part.
+func (b *Batch) Reading(r io.Reader) *Reading { return &Reading{b: b, r: r} }
 
-// Reading is one read loop's part in a Batch.
+// Reading is one read loop's part in a Batch: an io.Reader for its
+// buffer (bufio.Reader) to read from.
 type Reading struct {
 	b     *Batch
-	br    *bufio.Reader
+	r     io.Reader
 	busy  bool
 	spare []*Writer
 }
 
-// Next ends the loop's busy spell if what it read is all used: the next
-// read waits for the socket.
-func (r *Reading) Next() {
-	if r.busy && r.br.Buffered() == 0 {
-		r.busy = false
-		r.spare = r.b.end(r.spare)
-	}
-}
-
-// Got begins a busy spell, if the loop is not in one.
-func (r *Reading) Got() {
-	if !r.busy && r.b != nil {
+func (r *Reading) Read(p []byte) (int, error) {
+	r.Stop()
+	n, err := r.r.Read(p)
+	if n > 0 && r.b != nil {
 		r.busy = true
 		r.b.begin()
 	}
+	return n, err
 }
 
-// Stop ends the loop's part.
+// Stop ends the loop's busy spell, if it is in one, sending what it held.
 func (r *Reading) Stop() {
 	if r.busy {
 		r.busy = false

@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
@@ -77,17 +76,24 @@ func TestKickNeverWaits(t *testing.T) {
 	w.Stop()
 }
 
-// A Batch holds what is sent while a read loop is busy and sends it, in
-// one write, when the loop's buffer runs dry; with no loop busy a send
-// goes out at once.
-func TestBatchHoldsUntilTheReadEnds(t *testing.T) {
+// chunks is a read loop's socket in a test: each Read returns the next
+// chunk sent, waiting for it.
+type chunks chan string
+
+func (c chunks) Read(p []byte) (int, error) { return copy(p, <-c), nil }
+
+// A Batch holds what is sent while a read loop works through what it read
+// and sends it, in one write, when the loop reads again: before it waits
+// on its socket, so a peer that stops mid-frame holds no one's writes.
+// With no loop busy a send goes out at once.
+func TestBatchHoldsUntilTheLoopReadsAgain(t *testing.T) {
 	a, b := tcpPair(t)
 	w := New(a, 1<<20, time.Minute, nil, func(err error) { t.Error(err) })
 	go w.Loop()
 	defer w.Stop()
 	var batch Batch
-	in := bufio.NewReader(bytes.NewReader([]byte("three")))
-	rd := batch.Reading(in)
+	socket := make(chunks)
+	rd := batch.Reading(socket)
 
 	expect := func(want string) {
 		t.Helper()
@@ -111,23 +117,32 @@ func TestBatchHoldsUntilTheReadEnds(t *testing.T) {
 		}
 		batch.Send(w)
 	}
+	read := func() chan string {
+		got := make(chan string, 1)
+		go func() {
+			p := make([]byte, 16)
+			n, _ := rd.Read(p)
+			got <- string(p[:n])
+		}()
+		return got
+	}
 
 	send("idle ")
 	expect("idle ")
-	rd.Next()
-	in.ReadByte() // the loop got a frame, more are buffered
-	rd.Got()
+	got := read()
+	socket <- "frames"
+	if s := <-got; s != "frames" {
+		t.Fatalf("read %q", s)
+	}
 	send("a")
 	send("b")
-	rd.Next() // still buffered: still busy
-	nothing()
-	in.Discard(4)
-	rd.Got()
+	nothing()    // the loop is busy with what it read
+	got = read() // it reads again: waits on a peer that sends nothing more
+	expect("ab")
+	socket <- "more"
+	<-got
 	send("c")
-	rd.Next() // dry: the held writes go
-	expect("abc")
-	rd.Got()
-	send("d")
+	nothing()
 	rd.Stop()
-	expect("d")
+	expect("c")
 }
