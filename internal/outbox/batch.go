@@ -3,18 +3,31 @@ package outbox
 import (
 	"io"
 	"sync"
+	"time"
 )
 
 // A Batch holds back the system calls of writes made while its read loops
-// work through what one read brought in, and makes them when a loop has
-// nothing buffered left: a read that brought many calls sends each
-// peer what they produced in one write instead of one write per call. A
-// write made while no loop is busy goes out at once.
+// work through what one read brought in, and makes them when a loop is
+// done with it: a read that brought many calls sends each peer what they
+// produced in one write instead of one write per call. A write made while
+// no loop is busy goes out at once; one held goes out within MaxHold
+// whatever the loops do (one may be busy for long: relaying to a peer
+// that pushes back, which holds its own connection, not everyone's).
 type Batch struct {
+	// MaxHold bounds how long a write is held; 0: DefaultMaxHold.
+	MaxHold time.Duration
+
 	mu    sync.Mutex
 	busy  int       // read loops busy with what they read
 	dirty []*Writer // written since, their system calls held back
+	timer *time.Timer
+	armed bool // timer will send what is held
 }
+
+// DefaultMaxHold is the longest a Batch holds a write by default: past
+// the time a loop takes for one read's calls under load (tens of µs), so it
+// fires only when a loop is held up.
+const DefaultMaxHold = time.Millisecond
 
 // begin marks a read loop busy with what it read.
 func (b *Batch) begin() {
@@ -30,6 +43,12 @@ func (b *Batch) begin() {
 func (b *Batch) end(spare []*Writer) []*Writer {
 	b.mu.Lock()
 	b.busy--
+	return b.sendHeld(spare)
+}
+
+// sendHeld sends what is held, swapping in spare for the list; called with
+// mu held, which it lets go.
+func (b *Batch) sendHeld(spare []*Writer) []*Writer {
 	dirty := b.dirty
 	b.dirty = spare
 	for _, w := range dirty {
@@ -56,11 +75,36 @@ func (b *Batch) Send(w *Writer) {
 			w.held = true
 			b.dirty = append(b.dirty, w)
 		}
+		if !b.armed {
+			b.armed = true
+			b.arm()
+		}
 		b.mu.Unlock()
 		return
 	}
 	b.mu.Unlock()
 	w.Kick()
+}
+
+// arm starts the timer that sends what is held past MaxHold; called with
+// mu held.
+func (b *Batch) arm() {
+	hold := b.MaxHold
+	if hold <= 0 {
+		hold = DefaultMaxHold
+	}
+	if b.timer == nil {
+		b.timer = time.AfterFunc(hold, b.expire)
+		return
+	}
+	b.timer.Reset(hold)
+}
+
+// expire sends what was held for MaxHold.
+func (b *Batch) expire() {
+	b.mu.Lock()
+	b.armed = false
+	b.sendHeld(nil)
 }
 
 // Reading wraps a read loop's socket r (b may be nil: no batch): the loop

@@ -91,7 +91,7 @@ func TestBatchHoldsUntilTheLoopReadsAgain(t *testing.T) {
 	w := New(a, 1<<20, time.Minute, nil, func(err error) { t.Error(err) })
 	go w.Loop()
 	defer w.Stop()
-	var batch Batch
+	batch := Batch{MaxHold: time.Minute}
 	socket := make(chunks)
 	rd := batch.Reading(socket)
 
@@ -145,4 +145,28 @@ func TestBatchHoldsUntilTheLoopReadsAgain(t *testing.T) {
 	nothing()
 	rd.Stop()
 	expect("c")
+}
+
+// A loop busy for long (relaying to a peer that pushes back) holds no
+// write past MaxHold.
+func TestBatchHoldsAtMostMaxHold(t *testing.T) {
+	a, b := tcpPair(t)
+	w := New(a, 1<<20, time.Minute, nil, func(err error) { t.Error(err) })
+	go w.Loop()
+	defer w.Stop()
+	batch := Batch{MaxHold: 5 * time.Millisecond}
+	socket := make(chunks, 1)
+	rd := batch.Reading(socket)
+	socket <- "x"
+	rd.Read(make([]byte, 1)) // busy, and never reads again
+	for i := range 3 {
+		w.Add([]byte{byte('a' + i)}, 0)
+		batch.Send(w)
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var got [1]byte
+		if _, err := io.ReadFull(b, got[:]); err != nil || got[0] != byte('a'+i) {
+			t.Fatalf("write %d held past MaxHold: %q, %v", i, got[:], err)
+		}
+	}
+	rd.Stop()
 }
