@@ -2,7 +2,9 @@ package outbox
 
 import (
 	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -108,33 +110,85 @@ func (b *Batch) expire() {
 }
 
 // Reading wraps a read loop's socket r (b may be nil: no batch): the loop
-// is busy, its writes held, from each read of r until the next, which it
-// makes only once it has used up what it read; that next read, which may
-// wait for the peer, ends the spell first. So a peer that sends half a
-// frame and stops holds no one's writes. Stop ends the loop's part.
-func (b *Batch) Reading(r io.Reader) *Reading { return &Reading{b: b, r: r} }
+// is busy, its writes held, from a read of r that brought bytes until a
+// read finds the socket empty and is about to wait for the peer, which
+// ends the spell first; so does every spellBytes read, so that a peer that
+// never lets the socket run dry holds no writes for long. A peer that
+// sends half a frame and stops holds no one's writes. Stop ends the loop's
+// part.
+func (b *Batch) Reading(r io.Reader) *Reading {
+	rd := &Reading{b: b, r: r}
+	if sc, ok := r.(syscall.Conn); ok && b != nil && isSocket(r) {
+		rd.raw, _ = sc.SyscallConn()
+	}
+	return rd
+}
+
+// spellBytes ends a busy spell that has read this much.
+const spellBytes = 64 << 10
 
 // Reading is one read loop's part in a Batch: an io.Reader for its
 // buffer (bufio.Reader) to read from.
 type Reading struct {
 	b     *Batch
 	r     io.Reader
+	raw   syscall.RawConn // r's socket; nil: not one (the spell ends at each read)
 	busy  bool
+	read  int // bytes read in this spell
 	spare []*Writer
 }
 
 func (r *Reading) Read(p []byte) (int, error) {
-	r.Stop()
-	n, err := r.r.Read(p)
-	if n > 0 && r.b != nil {
+	if r.raw == nil || r.read >= spellBytes {
+		r.Stop()
+	}
+	if r.raw == nil {
+		n, err := r.r.Read(p)
+		r.got(n)
+		return n, err
+	}
+	var n int
+	var err error
+	rerr := r.raw.Read(func(fd uintptr) bool {
+		for {
+			n, err = syscall.Read(int(fd), p)
+			switch err {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				r.Stop() // about to wait for the peer: send what is held
+				return false
+			}
+			return true
+		}
+	})
+	switch {
+	case rerr != nil:
+		return 0, rerr
+	case err != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: err}
+	case n == 0:
+		return 0, io.EOF
+	}
+	r.got(n)
+	return n, nil
+}
+
+// got counts n bytes read into the spell, beginning one if need be.
+func (r *Reading) got(n int) {
+	if n <= 0 || r.b == nil {
+		return
+	}
+	r.read += n
+	if !r.busy {
 		r.busy = true
 		r.b.begin()
 	}
-	return n, err
 }
 
 // Stop ends the loop's busy spell, if it is in one, sending what it held.
 func (r *Reading) Stop() {
+	r.read = 0
 	if r.busy {
 		r.busy = false
 		r.spare = r.b.end(r.spare)

@@ -59,18 +59,21 @@ func (w *Writer) Kick() {
 func (w *Writer) rawConn() syscall.RawConn {
 	if !w.rawKnown {
 		w.rawKnown = true
-		if sc, ok := w.nc.(syscall.Conn); ok {
-			if _, tcp := w.nc.(*net.TCPConn); tcp || isUnix(w.nc) {
-				w.raw, _ = sc.SyscallConn()
-			}
+		if sc, ok := w.nc.(syscall.Conn); ok && isSocket(w.nc) {
+			w.raw, _ = sc.SyscallConn()
 		}
 	}
 	return w.raw
 }
 
-func isUnix(nc net.Conn) bool {
-	_, ok := nc.(*net.UnixConn)
-	return ok
+// isSocket reports whether x is a TCP or Unix socket, which meshd reads and
+// writes without waiting through its RawConn.
+func isSocket(x any) bool {
+	switch x.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
 }
 
 // tryWrite writes what the socket takes now; a full socket is n < len(b)

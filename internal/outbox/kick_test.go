@@ -170,3 +170,68 @@ func TestBatchHoldsAtMostMaxHold(t *testing.T) {
 	}
 	rd.Stop()
 }
+
+// On a socket, a loop stays busy while its peer's bytes keep coming and
+// sends what it held when the socket runs dry (before it waits), or
+// after spellBytes read.
+func TestBatchOnASocket(t *testing.T) {
+	a, b := tcpPair(t)
+	w := New(a, 1<<20, time.Minute, nil, func(err error) { t.Error(err) })
+	go w.Loop()
+	defer w.Stop()
+	batch := Batch{MaxHold: time.Minute}
+	in, peer := tcpPair(t)
+	rd := batch.Reading(in)
+	defer rd.Stop()
+	if rd.raw == nil {
+		t.Fatal("a TCP socket read without its RawConn")
+	}
+	expect := func(want string) {
+		t.Helper()
+		b.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(b, got); err != nil || string(got) != want {
+			t.Fatalf("read %q, %v; want %q", got, err, want)
+		}
+	}
+	send := func(s string) {
+		w.Add([]byte(s), 0)
+		batch.Send(w)
+	}
+
+	peer.Write([]byte("0123456789"))
+	p := make([]byte, 4)
+	if n, err := rd.Read(p); n != 4 || err != nil {
+		t.Fatalf("read %d, %v", n, err)
+	}
+	send("a")
+	if n, _ := rd.Read(p); n != 4 { // more was there: still busy
+		t.Fatalf("read %d", n)
+	}
+	send("b")
+	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, _ := b.Read(make([]byte, 1)); n > 0 {
+		t.Fatal("sent while the socket still had bytes")
+	}
+	rd.Read(p) // the last 2 bytes
+	done := make(chan struct{})
+	go func() {
+		rd.Read(p) // the socket is dry: the spell ends, then it waits
+		close(done)
+	}()
+	expect("ab")
+	peer.Write([]byte("x"))
+	<-done
+
+	// A peer that keeps sending: the held write goes out as the loop reads on
+	// (the socket runs dry a moment, or spellBytes pass).
+	go peer.Write(make([]byte, 4*spellBytes))
+	big := make([]byte, 1024)
+	rd.Read(big)
+	send("c")
+	for read := 0; read < 2*spellBytes; {
+		n, _ := rd.Read(big)
+		read += n
+	}
+	expect("c")
+}
