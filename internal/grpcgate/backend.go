@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -209,13 +210,17 @@ func (b *Backend) request(req *conn.Request) (string, meta, error) {
 	return path, md, nil
 }
 
+// protoScheme is every answer's transport headers: read only, and full
+// (len = cap), so no append writes into it.
+var protoScheme = slices.Clip(frame.AppendHeader(nil, frame.HeaderArgScheme, "proto"))
+
 // response is the TChannel answer of the gRPC server's reply.
 func (b *Backend) response(r reply) (*conn.Response, error) {
 	arg2, aerr := answerHeaders(r.header, r.trailer)
 	if aerr != nil {
 		return nil, frame.Errorf(frame.ErrCodeUnexpected, "the answer of the gRPC server: %v", aerr)
 	}
-	res := &conn.Response{Headers: frame.AppendHeader(nil, frame.HeaderArgScheme, "proto"), Arg2: arg2}
+	res := &conn.Response{Headers: protoScheme, Arg2: arg2}
 	st := r.status
 	if st.Code() == codes.OK {
 		res.Arg3 = r.message

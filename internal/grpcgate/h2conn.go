@@ -139,8 +139,7 @@ func (c *h2conn) readLoop() error {
 
 	for first := true; ; first = false {
 		f, err := fr.ReadFrame()
-		var se http2.StreamError
-		if errors.As(err, &se) {
+		if se, ok := streamErrorOf(err); ok {
 			c.resetStream(se.StreamID, se.Code)
 			continue
 		}
@@ -164,8 +163,7 @@ func (c *h2conn) onFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
 		b, err := c.headers.read(f)
-		var se http2.StreamError
-		if errors.As(err, &se) {
+		if se, ok := streamErrorOf(err); ok {
 			c.resetStream(se.StreamID, se.Code)
 			return nil
 		}
@@ -252,8 +250,8 @@ func (c *h2conn) onWindowUpdate(id uint32, n int64) error {
 		}
 		o = &st.outgoing
 	}
-	var se http2.StreamError
-	if err := c.win.update(o, n); errors.As(err, &se) {
+	err := c.win.update(o, n)
+	if se, ok := streamErrorOf(err); ok {
 		o.gone = true
 		return c.control(appendRSTStream(nil, id, se.Code))
 	} else if err != nil {

@@ -132,6 +132,9 @@ func trailerFields(md meta, s *status.Status) []hpack.HeaderField {
 	if m := s.Message(); m != "" {
 		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: percentEncode(m)})
 	}
+	if s.Code() == codes.OK {
+		return md.appendFields(f) // no details to look for (Proto copies the status)
+	}
 	if p := s.Proto(); len(p.Details) > 0 {
 		if b, err := proto.Marshal(p); err == nil {
 			f = append(f, hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})

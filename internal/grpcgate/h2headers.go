@@ -176,3 +176,15 @@ func validFieldName(name string) bool {
 	}
 	return true
 }
+
+// streamErrorOf is err's stream error, if it is one: a frame that broke
+// one stream, not the connection. (Checked per frame: no allocation for
+// a nil err, which errors.As's target would cost.)
+func streamErrorOf(err error) (http2.StreamError, bool) {
+	if err == nil {
+		return http2.StreamError{}, false
+	}
+	var se http2.StreamError
+	ok := errors.As(err, &se)
+	return se, ok
+}

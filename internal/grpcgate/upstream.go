@@ -343,8 +343,7 @@ func (c *upConn) readLoop() {
 	fr.SetMaxReadFrameSize(16384)
 	for {
 		f, err := fr.ReadFrame()
-		var se http2.StreamError
-		if errors.As(err, &se) {
+		if se, ok := streamErrorOf(err); ok {
 			c.reset(se.StreamID, se.Code, status.Errorf(codes.Internal, "the gRPC server broke HTTP/2 on the stream: %v", err))
 			continue
 		}
@@ -366,8 +365,7 @@ func (c *upConn) onFrame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.HeadersFrame:
 		b, err := c.headers.read(f)
-		var se http2.StreamError
-		if errors.As(err, &se) {
+		if se, ok := streamErrorOf(err); ok {
 			c.reset(se.StreamID, se.Code, status.Errorf(codes.Internal, "the gRPC server broke HTTP/2 on the stream: %v", err))
 			return nil
 		}
@@ -454,8 +452,7 @@ func (c *upConn) onWindowUpdate(id uint32, n int64) error {
 		err = c.releaseLocked()
 	}
 	c.mu.Unlock()
-	var se http2.StreamError
-	if errors.As(err, &se) { // one stream's window overflowed: that stream, not the connection
+	if se, ok := streamErrorOf(err); ok { // one stream's window overflowed: that stream, not the connection
 		c.reset(id, se.Code, status.Error(codes.Internal, "the gRPC server overflowed the stream's flow-control window"))
 		return nil
 	}

@@ -136,6 +136,13 @@ type Reading struct {
 	busy  bool
 	read  int // bytes read in this spell
 	spare []*Writer
+
+	// One read through raw: its buffer and result, and readOnce bound
+	// once (a closure per read cost an allocation).
+	p      []byte
+	n      int
+	err    error
+	readFd func(fd uintptr) bool
 }
 
 func (r *Reading) Read(p []byte) (int, error) {
@@ -147,21 +154,13 @@ func (r *Reading) Read(p []byte) (int, error) {
 		r.got(n)
 		return n, err
 	}
-	var n int
-	var err error
-	rerr := r.raw.Read(func(fd uintptr) bool {
-		for {
-			n, err = syscall.Read(int(fd), p)
-			switch err {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				r.Stop() // about to wait for the peer: send what is held
-				return false
-			}
-			return true
-		}
-	})
+	if r.readFd == nil {
+		r.readFd = r.readOnce
+	}
+	r.p = p
+	rerr := r.raw.Read(r.readFd)
+	n, err := r.n, r.err
+	r.p = nil
 	switch {
 	case rerr != nil:
 		return 0, rerr
@@ -172,6 +171,22 @@ func (r *Reading) Read(p []byte) (int, error) {
 	}
 	r.got(n)
 	return n, nil
+}
+
+// readOnce is what RawConn.Read calls: one read into r.p; false (wait for
+// the socket) once the spell is over when there is nothing to read.
+func (r *Reading) readOnce(fd uintptr) bool {
+	for {
+		r.n, r.err = syscall.Read(int(fd), r.p)
+		switch r.err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			r.Stop() // about to wait for the peer: send what is held
+			return false
+		}
+		return true
+	}
 }
 
 // got counts n bytes read into the spell, beginning one if need be.

@@ -34,7 +34,7 @@ func (w *Writer) Kick() {
 		w.writing = len(batch)
 		w.drained.Broadcast()
 		w.mu.Unlock()
-		n, err := tryWrite(raw, batch)
+		n, err := w.tryWrite(raw, batch)
 		w.mu.Lock()
 		w.writing = 0
 		if err != nil {
@@ -76,26 +76,44 @@ func isSocket(x any) bool {
 	return false
 }
 
+// rawWrite is one write that never waits: its buffer, what went, why it
+// stopped, and the function RawConn.Write calls, made once per Writer (a
+// closure per write cost an allocation). Used only by the flusher.
+type rawWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (r *rawWrite) write(fd uintptr) bool {
+	for r.n < len(r.b) {
+		m, err := syscall.Write(int(fd), r.b[r.n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return true
+		case err != nil:
+			r.err = err
+			return true
+		}
+		r.n += m
+	}
+	return true // done, or full: never wait for the poller
+}
+
 // tryWrite writes what the socket takes now; a full socket is n < len(b)
 // with no error.
-func tryWrite(raw syscall.RawConn, b []byte) (n int, err error) {
-	cerr := raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			m, werr := syscall.Write(int(fd), b[n:])
-			if werr == syscall.EINTR {
-				continue
-			}
-			if werr == syscall.EAGAIN {
-				return true
-			}
-			if werr != nil {
-				err = werr
-				return true
-			}
-			n += m
-		}
-		return true // done, or full: never wait for the poller
-	})
+func (w *Writer) tryWrite(raw syscall.RawConn, b []byte) (n int, err error) {
+	r := &w.rw
+	if r.fn == nil {
+		r.fn = r.write
+	}
+	r.b, r.n, r.err = b, 0, nil
+	cerr := raw.Write(r.fn)
+	n, err = r.n, r.err
+	r.b = nil
 	if err == nil && cerr != nil {
 		err = cerr
 	}

@@ -39,7 +39,8 @@ type Writer struct {
 	err      error
 	raw      syscall.RawConn // nc's socket, for Kick; nil: not one
 	rawKnown bool
-	held     bool // in a Batch's list to send; guarded by its mu
+	rw       rawWrite // Kick's, while it flushes
+	held     bool     // in a Batch's list to send; guarded by its mu
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
