@@ -103,7 +103,7 @@ func (g *Gateway) track(c *h2conn, add bool) bool {
 // reply is a call's answer as gRPC sends it.
 type reply struct {
 	header, trailer meta
-	message         []byte // with its gRPC framing; nil unless status is OK
+	message         []byte // without its gRPC framing; nil unless status is OK
 	status          *status.Status
 }
 
@@ -192,7 +192,7 @@ func replyOf(service string, res *conn.Response, err error) reply {
 		r.status = status.Convert(a.status())
 		return r
 	}
-	r.message = frameMessage(res.Arg3)
+	r.message = res.Arg3
 	return r
 }
 

@@ -464,7 +464,7 @@ func TestFramesReadBack(t *testing.T) {
 	b = appendSettings(b, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 7})
 	b = appendWindowUpdate(b, 3, 99)
 	b = appendRSTStream(b, 5, http2.ErrCodeCancel)
-	b = appendData(b, 7, 10, bytes.Repeat([]byte{'d'}, 25), true)
+	b = appendData(b, 7, 10, []byte("hhhhh"), bytes.Repeat([]byte{'d'}, 20), true) // a prefix and a body: 10+10+5
 	big := strings.Repeat("v", 50)
 	b = appendHeaders(b, 9, 16, true, []hpack.HeaderField{{Name: "x-long", Value: big}})
 	fr := http2.NewFramer(nil, bytes.NewReader(b))
@@ -490,6 +490,9 @@ func TestFramesReadBack(t *testing.T) {
 			}
 		case *http2.DataFrame:
 			data = append(data, len(f.Data()))
+			if len(data) == 1 && string(f.Data()) != "hhhhhddddd" {
+				t.Errorf("the first data frame: %q", f.Data())
+			}
 			if f.StreamEnded() != (len(data) == 3) {
 				t.Errorf("data frame %d ends the stream: %v", len(data), f.StreamEnded())
 			}

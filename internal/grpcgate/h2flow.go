@@ -23,17 +23,21 @@ func newWindow() window { return window{conn: 65535, init: 65535, maxFrame: 1638
 // waits.
 type outgoing struct {
 	id    uint32
-	win   int64  // the stream's window
-	rest  []byte // the message, past what the windows let out so far
-	after []byte // frames that follow it (an answer's trailers); none: its last DATA ends the stream
-	gone  bool   // reset or finished: nothing more goes out
+	win   int64   // the stream's window
+	pre   [5]byte // the message's gRPC framing
+	head  []byte  // of pre, past what the windows let out so far
+	rest  []byte  // the message, past what the windows let out so far
+	after []byte  // frames that follow it (an answer's trailers); none: its last DATA ends the stream
+	gone  bool    // reset or finished: nothing more goes out
 }
 
 // send appends DATA frames of msg for o, as much as the windows allow,
 // then o.after once all went out; it reports whether all did. What did
 // not waits for release.
 func (w *window) send(b []byte, o *outgoing, msg, after []byte) ([]byte, bool) {
-	o.rest, o.after = msg, after
+	o.pre[0] = 0 // uncompressed
+	binary.BigEndian.PutUint32(o.pre[1:], uint32(len(msg)))
+	o.head, o.rest, o.after = o.pre[:], msg, after
 	b, done := w.some(b, o)
 	if !done {
 		w.blocked = append(w.blocked, o)
@@ -43,15 +47,18 @@ func (w *window) send(b []byte, o *outgoing, msg, after []byte) ([]byte, bool) {
 
 // some appends what the windows let out of o's message.
 func (w *window) some(b []byte, o *outgoing) ([]byte, bool) {
-	n := min(int64(len(o.rest)), w.conn, o.win)
+	left := int64(len(o.head) + len(o.rest))
+	n := min(left, w.conn, o.win)
 	if n < 0 {
 		n = 0
 	}
 	w.conn -= n
 	o.win -= n
-	last := n == int64(len(o.rest))
-	b = appendData(b, o.id, w.maxFrame, o.rest[:n], last && o.after == nil)
-	if o.rest = o.rest[n:]; !last {
+	last := n == left
+	h := min(int(n), len(o.head))
+	b = appendData(b, o.id, w.maxFrame, o.head[:h], o.rest[:int(n)-h], last && o.after == nil)
+	o.head, o.rest = o.head[h:], o.rest[int(n)-h:]
+	if !last {
 		return b, false
 	}
 	return append(b, o.after...), true
@@ -181,8 +188,3 @@ func (c *connCredit) add(n int) uint32 {
 	return uint32(n)
 }
 
-// frameMessage is a message with gRPC's framing.
-func frameMessage(m []byte) []byte {
-	b := binary.BigEndian.AppendUint32(append(make([]byte, 0, 5+len(m)), 0), uint32(len(m)))
-	return append(b, m...)
-}

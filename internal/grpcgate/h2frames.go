@@ -59,15 +59,17 @@ func appendGoAway(b []byte, lastID uint32, code http2.ErrCode, debug string) []b
 }
 
 // appendData writes data in frames of at most maxFrame bytes.
-func appendData(b []byte, id uint32, maxFrame int, data []byte, end bool) []byte {
-	for len(data) > 0 {
-		n := min(len(data), maxFrame)
+func appendData(b []byte, id uint32, maxFrame int, head, data []byte, end bool) []byte {
+	for len(head)+len(data) > 0 {
+		n := min(len(head)+len(data), maxFrame)
 		var flags http2.Flags
-		if n == len(data) && end {
+		if n == len(head)+len(data) && end {
 			flags = http2.FlagDataEndStream
 		}
-		b = append(appendFrameHeader(b, n, http2.FrameData, flags, id), data[:n]...)
-		data = data[n:]
+		b = appendFrameHeader(b, n, http2.FrameData, flags, id)
+		h := min(n, len(head))
+		b = append(append(b, head[:h]...), data[:n-h]...)
+		head, data = head[h:], data[n-h:]
 	}
 	return b
 }

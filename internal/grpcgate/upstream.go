@@ -218,7 +218,6 @@ func (c *upConn) waitRoom(ctx context.Context) error {
 // stream limit leaves no room now.
 func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, done func(reply)) bool {
 	fields := requestFields(ctx, path, c.u.addr, md)
-	msg := frameMessage(in)
 	call := &upCall{done: done}
 	call.deadline, _ = ctx.Deadline()
 
@@ -240,8 +239,8 @@ func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, don
 	call.win = c.win.init
 	c.calls[call.id] = call
 	call.stop = context.AfterFunc(ctx, func() { c.cancel(call, ctx) })
-	b := appendHeaders(make([]byte, 0, 256+len(msg)), call.id, c.win.maxFrame, false, fields)
-	b, _ = c.win.send(b, &call.outgoing, msg, nil)
+	b := appendHeaders(make([]byte, 0, 256+len(in)), call.id, c.win.maxFrame, false, fields)
+	b, _ = c.win.send(b, &call.outgoing, in, nil)
 	err := c.w.Add(b, maxQueued)
 	c.mu.Unlock()
 	if err == nil {
