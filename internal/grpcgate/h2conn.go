@@ -557,7 +557,13 @@ func (c *h2conn) send(b []byte) {
 
 // control queues frames without waiting on the socket: the read loop's
 // writes. A client that sends and never reads fails here.
-func (c *h2conn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
+func (c *h2conn) control(b []byte) error {
+	if err := c.w.Add(b, maxQueued); err != nil {
+		return err
+	}
+	c.g.batch.Send(c.w) // with the read loop's other writes: no wake of the write loop
+	return nil
+}
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {
 	c.control(appendGoAway(nil, c.lastID, code, debug))

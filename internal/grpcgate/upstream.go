@@ -482,7 +482,13 @@ func (c *upConn) reset(id uint32, code http2.ErrCode, err error) {
 func (c *upConn) goAway(code http2.ErrCode) { c.control(appendGoAway(nil, 0, code, "")) }
 
 // control queues the read loop's frames without waiting on the socket.
-func (c *upConn) control(b []byte) error { return c.w.TryWrite(b, maxQueued) }
+func (c *upConn) control(b []byte) error {
+	if err := c.w.Add(b, maxQueued); err != nil {
+		return err
+	}
+	c.u.batch.Send(c.w) // with the read loop's other writes: no wake of the write loop
+	return nil
+}
 
 func (c *upConn) lookup(id uint32) *upCall {
 	c.mu.Lock()
