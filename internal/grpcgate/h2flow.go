@@ -187,4 +187,3 @@ func (c *connCredit) add(n int) uint32 {
 	n, *c = int(*c), 0
 	return uint32(n)
 }
-
