@@ -26,32 +26,7 @@ func (w *Writer) Kick() {
 		w.wakeLoop()
 		return
 	}
-	w.flushing = true
-	defer func() { w.flushing = false }()
-	for len(w.pending) > 0 && w.err == nil {
-		batch := w.pending
-		w.pending = w.spare[:0]
-		w.writing = len(batch)
-		w.drained.Broadcast()
-		w.mu.Unlock()
-		n, err := w.tryWrite(raw, batch)
-		w.mu.Lock()
-		w.writing = 0
-		if err != nil {
-			w.fail(err)
-			break
-		}
-		if n < len(batch) { // the socket is full: the rest first, by Loop
-			later := w.pending
-			w.pending = append(append(batch[:0], batch[n:]...), later...)
-			w.spare = later[:0]
-			w.count()
-			w.wakeLoop()
-			break
-		}
-		w.count()
-		w.spare = batch[:0]
-	}
+	w.flushWith(raw)
 }
 
 // rawConn is the socket under nc, if it is one that can be written without
@@ -59,21 +34,23 @@ func (w *Writer) Kick() {
 func (w *Writer) rawConn() syscall.RawConn {
 	if !w.rawKnown {
 		w.rawKnown = true
-		if sc, ok := w.nc.(syscall.Conn); ok && isSocket(w.nc) {
-			w.raw, _ = sc.SyscallConn()
-		}
+		w.raw = rawOf(w.nc)
 	}
 	return w.raw
 }
 
-// isSocket reports whether x is a TCP or Unix socket, which meshd reads and
-// writes without waiting through its RawConn.
-func isSocket(x any) bool {
-	switch x.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		return true
+// rawOf is x's RawConn if x is a TCP or Unix socket, which outbox reads
+// and writes without waiting; nil if not.
+func rawOf(x any) syscall.RawConn {
+	switch c := x.(type) {
+	case *net.TCPConn:
+		raw, _ := c.SyscallConn()
+		return raw
+	case *net.UnixConn:
+		raw, _ := c.SyscallConn()
+		return raw
 	}
-	return false
+	return nil
 }
 
 // rawWrite is one write that never waits: its buffer, what went, why it

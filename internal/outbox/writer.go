@@ -167,14 +167,19 @@ func (w *Writer) enqueue(f []byte, by sender, max int) error {
 
 // flushLocked writes until nothing is pending. It holds mu except during
 // the system call.
-func (w *Writer) flushLocked() error {
+func (w *Writer) flushLocked() error { return w.flushWith(nil) }
+
+// flushWith is flushLocked, and with raw (the socket's) Kick's: each write
+// takes what the socket takes now, and what it does not take stays first
+// in pending, for Loop.
+func (w *Writer) flushWith(raw syscall.RawConn) error {
 	w.flushing = true
 	for len(w.pending) > 0 && w.err == nil {
 		batch := w.pending
 		w.pending = w.spare[:0]
 		w.writing = len(batch)
 		w.drained.Broadcast()
-		if w.timeout > 0 && !w.aborted {
+		if raw == nil && w.timeout > 0 && !w.aborted {
 			// Moving the deadline costs a timer update, so it moves only once
 			// half of it is used: every write gets between half and all of
 			// the timeout to finish. (Under mu, so abort's stays.)
@@ -184,9 +189,23 @@ func (w *Writer) flushLocked() error {
 			}
 		}
 		w.mu.Unlock()
-		_, err := w.nc.Write(batch)
+		var n int
+		var err error
+		if raw == nil {
+			n, err = w.nc.Write(batch)
+		} else {
+			n, err = w.tryWrite(raw, batch)
+		}
 		w.mu.Lock()
 		w.writing = 0
+		if err == nil && n < len(batch) { // the socket is full: the rest first, by Loop
+			later := w.pending
+			w.pending = append(append(batch[:0], batch[n:]...), later...)
+			w.spare = later[:0]
+			w.count()
+			w.wakeLoop()
+			break
+		}
 		w.count()
 		if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
 			batch = nil
