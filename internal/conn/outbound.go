@@ -79,19 +79,9 @@ func (c *Conn) Call(ctx context.Context, req *Request) (*Response, error) {
 		limit:  c.opts.MaxMessageSize,
 		done:   make(chan struct{}),
 	}
-	c.mu.Lock()
-	if c.draining {
-		c.mu.Unlock()
-		return nil, ErrClosing
+	if err := c.register(call); err != nil {
+		return nil, err
 	}
-	select {
-	case <-c.closed:
-		c.mu.Unlock()
-		return nil, c.networkError(c.closeErr)
-	default:
-	}
-	c.out[call.id] = call
-	c.mu.Unlock()
 
 	if err := c.send(call.id, req, ttlMillis(ttl)); err != nil {
 		c.forget(call.id)
@@ -132,19 +122,7 @@ func (c *Conn) Go(ttl time.Duration, req *Request, answer func(*Response, error)
 		return 0
 	}
 	call := &outCall{id: c.newID(), limit: c.opts.MaxMessageSize, answer: answer, tracing: req.Tracing}
-	c.mu.Lock()
-	var err error
-	if c.draining {
-		err = ErrClosing
-	} else {
-		select {
-		case <-c.closed:
-			err = c.networkError(c.closeErr)
-		default:
-			c.out[call.id] = call
-		}
-	}
-	c.mu.Unlock()
+	err := c.register(call)
 	if err == nil {
 		err = c.send(call.id, req, ttlMillis(ttl))
 		if err != nil && !c.forget(call.id) {
@@ -156,6 +134,23 @@ func (c *Conn) Go(ttl time.Duration, req *Request, answer func(*Response, error)
 		return 0
 	}
 	return call.id
+}
+
+// register adds a call this side sends to those it waits on, unless the
+// connection is closing or closed.
+func (c *Conn) register(call *outCall) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.draining {
+		return ErrClosing
+	}
+	select {
+	case <-c.closed:
+		return c.networkError(c.closeErr)
+	default:
+	}
+	c.out[call.id] = call
+	return nil
 }
 
 // Abandon gives up a call made with Go, if it is still waiting: the peer
