@@ -547,10 +547,7 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 // never waits: past answerQueue bytes queued for a client that reads
 // slowly, a worker waits for room instead.
 func (c *h2conn) send(b []byte) {
-	switch err := c.w.Add(b, answerQueue); err {
-	case nil:
-		c.g.batch.Send(c.w)
-	case outbox.ErrFull:
+	if err := c.g.batch.Write(c.w, b, answerQueue); err == outbox.ErrFull {
 		c.g.work.Go(func() { c.w.WriteInline(b) })
 	}
 }
@@ -558,11 +555,7 @@ func (c *h2conn) send(b []byte) {
 // control queues frames without waiting on the socket: the read loop's
 // writes. A client that sends and never reads fails here.
 func (c *h2conn) control(b []byte) error {
-	if err := c.w.Add(b, maxQueued); err != nil {
-		return err
-	}
-	c.g.batch.Send(c.w) // with the read loop's other writes: no wake of the write loop
-	return nil
+	return c.g.batch.Write(c.w, b, maxQueued) // with the read loop's other writes: no wake of the write loop
 }
 
 func (c *h2conn) goAway(code http2.ErrCode, debug string) {

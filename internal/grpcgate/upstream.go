@@ -483,11 +483,7 @@ func (c *upConn) goAway(code http2.ErrCode) { c.control(appendGoAway(nil, 0, cod
 
 // control queues the read loop's frames without waiting on the socket.
 func (c *upConn) control(b []byte) error {
-	if err := c.w.Add(b, maxQueued); err != nil {
-		return err
-	}
-	c.u.batch.Send(c.w) // with the read loop's other writes: no wake of the write loop
-	return nil
+	return c.u.batch.Write(c.w, b, maxQueued) // with the read loop's other writes: no wake of the write loop
 }
 
 func (c *upConn) lookup(id uint32) *upCall {

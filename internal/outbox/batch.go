@@ -64,6 +64,16 @@ func (b *Batch) sendHeld(spare []*Writer) []*Writer {
 	return dirty[:0]
 }
 
+// Write queues whole frames on w like Add (past max queued: ErrFull) and
+// sends them like Send.
+func (b *Batch) Write(w *Writer, f []byte, max int) error {
+	if err := w.Add(f, max); err != nil {
+		return err
+	}
+	b.Send(w)
+	return nil
+}
+
 // Send writes what w has queued (Add) now, if no read loop is busy, or
 // else when one ends.
 func (b *Batch) Send(w *Writer) {
@@ -118,8 +128,8 @@ func (b *Batch) expire() {
 // part.
 func (b *Batch) Reading(r io.Reader) *Reading {
 	rd := &Reading{b: b, r: r}
-	if sc, ok := r.(syscall.Conn); ok && b != nil && isSocket(r) {
-		rd.raw, _ = sc.SyscallConn()
+	if b != nil {
+		rd.raw = rawOf(r)
 	}
 	return rd
 }

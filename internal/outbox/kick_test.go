@@ -95,28 +95,6 @@ func TestBatchHoldsUntilTheLoopReadsAgain(t *testing.T) {
 	socket := make(chunks)
 	rd := batch.Reading(socket)
 
-	expect := func(want string) {
-		t.Helper()
-		b.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got := make([]byte, len(want))
-		if _, err := io.ReadFull(b, got); err != nil || string(got) != want {
-			t.Fatalf("read %q, %v; want %q", got, err, want)
-		}
-	}
-	nothing := func() {
-		t.Helper()
-		b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		var one [1]byte
-		if n, _ := b.Read(one[:]); n > 0 {
-			t.Fatalf("%q went out while the read loop was busy", one[:n])
-		}
-	}
-	send := func(s string) {
-		if err := w.Add([]byte(s), 0); err != nil {
-			t.Fatal(err)
-		}
-		batch.Send(w)
-	}
 	read := func() chan string {
 		got := make(chan string, 1)
 		go func() {
@@ -127,24 +105,24 @@ func TestBatchHoldsUntilTheLoopReadsAgain(t *testing.T) {
 		return got
 	}
 
-	send("idle ")
-	expect("idle ")
+	send(t, &batch, w, "idle ")
+	expectRead(t, b, "idle ")
 	got := read()
 	socket <- "frames"
 	if s := <-got; s != "frames" {
 		t.Fatalf("read %q", s)
 	}
-	send("a")
-	send("b")
-	nothing()    // the loop is busy with what it read
-	got = read() // it reads again: waits on a peer that sends nothing more
-	expect("ab")
+	send(t, &batch, w, "a")
+	send(t, &batch, w, "b")
+	expectNothing(t, b) // the loop is busy with what it read
+	got = read()        // it reads again: waits on a peer that sends nothing more
+	expectRead(t, b, "ab")
 	socket <- "more"
 	<-got
-	send("c")
-	nothing()
+	send(t, &batch, w, "c")
+	expectNothing(t, b)
 	rd.Stop()
-	expect("c")
+	expectRead(t, b, "c")
 }
 
 // A loop busy for long (relaying to a peer that pushes back) holds no
@@ -186,40 +164,25 @@ func TestBatchOnASocket(t *testing.T) {
 	if rd.raw == nil {
 		t.Fatal("a TCP socket read without its RawConn")
 	}
-	expect := func(want string) {
-		t.Helper()
-		b.SetReadDeadline(time.Now().Add(5 * time.Second))
-		got := make([]byte, len(want))
-		if _, err := io.ReadFull(b, got); err != nil || string(got) != want {
-			t.Fatalf("read %q, %v; want %q", got, err, want)
-		}
-	}
-	send := func(s string) {
-		w.Add([]byte(s), 0)
-		batch.Send(w)
-	}
 
 	peer.Write([]byte("0123456789"))
 	p := make([]byte, 4)
 	if n, err := rd.Read(p); n != 4 || err != nil {
 		t.Fatalf("read %d, %v", n, err)
 	}
-	send("a")
+	send(t, &batch, w, "a")
 	if n, _ := rd.Read(p); n != 4 { // more was there: still busy
 		t.Fatalf("read %d", n)
 	}
-	send("b")
-	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if n, _ := b.Read(make([]byte, 1)); n > 0 {
-		t.Fatal("sent while the socket still had bytes")
-	}
+	send(t, &batch, w, "b")
+	expectNothing(t, b) // the socket still has bytes
 	rd.Read(p) // the last 2 bytes
 	done := make(chan struct{})
 	go func() {
 		rd.Read(p) // the socket is dry: the spell ends, then it waits
 		close(done)
 	}()
-	expect("ab")
+	expectRead(t, b, "ab")
 	peer.Write([]byte("x"))
 	<-done
 
@@ -228,10 +191,38 @@ func TestBatchOnASocket(t *testing.T) {
 	go peer.Write(make([]byte, 4*spellBytes))
 	big := make([]byte, 1024)
 	rd.Read(big)
-	send("c")
+	send(t, &batch, w, "c")
 	for read := 0; read < 2*spellBytes; {
 		n, _ := rd.Read(big)
 		read += n
 	}
-	expect("c")
+	expectRead(t, b, "c")
+}
+
+// expectRead reads want from c, within 5 s.
+func expectRead(t *testing.T, c net.Conn, want string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+		t.Fatalf("read %q, %v; want %q", got, err, want)
+	}
+}
+
+// expectNothing fails if anything arrives on c within 50 ms.
+func expectNothing(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	var one [1]byte
+	if n, _ := c.Read(one[:]); n > 0 {
+		t.Fatalf("%q went out while the read loop was busy", one[:n])
+	}
+}
+
+// send queues s on w and sends it through batch.
+func send(t *testing.T, batch *Batch, w *Writer, s string) {
+	t.Helper()
+	if err := batch.Write(w, []byte(s), 1<<20); err != nil {
+		t.Fatal(err)
+	}
 }
