@@ -176,7 +176,7 @@ func TestBatchOnASocket(t *testing.T) {
 	}
 	send(t, &batch, w, "b")
 	expectNothing(t, b) // the socket still has bytes
-	rd.Read(p) // the last 2 bytes
+	rd.Read(p)          // the last 2 bytes
 	done := make(chan struct{})
 	go func() {
 		rd.Read(p) // the socket is dry: the spell ends, then it waits
