@@ -198,7 +198,7 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 		}
 		w.mu.Lock()
 		w.writing = 0
-		if err == nil && n < len(batch) { // the socket is full: the rest first, by Loop
+		if raw != nil && err == nil && n < len(batch) { // the socket is full: the rest first, by Loop
 			later := w.pending
 			w.pending = append(append(batch[:0], batch[n:]...), later...)
 			w.spare = later[:0]
