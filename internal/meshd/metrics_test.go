@@ -278,7 +278,7 @@ func TestOpenMetricsCarriesExemplars(t *testing.T) {
 	// The call is counted when the relay ends it, a moment after its answer
 	// has gone to the caller: read until it is there.
 	var body []byte
-	testkit.WaitFor(t, 5*time.Second, "the call counted with its exemplar", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the call and its attempt counted with their exemplars", func() bool {
 		req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
 		req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
 		res, err := http.DefaultClient.Do(req)
@@ -290,12 +290,17 @@ func TestOpenMetricsCarriesExemplars(t *testing.T) {
 		if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") {
 			t.Fatalf("content type %q", ct)
 		}
+		// The call's and its attempt's exemplars are recorded by two
+		// stages, one after the other: wait for both.
+		seen := map[string]bool{}
 		for _, l := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(l, "mesh_call_duration_seconds_bucket{") && strings.Contains(l, `# {trace_id="`) {
-				return true
+			for _, family := range []string{"mesh_call_duration_seconds_bucket{", "mesh_instance_attempt_duration_seconds_bucket{"} {
+				if strings.HasPrefix(l, family) && strings.Contains(l, `# {trace_id="`) {
+					seen[family] = true
+				}
 			}
 		}
-		return false
+		return len(seen) == 2
 	})
 	exemplar := func(family string) string {
 		for _, l := range strings.Split(string(body), "\n") {
