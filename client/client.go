@@ -307,11 +307,16 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2 
 	// traced: this call's span is recorded, and written when it ends.
 	var traced bool
 	var start time.Time
+	var high uint64               // of a 128-bit trace id, the context's span's
 	if req.Tracing.TraceID == 0 { // else the caller set the ids itself (WithTracing)
 		var tr frame.Tracing
 		tr, traced = c.tracer.Decide(ctx, frame.Tracing{}, forced)
 		if c.tracer == nil && forced {
 			tr = newTracing()
+		}
+		if c.tracer != nil { // the trace, if any, is ctx's or a new one (64 bits)
+			high = tracing.HighOf(ctx)
+			req.Headers = tracing.AppendHigh(req.Headers, high)
 		}
 		req.Tracing = tr
 		if traced {
@@ -335,7 +340,7 @@ func (c *Client) call(ctx context.Context, scheme, service, method string, arg2 
 		res, err = c.c.Call(ctx, req)
 	}
 	if traced {
-		rec := tracing.Record{Name: method, Kind: trace.SpanKindClient, Tracing: req.Tracing, Start: start, End: time.Now(),
+		rec := tracing.Record{Name: method, Kind: trace.SpanKindClient, Tracing: req.Tracing, TraceHigh: high, Start: start, End: time.Now(),
 			Remote: service, Tags: []tracing.Tag{{Key: "peer.service", Value: service}, {Key: "mesh.scheme", Value: scheme}}}
 		switch {
 		case err != nil:

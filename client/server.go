@@ -203,7 +203,7 @@ func (s *Server) handle(ctx context.Context, req *conn.Request) (*conn.Response,
 	if as, _ := req.Headers.Get(frame.HeaderArgScheme); s.tracer != nil && string(as) == "json" {
 		parent = headerParent(req.Arg2, parent)
 	}
-	ctx, span, _ := s.tracer.Start(ctx, req.Method, trace.SpanKindServer, parent, false)
+	ctx, span, _ := s.tracer.Start(ctx, req.Method, trace.SpanKindServer, parent, tracing.High(req.Headers), false)
 	defer span.End()
 	res, err := s.serve(ctx, h, req)
 	var ae *ApplicationError

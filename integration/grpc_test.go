@@ -244,7 +244,7 @@ func TestGRPCRetryAndIntention(t *testing.T) {
 }
 
 // One trace spans gRPC → TChannel → gRPC in a real Jaeger: a stock gRPC
-// client sends a W3C traceparent to meshd A, which calls an SDK service
+// client sends a W3C traceparent (a 128-bit trace id) to meshd A, which calls an SDK service
 // (front) at A, which calls a stock gRPC server at host B through both
 // meshds; every meshd and SDK span is in the client's trace, hung under the
 // client's span, and the gRPC server is sent the same trace id.
@@ -278,14 +278,15 @@ func TestGRPCTraceAcrossProtocols(t *testing.T) {
 	if r.Code != "OK" || json.Unmarshal([]byte(r.Value), &who) != nil {
 		t.Fatalf("gRPC → front → words: %+v", r)
 	}
-	low := traceID[16:] // TChannel's trace id holds the low 64 bits
-	if tp, _ := who["traceparent"].(string); !strings.HasPrefix(tp, "00-0000000000000000"+low+"-") || !strings.HasSuffix(tp, "-01") {
-		t.Fatalf("the gRPC server got traceparent %q, want trace id …%s, sampled", tp, low)
+	// The 128-bit id crosses TChannel whole: its low half in the frame's
+	// tracing field, its high half in a transport header.
+	if tp, _ := who["traceparent"].(string); !strings.HasPrefix(tp, "00-"+traceID+"-") || !strings.HasSuffix(tp, "-01") {
+		t.Fatalf("the gRPC server got traceparent %q, want trace id %s, sampled", tp, traceID)
 	}
 	var spans []jaegerSpan
 	var svc map[string]string
 	testkit.WaitFor(t, 15*time.Second, "the spans in jaeger", func() bool {
-		spans, svc = fetchTrace(t, low)
+		spans, svc = fetchTrace(t, traceID)
 		n := map[string]int{}
 		for _, s := range spans {
 			n[svc[s.SpanID]]++
@@ -303,6 +304,11 @@ func TestGRPCTraceAcrossProtocols(t *testing.T) {
 	}
 	if roots != 1 {
 		t.Fatalf("%d spans under the gRPC client's span, want the first meshd's alone", roots)
+	}
+	// None went to a 64-bit trace of the low half (what a hop that dropped
+	// the high half would record).
+	if lost, _ := fetchTrace(t, "0000000000000000"+traceID[16:]); len(lost) > 0 {
+		t.Fatalf("%d spans in trace …%s without the high half", len(lost), traceID[16:])
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/internal/figures"
 	"github.com/meshrpc/mesh/internal/golden"
@@ -52,13 +53,13 @@ func TestHistoryKeepsWhatChangedEachStep(t *testing.T) {
 	cron := edges.Edge("cron", "pay", "refund")
 	for step := range 6 {
 		for range 90 {
-			web.Done(golden.OK, 2*time.Millisecond, 0)
+			web.Done(golden.OK, 2*time.Millisecond, oteltrace.TraceID{})
 		}
 		for range 10 {
-			web.Done(edges.Refused("authorize"), 50*time.Microsecond, 0)
+			web.Done(edges.Refused("authorize"), 50*time.Microsecond, oteltrace.TraceID{})
 		}
 		if step < 3 {
-			cron.Done(golden.AppError, 200*time.Millisecond, 0)
+			cron.Done(golden.AppError, 200*time.Millisecond, oteltrace.TraceID{})
 		}
 		now = now.Add(figures.Step)
 		h.Add(now, edges.Snapshot())
@@ -126,7 +127,7 @@ func BenchmarkHourOfHistory(b *testing.B) {
 		start := time.Now()
 		for range int(figures.ServiceKeep / figures.Step) {
 			for _, e := range es {
-				e.Done(golden.OK, time.Millisecond, 0)
+				e.Done(golden.OK, time.Millisecond, oteltrace.TraceID{})
 			}
 			now = now.Add(figures.Step)
 			h.Add(now, edges.Snapshot())

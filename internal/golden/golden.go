@@ -2,6 +2,7 @@ package golden
 
 import (
 	"cmp"
+	"encoding/hex"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
 )
@@ -272,8 +274,8 @@ type Edge struct {
 type counter struct{ prometheus.Counter }
 
 // Done counts one call on the edge that ended as r after d; traceID, when
-// not 0, is the trace of a sampled call, kept as the latency's exemplar.
-func (ed *Edge) Done(r Result, d time.Duration, traceID uint64) {
+// valid, is the trace of a sampled call, kept as the latency's exemplar.
+func (ed *Edge) Done(r Result, d time.Duration, traceID trace.TraceID) {
 	if int(r) >= len(ed.calls) {
 		r = OtherError
 	}
@@ -283,23 +285,21 @@ func (ed *Edge) Done(r Result, d time.Duration, traceID uint64) {
 		ed.calls[r].CompareAndSwap(nil, c)
 	}
 	c.Inc()
-	if traceID == 0 {
+	if !traceID.IsValid() {
 		ed.latency.Observe(d.Seconds())
 		return
 	}
 	ed.latency.(prometheus.ExemplarObserver).ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": TraceID(traceID)})
 }
 
-// TraceID is a trace id as an exemplar's trace_id label says it: 16
-// lower-case hex digits, as trace backends show it.
-func TraceID(id uint64) string {
-	var b [16]byte
-	const digits = "0123456789abcdef"
-	for i := 15; i >= 0; i-- {
-		b[i] = digits[id&0xf]
-		id >>= 4
+// TraceID is a trace id as an exemplar's trace_id label says it, as trace
+// backends show it: 32 lower-case hex digits, or 16 for a 64-bit id (high
+// half zero).
+func TraceID(id trace.TraceID) string {
+	if id[0]|id[1]|id[2]|id[3]|id[4]|id[5]|id[6]|id[7] == 0 {
+		return hex.EncodeToString(id[8:])
 	}
-	return string(b[:])
+	return hex.EncodeToString(id[:])
 }
 
 // Totals are one edge's counts since meshd started.

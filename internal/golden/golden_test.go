@@ -2,12 +2,11 @@ package golden_test
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/golden"
@@ -95,7 +94,7 @@ func TestCapsCountTheRestAsOther(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			e := golden.New(reg, tc.caps, nil)
 			for _, c := range tc.calls {
-				e.Edge(c[0], c[1], c[2]).Done(golden.OK, time.Millisecond, 0)
+				e.Edge(c[0], c[1], c[2]).Done(golden.OK, time.Millisecond, oteltrace.TraceID{})
 			}
 			got := counts(t, reg)
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
@@ -131,34 +130,40 @@ func overflow(t *testing.T, reg *prometheus.Registry, label string) float64 {
 func TestAKnownEdgeCostsNoAllocation(t *testing.T) {
 	e := golden.New(prometheus.NewRegistry(), golden.Caps{}, []string{"authorize"})
 	caller, service, method := "caller", "svc", "Echo::echo"
-	e.Edge(caller, service, method).Done(golden.OK, time.Millisecond, 0)
+	e.Edge(caller, service, method).Done(golden.OK, time.Millisecond, oteltrace.TraceID{})
 	if n := testing.AllocsPerRun(1000, func() {
-		e.Edge(caller, service, method).Done(golden.OK, 300*time.Microsecond, 0)
+		e.Edge(caller, service, method).Done(golden.OK, 300*time.Microsecond, oteltrace.TraceID{})
 	}); n != 0 {
 		t.Errorf("%v allocations per call on a known edge, want 0", n)
 	}
 }
 
 func TestSampledCallsLeaveExemplars(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	e := golden.New(reg, golden.Caps{}, nil)
-	e.Edge("a", "s", "m").Done(golden.OK, 3*time.Millisecond, 0xabc)
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ex *dto.Exemplar
-	for _, mf := range mfs {
-		if mf.GetName() == "mesh_call_duration_seconds" {
-			for _, b := range mf.Metric[0].Histogram.Bucket {
-				if b.Exemplar != nil {
-					ex = b.Exemplar
+	for _, tc := range []struct{ id, want string }{
+		{"00000000000000000000000000000abc", "0000000000000abc"},                 // 64 bits, as backends show them
+		{"5b8efff798038103d269b633813fc60c", "5b8efff798038103d269b633813fc60c"}, // 128 bits
+	} {
+		reg := prometheus.NewRegistry()
+		e := golden.New(reg, golden.Caps{}, nil)
+		tid, _ := oteltrace.TraceIDFromHex(tc.id)
+		e.Edge("a", "s", "m").Done(golden.OK, 3*time.Millisecond, tid)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, mf := range mfs {
+			if mf.GetName() == "mesh_call_duration_seconds" {
+				for _, b := range mf.Metric[0].Histogram.Bucket {
+					for _, l := range b.GetExemplar().GetLabel() {
+						got = append(got, l.GetName()+"="+l.GetValue())
+					}
 				}
 			}
 		}
-	}
-	if ex == nil || !strings.Contains(ex.String(), "0000000000000abc") {
-		t.Fatalf("exemplar %v, want trace_id 0000000000000abc", ex)
+		if len(got) != 1 || got[0] != "trace_id="+tc.want {
+			t.Errorf("trace %s: exemplars %v, want trace_id=%s", tc.id, got, tc.want)
+		}
 	}
 }
 
@@ -167,7 +172,7 @@ func BenchmarkEdgeDone(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			e.Edge("caller", "svc", "Echo::echo").Done(golden.OK, 300*time.Microsecond, 0)
+			e.Edge("caller", "svc", "Echo::echo").Done(golden.OK, 300*time.Microsecond, oteltrace.TraceID{})
 		}
 	})
 }
@@ -177,7 +182,7 @@ func BenchmarkEdgeDone(b *testing.B) {
 func TestLabelsAreValidUTF8(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := golden.New(reg, golden.Caps{}, nil)
-	e.Edge("web\xff", "svc", "\x80\x00\x00\x00").Done(golden.OK, time.Millisecond, 0)
+	e.Edge("web\xff", "svc", "\x80\x00\x00\x00").Done(golden.OK, time.Millisecond, oteltrace.TraceID{})
 	got := counts(t, reg)
 	if got["web\uFFFD svc \uFFFD\x00\x00\x00 ok"] != 1 {
 		t.Fatalf("counted %v", got)

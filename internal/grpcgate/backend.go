@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/workpool"
 )
 
@@ -262,7 +263,7 @@ func requestMetadata(req *conn.Request) (meta, error) {
 			md.add(t.md, string(v))
 		}
 	}
-	traceMetadata(&md, req.Tracing)
+	traceMetadata(&md, req.Tracing, tracing.High(req.Headers))
 	return md, nil
 }
 

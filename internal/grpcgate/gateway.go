@@ -19,6 +19,7 @@ import (
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
 	"github.com/meshrpc/mesh/internal/outbox"
+	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/workpool"
 )
 
@@ -141,7 +142,9 @@ func (g *Gateway) start(c *h2conn, st *h2stream) {
 		c.finish(st, failed(g.refuse("bad_metadata", codes.InvalidArgument, "%v", err)))
 		return
 	}
-	req.Tracing = tracingOf(md)
+	var high uint64
+	req.Tracing, high = tracingOf(md)
+	req.Headers = tracing.AppendHigh(req.Headers, high)
 	send := func(ch *conn.Conn) {
 		ttl := noDeadlineTTL
 		if !st.deadline.IsZero() {

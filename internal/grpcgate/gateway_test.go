@@ -118,27 +118,38 @@ func TestTracingOf(t *testing.T) {
 	for _, tc := range []struct {
 		md   meta
 		want frame.Tracing
+		high uint64
 	}{
 		{metaOf("traceparent", "00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01"),
-			frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0xeee19b7ec3c1b174, Flags: 1}},
-		{metaOf("traceparent", "00-00000000000000000000000000000000-eee19b7ec3c1b174-01"), frame.Tracing{}},
-		{metaOf("traceparent", "garbage"), frame.Tracing{}},
+			frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0xeee19b7ec3c1b174, Flags: 1}, 0x5b8efff798038103},
+		{metaOf("traceparent", "00-0000000000000000d269b633813fc60c-eee19b7ec3c1b174-00"),
+			frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0xeee19b7ec3c1b174}, 0},
+		{metaOf("traceparent", "00-00000000000000000000000000000000-eee19b7ec3c1b174-01"), frame.Tracing{}, 0},
+		// A low half of zero cannot travel (TChannel reads it as no trace).
+		{metaOf("traceparent", "00-5b8efff7980381030000000000000000-eee19b7ec3c1b174-01"), frame.Tracing{}, 0},
+		{metaOf("traceparent", "garbage"), frame.Tracing{}, 0},
 		{metaOf("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90"),
-			frame.Tracing{TraceID: 0x64fe8b2a57d3eff7, SpanID: 0xe457b5a2e4d86bd1, ParentID: 0x05e3ac9a4f6e3b90, Flags: 1}},
+			frame.Tracing{TraceID: 0x64fe8b2a57d3eff7, SpanID: 0xe457b5a2e4d86bd1, ParentID: 0x05e3ac9a4f6e3b90, Flags: 1}, 0x80f198ee56343ba8},
+		{metaOf("b3", "x0f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"), frame.Tracing{}, 0},
 		{metaOf("x-b3-traceid", "463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "0"),
-			frame.Tracing{TraceID: 0x463ac35c9f6413ad, SpanID: 0xa2fb4a1d1a96d312}},
+			frame.Tracing{TraceID: 0x463ac35c9f6413ad, SpanID: 0xa2fb4a1d1a96d312}, 0},
+		{metaOf("x-b3-traceid", "0000000000000001463ac35c9f6413ad", "x-b3-spanid", "a2fb4a1d1a96d312", "x-b3-sampled", "1"),
+			frame.Tracing{TraceID: 0x463ac35c9f6413ad, SpanID: 0xa2fb4a1d1a96d312, Flags: 1}, 1},
 	} {
-		if got := tracingOf(tc.md); got != tc.want {
-			t.Errorf("tracingOf(%v) = %+v, want %+v", tc.md, got, tc.want)
+		if got, high := tracingOf(tc.md); got != tc.want || high != tc.high {
+			t.Errorf("tracingOf(%v) = %+v, %x; want %+v, %x", tc.md, got, high, tc.want, tc.high)
 		}
 	}
-	var md meta
-	traceMetadata(&md, frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0x1, Flags: 1})
-	if back := tracingOf(metaOf("traceparent", md.get("traceparent"))); back.TraceID != 0xd269b633813fc60c || back.SpanID != 1 || !back.Sampled() {
-		t.Fatalf("traceparent %v read back as %+v", md.get("traceparent"), back)
-	}
-	if back := tracingOf(metaOf("b3", md.get("b3"))); back.TraceID != 0xd269b633813fc60c || back.SpanID != 1 || !back.Sampled() {
-		t.Fatalf("b3 %v read back as %+v", md.get("b3"), back)
+	// What a gRPC server is sent reads back the same, in both forms.
+	for _, high := range []uint64{0, 0x5b8efff798038103} {
+		var md meta
+		traceMetadata(&md, frame.Tracing{TraceID: 0xd269b633813fc60c, SpanID: 0x1, Flags: 1}, high)
+		for _, key := range []string{"traceparent", "b3"} {
+			back, h := tracingOf(metaOf(key, md.get(key)))
+			if back.TraceID != 0xd269b633813fc60c || h != high || back.SpanID != 1 || !back.Sampled() {
+				t.Fatalf("%s %v read back as %+v, high %x", key, md.get(key), back, h)
+			}
+		}
 	}
 }
 
@@ -226,9 +237,15 @@ func FuzzTracing(f *testing.F) {
 	f.Add("00-5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174-01", "")
 	f.Add("", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
 	f.Fuzz(func(t *testing.T, tp, b3 string) {
-		got := tracingOf(metaOf("traceparent", tp, "b3", b3))
-		if got != (frame.Tracing{}) && (got.TraceID == 0 || got.SpanID == 0) {
-			t.Fatalf("%q %q → %+v", tp, b3, got)
+		got, high := tracingOf(metaOf("traceparent", tp, "b3", b3))
+		if got != (frame.Tracing{}) && (got.TraceID == 0 || got.SpanID == 0) || got == (frame.Tracing{}) && high != 0 {
+			t.Fatalf("%q %q → %+v, high %x", tp, b3, got, high)
+		}
+		// What it accepts, a gRPC server is sent as it came.
+		var md meta
+		traceMetadata(&md, got, high)
+		if back, h := tracingOf(metaOf("traceparent", md.get("traceparent"))); back.TraceID != got.TraceID || h != high {
+			t.Fatalf("%q %q → %+v, high %x → %q → %+v, %x", tp, b3, got, high, md.get("traceparent"), back, h)
 		}
 	})
 }

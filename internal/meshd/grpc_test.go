@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,8 @@ import (
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
 	"github.com/meshrpc/mesh/internal/testkit"
+	"github.com/meshrpc/mesh/internal/tracing"
+	"github.com/meshrpc/mesh/internal/zipkintest"
 )
 
 // grpcMeshd is a meshd whose app listener takes gRPC too, with the given
@@ -412,5 +416,67 @@ func TestGRPCCancelReachesTheService(t *testing.T) {
 	defer cancel()
 	if got, err := echo(ctx, cc, "next", nil, "rpc-service", "waits"); err != nil || got != "next" {
 		t.Fatalf("the next call: %q, %v", got, err)
+	}
+}
+
+// A stock gRPC client's 128-bit trace (W3C traceparent) keeps its whole id
+// through meshd: the gRPC server is sent it whole, meshd's span, the
+// call's exemplar on /metrics and its explanation in /calls name it whole.
+func TestGRPCKeepsA128BitTraceWhole(t *testing.T) {
+	sink := zipkintest.New(t)
+	tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 0, ServiceName: "meshd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := grpcServer(t)
+	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{}
+	cfg.GRPCServers = []grpcgate.BackendConfig{{Service: "words", Addr: addr, CheckEvery: 50 * time.Millisecond}}
+	cfg.Tracer = tr
+	d := startWith(t, cfg)
+	cc := grpcClient(t, d.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server in the mesh", func() bool {
+		_, err := echo(ctx, cc, "x", nil, "rpc-service", "words")
+		return err == nil
+	})
+	const traceID = "5b8efff798038103d269b633813fc60c"
+	got, err := echo(ctx, cc, "who", nil, "rpc-service", "words", "traceparent", "00-"+traceID+"-eee19b7ec3c1b174-01")
+	var who map[string]any
+	if err != nil || json.Unmarshal([]byte(got), &who) != nil {
+		t.Fatalf("who: %q, %v", got, err)
+	}
+	if tp, _ := who["traceparent"].(string); !strings.HasPrefix(tp, "00-"+traceID+"-") || !strings.HasSuffix(tp, "-01") {
+		t.Fatalf("the gRPC server got traceparent %q, want trace %s, sampled", tp, traceID)
+	}
+	if b3, _ := who["b3"].(string); !strings.HasPrefix(b3, traceID+"-") {
+		t.Fatalf("the gRPC server got b3 %q, want trace %s", b3, traceID)
+	}
+
+	testkit.WaitFor(t, 5*time.Second, "the call explained and counted", func() bool {
+		calls := recentCalls(t, d.AdminAddr(), "service=words&limit=10")
+		return len(calls) > 0 && calls[0].TraceID == traceID
+	})
+	req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, family := range []string{"mesh_call_duration_seconds_bucket{", "mesh_instance_attempt_duration_seconds_bucket{"} {
+		found := false
+		for _, l := range strings.Split(string(body), "\n") {
+			found = found || strings.HasPrefix(l, family) && strings.Contains(l, `# {trace_id="`+traceID+`"}`)
+		}
+		if !found {
+			t.Errorf("no exemplar of trace %s on %s", traceID, strings.TrimSuffix(family, "{"))
+		}
+	}
+	d.Shutdown(context.Background()) // flushes its spans
+	if spans := trace(sink, traceID); len(spans) != 1 {
+		t.Fatalf("meshd's spans in trace %s: %v, want its one hop", traceID, spans)
 	}
 }

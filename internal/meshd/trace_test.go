@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	oteltrace "go.opentelemetry.io/otel/trace"
+
 	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
@@ -139,4 +141,83 @@ func child(spans map[string]zipkintest.Span, parent string) zipkintest.Span {
 		}
 	}
 	return zipkintest.Span{}
+}
+
+// A 128-bit trace (a W3C or OpenTelemetry caller's) stays one trace across
+// the mesh: a caller whose context holds such a span calls through two
+// meshds a service whose handler calls another; every span recorded, at
+// each process, has the whole id, and none went to the trace of its low
+// half.
+func TestA128BitTraceStaysWhole(t *testing.T) {
+	sink := zipkintest.New(t)
+	reg := discovery.NewLocal()
+	start := func(addr string) *meshd.Daemon {
+		tr, err := tracing.New(tracing.Config{ZipkinURL: sink.URL, SampleRate: 0, ServiceName: "meshd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		host, _, _ := net.SplitHostPort(addr)
+		return startWith(t, meshd.Config{Listen: addr, PeerListen: host + ":0", Trust: meshdTrust(t), Registry: reg, Logger: testkit.Quiet, Tracer: tr})
+	}
+	a, b := start("127.0.0.1:0"), start("127.0.0.2:0")
+	opts := client.Options{Zipkin: sink.URL, Logger: testkit.Quiet}
+	serve := func(via *meshd.Daemon, service string, h client.HandlerFunc) *client.Server {
+		o := opts
+		o.ServiceName = service
+		s := client.NewServer(o)
+		s.Register(service, "m", h)
+		if err := s.Advertise(context.Background(), via.Addr()); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	back := serve(a, "back", func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: []byte("back")}, nil
+	})
+	o := opts
+	o.ServiceName = "front"
+	out, err := client.Dial(context.Background(), b.Addr(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := serve(b, "front", func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		res, err := out.Call(ctx, "back", "m", nil, nil) // b → a
+		if err != nil {
+			return nil, err
+		}
+		return &client.Response{Body: res.Body}, nil
+	})
+	o.ServiceName = "caller"
+	c, err := client.Dial(context.Background(), a.Addr(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const traceID = "5b8efff798038103d269b633813fc60c"
+	tid, _ := oteltrace.TraceIDFromHex(traceID)
+	sid, _ := oteltrace.SpanIDFromHex("eee19b7ec3c1b174")
+	ctx := oteltrace.ContextWithRemoteSpanContext(context.Background(),
+		oteltrace.NewSpanContext(oteltrace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: oteltrace.FlagsSampled, Remote: true}))
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if res, err := c.Call(ctx, "front", "m", nil, nil); err != nil || string(res.Body) != "back" {
+		t.Fatalf("caller → front → back: %v, %v", res, err)
+	}
+	c.Close()
+	out.Close()
+	front.Shutdown(context.Background())
+	back.Shutdown(context.Background())
+	a.Shutdown(context.Background())
+	b.Shutdown(context.Background())
+	// caller, a first, b last, front, front's client, b first, a last, back.
+	spans := trace(sink, traceID)
+	n := map[string]int{}
+	for _, s := range spans {
+		n[s.Local.ServiceName]++
+	}
+	if len(spans) != 8 || n["meshd"] != 4 || n["caller"] != 1 || n["front"] != 2 || n["back"] != 1 {
+		t.Fatalf("trace %s has %d spans by service %v, want 8: caller 1, meshd 4, front 2, back 1", traceID, len(spans), n)
+	}
+	if lost := trace(sink, traceID[16:]); len(lost) > 0 {
+		t.Fatalf("%d spans in the trace of the low half alone", len(lost))
+	}
 }

@@ -233,7 +233,7 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 		r.recent.add(&rc.rec)
 	}
 	if ht != nil {
-		att.DoneSampled(o, rc.hop.TraceID)
+		att.DoneSampled(o, rc.traceID())
 	} else {
 		att.Done(o)
 	}

@@ -1,16 +1,20 @@
 package relay
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/golden"
 	"github.com/meshrpc/mesh/internal/routing"
+	"github.com/meshrpc/mesh/internal/tracing"
 )
 
 // attemptRecord is one attempt of a call, kept compactly: strings the call
@@ -37,15 +41,28 @@ type record struct {
 	// third and fourth go to more, allocated when needed.
 	attempts [2]attemptRecord
 	more     *[2]attemptRecord
-	tracing  frame.Tracing
-	caller   string        // interned (names)
-	edge     *golden.Edge  // of a first hop's call: its method, as counted
-	took     time.Duration // from the call's first frame to its end
-	n        uint8         // attempts recorded
-	cur      uint8         // the attempt end() ends: the last added, or the hedge that won
-	code     frame.ErrCode // of a refusal
-	result   golden.Result // as counted on the edge
+	// The trace the call came in: its whole id once sampled (startSpan),
+	// only its low 64 bits before (the high half of a 128-bit id is in a
+	// header, read only for sampled calls).
+	traceID trace.TraceID
+	spanID  uint64
+	caller  string        // interned (names)
+	edge    *golden.Edge  // of a first hop's call: its method, as counted
+	took    time.Duration // from the call's first frame to its end
+	n       uint8         // attempts recorded
+	cur     uint8         // the attempt end() ends: the last added, or the hedge that won
+	code    frame.ErrCode // of a refusal
+	result  golden.Result // as counted on the edge
 }
+
+// setTrace records the trace a call came in: t, with high the high half
+// of its trace id.
+func (rec *record) setTrace(t frame.Tracing, high uint64) {
+	rec.traceID, rec.spanID = tracing.TraceID(t, high), t.SpanID
+}
+
+// traceHigh is the high half of the call's trace id, as far as recorded.
+func (rec *record) traceHigh() uint64 { return binary.BigEndian.Uint64(rec.traceID[:8]) }
 
 // maxRecorded is how many attempts of one call a record keeps.
 const maxRecorded = 4
@@ -150,8 +167,8 @@ func (rec *record) explain(results *golden.Edges) Explanation {
 		Millis:  float64(rec.took.Microseconds()) / 1000,
 		Service: rec.service,
 		Caller:  rec.caller,
-		TraceID: fmt.Sprintf("%016x", rec.tracing.TraceID),
-		SpanID:  fmt.Sprintf("%016x", rec.tracing.SpanID),
+		TraceID: golden.TraceID(rec.traceID),
+		SpanID:  fmt.Sprintf("%016x", rec.spanID),
 		Stage:   rec.stage,
 		Refused: rec.refused,
 	}
@@ -210,7 +227,7 @@ func (r *Relay) Recent(service string, spanID uint64, limit int) []Explanation {
 	for i := uint64(1); i <= n && i <= next && len(out) < limit; i++ {
 		s := &r.recent.slots[(next-i)%n]
 		s.mu.Lock()
-		if (service == "" || s.rec.service == service) && (spanID == 0 || s.rec.tracing.SpanID == spanID) {
+		if (service == "" || s.rec.service == service) && (spanID == 0 || s.rec.spanID == spanID) {
 			out = append(out, s.rec.explain(r.edges))
 		}
 		s.mu.Unlock()

@@ -57,7 +57,7 @@ func TestRecentCalls(t *testing.T) {
 		if i%2 == 1 {
 			svc = "b"
 		}
-		r.recent.add(&record{service: svc, tracing: frame.Tracing{SpanID: uint64(i + 1)}})
+		r.recent.add(&record{service: svc, spanID: uint64(i + 1)})
 	}
 	if all := r.Recent("", 0, 5000); len(all) != 1024 || all[0].SpanID != "00000000000005dc" {
 		t.Fatalf("%d recent, newest %v", len(all), all[0].SpanID)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/golden"
 	"github.com/meshrpc/mesh/internal/routing"
@@ -81,11 +83,11 @@ func (r *Relay) countCall(rc *relayed, edge *golden.Edge, refusal golden.Result,
 	}
 	took := rc.call.Took()
 	if edge != nil {
-		var trace uint64
+		var tid trace.TraceID
 		if sampled {
-			trace = rc.hop.TraceID
+			tid = rc.traceID()
 		}
-		edge.Done(res, took, trace)
+		edge.Done(res, took, tid)
 	}
 	return res, took
 }

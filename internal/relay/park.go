@@ -29,7 +29,8 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	ttl, _ := r.ttlOf(req)
 	now := time.Now()
 	rc.deadline = now.Add(ttl)
-	rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
+	rc.rec.at, rc.rec.service = now, c.Service
+	rc.rec.setTrace(req.Tracing, 0)
 	rc.rec.caller = r.names.intern(c.Caller)
 	r.save(rc, f.Raw)
 	if rc.saved == nil {

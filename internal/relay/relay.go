@@ -265,7 +265,8 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	var tryTimeout, hedgeAfter time.Duration
 	if !rc.lastHop {
 		rc.attempt = r.bal.Send(c)
-		rc.rec.at, rc.rec.service, rc.rec.tracing = now, c.Service, req.Tracing
+		rc.rec.at, rc.rec.service = now, c.Service
+		rc.rec.setTrace(req.Tracing, 0)
 		rc.rec.caller = r.names.intern(c.Caller)
 		rc.rec.add(c.Instance(), c.Choice())
 		tryTimeout = r.bal.TryTimeout(c)

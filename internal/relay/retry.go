@@ -79,7 +79,7 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	rc.mu.Unlock()
 	r.remove(dst, dstID, rc, true)
 	if sampled {
-		att.DoneSampled(routing.Failed(code), rc.hop.TraceID)
+		att.DoneSampled(routing.Failed(code), rc.traceID())
 	} else {
 		att.Done(routing.Failed(code))
 	}

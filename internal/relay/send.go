@@ -21,7 +21,7 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 		label = golden.Unknown
 	}
 	r.countRefusal(stage, label)
-	trace := r.refusedSpan(f, req, service, caller, stage, e)
+	tid := r.refusedSpan(f, req, service, caller, stage, e)
 	took := rc.call.Took()
 	msg := e.Message
 	res := r.edges.Refused(stage)
@@ -29,11 +29,16 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 		msg = refusedAt + stage + ": " + msg
 	} else if !rc.done { // a parked call that ended was counted by finish
 		if rc.rec.edge = r.edgeOf(rc, f, req, !beforeDiscovery(stage)); rc.rec.edge != nil {
-			rc.rec.edge.Done(res, took, trace)
+			rc.rec.edge.Done(res, took, tid)
 		}
 	}
-	rec := record{at: time.Now(), service: service, tracing: req.Tracing, stage: stage, refused: e.Message, code: e.Code,
+	rec := record{at: time.Now(), service: service, stage: stage, refused: e.Message, code: e.Code,
 		caller: r.names.intern(caller), edge: rc.rec.edge, result: res, took: took}
+	var high uint64
+	if tid.IsValid() {
+		high = traceHigh(req)
+	}
+	rec.setTrace(req.Tracing, high)
 	r.recent.add(&rec)
 	r.refuse(c, f.ID, req.Tracing, e.Code, msg)
 }

@@ -45,6 +45,7 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 	}
 	ht := hopTraces.Get().(*hopTrace)
 	*ht = hopTrace{name: "call", service: rc.call.Service, first: !rc.lastHop, start: start}
+	rc.rec.setTrace(req.Tracing, traceHigh(req))
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}
@@ -63,14 +64,14 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 // refusedSpan records, for a traced call, the span of a hop that refused
 // it (a stage's refusal: an intention, the kill switch, a limit), so the
 // trace shows where and why the call stopped; it returns the trace's id
-// when it did (0: not sampled).
-func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, e *frame.Error) (traceID uint64) {
+// when it did (zero: not sampled).
+func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, caller []byte, stage string, e *frame.Error) trace.TraceID {
 	if r.cfg.Tracer == nil || req.Tracing.TraceID != 0 && !req.Tracing.Sampled() {
-		return 0
+		return trace.TraceID{}
 	}
 	hop, record := r.cfg.Tracer.Decide(context.Background(), req.Tracing, false)
 	if !record {
-		return 0
+		return trace.TraceID{}
 	}
 	name := "call"
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
@@ -83,8 +84,10 @@ func (r *Relay) refusedSpan(f *frame.Frame, req *frame.CallReq, service string, 
 		{Key: "mesh.refused_by", Value: stage},
 		{Key: "mesh.result", Value: e.Message},
 	}
-	r.cfg.Tracer.Emit(&tracing.Record{Name: name, Kind: trace.SpanKindServer, Tracing: hop, Start: now, End: now, Tags: tags[:], Code: e.Code.String()})
-	return hop.TraceID
+	high := traceHigh(req)
+	r.cfg.Tracer.Emit(&tracing.Record{Name: name, Kind: trace.SpanKindServer, Tracing: hop, TraceHigh: high,
+		Start: now, End: now, Tags: tags[:], Code: e.Code.String()})
+	return tracing.TraceID(hop, high)
 }
 
 // endSpan writes the hop's span with the call's outcome and its routing
@@ -145,8 +148,20 @@ func (r *Relay) endSpan(rc *relayed, ht *hopTrace, result routing.Outcome) {
 	if result.Code != 0 && result != routing.CallerGone { // a caller giving up is no error of the hop
 		code = result.Code.String()
 	}
-	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop,
+	r.cfg.Tracer.Emit(&tracing.Record{Name: ht.name, Kind: trace.SpanKindServer, Tracing: rc.hop, TraceHigh: rc.rec.traceHigh(),
 		Start: ht.start, End: time.Now(), Tags: buf[:n], Events: events, Code: code})
 	*ht = hopTrace{}
 	hopTraces.Put(ht)
+}
+
+// traceID is the whole trace id of a call this hop records (sampled).
+func (rc *relayed) traceID() trace.TraceID { return tracing.TraceID(rc.hop, rc.rec.traceHigh()) }
+
+// traceHigh is the high half of a call's 128-bit trace id: 0 for a 64-bit
+// one, and for a call with no trace yet (this hop starts a 64-bit one).
+func traceHigh(req *frame.CallReq) uint64 {
+	if req.Tracing.TraceID == 0 {
+		return 0
+	}
+	return tracing.High(req.Headers)
 }

@@ -3,6 +3,8 @@ package routing
 import (
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/meshrpc/mesh/frame"
 )
 
@@ -44,11 +46,11 @@ func (a Attempt) Took() time.Duration {
 // Done tells the Balancer how the attempt ended: the instance's latency
 // average, breaker and counters learn from it (a cancelled attempt teaches
 // nothing but is no longer in flight). Call it once.
-func (a Attempt) Done(o Outcome) { a.ep.judge(a.Took(), o, 0) }
+func (a Attempt) Done(o Outcome) { a.ep.judge(a.Took(), o, trace.TraceID{}) }
 
 // DoneSampled is Done for an attempt of a sampled call: traceID becomes
 // the exemplar of the instance's latency histogram.
-func (a Attempt) DoneSampled(o Outcome, traceID uint64) { a.ep.judge(a.Took(), o, traceID) }
+func (a Attempt) DoneSampled(o Outcome, traceID trace.TraceID) { a.ep.judge(a.Took(), o, traceID) }
 
 // Outcome is how an attempt ended. The zero Outcome is a good answer.
 type Outcome struct {

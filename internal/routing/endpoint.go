@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/discovery"
 )
@@ -110,9 +111,9 @@ func (e *endpoint) usable() bool {
 	return true
 }
 
-// judge tells an endpoint how one attempt that took rtt went; trace is the
-// trace id of a sampled call (0: not sampled).
-func (e *endpoint) judge(rtt time.Duration, o Outcome, trace uint64) {
+// judge tells an endpoint how one attempt that took rtt went; tid is the
+// trace id of a sampled call (zero: not sampled).
+func (e *endpoint) judge(rtt time.Duration, o Outcome, tid trace.TraceID) {
 	if e == nil {
 		return
 	}
@@ -121,7 +122,7 @@ func (e *endpoint) judge(rtt time.Duration, o Outcome, trace uint64) {
 		return
 	}
 	now := time.Now()
-	e.stats.record(o, rtt, trace, now)
+	e.stats.record(o, rtt, tid, now)
 	e.svc.learn(o, rtt, now)
 	e.observe(rtt, now)
 	if o.failed() {

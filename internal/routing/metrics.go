@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/golden"
@@ -46,7 +47,7 @@ type endpointStats struct {
 }
 
 type exemplar struct {
-	trace uint64
+	trace trace.TraceID
 	rtt   time.Duration
 	at    time.Time
 }
@@ -61,7 +62,7 @@ func (s *endpointStats) used() bool {
 	return false
 }
 
-func (s *endpointStats) record(o Outcome, rtt time.Duration, trace uint64, now time.Time) {
+func (s *endpointStats) record(o Outcome, rtt time.Duration, tid trace.TraceID, now time.Time) {
 	s.calls[resultSlot(o)].Add(1)
 	secs := rtt.Seconds()
 	i := 0
@@ -70,8 +71,8 @@ func (s *endpointStats) record(o Outcome, rtt time.Duration, trace uint64, now t
 	}
 	s.buckets[i].Add(1)
 	s.sumNanos.Add(int64(rtt))
-	if trace != 0 {
-		s.exemplars[i].Store(&exemplar{trace: trace, rtt: rtt, at: now})
+	if tid.IsValid() {
+		s.exemplars[i].Store(&exemplar{trace: tid, rtt: rtt, at: now})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/meshrpc/mesh/discovery"
 	"github.com/meshrpc/mesh/frame"
@@ -14,8 +15,8 @@ import (
 )
 
 // attempt sends one call of service to one of insts and ends it as o
-// (sampled with trace when trace is not 0).
-func attempt(t *testing.T, b *Balancer, service string, insts []discovery.Instance, o Outcome, trace uint64) string {
+// (sampled, in the trace of hex id traceID, when it is not "").
+func attempt(t *testing.T, b *Balancer, service string, insts []discovery.Instance, o Outcome, traceID string) string {
 	t.Helper()
 	var c Call
 	c.Reset(service, nil)
@@ -24,8 +25,12 @@ func attempt(t *testing.T, b *Balancer, service string, insts []discovery.Instan
 		t.Fatal(err)
 	}
 	att := b.Send(&c)
-	if trace != 0 {
-		att.DoneSampled(o, trace)
+	if traceID != "" {
+		tid, err := trace.TraceIDFromHex(fmt.Sprintf("%032s", traceID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		att.DoneSampled(o, tid)
 	} else {
 		att.Done(o)
 	}
@@ -69,11 +74,11 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 		insts = append(insts, discovery.Instance{Service: "svc", ID: fmt.Sprintf("svc-%d", i), Addr: fmt.Sprintf("10.0.0.%d:1", i)})
 	}
 	for range 100 {
-		attempt(t, b, "svc", insts, Answered(false), 0)
+		attempt(t, b, "svc", insts, Answered(false), "")
 	}
 	other := []discovery.Instance{{Service: "other", ID: "other-0", Addr: "10.0.1.1:1"}}
 	for range 10 { // another service: its series are past the service cap
-		attempt(t, b, "other", other, Failed(frame.ErrCodeBusy), 0)
+		attempt(t, b, "other", other, Failed(frame.ErrCodeBusy), "")
 	}
 	if overflowed["instance"] != 4 || overflowed["service"] != 1 {
 		t.Fatalf("overflow told %v, want 4 instances and 1 service", overflowed)
@@ -131,7 +136,7 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 		t.Fatalf("forgot %d instances, want 1", n)
 	}
 	fresh := discovery.Instance{Service: "svc", ID: "svc-new", Addr: "10.0.0.9:1"}
-	attempt(t, b, "svc", []discovery.Instance{fresh}, Answered(false), 0)
+	attempt(t, b, "svc", []discovery.Instance{fresh}, Answered(false), "")
 	found := false
 	for _, m := range series(t, b)["mesh_instance_attempts_total"].GetMetric() {
 		if label(m, "instance_id") == named {
@@ -148,8 +153,9 @@ func TestInstanceSeriesAreCapped(t *testing.T) {
 func TestInstanceLatencyHasExemplars(t *testing.T) {
 	b, _ := NewBalancer(nil, nil)
 	inst := []discovery.Instance{{Service: "svc", ID: "svc-1", Addr: "10.0.0.1:1"}}
-	attempt(t, b, "svc", inst, Answered(false), 0)
-	attempt(t, b, "svc", inst, Answered(false), 0xabc)
+	attempt(t, b, "svc", inst, Answered(false), "")
+	attempt(t, b, "svc", inst, Answered(false), "abc")
+	attempt(t, b, "svc", inst, Answered(false), "5b8efff798038103d269b633813fc60c")
 	h := series(t, b)["mesh_instance_attempt_duration_seconds"].GetMetric()[0].GetHistogram()
 	var got []string
 	for _, bk := range h.GetBucket() {
@@ -162,7 +168,8 @@ func TestInstanceLatencyHasExemplars(t *testing.T) {
 			}
 		}
 	}
-	if h.GetSampleCount() != 2 || len(got) != 1 || got[0] != "trace_id=0000000000000abc" {
-		t.Fatalf("%d samples, exemplars %v: want 2 and trace_id=0000000000000abc", h.GetSampleCount(), got)
+	// The last sampled attempt of the bucket (a 128-bit id: all of it).
+	if want := "trace_id=5b8efff798038103d269b633813fc60c"; h.GetSampleCount() != 3 || len(got) != 1 || got[0] != want {
+		t.Fatalf("%d samples, exemplars %v: want 3 and %s", h.GetSampleCount(), got, want)
 	}
 }

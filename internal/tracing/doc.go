@@ -6,7 +6,9 @@
 // The trace context travels in the TChannel frame's 25-byte tracing field,
 // as every TChannel peer expects: 64-bit trace and span ids and the sampled
 // flag. FromFrame turns that field into an OpenTelemetry span context (the
-// 64-bit trace id is the low half of OpenTelemetry's 128).
+// 64-bit trace id is the low half of OpenTelemetry's 128). The high half of
+// a 128-bit trace id (W3C's, OpenTelemetry's) travels beside it in a
+// transport header, HeaderTraceHigh, so such a trace stays one trace.
 //
 // Two ways to record a span. Start gives a span behind OpenTelemetry's
 // trace.Span interface, carried in a context (the SDK server's: handlers tag

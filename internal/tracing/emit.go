@@ -45,6 +45,8 @@ type Record struct {
 	Name    string
 	Kind    trace.SpanKind
 	Tracing frame.Tracing // the span's own ids (from Decide)
+	// TraceHigh is the high half of a 128-bit trace id (HeaderTraceHigh).
+	TraceHigh uint64
 	// Remote names the service a client span calls (its remote endpoint).
 	Remote     string
 	Start, End time.Time
@@ -79,7 +81,7 @@ func (t *Tracer) Emit(r *Record) {
 	}
 	z := zspan{kind: r.Kind, name: r.Name, start: r.Start, end: r.End, events: r.Events, tags: r.Tags,
 		code: r.Code, message: r.Message, meshScope: true}
-	z.tid, z.sid, z.pid = otelIDs(r.Tracing)
+	z.tid, z.sid, z.pid = otelIDs(r.Tracing, r.TraceHigh)
 	if r.Kind == trace.SpanKindClient || r.Kind == trace.SpanKindProducer {
 		z.remote = r.Remote
 	}

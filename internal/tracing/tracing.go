@@ -71,20 +71,24 @@ func New(cfg Config) (*Tracer, error) {
 }
 
 // Start begins a span of kind as a child of parent (a frame's tracing field;
-// zero for none) or, when parent is zero, of the span in ctx. Forced starts
+// zero for none; high is its trace id's high half, HeaderTraceHigh) or, when
+// parent is zero, of the span in ctx. Forced starts
 // a sampled trace whatever the rate. It returns the context carrying the
 // span (or, for a call not recorded, its ids) and the tracing field to send
 // with the call.
-func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (context.Context, trace.Span, frame.Tracing) {
+func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, high uint64, forced bool) (context.Context, trace.Span, frame.Tracing) {
 	if t == nil {
 		return ctx, noop, parent
 	}
-	s, out, remote := t.begin(ctx, name, kind, parent, forced)
+	if parent.TraceID == 0 {
+		high = HighOf(ctx) // the trace, if any, is ctx's
+	}
+	s, out, remote := t.begin(ctx, name, kind, parent, high, forced)
 	switch {
 	case s != nil:
 		return trace.ContextWithSpan(ctx, s), s, out
 	case remote:
-		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(out)), noop, out
+		return trace.ContextWithRemoteSpanContext(ctx, FromFrame(out, high)), noop, out
 	}
 	return ctx, noop, out
 }
@@ -92,12 +96,12 @@ func (t *Tracer) Start(ctx context.Context, name string, kind trace.SpanKind, pa
 // begin decides whether a call is recorded (Decide) and, if so, starts its
 // span. remote reports that a call not recorded should carry out in its
 // context, as the parent of the calls it makes (its context has no trace).
-func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, forced bool) (s *span, out frame.Tracing, remote bool) {
+func (t *Tracer) begin(ctx context.Context, name string, kind trace.SpanKind, parent frame.Tracing, high uint64, forced bool) (s *span, out frame.Tracing, remote bool) {
 	out, record := t.Decide(ctx, parent, forced)
 	if !record {
 		return nil, out, parent.TraceID != 0 || !trace.SpanContextFromContext(ctx).IsValid()
 	}
-	tid, sid, pid := otelIDs(out)
+	tid, sid, pid := otelIDs(out, high)
 	s = t.newSpan(tid, sid, pid, name, kind, time.Time{})
 	s.scope = scope
 	return s, out, false
@@ -143,9 +147,17 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	return t.queue.shutdown(ctx)
 }
 
-// FromFrame turns a frame's tracing field into a remote span context.
-func FromFrame(t frame.Tracing) trace.SpanContext {
-	tid, sid, _ := otelIDs(t)
+// TraceID is the whole trace id of a frame's tracing field and its high
+// half (HeaderTraceHigh; 0 for none).
+func TraceID(t frame.Tracing, high uint64) trace.TraceID {
+	tid, _, _ := otelIDs(t, high)
+	return tid
+}
+
+// FromFrame turns a frame's tracing field, with its trace id's high half
+// (HeaderTraceHigh; 0 for none), into a remote span context.
+func FromFrame(t frame.Tracing, high uint64) trace.SpanContext {
+	tid, sid, _ := otelIDs(t, high)
 	var flags trace.TraceFlags
 	if t.Sampled() {
 		flags = trace.FlagsSampled
@@ -159,9 +171,10 @@ func Error(span trace.Span, code string, msg string) {
 	span.SetStatus(codes.Error, code+": "+msg)
 }
 
-// otelIDs are a frame's 64-bit ids in OpenTelemetry's types (the trace id's
-// high half zero).
-func otelIDs(t frame.Tracing) (tid trace.TraceID, sid, parent trace.SpanID) {
+// otelIDs are a frame's 64-bit ids in OpenTelemetry's types, the trace id's
+// high half high.
+func otelIDs(t frame.Tracing, high uint64) (tid trace.TraceID, sid, parent trace.SpanID) {
+	binary.BigEndian.PutUint64(tid[:8], high)
 	binary.BigEndian.PutUint64(tid[8:], t.TraceID)
 	binary.BigEndian.PutUint64(sid[:], t.SpanID)
 	binary.BigEndian.PutUint64(parent[:], t.ParentID)

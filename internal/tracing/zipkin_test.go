@@ -256,7 +256,7 @@ func FuzzProtoMatchesJSON(f *testing.F) {
 				Tracing: frame.Tracing{TraceID: 1, SpanID: 2, ParentID: 3}, Tags: []Tag{{Key: "v", Value: s}, {Key: "t", Text: []byte(s)}},
 				Events: []Event{{Name: s, Time: start}}, Code: s, Message: s})
 			// and a span through the API: attribute keys, scope and peer address
-			_, sp := provider{t: tr}.Tracer(s).Start(trace.ContextWithSpanContext(context.Background(), FromFrame(frame.Tracing{TraceID: 1, SpanID: 4, Flags: frame.TracingSampled})),
+			_, sp := provider{t: tr}.Tracer(s).Start(trace.ContextWithSpanContext(context.Background(), FromFrame(frame.Tracing{TraceID: 1, SpanID: 4, Flags: frame.TracingSampled}, 0)),
 				s, trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(start), trace.WithAttributes(attribute.String(s, s),
 					attribute.String("network.peer.address", s), attribute.Int("network.peer.port", int(port))))
 			sp.End(trace.WithTimestamp(start.Add(time.Millisecond)))
