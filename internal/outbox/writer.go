@@ -207,7 +207,7 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 			break
 		}
 		w.count()
-		if cap(batch) > 4*w.limit { // don't keep a buffer a burst blew up
+		if cap(batch)/4 > w.limit { // don't keep a buffer a burst blew up (limit may be MaxInt: Inline)
 			batch = nil
 		}
 		w.spare = batch[:0]
