@@ -151,6 +151,7 @@ func (g *Gateway) start(c *h2conn, st *h2stream) {
 			ttl = time.Until(st.deadline)
 		}
 		callID := ch.Go(ttl, req, func(res *conn.Response, err error) { c.finish(st, replyOf(service, res, err)) })
+		st.release() // Go copied the message into the relay's frames
 		c.going(st, ch, callID)
 	}
 	if ch := c.gc.open(id); ch != nil {

@@ -477,17 +477,23 @@ func (c *h2conn) answer(st *h2stream, r reply) {
 		return
 	}
 	// Headers, message and trailers in one buffer, sized once.
-	b := appendHeaders(make([]byte, 0, 256+len(r.message)), st.id, maxFrame, false, responseHeaders(r.header))
+	buf := getBuffer(256 + len(r.message))
+	b := appendHeaders(*buf, st.id, maxFrame, false, responseHeaders(r.header))
 	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
 	b, done := c.win.send(b, &st.outgoing, r.message, trailer)
 	if done {
 		c.removeLocked(st)
 		c.mu.Unlock()
-		c.send(b)
+		if c.send(b) {
+			*buf = b
+			putBuffer(buf)
+		}
 		return
 	}
 	c.control(b)
 	c.mu.Unlock()
+	*buf = b
+	putBuffer(buf)
 }
 
 // releaseLocked sends what the windows now let out of blocked answers.
@@ -546,10 +552,14 @@ func (c *h2conn) resetStream(id uint32, code http2.ErrCode) {
 // read loops are busy (outbox.Batch). It may run on a read loop, so it
 // never waits: past answerQueue bytes queued for a client that reads
 // slowly, a worker waits for room instead.
-func (c *h2conn) send(b []byte) {
+// It reports whether b was copied (and may be reused): an answer that
+// waits for the client keeps it.
+func (c *h2conn) send(b []byte) (copied bool) {
 	if err := c.g.batch.Write(c.w, b, answerQueue); err == outbox.ErrFull {
 		c.g.work.Go(func() { c.w.WriteInline(b) })
+		return false
 	}
+	return true
 }
 
 // control queues frames without waiting on the socket: the read loop's

@@ -123,9 +123,10 @@ func (w *window) setting(s http2.Setting, adjust func(delta int64)) error {
 // byte, a 4-byte length, the bytes) read as it arrives, one message at
 // most, and the stream's side of the receive window.
 type incoming struct {
-	body []byte // the message so far, its framing included
-	want int    // the bytes of the whole framed message, once its prefix came
-	recv int    // bytes received and not yet given back to the stream window
+	buf  *[]byte // body's buffer, from buffers
+	body []byte  // the message so far, its framing included
+	want int     // the bytes of the whole framed message, once its prefix came
+	recv int     // bytes received and not yet given back to the stream window
 }
 
 // Why add refuses what came.
@@ -139,6 +140,10 @@ const (
 // add appends data; a message whose length passes max is refused before
 // its bytes are kept.
 func (in *incoming) add(data []byte, max int) (problem int, length uint32) {
+	if in.buf == nil {
+		in.buf = getBuffer(len(data))
+		in.body = *in.buf
+	}
 	in.body = append(in.body, data...)
 	if in.want == 0 && len(in.body) >= 5 {
 		length = binary.BigEndian.Uint32(in.body[1:5])
@@ -164,6 +169,15 @@ func (in *incoming) whole() bool { return in.want > 0 && len(in.body) == in.want
 
 // message is the message without its framing (whole only).
 func (in *incoming) message() []byte { return in.body[5:] }
+
+// release gives the message's buffer back once no one holds it.
+func (in *incoming) release() {
+	if in.buf != nil {
+		*in.buf = in.body
+		putBuffer(in.buf)
+		in.buf, in.body = nil, nil
+	}
+}
 
 // credit counts n bytes received on the stream, and is the window update
 // to send for it (0: none yet; none once the stream ended).

@@ -239,10 +239,13 @@ func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, don
 	call.win = c.win.init
 	c.calls[call.id] = call
 	call.stop = context.AfterFunc(ctx, func() { c.cancel(call, ctx) })
-	b := appendHeaders(make([]byte, 0, 256+len(in)), call.id, c.win.maxFrame, false, fields)
+	buf := getBuffer(256 + len(in))
+	b := appendHeaders(*buf, call.id, c.win.maxFrame, false, fields)
 	b, _ = c.win.send(b, &call.outgoing, in, nil)
-	err := c.w.Add(b, maxQueued)
+	err := c.w.Add(b, maxQueued) // a copy
 	c.mu.Unlock()
+	*buf = b
+	putBuffer(buf)
 	if err == nil {
 		c.u.batch.Send(c.w)
 	}
@@ -557,7 +560,10 @@ func trailersOf(f *headerBlock) (reply, error) {
 	if m, err := url.PathUnescape(msg); err == nil {
 		msg = m
 	}
-	r.status = status.New(codes.Code(n), msg)
+	r.status = statusOK // most answers: made once, read only
+	if n != 0 || msg != "" {
+		r.status = status.New(codes.Code(n), msg)
+	}
 	if details != "" {
 		var sp spb.Status
 		if b, err := decodeBin(details); err == nil && proto.Unmarshal(b, &sp) == nil && sp.Code == int32(n) {
