@@ -343,7 +343,7 @@ func (c *Conn) close(err error) {
 			call.finish(c.networkError(err))
 		}
 		for _, call := range in {
-			call.cancel()
+			call.end()
 		}
 		if c.opts.Relayer != nil {
 			c.opts.Relayer.Closed(c, err)

@@ -16,8 +16,10 @@ type inCall struct {
 	id         uint32
 	req        Request
 	ctx        context.Context
-	cancel     context.CancelFunc
-	cancelled  atomic.Bool // the peer sent a cancel
+	cancel     context.CancelFunc // nil for an Async call (actx)
+	actx       callCtx            // the ctx of an Async call
+	answered   atomic.Bool        // an Async call's answer was taken
+	cancelled  atomic.Bool        // the peer sent a cancel
 	asm        frame.Assembler
 	method     []byte
 	pw         *io.PipeWriter // arg3, once the handler runs before it is whole
@@ -97,6 +99,11 @@ func (c *Conn) admit(call *inCall, ttl uint32) *frame.Error {
 		return frame.Errorf(frame.ErrCodeBadRequest, "call id %d is already in use", call.id)
 	}
 	c.in[call.id] = call
+	if c.opts.Async != nil {
+		call.actx.deadline = time.Now().Add(call.req.TTL)
+		call.ctx = &call.actx
+		return nil
+	}
 	call.ctx, call.cancel = context.WithTimeout(c.base, call.req.TTL)
 	return nil
 }
@@ -212,9 +219,8 @@ func (c *Conn) runHandler(call *inCall) {
 	call.dispatched = true
 	call.req.Method = string(call.method)
 	if c.opts.Async != nil {
-		var once atomic.Bool
 		c.opts.Async(call.ctx, &call.req, func(res *Response, err error) {
-			if once.CompareAndSwap(false, true) {
+			if call.answered.CompareAndSwap(false, true) {
 				c.answer(call, res, err)
 			}
 		})
@@ -275,11 +281,18 @@ func (c *Conn) respond(call *inCall, res *Response) error {
 	return c.writeArgs(mw, nil, res.Arg2, res.Arg3, res.Body)
 }
 
-// release forgets an answered call.
-func (c *Conn) release(call *inCall) {
+// end cancels call's context.
+func (call *inCall) end() {
 	if call.cancel != nil {
 		call.cancel()
+	} else if call.ctx == &call.actx {
+		call.actx.cancel()
 	}
+}
+
+// release forgets an answered call.
+func (c *Conn) release(call *inCall) {
+	call.end()
 	c.mu.Lock()
 	if c.in[call.id] == call {
 		delete(c.in, call.id)

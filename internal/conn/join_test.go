@@ -241,3 +241,61 @@ func TestJoinCloseEndsAStreamedBody(t *testing.T) {
 	}
 	<-app.Done()
 }
+
+// An Async call's context has the call's deadline and no timer: it ends
+// when the peer cancels the call (context.AfterFunc's function runs, Done
+// closes, Err is Canceled) or the connection closes, and a function
+// stopped before then never runs.
+func TestAsyncContext(t *testing.T) {
+	got := make(chan context.Context, 4)
+	async := func(ctx context.Context, req *Request, answer func(*Response, error)) { got <- ctx }
+	app, _ := Join(Options{}, Options{Async: async})
+	defer app.Close()
+	sent := time.Now()
+	stopped := app.Go(2*time.Second, &Request{Service: "s", Method: "m"}, func(*Response, error) {})
+	ctx := <-got
+	if d, ok := ctx.Deadline(); !ok || d.Before(sent.Add(2*time.Second-100*time.Millisecond)) || d.After(time.Now().Add(2*time.Second)) {
+		t.Fatalf("deadline %v, %v: want the ttl's, 2s after it was sent", d, ok)
+	}
+	ran := make(chan struct{}, 2)
+	never := context.AfterFunc(ctx, func() { ran <- struct{}{} })
+	if !never() {
+		t.Fatal("stop did not stop a function not yet run")
+	}
+	context.AfterFunc(ctx, func() { ran <- struct{}{} })
+	if ctx.Err() != nil {
+		t.Fatalf("err %v before the call ended", ctx.Err())
+	}
+	app.Abandon(stopped, errors.New("given up")) // the peer's cancel
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer's cancel did not end the call's context")
+	}
+	select {
+	case <-ran:
+	case <-time.After(5 * time.Second):
+		t.Fatal("context.AfterFunc's function did not run")
+	}
+	if ctx.Err() != context.Canceled {
+		t.Fatalf("err %v, want Canceled", ctx.Err())
+	}
+	select {
+	case <-ran:
+		t.Fatal("a stopped function ran")
+	case <-time.After(20 * time.Millisecond):
+	}
+	// Once ended, a new function runs at once.
+	context.AfterFunc(ctx, func() { ran <- struct{}{} })
+	<-ran
+
+	// The connection's close ends the calls it has open.
+	app.Go(time.Minute, &Request{Service: "s", Method: "m"}, func(*Response, error) {})
+	ctx = <-got
+	app.Close()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the close did not end an open call's context")
+	}
+}

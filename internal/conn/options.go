@@ -27,6 +27,9 @@ type Options struct {
 	// read loop, or a Join's writer), must not block, and answers once,
 	// at once or later and from any goroutine, through answer. Its req.Body
 	// may be set (arg3 still arriving): read it on a goroutine of its own.
+	// Its ctx has the call's deadline but no timer: it ends when the peer
+	// cancels the call or the connection closes, so Async is for a peer
+	// that ends every call at its ttl (meshd's relay does).
 	Async func(ctx context.Context, req *Request, answer func(*Response, error))
 	// Logger receives connection-level events; default: slog.Default().
 	Logger *slog.Logger

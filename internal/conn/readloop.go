@@ -101,7 +101,7 @@ func (c *Conn) dispatch(f *frame.Frame, st *readState) error {
 		c.mu.Unlock()
 		if call != nil {
 			call.cancelled.Store(true)
-			call.cancel()
+			call.end()
 			c.dropPartial(call, st)
 		} else if c.opts.Relayer != nil {
 			c.opts.Relayer.Frame(c, f, nil)
