@@ -179,7 +179,10 @@ func (b *Backend) serve(ctx context.Context, req *conn.Request, answer func(*con
 		answer(nil, err)
 		return
 	}
-	b.up.start(ctx, path, md, req.Arg3, func(r reply) { answer(b.response(r)) })
+	b.up.start(ctx, path, md, req.Arg3, func(r reply) {
+		answer(b.response(r)) // its message copied into the answer's frames
+		r.release()
+	})
 }
 
 // handle makes one call the relay delivered to the gRPC server.

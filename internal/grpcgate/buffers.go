@@ -1,6 +1,9 @@
 package grpcgate
 
-import "sync"
+import (
+	"math/bits"
+	"sync"
+)
 
 // buffers recycles the byte slices of what is copied on at once: an
 // answer's frames (into the outbox), a request's message (into the relay).
@@ -13,18 +16,19 @@ var buffers sync.Pool
 const maxPooled = 64 << 10
 
 // getBuffer is an empty buffer with room for n bytes; put it back with
-// putBuffer once no one holds what was written into it.
+// putBuffer once no one holds what was written into it. Buffers are made
+// in powers of two from 4 KiB, so those of a request and of an answer
+// (its message, headers and trailers) of one size fit either.
 func getBuffer(n int) *[]byte {
-	if p, ok := buffers.Get().(*[]byte); ok {
-		if cap(*p) >= n {
-			*p = (*p)[:0]
-			return p
-		}
-		*p = make([]byte, 0, n)
-		return p
+	p, ok := buffers.Get().(*[]byte)
+	if !ok {
+		p = new([]byte)
 	}
-	b := make([]byte, 0, max(n, 1024))
-	return &b
+	if cap(*p) < n {
+		*p = make([]byte, 0, max(4096, 1<<bits.Len(uint(n-1))))
+	}
+	*p = (*p)[:0]
+	return p
 }
 
 // putBuffer keeps p, whose slice is the buffer as last grown, for reuse.

@@ -106,6 +106,13 @@ type reply struct {
 	header, trailer meta
 	message         []byte // without its gRPC framing; nil unless status is OK
 	status          *status.Status
+	buf             *[]byte // message's buffer, from buffers (nil: none)
+}
+
+// release gives the message's buffer back, once nothing holds the message.
+func (r *reply) release() {
+	putBuffer(r.buf)
+	r.buf, r.message = nil, nil
 }
 
 // statusOK is every answered call's status: read only, made once.

@@ -170,6 +170,17 @@ func (in *incoming) whole() bool { return in.want > 0 && len(in.body) == in.want
 // message is the message without its framing (whole only).
 func (in *incoming) message() []byte { return in.body[5:] }
 
+// take hands over the message's buffer, for whoever ends up holding the
+// message to release (nil: none).
+func (in *incoming) take() *[]byte {
+	buf := in.buf
+	if buf != nil {
+		*buf = in.body
+	}
+	in.buf = nil
+	return buf
+}
+
 // release gives the message's buffer back once no one holds it.
 func (in *incoming) release() {
 	if in.buf != nil {

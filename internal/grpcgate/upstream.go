@@ -238,7 +238,7 @@ func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, don
 	c.nextID += 2
 	call.win = c.win.init
 	c.calls[call.id] = call
-	call.stop = context.AfterFunc(ctx, func() { c.cancel(call, ctx) })
+	call.stop = afterFunc(ctx, func() { c.cancel(call, ctx) })
 	buf := getBuffer(256 + len(in))
 	b := appendHeaders(*buf, call.id, c.win.maxFrame, false, fields)
 	b, _ = c.win.send(b, &call.outgoing, in, nil)
@@ -529,7 +529,7 @@ func (c *upConn) onHeaders(f *headerBlock) {
 	case r.status.Code() == codes.OK && !call.whole():
 		r = failed(status.Errorf(codes.Internal, "the gRPC server answered OK with %d bytes, not one whole message", len(call.body)))
 	case r.status.Code() == codes.OK:
-		r.message = call.message()
+		r.message, r.buf = call.message(), call.take()
 	}
 	r.header = call.hdr
 	c.finish(call, r)
@@ -626,4 +626,15 @@ func (c *upConn) onData(f *http2.DataFrame) error {
 		c.finish(call, failed(status.Error(codes.Internal, "the gRPC server ended the stream without trailers")))
 	}
 	return nil
+}
+
+// afterFunc is context.AfterFunc, but calls a context's own AfterFunc
+// directly when it has one (a call delivered by the relay: conn's call
+// contexts), where context.AfterFunc would add a context of its own and
+// make the call's Done channel.
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		return af.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }
