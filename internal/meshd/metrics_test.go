@@ -161,7 +161,11 @@ func TestMetricsHaveNoTargetLabels(t *testing.T) {
 	if _, err := callEcho(dialMeshd(t, d.Addr()), "svc", nil); err != nil {
 		t.Fatal(err)
 	}
-	mfs := scrape(t, d.AdminAddr())
+	var mfs map[string]*dto.MetricFamily
+	testkit.WaitFor(t, 5*time.Second, "the call counted", func() bool { // when the relay ends it, after the answer
+		mfs = scrape(t, d.AdminAddr())
+		return mfs["mesh_calls_total"] != nil && mfs["mesh_instance_attempts_total"] != nil
+	})
 	for _, name := range []string{"go_goroutines", "process_cpu_seconds_total", "mesh_build_info", "mesh_calls_total", "mesh_instance_attempts_total", "mesh_breaker_state"} {
 		if mfs[name] == nil {
 			t.Errorf("no %s", name)
