@@ -27,10 +27,17 @@ import (
 // them; tchannel-go calling a tchannel-go server directly and through
 // tchannel-go's relay. 1 KiB calls, in a closed loop of C callers, for 5s
 // after 1s of warm-up; CPU and system calls are read from /proc over the
-// middle 4s. Run it once per case: -benchtime 1x (make bench does).
+// middle 4s. Run it once per case: -benchtime 1x (make bench does). The
+// paths of one load run back to back: this machine's speed drifts by a
+// third within minutes, so only figures measured close together compare.
 func BenchmarkHopProcesses(b *testing.B) {
-	for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-2hop-mtls", "tchannel-direct", "tchannel-relay"} {
-		for _, c := range []int{1, 32, 256} {
+	paths(b, []string{"mesh-direct", "mesh-1hop", "mesh-2hop-mtls", "tchannel-direct", "tchannel-relay"})
+}
+
+// paths runs hopProcesses for each load, every path at one load in turn.
+func paths(b *testing.B, paths []string) {
+	for _, c := range []int{1, 32, 256} {
+		for _, path := range paths {
 			b.Run(fmt.Sprintf("%s/c=%d", path, c), func(b *testing.B) { hopProcesses(b, path, c) })
 		}
 	}
@@ -44,11 +51,7 @@ func BenchmarkGRPCProcesses(b *testing.B) {
 	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
 		b.Skip("no HAProxy: scripts/debian.sh haproxy=haproxy (make bench installs it)")
 	}
-	for _, path := range []string{"grpc-direct", "grpc-meshd", "grpc-haproxy"} {
-		for _, c := range []int{1, 32, 256} {
-			b.Run(fmt.Sprintf("%s/c=%d", path, c), func(b *testing.B) { hopProcesses(b, path, c) })
-		}
-	}
+	paths(b, []string{"grpc-direct", "grpc-meshd", "grpc-haproxy"})
 }
 
 // haproxyH2C relays gRPC (HTTP/2 cleartext both ways) from the first
