@@ -35,9 +35,9 @@ func BenchmarkHopProcesses(b *testing.B) {
 }
 
 // paths runs hopProcesses for each load, every path at one load in turn.
-func paths(b *testing.B, paths []string) {
+func paths(b *testing.B, names []string) {
 	for _, c := range []int{1, 32, 256} {
-		for _, path := range paths {
+		for _, path := range names {
 			b.Run(fmt.Sprintf("%s/c=%d", path, c), func(b *testing.B) { hopProcesses(b, path, c) })
 		}
 	}
