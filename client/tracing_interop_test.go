@@ -153,7 +153,13 @@ func TestMeshClientTraceReachesTChannelGoB3Server(t *testing.T) {
 	if _, err := c.CallJSON(context.Background(), "tgo", "jecho", map[string]string{"k": "v"}, map[string]string{"x": "y"}, &out, client.ReportTracing(&sent)); err != nil {
 		t.Fatal(err)
 	}
-	spans := tracer.FinishedSpans()
+	// tchannel-go ends its server span once the answer is sent, a moment
+	// after the caller may have it.
+	var spans []*mocktracer.MockSpan
+	testkit.WaitFor(t, 5*time.Second, "tchannel-go's server span", func() bool {
+		spans = tracer.FinishedSpans()
+		return len(spans) > 0
+	})
 	if len(spans) != 1 {
 		t.Fatalf("tchannel-go recorded %d spans", len(spans))
 	}
