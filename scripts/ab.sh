@@ -6,12 +6,14 @@
 #   scripts/ab.sh [-p grpc|tchannel] [-c CALLERS] [-r ROUNDS] [-d SECONDS] REV_A REV_B
 #
 # REV_A and REV_B are git revisions (a commit, a branch, HEAD~2; "." is the
-# working tree). The caller and the server are built from the working tree:
+# working tree), or, with -p grpc, "haproxy": Debian's HAProxy relaying h2c
+# in meshd's place (issue 25's comparison; scripts/debian.sh haproxy=haproxy).
+# The caller and the server are built from the working tree:
 # gRPC's is benchpeer grpc-bench against grpcpeer (meshd --grpc-servers),
 # TChannel's meshctl bench against examples/echo behind meshd. Each round
 # runs both builds, 1 KiB calls in a closed loop; CPU is read from /proc over
-# the middle of the run. Prints calls/s and CPU per call of meshd alone and
-# of every process.
+# the middle of the run. Prints calls/s and CPU per call of the proxy (meshd
+# or HAProxy), the caller, the server and all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
@@ -33,6 +35,10 @@ bin=.cache/ab
 mkdir -p "$bin"
 go build -o "$bin/" ./cmd/meshctl ./examples/echo ./internal/benchpeer ./internal/grpcpeer
 build() { # build REV NAME: meshd at REV into $bin/NAME
+	if [ "$1" = haproxy ]; then
+		[ "$proto" = grpc ] && [ -x /usr/sbin/haproxy ] || { echo "haproxy: with -p grpc, once scripts/debian.sh haproxy=haproxy ran" >&2; exit 2; }
+		return
+	fi
 	if [ "$1" = . ]; then
 		go build -o "$bin/$2" ./cmd/meshd
 		return
@@ -61,10 +67,18 @@ fi
 
 for round in $(seq "$rounds"); do
 	for side in a b; do
+		rev=$1
+		[ $side = b ] && rev=$2
 		listen=127.0.0.1:$(free)
-		if [ "$proto" = grpc ]; then
+		if [ "$rev" = haproxy ]; then
+			printf 'global\n  maxconn 4000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend grpc\n  bind %s proto h2\n  default_backend server\nbackend server\n  server s1 %s proto h2\n' "$listen" "$server" >"$bin/haproxy.cfg"
+			/usr/sbin/haproxy -f "$bin/haproxy.cfg" >/dev/null 2>&1 &
+			meshd=$! # the proxy, measured in meshd's place
+		elif [ "$proto" = grpc ]; then
 			"$bin/meshd-$side" --listen "$listen" --admin off --consul off --grpc-servers "words=$server" --grpc-check-every 200ms >/dev/null 2>&1 &
 			meshd=$!
+		fi
+		if [ "$proto" = grpc ]; then
 			until "$bin/grpcpeer" call "$listen" x rpc-service=words timeout=1s 2>/dev/null | grep -q '"OK"'; do sleep 0.1; done
 			"$bin/benchpeer" grpc-bench "$listen" "$conc" "${secs}s" 1s >"$bin/out.json" &
 		else
@@ -88,8 +102,8 @@ r = json.load(open(sys.argv[1]))
 cps = r.get("calls_per_second") or r.get("throughput")
 n = cps * ($t1 - $t0)
 us = lambda ticks: ticks / $tick * 1e6 / n
-print("round $round  $side ($( [ $side = a ] && echo "$1" || echo "$2"))  c=$conc  %8.0f calls/s  meshd %6.1f µs/call  all %6.1f µs/call  errors %d"
-      % (cps, us($m1 - $m0), us(($m1 - $m0) + ($s1 - $s0) + ($c1 - $c0)), r.get("errors", 0)))
+print("round $round  $side ($rev)  c=$conc  %8.0f calls/s  µs/call: proxy %6.1f  caller %6.1f  server %6.1f  all %6.1f  errors %d"
+      % (cps, us($m1 - $m0), us($c1 - $c0), us($s1 - $s0), us(($m1 - $m0) + ($s1 - $s0) + ($c1 - $c0)), r.get("errors", 0)))
 EOF
 		kill $meshd
 		[ "$proto" = grpc ] || kill $server_pid
