@@ -31,10 +31,12 @@ func getBuffer(n int) *[]byte {
 	return p
 }
 
-// putBuffer keeps p, whose slice is the buffer as last grown, for reuse.
-func putBuffer(p *[]byte) {
-	if p == nil || cap(*p) > maxPooled {
+// putBuffer keeps p for reuse, holding b, the buffer as last grown (nil p:
+// nothing to keep).
+func putBuffer(p *[]byte, b []byte) {
+	if p == nil || cap(b) > maxPooled {
 		return
 	}
+	*p = b
 	buffers.Put(p)
 }

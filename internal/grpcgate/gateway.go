@@ -111,7 +111,9 @@ type reply struct {
 
 // release gives the message's buffer back, once nothing holds the message.
 func (r *reply) release() {
-	putBuffer(r.buf)
+	if r.buf != nil {
+		putBuffer(r.buf, *r.buf) // take left the body in it
+	}
 	r.buf, r.message = nil, nil
 }
 

@@ -481,19 +481,18 @@ func (c *h2conn) answer(st *h2stream, r reply) {
 	b := appendHeaders(*buf, st.id, maxFrame, false, responseHeaders(r.header))
 	trailer := appendHeaders(nil, st.id, maxFrame, true, trailerFields(r.trailer, r.status))
 	b, done := c.win.send(b, &st.outgoing, r.message, trailer)
+	copied := true
 	if done {
 		c.removeLocked(st)
 		c.mu.Unlock()
-		if c.send(b) {
-			*buf = b
-			putBuffer(buf)
-		}
-		return
+		copied = c.send(b)
+	} else {
+		c.control(b)
+		c.mu.Unlock()
 	}
-	c.control(b)
-	c.mu.Unlock()
-	*buf = b
-	putBuffer(buf)
+	if copied {
+		putBuffer(buf, b)
+	}
 }
 
 // releaseLocked sends what the windows now let out of blocked answers.

@@ -170,8 +170,8 @@ func (in *incoming) whole() bool { return in.want > 0 && len(in.body) == in.want
 // message is the message without its framing (whole only).
 func (in *incoming) message() []byte { return in.body[5:] }
 
-// take hands over the message's buffer, for whoever ends up holding the
-// message to release (nil: none).
+// take hands over the message's buffer, holding the body, for whoever
+// ends up holding the message to release (nil: none).
 func (in *incoming) take() *[]byte {
 	buf := in.buf
 	if buf != nil {
@@ -183,11 +183,8 @@ func (in *incoming) take() *[]byte {
 
 // release gives the message's buffer back once no one holds it.
 func (in *incoming) release() {
-	if in.buf != nil {
-		*in.buf = in.body
-		putBuffer(in.buf)
-		in.buf, in.body = nil, nil
-	}
+	putBuffer(in.buf, in.body)
+	in.buf, in.body = nil, nil
 }
 
 // credit counts n bytes received on the stream, and is the window update

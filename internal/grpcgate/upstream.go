@@ -244,8 +244,7 @@ func (c *upConn) start(ctx context.Context, path string, md meta, in []byte, don
 	b, _ = c.win.send(b, &call.outgoing, in, nil)
 	err := c.w.Add(b, maxQueued) // a copy
 	c.mu.Unlock()
-	*buf = b
-	putBuffer(buf)
+	putBuffer(buf, b)
 	if err == nil {
 		c.u.batch.Send(c.w)
 	}
