@@ -2,6 +2,7 @@ package golden
 
 import (
 	"cmp"
+	"encoding/binary"
 	"encoding/hex"
 	"slices"
 	"strconv"
@@ -296,7 +297,7 @@ func (ed *Edge) Done(r Result, d time.Duration, traceID trace.TraceID) {
 // backends show it: 32 lower-case hex digits, or 16 for a 64-bit id (high
 // half zero).
 func TraceID(id trace.TraceID) string {
-	if id[0]|id[1]|id[2]|id[3]|id[4]|id[5]|id[6]|id[7] == 0 {
+	if binary.BigEndian.Uint64(id[:8]) == 0 {
 		return hex.EncodeToString(id[8:])
 	}
 	return hex.EncodeToString(id[:])

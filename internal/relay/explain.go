@@ -55,11 +55,14 @@ type record struct {
 	result  golden.Result // as counted on the edge
 }
 
-// setTrace records the trace a call came in: t, with high the high half
-// of its trace id.
-func (rec *record) setTrace(t frame.Tracing, high uint64) {
-	rec.traceID, rec.spanID = tracing.TraceID(t, high), t.SpanID
+// setTrace records the trace a call came in, as its tracing field says
+// it: the trace id's low half.
+func (rec *record) setTrace(t frame.Tracing) {
+	rec.traceID, rec.spanID = tracing.TraceID(t, 0), t.SpanID
 }
+
+// setTraceHigh records the high half of the call's trace id.
+func (rec *record) setTraceHigh(high uint64) { binary.BigEndian.PutUint64(rec.traceID[:8], high) }
 
 // traceHigh is the high half of the call's trace id, as far as recorded.
 func (rec *record) traceHigh() uint64 { return binary.BigEndian.Uint64(rec.traceID[:8]) }

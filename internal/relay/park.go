@@ -30,7 +30,7 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	now := time.Now()
 	rc.deadline = now.Add(ttl)
 	rc.rec.at, rc.rec.service = now, c.Service
-	rc.rec.setTrace(req.Tracing, 0)
+	rc.rec.setTrace(req.Tracing)
 	rc.rec.caller = r.names.intern(c.Caller)
 	r.save(rc, f.Raw)
 	if rc.saved == nil {

@@ -266,7 +266,7 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	if !rc.lastHop {
 		rc.attempt = r.bal.Send(c)
 		rc.rec.at, rc.rec.service = now, c.Service
-		rc.rec.setTrace(req.Tracing, 0)
+		rc.rec.setTrace(req.Tracing)
 		rc.rec.caller = r.names.intern(c.Caller)
 		rc.rec.add(c.Instance(), c.Choice())
 		tryTimeout = r.bal.TryTimeout(c)

@@ -34,11 +34,8 @@ func (r *Relay) refuseCall(c *conn.Conn, f *frame.Frame, req *frame.CallReq, rc 
 	}
 	rec := record{at: time.Now(), service: service, stage: stage, refused: e.Message, code: e.Code,
 		caller: r.names.intern(caller), edge: rc.rec.edge, result: res, took: took}
-	var high uint64
-	if tid.IsValid() {
-		high = traceHigh(req)
-	}
-	rec.setTrace(req.Tracing, high)
+	rec.setTrace(req.Tracing)
+	copy(rec.traceID[:8], tid[:8]) // the high half refusedSpan read (zero: not sampled)
 	r.recent.add(&rec)
 	r.refuse(c, f.ID, req.Tracing, e.Code, msg)
 }

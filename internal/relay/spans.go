@@ -45,7 +45,7 @@ func (r *Relay) startSpan(rc *relayed, f *frame.Frame, req *frame.CallReq, out [
 	}
 	ht := hopTraces.Get().(*hopTrace)
 	*ht = hopTrace{name: "call", service: rc.call.Service, first: !rc.lastHop, start: start}
-	rc.rec.setTrace(req.Tracing, traceHigh(req))
+	rc.rec.setTraceHigh(traceHigh(req))
 	if method := frame.CallReqArg1(f.Payload, req); method != nil {
 		ht.name = r.names.intern(method)
 	}

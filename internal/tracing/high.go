@@ -3,7 +3,7 @@ package tracing
 import (
 	"context"
 	"encoding/binary"
-	"strconv"
+	"encoding/hex"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -21,14 +21,14 @@ const HeaderTraceHigh = "mesh-trace-high"
 // headers: 0 for a 64-bit id (no header, or one that is not 16 hex digits).
 func High(h frame.Headers) uint64 {
 	v, ok := h.Get(HeaderTraceHigh)
+	var b [8]byte
 	if !ok || len(v) != 16 {
 		return 0
 	}
-	hi, err := strconv.ParseUint(string(v), 16, 64)
-	if err != nil {
+	if _, err := hex.Decode(b[:], v); err != nil {
 		return 0
 	}
-	return hi
+	return binary.BigEndian.Uint64(b[:])
 }
 
 // AppendHigh adds the header for a trace id's high half hi (none for 0).
@@ -36,10 +36,7 @@ func AppendHigh(h frame.Headers, hi uint64) frame.Headers {
 	if hi == 0 {
 		return h
 	}
-	var b [16]byte
-	hex := strconv.AppendUint(b[:0], hi, 16)
-	pad := "0000000000000000"[:16-len(hex)]
-	return frame.AppendHeader(h, HeaderTraceHigh, pad+string(hex))
+	return frame.AppendHeader(h, HeaderTraceHigh, hex.EncodeToString(binary.BigEndian.AppendUint64(nil, hi)))
 }
 
 // HighOf is the high half of the trace id of the span in ctx (0: none, or
