@@ -187,7 +187,7 @@ func (r *Reading) Read(p []byte) (int, error) {
 // the socket) once the spell is over when there is nothing to read.
 func (r *Reading) readOnce(fd uintptr) bool {
 	for {
-		r.n, r.err = syscall.Read(int(fd), r.p)
+		r.n, r.err = sysRead(fd, r.p)
 		switch r.err {
 		case syscall.EINTR:
 			continue

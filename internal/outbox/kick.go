@@ -65,7 +65,7 @@ type rawWrite struct {
 
 func (r *rawWrite) write(fd uintptr) bool {
 	for r.n < len(r.b) {
-		m, err := syscall.Write(int(fd), r.b[r.n:])
+		m, err := sysWrite(fd, r.b[r.n:])
 		switch {
 		case err == syscall.EINTR:
 			continue
