@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/meshrpc/mesh/internal/meshd"
@@ -23,6 +24,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := opts.Logger(os.Stderr)
+	log.Info("meshd runs Go code on", "cpus", meshd.UseProcs(opts, os.Getenv), "of", runtime.NumCPU())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := meshd.Run(ctx, opts, log); err != nil {

@@ -76,6 +76,7 @@ type Options struct {
 	MaxRetryBytes     int           `yaml:"max_retry_bytes"`
 	MaxTTL            time.Duration `yaml:"max_ttl"`
 	GCHeapFloor       int           `yaml:"gc_heap_floor_bytes"`
+	Procs             int           `yaml:"procs"`
 	// gRPC (docs/GRPC.md).
 	GRPC              string        `yaml:"grpc"`
 	GRPCServers       string        `yaml:"grpc_servers"`
@@ -236,6 +237,7 @@ func (o *Options) table() []option {
 		{"max-retry-bytes", "MESHD_MAX_RETRY_BYTES", "request bytes kept for retries in all", nil, nil, &o.MaxRetryBytes},
 		{"max-ttl", "MESHD_MAX_TTL", "the longest ttl a call may ask for; a longer one is cut to it", nil, &o.MaxTTL, nil},
 		{"gc-heap-floor-bytes", "MESHD_GC_HEAP_FLOOR_BYTES", "heap size under which meshd does not collect garbage (fewer collections, a third less CPU per gRPC call); 0: the Go runtime's own policy, as does setting GOGC", nil, nil, &o.GCHeapFloor},
+		{"procs", "MESHD_PROCS", "CPUs meshd runs Go code on at once (GOMAXPROCS); 0: half of those it may use, at least one (GOMAXPROCS set in the environment wins)", nil, nil, &o.Procs},
 		{"grpc", "MESHD_GRPC", "`on`: stock gRPC apps call through meshd on the app listeners (HTTP/2 cleartext, told from TChannel by a connection's first bytes); off: TChannel only", &o.GRPC, nil, nil},
 		{"grpc-servers", "MESHD_GRPC_SERVERS", "stock gRPC servers on this host that serve mesh services: `service=host:port`[,...]; each joins the mesh while its grpc.health.v1 check passes", &o.GRPCServers, nil, nil},
 		{"grpc-check-every", "MESHD_GRPC_CHECK_EVERY", "interval of the gRPC servers' health checks", nil, &o.GRPCCheckEvery, nil},
@@ -419,8 +421,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("--consul-ttl %v: at least 1s", o.ConsulTTL)
 	}
 	for _, opt := range o.table() {
-		if opt.num == &o.GCHeapFloor {
-			if o.GCHeapFloor < 0 {
+		if opt.num == &o.GCHeapFloor || opt.num == &o.Procs {
+			if *opt.num < 0 {
 				return fmt.Errorf("--%s must be 0 or more", opt.name)
 			}
 			continue

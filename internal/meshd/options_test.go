@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{[]string{"--consul-token", "s3cret"}, nil, "CONSUL_HTTP_TOKEN or --consul-token-file"},
 		{[]string{"--consul-token-file", filepath.Join(dir, "missing-token")}, nil, "--consul-token-file"},
 		{[]string{"--pprof", "yes"}, nil, "--pprof"},
+		{[]string{"--procs", "-1"}, nil, "--procs must be 0 or more"},
 		{[]string{"--ops-view", "maybe"}, nil, "--ops-view"},
 		{[]string{"--consul-reads", "eventual"}, nil, "--consul-reads"},
 	}
@@ -104,5 +106,36 @@ func TestParseOptionsErrors(t *testing.T) {
 		if !strings.Contains(help.String(), "-"+opt.name) || !strings.Contains(help.String(), opt.env) {
 			t.Errorf("--help does not explain %s (%s)", opt.name, opt.env)
 		}
+	}
+}
+
+func TestUseProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(4)
+	cases := []struct {
+		procs int
+		env   string
+		want  int
+	}{
+		{0, "", 2},  // half of the 4 it may use
+		{3, "", 3},  // asked for
+		{0, "4", 4}, // GOMAXPROCS in the environment: the runtime's
+		{5, "4", 5}, // the flag over the environment
+	}
+	for _, tc := range cases {
+		runtime.GOMAXPROCS(4)
+		got := UseProcs(Options{Procs: tc.procs}, func(k string) string {
+			if k == "GOMAXPROCS" {
+				return tc.env
+			}
+			return ""
+		})
+		if got != tc.want || runtime.GOMAXPROCS(0) != tc.want {
+			t.Errorf("procs %d, GOMAXPROCS=%q: %d (runtime %d), want %d", tc.procs, tc.env, got, runtime.GOMAXPROCS(0), tc.want)
+		}
+	}
+	runtime.GOMAXPROCS(1)
+	if got := UseProcs(Options{}, func(string) string { return "" }); got != 1 {
+		t.Errorf("one CPU: %d, want 1 (never 0)", got)
 	}
 }
