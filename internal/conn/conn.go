@@ -109,6 +109,7 @@ func Server(nc net.Conn, opts Options) (*Conn, error) {
 
 func newConn(nc net.Conn, opts Options) *Conn {
 	opts.fill()
+	nc = outbox.Socket(nc) // reads and writes without the scheduler's bookkeeping
 	c := &Conn{
 		nc:     nc,
 		opts:   opts,

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshrpc/mesh/frame"
 	"github.com/meshrpc/mesh/internal/conn"
+	"github.com/meshrpc/mesh/internal/outbox"
 	"github.com/meshrpc/mesh/internal/relay"
 )
 
@@ -129,7 +130,7 @@ func (d *Daemon) serverTLS(nc net.Conn, peer bool) (net.Conn, error) {
 	if !peer || d.cfg.Trust == nil {
 		return nc, nil
 	}
-	tc := tls.Server(nc, d.cfg.Trust.ServerConfig())
+	tc := tls.Server(outbox.Socket(nc), d.cfg.Trust.ServerConfig())
 	tc.SetDeadline(time.Now().Add(d.limits.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		nc.Close()
@@ -156,7 +157,7 @@ func (d *Daemon) dialPeer(ctx context.Context, addr string) (*conn.Conn, error) 
 		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
 	}
 	if d.cfg.Trust != nil {
-		tc := tls.Client(nc, d.cfg.Trust.ClientConfig())
+		tc := tls.Client(outbox.Socket(nc), d.cfg.Trust.ClientConfig())
 		hctx, cancel := context.WithTimeout(ctx, d.limits.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()

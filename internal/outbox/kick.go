@@ -43,6 +43,8 @@ func (w *Writer) rawConn() syscall.RawConn {
 // and writes without waiting; nil if not.
 func rawOf(x any) syscall.RawConn {
 	switch c := x.(type) {
+	case *socket:
+		return c.raw
 	case *net.TCPConn:
 		raw, _ := c.SyscallConn()
 		return raw
