@@ -3,6 +3,7 @@ package grpcgate
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -173,4 +174,38 @@ func FuzzHeaderReader(f *testing.F) {
 		}
 		r.read(fm.(*http2.HeadersFrame)) // no panic, whatever the table holds
 	})
+}
+
+// The fields encoded once are what an encoder writes for them, and a block
+// of them and others, from an encoder fresh from the pool or not, decodes
+// to its fields in order with a stock decoder, whatever field comes first.
+func TestConstFields(t *testing.T) {
+	for f, b := range constFields {
+		e := newEncoder()
+		e.enc.WriteField(f)
+		if !bytes.Equal(e.buf.Bytes(), b) {
+			t.Errorf("%v: encoded once as %x, an encoder writes %x", f, b, e.buf.Bytes())
+		}
+	}
+	blocks := [][]hpack.HeaderField{
+		{status200, contentType, {Name: "x-id", Value: "7"}},
+		{{Name: "x-id", Value: "7"}, statusOKField, {Name: "grpc-message", Value: "fine"}},
+		{methodPOST, schemeHTTP, {Name: ":path", Value: "/p.S/M"}, {Name: ":authority", Value: "words"}, contentType, teTrailers, userAgent},
+		{statusOKField},
+	}
+	for round := 0; round < 2; round++ { // the first from fresh encoders, then reused ones
+		for _, want := range blocks {
+			if round == 0 {
+				encoders.Put(newEncoder())
+			}
+			b := appendHeaders(nil, 1, 16384, true, want)
+			got, err := hpack.NewDecoder(4096, nil).DecodeFull(b[9:])
+			if err != nil {
+				t.Fatalf("%v: %v", want, err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("decoded %v, want %v", got, want)
+			}
+		}
+	}
 }

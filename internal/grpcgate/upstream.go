@@ -269,13 +269,13 @@ func (c *upConn) cancel(call *upCall, ctx context.Context) {
 func requestFields(ctx context.Context, path, authority string, md meta) []hpack.HeaderField {
 	f := make([]hpack.HeaderField, 0, 8+len(md))
 	f = append(f,
-		hpack.HeaderField{Name: ":method", Value: "POST"},
-		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		methodPOST,
+		schemeHTTP,
 		hpack.HeaderField{Name: ":path", Value: path},
 		hpack.HeaderField{Name: ":authority", Value: authority},
 		contentType,
-		hpack.HeaderField{Name: "te", Value: "trailers"},
-		hpack.HeaderField{Name: "user-agent", Value: "meshd"})
+		teTrailers,
+		userAgent)
 	if d, ok := ctx.Deadline(); ok {
 		f = append(f, hpack.HeaderField{Name: "grpc-timeout", Value: encodeTimeout(time.Until(d))})
 	}
