@@ -21,13 +21,14 @@ type callCtx struct {
 	mu    sync.Mutex
 	err   error
 	done  chan struct{} // made when asked for
-	after []*afterCall
+	first afterCall     // the first AfterFunc's, inline: most calls register one
+	after []*afterCall  // the others'
 }
 
 // afterCall is a function AfterFunc runs when its context ends.
 type afterCall struct {
-	ctx *callCtx
-	f   func()
+	ctx *callCtx // nil: the slot was never used
+	f   func()   // nil once run or stopped
 }
 
 // closedDone is the Done of every call context that ended before anyone asked.
@@ -58,14 +59,19 @@ func (c *callCtx) Err() error {
 // has); stop unregisters it, reporting whether that stopped it from running.
 // context.AfterFunc calls it.
 func (c *callCtx) AfterFunc(f func()) (stop func() bool) {
-	a := &afterCall{ctx: c, f: f}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
 		go f()
 		return func() bool { return false }
 	}
-	c.after = append(c.after, a)
+	a := &c.first
+	if a.ctx == nil {
+		a.ctx, a.f = c, f
+	} else {
+		a = &afterCall{ctx: c, f: f}
+		c.after = append(c.after, a)
+	}
 	c.mu.Unlock()
 	return a.stop
 }
@@ -74,11 +80,13 @@ func (a *afterCall) stop() bool {
 	c := a.ctx
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	i := slices.Index(c.after, a)
-	if i < 0 {
+	if a.f == nil {
 		return false
 	}
-	c.after = slices.Delete(c.after, i, i+1)
+	a.f = nil
+	if i := slices.Index(c.after, a); i >= 0 {
+		c.after = slices.Delete(c.after, i, i+1)
+	}
 	return true
 }
 
@@ -93,10 +101,16 @@ func (c *callCtx) cancel() {
 	if c.done != nil {
 		close(c.done)
 	}
-	after := c.after
+	run := make([]func(), 0, 1+len(c.after))
+	for _, a := range append([]*afterCall{&c.first}, c.after...) {
+		if a.f != nil {
+			run = append(run, a.f)
+			a.f = nil // stop says it came too late
+		}
+	}
 	c.after = nil
 	c.mu.Unlock()
-	for _, a := range after {
-		go a.f()
+	for _, f := range run {
+		go f()
 	}
 }

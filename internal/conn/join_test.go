@@ -262,7 +262,7 @@ func TestAsyncContext(t *testing.T) {
 	if !never() {
 		t.Fatal("stop did not stop a function not yet run")
 	}
-	context.AfterFunc(ctx, func() { ran <- struct{}{} })
+	late := context.AfterFunc(ctx, func() { ran <- struct{}{} })
 	if ctx.Err() != nil {
 		t.Fatalf("err %v before the call ended", ctx.Err())
 	}
@@ -279,6 +279,9 @@ func TestAsyncContext(t *testing.T) {
 	}
 	if ctx.Err() != context.Canceled {
 		t.Fatalf("err %v, want Canceled", ctx.Err())
+	}
+	if late() {
+		t.Fatal("stop said it stopped a function the cancel ran")
 	}
 	select {
 	case <-ran:
