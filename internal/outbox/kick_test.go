@@ -11,9 +11,12 @@ import (
 )
 
 // tcpPair is a connected pair of loopback sockets.
-func tcpPair(t *testing.T) (a, b net.Conn) {
+func tcpPair(t *testing.T) (a, b net.Conn) { return socketPair(t, "tcp", "127.0.0.1:0") }
+
+// socketPair is a connected pair of sockets of a listener on addr.
+func socketPair(t *testing.T, network, addr string) (a, b net.Conn) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +26,7 @@ func tcpPair(t *testing.T) (a, b net.Conn) {
 		c, _ := l.Accept()
 		accepted <- c
 	}()
-	a, err = net.Dial("tcp", l.Addr().String())
+	a, err = net.Dial(network, l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}

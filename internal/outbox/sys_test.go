@@ -14,24 +14,7 @@ import (
 
 // unixPair is a connected pair of Unix sockets.
 func unixPair(t *testing.T) (a, b net.Conn) {
-	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		accepted <- c
-	}()
-	a, err = net.Dial("unix", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = <-accepted
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
+	return socketPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 }
 
 // A Socket carries bytes both ways like the socket under it: whole and in
