@@ -72,7 +72,15 @@ backend server
 
 func hopProcesses(b *testing.B, path string, conc int) {
 	const warmup, run = time.Second, 5 * time.Second
-	port := func(ip string) string { return net.JoinHostPort(ip, strconv.Itoa(testconsul.FreePorts(b, ip, 1)[0])) }
+	used := map[int]bool{}
+	port := func(ip string) string { // a port no other process of this run has: a repeat made HAProxy fail to bind and the caller reach the server directly
+		for {
+			if p := testconsul.FreePorts(b, ip, 1)[0]; !used[p] {
+				used[p] = true
+				return net.JoinHostPort(ip, strconv.Itoa(p))
+			}
+		}
+	}
 	var procs []*proc // the long-lived ones: servers and meshds
 	var target string
 	mesh := strings.HasPrefix(path, "mesh")
@@ -163,6 +171,11 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	if err := cmd.Wait(); err != nil {
 		b.Fatalf("%s: the caller: %v: %s %s", path, err, out.String(), errOut.String())
 	}
+	for _, p := range procs {
+		if !running(p.cmd.Process.Pid) { // the calls did not go the path named
+			b.Fatalf("%s: %s exited during the run (its log below)", path, p.name)
+		}
+	}
 	var r loadgen.Result
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Errors > 0 || r.Calls == 0 {
 		b.Fatalf("%s: %v; %s %s", path, err, out.String(), errOut.String())
@@ -183,4 +196,15 @@ func hopProcesses(b *testing.B, path string, conc int) {
 // futex calls).
 func syscalls(b *testing.B, pids []int) int64 {
 	return ioSum(b, pids, "syscr") + ioSum(b, pids, "syscw")
+}
+
+// running reports whether process pid runs (not gone, nor a zombie no one
+// waited for yet).
+func running(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	_, rest, _ := bytes.Cut(stat, []byte(") ")) // after the command's name, which may hold spaces
+	return len(rest) > 0 && rest[0] != 'Z' && rest[0] != 'X'
 }
