@@ -458,6 +458,16 @@ func TestGRPCKeepsA128BitTraceWhole(t *testing.T) {
 		calls := recentCalls(t, d.AdminAddr(), "service=words&limit=10")
 		return len(calls) > 0 && calls[0].TraceID == traceID
 	})
+	// A call meshd refuses (no one serves the service) is explained under
+	// its whole trace id too.
+	const refusedID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	if _, err := echo(ctx, cc, "x", nil, "rpc-service", "nosuch", "traceparent", "00-"+refusedID+"-00f067aa0ba902b7-01"); err == nil {
+		t.Fatal("a call to a service no one serves was answered")
+	}
+	testkit.WaitFor(t, 5*time.Second, "the refused call explained", func() bool {
+		calls := recentCalls(t, d.AdminAddr(), "service=nosuch&limit=10")
+		return len(calls) > 0 && calls[0].TraceID == refusedID
+	})
 	req, _ := http.NewRequest("GET", "http://"+d.AdminAddr()+"/metrics", nil)
 	req.Header.Set("Accept", "application/openmetrics-text;version=1.0.0")
 	res, err := http.DefaultClient.Do(req)
