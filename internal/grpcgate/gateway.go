@@ -85,20 +85,23 @@ func (g *Gateway) Close() {
 	}
 }
 
-// track adds a connection to those Close ends (false once closed), or
-// removes it.
-func (g *Gateway) track(c *h2conn, add bool) bool {
+// track adds a connection to those Close ends; false once the gateway
+// is closed.
+func (g *Gateway) track(c *h2conn) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if !add {
-		delete(g.conns, c)
-		return true
-	}
 	if g.closed {
 		return false
 	}
 	g.conns[c] = struct{}{}
 	return true
+}
+
+// untrack removes a connection that ended.
+func (g *Gateway) untrack(c *h2conn) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.conns, c)
 }
 
 // reply is a call's answer as gRPC sends it.

@@ -87,11 +87,11 @@ func (g *Gateway) serveH2(gc *gconn) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.w = outbox.New(gc.Conn, 1<<20, writeTimeout, nil, func(error) { c.close() })
 	go c.w.Loop()
-	if !g.track(c, true) {
+	if !g.track(c) {
 		c.close()
 		return
 	}
-	defer g.track(c, false)
+	defer g.untrack(c)
 	if g.limits.IdleTimeout > 0 {
 		c.mu.Lock()
 		c.idle = time.AfterFunc(g.limits.IdleTimeout, c.onIdle)
