@@ -67,7 +67,7 @@ func (g *Gateway) Collector() prometheus.Collector { return g.m }
 func (g *Gateway) Serve(nc net.Conn, onClose func()) {
 	g.m.accepted.Inc()
 	g.m.conns.Inc()
-	gc := &gconn{Conn: nc, g: g, onClose: onClose, channels: map[identity]*channel{}}
+	gc := &gconn{Conn: outbox.Socket(nc), g: g, onClose: onClose, channels: map[identity]*channel{}}
 	go g.serveH2(gc)
 }
 

@@ -155,6 +155,7 @@ func dialUpstream(u *upstream) (*upConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	nc = outbox.Socket(nc)
 	c := &upConn{u: u, nc: nc, calls: map[uint32]*upCall{}, nextID: 1, win: newWindow(), maxStreams: 1 << 31, room: make(chan struct{})}
 	c.w = outbox.New(nc, 1<<20, writeTimeout, nil, func(err error) { c.fail(err) })
 	go c.w.Loop()

@@ -120,8 +120,12 @@ func (r *AdvertiseRule) check(nc net.Conn, names []string, token string) (byToke
 // app's socket is the one whose local address is the connection's remote
 // one).
 func peerUID(nc net.Conn) (int, error) {
-	if w, ok := nc.(interface{ NetConn() net.Conn }); ok {
-		nc = w.NetConn() // the socket under a wrapper (the gRPC gateway's)
+	for { // the socket under its wrappers (the gRPC gateway's, outbox.Socket)
+		w, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = w.NetConn()
 	}
 	if uc, ok := nc.(*net.UnixConn); ok {
 		return unixPeerUID(uc)
