@@ -72,31 +72,33 @@ backend server
 
 func hopProcesses(b *testing.B, path string, conc int) {
 	const warmup, run = time.Second, 5 * time.Second
-	used := map[int]bool{}
-	port := func(ip string) string { // a port no other process of this run has: a repeat made HAProxy fail to bind and the caller reach the server directly
-		for {
-			if p := testconsul.FreePorts(b, ip, 1)[0]; !used[p] {
-				used[p] = true
-				return net.JoinHostPort(ip, strconv.Itoa(p))
-			}
+	// ports are n addresses on ip, all different (FreePorts holds each until
+	// all are picked): two picks made apart could repeat one, and HAProxy
+	// then failed to bind and the caller reached the server directly.
+	ports := func(ip string, n int) []string {
+		var addrs []string
+		for _, p := range testconsul.FreePorts(b, ip, n) {
+			addrs = append(addrs, net.JoinHostPort(ip, strconv.Itoa(p)))
 		}
+		return addrs
 	}
 	var procs []*proc // the long-lived ones: servers and meshds
-	var target string
+	var target, server string
 	mesh := strings.HasPrefix(path, "mesh")
 	switch path {
 	case "mesh-direct":
-		target = port("127.0.0.1")
+		target = ports("127.0.0.1", 1)[0]
 		procs = append(procs, start(b, "benchpeer", "mesh-server", target))
 	case "mesh-1hop":
-		target = port("127.0.0.1")
+		target = ports("127.0.0.1", 1)[0]
 		procs = append(procs, start(b, "meshd", "--listen", target, "--admin", "off", "--consul", "off"))
 		procs = append(procs, start(b, "echo", "--via", target))
 	case "mesh-2hop-mtls":
 		dir := b.TempDir()
 		cert, key, ca := testkit.NewCA(b, "bench.test").Files(b, dir, "meshd")
 		tls := []string{"--tls", "files", "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--consul", "off", "--admin", "off"}
-		aApps, aPeers, bApps, bPeers := port("127.0.0.1"), port("127.0.0.1"), port("127.0.0.2"), port("127.0.0.2")
+		a, bb := ports("127.0.0.1", 2), ports("127.0.0.2", 2)
+		aApps, aPeers, bApps, bPeers := a[0], a[1], bb[0], bb[1]
 		peersA, peersB := filepath.Join(dir, "peers-a.json"), filepath.Join(dir, "peers-b.json")
 		os.WriteFile(peersA, []byte(`{"instances": [{"service": "echo", "id": "echo@b", "addr": "`+bPeers+`"}]}`), 0o644)
 		os.WriteFile(peersB, []byte(`{"instances": []}`), 0o644)
@@ -105,25 +107,25 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		procs = append(procs, start(b, "echo", "--via", bApps))
 		target = aApps
 	case "tchannel-direct":
-		target = port("127.0.0.1")
+		target = ports("127.0.0.1", 1)[0]
 		procs = append(procs, start(b, "benchpeer", "tchannel-server", target))
 	case "tchannel-relay":
-		server := port("127.0.0.1")
-		target = port("127.0.0.1")
+		addrs := ports("127.0.0.1", 2)
+		server, target = addrs[0], addrs[1]
 		procs = append(procs, start(b, "benchpeer", "tchannel-server", server))
 		procs = append(procs, start(b, "benchpeer", "tchannel-relay", target, server))
 	case "grpc-direct":
-		target = port("127.0.0.1")
+		target = ports("127.0.0.1", 1)[0]
 		procs = append(procs, start(b, "grpcpeer", "server", target, "g1"))
 	case "grpc-meshd":
-		server := port("127.0.0.1")
-		target = port("127.0.0.1")
+		addrs := ports("127.0.0.1", 2)
+		server, target = addrs[0], addrs[1]
 		procs = append(procs, start(b, "grpcpeer", "server", server, "g1"))
 		procs = append(procs, start(b, "meshd", "--listen", target, "--admin", "off", "--consul", "off",
 			"--grpc-servers", "words="+server, "--grpc-check-every", "200ms"))
 	case "grpc-haproxy":
-		server := port("127.0.0.1")
-		target = port("127.0.0.1")
+		addrs := ports("127.0.0.1", 2)
+		server, target = addrs[0], addrs[1]
 		cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(haproxyH2C, target, server)), 0o644)
 		procs = append(procs, start(b, "grpcpeer", "server", server, "g1"))
