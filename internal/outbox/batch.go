@@ -2,9 +2,7 @@ package outbox
 
 import (
 	"io"
-	"net"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -129,7 +127,7 @@ func (b *Batch) expire() {
 func (b *Batch) Reading(r io.Reader) *Reading {
 	rd := &Reading{b: b, r: r}
 	if b != nil {
-		rd.raw = rawOf(r)
+		rd.sock.raw, rd.sock.idle = rawOf(r), rd.Stop
 	}
 	return rd
 }
@@ -142,61 +140,25 @@ const spellBytes = 64 << 10
 type Reading struct {
 	b     *Batch
 	r     io.Reader
-	raw   syscall.RawConn // r's socket; nil: not one (the spell ends at each read)
+	sock  sysCall // reads r's socket; sock.raw nil: r is not one (the spell ends at each read)
 	busy  bool
 	read  int // bytes read in this spell
 	spare []*Writer
-
-	// One read through raw: its buffer and result, and readOnce bound
-	// once (a closure per read cost an allocation).
-	p      []byte
-	n      int
-	err    error
-	readFd func(fd uintptr) bool
 }
 
 func (r *Reading) Read(p []byte) (int, error) {
-	if r.raw == nil || r.read >= spellBytes {
+	if r.sock.raw == nil || r.read >= spellBytes {
 		r.Stop()
 	}
-	if r.raw == nil {
-		n, err := r.r.Read(p)
-		r.got(n)
-		return n, err
-	}
-	if r.readFd == nil {
-		r.readFd = r.readOnce
-	}
-	r.p = p
-	rerr := r.raw.Read(r.readFd)
-	n, err := r.n, r.err
-	r.p = nil
-	switch {
-	case rerr != nil:
-		return 0, rerr
-	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Err: err}
-	case n == 0:
-		return 0, io.EOF
+	var n int
+	var err error
+	if r.sock.raw == nil {
+		n, err = r.r.Read(p)
+	} else {
+		n, err = r.sock.read(p) // about to wait for the peer, it sends what is held (Stop)
 	}
 	r.got(n)
-	return n, nil
-}
-
-// readOnce is what RawConn.Read calls: one read into r.p; false (wait for
-// the socket) once the spell is over when there is nothing to read.
-func (r *Reading) readOnce(fd uintptr) bool {
-	for {
-		r.n, r.err = sysRead(fd, r.p)
-		switch r.err {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			r.Stop() // about to wait for the peer: send what is held
-			return false
-		}
-		return true
-	}
+	return n, err
 }
 
 // got counts n bytes read into the spell, beginning one if need be.

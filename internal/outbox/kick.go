@@ -1,7 +1,6 @@
 package outbox
 
 import (
-	"errors"
 	"net"
 	"syscall"
 )
@@ -34,9 +33,9 @@ func (w *Writer) Kick() {
 func (w *Writer) rawConn() syscall.RawConn {
 	if !w.rawKnown {
 		w.rawKnown = true
-		w.raw = rawOf(w.nc)
+		w.rw.raw = rawOf(w.nc)
 	}
-	return w.raw
+	return w.rw.raw
 }
 
 // rawOf is x's RawConn if x is a TCP or Unix socket, which outbox reads
@@ -44,7 +43,7 @@ func (w *Writer) rawConn() syscall.RawConn {
 func rawOf(x any) syscall.RawConn {
 	switch c := x.(type) {
 	case *socket:
-		return c.raw
+		return c.rd.raw
 	case *net.TCPConn:
 		raw, _ := c.SyscallConn()
 		return raw
@@ -53,53 +52,6 @@ func rawOf(x any) syscall.RawConn {
 		return raw
 	}
 	return nil
-}
-
-// rawWrite is one write that never waits: its buffer, what went, why it
-// stopped, and the function RawConn.Write calls, made once per Writer (a
-// closure per write cost an allocation). Used only by the flusher.
-type rawWrite struct {
-	b   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
-}
-
-func (r *rawWrite) write(fd uintptr) bool {
-	for r.n < len(r.b) {
-		m, err := sysWrite(fd, r.b[r.n:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			r.err = err
-			return true
-		}
-		r.n += m
-	}
-	return true // done, or full: never wait for the poller
-}
-
-// tryWrite writes what the socket takes now; a full socket is n < len(b)
-// with no error.
-func (w *Writer) tryWrite(raw syscall.RawConn, b []byte) (n int, err error) {
-	r := &w.rw
-	if r.fn == nil {
-		r.fn = r.write
-	}
-	r.b, r.n, r.err = b, 0, nil
-	cerr := raw.Write(r.fn)
-	n, err = r.n, r.err
-	r.b = nil
-	if err == nil && cerr != nil {
-		err = cerr
-	}
-	if errors.Is(err, syscall.EAGAIN) {
-		err = nil
-	}
-	return n, err
 }
 
 func (w *Writer) wakeLoop() {

@@ -164,7 +164,7 @@ func TestBatchOnASocket(t *testing.T) {
 	in, peer := tcpPair(t)
 	rd := batch.Reading(in)
 	defer rd.Stop()
-	if rd.raw == nil {
+	if rd.sock.raw == nil {
 		t.Fatal("a TCP socket read without its RawConn")
 	}
 

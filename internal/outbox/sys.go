@@ -3,7 +3,6 @@ package outbox
 import (
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
 )
@@ -21,40 +20,110 @@ func Socket(nc net.Conn) net.Conn {
 	if raw == nil {
 		return nc
 	}
-	s := &socket{Conn: nc, raw: raw}
-	s.rd.fn, s.wr.fn = s.rd.read, s.wr.write
+	s := &socket{Conn: nc}
+	s.rd.raw, s.wr.raw, s.wr.wait = raw, raw, true
 	return s
 }
 
 type socket struct {
 	net.Conn
-	raw    syscall.RawConn
 	rmu    sync.Mutex // one Read at a time uses rd
 	wmu    sync.Mutex // one Write at a time uses wr
 	rd, wr sysCall
 }
 
-// sysCall is one Read's or Write's buffer and result, and the function
-// RawConn calls, bound once (a closure per call cost an allocation).
-type sysCall struct {
-	p   []byte
-	n   int
-	err error
-	fn  func(fd uintptr) bool
+func (s *socket) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	return s.rd.read(p)
 }
 
-// read reads once; false (wait for the poller) while there is nothing.
-func (c *sysCall) read(fd uintptr) bool {
+func (s *socket) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.wr.write(p)
+}
+
+// NetConn is the socket under s.
+func (s *socket) NetConn() net.Conn { return s.Conn }
+
+// sysCall reads or writes one socket through its RawConn with sysRead and
+// sysWrite, one call at a time: the buffer and result of the one in
+// progress, and the functions RawConn calls, bound once (a closure per
+// call cost an allocation). A Socket's reads and writes, a Reading's, and
+// the Writer's that never wait (Kick) are all made by one.
+type sysCall struct {
+	raw  syscall.RawConn
+	wait bool   // a write waits while the socket is full; else it stops there (n < len(p), no error)
+	idle func() // if set, runs when a read finds the socket empty, before it waits
+
+	p                 []byte
+	n                 int
+	err               error
+	readNow, writeNow func(fd uintptr) bool
+}
+
+// read reads once into p, waiting in the poller while the socket is
+// empty; io.EOF when the peer closed.
+func (c *sysCall) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.readNow == nil {
+		c.readNow = c.readFd
+	}
+	c.p = p
+	err := c.raw.Read(c.readNow) // closed, or the deadline passed
+	c.p = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.err != nil:
+		return 0, &net.OpError{Op: "read", Err: c.err}
+	case c.n == 0:
+		return 0, io.EOF
+	}
+	return c.n, nil
+}
+
+// write writes p, or, unless c.wait, what the socket takes now.
+func (c *sysCall) write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c.writeNow == nil {
+		c.writeNow = c.writeFd
+	}
+	c.p, c.n, c.err = p, 0, nil
+	err := c.raw.Write(c.writeNow)
+	c.p = nil
+	if err == nil && c.err != nil {
+		err = &net.OpError{Op: "write", Err: c.err}
+	}
+	return c.n, err
+}
+
+// readFd is what RawConn.Read calls: one read; false (wait for the
+// poller) while there is nothing to read.
+func (c *sysCall) readFd(fd uintptr) bool {
 	for {
 		c.n, c.err = sysRead(fd, c.p)
-		if c.err != syscall.EINTR {
-			return c.err != syscall.EAGAIN
+		switch c.err {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			if c.idle != nil {
+				c.idle()
+			}
+			return false
 		}
+		return true
 	}
 }
 
-// write writes all of p, waiting for the poller while the socket is full.
-func (c *sysCall) write(fd uintptr) bool {
+// writeFd is what RawConn.Write calls: writes until p is gone; on a full
+// socket false (wait for the poller) if c.wait, else done.
+func (c *sysCall) writeFd(fd uintptr) bool {
 	for c.n < len(c.p) {
 		m, err := sysWrite(fd, c.p[c.n:])
 		switch err {
@@ -62,7 +131,7 @@ func (c *sysCall) write(fd uintptr) bool {
 			c.n += m
 		case syscall.EINTR:
 		case syscall.EAGAIN:
-			return false
+			return !c.wait
 		default:
 			c.err = err
 			return true
@@ -70,47 +139,3 @@ func (c *sysCall) write(fd uintptr) bool {
 	}
 	return true
 }
-
-func (s *socket) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	c := &s.rd
-	c.p = p
-	err := s.raw.Read(c.fn) // closed, or the deadline passed
-	c.p = nil
-	switch {
-	case err != nil:
-		return 0, err
-	case c.err != nil:
-		return 0, s.opError("read", c.err)
-	case c.n == 0:
-		return 0, io.EOF
-	}
-	return c.n, nil
-}
-
-func (s *socket) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	c := &s.wr
-	c.p, c.n, c.err = p, 0, nil
-	err := s.raw.Write(c.fn)
-	c.p = nil
-	if err == nil && c.err != nil {
-		err = s.opError("write", c.err)
-	}
-	return c.n, err
-}
-
-func (s *socket) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: s.LocalAddr().Network(), Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: os.NewSyscallError(op, err)}
-}
-
-// NetConn is the socket under s.
-func (s *socket) NetConn() net.Conn { return s.Conn }

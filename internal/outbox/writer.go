@@ -37,10 +37,9 @@ type Writer struct {
 	counted  int       // bytes counted in budget
 	deadline time.Time // the socket's write deadline, set by the flusher
 	err      error
-	raw      syscall.RawConn // nc's socket, for Kick; nil: not one
 	rawKnown bool
-	rw       rawWrite // Kick's, while it flushes
-	held     bool     // in a Batch's list to send; guarded by its mu
+	rw       sysCall // Kick's writes, which never wait; rw.raw nil: nc is no socket
+	held     bool    // in a Batch's list to send; guarded by its mu
 	wake     chan struct{}
 	quit     chan struct{}
 	done     chan struct{}
@@ -194,7 +193,7 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 		if raw == nil {
 			n, err = w.nc.Write(batch)
 		} else {
-			n, err = w.tryWrite(raw, batch)
+			n, err = w.rw.write(batch) // what the socket takes now
 		}
 		w.mu.Lock()
 		w.writing = 0
