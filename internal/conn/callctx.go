@@ -101,16 +101,20 @@ func (c *callCtx) cancel() {
 	if c.done != nil {
 		close(c.done)
 	}
-	run := make([]func(), 0, 1+len(c.after))
-	for _, a := range append([]*afterCall{&c.first}, c.after...) {
-		if a.f != nil {
-			run = append(run, a.f)
-			a.f = nil // stop says it came too late
-		}
+	c.first.run()
+	for _, a := range c.after {
+		a.run()
 	}
 	c.after = nil
 	c.mu.Unlock()
-	for _, f := range run {
-		go f()
+}
+
+// run starts a's function on a goroutine of its own, unless it ran or was
+// stopped; stop then says it came too late. Called with the context's mu
+// held (the go statement only starts it).
+func (a *afterCall) run() {
+	if a.f != nil {
+		go a.f()
+		a.f = nil
 	}
 }
