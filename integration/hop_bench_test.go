@@ -25,13 +25,14 @@ import (
 // figure is summed over all of them. Paths: the SDK calling an SDK server
 // directly; through one meshd; through two meshds with mutual TLS between
 // them; tchannel-go calling a tchannel-go server directly and through
-// tchannel-go's relay. 1 KiB calls, in a closed loop of C callers, for 5s
+// tchannel-go's relay. The -unix paths attach caller and server to their
+// meshd by its Unix socket (--listen-unix), as apps on its host may. 1 KiB calls, in a closed loop of C callers, for 5s
 // after 1s of warm-up; CPU and system calls are read from /proc over the
 // middle 4s. Run it once per case: -benchtime 1x (make bench does). The
 // paths of one load run back to back: this machine's speed drifts by a
 // third within minutes, so only figures measured close together compare.
 func BenchmarkHopProcesses(b *testing.B) {
-	paths(b, []string{"mesh-direct", "mesh-1hop", "mesh-2hop-mtls", "tchannel-direct", "tchannel-relay"})
+	paths(b, []string{"mesh-direct", "mesh-1hop", "mesh-1hop-unix", "mesh-2hop-mtls", "mesh-2hop-mtls-unix", "tchannel-direct", "tchannel-relay"})
 }
 
 // paths runs hopProcesses for each load, every path at one load in turn.
@@ -93,7 +94,13 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		target = ports("127.0.0.1", 1)[0]
 		procs = append(procs, start(b, "meshd", "--listen", target, "--admin", "off", "--consul", "off"))
 		procs = append(procs, start(b, "echo", "--via", target))
-	case "mesh-2hop-mtls":
+	case "mesh-1hop-unix":
+		sock := filepath.Join(b.TempDir(), "meshd.sock")
+		procs = append(procs, start(b, "meshd", "--listen", ports("127.0.0.1", 1)[0], "--listen-unix", sock, "--admin", "off", "--consul", "off"))
+		target = "unix:" + sock
+		waitSocket(b, sock)
+		procs = append(procs, start(b, "echo", "--via", target))
+	case "mesh-2hop-mtls", "mesh-2hop-mtls-unix":
 		dir := b.TempDir()
 		cert, key, ca := testkit.NewCA(b, "bench.test").Files(b, dir, "meshd")
 		tls := []string{"--tls", "files", "--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, "--consul", "off", "--admin", "off"}
@@ -102,8 +109,19 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		peersA, peersB := filepath.Join(dir, "peers-a.json"), filepath.Join(dir, "peers-b.json")
 		os.WriteFile(peersA, []byte(`{"instances": [{"service": "echo", "id": "echo@b", "addr": "`+bPeers+`"}]}`), 0o644)
 		os.WriteFile(peersB, []byte(`{"instances": []}`), 0o644)
-		procs = append(procs, start(b, "meshd", append([]string{"--listen", bApps, "--peer-listen", bPeers, "--peers-file", peersB}, tls...)...))
-		procs = append(procs, start(b, "meshd", append([]string{"--listen", aApps, "--peer-listen", aPeers, "--peers-file", peersA}, tls...)...))
+		argsA := []string{"--listen", aApps, "--peer-listen", aPeers, "--peers-file", peersA}
+		argsB := []string{"--listen", bApps, "--peer-listen", bPeers, "--peers-file", peersB}
+		if path == "mesh-2hop-mtls-unix" {
+			aApps, bApps = filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+			argsA = append(argsA, "--listen-unix", aApps)
+			argsB = append(argsB, "--listen-unix", bApps)
+		}
+		procs = append(procs, start(b, "meshd", append(argsB, tls...)...))
+		procs = append(procs, start(b, "meshd", append(argsA, tls...)...))
+		if path == "mesh-2hop-mtls-unix" {
+			waitSocket(b, bApps)
+			aApps, bApps = "unix:"+aApps, "unix:"+bApps
+		}
 		procs = append(procs, start(b, "echo", "--via", bApps))
 		target = aApps
 	case "tchannel-direct":
@@ -191,6 +209,17 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	for _, p := range procs {
 		p.kill()
 	}
+}
+
+// waitSocket waits for a meshd to open its Unix socket at path.
+func waitSocket(b *testing.B, path string) {
+	testkit.WaitFor(b, 10*time.Second, "meshd's socket "+path, func() bool {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }
 
 // syscalls sums the read and write system calls of the processes (the

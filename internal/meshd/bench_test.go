@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"testing"
 
 	"github.com/uber/tchannel-go"
@@ -24,11 +25,13 @@ import (
 // server directly, through one meshd (the server advertised to it), and
 // through two (caller → meshd A → meshd B → server); and, as the reference in
 // the same run, tchannel-go direct and through tchannel-go's own relay (a
-// RelayHost forwarding to one peer). 1 KiB bodies.
+// RelayHost forwarding to one peer). mesh-1hop-unix is one meshd with both
+// apps on its Unix socket (--listen-unix), as apps on its host may attach.
+// 1 KiB bodies.
 func BenchmarkHop(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	for _, conc := range []int{1, 64} {
-		for _, path := range []string{"mesh-direct", "mesh-1hop", "mesh-1hop-opsoff", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
+		for _, path := range []string{"mesh-direct", "mesh-direct-unix", "mesh-1hop", "mesh-1hop-unix", "mesh-1hop-opsoff", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
 			b.Run(fmt.Sprintf("%s/c=%d", path, conc), func(b *testing.B) {
 				testkit.Bench(b, conc, body, hopCaller(b, path))
 			})
@@ -38,7 +41,7 @@ func BenchmarkHop(b *testing.B) {
 
 func hopCaller(b *testing.B, path string) testkit.BenchCall {
 	switch path {
-	case "mesh-direct", "mesh-1hop", "mesh-1hop-opsoff", "mesh-2hop":
+	case "mesh-direct", "mesh-direct-unix", "mesh-1hop", "mesh-1hop-unix", "mesh-1hop-opsoff", "mesh-2hop":
 		return meshPath(b, path)
 	}
 	return tchannelPath(b, path == "tchannel-relay")
@@ -59,19 +62,33 @@ func meshPath(b *testing.B, path string) testkit.BenchCall {
 		}
 		go srv.Serve(l)
 		target = l.Addr().String()
+	case "mesh-direct-unix":
+		sock := filepath.Join(b.TempDir(), "server.sock")
+		l, err := net.Listen("unix", sock)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go srv.Serve(l)
+		target = "unix:" + sock
 	default:
 		reg := discovery.NewLocal()
 		cfg := meshdConfig(b, "127.0.0.1:0", reg)
 		cfg.NoOpsView = path == "mesh-1hop-opsoff" // what the ops view costs: the same hop without it
-		a := startWith(b, cfg)
-		home := a
-		if path == "mesh-2hop" {
-			home = startMeshd(b, "127.0.0.2:0", reg)
+		if path == "mesh-1hop-unix" {
+			cfg.ListenUnix = filepath.Join(b.TempDir(), "meshd.sock")
 		}
-		if err := srv.Advertise(context.Background(), home.Addr()); err != nil {
+		a := startWith(b, cfg)
+		target = a.Addr()
+		if cfg.ListenUnix != "" {
+			target = "unix:" + cfg.ListenUnix
+		}
+		home := target
+		if path == "mesh-2hop" {
+			home = startMeshd(b, "127.0.0.2:0", reg).Addr()
+		}
+		if err := srv.Advertise(context.Background(), home); err != nil {
 			b.Fatal(err)
 		}
-		target = a.Addr()
 	}
 	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: testkit.Quiet})
 	if err != nil {
