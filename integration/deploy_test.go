@@ -4,6 +4,7 @@ package integration
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -46,8 +47,9 @@ func TestSystemdConfigStarts(t *testing.T) {
 	itoa := strconv.Itoa
 	addr := func(i int) string { return "127.0.0.1:" + itoa(ports[i]) }
 	h := &host{ip: "127.0.0.1", addr: addr(0), admin: addr(1), peer: addr(2), consul: agent.HTTPAddr}
+	sock := filepath.Join(t.TempDir(), "apps.sock") // the config's is in /run/meshd, which systemd makes
 	h.meshd = start(t, "meshd", "--config", "../deploy/systemd/meshd.yaml", "--listen", h.addr, "--admin", h.admin,
-		"--peer-listen", "0.0.0.0:"+itoa(ports[2]), "--consul", h.consul)
+		"--peer-listen", "0.0.0.0:"+itoa(ports[2]), "--consul", h.consul, "--listen-unix", sock)
 	testkit.WaitFor(t, 10*time.Second, "meshd from the systemd config healthy", func() bool {
 		res, err := http.Get("http://" + h.admin + "/health") // ready: registry and identity in
 		if err != nil {
@@ -59,6 +61,11 @@ func TestSystemdConfigStarts(t *testing.T) {
 	st := status(t, h)
 	if strings.HasPrefix(st.Advertise, "0.0.0.0") || !strings.HasSuffix(st.Advertise, ":"+itoa(ports[2])) {
 		t.Fatalf("advertise %q", st.Advertise)
+	}
+	if c, err := net.Dial("unix", sock); err != nil {
+		t.Fatalf("the apps' Unix socket: %v", err)
+	} else {
+		c.Close()
 	}
 	t.Logf("deploy/systemd/meshd.yaml: meshd up, advertising %s (its default route), %s", st.Advertise, st.Trust.HostBoundary)
 }
