@@ -101,7 +101,7 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		sock := filepath.Join(b.TempDir(), "meshd.sock")
 		procs = append(procs, start(b, "meshd", "--listen", ports("127.0.0.1", 1)[0], "--listen-unix", sock, "--admin", "off", "--consul", "off"))
 		target = "unix:" + sock
-		waitSocket(b, sock)
+		listening(b, "unix", sock)
 		procs = append(procs, start(b, "echo", "--via", target))
 	case "mesh-2hop-mtls", "mesh-2hop-mtls-unix", "mesh-2hop-plain-unix":
 		dir := b.TempDir()
@@ -125,7 +125,7 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		procs = append(procs, start(b, "meshd", append(argsB, tls...)...))
 		procs = append(procs, start(b, "meshd", append(argsA, tls...)...))
 		if strings.HasSuffix(path, "-unix") {
-			waitSocket(b, bApps)
+			listening(b, "unix", bApps)
 			aApps, bApps = "unix:"+aApps, "unix:"+bApps
 		}
 		procs = append(procs, start(b, "echo", "--via", bApps))
@@ -172,13 +172,7 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		cmd = exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", body, "--via", target,
 			"-c", strconv.Itoa(conc), "-d", run.String(), "--warmup", warmup.String(), "-o", "json")
 	default:
-		testkit.WaitFor(b, 10*time.Second, path+" listening", func() bool {
-			c, err := net.Dial("tcp", target)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
+		listening(b, "tcp", target)
 		cmd = exec.Command(filepath.Join(binDir, "benchpeer"), "tchannel-bench", target, strconv.Itoa(conc), run.String(), warmup.String())
 	}
 	var out, errOut bytes.Buffer
@@ -217,10 +211,10 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	}
 }
 
-// waitSocket waits for a meshd to open its Unix socket at path.
-func waitSocket(b *testing.B, path string) {
-	testkit.WaitFor(b, 10*time.Second, "meshd's socket "+path, func() bool {
-		c, err := net.Dial("unix", path)
+// listening waits until something accepts connections at addr.
+func listening(b *testing.B, network, addr string) {
+	testkit.WaitFor(b, 10*time.Second, addr+" listening", func() bool {
+		c, err := net.Dial(network, addr)
 		if err == nil {
 			c.Close()
 		}

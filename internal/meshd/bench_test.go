@@ -55,21 +55,20 @@ func meshPath(b *testing.B, path string) testkit.BenchCall {
 	b.Cleanup(func() { srv.Shutdown(context.Background()) })
 	var target string
 	switch path {
-	case "mesh-direct":
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	case "mesh-direct", "mesh-direct-unix":
+		network, addr := "tcp", "127.0.0.1:0"
+		if path == "mesh-direct-unix" {
+			network, addr = "unix", filepath.Join(b.TempDir(), "server.sock")
+		}
+		l, err := net.Listen(network, addr)
 		if err != nil {
 			b.Fatal(err)
 		}
 		go srv.Serve(l)
 		target = l.Addr().String()
-	case "mesh-direct-unix":
-		sock := filepath.Join(b.TempDir(), "server.sock")
-		l, err := net.Listen("unix", sock)
-		if err != nil {
-			b.Fatal(err)
+		if network == "unix" {
+			target = "unix:" + target
 		}
-		go srv.Serve(l)
-		target = "unix:" + sock
 	default:
 		reg := discovery.NewLocal()
 		cfg := meshdConfig(b, "127.0.0.1:0", reg)
