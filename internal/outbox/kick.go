@@ -20,22 +20,11 @@ func (w *Writer) Kick() {
 		w.flushLocked()
 		return
 	}
-	raw := w.rawConn()
-	if raw == nil {
+	if w.rw.raw == nil {
 		w.wakeLoop()
 		return
 	}
-	w.flushWith(raw)
-}
-
-// rawConn is the socket under nc, if it is one that can be written without
-// waiting; nil if not. Looked up once.
-func (w *Writer) rawConn() syscall.RawConn {
-	if !w.rawKnown {
-		w.rawKnown = true
-		w.rw.raw = rawOf(w.nc)
-	}
-	return w.rw.raw
+	w.flushWith(w.rw.raw)
 }
 
 // rawOf is x's RawConn if x is a TCP or Unix socket, which outbox reads

@@ -37,7 +37,6 @@ type Writer struct {
 	counted  int       // bytes counted in budget
 	deadline time.Time // the socket's write deadline, set by the flusher
 	err      error
-	rawKnown bool
 	rw       sysCall // Kick's writes, which never wait; rw.raw nil: nc is no socket
 	held     bool    // in a Batch's list to send; guarded by its mu
 	wake     chan struct{}
@@ -60,6 +59,7 @@ func New(nc net.Conn, limit int, timeout time.Duration, budget *Budget, onFail f
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
+	w.rw.raw = rawOf(nc)
 	w.drained.L = &w.mu
 	return w
 }
