@@ -63,11 +63,12 @@ func NewGateway(mesh Mesh, limits Limits, log *slog.Logger) *Gateway {
 func (g *Gateway) Collector() prometheus.Collector { return g.m }
 
 // Serve hands the gateway a connection whose first bytes are HTTP/2's
-// preface (IsHTTP2); onClose runs once when it closes.
+// preface (IsHTTP2); onClose runs once when it closes. meshd gives it the
+// socket as it accepted it, an outbox.Socket.
 func (g *Gateway) Serve(nc net.Conn, onClose func()) {
 	g.m.accepted.Inc()
 	g.m.conns.Inc()
-	gc := &gconn{Conn: outbox.Socket(nc), g: g, onClose: onClose, channels: map[identity]*channel{}}
+	gc := &gconn{Conn: nc, g: g, onClose: onClose, channels: map[identity]*channel{}}
 	go g.serveH2(gc)
 }
 

@@ -84,6 +84,7 @@ func (d *Daemon) accept(lis net.Listener, peer bool) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
+		nc = outbox.Socket(nc) // reads and writes without the scheduler's bookkeeping, under TLS too
 		if !d.adm.admit(d.limits, nc.RemoteAddr()) {
 			nc.Close() // over the connection limits: refused before it costs anything
 			continue
@@ -130,7 +131,7 @@ func (d *Daemon) serverTLS(nc net.Conn, peer bool) (net.Conn, error) {
 	if !peer || d.cfg.Trust == nil {
 		return nc, nil
 	}
-	tc := tls.Server(outbox.Socket(nc), d.cfg.Trust.ServerConfig())
+	tc := tls.Server(nc, d.cfg.Trust.ServerConfig())
 	tc.SetDeadline(time.Now().Add(d.limits.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		nc.Close()
@@ -156,8 +157,9 @@ func (d *Daemon) dialPeer(ctx context.Context, addr string) (*conn.Conn, error) 
 	if err != nil {
 		return nil, &frame.Error{Code: frame.ErrCodeNetwork, Message: err.Error()}
 	}
+	nc = outbox.Socket(nc)
 	if d.cfg.Trust != nil {
-		tc := tls.Client(outbox.Socket(nc), d.cfg.Trust.ClientConfig())
+		tc := tls.Client(nc, d.cfg.Trust.ClientConfig())
 		hctx, cancel := context.WithTimeout(ctx, d.limits.HandshakeTimeout)
 		err := tc.HandshakeContext(hctx)
 		cancel()

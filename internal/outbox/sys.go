@@ -9,9 +9,9 @@ import (
 
 // Socket returns nc with its reads and writes made by sysRead and
 // sysWrite, waiting in Go's poller only while the socket is empty or full;
-// deadlines and Close work as on nc, and NetConn unwraps it. nc itself if
-// it is not a TCP or Unix socket (a TLS connection is wrapped around a
-// Socket instead).
+// deadlines, Close and SyscallConn work as on nc, and NetConn unwraps it.
+// nc itself if it is not a TCP or Unix socket, or is a Socket already.
+// Wrap a socket once, where it is accepted or dialed: TLS goes on top.
 func Socket(nc net.Conn) net.Conn {
 	if _, done := nc.(*socket); done {
 		return nc
@@ -46,6 +46,9 @@ func (s *socket) Write(p []byte) (int, error) {
 
 // NetConn is the socket under s.
 func (s *socket) NetConn() net.Conn { return s.Conn }
+
+// SyscallConn is the socket's RawConn, as on a net.TCPConn or UnixConn.
+func (s *socket) SyscallConn() (syscall.RawConn, error) { return s.rd.raw, nil }
 
 // sysCall reads or writes one socket through its RawConn with sysRead and
 // sysWrite, one call at a time: the buffer and result of the one in

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -34,6 +35,9 @@ func TestSocket(t *testing.T) {
 			}
 			if u := sa.(interface{ NetConn() net.Conn }).NetConn(); u != a {
 				t.Fatalf("NetConn is %v, want the socket under it", u)
+			}
+			if rc, err := sa.(syscall.Conn).SyscallConn(); err != nil || rc == nil {
+				t.Fatalf("SyscallConn: %v, %v", rc, err) // the gRPC sniff peeks through it
 			}
 
 			big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB: more than the kernel buffers
