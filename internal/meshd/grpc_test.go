@@ -28,6 +28,7 @@ import (
 	"github.com/meshrpc/mesh/internal/grpcpeer/words"
 	"github.com/meshrpc/mesh/internal/intentions"
 	"github.com/meshrpc/mesh/internal/meshd"
+	"github.com/meshrpc/mesh/internal/relay"
 	"github.com/meshrpc/mesh/internal/testkit"
 	"github.com/meshrpc/mesh/internal/tracing"
 	"github.com/meshrpc/mesh/internal/zipkintest"
@@ -270,11 +271,19 @@ func TestGRPCCallerIdentity(t *testing.T) {
 
 	// /calls explains a gRPC call as any other: its proven caller, method,
 	// the instance it took; and the denied one with the stage that refused.
-	calls := recentCalls(t, d.AdminAddr(), "service=words&limit=10")
+	// A call is recorded as it ends in meshd, which may be just after its
+	// caller has the answer.
+	var calls []relay.Explanation
 	var ok, denied bool
-	for _, c := range calls {
-		ok = ok || c.Caller == "good" && c.Method == "test.Words::Echo" && c.Result == "ok" && len(c.Attempts) == 1
-		denied = denied || c.Caller == "bad" && c.Stage == "authorize"
+	deadline := time.Now().Add(2 * time.Second)
+	for !(ok && denied) && time.Now().Before(deadline) {
+		calls = recentCalls(t, d.AdminAddr(), "service=words&limit=10")
+		ok, denied = false, false
+		for _, c := range calls {
+			ok = ok || c.Caller == "good" && c.Method == "test.Words::Echo" && c.Result == "ok" && len(c.Attempts) == 1
+			denied = denied || c.Caller == "bad" && c.Stage == "authorize"
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	if !ok || !denied {
 		t.Fatalf("/calls does not explain the gRPC calls: %+v", calls)
