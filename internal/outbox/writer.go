@@ -83,11 +83,13 @@ func (w *Writer) Backlogged() bool {
 	return len(w.pending) > w.limit
 }
 
-// TryWrite queues whole frames like Write, unless the pending buffer holds
-// more than max bytes: then it returns ErrFull at once instead of waiting,
+// TryWrite queues whole frames like Write, unless they would take the
+// pending buffer past max bytes (frames larger than max go when nothing
+// waits): then it returns ErrFull at once instead of waiting,
 // so a read loop that relays to many peers never waits on one that stopped
 // reading. max is above limit: a burst (a large answer) may queue past what
-// makes writers wait, a peer that does not read at all may not.
+// makes writers wait, a peer that does not read at all may not. Large
+// frames never take the last room: small ones (another caller's) still fit.
 func (w *Writer) TryWrite(f []byte, max int) error { return w.enqueue(f, byLoop, max) }
 
 // Inline makes every write flush on the writing goroutine when no one is
@@ -131,7 +133,7 @@ const (
 func (w *Writer) enqueue(f []byte, by sender, max int) error {
 	w.mu.Lock()
 	if max > 0 && w.err == nil {
-		if len(w.pending) > max {
+		if n := len(w.pending); n > 0 && n+len(f) > max {
 			w.mu.Unlock()
 			return ErrFull
 		}

@@ -149,3 +149,34 @@ type failing struct{ net.Conn }
 
 func (failing) Write([]byte) (int, error)        { return 0, errBroken }
 func (failing) SetWriteDeadline(time.Time) error { return nil }
+
+// Past max, TryWrite and Add refuse what would not fit, however little is
+// over: a large frame cannot take the last room a small one (another
+// caller's) still fits in; a frame larger than max goes when nothing waits.
+func TestWriterMaxLeavesRoom(t *testing.T) {
+	const max = 1000
+	w := New(&recorder{}, 1<<10, 0, nil, nil)
+	for i, step := range []struct {
+		size  int  // 0: Flush
+		fails bool // ErrFull
+	}{
+		{600, false},
+		{500, true}, // 1,100 > max: refused, though only 600 wait
+		{100, false},
+		{300, false}, // exactly max
+		{1, true},
+		{0, false},
+		{5000, false}, // alone: goes
+		{1, true},
+	} {
+		var err error
+		if step.size == 0 {
+			err = w.Flush()
+		} else {
+			err = w.Add(make([]byte, step.size), max)
+		}
+		if got := errors.Is(err, ErrFull); got != step.fails || err != nil && !got {
+			t.Fatalf("step %d (%d bytes): %v, want refused %v", i, step.size, err, step.fails)
+		}
+	}
+}
