@@ -27,10 +27,10 @@ import (
 // the same run, tchannel-go direct and through tchannel-go's own relay (a
 // RelayHost forwarding to one peer). mesh-1hop-unix is one meshd with both
 // apps on its Unix socket (--listen-unix), as apps on its host may attach.
-// 1 KiB bodies.
+// 1 KiB bodies; 1, 64 and 512 callers (the no-regression loads).
 func BenchmarkHop(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
-	for _, conc := range []int{1, 64} {
+	for _, conc := range []int{1, 64, 512} {
 		for _, path := range []string{"mesh-direct", "mesh-direct-unix", "mesh-1hop", "mesh-1hop-unix", "mesh-1hop-opsoff", "mesh-2hop", "tchannel-direct", "tchannel-relay"} {
 			b.Run(fmt.Sprintf("%s/c=%d", path, conc), func(b *testing.B) {
 				testkit.Bench(b, conc, body, hopCaller(b, path))
