@@ -107,14 +107,11 @@ with no healthy instances); 2 usage or bad input; 3 meshd unreachable.`
 // options their flags fill.
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) (*cobra.Command, *opts) {
 	o := &opts{headers: headerFlags{}}
-	via := os.Getenv("MESH_VIA")
-	if via == "" {
-		via = "127.0.0.1:21300"
-	}
+	via := client.LocalAddr()
 	root := &cobra.Command{
 		Use:           "meshctl",
 		Short:         "meshctl talks to a mesh: call any service, load it, list services and instances, draw traces",
-		Long:          "meshctl talks to a mesh through a meshd (--via, default $MESH_VIA or 127.0.0.1:21300).\n\n" + exitHelp,
+		Long:          "meshctl talks to a mesh through a meshd (--via, default $MESH_VIA, else its socket " + client.LocalSocket + " if there is one, else " + client.LocalTCP + ").\n\n" + exitHelp,
 		Version:       version.String("meshctl"),
 		SilenceUsage:  true,
 		SilenceErrors: true,

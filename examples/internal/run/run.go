@@ -28,15 +28,12 @@ func (f Flags) Options(log *slog.Logger) client.Options {
 	return client.Options{ServiceName: f.Service, Zipkin: f.Zipkin, Token: f.Token, Logger: log}
 }
 
-// ParseFlags reads --via (default $MESH_VIA or 127.0.0.1:21300; --meshd is
-// its old name) and
+// ParseFlags reads --via (default client.LocalAddr: $MESH_VIA, the local
+// meshd's socket or 127.0.0.1:21300; --meshd is its old name) and
 // --service (default defaultName), and the token from $MESH_TOKEN (argv is
 // public).
 func ParseFlags(defaultName string) Flags {
-	via := os.Getenv("MESH_VIA")
-	if via == "" {
-		via = "127.0.0.1:21300"
-	}
+	via := client.LocalAddr()
 	var f Flags
 	flag.StringVar(&f.Meshd, "via", via, "meshd `address` to advertise to (HOST:PORT or unix:PATH), as meshctl's --via")
 	flag.StringVar(&f.Meshd, "meshd", via, "the old name of --via")
