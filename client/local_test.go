@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 // The local meshd's address: the environment's, else its socket if one
@@ -33,5 +35,24 @@ func TestLocalAddr(t *testing.T) {
 		if got := localAddr(tc.env, tc.socket); got != tc.want {
 			t.Errorf("localAddr(%q, %q) = %q, want %q", tc.env, tc.socket, got, tc.want)
 		}
+	}
+}
+
+// LocalAddr looks where deploy/systemd's config has meshd listen: the two
+// cannot drift apart unnoticed.
+func TestLocalIsWhereTheDeployedMeshdListens(t *testing.T) {
+	b, err := os.ReadFile("../deploy/systemd/meshd.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Listen     string `yaml:"listen"`
+		ListenUnix string `yaml:"listen_unix"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != LocalTCP || cfg.ListenUnix != LocalSocket {
+		t.Fatalf("deploy/systemd/meshd.yaml listens at %q and %q; LocalAddr looks at %q and %q", cfg.Listen, cfg.ListenUnix, LocalTCP, LocalSocket)
 	}
 }

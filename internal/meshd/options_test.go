@@ -12,8 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/router"
 )
+
+// Apps find meshd where it listens by default (client.LocalAddr, meshctl).
+func TestDefaultListenIsTheSDKs(t *testing.T) {
+	o, err := ParseOptions(nil, func(string) string { return "" }, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Listen != client.LocalTCP {
+		t.Fatalf("meshd listens at %q by default; the SDK looks at %q", o.Listen, client.LocalTCP)
+	}
+}
 
 func TestParseOptionsPrecedence(t *testing.T) {
 	dir := t.TempDir()
