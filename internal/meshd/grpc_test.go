@@ -274,20 +274,20 @@ func TestGRPCCallerIdentity(t *testing.T) {
 	// A call is recorded as it ends in meshd, which may be just after its
 	// caller has the answer.
 	var calls []relay.Explanation
-	var ok, denied bool
-	deadline := time.Now().Add(2 * time.Second)
-	for !(ok && denied) && time.Now().Before(deadline) {
+	defer func() {
+		if t.Failed() {
+			t.Logf("/calls: %+v", calls)
+		}
+	}()
+	testkit.WaitFor(t, 2*time.Second, "/calls explaining both gRPC calls", func() bool {
 		calls = recentCalls(t, d.AdminAddr(), "service=words&limit=10")
-		ok, denied = false, false
+		var ok, denied bool
 		for _, c := range calls {
 			ok = ok || c.Caller == "good" && c.Method == "test.Words::Echo" && c.Result == "ok" && len(c.Attempts) == 1
 			denied = denied || c.Caller == "bad" && c.Stage == "authorize"
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	if !ok || !denied {
-		t.Fatalf("/calls does not explain the gRPC calls: %+v", calls)
-	}
+		return ok && denied
+	})
 
 	// One connection calls as at most DefaultMaxIdentities callers (this one
 	// has used "good" and "bad" already).
