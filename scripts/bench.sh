@@ -38,11 +38,11 @@ END {
   print "Hops, 1 KiB (kept = throughput / the same stack direct over TCP; added = p50 minus its p50):"
   print "| path | c | calls/s | kept | p50 µs | p99 µs | added p50 µs |"
   print "|---|---|---|---|---|---|---|"
-  split("mesh-direct mesh-direct-unix mesh-1hop mesh-1hop-unix mesh-1hop-opsoff mesh-2hop tchannel-direct tchannel-relay", paths, " ")
-  split("1 64 512", loads, " ")
-  for (l = 1; l <= 3; l++) {
+  npaths = split("mesh-direct mesh-direct-unix mesh-1hop mesh-1hop-unix mesh-1hop-opsoff mesh-2hop tchannel-direct tchannel-relay", paths, " ")
+  nloads = split("1 64 512", loads, " ")
+  for (l = 1; l <= nloads; l++) {
     c = loads[l]
-    for (i = 1; i <= 8; i++) {
+    for (i = 1; i <= npaths; i++) {
       k = paths[i] SUBSEP "c=" c; if (!n[k]) continue
       base = (paths[i] ~ /^mesh/ ? "mesh-direct" : "tchannel-direct") SUBSEP "c=" c
       printf "| %s | %d | %.0f | %.0f%% | %.0f | %.0f | %+.0f |\n", paths[i], c, avg(cps, k),
@@ -54,7 +54,7 @@ END {
   print "whole process (caller, meshd, server) per call, and the CPU the hop adds (minus mesh-direct); target: at most 3% more:"
   print "| c | CPU µs/call on | off | change | hop CPU µs/call on | off | change | allocs/op on / off |"
   print "|---|---|---|---|---|---|---|---|"
-  for (l = 1; l <= 3; l++) {
+  for (l = 1; l <= nloads; l++) {
     c = loads[l]
     on = "mesh-1hop" SUBSEP "c=" c; off = "mesh-1hop-opsoff" SUBSEP "c=" c; d = "mesh-direct" SUBSEP "c=" c
     if (!n[on] || !n[off] || !n[d]) continue
