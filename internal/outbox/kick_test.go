@@ -3,8 +3,10 @@ package outbox
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -200,6 +202,46 @@ func TestBatchOnASocket(t *testing.T) {
 		read += n
 	}
 	expectRead(t, b, "c")
+}
+
+// A write deadline set by Loop's flush and passed since is no deadline
+// of Kick's, which never waits: a Kick past it still writes (a gRPC
+// connection meshd served whose acks and answers were all kicked closed 30 s
+// after its first write had gone through Loop). One set by Abort stays.
+func TestKickPastLoopsDeadline(t *testing.T) {
+	a, b := tcpPair(t)
+	failed := make(chan error, 1)
+	w := New(Socket(a), 1<<20, 50*time.Millisecond, nil, func(err error) { failed <- err })
+	go w.Loop()
+	defer w.Stop()
+	w.Write([]byte("loop ")) // through Loop, which sets the deadline
+	expectRead(t, b, "loop ")
+	time.Sleep(100 * time.Millisecond)
+	for _, s := range []string{"kick ", "again "} {
+		w.Add([]byte(s), 1<<20)
+		w.Kick()
+		expectRead(t, b, s)
+	}
+	w.Write([]byte("loop again ")) // Loop sets a deadline afresh
+	expectRead(t, b, "loop again ")
+	select {
+	case err := <-failed:
+		t.Fatalf("a kick past Loop's deadline failed: %v", err)
+	default:
+	}
+
+	w.Abort()
+	time.Sleep(2 * abortGrace)
+	w.Add([]byte("after abort"), 1<<20)
+	w.Kick()
+	select {
+	case err := <-failed:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a kick past Abort's deadline: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a kick past Abort's deadline went out")
+	}
 }
 
 // expectRead reads want from c, within 5 s.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -199,6 +200,18 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 		}
 		w.mu.Lock()
 		w.writing = 0
+		if raw != nil && n == 0 && !w.aborted && errors.Is(err, os.ErrDeadlineExceeded) {
+			// Kick's writes never wait, so no deadline is theirs: this one
+			// was set by a flush of Loop's long ago and has passed since
+			// (the socket refuses every write then, before trying). It goes;
+			// the next flush of Loop's sets one again.
+			later := w.pending
+			w.pending = append(batch, later...)
+			w.spare = later[:0]
+			w.deadline = time.Time{}
+			w.nc.SetWriteDeadline(w.deadline)
+			continue
+		}
 		if raw != nil && err == nil && n < len(batch) { // the socket is full: the rest first, by Loop
 			later := w.pending
 			w.pending = append(append(batch[:0], batch[n:]...), later...)
