@@ -2,7 +2,8 @@
 # Runs mesh's call benchmarks, with tchannel-go measured in the same run as the
 # reference, and prints three tables of figures and ratios: direct calls
 # (client/BenchmarkDirectCall), meshd hops in one process
-# (internal/meshd/BenchmarkHop) and hops across processes
+# (internal/meshd/BenchmarkHop, with BenchmarkHopFloor: what a bare relay of
+# plain Go sockets adds in the same process) and hops across processes
 # (integration/BenchmarkHopProcesses: caller, meshds and server each a process).
 # BENCHTIME=5s for steadier figures; COUNT=3 to average repeated runs.
 # On a 2-core machine client and server share the cores: compare ratios from
@@ -16,10 +17,10 @@ go test -run '^$' -bench 'BenchmarkDirectCall|BenchmarkHop' -benchmem -benchtime
 echo
 awk '
 function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
-/^Benchmark(DirectCall|Hop)\// {
+/^Benchmark(DirectCall|Hop|HopFloor)\// {
   name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/")
   if (p[1] == "BenchmarkDirectCall") { key = p[2] SUBSEP p[3] "/" p[4] } else { key = p[2] SUBSEP p[3] }
-  n[key]++; cps[key] += metric("calls/s"); cpu[key] += metric("cpu-ns/op")
+  n[key]++; ns[key] += $3; cps[key] += metric("calls/s"); cpu[key] += metric("cpu-ns/op")
   p50[key] += metric("p50-µs"); p99[key] += metric("p99-µs"); al[key] += metric("allocs/op")
 }
 function avg(a, k) { return a[k] / n[k] }
@@ -48,6 +49,22 @@ END {
       printf "| %s | %d | %.0f | %.0f%% | %.0f | %.0f | %+.0f |\n", paths[i], c, avg(cps, k),
         100 * avg(cps, k) / avg(cps, base), avg(p50, k), avg(p99, k), avg(p50, k) - avg(p50, base)
     }
+  }
+  print ""
+  print "The floor at one caller (BenchmarkHopFloor: 1 KiB echoed over plain Go sockets, and through a relay that only"
+  print "copies bytes): µs per call, and what each relay adds to its own direct path; no hop between sockets adds less here:"
+  print "| network | bare echo | bare relay | floor added | mesh direct | mesh 1 hop | mesh added | tchannel-go added |"
+  print "|---|---|---|---|---|---|---|---|"
+  nnets = split("tcp unix", nets, " ")
+  for (i = 1; i <= nnets; i++) {
+    e = nets[i] "-echo" SUBSEP "c=1"; r = nets[i] "-relay" SUBSEP "c=1"
+    sfx = (nets[i] == "unix" ? "-unix" : "")
+    d = "mesh-direct" sfx SUBSEP "c=1"; h = "mesh-1hop" sfx SUBSEP "c=1"
+    td = "tchannel-direct" SUBSEP "c=1"; tr = "tchannel-relay" SUBSEP "c=1"
+    if (!n[e] || !n[r] || !n[d] || !n[h]) continue
+    tadd = (nets[i] == "tcp" && n[td] && n[tr]) ? sprintf("%+.1f", (avg(ns, tr) - avg(ns, td)) / 1000) : "-"
+    printf "| %s | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %s |\n", nets[i], avg(ns, e) / 1000, avg(ns, r) / 1000,
+      (avg(ns, r) - avg(ns, e)) / 1000, avg(ns, d) / 1000, avg(ns, h) / 1000, (avg(ns, h) - avg(ns, d)) / 1000, tadd
   }
   print ""
   print "The ops view (mesh_calls_total per edge, history, dashboard) on vs off (--ops-view), 1 hop, 1 KiB; CPU of the"

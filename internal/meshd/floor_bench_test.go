@@ -1,0 +1,133 @@
+package meshd_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"testing"
+
+	"github.com/meshrpc/mesh/internal/testkit"
+)
+
+// BenchmarkHopFloor is what BenchmarkHop's paths cost at the least in this
+// process, with Go's own sockets and no protocol: a 1 KiB message echoed
+// over one socket, and the same through a relay that only copies bytes (a
+// goroutine per direction reading and writing as the bytes come, no
+// hand-off). What the relay adds to the echo is the floor under any hop
+// between sockets here: two more trips of each message through the kernel
+// and the scheduler. Compare BenchmarkHop's c=1 hops with it.
+func BenchmarkHopFloor(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	for _, network := range []string{"tcp", "unix"} {
+		for _, relayed := range []bool{false, true} {
+			name := network + "-echo"
+			if relayed {
+				name = network + "-relay"
+			}
+			b.Run(name+"/c=1", func(b *testing.B) {
+				addr := listenFloor(b, network, func(nc net.Conn) { pump(nc, nc) })
+				if relayed {
+					server := addr
+					addr = listenFloor(b, network, func(nc net.Conn) {
+						up, err := net.Dial(network, server)
+						if err != nil {
+							nc.Close()
+							return
+						}
+						go pump(up, nc)
+						pump(nc, up)
+					})
+				}
+				testkit.Bench(b, 1, body, socketCaller(b, network, addr))
+			})
+		}
+	}
+}
+
+// listenFloor serves each connection of a new listener with serve, which
+// owns it.
+func listenFloor(b *testing.B, network string, serve func(net.Conn)) string {
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(b.TempDir(), "floor.sock")
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b.Cleanup(func() { nc.Close() })
+			go serve(nc)
+		}
+	}()
+	return l.Addr().String()
+}
+
+// pump writes what it reads from src to dst as it comes, until either
+// ends; then it closes dst. A read and a write per chunk, on one goroutine
+// (io.Copy would splice between two TCP sockets).
+func pump(dst io.WriteCloser, src io.Reader) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// socketCaller sends a message and reads as many bytes back, on a
+// connection of its own (one per caller at a time, kept for the next).
+func socketCaller(b *testing.B, network, addr string) testkit.BenchCall {
+	idle := make(chan net.Conn, 1024)
+	b.Cleanup(func() {
+		for {
+			select {
+			case nc := <-idle:
+				nc.Close()
+			default:
+				return
+			}
+		}
+	})
+	return func(ctx context.Context, body []byte) ([]byte, error) {
+		var nc net.Conn
+		select {
+		case nc = <-idle:
+		default:
+			var err error
+			if nc, err = net.Dial(network, addr); err != nil {
+				return nil, err
+			}
+		}
+		res := make([]byte, len(body))
+		if _, err := nc.Write(body); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		if _, err := io.ReadFull(nc, res); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		select {
+		case idle <- nc:
+		default:
+			nc.Close()
+		}
+		return res, nil
+	}
+}
