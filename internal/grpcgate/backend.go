@@ -72,7 +72,7 @@ func (g *Gateway) StartBackend(cfg BackendConfig) (*Backend, error) {
 	g.m.backends.WithLabelValues(cfg.Service, cfg.Addr).Set(0) // down until a check passes
 	ctx, stop := context.WithCancel(context.Background())
 	b := &Backend{cfg: cfg, mesh: g.mesh, log: g.log.With("service", cfg.Service, "grpc_server", cfg.Addr), m: g.m,
-		up: &upstream{addr: cfg.Addr, maxMessage: g.limits.MaxMessage, batch: &g.batch}, work: g.work, stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
+		up: &upstream{addr: cfg.Addr, maxMessage: g.limits.MaxMessage, timeout: g.limits.WriteTimeout, batch: &g.batch}, work: g.work, stop: stop, done: make(chan struct{}), maxMessage: g.limits.MaxMessage}
 	go b.follow(ctx)
 	return b, nil
 }

@@ -70,9 +70,6 @@ const (
 	// maxPingStrikes is how many pings too soon a client may send before it
 	// is told to calm down (gRPC's keepalive enforcement counts the same).
 	maxPingStrikes = 2
-	// writeTimeout bounds one write to a client; one that stopped reading
-	// loses its connection.
-	writeTimeout = 30 * time.Second
 	// maxQueued bounds the frames the read loop queues (acks, window
 	// updates, resets) for a client that sends and does not read.
 	maxQueued = 4 << 20
@@ -85,7 +82,7 @@ const (
 func (g *Gateway) serveH2(gc *gconn) {
 	c := &h2conn{gc: gc, g: g, streams: map[uint32]*h2stream{}, win: newWindow()}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.w = outbox.New(gc.Conn, 1<<20, writeTimeout, nil, func(error) { c.close() })
+	c.w = outbox.New(gc.Conn, 1<<20, g.limits.WriteTimeout, nil, func(error) { c.close() })
 	go c.w.Loop()
 	if !g.track(c) {
 		c.close()

@@ -29,6 +29,9 @@ type Limits struct {
 	// PingInterval is the shortest interval between a client's keepalive
 	// pings; a client pinging faster is sent GOAWAY (ENHANCE_YOUR_CALM).
 	PingInterval time.Duration
+	// WriteTimeout bounds one write to a client or a gRPC server; one that
+	// stopped reading loses its connection.
+	WriteTimeout time.Duration
 }
 
 // The defaults of Limits.
@@ -39,6 +42,7 @@ const (
 	DefaultMaxIdentities    = 16
 	DefaultHandshakeTimeout = 5 * time.Second
 	DefaultPingInterval     = 10 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
 )
 
 func (l Limits) withDefaults() Limits {
@@ -59,6 +63,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.PingInterval == 0 {
 		l.PingInterval = DefaultPingInterval
+	}
+	if l.WriteTimeout == 0 {
+		l.WriteTimeout = DefaultWriteTimeout
 	}
 	return l
 }

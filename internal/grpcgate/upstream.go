@@ -29,6 +29,7 @@ import (
 type upstream struct {
 	addr       string
 	maxMessage int
+	timeout    time.Duration // bounds one write to the server
 	batch      *outbox.Batch // holds writes while read loops work; nil: none
 
 	mu     sync.Mutex
@@ -157,7 +158,7 @@ func dialUpstream(u *upstream) (*upConn, error) {
 	}
 	nc = outbox.Socket(nc)
 	c := &upConn{u: u, nc: nc, calls: map[uint32]*upCall{}, nextID: 1, win: newWindow(), maxStreams: 1 << 31, room: make(chan struct{})}
-	c.w = outbox.New(nc, 1<<20, writeTimeout, nil, func(err error) { c.fail(err) })
+	c.w = outbox.New(nc, 1<<20, u.timeout, nil, func(err error) { c.fail(err) })
 	go c.w.Loop()
 	b := append([]byte(http2.ClientPreface), appendSettings(nil,
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},

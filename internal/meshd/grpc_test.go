@@ -499,3 +499,61 @@ func TestGRPCKeepsA128BitTraceWhole(t *testing.T) {
 		t.Fatalf("meshd's spans in trace %s: %v, want its one hop", traceID, spans)
 	}
 }
+
+// A gRPC connection, to a caller or to a gRPC server, outlives its write
+// timeout: the timeout bounds each write, not the connection. Before, a
+// deadline that meshd's write loop had set went on standing after the
+// write, and the writes made without the loop (acks, answers) failed once it
+// passed, closing the connection under a call. The caller here sends its
+// settings a moment after its preface, so that meshd's own settings go out
+// through the write loop first (as they did in a CI run): the case that
+// failed.
+func TestGRPCConnectionOutlivesItsWriteTimeout(t *testing.T) {
+	backend, _ := grpcServer(t)
+	cfg := meshdConfig(t, "127.0.0.1:0", discovery.NewLocal())
+	cfg.GRPC = &grpcgate.Limits{WriteTimeout: 100 * time.Millisecond}
+	cfg.GRPCServers = []grpcgate.BackendConfig{{Service: "stock", Addr: backend, CheckEvery: time.Hour}}
+	d := startWith(t, cfg)
+	wordsSDK(t, d.Addr(), "words")
+	cc, err := grpc.NewClient("passthrough:///"+d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return &settingsLate{Conn: nc}, err
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	testkit.WaitFor(t, 5*time.Second, "the gRPC server in the mesh", func() bool {
+		_, err := echo(context.Background(), cc, "x", nil, "rpc-service", "stock")
+		return err == nil
+	})
+	for i := range 4 {
+		time.Sleep(3 * cfg.GRPC.WriteTimeout)
+		for _, service := range []string{"words", "stock"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := echo(ctx, cc, "x", nil, "rpc-service", service)
+			cancel()
+			if err != nil {
+				t.Fatalf("call %d to %s, %v after the connection opened: %v", i, service, time.Duration(i+1)*3*cfg.GRPC.WriteTimeout, err)
+			}
+		}
+	}
+	if n := samples(scrape(t, d.AdminAddr()), "mesh_grpc_connections_total")[""]; n != 1 {
+		t.Fatalf("the caller's calls took %v connections, want 1", n)
+	}
+}
+
+// settingsLate is a connection whose second write (grpc-go's settings,
+// after its preface) waits 20 ms.
+type settingsLate struct {
+	net.Conn
+	writes int
+}
+
+func (c *settingsLate) Write(b []byte) (int, error) {
+	if c.writes++; c.writes == 2 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c.Conn.Write(b)
+}
