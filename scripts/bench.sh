@@ -2,8 +2,8 @@
 # Runs mesh's call benchmarks, with tchannel-go measured in the same run as the
 # reference, and prints three tables of figures and ratios: direct calls
 # (client/BenchmarkDirectCall), meshd hops in one process
-# (internal/meshd/BenchmarkHop, with BenchmarkHopFloor: what a bare relay of
-# plain Go sockets adds in the same process) and hops across processes
+# (internal/meshd/BenchmarkHop, with BenchmarkHopFloor: what a relay that only
+# copies bytes adds in the same process) and hops across processes
 # (integration/BenchmarkHopProcesses: caller, meshds and server each a process).
 # BENCHTIME=5s for steadier figures; COUNT=3 to average repeated runs.
 # On a 2-core machine client and server share the cores: compare ratios from
@@ -51,20 +51,23 @@ END {
     }
   }
   print ""
-  print "The floor at one caller (BenchmarkHopFloor: 1 KiB echoed over plain Go sockets, and through a relay that only"
-  print "copies bytes): µs per call, and what each relay adds to its own direct path; no hop between sockets adds less here:"
-  print "| network | bare echo | bare relay | floor added | mesh direct | mesh 1 hop | mesh added | tchannel-go added |"
-  print "|---|---|---|---|---|---|---|---|"
+  print "The floor at one caller (BenchmarkHopFloor: 1 KiB through a relay that only copies bytes, between plain Go"
+  print "sockets (echo) and between the SDK and an SDK server (sdk)): µs per call, and what each relay adds to its direct path:"
+  print "| network | echo | relayed | adds | SDK direct | relayed | adds | mesh direct | 1 hop | adds | tchannel-go relay adds |"
+  print "|---|---|---|---|---|---|---|---|---|---|---|"
   nnets = split("tcp unix", nets, " ")
   for (i = 1; i <= nnets; i++) {
-    e = nets[i] "-echo" SUBSEP "c=1"; r = nets[i] "-relay" SUBSEP "c=1"
+    e = nets[i] "-echo" SUBSEP "c=1"; er = nets[i] "-echo-relay" SUBSEP "c=1"
+    sd = nets[i] "-sdk" SUBSEP "c=1"; sr = nets[i] "-sdk-relay" SUBSEP "c=1"
     sfx = (nets[i] == "unix" ? "-unix" : "")
     d = "mesh-direct" sfx SUBSEP "c=1"; h = "mesh-1hop" sfx SUBSEP "c=1"
     td = "tchannel-direct" SUBSEP "c=1"; tr = "tchannel-relay" SUBSEP "c=1"
-    if (!n[e] || !n[r] || !n[d] || !n[h]) continue
+    if (!n[e] || !n[er] || !n[sd] || !n[sr] || !n[d] || !n[h]) continue
     tadd = (nets[i] == "tcp" && n[td] && n[tr]) ? sprintf("%+.1f", (avg(ns, tr) - avg(ns, td)) / 1000) : "-"
-    printf "| %s | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %s |\n", nets[i], avg(ns, e) / 1000, avg(ns, r) / 1000,
-      (avg(ns, r) - avg(ns, e)) / 1000, avg(ns, d) / 1000, avg(ns, h) / 1000, (avg(ns, h) - avg(ns, d)) / 1000, tadd
+    printf "| %s | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %s |\n", nets[i],
+      avg(ns, e) / 1000, avg(ns, er) / 1000, (avg(ns, er) - avg(ns, e)) / 1000,
+      avg(ns, sd) / 1000, avg(ns, sr) / 1000, (avg(ns, sr) - avg(ns, sd)) / 1000,
+      avg(ns, d) / 1000, avg(ns, h) / 1000, (avg(ns, h) - avg(ns, d)) / 1000, tadd
   }
   print ""
   print "The ops view (mesh_calls_total per edge, history, dashboard) on vs off (--ops-view), 1 hop, 1 KiB; CPU of the"

@@ -8,41 +8,92 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meshrpc/mesh/client"
 	"github.com/meshrpc/mesh/internal/testkit"
 )
 
 // BenchmarkHopFloor is what BenchmarkHop's paths cost at the least in this
-// process, with Go's own sockets and no protocol: a 1 KiB message echoed
-// over one socket, and the same through a relay that only copies bytes (a
-// goroutine per direction reading and writing as the bytes come, no
-// hand-off). What the relay adds to the echo is the floor under any hop
-// between sockets here: two more trips of each message through the kernel
-// and the scheduler. Compare BenchmarkHop's c=1 hops with it.
+// process: a 1 KiB message echoed over one socket, and the same through a
+// relay that only copies bytes (a goroutine per direction reading and
+// writing as the bytes come: no protocol, no hand-off). What the relay adds
+// is the floor under any hop between sockets here: two more trips of each
+// message through the kernel and the scheduler. The ends are plain Go
+// sockets (echo), or the SDK calling an SDK server (sdk, BenchmarkHop's
+// mesh-direct) to show what the same relay adds between mesh's own ends.
 func BenchmarkHopFloor(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	for _, network := range []string{"tcp", "unix"} {
-		for _, relayed := range []bool{false, true} {
-			name := network + "-echo"
-			if relayed {
-				name = network + "-relay"
-			}
-			b.Run(name+"/c=1", func(b *testing.B) {
-				addr := listenFloor(b, network, func(nc net.Conn) { pump(nc, nc) })
+		for _, ends := range []string{"echo", "sdk"} {
+			for _, relayed := range []bool{false, true} {
+				name := network + "-" + ends
 				if relayed {
-					server := addr
-					addr = listenFloor(b, network, func(nc net.Conn) {
-						up, err := net.Dial(network, server)
-						if err != nil {
-							nc.Close()
-							return
-						}
-						go pump(up, nc)
-						pump(nc, up)
-					})
+					name += "-relay"
 				}
-				testkit.Bench(b, 1, body, socketCaller(b, network, addr))
-			})
+				b.Run(name+"/c=1", func(b *testing.B) {
+					var addr string
+					if ends == "echo" {
+						addr = listenFloor(b, network, func(nc net.Conn) { pump(nc, nc) })
+					} else {
+						addr = sdkServer(b, network)
+					}
+					if relayed {
+						server := addr
+						addr = listenFloor(b, network, func(nc net.Conn) {
+							up, err := net.Dial(network, server)
+							if err != nil {
+								nc.Close()
+								return
+							}
+							go pump(up, nc)
+							pump(nc, up)
+						})
+					}
+					if ends == "echo" {
+						testkit.Bench(b, 1, body, socketCaller(b, network, addr))
+						return
+					}
+					if network == "unix" {
+						addr = "unix:" + addr
+					}
+					testkit.Bench(b, 1, body, sdkCaller(b, addr))
+				})
+			}
 		}
+	}
+}
+
+// sdkServer serves the bench echo with the SDK on a new listener.
+func sdkServer(b *testing.B, network string) string {
+	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
+	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
+		return &client.Response{Body: call.Body}, nil
+	}))
+	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(b.TempDir(), "server.sock")
+	}
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(l)
+	return l.Addr().String()
+}
+
+// sdkCaller calls the bench echo at target with the SDK.
+func sdkCaller(b *testing.B, target string) testkit.BenchCall {
+	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: testkit.Quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return func(ctx context.Context, body []byte) ([]byte, error) {
+		res, err := c.Call(ctx, "bench", "echo", nil, body)
+		if err != nil {
+			return nil, err
+		}
+		return res.Body, nil
 	}
 }
 
