@@ -52,22 +52,22 @@ END {
   }
   print ""
   print "The floor at one caller (BenchmarkHopFloor: 1 KiB through a relay that only copies bytes, between plain Go"
-  print "sockets (echo) and between the SDK and an SDK server (sdk)): µs per call, and what each relay adds to its direct path:"
-  print "| network | echo | relayed | adds | SDK direct | relayed | adds | mesh direct | 1 hop | adds | tchannel-go relay adds |"
-  print "|---|---|---|---|---|---|---|---|---|---|---|"
-  nnets = split("tcp unix", nets, " ")
-  for (i = 1; i <= nnets; i++) {
-    e = nets[i] "-echo" SUBSEP "c=1"; er = nets[i] "-echo-relay" SUBSEP "c=1"
-    sd = nets[i] "-sdk" SUBSEP "c=1"; sr = nets[i] "-sdk-relay" SUBSEP "c=1"
-    sfx = (nets[i] == "unix" ? "-unix" : "")
-    d = "mesh-direct" sfx SUBSEP "c=1"; h = "mesh-1hop" sfx SUBSEP "c=1"
-    td = "tchannel-direct" SUBSEP "c=1"; tr = "tchannel-relay" SUBSEP "c=1"
-    if (!n[e] || !n[er] || !n[sd] || !n[sr] || !n[d] || !n[h]) continue
-    tadd = (nets[i] == "tcp" && n[td] && n[tr]) ? sprintf("%+.1f", (avg(ns, tr) - avg(ns, td)) / 1000) : "-"
-    printf "| %s | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %.1f | %.1f | %+.1f | %s |\n", nets[i],
-      avg(ns, e) / 1000, avg(ns, er) / 1000, (avg(ns, er) - avg(ns, e)) / 1000,
-      avg(ns, sd) / 1000, avg(ns, sr) / 1000, (avg(ns, sr) - avg(ns, sd)) / 1000,
-      avg(ns, d) / 1000, avg(ns, h) / 1000, (avg(ns, h) - avg(ns, d)) / 1000, tadd
+  print "sockets, between the SDK and an SDK server, between tchannel-go and tchannel-go), and each stack with its own relay between"
+  print "its own ends (BenchmarkHop): µs per call; over = what that relay adds beyond what the byte copier adds:"
+  print "| ends | network | direct | byte copier | adds | its relay | adds | over |"
+  print "|---|---|---|---|---|---|---|---|"
+  split("echo echo sdk sdk tchannel", endsOf, " "); split("tcp unix tcp unix tcp", netOf, " ")
+  split("- - mesh-direct mesh-direct-unix tchannel-direct", dOf, " "); split("- - mesh-1hop mesh-1hop-unix tchannel-relay", hOf, " ")
+  for (i = 1; i <= 5; i++) {
+    e = netOf[i] "-" endsOf[i] SUBSEP "c=1"; er = netOf[i] "-" endsOf[i] "-relay" SUBSEP "c=1"
+    if (!n[e] || !n[er]) continue
+    d = dOf[i] SUBSEP "c=1"; h = hOf[i] SUBSEP "c=1"; own = "-"; over = "-"; ownAdd = "-"
+    if (n[d] && n[h]) {
+      own = sprintf("%.1f", avg(ns, h) / 1000); ownAdd = sprintf("%+.1f", (avg(ns, h) - avg(ns, d)) / 1000)
+      over = sprintf("%+.1f", ((avg(ns, h) - avg(ns, d)) - (avg(ns, er) - avg(ns, e))) / 1000)
+    }
+    printf "| %s | %s | %.1f | %.1f | %+.1f | %s | %s | %s |\n", endsOf[i], netOf[i], avg(ns, e) / 1000,
+      avg(ns, er) / 1000, (avg(ns, er) - avg(ns, e)) / 1000, own, ownAdd, over
   }
   print ""
   print "The ops view (mesh_calls_total per edge, history, dashboard) on vs off (--ops-view), 1 hop, 1 KiB; CPU of the"

@@ -111,16 +111,7 @@ func (benchEcho) Handle(ctx context.Context, args *raw.Args) (*raw.Res, error) {
 func (benchEcho) OnError(context.Context, error) {}
 
 func tchannelPath(b *testing.B, viaRelay bool) testkit.BenchCall {
-	srv, err := tchannel.NewChannel("bench", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv.Register(raw.Wrap(benchEcho{}), "echo")
-	if err := srv.ListenAndServe("127.0.0.1:0"); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(srv.Close)
-	target := srv.PeerInfo().HostPort
+	target := tchannelServer(b)
 	if viaRelay {
 		host := relaytest.NewStubRelayHost()
 		relay, err := tchannel.NewChannel("relay", &tchannel.ChannelOptions{RelayHost: host, Logger: tchannel.NullLogger})
@@ -134,6 +125,25 @@ func tchannelPath(b *testing.B, viaRelay bool) testkit.BenchCall {
 		host.Add("bench", target)
 		target = relay.PeerInfo().HostPort
 	}
+	return tchannelCaller(b, target)
+}
+
+// tchannelServer serves the bench echo with tchannel-go; its host:port.
+func tchannelServer(b *testing.B) string {
+	srv, err := tchannel.NewChannel("bench", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv.Register(raw.Wrap(benchEcho{}), "echo")
+	if err := srv.ListenAndServe("127.0.0.1:0"); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(srv.Close)
+	return srv.PeerInfo().HostPort
+}
+
+// tchannelCaller calls the bench echo at target with tchannel-go.
+func tchannelCaller(b *testing.B, target string) testkit.BenchCall {
 	cli, err := tchannel.NewChannel("bench-client", &tchannel.ChannelOptions{Logger: tchannel.NullLogger})
 	if err != nil {
 		b.Fatal(err)

@@ -18,12 +18,17 @@ import (
 // writing as the bytes come: no protocol, no hand-off). What the relay adds
 // is the floor under any hop between sockets here: two more trips of each
 // message through the kernel and the scheduler. The ends are plain Go
-// sockets (echo), or the SDK calling an SDK server (sdk, BenchmarkHop's
-// mesh-direct) to show what the same relay adds between mesh's own ends.
+// sockets (echo), the SDK calling an SDK server (sdk, BenchmarkHop's
+// mesh-direct) and tchannel-go calling tchannel-go (tchannel-direct): what
+// the same relay adds between each stack's own ends, against which meshd's
+// hop and tchannel-go's relay compare like for like.
 func BenchmarkHopFloor(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	for _, network := range []string{"tcp", "unix"} {
-		for _, ends := range []string{"echo", "sdk"} {
+		for _, ends := range []string{"echo", "sdk", "tchannel"} {
+			if ends == "tchannel" && network != "tcp" {
+				continue // tchannel-go dials host:port
+			}
 			for _, relayed := range []bool{false, true} {
 				name := network + "-" + ends
 				if relayed {
@@ -31,10 +36,13 @@ func BenchmarkHopFloor(b *testing.B) {
 				}
 				b.Run(name+"/c=1", func(b *testing.B) {
 					var addr string
-					if ends == "echo" {
+					switch ends {
+					case "echo":
 						addr = listenFloor(b, network, func(nc net.Conn) { pump(nc, nc) })
-					} else {
+					case "sdk":
 						addr = sdkServer(b, network)
+					default:
+						addr = tchannelServer(b)
 					}
 					if relayed {
 						server := addr
@@ -48,14 +56,16 @@ func BenchmarkHopFloor(b *testing.B) {
 							pump(nc, up)
 						})
 					}
-					if ends == "echo" {
+					switch {
+					case ends == "echo":
 						testkit.Bench(b, 1, body, socketCaller(b, network, addr))
-						return
+					case ends == "tchannel":
+						testkit.Bench(b, 1, body, tchannelCaller(b, addr))
+					case network == "unix":
+						testkit.Bench(b, 1, body, sdkCaller(b, "unix:"+addr))
+					default:
+						testkit.Bench(b, 1, body, sdkCaller(b, addr))
 					}
-					if network == "unix" {
-						addr = "unix:" + addr
-					}
-					testkit.Bench(b, 1, body, sdkCaller(b, addr))
 				})
 			}
 		}
