@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -48,59 +47,31 @@ func hopCaller(b *testing.B, path string) testkit.BenchCall {
 }
 
 func meshPath(b *testing.B, path string) testkit.BenchCall {
-	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
-	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
-		return &client.Response{Body: call.Body}, nil
-	}))
-	b.Cleanup(func() { srv.Shutdown(context.Background()) })
-	var target string
-	switch path {
-	case "mesh-direct", "mesh-direct-unix":
-		network, addr := "tcp", "127.0.0.1:0"
-		if path == "mesh-direct-unix" {
-			network, addr = "unix", filepath.Join(b.TempDir(), "server.sock")
-		}
-		l, err := net.Listen(network, addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		go srv.Serve(l)
-		target = l.Addr().String()
-		if network == "unix" {
-			target = "unix:" + target
-		}
-	default:
-		reg := discovery.NewLocal()
-		cfg := meshdConfig(b, "127.0.0.1:0", reg)
-		cfg.NoOpsView = path == "mesh-1hop-opsoff" // what the ops view costs: the same hop without it
-		if path == "mesh-1hop-unix" {
-			cfg.ListenUnix = filepath.Join(b.TempDir(), "meshd.sock")
-		}
-		a := startWith(b, cfg)
-		target = a.Addr()
-		if cfg.ListenUnix != "" {
-			target = "unix:" + cfg.ListenUnix
-		}
-		home := target
-		if path == "mesh-2hop" {
-			home = startMeshd(b, "127.0.0.2:0", reg).Addr()
-		}
-		if err := srv.Advertise(context.Background(), home); err != nil {
-			b.Fatal(err)
-		}
+	if path == "mesh-direct" {
+		return sdkCaller(b, sdkServer(b, "tcp"))
 	}
-	c, err := client.Dial(context.Background(), target, client.Options{ServiceName: "bench-client", Logger: testkit.Quiet})
-	if err != nil {
+	if path == "mesh-direct-unix" {
+		return sdkCaller(b, "unix:"+sdkServer(b, "unix"))
+	}
+	reg := discovery.NewLocal()
+	cfg := meshdConfig(b, "127.0.0.1:0", reg)
+	cfg.NoOpsView = path == "mesh-1hop-opsoff" // what the ops view costs: the same hop without it
+	if path == "mesh-1hop-unix" {
+		cfg.ListenUnix = filepath.Join(b.TempDir(), "meshd.sock")
+	}
+	a := startWith(b, cfg)
+	target := a.Addr()
+	if cfg.ListenUnix != "" {
+		target = "unix:" + cfg.ListenUnix
+	}
+	home := target
+	if path == "mesh-2hop" {
+		home = startMeshd(b, "127.0.0.2:0", reg).Addr()
+	}
+	if err := benchServer(b).Advertise(context.Background(), home); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
-	return func(ctx context.Context, body []byte) ([]byte, error) {
-		res, err := c.Call(ctx, "bench", "echo", nil, body)
-		if err != nil {
-			return nil, err
-		}
-		return res.Body, nil
-	}
+	return sdkCaller(b, target)
 }
 
 type benchEcho struct{}

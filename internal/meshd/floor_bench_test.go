@@ -72,13 +72,20 @@ func BenchmarkHopFloor(b *testing.B) {
 	}
 }
 
-// sdkServer serves the bench echo with the SDK on a new listener.
-func sdkServer(b *testing.B, network string) string {
+// benchServer is an SDK server of the bench echo, shut down when b ends.
+func benchServer(b *testing.B) *client.Server {
 	srv := client.NewServer(client.Options{Logger: testkit.Quiet})
 	srv.Register("bench", "echo", client.HandlerFunc(func(ctx context.Context, call *client.Call) (*client.Response, error) {
 		return &client.Response{Body: call.Body}, nil
 	}))
 	b.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
+}
+
+// sdkServer serves the bench echo with the SDK on a new listener; its
+// address.
+func sdkServer(b *testing.B, network string) string {
+	srv := benchServer(b)
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(b.TempDir(), "server.sock")
