@@ -211,12 +211,13 @@ func TestBatchOnASocket(t *testing.T) {
 func TestKickPastLoopsDeadline(t *testing.T) {
 	a, b := tcpPair(t)
 	failed := make(chan error, 1)
-	w := New(Socket(a), 1<<20, 50*time.Millisecond, nil, func(err error) { failed <- err })
+	const timeout = 200 * time.Millisecond // long enough for a loaded machine's Loop to write within it
+	w := New(Socket(a), 1<<20, timeout, nil, func(err error) { failed <- err })
 	go w.Loop()
 	defer w.Stop()
 	w.Write([]byte("loop ")) // through Loop, which sets the deadline
 	expectRead(t, b, "loop ")
-	time.Sleep(100 * time.Millisecond)
+	time.Sleep(timeout + 100*time.Millisecond)
 	for _, s := range []string{"kick ", "again "} {
 		w.Add([]byte(s), 1<<20)
 		w.Kick()
