@@ -208,6 +208,7 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 			later := w.pending
 			w.pending = append(batch, later...)
 			w.spare = later[:0]
+			w.count()
 			w.deadline = time.Time{}
 			w.nc.SetWriteDeadline(w.deadline)
 			continue
