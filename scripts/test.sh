@@ -48,7 +48,7 @@ suite fuzz-conn go test -run '^$' -fuzz '^FuzzConn$' -fuzztime "${FUZZTIME:-1000
 suite fuzz-zipkin go test -run '^$' -fuzz '^FuzzAppendString$' -fuzztime "${FUZZTIME:-100000x}" -v ./internal/tracing
 suite fuzz-meshd go test -run '^$' -fuzz '^FuzzMeshd$' -fuzztime "${FUZZTIME:-300x}" -fuzzminimizetime 2s -v ./internal/meshd
 suite fuzz-grpc-headers go test -run '^$' -fuzz '^FuzzHeaders$' -fuzztime 200000x -v ./internal/grpcgate
-suite fuzz-grpc-conn go test -run '^$' -fuzz '^FuzzGRPCConn$' -fuzztime 5000x -v ./internal/meshd
+suite fuzz-grpc-conn go test -run '^$' -fuzz '^FuzzGRPCConn$' -fuzztime 5000x -fuzzminimizetime 2s -v ./internal/meshd
 suite fuzz-grpc-header-blocks go test -run '^$' -fuzz '^FuzzHeaderReader$' -fuzztime 100000x -v ./internal/grpcgate
 suite fuzz-grpc-upstream go test -run '^$' -fuzz '^FuzzUpstream$' -fuzztime 3000x -v ./internal/grpcgate
 suite fuzz-zipkin-proto go test -run '^$' -fuzz '^FuzzProtoMatchesJSON$' -fuzztime "${FUZZTIME:-60000x}" -v ./internal/tracing
