@@ -205,19 +205,13 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 			// was set by a flush of Loop's long ago and has passed since
 			// (the socket refuses every write then, before trying). It goes;
 			// the next flush of Loop's sets one again.
-			later := w.pending
-			w.pending = append(batch, later...)
-			w.spare = later[:0]
-			w.count()
+			w.putBack(batch)
 			w.deadline = time.Time{}
 			w.nc.SetWriteDeadline(w.deadline)
 			continue
 		}
 		if raw != nil && err == nil && n < len(batch) { // the socket is full: the rest first, by Loop
-			later := w.pending
-			w.pending = append(append(batch[:0], batch[n:]...), later...)
-			w.spare = later[:0]
-			w.count()
+			w.putBack(append(batch[:0], batch[n:]...))
 			w.wakeLoop()
 			break
 		}
@@ -232,6 +226,15 @@ func (w *Writer) flushWith(raw syscall.RawConn) error {
 	}
 	w.flushing = false
 	return w.err
+}
+
+// putBack puts rest, a batch's unwritten end, first in pending, before
+// what was queued meanwhile. Called with mu held.
+func (w *Writer) putBack(rest []byte) {
+	later := w.pending
+	w.pending = append(rest, later...)
+	w.spare = later[:0]
+	w.count()
 }
 
 // fail ends the writer with err, the first time. Called with mu held.
