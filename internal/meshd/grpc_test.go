@@ -61,10 +61,10 @@ func grpcServer(t *testing.T) (string, *health.Server) {
 	return lis.Addr().String(), h
 }
 
-// grpcClient dials meshd as a stock gRPC client would.
-func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
+// grpcClient dials meshd as a stock gRPC client would, with opts.
+func grpcClient(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient("passthrough:///"+addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,15 +515,10 @@ func TestGRPCConnectionOutlivesItsWriteTimeout(t *testing.T) {
 	cfg.GRPCServers = []grpcgate.BackendConfig{{Service: "stock", Addr: backend, CheckEvery: time.Hour}}
 	d := startWith(t, cfg)
 	wordsSDK(t, d.Addr(), "words")
-	cc, err := grpc.NewClient("passthrough:///"+d.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-			return &settingsLate{Conn: nc}, err
-		}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := grpcClient(t, d.Addr(), grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		return &settingsLate{Conn: nc}, err
+	}))
 	testkit.WaitFor(t, 5*time.Second, "the gRPC server in the mesh", func() bool {
 		_, err := echo(context.Background(), cc, "x", nil, "rpc-service", "stock")
 		return err == nil
