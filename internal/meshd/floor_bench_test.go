@@ -85,16 +85,8 @@ func benchServer(b *testing.B) *client.Server {
 // sdkServer serves the bench echo with the SDK on a new listener; its
 // address.
 func sdkServer(b *testing.B, network string) string {
-	srv := benchServer(b)
-	addr := "127.0.0.1:0"
-	if network == "unix" {
-		addr = filepath.Join(b.TempDir(), "server.sock")
-	}
-	l, err := net.Listen(network, addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(l)
+	l := listenLocal(b, network)
+	go benchServer(b).Serve(l)
 	return l.Addr().String()
 }
 
@@ -114,25 +106,31 @@ func sdkCaller(b *testing.B, target string) testkit.BenchCall {
 	}
 }
 
-// listenFloor serves each connection of a new listener with serve, which
-// owns it.
-func listenFloor(b *testing.B, network string, serve func(net.Conn)) string {
+// listenLocal is a new listener on loopback TCP or on a socket in a
+// temporary directory, closed when b ends.
+func listenLocal(b *testing.B, network string) net.Listener {
 	addr := "127.0.0.1:0"
 	if network == "unix" {
-		addr = filepath.Join(b.TempDir(), "floor.sock")
+		addr = filepath.Join(b.TempDir(), "bench.sock")
 	}
 	l, err := net.Listen(network, addr)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { l.Close() })
+	return l
+}
+
+// listenFloor serves each connection of a new listener with serve, which
+// owns it (it ends when its peer closes).
+func listenFloor(b *testing.B, network string, serve func(net.Conn)) string {
+	l := listenLocal(b, network)
 	go func() {
 		for {
 			nc, err := l.Accept()
 			if err != nil {
 				return
 			}
-			b.Cleanup(func() { nc.Close() })
 			go serve(nc)
 		}
 	}()
