@@ -56,9 +56,9 @@ END {
   print "its own ends (BenchmarkHop): µs per call; over = what that relay adds beyond what the byte copier adds:"
   print "| ends | network | direct | byte copier | adds | its relay | adds | over |"
   print "|---|---|---|---|---|---|---|---|"
-  split("echo echo sdk sdk tchannel", endsOf, " "); split("tcp unix tcp unix tcp", netOf, " ")
+  nfloor = split("echo echo sdk sdk tchannel", endsOf, " "); split("tcp unix tcp unix tcp", netOf, " ")
   split("- - mesh-direct mesh-direct-unix tchannel-direct", dOf, " "); split("- - mesh-1hop mesh-1hop-unix tchannel-relay", hOf, " ")
-  for (i = 1; i <= 5; i++) {
+  for (i = 1; i <= nfloor; i++) {
     e = netOf[i] "-" endsOf[i] SUBSEP "c=1"; er = netOf[i] "-" endsOf[i] "-relay" SUBSEP "c=1"
     if (!n[e] || !n[er]) continue
     d = dOf[i] SUBSEP "c=1"; h = hOf[i] SUBSEP "c=1"; own = "-"; over = "-"; ownAdd = "-"
