@@ -104,9 +104,10 @@ if [ "${PROCESSES:-1}" != 0 ]; then
     print "Hops across processes, 1 KiB (kept = throughput / the same stack direct; CPU and read/write syscalls per call summed over caller, meshd(s) and server):"
     print "| path | c | calls/s | kept | CPU µs/call | syscalls/call | p50 µs | p99 µs |"
     print "|---|---|---|---|---|---|---|---|"
-    split("1 32 256", cs, " "); split("mesh-direct mesh-1hop mesh-2hop-mtls tchannel-direct tchannel-relay", paths, " ")
-    for (j = 1; j <= 3; j++) {
-      for (i = 1; i <= 5; i++) {
+    nc = split("1 32 64 256", cs, " ")
+    np = split("mesh-direct mesh-1hop mesh-1hop-unix mesh-2hop-mtls mesh-2hop-mtls-unix mesh-2hop-plain-unix tchannel-direct tchannel-relay", paths, " ")
+    for (j = 1; j <= nc; j++) {
+      for (i = 1; i <= np; i++) {
         k = paths[i] SUBSEP "c=" cs[j]; if (!n[k]) continue
         base = (paths[i] ~ /^mesh/ ? "mesh-direct" : "tchannel-direct") SUBSEP "c=" cs[j]
         printf "| %s | %s | %.0f | %.0f%% | %.1f | %.1f | %.0f | %.0f |\n", paths[i], cs[j], avg(cps, k),
