@@ -4,7 +4,9 @@
 # (client/BenchmarkDirectCall), meshd hops in one process
 # (internal/meshd/BenchmarkHop, with BenchmarkHopFloor: what a relay that only
 # copies bytes adds in the same process) and hops across processes
-# (integration/BenchmarkHopProcesses: caller, meshds and server each a process).
+# (integration/BenchmarkHopProcesses: caller, meshds and server each a process),
+# and what this machine charges for the steps a hop is made of (internal/outbox
+# BenchmarkPrices).
 # BENCHTIME=5s for steadier figures; COUNT=3 to average repeated runs.
 # On a 2-core machine client and server share the cores: compare ratios from
 # one run, not absolute numbers across machines.
@@ -83,6 +85,33 @@ END {
       100 * (avg(cpu, on) / avg(cpu, off) - 1), hon / 1000, hoff / 1000, 100 * (hon / hoff - 1), avg(al, on), avg(al, off)
   }
 }' "$out"
+
+# What this machine charges for the steps of a relayed message (a read that
+# finds the socket empty, a write and a read of 1 KiB, a round trip through
+# Go's poller, a goroutine hand-off: internal/outbox BenchmarkPrices): a hop
+# adds at least a round trip's steps to each call, so the in-process hop
+# figures above read against these. PRICES=0 skips it.
+if [ "${PRICES:-1}" != 0 ]; then
+  echo
+  go test -run '^$' -bench 'BenchmarkPrices' -benchtime 20000x -count "${COUNT:-1}" ./internal/outbox | awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  /^BenchmarkPrices\// {
+    name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); k = p[2] SUBSEP p[3]
+    n[k]++; ns[k] += $3; wr[k] += metric("write-ns"); rd[k] += metric("read-ns"); ho += metric("ns/hand-off"); nho += (p[2] == "hand-off")
+  }
+  END {
+    print "What this machine charges, µs (BenchmarkPrices; a hop adds at least a round trip of these steps to a call):"
+    print "| network | read of an empty socket | write 1 KiB | read 1 KiB | round trip 1 KiB (2 of each, 2 poller wake-ups) |"
+    print "|---|---|---|---|---|"
+    split("tcp unix", nets, " ")
+    for (i = 1; i <= 2; i++) {
+      e = nets[i] SUBSEP "read-empty"; w = nets[i] SUBSEP "write-read-1KiB"; r = nets[i] SUBSEP "round-trip-1KiB"
+      if (!n[e] || !n[w] || !n[r]) continue
+      printf "| %s | %.2f | %.2f | %.2f | %.1f |\n", nets[i], ns[e] / n[e] / 1000, wr[w] / n[w] / 1000, rd[w] / n[w] / 1000, ns[r] / n[r] / 1000
+    }
+    if (nho) printf "A goroutine hand-off on a channel: %.2f µs\n", ho / nho / 1000
+  }'
+fi
 
 # Hops across processes (caller, meshd(s), server each a process; CPU and
 # read/write system calls summed over all of them). PROCESSES=0 skips it.

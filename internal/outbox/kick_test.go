@@ -13,10 +13,10 @@ import (
 )
 
 // tcpPair is a connected pair of loopback sockets.
-func tcpPair(t *testing.T) (a, b net.Conn) { return socketPair(t, "tcp", "127.0.0.1:0") }
+func tcpPair(t testing.TB) (a, b net.Conn) { return socketPair(t, "tcp", "127.0.0.1:0") }
 
 // socketPair is a connected pair of sockets of a listener on addr.
-func socketPair(t *testing.T, network, addr string) (a, b net.Conn) {
+func socketPair(t testing.TB, network, addr string) (a, b net.Conn) {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {

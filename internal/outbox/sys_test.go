@@ -14,7 +14,7 @@ import (
 )
 
 // unixPair is a connected pair of Unix sockets.
-func unixPair(t *testing.T) (a, b net.Conn) {
+func unixPair(t testing.TB) (a, b net.Conn) {
 	return socketPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 }
 
@@ -25,7 +25,7 @@ func unixPair(t *testing.T) (a, b net.Conn) {
 func TestSocket(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		pair func(*testing.T) (net.Conn, net.Conn)
+		pair func(testing.TB) (net.Conn, net.Conn)
 	}{{"tcp", tcpPair}, {"unix", unixPair}} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, b := tc.pair(t)
