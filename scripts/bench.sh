@@ -144,6 +144,35 @@ if [ "${PROCESSES:-1}" != 0 ]; then
       }
     }
   }' "$procs"
+  echo
+  targets=$(mktemp)
+  go test -tags integration -run '^$' -bench 'BenchmarkHopTargets' -benchtime 1x -timeout 30m ./integration | tee "$targets"
+  echo
+  awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  function median(a, n,   i, j, t) {
+    for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+  }
+  /^BenchmarkHopTargets\// {
+    name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); k = p[2] SUBSEP p[3]
+    if (p[4] == "direct") { dcps[k] = metric("calls/s"); dcpu[k] = metric("cpu-µs/call"); next }
+    if (!(k in dcps)) next
+    n[p[2]]++; i = n[p[2]]
+    kept[p[2], i] = 100 * metric("calls/s") / dcps[k]; added[p[2], i] = metric("cpu-µs/call") - dcpu[k]
+    list[p[2]] = list[p[2]] sprintf(" %.0f%%", kept[p[2], i])
+  }
+  END {
+    print "The 32-caller targets on paired runs (BenchmarkHopTargets: each hop run right after a direct one; apps on meshd Unix socket):"
+    print "| path | pairs | kept, each pair | median kept | target | median CPU µs/call added | target |"
+    print "|---|---|---|---|---|---|---|"
+    np = split("mesh-1hop-unix mesh-2hop-mtls-unix", paths, " "); split("80% 65%", keptT, " "); split("12 -", cpuT, " ")
+    for (j = 1; j <= np; j++) {
+      path = paths[j]; m = n[path]; if (!m) continue
+      for (i = 1; i <= m; i++) { ks[i] = kept[path, i]; as[i] = added[path, i] }
+      printf "| %s | %d |%s | %.0f%% | %s | %+.1f | %s |\n", path, m, list[path], median(ks, m), keptT[j], median(as, m), cpuT[j]
+    }
+  }' "$targets"
 fi
 
 # The ops view's costs (docs/PERFORMANCE.md): counting a call on its edge,
