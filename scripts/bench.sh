@@ -114,7 +114,10 @@ if [ "${PRICES:-1}" != 0 ]; then
 fi
 
 # Hops across processes (caller, meshd(s), server each a process; CPU and
-# read/write system calls summed over all of them). PROCESSES=0 skips it.
+# read/write system calls summed over all of them), then issue 22's
+# 32-caller targets judged on pairs of runs (BenchmarkHopTargets: each hop
+# run right after a direct one; HOP_ROUNDS pairs, default 5). PROCESSES=0
+# skips both.
 if [ "${PROCESSES:-1}" != 0 ]; then
   procs=$(mktemp)
   for round in $(seq "${COUNT:-1}"); do
