@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -24,39 +25,33 @@ func BenchmarkPrices(b *testing.B) {
 	}{{"tcp", tcpPair}, {"unix", unixPair}} {
 		b.Run(tc.name+"/read-empty", func(b *testing.B) {
 			_, r := tc.pair(b)
-			onFd(b, r, func(fd uintptr) {
-				p := make([]byte, 64)
-				for b.Loop() {
-					if _, err := sysRead(fd, p); err != syscall.EAGAIN {
-						b.Fatalf("a read of an empty socket: %v, want EAGAIN", err)
-					}
+			fd, p := fdOf(b, r), make([]byte, 64)
+			for b.Loop() {
+				if _, err := sysRead(fd, p); err != syscall.EAGAIN {
+					b.Fatalf("a read of an empty socket: %v, want EAGAIN", err)
 				}
-			})
+			}
 		})
 		b.Run(tc.name+"/write-read-1KiB", func(b *testing.B) {
 			w, r := tc.pair(b)
-			p := make([]byte, 64<<10)
+			wfd, rfd, p := fdOf(b, w), fdOf(b, r), make([]byte, 64<<10)
 			var wrote, read time.Duration
-			onFd(b, w, func(wfd uintptr) {
-				onFd(b, r, func(rfd uintptr) {
-					for b.Loop() {
-						t0 := time.Now()
-						if n, err := sysWrite(wfd, msg); n != len(msg) {
-							b.Fatalf("write: %d bytes, %v", n, err)
-						}
-						t1 := time.Now()
-						for got := 0; got < len(msg); { // TCP may hand the bytes over in parts
-							n, err := sysRead(rfd, p)
-							if err != nil && err != syscall.EAGAIN {
-								b.Fatalf("read: %v", err)
-							}
-							got += n
-						}
-						read += time.Since(t1)
-						wrote += t1.Sub(t0)
+			for b.Loop() {
+				t0 := time.Now()
+				if n, err := sysWrite(wfd, msg); n != len(msg) {
+					b.Fatalf("write: %d bytes, %v", n, err)
+				}
+				t1 := time.Now()
+				for got := 0; got < len(msg); { // TCP may hand the bytes over in parts
+					n, err := sysRead(rfd, p)
+					if err != nil && err != syscall.EAGAIN {
+						b.Fatalf("read: %v", err)
 					}
-				})
-			})
+					got += n
+				}
+				read += time.Since(t1)
+				wrote += t1.Sub(t0)
+			}
 			b.ReportMetric(float64(wrote.Nanoseconds())/float64(b.N), "write-ns")
 			b.ReportMetric(float64(read.Nanoseconds())/float64(b.N), "read-ns")
 		})
@@ -65,7 +60,10 @@ func BenchmarkPrices(b *testing.B) {
 			a, e = Socket(a), Socket(e)
 			go func() { // echoes until the pair closes
 				p := make([]byte, len(msg))
-				for readFull(e, p) == nil {
+				for {
+					if _, err := io.ReadFull(e, p); err != nil {
+						return
+					}
 					if _, err := e.Write(p); err != nil {
 						return
 					}
@@ -76,7 +74,7 @@ func BenchmarkPrices(b *testing.B) {
 				if _, err := a.Write(msg); err != nil {
 					b.Fatal(err)
 				}
-				if err := readFull(a, p); err != nil {
+				if _, err := io.ReadFull(a, p); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -98,20 +96,12 @@ func BenchmarkPrices(b *testing.B) {
 	})
 }
 
-// onFd runs f with c's file descriptor.
-func onFd(b *testing.B, c net.Conn, f func(fd uintptr)) {
-	if err := rawOf(c).Control(f); err != nil {
+// fdOf is c's file descriptor, valid while c is open (the pair's cleanup
+// closes it after the benchmark).
+func fdOf(b *testing.B, c net.Conn) uintptr {
+	var fd uintptr
+	if err := rawOf(c).Control(func(s uintptr) { fd = s }); err != nil {
 		b.Fatal(err)
 	}
-}
-
-func readFull(c net.Conn, p []byte) error {
-	for got := 0; got < len(p); {
-		n, err := c.Read(p[got:])
-		if err != nil {
-			return err
-		}
-		got += n
-	}
-	return nil
+	return fd
 }
