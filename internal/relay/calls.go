@@ -44,8 +44,8 @@ type relayed struct {
 	dst         *conn.Conn
 	attempt     routing.Attempt // of the instance picked here (first hop); its Start is the attempt's
 	deadline    time.Time
-	timer       *time.Timer // ends the call at its TTL
-	tryTimer    *time.Timer // ends the current attempt at the per-attempt timeout
+	timer       *callTimer // ends the call at its TTL
+	tryTimer    *callTimer // ends the current attempt at the per-attempt timeout
 	// For retries: the request's frames as they arrived, one after another,
 	// until maxRetryBytes (nil: the call is not retried).
 	saved *[]byte
@@ -205,12 +205,8 @@ func (r *Relay) finish(rc *relayed, o routing.Outcome) bool {
 		rc.rec.end(o, att.Took())
 	}
 	dst, dstID := rc.dst, rc.dstID
-	if rc.timer != nil {
-		rc.timer.Stop()
-	}
-	if rc.tryTimer != nil {
-		rc.tryTimer.Stop()
-	}
+	stopTimer(&rc.timer)
+	stopTimer(&rc.tryTimer)
 	saved, savedN, srcT := rc.saved, 0, rc.srcT
 	if saved != nil {
 		savedN = len(*saved)

@@ -47,13 +47,14 @@ func (r *Relay) park(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *rel
 	r.countParked(c)
 	r.inflight.Add(1)
 	rc.srcT.add(rc.srcID, rc, false)
-	tr := req.Tracing
 	rc.mu.Lock()
 	if !rc.reqDone {
 		rc.srcT.halfFrom.Add(1)
 		rc.countedFrom = true
 	}
-	rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tr) })
+	ct := r.newTimer(rc, &rc.timer, expired)
+	ct.tr = req.Tracing
+	ct.start(ttl)
 	rc.mu.Unlock()
 	go r.unpark(rc, wait)
 }

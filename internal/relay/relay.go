@@ -285,10 +285,11 @@ func (r *Relay) forward(src *conn.Conn, f *frame.Frame, req *frame.CallReq, rc *
 	c.Headers, c.Caller, c.AppHeaders = nil, nil, nil
 
 	r.track(rc)
-	tr := req.Tracing // req is reused by the read loop: copy what the timer needs
 	rc.mu.Lock()
 	if !rc.done { // a connection can close, and finish the call, at any time
-		rc.timer = time.AfterFunc(ttl, func() { r.expire(rc, tr) })
+		ct := r.newTimer(rc, &rc.timer, expired)
+		ct.tr = req.Tracing // req is reused by the read loop: a copy
+		ct.start(ttl)
 		if hedgeAfter > 0 {
 			r.armHedge(rc, hedgeAfter)
 		}
@@ -451,9 +452,10 @@ func (r *Relay) Frame(from *conn.Conn, f *frame.Frame, frag *frame.Fragment) {
 	}
 }
 
-// expire ends a call whose TTL ran out in the relay: the caller hears a
-// timeout, the callee a cancel.
-func (r *Relay) expire(rc *relayed, t frame.Tracing) {
+// expired is a call's TTL timer firing: the call ran out of time in the
+// relay, so the caller hears a timeout and the callee a cancel.
+func expired(ct *callTimer) {
+	r, rc, t := ct.r, ct.rc, ct.tr
 	if !r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {
 		return
 	}

@@ -68,9 +68,7 @@ func (r *Relay) retryAfter(rc *relayed, dst *conn.Conn, dstID uint32, code frame
 	att := rc.attempt
 	rc.attempt = routing.Attempt{}
 	rc.rec.end(routing.Failed(code), att.Took())
-	if rc.tryTimer != nil {
-		rc.tryTimer.Stop() // the next attempt gets its own
-	}
+	stopTimer(&rc.tryTimer) // the next attempt gets its own
 	if rc.trace != nil {
 		rc.trace.events = append(rc.trace.events, tracing.Event{Name: "retry", Time: time.Now(), Attrs: []attribute.KeyValue{
 			attribute.String("mesh.instance", rc.call.Instance().ID), attribute.String("mesh.cause", code.String())}})
@@ -169,24 +167,28 @@ func (r *Relay) watchAttempt(rc *relayed, dst *conn.Conn, dstID uint32, timeout 
 	if rc.done {
 		return
 	}
-	if rc.tryTimer != nil {
-		rc.tryTimer.Stop()
+	ct := r.newTimer(rc, &rc.tryTimer, attemptTimedOut)
+	ct.dst, ct.dstID, ct.timeout = dst, dstID, timeout
+	ct.start(grace)
+}
+
+// attemptTimedOut is watchAttempt's timer firing: it ends the attempt it
+// was armed for, if that is still the call's current one.
+func attemptTimedOut(ct *callTimer) {
+	r, rc, dst, dstID := ct.r, ct.rc, ct.dst, ct.dstID
+	rc.mu.Lock()
+	current := !rc.done && !rc.between && rc.dst == dst && rc.dstID == dstID
+	rc.mu.Unlock()
+	if !current {
+		return
 	}
-	rc.tryTimer = time.AfterFunc(grace, func() {
-		rc.mu.Lock()
-		current := !rc.done && !rc.between && rc.dst == dst && rc.dstID == dstID
-		rc.mu.Unlock()
-		if !current {
-			return
-		}
-		if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
-			r.send(dst, b, false)
-		}
-		if r.dropAttempt(rc, dst, dstID, frame.ErrCodeTimeout) || r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
-			return
-		}
-		if r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {
-			r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeTimeout, fmt.Sprintf("no answer within the %v attempt timeout", timeout))
-		}
-	})
+	if b, err := frame.AppendCancel(nil, dstID, frame.Cancel{Why: []byte("attempt timed out")}); err == nil {
+		r.send(dst, b, false)
+	}
+	if r.dropAttempt(rc, dst, dstID, frame.ErrCodeTimeout) || r.retryAfter(rc, dst, dstID, frame.ErrCodeTimeout) {
+		return
+	}
+	if r.finish(rc, routing.Failed(frame.ErrCodeTimeout)) {
+		r.sendError(rc.src, rc.srcID, rc.hop, frame.ErrCodeTimeout, fmt.Sprintf("no answer within the %v attempt timeout", ct.timeout))
+	}
 }
