@@ -19,7 +19,7 @@ type callTimer struct {
 	rc   *relayed
 	slot **callTimer // the call's field that holds it (rc.timer, rc.tryTimer)
 	// What fire needs beyond the call.
-	tr      frame.Tracing // expire's: the request's tracing field
+	tr      frame.Tracing // expired's: the request's tracing field
 	dst     *conn.Conn    // the attempt's connection and id (watchAttempt)
 	dstID   uint32
 	timeout time.Duration
