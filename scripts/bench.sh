@@ -163,17 +163,20 @@ if [ "${PROCESSES:-1}" != 0 ]; then
     if (!(k in dcps)) next
     n[p[2]]++; i = n[p[2]]
     kept[p[2], i] = 100 * metric("calls/s") / dcps[k]; added[p[2], i] = metric("cpu-µs/call") - dcpu[k]
+    # CPUs kept busy: calls/s times CPU per call. A path that keeps them less
+    # busy than direct loses throughput to idle time, not to work.
+    dbusy[p[2], i] = dcps[k] * dcpu[k] / 1e6; busy[p[2], i] = metric("calls/s") * metric("cpu-µs/call") / 1e6
     list[p[2]] = list[p[2]] sprintf(" %.0f%%", kept[p[2], i])
   }
   END {
     print "The 32-caller targets on paired runs (BenchmarkHopTargets: each hop run right after a direct one; apps on meshd Unix socket):"
-    print "| path | pairs | kept, each pair | median kept | target | median CPU µs/call added | target |"
-    print "|---|---|---|---|---|---|---|"
+    print "| path | pairs | kept, each pair | median kept | target | median CPU µs/call added | target | CPUs busy, direct → hop (medians) |"
+    print "|---|---|---|---|---|---|---|---|"
     np = split("mesh-1hop-unix mesh-2hop-mtls-unix", paths, " "); split("80% 65%", keptT, " "); split("12 -", cpuT, " ")
     for (j = 1; j <= np; j++) {
       path = paths[j]; m = n[path]; if (!m) continue
-      for (i = 1; i <= m; i++) { ks[i] = kept[path, i]; as[i] = added[path, i] }
-      printf "| %s | %d |%s | %.0f%% | %s | %+.1f | %s |\n", path, m, list[path], median(ks, m), keptT[j], median(as, m), cpuT[j]
+      for (i = 1; i <= m; i++) { ks[i] = kept[path, i]; as[i] = added[path, i]; db[i] = dbusy[path, i]; hb[i] = busy[path, i] }
+      printf "| %s | %d |%s | %.0f%% | %s | %+.1f | %s | %.2f → %.2f |\n", path, m, list[path], median(ks, m), keptT[j], median(as, m), cpuT[j], median(db, m), median(hb, m)
     }
   }' "$targets"
 fi
