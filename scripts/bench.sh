@@ -116,8 +116,9 @@ fi
 # Hops across processes (caller, meshd(s), server each a process; CPU and
 # read/write system calls summed over all of them), then issue 22's
 # 32-caller targets judged on pairs of runs (BenchmarkHopTargets: each hop
-# run right after a direct one; HOP_ROUNDS pairs, default 5). PROCESSES=0
-# skips both.
+# run right after a direct one; HOP_ROUNDS pairs, default 5), and where one
+# meshd's hop waits (BenchmarkHopTrace, its runtime trace). PROCESSES=0
+# skips the three.
 if [ "${PROCESSES:-1}" != 0 ]; then
   procs=$(mktemp)
   for round in $(seq "${COUNT:-1}"); do
@@ -179,6 +180,24 @@ if [ "${PROCESSES:-1}" != 0 ]; then
       printf "| %s | %d |%s | %.0f%% | %s | %+.1f | %s | %.2f → %.2f |\n", path, m, list[path], median(ks, m), keptT[j], median(as, m), cpuT[j], median(db, m), median(hb, m)
     }
   }' "$targets"
+
+  # Where one meshd's hop waits, from its runtime trace (BenchmarkHopTrace).
+  echo
+  waits=$(mktemp)
+  go test -tags integration -run '^$' -bench 'BenchmarkHopTrace' -benchtime 1x -timeout 10m ./integration | tee "$waits"
+  echo
+  awk '
+  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  BEGIN {
+    print "Where one meshd hop waits (BenchmarkHopTrace: meshd runtime trace, 2 s; per call; calls/s while traced):"
+    print "| callers | calls/s | socket wake-ups | hand-offs | hand-off waits for the processor, p50 µs | processor idle | idle spells |"
+    print "|---|---|---|---|---|---|---|"
+  }
+  /^BenchmarkHopTrace\// {
+    c = $1; sub(/^BenchmarkHopTrace\/c=/, "", c); sub(/-[0-9]+$/, "", c)
+    printf "| %s | %.0f | %.2f | %.2f | %.1f | %.0f%% | %.3f |\n", c, metric("calls/s"), metric("socket-wakes/call"),
+      metric("handoffs/call"), metric("handoff-wait-p50-µs"), metric("idle-%"), metric("idle-spells/call")
+  }' "$waits"
 fi
 
 # The ops view's costs (docs/PERFORMANCE.md): counting a call on its edge,
