@@ -13,12 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
+# metric NAME is the value a benchmark line gives for NAME, in every table's awk.
+metric='function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }'
 out=$(mktemp)
 go test -run '^$' -bench 'BenchmarkDirectCall|BenchmarkHop' -benchmem -benchtime "${BENCHTIME:-3s}" \
   -count "${COUNT:-1}" ./client ./internal/meshd | tee "$out"
 echo
-awk '
-function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+awk "$metric"'
 /^Benchmark(DirectCall|Hop|HopFloor)\// {
   name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/")
   if (p[1] == "BenchmarkDirectCall") { key = p[2] SUBSEP p[3] "/" p[4] } else { key = p[2] SUBSEP p[3] }
@@ -93,8 +94,7 @@ END {
 # figures above read against these. PRICES=0 skips it.
 if [ "${PRICES:-1}" != 0 ]; then
   echo
-  go test -run '^$' -bench 'BenchmarkPrices' -benchtime 20000x -count "${COUNT:-1}" ./internal/outbox | awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  go test -run '^$' -bench 'BenchmarkPrices' -benchtime 20000x -count "${COUNT:-1}" ./internal/outbox | awk "$metric"'
   /^BenchmarkPrices\// {
     name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); k = p[2] SUBSEP p[3]
     n[k]++; ns[k] += $3; wr[k] += metric("write-ns"); rd[k] += metric("read-ns"); ho += metric("ns/hand-off"); nho += (p[2] == "hand-off")
@@ -125,8 +125,7 @@ if [ "${PROCESSES:-1}" != 0 ]; then
     go test -tags integration -run '^$' -bench 'BenchmarkHopProcesses' -benchtime 1x -timeout 30m ./integration | tee -a "$procs"
   done
   echo
-  awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  awk "$metric"'
   /^BenchmarkHopProcesses\// {
     name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); key = p[2] SUBSEP p[3]
     n[key]++; cps[key] += metric("calls/s"); cpu[key] += metric("cpu-µs/call"); sys[key] += metric("syscalls/call")
@@ -152,8 +151,7 @@ if [ "${PROCESSES:-1}" != 0 ]; then
   targets=$(mktemp)
   go test -tags integration -run '^$' -bench 'BenchmarkHopTargets' -benchtime 1x -timeout 30m ./integration | tee "$targets"
   echo
-  awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  awk "$metric"'
   function median(a, n,   i, j, t) {
     for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
     return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
@@ -186,8 +184,7 @@ if [ "${PROCESSES:-1}" != 0 ]; then
   waits=$(mktemp)
   go test -tags integration -run '^$' -bench 'BenchmarkHopTrace' -benchtime 1x -timeout 10m ./integration | tee "$waits"
   echo
-  awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  awk "$metric"'
   BEGIN {
     print "Where one meshd hop waits (BenchmarkHopTrace: meshd runtime trace, 2 s; per call; calls/s while traced):"
     print "| callers | calls/s | socket wake-ups | hand-offs | hand-off waits for the processor, p50 µs | processor idle | idle spells |"
@@ -219,8 +216,7 @@ if [ "${TAIL:-1}" != 0 ]; then
   tail=$(mktemp)
   go test -run '^$' -bench 'BenchmarkHedging' -benchtime 1x -timeout 20m ./internal/meshd | tee "$tail"
   echo
-  awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  awk "$metric"'
   /^BenchmarkHedging\// {
     name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); mode = p[4]; sub(/hedging=/, "", mode); key = p[2] SUBSEP p[3]
     p99[key, mode] = metric("p99-ms"); p999[key, mode] = metric("p99.9-ms"); hedges[key, mode] = metric("hedges-%"); failed[key, mode] = metric("failed")
@@ -247,8 +243,7 @@ if [ "${GRPC:-1}" != 0 ]; then
   scripts/debian.sh haproxy=haproxy
   echo
   echo "gRPC across processes, 1 KiB (kept = throughput / direct; CPU and read/write syscalls per call summed over client, proxy and server):"
-  go test -tags integration -run '^$' -bench 'BenchmarkGRPCProcesses' -benchtime 1x -timeout 30m ./integration | awk '
-  function metric(name,   i) { for (i = 2; i < NF; i++) if ($(i+1) == name) return $i; return 0 }
+  go test -tags integration -run '^$' -bench 'BenchmarkGRPCProcesses' -benchtime 1x -timeout 30m ./integration | awk "$metric"'
   /^BenchmarkGRPCProcesses\// {
     name = $1; sub(/-[0-9]+$/, "", name); split(name, p, "/"); c = p[3]; sub(/c=/, "", c)
     cps[p[2], c] = metric("calls/s"); cpu[p[2], c] = metric("cpu-µs/call"); sys[p[2], c] = metric("syscalls/call")
