@@ -132,7 +132,13 @@ type statusDoc = meshd.Status
 
 func status(t *testing.T, h *host) statusDoc {
 	t.Helper()
-	res, err := http.Get("http://" + h.admin + "/status")
+	return statusAt(t, h.admin)
+}
+
+// statusAt is the /status of the meshd whose admin address is admin.
+func statusAt(t testing.TB, admin string) statusDoc {
+	t.Helper()
+	res, err := http.Get("http://" + admin + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}

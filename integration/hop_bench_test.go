@@ -187,21 +187,12 @@ func hopProcesses(b *testing.B, path string, conc int) {
 		})
 		cmd = exec.Command(filepath.Join(binDir, "benchpeer"), "grpc-bench", target, strconv.Itoa(conc), run.String(), warmup.String())
 	case mesh:
-		body := strings.Repeat("x", 1<<10)
-		testkit.WaitFor(b, 10*time.Second, path+" answering", func() bool {
-			return exec.Command(filepath.Join(binDir, "meshctl"), "call", "echo", "echo", body, "--raw", "--via", target, "--timeout", "1s").Run() == nil
-		})
-		cmd = exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", body, "--via", target,
-			"-c", strconv.Itoa(conc), "-d", run.String(), "--warmup", warmup.String(), "-o", "json")
+		cmd = meshctlBench(b, target, conc, warmup, run)
 	default:
 		listening(b, "tcp", target)
 		cmd = exec.Command(filepath.Join(binDir, "benchpeer"), "tchannel-bench", target, strconv.Itoa(conc), run.String(), warmup.String())
 	}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
+	c := startLoad(b, cmd)
 	pids := []int{cmd.Process.Pid}
 	for _, p := range procs {
 		pids = append(pids, p.cmd.Process.Pid)
@@ -210,18 +201,13 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	t0, cpu0, sys0 := time.Now(), cpuAll(b, pids), syscalls(b, pids)
 	time.Sleep(run - time.Second)
 	t1, cpu1, sys1 := time.Now(), cpuAll(b, pids), syscalls(b, pids)
-	if err := cmd.Wait(); err != nil {
-		b.Fatalf("%s: the caller: %v: %s %s", path, err, out.String(), errOut.String())
-	}
+	c.wait(b, path)
 	for _, p := range procs {
 		if !running(p.cmd.Process.Pid) { // the calls did not go the path named
 			b.Fatalf("%s: %s exited during the run (its log below)", path, p.name)
 		}
 	}
-	var r loadgen.Result
-	if err := json.Unmarshal(out.Bytes(), &r); err != nil || r.Errors > 0 || r.Calls == 0 {
-		b.Fatalf("%s: %v; %s %s", path, err, out.String(), errOut.String())
-	}
+	r := c.result(b, path)
 	calls := r.Throughput * t1.Sub(t0).Seconds() // made in the sampled window
 	b.ReportMetric(r.Throughput, "calls/s")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/calls, "cpu-µs/call")
@@ -231,6 +217,51 @@ func hopProcesses(b *testing.B, path string, conc int) {
 	for _, p := range procs {
 		p.kill()
 	}
+}
+
+// meshctlBench waits until echo answers through target, then returns
+// meshctl bench (not started) calling it with 1 KiB from conc callers for
+// run after warmup, its figures in JSON.
+func meshctlBench(b *testing.B, target string, conc int, warmup, run time.Duration) *exec.Cmd {
+	body := strings.Repeat("x", 1<<10)
+	testkit.WaitFor(b, 10*time.Second, "echo answering through "+target, func() bool {
+		return exec.Command(filepath.Join(binDir, "meshctl"), "call", "echo", "echo", body, "--raw", "--via", target, "--timeout", "1s").Run() == nil
+	})
+	return exec.Command(filepath.Join(binDir, "meshctl"), "bench", "echo", "echo", body, "--via", target,
+		"-c", strconv.Itoa(conc), "-d", run.String(), "--warmup", warmup.String(), "-o", "json")
+}
+
+// loadDriver is a caller (meshctl bench, benchpeer's) running in the
+// background, its output kept.
+type loadDriver struct {
+	cmd         *exec.Cmd
+	out, errOut bytes.Buffer
+}
+
+func startLoad(b *testing.B, cmd *exec.Cmd) *loadDriver {
+	c := &loadDriver{cmd: cmd}
+	cmd.Stdout, cmd.Stderr = &c.out, &c.errOut
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// wait waits for the caller to end; it must succeed.
+func (c *loadDriver) wait(b *testing.B, what string) {
+	if err := c.cmd.Wait(); err != nil {
+		b.Fatalf("%s: the caller: %v: %s %s", what, err, c.out.String(), c.errOut.String())
+	}
+}
+
+// result is what the ended caller measured, which must hold calls and no
+// error.
+func (c *loadDriver) result(b *testing.B, what string) loadgen.Result {
+	var r loadgen.Result
+	if err := json.Unmarshal(c.out.Bytes(), &r); err != nil || r.Errors > 0 || r.Calls == 0 {
+		b.Fatalf("%s: %v; %s %s", what, err, c.out.String(), c.errOut.String())
+	}
+	return r
 }
 
 // listening waits until something accepts connections at addr.
